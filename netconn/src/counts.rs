@@ -1,0 +1,141 @@
+//! Per conn-type x state connection counts.
+
+use serde_json::{Map, Value};
+
+use crate::sockdiag::DumpedSocket;
+use crate::state::{ConnType, UDP_STATE, tcp_state_name, tcp_state_names};
+
+/// Dense table: conn-type x kernel state code (0..16). UDP uses one slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    cells: [[i64; 16]; 4],
+}
+
+/// The slot UDP counts live in (the state code is meaningless for UDP).
+const UDP_SLOT: u8 = 0;
+
+impl Counts {
+    pub fn get(&self, conn_type: ConnType, state: u8) -> i64 {
+        let state = if conn_type.is_tcp() { state } else { UDP_SLOT };
+        self.cells[conn_type.index()][(state & 15) as usize]
+    }
+
+    pub fn add(&mut self, conn_type: ConnType, state: u8, delta: i64) {
+        let state = if conn_type.is_tcp() { state } else { UDP_SLOT };
+        self.cells[conn_type.index()][(state & 15) as usize] += delta;
+    }
+
+    /// Counts every socket as the kernel reported it (what `ss` shows).
+    pub fn from_dump(sockets: &[DumpedSocket]) -> Self {
+        let mut c = Counts::default();
+        for s in sockets {
+            c.add(s.conn_type, s.state, 1);
+        }
+        c
+    }
+
+    /// Replaces every UDP count with the ones in `other`.
+    pub fn set_udp_from(&mut self, other: &Counts) {
+        for ct in [ConnType::Udp, ConnType::Udp6] {
+            self.cells[ct.index()] = other.cells[ct.index()];
+        }
+    }
+
+    pub fn total(&self) -> i64 {
+        self.cells.iter().flatten().sum()
+    }
+
+    /// Iterates over `(conn_type, state name, count)` for every named state,
+    /// zeros included.
+    pub fn iter(&self) -> impl Iterator<Item = (ConnType, &'static str, i64)> + '_ {
+        ConnType::ALL.into_iter().flat_map(move |ct| {
+            let cells = &self.cells[ct.index()];
+            let tcp = (1u8..12).filter_map(move |code| {
+                tcp_state_name(code).map(|name| (ct, name, cells[code as usize]))
+            });
+            let udp = std::iter::once((ct, UDP_STATE, cells[UDP_SLOT as usize]));
+            let (tcp, udp): (Vec<_>, Vec<_>) = if ct.is_tcp() {
+                (tcp.collect(), Vec::new())
+            } else {
+                (Vec::new(), udp.collect())
+            };
+            tcp.into_iter().chain(udp)
+        })
+    }
+
+    /// `{"tcp":{"ESTABLISHED":3,...},"tcp6":{...},"udp":{"NONE":2},"udp6":{...}}`
+    /// with every state present, so dashboards see stable keys.
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        for ct in ConnType::ALL {
+            let mut states = Map::new();
+            if ct.is_tcp() {
+                for (code, name) in (1u8..).zip(tcp_state_names()) {
+                    states.insert(name.into(), self.get(ct, code).into());
+                }
+            } else {
+                states.insert(UDP_STATE.into(), self.get(ct, UDP_SLOT).into());
+            }
+            out.insert(ct.name().into(), Value::Object(states));
+        }
+        Value::Object(out)
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+    fn add(mut self, rhs: Counts) -> Counts {
+        for (a, b) in self.cells.iter_mut().flatten().zip(rhs.cells.iter().flatten()) {
+            *a += b;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::SocketKind;
+
+    fn sock(conn_type: ConnType, state: u8) -> DumpedSocket {
+        DumpedSocket {
+            conn_type,
+            state,
+            kind: SocketKind::Full,
+            cookie: 0,
+            local_port: 0,
+            inode: 0,
+        }
+    }
+
+    #[test]
+    fn json_has_every_state_and_the_counts() {
+        let c = Counts::from_dump(&[
+            sock(ConnType::Tcp, 1),
+            sock(ConnType::Tcp, 1),
+            sock(ConnType::Tcp6, 10),
+            sock(ConnType::Udp, 7),
+            sock(ConnType::Udp, 1),
+        ]);
+        let j = c.to_json();
+        assert_eq!(j["tcp"]["ESTABLISHED"], 2);
+        assert_eq!(j["tcp6"]["LISTEN"], 1);
+        assert_eq!(j["tcp"]["CLOSING"], 0);
+        assert_eq!(j["udp"]["NONE"], 2, "connected and unconnected UDP both count");
+        assert_eq!(j["udp6"]["NONE"], 0);
+        assert_eq!(j["tcp"].as_object().unwrap().len(), 11);
+        assert_eq!(j["udp"].as_object().unwrap().len(), 1);
+        assert_eq!(c.total(), 5);
+        assert_eq!(c.iter().count(), 11 * 2 + 2);
+    }
+
+    #[test]
+    fn udp_replacement_leaves_tcp_alone() {
+        let mut live = Counts::from_dump(&[sock(ConnType::Tcp, 1), sock(ConnType::Udp, 7)]);
+        let fresh = Counts::from_dump(&[sock(ConnType::Udp6, 7), sock(ConnType::Udp6, 7)]);
+        live.set_udp_from(&fresh);
+        assert_eq!(live.get(ConnType::Tcp, 1), 1);
+        assert_eq!(live.get(ConnType::Udp, 0), 0);
+        assert_eq!(live.get(ConnType::Udp6, 0), 2);
+    }
+}

@@ -1,0 +1,333 @@
+use super::*;
+use netconn_common::{AF_INET, AF_INET6, TRANSITION_SLOTS, family_index};
+
+use crate::state::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_SENT, TCP_TIME_WAIT};
+
+const NETNS: u32 = 4026531840;
+const EPOCH: u32 = 1;
+const FIN_WAIT1: u8 = 4;
+const CLOSE_WAIT: u8 = 8;
+const LAST_ACK: u8 = 9;
+
+/// A kernel stand-in: applies events to a matrix and a journal, the way the
+/// eBPF program does.
+struct Kernel {
+    matrix: Transitions,
+    journal: Vec<StateEvent>,
+    journal_on: bool,
+    epoch: u32,
+}
+
+impl Kernel {
+    fn new() -> Self {
+        Kernel {
+            matrix: Transitions {
+                counts: [0; TRANSITION_SLOTS],
+            },
+            journal: Vec::new(),
+            journal_on: false,
+            epoch: 0,
+        }
+    }
+
+    /// One event. Events of old epochs do not touch the current matrix (it
+    /// was zeroed at the flip), which is how `Tracker` uses it.
+    fn event(&mut self, netns: u32, family: u16, cookie: u64, old: u8, new: u8) {
+        if netns != NETNS {
+            return; // filtered in the kernel by TARGET_NETNS
+        }
+        if self.epoch == EPOCH {
+            let fam = family_index(family).unwrap();
+            self.matrix.counts[transition_slot(fam, old as usize, new as usize)] += 1;
+        }
+        if self.journal_on {
+            self.journal.push(StateEvent {
+                cookie,
+                netns,
+                epoch: self.epoch,
+                family,
+                oldstate: old,
+                newstate: new,
+                ..Default::default()
+            });
+        }
+    }
+
+    fn live(&self, dump: &[DumpedSocket]) -> Counts {
+        merge(dump, &self.journal, EPOCH, NETNS).counts + matrix_effect(&self.matrix)
+    }
+}
+
+fn full(conn_type: ConnType, state: u8, cookie: u64) -> DumpedSocket {
+    DumpedSocket {
+        conn_type,
+        state,
+        kind: SocketKind::Full,
+        cookie,
+        local_port: 0,
+        inode: 0,
+    }
+}
+
+#[test]
+fn events_before_the_epoch_are_in_the_dump_only() {
+    let mut k = Kernel::new();
+    // Before the flip: a connection is established (epoch 0, no journal).
+    k.event(NETNS, AF_INET, 1, TCP_CLOSE, TCP_SYN_SENT);
+    k.event(NETNS, AF_INET, 1, TCP_SYN_SENT, TCP_ESTABLISHED);
+    k.epoch = EPOCH;
+    k.journal_on = true;
+    let dump = [full(ConnType::Tcp, TCP_ESTABLISHED, 1)];
+    let live = k.live(&dump);
+    assert_eq!(live.get(ConnType::Tcp, TCP_ESTABLISHED), 1);
+    assert_eq!(live.total(), 1);
+}
+
+#[test]
+fn event_racing_the_dump_counts_once_whether_the_dump_saw_it_or_not() {
+    for dump_saw_new_state in [false, true] {
+        let mut k = Kernel::new();
+        k.epoch = EPOCH;
+        k.journal_on = true;
+        k.event(NETNS, AF_INET, 7, TCP_ESTABLISHED, FIN_WAIT1);
+        let state = if dump_saw_new_state {
+            FIN_WAIT1
+        } else {
+            TCP_ESTABLISHED
+        };
+        let live = k.live(&[full(ConnType::Tcp, state, 7)]);
+        assert_eq!(live.get(ConnType::Tcp, FIN_WAIT1), 1, "saw new: {dump_saw_new_state}");
+        assert_eq!(live.get(ConnType::Tcp, TCP_ESTABLISHED), 0);
+    }
+}
+
+#[test]
+fn events_after_the_dump_come_from_the_matrix_alone() {
+    let mut k = Kernel::new();
+    k.epoch = EPOCH;
+    k.journal_on = true;
+    let dump = [full(ConnType::Tcp6, TCP_LISTEN, 3)];
+    k.journal_on = false; // dump finished, journal off
+    k.event(NETNS, AF_INET6, 3, TCP_LISTEN, TCP_CLOSE);
+    k.event(NETNS, AF_INET6, 4, TCP_CLOSE, TCP_SYN_SENT);
+    let live = k.live(&dump);
+    assert_eq!(live.get(ConnType::Tcp6, TCP_LISTEN), 0);
+    assert_eq!(live.get(ConnType::Tcp6, TCP_SYN_SENT), 1);
+}
+
+#[test]
+fn child_socket_first_event_is_not_a_listener_leaving() {
+    let mut k = Kernel::new();
+    k.epoch = EPOCH;
+    k.journal_on = true;
+    let dump = [full(ConnType::Tcp, TCP_LISTEN, 10)];
+    // Listener 10 accepts a connection: child 11 is cloned from it.
+    k.event(NETNS, AF_INET, 11, TCP_LISTEN, TCP_SYN_RECV);
+    k.event(NETNS, AF_INET, 11, TCP_SYN_RECV, TCP_ESTABLISHED);
+    let live = k.live(&dump);
+    assert_eq!(live.get(ConnType::Tcp, TCP_LISTEN), 1);
+    assert_eq!(live.get(ConnType::Tcp, TCP_ESTABLISHED), 1);
+    assert_eq!(live.get(ConnType::Tcp, TCP_SYN_RECV), 0);
+}
+
+#[test]
+fn two_reuseport_listeners_on_one_port_are_two_sockets() {
+    let mut k = Kernel::new();
+    k.epoch = EPOCH;
+    k.journal_on = true;
+    // Same address and port, different cookies; one closes during the dump.
+    let mut a = full(ConnType::Tcp, TCP_LISTEN, 20);
+    a.local_port = 8080;
+    let b = DumpedSocket { cookie: 21, ..a };
+    k.event(NETNS, AF_INET, 21, TCP_LISTEN, TCP_CLOSE);
+    let live = k.live(&[a, b]);
+    assert_eq!(live.get(ConnType::Tcp, TCP_LISTEN), 1);
+}
+
+#[test]
+fn events_from_another_namespace_change_nothing() {
+    let mut k = Kernel::new();
+    k.epoch = EPOCH;
+    k.journal_on = true;
+    k.event(NETNS + 1, AF_INET, 30, TCP_CLOSE, TCP_LISTEN);
+    // Even if one slipped into the journal, merge filters by namespace.
+    k.journal.push(StateEvent {
+        cookie: 31,
+        netns: NETNS + 1,
+        epoch: EPOCH,
+        family: AF_INET,
+        oldstate: TCP_ESTABLISHED,
+        newstate: TCP_CLOSE,
+        ..Default::default()
+    });
+    let dump = [full(ConnType::Tcp, TCP_ESTABLISHED, 32)];
+    let live = k.live(&dump);
+    assert_eq!(live.total(), 1);
+    assert_eq!(live.get(ConnType::Tcp, TCP_ESTABLISHED), 1);
+}
+
+#[test]
+fn time_wait_entry_keeps_its_count_while_the_full_socket_leaves() {
+    let mut k = Kernel::new();
+    k.epoch = EPOCH;
+    k.journal_on = true;
+    k.event(NETNS, AF_INET, 40, TCP_FIN_WAIT2, TCP_CLOSE);
+    // The dump saw the time-wait mini-socket that inherited cookie 40.
+    let tw = DumpedSocket {
+        kind: SocketKind::TimeWait,
+        ..full(ConnType::Tcp, TCP_TIME_WAIT, 40)
+    };
+    let live = k.live(&[tw]);
+    assert_eq!(live.get(ConnType::Tcp, TCP_TIME_WAIT), 1);
+    assert_eq!(live.get(ConnType::Tcp, TCP_FIN_WAIT2), 0);
+    let stats = merge(&[tw], &k.journal, EPOCH, NETNS).stats;
+    assert_eq!(stats.inconsistent_sockets, 0);
+}
+
+#[test]
+fn a_dumped_state_the_journal_never_passes_through_is_flagged() {
+    let mut k = Kernel::new();
+    k.epoch = EPOCH;
+    k.journal_on = true;
+    k.event(NETNS, AF_INET, 50, TCP_ESTABLISHED, FIN_WAIT1);
+    let stats = merge(
+        &[full(ConnType::Tcp, LAST_ACK, 50)],
+        &k.journal,
+        EPOCH,
+        NETNS,
+    )
+    .stats;
+    assert_eq!(stats.inconsistent_sockets, 1);
+    assert_eq!(stats.journal_events, 1);
+}
+
+#[test]
+fn transient_close_in_the_dump_is_not_counted() {
+    let k = Kernel::new();
+    let live = k.live(&[full(ConnType::Tcp, TCP_CLOSE, 60)]);
+    assert_eq!(live.total(), 0);
+}
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Lifecycles a socket can go through (first state is where it comes from).
+const LIFECYCLES: [&[u8]; 5] = [
+    // active open, active close (ends in time-wait)
+    &[TCP_CLOSE, TCP_SYN_SENT, TCP_ESTABLISHED, FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE],
+    // accepted child, passive close
+    &[TCP_LISTEN, TCP_SYN_RECV, TCP_ESTABLISHED, CLOSE_WAIT, LAST_ACK, TCP_CLOSE],
+    // listener
+    &[TCP_CLOSE, TCP_LISTEN, TCP_CLOSE],
+    // refused connect
+    &[TCP_CLOSE, TCP_SYN_SENT, TCP_CLOSE],
+    // reset while established
+    &[TCP_CLOSE, TCP_SYN_SENT, TCP_ESTABLISHED, TCP_CLOSE],
+];
+
+/// Many sockets, each with a random lifecycle, a random number of steps
+/// taken before the epoch flip, during the journal window and after it; the
+/// dump observes each socket at its own random instant inside the window.
+/// The live count must equal the true final table every time.
+#[test]
+fn random_interleavings_always_end_at_the_truth() {
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut k = Kernel::new();
+        // Per socket: (family, lifecycle, steps before flip, in window, after).
+        let sockets: Vec<(u16, &[u8], usize, usize, usize)> = (0..40)
+            .map(|_| {
+                let life = LIFECYCLES[rng.below(LIFECYCLES.len() as u64) as usize];
+                let steps = life.len() - 1;
+                let before = rng.below(steps as u64 + 1) as usize;
+                let during = rng.below((steps - before) as u64 + 1) as usize;
+                let after = rng.below((steps - before - during) as u64 + 1) as usize;
+                let family = if rng.below(2) == 0 { AF_INET } else { AF_INET6 };
+                (family, life, before, during, after)
+            })
+            .collect();
+        let conn_type = |family| ConnType::tcp_for_family(family).unwrap();
+        let step = |k: &mut Kernel, i: usize, fam: u16, life: &[u8], n: usize| {
+            k.event(NETNS, fam, i as u64 + 1, life[n], life[n + 1]);
+        };
+
+        for (i, (fam, life, before, _, _)) in sockets.iter().enumerate() {
+            for n in 0..*before {
+                step(&mut k, i, *fam, life, n);
+            }
+        }
+        k.epoch = EPOCH;
+        k.journal_on = true;
+        // The window: each socket's in-window steps happen, and the dump
+        // looks at it after a random number of them.
+        let mut dump = Vec::new();
+        for (i, (fam, life, before, during, _)) in sockets.iter().enumerate() {
+            let seen_after = rng.below(*during as u64 + 1) as usize;
+            for n in 0..*during {
+                if n == seen_after {
+                    observe(&mut dump, i, *fam, life, before + n);
+                }
+                step(&mut k, i, *fam, life, before + n);
+            }
+            if seen_after == *during {
+                observe(&mut dump, i, *fam, life, before + during);
+            }
+        }
+        k.journal_on = false;
+        let mut truth = Counts::default();
+        for (i, (fam, life, before, during, after)) in sockets.iter().enumerate() {
+            for n in 0..*after {
+                step(&mut k, i, *fam, life, before + during + n);
+            }
+            let at = before + during + after;
+            if let Some(s) = table_state(life, at) {
+                truth.add(conn_type(*fam), s, 1);
+            }
+        }
+        // Time-wait entries the dump saw stay counted (they emit no events).
+        for d in dump.iter().filter(|d| d.kind == SocketKind::TimeWait) {
+            truth.add(d.conn_type, TCP_TIME_WAIT, 1);
+        }
+        let baseline = merge(&dump, &k.journal, EPOCH, NETNS);
+        assert_eq!(
+            baseline.counts + matrix_effect(&k.matrix),
+            truth,
+            "seed {seed}"
+        );
+        assert_eq!(baseline.stats.inconsistent_sockets, 0, "seed {seed}");
+    }
+}
+
+/// The state the tables show for a socket at step `at` of its lifecycle.
+fn table_state(life: &[u8], at: usize) -> Option<u8> {
+    if at == 0 {
+        counted_before(life[0], life[1])
+    } else {
+        counted_after(life[at])
+    }
+}
+
+/// Appends what a dump sees of socket `i` at step `at`.
+fn observe(dump: &mut Vec<DumpedSocket>, i: usize, fam: u16, life: &[u8], at: usize) {
+    let conn_type = ConnType::tcp_for_family(fam).unwrap();
+    let cookie = i as u64 + 1;
+    if let Some(s) = table_state(life, at) {
+        dump.push(full(conn_type, s, cookie));
+    } else if at > 0 && life[at] == TCP_CLOSE && life[at - 1] == TCP_FIN_WAIT2 {
+        dump.push(DumpedSocket {
+            kind: SocketKind::TimeWait,
+            ..full(conn_type, TCP_TIME_WAIT, cookie)
+        });
+    }
+}

@@ -1,0 +1,145 @@
+//! Connection types and state names.
+//!
+//! State codes are the kernel's (`include/net/tcp_states.h`); names are the
+//! ones psutil and the Nagios network-connections checks print.
+
+use std::fmt;
+
+use netconn_common::{AF_INET, AF_INET6};
+
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_SYN_SENT: u8 = 2;
+pub const TCP_SYN_RECV: u8 = 3;
+pub const TCP_FIN_WAIT2: u8 = 5;
+pub const TCP_TIME_WAIT: u8 = 6;
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_LISTEN: u8 = 10;
+pub const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// `psutil` names, indexed by kernel state code; 0 and 12+ have none.
+const NAMES: [&str; 12] = [
+    "",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+];
+
+/// Name of a TCP state code, `None` for codes with no public name.
+pub fn tcp_state_name(code: u8) -> Option<&'static str> {
+    NAMES
+        .get(code as usize)
+        .copied()
+        .filter(|name| !name.is_empty())
+}
+
+/// Every TCP state name, in kernel order.
+pub fn tcp_state_names() -> impl Iterator<Item = &'static str> {
+    NAMES.iter().copied().filter(|n| !n.is_empty())
+}
+
+/// UDP sockets have no state; psutil calls it NONE.
+pub const UDP_STATE: &str = "NONE";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnType {
+    Tcp,
+    Tcp6,
+    Udp,
+    Udp6,
+}
+
+impl ConnType {
+    pub const ALL: [ConnType; 4] = [ConnType::Tcp, ConnType::Tcp6, ConnType::Udp, ConnType::Udp6];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnType::Tcp => "tcp",
+            ConnType::Tcp6 => "tcp6",
+            ConnType::Udp => "udp",
+            ConnType::Udp6 => "udp6",
+        }
+    }
+
+    pub fn family(self) -> u16 {
+        match self {
+            ConnType::Tcp | ConnType::Udp => AF_INET,
+            ConnType::Tcp6 | ConnType::Udp6 => AF_INET6,
+        }
+    }
+
+    pub fn protocol(self) -> u8 {
+        if self.is_tcp() {
+            libc::IPPROTO_TCP as u8
+        } else {
+            libc::IPPROTO_UDP as u8
+        }
+    }
+
+    pub fn is_tcp(self) -> bool {
+        matches!(self, ConnType::Tcp | ConnType::Tcp6)
+    }
+
+    /// TCP conn-type for an address family.
+    pub fn tcp_for_family(family: u16) -> Option<ConnType> {
+        match family {
+            AF_INET => Some(ConnType::Tcp),
+            AF_INET6 => Some(ConnType::Tcp6),
+            _ => None,
+        }
+    }
+
+    /// Index 0..4, for dense tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Name of a state of this conn-type; UDP's only state is NONE.
+    pub fn state_name(self, code: u8) -> Option<&'static str> {
+        if self.is_tcp() {
+            tcp_state_name(code)
+        } else {
+            Some(UDP_STATE)
+        }
+    }
+}
+
+impl fmt::Display for ConnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What kind of kernel object a dumped socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// A full `struct sock`: the only kind that fires state events.
+    Full,
+    /// A time-wait mini-socket (TIME_WAIT, or FIN_WAIT2 after an orphaned close).
+    TimeWait,
+    /// A request socket (`TCP_NEW_SYN_RECV`), shown as SYN_RECV.
+    Request,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_psutil() {
+        assert_eq!(tcp_state_name(1), Some("ESTABLISHED"));
+        assert_eq!(tcp_state_name(8), Some("CLOSE_WAIT"));
+        assert_eq!(tcp_state_name(11), Some("CLOSING"));
+        assert_eq!(tcp_state_name(0), None);
+        assert_eq!(tcp_state_name(12), None);
+        assert_eq!(tcp_state_names().count(), 11);
+        assert_eq!(ConnType::Udp6.state_name(7), Some("NONE"));
+    }
+}
