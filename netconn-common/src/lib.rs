@@ -67,13 +67,19 @@ pub struct Transitions {
 const _: () = assert!(size_of::<Transitions>() == TRANSITION_SLOTS * 8);
 
 /// Written by userspace, read by every program run.
+///
+/// One byte per field, and userspace changes one field per write: a map
+/// update is a plain memcpy, so a program may read a write half done, but a
+/// single byte is never torn.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Control {
-    /// Which [`Transitions`] entry (0 or 1) the kernel counts into.
-    pub epoch: u32,
+    /// Epoch number (wraps); the kernel counts into [`Transitions`] entry
+    /// `epoch & 1`.
+    pub epoch: u8,
     /// Non-zero: also push every event into the ring buffer.
-    pub journal: u32,
+    pub journal: u8,
+    pub _pad: [u8; 6],
 }
 const _: () = assert!(size_of::<Control>() == 8);
 
@@ -105,12 +111,12 @@ pub struct StateEvent {
     pub ts_ns: u64,
     /// Network namespace inode of the socket.
     pub netns: u32,
-    /// [`Control::epoch`] the event was counted in.
-    pub epoch: u32,
     pub family: u16,
     pub oldstate: u8,
     pub newstate: u8,
-    pub _pad: [u8; 4],
+    /// [`Control::epoch`] the event was counted in.
+    pub epoch: u8,
+    pub _pad: [u8; 7],
 }
 const _: () = assert!(size_of::<StateEvent>() == 32);
 

@@ -94,7 +94,7 @@ fn try_state_change(ctx: &BtfTracePointContext) -> Result<(), i32> {
     };
 
     let control = CONTROL.get(0).copied().unwrap_or_default();
-    let epoch = control.epoch & 1;
+    let epoch = (control.epoch & 1) as u32;
     if let Some(t) = TRANSITIONS.get_ptr_mut(epoch) {
         let slot = transition_slot(fam, oldstate as usize, newstate as usize);
         // SAFETY: per-CPU value, and the program does not run twice at once on
@@ -115,11 +115,11 @@ fn try_state_change(ctx: &BtfTracePointContext) -> Result<(), i32> {
                     cookie: unsafe { bpf_get_socket_cookie(sk as *mut _) },
                     ts_ns: unsafe { bpf_ktime_get_ns() },
                     netns,
-                    epoch: control.epoch,
                     family,
                     oldstate: oldstate as u8,
                     newstate: newstate as u8,
-                    _pad: [0; 4],
+                    epoch: control.epoch,
+                    _pad: [0; 7],
                 });
                 entry.submit(0);
             }

@@ -85,7 +85,12 @@ impl Counts {
 impl std::ops::Add for Counts {
     type Output = Counts;
     fn add(mut self, rhs: Counts) -> Counts {
-        for (a, b) in self.cells.iter_mut().flatten().zip(rhs.cells.iter().flatten()) {
+        for (a, b) in self
+            .cells
+            .iter_mut()
+            .flatten()
+            .zip(rhs.cells.iter().flatten())
+        {
             *a += b;
         }
         self
@@ -121,7 +126,10 @@ mod tests {
         assert_eq!(j["tcp"]["ESTABLISHED"], 2);
         assert_eq!(j["tcp6"]["LISTEN"], 1);
         assert_eq!(j["tcp"]["CLOSING"], 0);
-        assert_eq!(j["udp"]["NONE"], 2, "connected and unconnected UDP both count");
+        assert_eq!(
+            j["udp"]["NONE"], 2,
+            "connected and unconnected UDP both count"
+        );
         assert_eq!(j["udp6"]["NONE"], 0);
         assert_eq!(j["tcp"].as_object().unwrap().len(), 11);
         assert_eq!(j["udp"].as_object().unwrap().len(), 1);

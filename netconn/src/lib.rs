@@ -2,11 +2,19 @@
 //! kernel's own tables.
 //!
 //! The pure core (`state`, `counts`, `merge`, `record`) takes plain data and
-//! returns plain data; the edges (`sockdiag`, `procnet`, `ebpf`, `netns`)
-//! talk to the kernel.
+//! returns plain data; the edges (`sockdiag`, `procnet`, `snapshot`, `ebpf`,
+//! `tracker`, `host`, `output`) talk to the kernel and the outside world.
 
+pub mod cli;
+pub mod cmd;
 pub mod counts;
 pub mod ebpf;
+pub mod host;
 pub mod merge;
+pub mod output;
+pub mod procnet;
+pub mod record;
+pub mod snapshot;
 pub mod sockdiag;
 pub mod state;
+pub mod tracker;

@@ -3,25 +3,26 @@
 //! # The rule
 //!
 //! The kernel counts every TCP state transition into a matrix selected by an
-//! *epoch*. To (re)synchronise, userspace starts a new epoch with a zeroed
-//! matrix and the journal on (each event is also sent, with its socket cookie,
-//! through the ring buffer), waits for programs of the old epoch to finish,
-//! dumps the socket tables, then turns the journal off. So:
+//! *epoch*. To (re)synchronise, userspace:
 //!
-//! * every event of an older epoch happened before the dump began: the dump
-//!   reflects it;
-//! * every event of the current epoch is in the matrix, and those that could
-//!   have raced the dump are in the journal, keyed by cookie (the same value
-//!   sock_diag reports as `idiag_cookie`).
+//! 1. turns the journal on (each event also goes, with its socket cookie,
+//!    through the ring buffer) and waits a grace period;
+//! 2. starts epoch E with a zeroed matrix and waits a grace period;
+//! 3. dumps the socket tables;
+//! 4. turns the journal off and drains it.
 //!
-//! live = base + effect(matrix of the current epoch), where base is the dump
-//! with one correction: for each socket with journal events in the current
-//! epoch, the dump's observation of it is replaced by the state it had
-//! *before its first event of the epoch*. Whether the dump saw that socket
-//! before, between or after those events no longer matters: the events'
-//! effects telescope, so the socket ends up counted in the state its last
-//! event left it in. Nothing is counted twice and nothing is missed, provided
-//! the journal is complete (`lost == 0`; otherwise the caller resyncs).
+//! live = base + effect(matrix of epoch E). The base is the dump, corrected
+//! for every socket the journal mentions (the socket cookie is the same value
+//! sock_diag reports as `idiag_cookie`): the dump's view of that socket is
+//! replaced by its state *at the flip*, i.e. before its first epoch-E event,
+//! or, with no epoch-E event, after its last epoch-(E-1) event. Whether the
+//! dump saw the socket before, between or after those events no longer
+//! matters: the effects telescope, so the socket ends up counted in the state
+//! its last event left it in. Journaling from step 1 covers the events of
+//! E-1 whose state store or hash change (which come after the tracepoint)
+//! could still be in flight when the dump starts. Nothing is counted twice
+//! and nothing is missed, provided the journal is complete (no reservation
+//! lost; otherwise the caller resyncs).
 //!
 //! # What a transition means
 //!
@@ -132,13 +133,18 @@ fn dumped_tcp_state(s: &DumpedSocket) -> Option<u8> {
 }
 
 /// Builds the baseline from a dump and the journal (see the module docs).
-/// Journal events of other epochs or other namespaces are ignored.
-pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u32, netns: u32) -> Baseline {
-    // Events of this epoch, per socket, in arrival order. The ring buffer
-    // keeps one socket's events in order: they happen under its lock.
+/// `epoch` is the new epoch E; journal events of other epochs than E and E-1,
+/// or of other namespaces, are ignored.
+pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u8, netns: u32) -> Baseline {
+    let previous = epoch.wrapping_sub(1);
+    // Events per socket, in arrival order. The ring buffer keeps one
+    // socket's events in order: they happen under its lock.
     let mut per_socket: HashMap<u64, Vec<&StateEvent>> = HashMap::new();
     let mut stats = MergeStats::default();
-    for e in journal.iter().filter(|e| e.epoch == epoch && e.netns == netns) {
+    for e in journal
+        .iter()
+        .filter(|e| (e.epoch == epoch || e.epoch == previous) && e.netns == netns)
+    {
         stats.journal_events += 1;
         per_socket.entry(e.cookie).or_default().push(e);
     }
@@ -159,19 +165,23 @@ pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u32, netns: u
     }
 
     for (cookie, events) in &per_socket {
-        let first = events[0];
-        let Some(conn_type) = ConnType::tcp_for_family(first.family) else {
+        let Some(conn_type) = ConnType::tcp_for_family(events[0].family) else {
             continue;
         };
-        let before = counted_before(first.oldstate, first.newstate);
-        if let Some(s) = before {
+        let at_flip = match events.iter().position(|e| e.epoch == epoch) {
+            Some(first) => counted_before(events[first].oldstate, events[first].newstate),
+            None => events.last().and_then(|e| counted_after(e.newstate)),
+        };
+        if let Some(s) = at_flip {
             counts.add(conn_type, s, 1);
         }
         let seen = dumped.get(cookie).copied().flatten();
-        if seen != before {
+        if seen != at_flip {
             stats.corrected_sockets += 1;
         }
-        let passes_through = std::iter::once(before)
+        // The dump must have seen one of the states the journal passes through.
+        let first = events[0];
+        let passes_through = std::iter::once(counted_before(first.oldstate, first.newstate))
             .chain(events.iter().map(|e| counted_after(e.newstate)))
             .any(|s| s == seen);
         if !passes_through {

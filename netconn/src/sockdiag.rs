@@ -39,15 +39,6 @@ const TIMER_TIME_WAIT: u8 = 3;
 /// All TCP states 1..=12 (TCP_NEW_SYN_RECV is 12: request sockets).
 const ALL_STATES: u32 = 0x1ffe;
 
-/// Dumps every TCP and UDP socket (v4 and v6) of the current namespace.
-pub fn dump_all() -> io::Result<Vec<DumpedSocket>> {
-    let mut out = Vec::new();
-    for conn_type in ConnType::ALL {
-        dump(conn_type, &mut out)?;
-    }
-    Ok(out)
-}
-
 /// Dumps the sockets of one conn-type into `out`.
 pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> {
     // SAFETY: plain socket(2); the fd is owned right away.
@@ -213,7 +204,7 @@ mod tests {
         f[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
         f[4..6].copy_from_slice(&ty.to_ne_bytes());
         f.extend_from_slice(payload);
-        while f.len() % 4 != 0 {
+        while !f.len().is_multiple_of(4) {
             f.push(0);
         }
         f

@@ -169,7 +169,9 @@ impl Btf {
     }
 
     fn ty(&self, id: u32) -> Option<&Type> {
-        self.types.get((id as usize).checked_sub(1)?).map(|(_, t)| t)
+        self.types
+            .get((id as usize).checked_sub(1)?)
+            .map(|(_, t)| t)
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
@@ -245,7 +247,9 @@ mod tests {
         let s = |name: &str| {
             let pos = strings
                 .windows(name.len() + 2)
-                .position(|w| w[0] == 0 && &w[1..=name.len()] == name.as_bytes() && w[name.len() + 1] == 0)
+                .position(|w| {
+                    w[0] == 0 && &w[1..=name.len()] == name.as_bytes() && w[name.len() + 1] == 0
+                })
                 .unwrap();
             pos as u32 + 1
         };
@@ -267,7 +271,13 @@ mod tests {
         let mut out = Vec::new();
         out.extend(MAGIC.to_le_bytes());
         out.extend([1u8, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             out.extend(w.to_le_bytes());
         }
         out.extend(types);
@@ -317,7 +327,10 @@ mod tests {
         let net = btf.offset_of("sock_common.skc_net").unwrap();
         let inum = btf.offset_of("net.ns.inum").unwrap();
         let proto = btf.offset_of("sock.sk_protocol").unwrap();
-        assert_eq!(family, 16, "skc_family follows the two address words and hash");
+        assert_eq!(
+            family, 16,
+            "skc_family follows the two address words and hash"
+        );
         assert!(net > family && net < 256);
         assert!(inum < 4096);
         assert!(proto > net);

@@ -1,1 +1,4 @@
 pub mod btf;
+pub mod probe;
+
+pub use probe::{Probe, ProbeError};

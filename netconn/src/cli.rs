@@ -1,0 +1,96 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// eBPF-powered, real-time connection tracker.
+///
+/// netconn counts the TCP and UDP sockets of the network namespace it runs
+/// in, per conn-type (tcp, tcp6, udp, udp6) and state, and prints them as
+/// NDJSON: one JSON object per line. Run it under `ip netns exec NS` to count
+/// namespace NS.
+#[derive(Debug, Parser)]
+#[command(name = "netconn", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream live connection counts, one record per interval.
+    ///
+    /// Loads the eBPF program (root needed), takes one snapshot of the socket
+    /// tables and keeps the counts live from kernel events: no polling of
+    /// the TCP tables. Without eBPF it says why on stderr and polls instead
+    /// ("source":"poll"). Ctrl-C or SIGTERM writes a final record, detaches
+    /// everything and exits 0.
+    Watch(WatchArgs),
+    /// Print one counts record from a one-shot dump of the socket tables.
+    ///
+    /// Needs no eBPF and no privileges.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Time between records, e.g. 500ms, 1s, 10s, 1m.
+    #[arg(long, short, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Stop after N records.
+    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Append records to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Do not load eBPF: poll the socket tables every interval.
+    #[arg(long)]
+    pub poll: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Append the record to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Parses `500ms`, `1s`, `1m`, `1m30s`...; zero is refused.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|_| format!("expected a duration such as 500ms, 1s or 1m, got {s:?}"))?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("{s:?} is too short: the shortest interval is 10ms"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("10x").is_err());
+        assert!(parse_interval("").is_err());
+        assert!(parse_interval("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn count_zero_is_refused() {
+        assert!(Cli::try_parse_from(["netconn", "watch", "--count", "0"]).is_err());
+        assert!(Cli::try_parse_from(["netconn", "watch", "--count", "2", "-i", "1s"]).is_ok());
+    }
+}

@@ -1,0 +1,24 @@
+//! One module per subcommand.
+
+pub mod snapshot;
+pub mod watch;
+
+/// An error that ends the program: its message is one line on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// The user asked for something impossible (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The kernel or the system failed us (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CmdError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CmdError::Usage(_) => 2,
+            CmdError::Failed(_) => 1,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! `netconn snapshot`: one counts record from a one-shot dump.
+
+use super::CmdError;
+use crate::cli::SnapshotArgs;
+use crate::output::{Sink, SinkError};
+use crate::record::{CountsRecord, Source};
+use crate::{host, snapshot};
+
+pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
+    let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
+    let netns = host::netns_inode()
+        .map_err(|e| CmdError::Failed(format!("cannot read own network namespace: {e}")))?;
+    let counts = snapshot::counts()
+        .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))?;
+    let host = host::hostname();
+    let record = CountsRecord {
+        host: &host,
+        source: Source::Poll,
+        netns,
+        counts: &counts,
+        lost_events: 0,
+        resyncs: None,
+    };
+    match sink.write(&record.to_json(&host::now_rfc3339())) {
+        Ok(()) | Err(SinkError::Closed) => Ok(()),
+        Err(e) => Err(CmdError::Failed(e.to_string())),
+    }
+}

@@ -1,0 +1,238 @@
+//! Loading, attaching and talking to the kernel program.
+//!
+//! Dropping a [`Probe`] detaches the program and frees its maps: nothing is
+//! pinned, so nothing outlives the process.
+
+use std::io;
+
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+use netconn_common::{
+    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, MAP_CONTROL, MAP_EVENTS, MAP_LOST,
+    MAP_TRANSITIONS, Offsets, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_STATE_CHANGE,
+    TRANSITION_SLOTS, Transitions,
+};
+
+use super::btf::{Btf as BtfReader, BtfError};
+
+/// The eBPF object built from `netconn-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot read {VMLINUX_BTF} ({0}): the kernel needs CONFIG_DEBUG_INFO_BTF=y")]
+    NoBtf(#[source] io::Error),
+    #[error("kernel BTF: {0}")]
+    Btf(#[from] BtfError),
+    #[error(
+        "loading eBPF failed: {0} (netconn needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN)"
+    )]
+    Permission(String),
+    #[error("loading eBPF failed: {0}")]
+    Load(String),
+    #[error("attaching to tracepoint {TRACEPOINT_STATE_CHANGE} failed: {0}")]
+    Attach(String),
+    #[error("cannot count CPUs: {0}")]
+    Cpus(#[source] io::Error),
+    #[error("eBPF map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Struct offsets the program reads, resolved in the running kernel's BTF.
+pub fn kernel_offsets() -> Result<Offsets, ProbeError> {
+    let data = std::fs::read(VMLINUX_BTF).map_err(ProbeError::NoBtf)?;
+    let btf = BtfReader::parse(&data)?;
+    Ok(Offsets {
+        skc_family: btf.offset_of("sock_common.skc_family")?,
+        skc_net: btf.offset_of("sock_common.skc_net")?,
+        net_inum: btf.offset_of("net.ns.inum")?,
+        sk_protocol: btf.offset_of("sock.sk_protocol")?,
+    })
+}
+
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+fn is_permission(msg: &str) -> bool {
+    msg.contains("EPERM")
+        || msg.contains("Operation not permitted")
+        || msg.contains("EACCES")
+        || msg.contains("Permission denied")
+}
+
+/// The loaded and attached program with its maps.
+pub struct Probe {
+    // Field order matters for drop: maps, then the object (which detaches).
+    transitions: PerCpuArray<MapData, Transitions>,
+    control: Array<MapData, Control>,
+    events: RingBuf<MapData>,
+    lost: PerCpuArray<MapData, u64>,
+    current: Control,
+    _ebpf: Ebpf,
+}
+
+impl Probe {
+    /// Loads the program counting sockets of network namespace `netns`
+    /// (0: all) and attaches it.
+    pub fn load(netns: u32) -> Result<Probe, ProbeError> {
+        let offsets = kernel_offsets()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_TARGET_NETNS, &netns, true)
+            .override_global(GLOBAL_OFFSETS, &offsets, true)
+            .load(OBJECT)
+            .map_err(|e| {
+                let msg = describe(&e);
+                if is_permission(&msg) {
+                    ProbeError::Permission(msg)
+                } else {
+                    ProbeError::Load(msg)
+                }
+            })?;
+        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(describe(&e)))?;
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(PROG_STATE_CHANGE)
+            .ok_or_else(|| ProbeError::Load(format!("program {PROG_STATE_CHANGE} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| ProbeError::Load(describe(&e)))?;
+        prog.load(TRACEPOINT_STATE_CHANGE, &btf).map_err(|e| {
+            let msg = describe(&e);
+            if is_permission(&msg) {
+                ProbeError::Permission(msg)
+            } else {
+                ProbeError::Load(msg)
+            }
+        })?;
+        prog.attach()
+            .map_err(|e| ProbeError::Attach(describe(&e)))?;
+
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
+        let map_err = |map| move |source| ProbeError::Map { map, source };
+        let transitions =
+            PerCpuArray::try_from(take(MAP_TRANSITIONS)?).map_err(map_err(MAP_TRANSITIONS))?;
+        let control = Array::try_from(take(MAP_CONTROL)?).map_err(map_err(MAP_CONTROL))?;
+        let events = RingBuf::try_from(take(MAP_EVENTS)?).map_err(map_err(MAP_EVENTS))?;
+        let lost = PerCpuArray::try_from(take(MAP_LOST)?).map_err(map_err(MAP_LOST))?;
+        Ok(Probe {
+            transitions,
+            control,
+            events,
+            lost,
+            current: Control::default(),
+            _ebpf: ebpf,
+        })
+    }
+
+    pub fn control(&self) -> Control {
+        self.current
+    }
+
+    /// Writes the control word. Callers change one field at a time (see
+    /// [`Control`]).
+    pub fn set_control(&mut self, control: Control) -> Result<(), ProbeError> {
+        self.control
+            .set(0, control, 0)
+            .map_err(|source| ProbeError::Map {
+                map: MAP_CONTROL,
+                source,
+            })?;
+        self.current = control;
+        Ok(())
+    }
+
+    /// Transition counts of matrix `epoch & 1`, summed over CPUs.
+    pub fn read_matrix(&self, epoch: u8) -> Result<Transitions, ProbeError> {
+        let per_cpu = self
+            .transitions
+            .get(&u32::from(epoch & 1), 0)
+            .map_err(|source| ProbeError::Map {
+                map: MAP_TRANSITIONS,
+                source,
+            })?;
+        Ok(crate::merge::sum_matrices(per_cpu.iter()))
+    }
+
+    /// Zeroes matrix `epoch & 1` (only while the kernel counts into the other).
+    pub fn zero_matrix(&mut self, epoch: u8) -> Result<(), ProbeError> {
+        let zero = Transitions {
+            counts: [0; TRANSITION_SLOTS],
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let values = PerCpuValues::try_from(vec![zero; cpus]).map_err(ProbeError::Cpus)?;
+        self.transitions
+            .set(u32::from(epoch & 1), values, 0)
+            .map_err(|source| ProbeError::Map {
+                map: MAP_TRANSITIONS,
+                source,
+            })
+    }
+
+    /// Ring-buffer reservations that failed, summed over CPUs.
+    pub fn lost(&self) -> Result<u64, ProbeError> {
+        let per_cpu = self.lost.get(&0, 0).map_err(|source| ProbeError::Map {
+            map: MAP_LOST,
+            source,
+        })?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Moves every event waiting in the ring buffer into `out`.
+    pub fn drain_events(&mut self, out: &mut Vec<StateEvent>) {
+        while let Some(item) = self.events.next() {
+            if let Some(e) = decode_event(&item) {
+                out.push(e);
+            }
+        }
+    }
+}
+
+/// Decodes one ring-buffer record, checking its length.
+pub fn decode_event(bytes: &[u8]) -> Option<StateEvent> {
+    if bytes.len() < std::mem::size_of::<StateEvent>() {
+        return None;
+    }
+    // SAFETY: length checked; StateEvent is repr(C) plain integers, and
+    // read_unaligned makes no alignment assumption.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<StateEvent>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_checks_length() {
+        let e = StateEvent {
+            cookie: 42,
+            netns: 7,
+            oldstate: 1,
+            newstate: 4,
+            ..Default::default()
+        };
+        // SAFETY: viewing a plain repr(C) value as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&e as *const StateEvent).cast::<u8>(),
+                std::mem::size_of::<StateEvent>(),
+            )
+        };
+        assert_eq!(decode_event(bytes), Some(e));
+        assert_eq!(decode_event(&bytes[..31]), None);
+    }
+}

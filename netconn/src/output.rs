@@ -1,0 +1,67 @@
+//! Where records go: stdout or a file, one JSON object per line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub enum Sink {
+    Stdout(io::Stdout),
+    File { file: File, path: PathBuf },
+}
+
+/// Writing failed; `Closed` means the reader went away (e.g. `| head`).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("output closed")]
+    Closed,
+    #[error("cannot write to {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Sink {
+    /// Stdout, or `path` opened for appending (created if missing).
+    pub fn open(path: Option<&Path>) -> Result<Sink, String> {
+        match path {
+            None => Ok(Sink::Stdout(io::stdout())),
+            Some(p) => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map(|file| Sink::File {
+                    file,
+                    path: p.to_owned(),
+                })
+                .map_err(|e| format!("cannot open --output {}: {e}", p.display())),
+        }
+    }
+
+    /// Writes one record as one line and flushes it, so a pipeline sees
+    /// every record as soon as it is made.
+    pub fn write(&mut self, record: &Value) -> Result<(), SinkError> {
+        let mut line = serde_json::to_vec(record).expect("JSON values always serialize");
+        line.push(b'\n');
+        let (result, path) = match self {
+            Sink::Stdout(out) => {
+                let mut lock = out.lock();
+                (
+                    lock.write_all(&line).and_then(|_| lock.flush()),
+                    "stdout".to_owned(),
+                )
+            }
+            Sink::File { file, path } => (file.write_all(&line), path.display().to_string()),
+        };
+        result.map_err(|source| {
+            if source.kind() == io::ErrorKind::BrokenPipe {
+                SinkError::Closed
+            } else {
+                SinkError::Write { path, source }
+            }
+        })
+    }
+}

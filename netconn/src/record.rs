@@ -1,0 +1,86 @@
+//! The NDJSON records netconn emits (schema documented in README.md).
+
+use serde_json::{Map, Value, json};
+
+use crate::counts::Counts;
+
+/// Where the counts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Live, from the eBPF programs merged with one snapshot.
+    Ebpf,
+    /// A fresh dump of the socket tables.
+    Poll,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Ebpf => "ebpf",
+            Source::Poll => "poll",
+        }
+    }
+}
+
+/// Everything a counts record says besides the time.
+#[derive(Debug, Clone)]
+pub struct CountsRecord<'a> {
+    pub host: &'a str,
+    pub source: Source,
+    pub netns: u32,
+    pub counts: &'a Counts,
+    pub lost_events: u64,
+    /// Snapshots taken after the first (eBPF mode only).
+    pub resyncs: Option<u64>,
+}
+
+impl CountsRecord<'_> {
+    /// Renders the record with the given RFC 3339 time.
+    pub fn to_json(&self, time: &str) -> Value {
+        let mut r = Map::new();
+        r.insert("type".into(), "counts".into());
+        r.insert("time".into(), time.into());
+        r.insert("host".into(), self.host.into());
+        r.insert("source".into(), self.source.name().into());
+        r.insert("netns".into(), self.netns.into());
+        r.insert("connections".into(), self.counts.to_json());
+        r.insert("lost_events".into(), self.lost_events.into());
+        if let Some(n) = self.resyncs {
+            r.insert("resyncs".into(), n.into());
+        }
+        r.insert("total".into(), json!(self.counts.total()));
+        Value::Object(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ConnType;
+
+    #[test]
+    fn record_has_the_contract_keys_in_order() {
+        let mut counts = Counts::default();
+        counts.add(ConnType::Tcp, 10, 2);
+        let r = CountsRecord {
+            host: "h",
+            source: Source::Ebpf,
+            netns: 4026531840,
+            counts: &counts,
+            lost_events: 0,
+            resyncs: Some(0),
+        };
+        let line = serde_json::to_string(&r.to_json("2026-01-01T00:00:00.000Z")).unwrap();
+        assert!(
+            line.starts_with(
+                r#"{"type":"counts","time":"2026-01-01T00:00:00.000Z","host":"h","source":"ebpf","netns":4026531840,"connections":{"tcp":{"ESTABLISHED":0,"#
+            ),
+            "{line}"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["connections"]["tcp"]["LISTEN"], 2);
+        assert_eq!(v["lost_events"], 0);
+        assert_eq!(v["total"], 2);
+        assert!(!line.contains('\n'));
+    }
+}
