@@ -40,7 +40,7 @@ pub struct WatchArgs {
     #[arg(long, short, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Stop after N records.
-    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short = 'n', value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
     /// Append records to FILE instead of stdout.
     #[arg(long, short, value_name = "FILE")]
@@ -65,6 +65,15 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is too short: the shortest interval is 10ms"));
     }
     Ok(d)
+}
+
+/// A positive record count.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a positive whole number, got {s:?}")),
+    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,21 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
-            if matches!(e.kind(), DisplayHelp | DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
+            use clap::error::ErrorKind::{
+                DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion,
+            };
+            match e.kind() {
+                DisplayHelp | DisplayVersion => {
+                    let _ = e.print();
+                    return ExitCode::SUCCESS;
+                }
+                DisplayHelpOnMissingArgumentOrSubcommand => {
+                    eprintln!(
+                        "netconn: a subcommand is required: watch or snapshot (see netconn --help)"
+                    );
+                    return ExitCode::from(2);
+                }
+                _ => {}
             }
             // One line: clap's first, without its "error: " prefix.
             let text = e.render().to_string();

@@ -1,1 +1,323 @@
+//! Helpers for netconn's root integration tests.
+//!
+//! Each test makes its own network namespace ([`Netns`], removed on drop,
+//! also when the test panics), builds sockets inside it from a thread that
+//! joined it ([`Netns::run`]), runs the real `netconn` binary in it, and
+//! compares with the kernel's truth read by [`truth`], a parser independent
+//! of netconn's own.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub mod mix;
+
+/// The netconn binary under test (`cargo xtask test` sets NETCONN_BIN).
+pub fn netconn_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NETCONN_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let release = root.join("target/release/netconn");
+    assert!(
+        release.exists(),
+        "no netconn binary: run the tests with `cargo xtask test`, or set NETCONN_BIN"
+    );
+    release
+}
+
+/// Panics unless running as root: these tests need netns and BPF.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "integration tests need root (netns, BPF): run `cargo xtask test` as root"
+    );
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace made for one test, with `lo` up.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        require_root();
+        let name = format!(
+            "netconn-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run_ok("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        run_ok("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a new thread that has joined this namespace; sockets it
+    /// creates live in the namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// A thread living in the namespace that runs jobs sent to it, so that
+    /// sockets built by one job stay open for the next.
+    pub fn worker(&self) -> Worker {
+        let path = format!("/var/run/netns/{}", self.name);
+        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let handle = std::thread::spawn(move || {
+            enter(&path);
+            for job in rx {
+                job();
+            }
+        });
+        Worker {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// `ip netns exec NAME netconn ARGS...`
+    pub fn netconn(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name])
+            .arg(netconn_bin())
+            .args(args);
+        cmd
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn enter(path: &str) {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns on a valid namespace fd; affects only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// See [`Netns::worker`].
+pub struct Worker {
+    tx: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `f` in the namespace thread and returns its result.
+    pub fn exec<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .expect("worker gone");
+        rx.recv().expect("worker job panicked")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+pub fn run_ok(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(status.success(), "{cmd} {args:?} failed: {status}");
+}
+
+/// Counts keyed by (conn-type, state name), zeros left out.
+pub type Table = BTreeMap<(String, String), i64>;
+
+/// State names by the hex code /proc/net/tcp prints (include/net/tcp_states.h).
+const PROC_STATES: [(&str, &str); 11] = [
+    ("01", "ESTABLISHED"),
+    ("02", "SYN_SENT"),
+    ("03", "SYN_RECV"),
+    ("04", "FIN_WAIT1"),
+    ("05", "FIN_WAIT2"),
+    ("06", "TIME_WAIT"),
+    ("07", "CLOSE"),
+    ("08", "CLOSE_WAIT"),
+    ("09", "LAST_ACK"),
+    ("0A", "LISTEN"),
+    ("0B", "CLOSING"),
+];
+
+/// The kernel's truth for the namespace of `ns`, from /proc/net.
+pub fn truth(ns: &Netns) -> Table {
+    ns.run(|| {
+        let mut t = Table::new();
+        for ct in ["tcp", "tcp6", "udp", "udp6"] {
+            let path = format!("/proc/thread-self/net/{ct}");
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            for line in text.lines().skip(1) {
+                let st = line.split_whitespace().nth(3).expect("state column");
+                let name = if ct.starts_with("udp") {
+                    "NONE"
+                } else {
+                    PROC_STATES
+                        .iter()
+                        .find(|(code, _)| *code == st)
+                        .unwrap_or_else(|| panic!("unknown state {st}"))
+                        .1
+                };
+                *t.entry((ct.to_owned(), name.to_owned())).or_default() += 1;
+            }
+        }
+        t
+    })
+}
+
+/// The `connections` of a counts record as a [`Table`].
+pub fn table_of(record: &Value) -> Table {
+    let mut t = Table::new();
+    let conns = record["connections"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no connections in {record}"));
+    for (ct, states) in conns {
+        for (state, n) in states.as_object().expect("states object") {
+            let n = n.as_i64().expect("integer count");
+            if n != 0 {
+                t.insert((ct.clone(), state.clone()), n);
+            }
+        }
+    }
+    t
+}
+
+/// Keeps only the given states.
+pub fn only(table: &Table, states: &[&str]) -> Table {
+    table
+        .iter()
+        .filter(|((_, s), _)| states.contains(&s.as_str()))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// A running `netconn watch`, killed on drop.
+pub struct Watch {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    /// Starts `netconn watch ARGS` in `ns` and waits for its first record
+    /// (which means the program is attached and the snapshot merged).
+    pub fn start(ns: &Netns, args: &[&str]) -> (Watch, Value) {
+        let mut child = ns
+            .netconn(&[&["watch"], args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netconn watch");
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut w = Watch { child, lines };
+        let first = w.next_record(Duration::from_secs(60));
+        (w, first)
+    }
+
+    /// The next record, parsed; panics after `timeout` (a liveness bound,
+    /// not a speed assertion).
+    pub fn next_record(&mut self, timeout: Duration) -> Value {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => {
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            }
+            Err(_) => {
+                let _ = self.child.kill();
+                let out = self.child.wait_with_output_stderr();
+                panic!("no record from netconn watch within {timeout:?}; stderr: {out}");
+            }
+        }
+    }
+
+    /// A record computed after this call: drops what is queued, and the one
+    /// that may already be on its way through the pipe.
+    pub fn fresh_record(&mut self) -> Value {
+        while self.lines.try_recv().is_ok() {}
+        let _in_flight = self.next_record(Duration::from_secs(60));
+        self.next_record(Duration::from_secs(60))
+    }
+
+    /// Sends `signal` and returns the records written after it and the exit
+    /// status.
+    pub fn stop(mut self, signal: i32) -> (Vec<Value>, std::process::ExitStatus) {
+        // `ip netns exec` execs netconn, so the child pid is netconn's.
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().expect("wait netconn");
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            rest.push(serde_json::from_str(&line).expect("JSON record"));
+        }
+        (rest, status)
+    }
+}
+
+trait StderrText {
+    fn wait_with_output_stderr(&mut self) -> String;
+}
+
+impl StderrText for Child {
+    fn wait_with_output_stderr(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,119 @@
+//! Start-up and shut-down: records on signals, --count, nothing left attached.
+
+use netconn_integration::{Netns, Watch, table_of, truth};
+
+/// Programs of netconn currently loaded (kernel names are cut at 15 bytes).
+fn netconn_programs() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some("netconn_state_c"))
+        .count()
+}
+
+/// The kernel frees a detached tracing program after an RCU grace period,
+/// so the count settles a little after the process is gone.
+fn settled_programs(want: usize) -> usize {
+    let mut n = netconn_programs();
+    for _ in 0..500 {
+        if n == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        n = netconn_programs();
+    }
+    n
+}
+
+#[test]
+fn signals_write_a_final_record_and_detach() {
+    // Serialised with other tests by `cargo xtask test` (--test-threads=1),
+    // so no other netconn program is loaded meanwhile.
+    let base = settled_programs(0);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let ns = Netns::new();
+        let (watch, _) = Watch::start(&ns, &["--interval", "1h"]);
+        assert_eq!(netconn_programs(), base + 1);
+        let (rest, status) = watch.stop(signal);
+        assert!(status.success(), "exit status {status}");
+        assert_eq!(rest.len(), 1, "one final record: {rest:?}");
+        assert_eq!(table_of(&rest[0]), truth(&ns));
+        assert_eq!(
+            settled_programs(base),
+            base,
+            "program still loaded after exit"
+        );
+    }
+}
+
+#[test]
+fn count_stops_after_n_records() {
+    let ns = Netns::new();
+    let out = ns
+        .netconn(&["watch", "--interval", "100ms", "--count", "3"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["source"], "ebpf");
+        assert!(r["time"].as_str().unwrap().ends_with('Z'));
+    }
+}
+
+#[test]
+fn output_file_gets_the_records() {
+    let ns = Netns::new();
+    let path = std::env::temp_dir().join(format!("netconn-test-{}.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let out = ns
+        .netconn(&[
+            "watch",
+            "-i",
+            "100ms",
+            "-n",
+            "2",
+            "--output",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(text.lines().count(), 2);
+}
+
+#[test]
+fn without_ebpf_it_says_why_and_polls() {
+    let ns = Netns::new();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(netconn_integration::netconn_bin())
+        .args(["watch", "-i", "100ms", "-n", "2"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("eBPF unavailable") && stderr.contains("polling"),
+        "{stderr}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["source"], "poll");
+    }
+}

@@ -1,0 +1,75 @@
+//! `netconn snapshot` equals the kernel's truth for every state.
+
+use netconn_integration::{Netns, mix, table_of, truth};
+
+#[test]
+fn snapshot_equals_proc_net_for_every_state() {
+    for seed in [1, 2] {
+        let ns = Netns::new();
+        let worker = ns.worker();
+        let held = worker.exec(move || mix::build(seed));
+
+        let before = truth(&ns);
+        let out = ns.netconn(&["snapshot"]).output().expect("run netconn");
+        let after = truth(&ns);
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(before, after, "the mix must be at rest");
+
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), 1, "one record: {text}");
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(record["type"], "counts");
+        assert_eq!(record["source"], "poll");
+        assert_eq!(table_of(&record), before, "seed {seed}");
+        // The mix really has the states this test is about.
+        for state in [
+            "ESTABLISHED",
+            "LISTEN",
+            "CLOSE_WAIT",
+            "FIN_WAIT2",
+            "TIME_WAIT",
+            "SYN_SENT",
+        ] {
+            assert!(
+                before.keys().any(|(_, s)| s == state),
+                "mix lacks {state}: {before:?}"
+            );
+        }
+        drop(held);
+    }
+}
+
+#[test]
+fn snapshot_works_unprivileged() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let held = worker.exec(|| mix::build(3));
+    let want = truth(&ns);
+    // setpriv drops to nobody with no capabilities, inside the namespace.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(netconn_integration::netconn_bin())
+        .arg("snapshot")
+        .output()
+        .expect("run setpriv");
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(table_of(&record), want);
+    drop(held);
+}

@@ -1,0 +1,63 @@
+//! `netconn watch` keeps exact counts from kernel events.
+
+use netconn_integration::{Netns, Table, Watch, mix, only, table_of, truth};
+
+/// States a full socket enters and leaves with a state event.
+const EVENT_VISIBLE: [&str; 4] = ["ESTABLISHED", "LISTEN", "CLOSE_WAIT", "SYN_SENT"];
+
+fn live_part(t: &Table) -> Table {
+    let mut out = only(t, &EVENT_VISIBLE);
+    // UDP is counted too (from a dump until it is live).
+    out.extend(only(t, &["NONE"]));
+    out
+}
+
+#[test]
+fn counts_built_after_start_equal_truth() {
+    let ns = Netns::new();
+    let (mut watch, first) = Watch::start(&ns, &["--interval", "200ms"]);
+    assert_eq!(first["source"], "ebpf", "first record: {first}");
+    assert_eq!(table_of(&first), truth(&ns), "empty namespace");
+
+    let worker = ns.worker();
+    let held = worker.exec(|| mix::build(7));
+    let record = watch.fresh_record();
+    let want = truth(&ns);
+    assert_eq!(live_part(&table_of(&record)), live_part(&want));
+    assert_eq!(record["lost_events"], 0);
+    assert_eq!(record["source"], "ebpf");
+
+    // Tear half of it down: counts follow.
+    worker.exec(move || drop(held));
+    let record = watch.fresh_record();
+    assert_eq!(live_part(&table_of(&record)), live_part(&truth(&ns)));
+}
+
+#[test]
+fn sockets_from_before_start_and_changes_after_are_both_counted() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let early = worker.exec(|| mix::build(11));
+    let (mut watch, first) = Watch::start(&ns, &["--interval", "200ms"]);
+    assert_eq!(live_part(&table_of(&first)), live_part(&truth(&ns)));
+
+    let late = worker.exec(|| mix::build(12));
+    worker.exec(move || drop(early));
+    let record = watch.fresh_record();
+    assert_eq!(live_part(&table_of(&record)), live_part(&truth(&ns)));
+    drop(late);
+}
+
+#[test]
+fn other_namespaces_do_not_leak_in() {
+    let watched = Netns::new();
+    let other = Netns::new();
+    let (mut watch, _) = Watch::start(&watched, &["--interval", "200ms"]);
+    let worker = other.worker();
+    let held = worker.exec(|| mix::build(13));
+    let record = watch.fresh_record();
+    assert!(!truth(&other).is_empty());
+    assert_eq!(table_of(&record), truth(&watched));
+    assert!(table_of(&record).is_empty(), "{record}");
+    drop(held);
+}
