@@ -15,12 +15,15 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // `cargo xtask setup` picks a nightly whose LLVM matches bpf-linker's.
+    println!("cargo:rerun-if-env-changed=NETCONN_EBPF_TOOLCHAIN");
+    let toolchain = std::env::var("NETCONN_EBPF_TOOLCHAIN").unwrap_or_else(|_| "nightly".into());
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),
             root_dir: root.as_str(),
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        aya_build::Toolchain::Custom(&toolchain),
     )
 }

@@ -1,1 +1,97 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | run | test`.
+//!
+//! Every task installs what it needs first, so a fresh machine needs nothing
+//! but Rust (stable, with rustup) and root.
+
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "netconn's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: the eBPF toolchain (nightly + rust-src),
+    /// bpf-linker 0.10.3, and the Debian packages the tests use.
+    Setup,
+    /// Set up, build netconn (release) and run it with ARGS (default: watch).
+    Run {
+        /// Arguments for netconn, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every check: fmt, clippy, unit tests, and the root
+    /// integration tests against the real kernel.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Setup => setup::run().map(|_| ()),
+        Task::Run { args } => run(args),
+        Task::Test => test::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Runs `cmd`, failing with its command line if it fails.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo` with the eBPF toolchain chosen by setup.
+pub fn cargo(env: &setup::Env) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root())
+        .env("NETCONN_EBPF_TOOLCHAIN", &env.ebpf_toolchain);
+    cmd
+}
+
+/// Builds the release binary and returns its path.
+pub fn build_release(env: &setup::Env) -> Result<PathBuf> {
+    run_cmd(cargo(env).args(["build", "--release", "--package", "netconn"]))?;
+    Ok(root().join("target/release/netconn"))
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let env = setup::run()?;
+    let bin = build_release(&env)?;
+    let args = if args.is_empty() {
+        vec!["watch".to_owned()]
+    } else {
+        args
+    };
+    use std::os::unix::process::CommandExt;
+    let err = Command::new(&bin).args(&args).exec();
+    bail!("cannot run {}: {err}", bin.display())
+}

@@ -1,0 +1,127 @@
+//! Installs what building and testing netconn needs, and nothing twice.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::run_cmd;
+
+/// bpf-linker 0.10.3 loads LLVM from the nightly rustc; their major
+/// versions must agree (newer bpf-linker wants a system LLVM Debian 12 lacks).
+const BPF_LINKER_VERSION: &str = "0.10.3";
+const LLVM_MAJOR: &str = "22";
+/// A nightly with LLVM 22 known to build the eBPF crate, used when the
+/// machine's `nightly` is missing or carries another LLVM.
+const PINNED_NIGHTLY: &str = "nightly-2026-05-19";
+
+/// What the other tasks need to know from setup.
+pub struct Env {
+    /// Toolchain `netconn/build.rs` compiles the eBPF crate with.
+    pub ebpf_toolchain: String,
+}
+
+pub fn run() -> Result<Env> {
+    let ebpf_toolchain = ebpf_toolchain()?;
+    bpf_linker()?;
+    debian_tools()?;
+    Ok(Env { ebpf_toolchain })
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn llvm_major(toolchain: &str) -> Option<String> {
+    let vv = output(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"]))?;
+    let llvm = vv.lines().find_map(|l| l.strip_prefix("LLVM version: "))?;
+    Some(llvm.split('.').next()?.to_owned())
+}
+
+/// A nightly with LLVM 22 and rust-src (for `-Z build-std=core`).
+fn ebpf_toolchain() -> Result<String> {
+    if output(Command::new("rustup").arg("--version")).is_none() {
+        bail!("rustup is required (the eBPF crate builds with a nightly toolchain)");
+    }
+    let toolchain = match std::env::var("NETCONN_EBPF_TOOLCHAIN") {
+        Ok(t) => t,
+        Err(_) if llvm_major("nightly").as_deref() == Some(LLVM_MAJOR) => "nightly".to_owned(),
+        Err(_) => {
+            if llvm_major(PINNED_NIGHTLY).is_none() {
+                eprintln!("xtask: installing {PINNED_NIGHTLY} (LLVM {LLVM_MAJOR}) for eBPF");
+                run_cmd(Command::new("rustup").args([
+                    "toolchain",
+                    "install",
+                    PINNED_NIGHTLY,
+                    "--profile",
+                    "minimal",
+                ]))?;
+            }
+            PINNED_NIGHTLY.to_owned()
+        }
+    };
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        &toolchain,
+    ]))
+    .unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: adding rust-src to {toolchain}");
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            &toolchain,
+        ]))?;
+    }
+    Ok(toolchain)
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+    run_cmd(Command::new("cargo").args([
+        "install",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--force",
+    ]))
+    .context("installing bpf-linker")
+}
+
+/// Commands the integration tests run, and the Debian packages with them.
+const TOOLS: [(&str, &str); 3] = [
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("setpriv", "util-linux"),
+];
+
+fn debian_tools() -> Result<()> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(cmd, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {cmd}")])).is_none()
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}

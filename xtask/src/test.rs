@@ -1,0 +1,43 @@
+//! `cargo xtask test`: every check, in the order a failure is cheapest.
+
+use anyhow::{Result, bail};
+
+use crate::{build_release, cargo, run_cmd, setup};
+
+pub fn run() -> Result<()> {
+    let env = setup::run()?;
+    run_cmd(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
+    run_cmd(cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // Unit tests: pure logic, no root needed.
+    run_cmd(cargo(&env).args([
+        "test",
+        "--package",
+        "netconn",
+        "--package",
+        "netconn-common",
+    ]))?;
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("the integration tests load eBPF and create network namespaces: run as root");
+    }
+    let bin = build_release(&env)?;
+    // One test at a time: each loads the real program, and one checks that
+    // no netconn program is left loaded.
+    run_cmd(
+        cargo(&env)
+            .args([
+                "test",
+                "--package",
+                "netconn-integration",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("NETCONN_BIN", bin),
+    )
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
