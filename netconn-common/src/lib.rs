@@ -12,6 +12,9 @@ use core::mem::size_of;
 pub const PROG_STATE_CHANGE: &str = "netconn_state_change";
 /// Kernel function/tracepoint name the program attaches to.
 pub const TRACEPOINT_STATE_CHANGE: &str = "inet_sock_set_state";
+/// Backup program on the same tracepoint: it counts only the events the
+/// kernel skipped the primary for (see the eBPF crate's docs).
+pub const PROG_STATE_BACKUP: &str = "netconn_state_backup";
 
 /// Per-CPU array of [`Transitions`], indexed by epoch parity (0 or 1).
 pub const MAP_TRANSITIONS: &str = "TRANSITIONS";
@@ -19,8 +22,12 @@ pub const MAP_TRANSITIONS: &str = "TRANSITIONS";
 pub const MAP_CONTROL: &str = "CONTROL";
 /// Ring buffer of [`StateEvent`] records (journal and per-event mode).
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Per-CPU array with one `u64`: ring-buffer reservations that failed.
+/// Per-CPU array with one `u64`: events the journal could not take (ring
+/// buffer full).
 pub const MAP_LOST: &str = "LOST";
+/// Per-CPU array with one `u64`: events the backup program counted because
+/// the primary was skipped for them.
+pub const MAP_RESCUED: &str = "RESCUED";
 
 /// Global: network namespace inode to count (0 = every namespace).
 pub const GLOBAL_TARGET_NETNS: &str = "TARGET_NETNS";

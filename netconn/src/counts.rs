@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::sockdiag::DumpedSocket;
-use crate::state::{ConnType, UDP_STATE, tcp_state_name, tcp_state_names};
+use crate::state::ConnType;
 
 /// Dense table: conn-type x kernel state code (0..16). UDP uses one slot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,39 +46,54 @@ impl Counts {
     }
 
     /// Iterates over `(conn_type, state name, count)` for every named state,
-    /// zeros included.
+    /// zeros included, TCP states in kernel order.
     pub fn iter(&self) -> impl Iterator<Item = (ConnType, &'static str, i64)> + '_ {
+        const TCP_CODES: [u8; 11] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
         ConnType::ALL.into_iter().flat_map(move |ct| {
-            let cells = &self.cells[ct.index()];
-            let tcp = (1u8..12).filter_map(move |code| {
-                tcp_state_name(code).map(|name| (ct, name, cells[code as usize]))
-            });
-            let udp = std::iter::once((ct, UDP_STATE, cells[UDP_SLOT as usize]));
-            let (tcp, udp): (Vec<_>, Vec<_>) = if ct.is_tcp() {
-                (tcp.collect(), Vec::new())
-            } else {
-                (Vec::new(), udp.collect())
-            };
-            tcp.into_iter().chain(udp)
+            let codes: &[u8] = if ct.is_tcp() { &TCP_CODES } else { &[UDP_SLOT] };
+            codes.iter().map(move |&code| {
+                let name = ct.state_name(code).expect("named state");
+                (ct, name, self.get(ct, code))
+            })
         })
+    }
+
+    fn json_where(&self, keep: impl Fn(i64) -> bool) -> Value {
+        let mut out = Map::new();
+        for (ct, state, n) in self.iter().filter(|(_, _, n)| keep(*n)) {
+            out.entry(ct.name())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .expect("inserted as an object")
+                .insert(state.into(), n.into());
+        }
+        Value::Object(out)
+    }
+
+    /// Only the non-zero cells: `{"tcp":{"FIN_WAIT1":-3}}`.
+    pub fn to_json_nonzero(&self) -> Value {
+        self.json_where(|n| n != 0)
     }
 
     /// `{"tcp":{"ESTABLISHED":3,...},"tcp6":{...},"udp":{"NONE":2},"udp6":{...}}`
     /// with every state present, so dashboards see stable keys.
     pub fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        for ct in ConnType::ALL {
-            let mut states = Map::new();
-            if ct.is_tcp() {
-                for (code, name) in (1u8..).zip(tcp_state_names()) {
-                    states.insert(name.into(), self.get(ct, code).into());
-                }
-            } else {
-                states.insert(UDP_STATE.into(), self.get(ct, UDP_SLOT).into());
-            }
-            out.insert(ct.name().into(), Value::Object(states));
+        self.json_where(|_| true)
+    }
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(mut self, rhs: Counts) -> Counts {
+        for (a, b) in self
+            .cells
+            .iter_mut()
+            .flatten()
+            .zip(rhs.cells.iter().flatten())
+        {
+            *a -= b;
         }
-        Value::Object(out)
+        self
     }
 }
 

@@ -32,6 +32,8 @@ pub struct CountsRecord<'a> {
     pub lost_events: u64,
     /// Snapshots taken after the first (eBPF mode only).
     pub resyncs: Option<u64>,
+    /// When the last resync happened and what it changed (after - before).
+    pub last_correction: Option<(&'a str, &'a Counts)>,
 }
 
 impl CountsRecord<'_> {
@@ -47,6 +49,13 @@ impl CountsRecord<'_> {
         r.insert("lost_events".into(), self.lost_events.into());
         if let Some(n) = self.resyncs {
             r.insert("resyncs".into(), n.into());
+            r.insert(
+                "last_correction".into(),
+                match self.last_correction {
+                    Some((time, delta)) => json!({"time": time, "delta": delta.to_json_nonzero()}),
+                    None => Value::Null,
+                },
+            );
         }
         r.insert("total".into(), json!(self.counts.total()));
         Value::Object(r)
@@ -68,7 +77,8 @@ mod tests {
             netns: 4026531840,
             counts: &counts,
             lost_events: 0,
-            resyncs: Some(0),
+            resyncs: Some(1),
+            last_correction: Some(("2026-01-01T00:00:00.000Z", &counts)),
         };
         let line = serde_json::to_string(&r.to_json("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(
@@ -81,6 +91,8 @@ mod tests {
         assert_eq!(v["connections"]["tcp"]["LISTEN"], 2);
         assert_eq!(v["lost_events"], 0);
         assert_eq!(v["total"], 2);
+        assert_eq!(v["resyncs"], 1);
+        assert_eq!(v["last_correction"]["delta"], json!({"tcp": {"LISTEN": 2}}));
         assert!(!line.contains('\n'));
     }
 }

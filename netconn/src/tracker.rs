@@ -8,7 +8,7 @@ use std::time::Duration;
 use netconn_common::Control;
 
 use crate::counts::Counts;
-use crate::ebpf::{Probe, ProbeError};
+use crate::ebpf::{Losses, Probe, ProbeError};
 use crate::merge::{MergeStats, matrix_effect, merge};
 use crate::state::ConnType;
 use crate::{snapshot, sockdiag};
@@ -25,11 +25,6 @@ pub enum TrackerError {
     Probe(#[from] ProbeError),
     #[error("socket dump (sock_diag) failed: {0}")]
     Dump(#[source] std::io::Error),
-    #[error(
-        "the event journal overflowed during {RESYNC_ATTEMPTS} snapshots in a row; \
-         the socket churn is higher than the ring buffer can absorb"
-    )]
-    JournalOverflow,
 }
 
 pub struct Tracker {
@@ -38,6 +33,17 @@ pub struct Tracker {
     base: Counts,
     resyncs: u64,
     last_merge: MergeStats,
+    /// Loss counters as they stood when the current base was merged.
+    synced: Losses,
+    last_correction: Option<Correction>,
+}
+
+/// What a resync changed in the live counts.
+#[derive(Debug, Clone)]
+pub struct Correction {
+    pub time: String,
+    /// after - before, per conn-type and state.
+    pub delta: Counts,
 }
 
 impl Tracker {
@@ -51,6 +57,8 @@ impl Tracker {
             base: Counts::default(),
             resyncs: 0,
             last_merge: MergeStats::default(),
+            synced: Losses::default(),
+            last_correction: None,
         };
         tracker.resync()?;
         // The first snapshot is the start, not a correction.
@@ -58,27 +66,58 @@ impl Tracker {
         Ok(tracker)
     }
 
-    /// Takes a new snapshot and merges it with the event stream.
+    /// Takes a new snapshot and merges it with the event stream. A pass
+    /// during which the journal dropped an event, or an event went
+    /// uncounted, is repeated; if none of the attempts is clean, the last
+    /// merge is kept and [`Tracker::maintain`] tries again later.
     pub fn resync(&mut self) -> Result<(), TrackerError> {
         for _ in 0..RESYNC_ATTEMPTS {
-            let lost_before = self.probe.lost()?;
-            let (baseline, epoch) = self.snapshot_once()?;
-            // Any reservation lost during the window means the journal is
-            // incomplete and the merge may be off: take the snapshot again.
-            if self.probe.lost()? == lost_before {
-                self.base = baseline.counts;
-                self.last_merge = baseline.stats;
-                self.resyncs += 1;
-                debug_assert_eq!(self.probe.control().epoch, epoch);
+            let before = self.probe.losses()?;
+            let baseline = self.snapshot_once()?;
+            let after = self.probe.losses()?;
+            self.base = baseline.counts;
+            self.last_merge = baseline.stats;
+            self.resyncs += 1;
+            if after.journal == before.journal && after.uncounted() == before.uncounted() {
+                self.synced = after;
                 return Ok(());
             }
         }
-        Err(TrackerError::JournalOverflow)
+        Ok(())
+    }
+
+    /// Repairs the counts if the kernel failed to count an event since the
+    /// last merge. Returns whether it resynced.
+    pub fn maintain(&mut self) -> Result<bool, TrackerError> {
+        let in_sync = |l: Losses| {
+            l.uncounted() == self.synced.uncounted() && l.journal == self.synced.journal
+        };
+        if in_sync(self.probe.losses()?) {
+            return Ok(false);
+        }
+        // A nested run bumps the primary's misses a moment before the
+        // backup counts its rescue: look again before calling it a loss.
+        sleep(Duration::from_millis(2));
+        if in_sync(self.probe.losses()?) {
+            return Ok(false);
+        }
+        let before = self.tcp_counts()?;
+        self.resync()?;
+        let after = self.tcp_counts()?;
+        self.last_correction = Some(Correction {
+            time: crate::host::now_rfc3339(),
+            delta: after - before,
+        });
+        Ok(true)
+    }
+
+    pub fn last_correction(&self) -> Option<&Correction> {
+        self.last_correction.as_ref()
     }
 
     /// One pass of the protocol in [`crate::merge`]: journal on, new epoch,
     /// dump, journal off, drain, merge.
-    fn snapshot_once(&mut self) -> Result<(crate::merge::Baseline, u8), TrackerError> {
+    fn snapshot_once(&mut self) -> Result<crate::merge::Baseline, TrackerError> {
         let Control { epoch, .. } = self.probe.control();
         let next = epoch.wrapping_add(1);
         let mut journal = Vec::new();
@@ -112,22 +151,29 @@ impl Tracker {
         sleep(GRACE);
         self.probe.drain_events(&mut journal);
         dumped?;
-        Ok((merge(&dump, &journal, next, self.netns), next))
+        Ok(merge(&dump, &journal, next, self.netns))
     }
 
     /// Current counts. TCP is live from the kernel; UDP sockets emit no
     /// state events, so UDP is read from a fresh dump (two small netlink
     /// requests) until the socket-lifecycle programs count it live.
     pub fn counts(&self) -> Result<Counts, TrackerError> {
-        let epoch = self.probe.control().epoch;
-        let mut live = self.base + matrix_effect(&self.probe.read_matrix(epoch)?);
+        let mut live = self.tcp_counts()?;
         live.set_udp_from(&snapshot::udp_counts().map_err(TrackerError::Dump)?);
         Ok(live)
     }
 
-    /// Events the kernel could not hand over (ring buffer full), since start.
+    /// TCP counts: the merged base plus the current epoch's transitions.
+    fn tcp_counts(&self) -> Result<Counts, TrackerError> {
+        let epoch = self.probe.control().epoch;
+        Ok(self.base + matrix_effect(&self.probe.read_matrix(epoch)?))
+    }
+
+    /// Events the kernel could not hand over since start: journal entries
+    /// dropped, and state changes no program counted.
     pub fn lost_events(&self) -> Result<u64, TrackerError> {
-        Ok(self.probe.lost()?)
+        let l = self.probe.losses()?;
+        Ok(l.journal + l.uncounted().unsigned_abs())
     }
 
     /// Snapshots taken after the first one.

@@ -20,6 +20,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         counts: &counts,
         lost_events: 0,
         resyncs: None,
+        last_correction: None,
     };
     match sink.write(&record.to_json(&host::now_rfc3339())) {
         Ok(()) | Err(SinkError::Closed) => Ok(()),

@@ -17,23 +17,37 @@ enum Mode {
     Poll,
 }
 
+/// What one record reports besides the host and time.
+struct Reading {
+    counts: Counts,
+    source: Source,
+    lost_events: u64,
+    resyncs: Option<u64>,
+    correction: Option<(String, Counts)>,
+}
+
 impl Mode {
-    fn counts(&self) -> Result<(Counts, Source, u64, Option<u64>), CmdError> {
+    fn read(&mut self) -> Result<Reading, CmdError> {
         let failed = |e: &dyn std::fmt::Display| CmdError::Failed(e.to_string());
         match self {
-            Mode::Ebpf(t) => Ok((
-                t.counts().map_err(|e| failed(&e))?,
-                Source::Ebpf,
-                t.lost_events().map_err(|e| failed(&e))?,
-                Some(t.resyncs()),
-            )),
-            Mode::Poll => Ok((
-                snapshot::counts()
+            Mode::Ebpf(t) => {
+                t.maintain().map_err(|e| failed(&e))?;
+                Ok(Reading {
+                    counts: t.counts().map_err(|e| failed(&e))?,
+                    source: Source::Ebpf,
+                    lost_events: t.lost_events().map_err(|e| failed(&e))?,
+                    resyncs: Some(t.resyncs()),
+                    correction: t.last_correction().map(|c| (c.time.clone(), c.delta)),
+                })
+            }
+            Mode::Poll => Ok(Reading {
+                counts: snapshot::counts()
                     .map_err(|e| failed(&format!("cannot dump the socket tables: {e}")))?,
-                Source::Poll,
-                0,
-                None,
-            )),
+                source: Source::Poll,
+                lost_events: 0,
+                resyncs: None,
+                correction: None,
+            }),
         }
     }
 }
@@ -43,7 +57,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     let netns = host::netns_inode()
         .map_err(|e| CmdError::Failed(format!("cannot read own network namespace: {e}")))?;
     let host = host::hostname();
-    let mode = if args.poll {
+    let mut mode = if args.poll {
         Mode::Poll
     } else {
         match Tracker::start(netns) {
@@ -77,14 +91,15 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 _ = sigint.recv() => true,
                 _ = sigterm.recv() => true,
             };
-            let (counts, source, lost_events, resyncs) = mode.counts()?;
+            let r = mode.read()?;
             let record = CountsRecord {
                 host: &host,
-                source,
+                source: r.source,
                 netns,
-                counts: &counts,
-                lost_events,
-                resyncs,
+                counts: &r.counts,
+                lost_events: r.lost_events,
+                resyncs: r.resyncs,
+                last_correction: r.correction.as_ref().map(|(t, d)| (t.as_str(), d)),
             };
             match sink.write(&record.to_json(&host::now_rfc3339())) {
                 Ok(()) => {}

@@ -1,4 +1,5 @@
 pub mod btf;
 pub mod probe;
+pub mod prog_info;
 
-pub use probe::{Probe, ProbeError};
+pub use probe::{Losses, Probe, ProbeError};

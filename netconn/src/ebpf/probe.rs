@@ -6,12 +6,14 @@
 use std::io;
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
-    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, MAP_CONTROL, MAP_EVENTS, MAP_LOST,
-    MAP_TRANSITIONS, Offsets, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_STATE_CHANGE,
-    TRANSITION_SLOTS, Transitions,
+    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_RESCUED,
+    MAP_TRANSITIONS, Offsets, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent,
+    TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS, Transitions,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -59,6 +61,8 @@ pub fn kernel_offsets() -> Result<Offsets, ProbeError> {
     })
 }
 
+/// An error and its sources on one line. A verifier log (hundreds of
+/// lines) is cut to its last line, which says why the program was refused.
 fn describe(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut source = err.source();
@@ -67,7 +71,25 @@ fn describe(err: &dyn std::error::Error) -> String {
         msg.push_str(&s.to_string());
         source = s.source();
     }
-    msg
+    if let Some(at) = msg.find("Verifier output:") {
+        let reason = msg[at..]
+            .lines()
+            .rev()
+            .find(|l| {
+                !l.trim().is_empty()
+                    && !l.contains("processed ")
+                    && !l.contains("verification time")
+                    && !l.contains("stack depth")
+                    && !l.starts_with(':')
+            })
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        msg.truncate(at);
+        msg.push_str("the verifier refused it: ");
+        msg.push_str(&reason);
+    }
+    msg.replace('\n', " ")
 }
 
 fn is_permission(msg: &str) -> bool {
@@ -77,13 +99,36 @@ fn is_permission(msg: &str) -> bool {
         || msg.contains("Permission denied")
 }
 
-/// The loaded and attached program with its maps.
+/// Loss counters, each summed since load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Events the journal could not take (ring buffer full, or no cookie).
+    pub journal: u64,
+    /// Runs of the primary program the kernel skipped (nested on a CPU).
+    pub primary_misses: u64,
+    /// Of those, events the backup program counted instead.
+    pub rescued: u64,
+}
+
+impl Losses {
+    /// Events no program counted (positive) or counted twice (negative):
+    /// the counts are off by these. Zero when every skipped run of the
+    /// primary was rescued exactly once.
+    pub fn uncounted(&self) -> i64 {
+        self.primary_misses as i64 - self.rescued as i64
+    }
+}
+
+/// The loaded and attached programs with their maps.
 pub struct Probe {
     // Field order matters for drop: maps, then the object (which detaches).
     transitions: PerCpuArray<MapData, Transitions>,
     control: Array<MapData, Control>,
     events: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    rescued: PerCpuArray<MapData, u64>,
+    /// The primary program's fd (owned by `_ebpf`), for its misses.
+    primary_fd: RawFd,
     current: Control,
     _ebpf: Ebpf,
 }
@@ -106,21 +151,8 @@ impl Probe {
                 }
             })?;
         let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(describe(&e)))?;
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(PROG_STATE_CHANGE)
-            .ok_or_else(|| ProbeError::Load(format!("program {PROG_STATE_CHANGE} missing")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| ProbeError::Load(describe(&e)))?;
-        prog.load(TRACEPOINT_STATE_CHANGE, &btf).map_err(|e| {
-            let msg = describe(&e);
-            if is_permission(&msg) {
-                ProbeError::Permission(msg)
-            } else {
-                ProbeError::Load(msg)
-            }
-        })?;
-        prog.attach()
-            .map_err(|e| ProbeError::Attach(describe(&e)))?;
+        let primary_fd = attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, &btf)?;
+        attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, &btf)?;
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
         let map_err = |map| move |source| ProbeError::Map { map, source };
@@ -129,13 +161,33 @@ impl Probe {
         let control = Array::try_from(take(MAP_CONTROL)?).map_err(map_err(MAP_CONTROL))?;
         let events = RingBuf::try_from(take(MAP_EVENTS)?).map_err(map_err(MAP_EVENTS))?;
         let lost = PerCpuArray::try_from(take(MAP_LOST)?).map_err(map_err(MAP_LOST))?;
+        let rescued = PerCpuArray::try_from(take(MAP_RESCUED)?).map_err(map_err(MAP_RESCUED))?;
         Ok(Probe {
             transitions,
             control,
             events,
             lost,
+            rescued,
+            primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
+        })
+    }
+
+    pub fn losses(&self) -> Result<Losses, ProbeError> {
+        let sum = |map: &PerCpuArray<MapData, u64>, name| -> Result<u64, ProbeError> {
+            let v = map
+                .get(&0, 0)
+                .map_err(|source| ProbeError::Map { map: name, source })?;
+            Ok(v.iter().sum())
+        };
+        // SAFETY: primary_fd is owned by self._ebpf, alive as long as self.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.primary_fd) };
+        Ok(Losses {
+            journal: sum(&self.lost, MAP_LOST)?,
+            primary_misses: super::prog_info::recursion_misses(fd)
+                .map_err(|e| ProbeError::Load(format!("reading program info: {e}")))?,
+            rescued: sum(&self.rescued, MAP_RESCUED)?,
         })
     }
 
@@ -183,15 +235,6 @@ impl Probe {
             })
     }
 
-    /// Ring-buffer reservations that failed, summed over CPUs.
-    pub fn lost(&self) -> Result<u64, ProbeError> {
-        let per_cpu = self.lost.get(&0, 0).map_err(|source| ProbeError::Map {
-            map: MAP_LOST,
-            source,
-        })?;
-        Ok(per_cpu.iter().sum())
-    }
-
     /// Moves every event waiting in the ring buffer into `out`.
     pub fn drain_events(&mut self, out: &mut Vec<StateEvent>) {
         while let Some(item) = self.events.next() {
@@ -200,6 +243,30 @@ impl Probe {
             }
         }
     }
+}
+
+/// Loads and attaches one of the two programs on the BTF tracepoint.
+fn attach_tp_btf(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<RawFd, ProbeError> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| ProbeError::Load(describe(&e)))?;
+    prog.load(TRACEPOINT_STATE_CHANGE, btf).map_err(|e| {
+        let msg = describe(&e);
+        if is_permission(&msg) {
+            ProbeError::Permission(msg)
+        } else {
+            ProbeError::Load(msg)
+        }
+    })?;
+    prog.attach()
+        .map_err(|e| ProbeError::Attach(describe(&e)))?;
+    Ok(prog
+        .fd()
+        .map_err(|e| ProbeError::Load(describe(&e)))?
+        .as_fd()
+        .as_raw_fd())
 }
 
 /// Decodes one ring-buffer record, checking its length.
