@@ -27,13 +27,18 @@
 //! `__bpf_trace_run()` skips the nested run and only bumps the program's
 //! `recursion_misses`. Under heavy churn that happens many times a second.
 //! The guard (`prog->active`) is per program, so a second program on the
-//! same tracepoint still runs in that nested context. The primary writes
-//! every event it sees into a small per-CPU ring (`HANDLED`); the backup
-//! looks its event up there, newest first: found, the primary handled it
-//! and the entry is consumed; not found, the primary was skipped and the
-//! backup counts the event and the rescue. Userspace checks that rescues
-//! equal the primary's `recursion_misses`; any difference, a loss or a
-//! double count, triggers a resync. Counters are bumped atomically because a
+//! same tracepoint still runs in that nested context. The primary marks
+//! every event it sees in a per-CPU table indexed by a hash of the socket
+//! (`HANDLED`); the backup, which runs right after it for the same event,
+//! looks for the mark: present, the primary handled the event and the mark
+//! is cleared; absent, the primary was skipped and the backup counts the
+//! event and the rescue. Marks are per socket, not a recency ring, because
+//! programs can be preempted: in a ring, the events of other tasks evict a
+//! mark before its backup runs, and socket addresses, reused LIFO by the
+//! slab, make stale marks match new sockets. One socket's state changes are
+//! serialised by its lock, so only a hash collision can disturb a mark, and
+//! it shows as one kind of error: userspace checks that rescues equal the
+//! primary's `recursion_misses`, and any difference triggers a resync. Counters are bumped atomically because a
 //! nested run can interrupt the other program between its load and store.
 #![no_std]
 #![no_main]
@@ -83,19 +88,17 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Events the primary saw lately on this CPU, for the backup to look up.
+/// Marks of the events the primary handled, one slot per socket hash.
 #[map]
-static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
+static HANDLED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(MARK_SLOTS, 0);
 
-/// Ring size: more than the events a softirq can nest between the
-/// primary's and the backup's run for one event.
-const RING: usize = 64;
+/// Slots in `HANDLED` (a power of two): 1 MiB per CPU.
+const MARK_SLOTS: u32 = 1 << 16;
 
-#[repr(C)]
-pub struct Handled {
-    head: u64,
-    /// (socket address, transition) of the newest events.
-    events: [[u64; 2]; RING],
+#[inline(always)]
+fn mark_slot(sk: u64) -> u32 {
+    // Fibonacci hashing: socket addresses share their low bits.
+    (sk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u32 & (MARK_SLOTS - 1)
 }
 
 /// The socket argument's address as a plain number: the verifier allows no
@@ -116,15 +119,14 @@ fn transition_key(old: i32, new: i32) -> u64 {
 pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    if let Some(h) = HANDLED.get_ptr_mut(0) {
+    let addr = sk_address(&ctx);
+    if let Some(mark) = HANDLED.get_ptr_mut(mark_slot(addr)) {
         // SAFETY: per-CPU value; the primary never runs nested in itself.
-        unsafe {
-            let slot = ((*h).head as usize) & (RING - 1);
-            (*h).events[slot] = [sk_address(&ctx), transition_key(old, new)];
-            (*h).head = (*h).head.wrapping_add(1);
-        }
+        unsafe { *mark = [addr, transition_key(old, new)] };
     }
-    let _ = count(sk, old, new);
+    if count(sk, old, new).is_err() {
+        bump(LOST.get_ptr_mut(0));
+    }
     0
 }
 
@@ -132,24 +134,23 @@ pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
 pub fn netconn_state_backup(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    let want = [sk_address(&ctx), transition_key(old, new)];
-    let Some(h) = HANDLED.get_ptr_mut(0) else {
+    let addr = sk_address(&ctx);
+    let Some(mark) = HANDLED.get_ptr_mut(mark_slot(addr)) else {
         return 0;
     };
-    // SAFETY: per-CPU value; indices are masked into the ring.
+    // SAFETY: per-CPU value.
     unsafe {
-        let head = (*h).head as usize;
-        for i in 1..=RING {
-            let slot = head.wrapping_sub(i) & (RING - 1);
-            if (*h).events[slot] == want {
-                (*h).events[slot] = [0, 0];
-                return 0;
-            }
+        if *mark == [addr, transition_key(old, new)] {
+            *mark = [0, 0];
+            return 0;
         }
     }
-    // The primary never saw this event: it was skipped.
-    bump(RESCUED.get_ptr_mut(0));
-    let _ = count(sk, old, new);
+    // The primary never saw this event: it was skipped. A rescue is one
+    // only once the event is counted.
+    match count(sk, old, new) {
+        Ok(()) => bump(RESCUED.get_ptr_mut(0)),
+        Err(_) => bump(LOST.get_ptr_mut(0)),
+    }
     0
 }
 
