@@ -48,6 +48,11 @@ pub struct WatchArgs {
     /// Do not load eBPF: poll the socket tables every interval.
     #[arg(long)]
     pub poll: bool,
+    /// Also dump the socket tables each interval and add a "verify" object
+    /// with the per-state differences (live - dump). At rest they are zero;
+    /// under churn the two readings are moments apart.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod counts;
 pub mod ebpf;
 pub mod host;
+pub mod kernel_totals;
 pub mod merge;
 pub mod output;
 pub mod procnet;

@@ -116,8 +116,17 @@ pub struct MergeStats {
 /// The baseline a live count adds the current epoch's matrix to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Baseline {
-    pub counts: Counts,
+    /// Full sockets: the ones events move, and `sockstat`'s `inuse` counts.
+    pub full: Counts,
+    /// Time-wait and request mini-sockets, and UDP: no TCP state events.
+    pub mini: Counts,
     pub stats: MergeStats,
+}
+
+impl Baseline {
+    pub fn counts(&self) -> Counts {
+        self.full + self.mini
+    }
 }
 
 /// How a full TCP socket in the dump is counted, for comparison with events.
@@ -149,19 +158,21 @@ pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u8, netns: u3
         per_socket.entry(e.cookie).or_default().push(e);
     }
 
-    let mut counts = Counts::default();
+    let (mut full, mut mini) = (Counts::default(), Counts::default());
     let mut dumped: HashMap<u64, Option<u8>> = HashMap::with_capacity(per_socket.len());
     for s in dump {
         let full_tcp = s.conn_type.is_tcp() && s.kind == SocketKind::Full;
         if full_tcp && per_socket.contains_key(&s.cookie) {
             // Counted below from its journal; remember what the dump saw.
             dumped.insert(s.cookie, dumped_tcp_state(s));
-            continue;
+        } else if full_tcp {
+            // Not a transient CLOSE (see dumped_tcp_state()).
+            if dumped_tcp_state(s).is_some() {
+                full.add(s.conn_type, s.state, 1);
+            }
+        } else {
+            mini.add(s.conn_type, s.state, 1);
         }
-        if full_tcp && dumped_tcp_state(s).is_none() {
-            continue; // transient CLOSE, see dumped_tcp_state()
-        }
-        counts.add(s.conn_type, s.state, 1);
     }
 
     for (cookie, events) in &per_socket {
@@ -173,7 +184,7 @@ pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u8, netns: u3
             None => events.last().and_then(|e| counted_after(e.newstate)),
         };
         if let Some(s) = at_flip {
-            counts.add(conn_type, s, 1);
+            full.add(conn_type, s, 1);
         }
         let seen = dumped.get(cookie).copied().flatten();
         if seen != at_flip {
@@ -188,7 +199,7 @@ pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u8, netns: u3
             stats.inconsistent_sockets += 1;
         }
     }
-    Baseline { counts, stats }
+    Baseline { full, mini, stats }
 }
 
 #[cfg(test)]

@@ -32,8 +32,18 @@ pub struct CountsRecord<'a> {
     pub lost_events: u64,
     /// Snapshots taken after the first (eBPF mode only).
     pub resyncs: Option<u64>,
-    /// When the last resync happened and what it changed (after - before).
-    pub last_correction: Option<(&'a str, &'a Counts)>,
+    /// When the last resync happened, why, and what it changed
+    /// (after - before).
+    pub last_correction: Option<Correction<'a>>,
+    /// `--verify`: the counts of a dump taken right after the live ones.
+    pub verify: Option<&'a Counts>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Correction<'a> {
+    pub time: &'a str,
+    pub reason: &'a str,
+    pub delta: &'a Counts,
 }
 
 impl CountsRecord<'_> {
@@ -52,9 +62,20 @@ impl CountsRecord<'_> {
             r.insert(
                 "last_correction".into(),
                 match self.last_correction {
-                    Some((time, delta)) => json!({"time": time, "delta": delta.to_json_nonzero()}),
+                    Some(c) => json!({
+                        "time": c.time,
+                        "reason": c.reason,
+                        "delta": c.delta.to_json_nonzero(),
+                    }),
                     None => Value::Null,
                 },
+            );
+        }
+        if let Some(dump) = self.verify {
+            let diff = *self.counts - *dump;
+            r.insert(
+                "verify".into(),
+                json!({"equal": diff == Counts::default(), "diff": diff.to_json_nonzero()}),
             );
         }
         r.insert("total".into(), json!(self.counts.total()));
@@ -78,7 +99,12 @@ mod tests {
             counts: &counts,
             lost_events: 0,
             resyncs: Some(1),
-            last_correction: Some(("2026-01-01T00:00:00.000Z", &counts)),
+            last_correction: Some(Correction {
+                time: "2026-01-01T00:00:00.000Z",
+                reason: "lost_events",
+                delta: &counts,
+            }),
+            verify: Some(&Counts::default()),
         };
         let line = serde_json::to_string(&r.to_json("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(
@@ -93,6 +119,11 @@ mod tests {
         assert_eq!(v["total"], 2);
         assert_eq!(v["resyncs"], 1);
         assert_eq!(v["last_correction"]["delta"], json!({"tcp": {"LISTEN": 2}}));
+        assert_eq!(v["last_correction"]["reason"], "lost_events");
+        assert_eq!(
+            v["verify"],
+            json!({"equal": false, "diff": {"tcp": {"LISTEN": 2}}})
+        );
         assert!(!line.contains('\n'));
     }
 }

@@ -9,7 +9,8 @@ use netconn_common::Control;
 
 use crate::counts::Counts;
 use crate::ebpf::{Losses, Probe, ProbeError};
-use crate::merge::{MergeStats, matrix_effect, merge};
+use crate::kernel_totals::KernelTotals;
+use crate::merge::{Baseline, MergeStats, matrix_effect, merge};
 use crate::state::ConnType;
 use crate::{snapshot, sockdiag};
 
@@ -25,14 +26,15 @@ pub enum TrackerError {
     Probe(#[from] ProbeError),
     #[error("socket dump (sock_diag) failed: {0}")]
     Dump(#[source] std::io::Error),
+    #[error("reading /proc/net/sockstat or snmp failed: {0}")]
+    Totals(#[source] std::io::Error),
 }
 
 pub struct Tracker {
     probe: Probe,
     netns: u32,
-    base: Counts,
+    base: Baseline,
     resyncs: u64,
-    last_merge: MergeStats,
     /// Loss counters as they stood when the current base was merged.
     synced: Losses,
     last_correction: Option<Correction>,
@@ -42,9 +44,21 @@ pub struct Tracker {
 #[derive(Debug, Clone)]
 pub struct Correction {
     pub time: String,
+    /// Why netconn resynced.
+    pub reason: &'static str,
     /// after - before, per conn-type and state.
     pub delta: Counts,
 }
+
+/// Resync reasons, as records show them.
+pub const REASON_LOST: &str = "lost_events";
+pub const REASON_RECONCILE: &str = "kernel_totals";
+
+/// How often, and how far apart, a disagreement with the kernel's totals
+/// is sampled before it counts: under churn the two are never read at the
+/// same instant, so only a difference that holds still is an error.
+const RECONCILE_SAMPLES: usize = 3;
+const RECONCILE_SPACING: Duration = Duration::from_millis(20);
 
 impl Tracker {
     /// Loads and attaches the program for namespace `netns`, then takes the
@@ -54,9 +68,8 @@ impl Tracker {
         let mut tracker = Tracker {
             probe,
             netns,
-            base: Counts::default(),
+            base: Baseline::default(),
             resyncs: 0,
-            last_merge: MergeStats::default(),
             synced: Losses::default(),
             last_correction: None,
         };
@@ -75,8 +88,7 @@ impl Tracker {
             let before = self.probe.losses()?;
             let baseline = self.snapshot_once()?;
             let after = self.probe.losses()?;
-            self.base = baseline.counts;
-            self.last_merge = baseline.stats;
+            self.base = baseline;
             self.resyncs += 1;
             if after.journal == before.journal && after.uncounted() == before.uncounted() {
                 self.synced = after;
@@ -86,9 +98,30 @@ impl Tracker {
         Ok(())
     }
 
-    /// Repairs the counts if the kernel failed to count an event since the
-    /// last merge. Returns whether it resynced.
+    /// Repairs the counts when the kernel failed to hand over an event, or
+    /// when the live totals of full sockets disagree, steadily, with the
+    /// kernel's own (see [`crate::kernel_totals`]). Returns whether it
+    /// resynced.
     pub fn maintain(&mut self) -> Result<bool, TrackerError> {
+        let reason = if self.lost_since_sync()? {
+            REASON_LOST
+        } else if self.steady_disagreement()? {
+            REASON_RECONCILE
+        } else {
+            return Ok(false);
+        };
+        let before = self.tcp_counts()?;
+        self.resync()?;
+        let after = self.tcp_counts()?;
+        self.last_correction = Some(Correction {
+            time: crate::host::now_rfc3339(),
+            reason,
+            delta: after - before,
+        });
+        Ok(true)
+    }
+
+    fn lost_since_sync(&self) -> Result<bool, TrackerError> {
         let in_sync = |l: Losses| {
             l.uncounted() == self.synced.uncounted() && l.journal == self.synced.journal
         };
@@ -98,16 +131,38 @@ impl Tracker {
         // A nested run bumps the primary's misses a moment before the
         // backup counts its rescue: look again before calling it a loss.
         sleep(Duration::from_millis(2));
-        if in_sync(self.probe.losses()?) {
+        Ok(!in_sync(self.probe.losses()?))
+    }
+
+    /// Live full-socket totals minus the kernel's: IPv4 sockets, IPv6
+    /// sockets, ESTABLISHED + CLOSE_WAIT.
+    pub fn totals_delta(&self) -> Result<[i64; 3], TrackerError> {
+        let live = self.full_counts()?;
+        let k = KernelTotals::read().map_err(TrackerError::Totals)?;
+        let sum = |ct: ConnType| live.iter().filter(|c| c.0 == ct).map(|c| c.2).sum::<i64>();
+        let estab: i64 = live
+            .iter()
+            .filter(|(_, s, _)| *s == "ESTABLISHED" || *s == "CLOSE_WAIT")
+            .map(|c| c.2)
+            .sum();
+        Ok([
+            sum(ConnType::Tcp) - k.tcp_inuse,
+            sum(ConnType::Tcp6) - k.tcp6_inuse,
+            estab - k.curr_estab,
+        ])
+    }
+
+    fn steady_disagreement(&self) -> Result<bool, TrackerError> {
+        let first = self.totals_delta()?;
+        if first == [0; 3] {
             return Ok(false);
         }
-        let before = self.tcp_counts()?;
-        self.resync()?;
-        let after = self.tcp_counts()?;
-        self.last_correction = Some(Correction {
-            time: crate::host::now_rfc3339(),
-            delta: after - before,
-        });
+        for _ in 1..RECONCILE_SAMPLES {
+            sleep(RECONCILE_SPACING);
+            if self.totals_delta()? != first {
+                return Ok(false);
+            }
+        }
         Ok(true)
     }
 
@@ -165,8 +220,13 @@ impl Tracker {
 
     /// TCP counts: the merged base plus the current epoch's transitions.
     fn tcp_counts(&self) -> Result<Counts, TrackerError> {
+        Ok(self.full_counts()? + self.base.mini)
+    }
+
+    /// Full sockets only: what the events move.
+    fn full_counts(&self) -> Result<Counts, TrackerError> {
         let epoch = self.probe.control().epoch;
-        Ok(self.base + matrix_effect(&self.probe.read_matrix(epoch)?))
+        Ok(self.base.full + matrix_effect(&self.probe.read_matrix(epoch)?))
     }
 
     /// Events the kernel could not hand over since start: journal entries
@@ -182,6 +242,6 @@ impl Tracker {
     }
 
     pub fn last_merge(&self) -> MergeStats {
-        self.last_merge
+        self.base.stats
     }
 }

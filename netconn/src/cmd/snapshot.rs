@@ -21,6 +21,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         lost_events: 0,
         resyncs: None,
         last_correction: None,
+        verify: None,
     };
     match sink.write(&record.to_json(&host::now_rfc3339())) {
         Ok(()) | Err(SinkError::Closed) => Ok(()),

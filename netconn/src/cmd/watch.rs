@@ -7,7 +7,7 @@ use super::CmdError;
 use crate::cli::WatchArgs;
 use crate::counts::Counts;
 use crate::output::{Sink, SinkError};
-use crate::record::{CountsRecord, Source};
+use crate::record::{Correction, CountsRecord, Source};
 use crate::tracker::Tracker;
 use crate::{host, snapshot};
 
@@ -23,7 +23,7 @@ struct Reading {
     source: Source,
     lost_events: u64,
     resyncs: Option<u64>,
-    correction: Option<(String, Counts)>,
+    correction: Option<(String, &'static str, Counts)>,
 }
 
 impl Mode {
@@ -37,7 +37,9 @@ impl Mode {
                     source: Source::Ebpf,
                     lost_events: t.lost_events().map_err(|e| failed(&e))?,
                     resyncs: Some(t.resyncs()),
-                    correction: t.last_correction().map(|c| (c.time.clone(), c.delta)),
+                    correction: t
+                        .last_correction()
+                        .map(|c| (c.time.clone(), c.reason, c.delta)),
                 })
             }
             Mode::Poll => Ok(Reading {
@@ -76,42 +78,57 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         .enable_all()
         .build()
         .map_err(|e| CmdError::Failed(format!("cannot start the runtime: {e}")))?;
-    let result = runtime.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt())
-            .map_err(|e| CmdError::Failed(format!("cannot handle SIGINT: {e}")))?;
-        let mut sigterm = signal(SignalKind::terminate())
-            .map_err(|e| CmdError::Failed(format!("cannot handle SIGTERM: {e}")))?;
-        let mut ticker = tokio::time::interval(args.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut written = 0u64;
-        loop {
-            // The first tick is immediate: a record as soon as counting starts.
-            let stopping = tokio::select! {
-                _ = ticker.tick() => false,
-                _ = sigint.recv() => true,
-                _ = sigterm.recv() => true,
-            };
-            let r = mode.read()?;
-            let record = CountsRecord {
-                host: &host,
-                source: r.source,
-                netns,
-                counts: &r.counts,
-                lost_events: r.lost_events,
-                resyncs: r.resyncs,
-                last_correction: r.correction.as_ref().map(|(t, d)| (t.as_str(), d)),
-            };
-            match sink.write(&record.to_json(&host::now_rfc3339())) {
-                Ok(()) => {}
-                Err(SinkError::Closed) => return Ok(()),
-                Err(e) => return Err(CmdError::Failed(e.to_string())),
+    let result =
+        runtime.block_on(async {
+            let mut sigint = signal(SignalKind::interrupt())
+                .map_err(|e| CmdError::Failed(format!("cannot handle SIGINT: {e}")))?;
+            let mut sigterm = signal(SignalKind::terminate())
+                .map_err(|e| CmdError::Failed(format!("cannot handle SIGTERM: {e}")))?;
+            let mut ticker = tokio::time::interval(args.interval);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut written = 0u64;
+            loop {
+                // The first tick is immediate: a record as soon as counting starts.
+                let stopping = tokio::select! {
+                    _ = ticker.tick() => false,
+                    _ = sigint.recv() => true,
+                    _ = sigterm.recv() => true,
+                };
+                let r = mode.read()?;
+                let verify = if args.verify {
+                    Some(snapshot::counts().map_err(|e| {
+                        CmdError::Failed(format!("cannot dump the socket tables: {e}"))
+                    })?)
+                } else {
+                    None
+                };
+                let record = CountsRecord {
+                    host: &host,
+                    source: r.source,
+                    netns,
+                    counts: &r.counts,
+                    lost_events: r.lost_events,
+                    resyncs: r.resyncs,
+                    last_correction: r.correction.as_ref().map(|(time, reason, delta)| {
+                        Correction {
+                            time,
+                            reason,
+                            delta,
+                        }
+                    }),
+                    verify: verify.as_ref(),
+                };
+                match sink.write(&record.to_json(&host::now_rfc3339())) {
+                    Ok(()) => {}
+                    Err(SinkError::Closed) => return Ok(()),
+                    Err(e) => return Err(CmdError::Failed(e.to_string())),
+                }
+                written += 1;
+                if stopping || args.count.is_some_and(|n| written >= n) {
+                    return Ok(());
+                }
             }
-            written += 1;
-            if stopping || args.count.is_some_and(|n| written >= n) {
-                return Ok(());
-            }
-        }
-    });
+        });
     // Detach the program and free its maps before reporting anything.
     drop(mode);
     result
