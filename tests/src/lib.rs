@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod churn;
 pub mod mix;
 
 /// The netconn binary under test (`cargo xtask test` sets NETCONN_BIN).
@@ -91,6 +92,22 @@ impl Netns {
             tx: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// Runs `cmd ARGS` in the namespace and returns its stdout; panics if
+    /// it fails.
+    pub fn run_cmd(&self, cmd: &str, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, cmd])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
     /// `ip netns exec NAME netconn ARGS...`
