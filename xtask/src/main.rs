@@ -3,6 +3,7 @@
 //! Every task installs what it needs first, so a fresh machine needs nothing
 //! but Rust (stable, with rustup) and root.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -33,6 +34,9 @@ enum Task {
     /// Set up, then run every check: fmt, clippy, unit tests, and the root
     /// integration tests against the real kernel.
     Test,
+    /// Measure netconn side by side with ss, psutil and bpftrace (as root,
+    /// about 10 minutes) and rewrite BENCHMARKS.md.
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run().map(|_| ()),
         Task::Run { args } => run(args),
         Task::Test => test::run(),
+        Task::Bench => bench::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -125,3 +125,27 @@ fn debian_tools() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
+
+/// What `cargo xtask bench` compares netconn with: bpftrace (Debian),
+/// psutil (PyPI, what the Linuxfabrik check and DataKit's gopsutil mirror),
+/// and tracefs, where bpftrace finds its tracepoints.
+pub fn bench_tools() -> Result<()> {
+    if output(Command::new("bpftrace").arg("--version")).is_none() {
+        eprintln!("xtask: installing bpftrace");
+        run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "bpftrace"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    if output(Command::new("python3").args(["-c", "import psutil"])).is_none() {
+        eprintln!("xtask: installing psutil");
+        run_cmd(Command::new("python3").args(["-m", "pip", "install", "-q", "psutil"]))?;
+    }
+    if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
+        eprintln!("xtask: mounting tracefs on /sys/kernel/tracing (bpftrace needs it)");
+        run_cmd(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+    }
+    Ok(())
+}

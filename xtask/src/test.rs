@@ -18,7 +18,7 @@ pub fn run() -> Result<()> {
     ]))?;
 
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
+    if unsafe { libc::geteuid() } != 0 {
         bail!("the integration tests load eBPF and create network namespaces: run as root");
     }
     let bin = build_release(&env)?;
@@ -35,9 +35,4 @@ pub fn run() -> Result<()> {
             ])
             .env("NETCONN_BIN", bin),
     )
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }

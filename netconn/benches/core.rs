@@ -1,0 +1,118 @@
+//! Userspace hot paths: decoding a ring-buffer record, folding the
+//! transition matrix into counts, merging a dump with a journal, rendering
+//! a record. Run by `cargo xtask bench` (results in BENCHMARKS.md).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use netconn::counts::Counts;
+use netconn::ebpf::probe::decode_event;
+use netconn::merge::{matrix_effect, merge};
+use netconn::record::{CountsRecord, Source};
+use netconn::sockdiag::DumpedSocket;
+use netconn::state::{ConnType, SocketKind};
+use netconn_common::{StateEvent, TRANSITION_SLOTS, Transitions, transition_slot};
+
+const NETNS: u32 = 4026531840;
+
+/// A dump of `n` sockets, mostly ESTABLISHED, some listeners and time-wait.
+fn dump(n: u64) -> Vec<DumpedSocket> {
+    (0..n)
+        .map(|i| DumpedSocket {
+            conn_type: if i % 4 == 0 {
+                ConnType::Tcp6
+            } else {
+                ConnType::Tcp
+            },
+            state: match i % 10 {
+                0 => 10,
+                1 => 6,
+                _ => 1,
+            },
+            kind: if i % 10 == 1 {
+                SocketKind::TimeWait
+            } else {
+                SocketKind::Full
+            },
+            cookie: i + 1,
+            local_port: (i % 50_000) as u16,
+            inode: i as u32,
+        })
+        .collect()
+}
+
+/// `n` journal events on the first `n` dumped sockets.
+fn journal(n: u64) -> Vec<StateEvent> {
+    (0..n)
+        .map(|i| StateEvent {
+            cookie: i + 1,
+            netns: NETNS,
+            epoch: 1,
+            family: if i % 4 == 0 { 10 } else { 2 },
+            oldstate: 1,
+            newstate: 4,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn benches(c: &mut Criterion) {
+    let event = journal(1)[0];
+    // SAFETY: viewing a plain repr(C) value as bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&event as *const StateEvent).cast::<u8>(),
+            std::mem::size_of::<StateEvent>(),
+        )
+    };
+    c.bench_function("decode_event", |b| {
+        b.iter(|| decode_event(black_box(bytes)))
+    });
+
+    let mut m = Transitions {
+        counts: [0; TRANSITION_SLOTS],
+    };
+    for (i, (old, new)) in [
+        (7, 2),
+        (2, 1),
+        (1, 4),
+        (4, 5),
+        (5, 7),
+        (10, 3),
+        (3, 1),
+        (1, 8),
+        (8, 9),
+        (9, 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.counts[transition_slot(i % 2, old, new)] = 1_000_000 + i as u64;
+    }
+    c.bench_function("matrix_effect", |b| b.iter(|| matrix_effect(black_box(&m))));
+
+    let (d, j) = (dump(200_000), journal(10_000));
+    c.bench_function("merge_200k_sockets_10k_events", |b| {
+        b.iter(|| merge(black_box(&d), black_box(&j), 1, NETNS))
+    });
+
+    let counts = Counts::from_dump(&d);
+    c.bench_function("render_counts_record", |b| {
+        b.iter(|| {
+            let r = CountsRecord {
+                host: "bench",
+                source: Source::Ebpf,
+                netns: NETNS,
+                counts: black_box(&counts),
+                lost_events: 0,
+                resyncs: Some(0),
+                last_correction: None,
+                verify: None,
+            };
+            serde_json::to_string(&r.to_json("2026-11-21T12:00:00.000Z")).unwrap()
+        })
+    });
+}
+
+criterion_group!(core, benches);
+criterion_main!(core);
