@@ -80,7 +80,9 @@ static TRANSITIONS: PerCpuArray<Transitions> = PerCpuArray::with_max_entries(2, 
 static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+/// Journal: only written while a snapshot is merged, and drained by
+/// userspace while it dumps. 2 MiB hold ~65 ms of the fastest churn here.
+static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

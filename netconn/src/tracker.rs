@@ -2,6 +2,7 @@
 //! snapshot. The merge rule itself is in [`crate::merge`]; this module runs
 //! the resync protocol described there against the real kernel.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use crate::counts::Counts;
 use crate::ebpf::{Losses, Probe, ProbeError};
 use crate::kernel_totals::KernelTotals;
 use crate::merge::{Baseline, MergeStats, matrix_effect, merge};
+use crate::snapshot;
+use crate::sockdiag::{self, DumpedSocket};
 use crate::state::ConnType;
-use crate::{snapshot, sockdiag};
 
 /// Long enough for every program run that read the previous control word to
 /// finish, and for the state store that follows the tracepoint to land.
@@ -171,42 +173,48 @@ impl Tracker {
     }
 
     /// One pass of the protocol in [`crate::merge`]: journal on, new epoch,
-    /// dump, journal off, drain, merge.
+    /// dump, journal off, merge. A thread drains the journal meanwhile, so
+    /// a small ring buffer holds up under the fastest churn.
     fn snapshot_once(&mut self) -> Result<crate::merge::Baseline, TrackerError> {
         let Control { epoch, .. } = self.probe.control();
         let next = epoch.wrapping_add(1);
-        let mut journal = Vec::new();
-
         self.probe.zero_matrix(next)?;
-        self.probe.set_control(Control {
+        let mut journal = self
+            .probe
+            .take_journal()
+            .expect("the journal is back after every snapshot");
+        let stop = AtomicBool::new(false);
+        let (dumped, events) = std::thread::scope(|scope| {
+            let drainer = scope.spawn(|| journal.drain_until(&stop));
+            let dumped = self.journal_window(epoch, next);
+            stop.store(true, Ordering::Release);
+            (dumped, drainer.join().expect("journal drain thread"))
+        });
+        self.probe.put_journal(journal);
+        Ok(merge(&dumped?, &events, next, self.netns))
+    }
+
+    /// The control-word changes around the dump; returns the dump.
+    fn journal_window(&mut self, epoch: u8, next: u8) -> Result<Vec<DumpedSocket>, TrackerError> {
+        let control = |epoch, journal| Control {
             epoch,
-            journal: 1,
+            journal,
             ..Default::default()
-        })?;
+        };
+        self.probe.set_control(control(epoch, 1))?;
         sleep(GRACE);
-        self.probe.set_control(Control {
-            epoch: next,
-            journal: 1,
-            ..Default::default()
-        })?;
+        self.probe.set_control(control(next, 1))?;
         sleep(GRACE);
-        // Drain while we wait for nothing else: keeps the ring buffer small.
-        self.probe.drain_events(&mut journal);
         // TCP only: the merge needs sock_diag's cookies; UDP is read apart.
         let mut dump = Vec::new();
         let dumped = [ConnType::Tcp, ConnType::Tcp6]
             .into_iter()
             .try_for_each(|ct| sockdiag::dump(ct, &mut dump))
             .map_err(TrackerError::Dump);
-        self.probe.set_control(Control {
-            epoch: next,
-            journal: 0,
-            ..Default::default()
-        })?;
+        self.probe.set_control(control(next, 0))?;
+        // Programs that read the old word finish and submit their events.
         sleep(GRACE);
-        self.probe.drain_events(&mut journal);
-        dumped?;
-        Ok(merge(&dump, &journal, next, self.netns))
+        dumped.map(|()| dump)
     }
 
     /// Current counts. TCP is live from the kernel; UDP sockets emit no

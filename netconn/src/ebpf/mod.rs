@@ -2,4 +2,4 @@ pub mod btf;
 pub mod probe;
 pub mod prog_info;
 
-pub use probe::{Losses, Probe, ProbeError};
+pub use probe::{Journal, Losses, Probe, ProbeError};

@@ -49,10 +49,9 @@ pub enum ProbeError {
     },
 }
 
-/// Struct offsets the program reads, resolved in the running kernel's BTF.
-pub fn kernel_offsets() -> Result<Offsets, ProbeError> {
-    let data = std::fs::read(VMLINUX_BTF).map_err(ProbeError::NoBtf)?;
-    let btf = BtfReader::parse(&data)?;
+/// Struct offsets the program reads, resolved in the kernel's BTF.
+pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
+    let btf = BtfReader::parse(vmlinux_btf)?;
     Ok(Offsets {
         skc_family: btf.offset_of("sock_common.skc_family")?,
         skc_net: btf.offset_of("sock_common.skc_net")?,
@@ -124,7 +123,8 @@ pub struct Probe {
     // Field order matters for drop: maps, then the object (which detaches).
     transitions: PerCpuArray<MapData, Transitions>,
     control: Array<MapData, Control>,
-    events: RingBuf<MapData>,
+    /// Lent to a drain thread while a snapshot is taken.
+    events: Option<Journal>,
     lost: PerCpuArray<MapData, u64>,
     rescued: PerCpuArray<MapData, u64>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
@@ -137,7 +137,13 @@ impl Probe {
     /// Loads the program counting sockets of network namespace `netns`
     /// (0: all) and attaches it.
     pub fn load(netns: u32) -> Result<Probe, ProbeError> {
-        let offsets = kernel_offsets()?;
+        // sysfs serves this 5 MiB file 4 KiB per read(): read it once for
+        // the offsets and the attach (EbpfLoader::new() reads its own copy).
+        let vmlinux_btf = std::fs::read(VMLINUX_BTF).map_err(ProbeError::NoBtf)?;
+        let offsets = kernel_offsets(&vmlinux_btf)?;
+        let btf = Btf::parse(&vmlinux_btf, aya::Endianness::default())
+            .map_err(|e| ProbeError::Load(describe(&e)))?;
+        drop(vmlinux_btf);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
             .override_global(GLOBAL_OFFSETS, &offsets, true)
@@ -150,7 +156,6 @@ impl Probe {
                     ProbeError::Load(msg)
                 }
             })?;
-        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(describe(&e)))?;
         let primary_fd = attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, &btf)?;
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, &btf)?;
 
@@ -162,10 +167,15 @@ impl Probe {
         let events = RingBuf::try_from(take(MAP_EVENTS)?).map_err(map_err(MAP_EVENTS))?;
         let lost = PerCpuArray::try_from(take(MAP_LOST)?).map_err(map_err(MAP_LOST))?;
         let rescued = PerCpuArray::try_from(take(MAP_RESCUED)?).map_err(map_err(MAP_RESCUED))?;
+        drop(btf);
+        // Parsing BTF three times leaves tens of MiB free but resident in
+        // the allocator; a long-running daemon should not keep them.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
         Ok(Probe {
             transitions,
             control,
-            events,
+            events: Some(Journal(events)),
             lost,
             rescued,
             primary_fd,
@@ -235,13 +245,38 @@ impl Probe {
             })
     }
 
+    /// Takes the journal out, to drain it from another thread.
+    pub fn take_journal(&mut self) -> Option<Journal> {
+        self.events.take()
+    }
+
+    pub fn put_journal(&mut self, journal: Journal) {
+        self.events = Some(journal);
+    }
+}
+
+/// The ring buffer the programs journal events into.
+pub struct Journal(RingBuf<MapData>);
+
+impl Journal {
     /// Moves every event waiting in the ring buffer into `out`.
-    pub fn drain_events(&mut self, out: &mut Vec<StateEvent>) {
-        while let Some(item) = self.events.next() {
+    pub fn drain(&mut self, out: &mut Vec<StateEvent>) {
+        while let Some(item) = self.0.next() {
             if let Some(e) = decode_event(&item) {
                 out.push(e);
             }
         }
+    }
+
+    /// Drains every millisecond until `stop` is set, then once more.
+    pub fn drain_until(&mut self, stop: &std::sync::atomic::AtomicBool) -> Vec<StateEvent> {
+        let mut out = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            self.drain(&mut out);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.drain(&mut out);
+        out
     }
 }
 
