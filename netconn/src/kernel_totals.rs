@@ -19,6 +19,9 @@ pub struct KernelTotals {
     pub tcp6_inuse: i64,
     pub time_wait: i64,
     pub curr_estab: i64,
+    /// TCP segments received (snmp InSegs): moves with any TCP traffic,
+    /// SYNs that only make request sockets included.
+    pub in_segs: i64,
 }
 
 fn bad(what: &str) -> io::Error {
@@ -54,6 +57,7 @@ impl KernelTotals {
             // No IPv6 in this kernel: no sockets either.
             tcp6_inuse: field(sockstat6, "TCP6:", "inuse").unwrap_or(0),
             curr_estab: snmp_field(snmp, "CurrEstab").ok_or_else(|| bad("snmp"))?,
+            in_segs: snmp_field(snmp, "InSegs").ok_or_else(|| bad("snmp"))?,
         })
     }
 
@@ -86,7 +90,8 @@ mod tests {
                 tcp_inuse: 3,
                 tcp6_inuse: 2,
                 time_wait: 7,
-                curr_estab: 5
+                curr_estab: 5,
+                in_segs: 6710
             }
         );
     }

@@ -31,7 +31,10 @@
 //! enter the tables from it (`connect`, `listen`) and leave to it. A child
 //! socket's first event is `LISTEN -> SYN_RECV`: the clone starts as a copy of
 //! its listener (`inet_csk_clone_lock`) but was never a listener, so that
-//! `LISTEN` is outside too.
+//! `LISTEN` is outside too. `SYN_RECV` is outside for events as well: the
+//! handshakes it counts are request sockets, which fire no event and are
+//! read from dumps (`sockdiag::socket_kind`); a full socket passes through
+//! it only between its clone and ESTABLISHED.
 
 use std::collections::HashMap;
 
@@ -52,7 +55,7 @@ pub fn counted_before(old: u8, new: u8) -> Option<u8> {
 /// The state a socket is counted in after entering `new`, if any.
 pub fn counted_after(new: u8) -> Option<u8> {
     match new {
-        0 | TCP_CLOSE => None,
+        0 | TCP_CLOSE | TCP_SYN_RECV => None,
         s if s >= TCP_NEW_SYN_RECV => None,
         s => Some(s),
     }

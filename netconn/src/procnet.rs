@@ -5,7 +5,7 @@
 use std::io;
 
 use crate::sockdiag::DumpedSocket;
-use crate::state::{ConnType, SocketKind, TCP_SYN_RECV, TCP_TIME_WAIT};
+use crate::state::{ConnType, TCP_TIME_WAIT};
 
 /// `tr` (timer) column value /proc shows for time-wait sockets.
 const TIMER_TIME_WAIT: &str = "03";
@@ -42,15 +42,8 @@ pub fn parse(text: &str, conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io
             .ok_or_else(|| bad(line))?;
         let inode = cols[9].parse().map_err(|_| bad(line))?;
         let timer = cols[5].split(':').next().unwrap_or_default();
-        let kind = if !conn_type.is_tcp() {
-            SocketKind::Full
-        } else if timer == TIMER_TIME_WAIT || state == TCP_TIME_WAIT {
-            SocketKind::TimeWait
-        } else if state == TCP_SYN_RECV && inode == 0 {
-            SocketKind::Request
-        } else {
-            SocketKind::Full
-        };
+        let time_wait = timer == TIMER_TIME_WAIT || state == TCP_TIME_WAIT;
+        let kind = crate::sockdiag::socket_kind(conn_type, state, time_wait);
         out.push(DumpedSocket {
             conn_type,
             state,
@@ -66,6 +59,7 @@ pub fn parse(text: &str, conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::SocketKind;
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0

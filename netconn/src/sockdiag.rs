@@ -38,9 +38,23 @@ const MSG_LEN: usize = 72;
 const TIMER_TIME_WAIT: u8 = 3;
 /// All TCP states 1..=12 (TCP_NEW_SYN_RECV is 12: request sockets).
 const ALL_STATES: u32 = 0x1ffe;
+/// The states mini-sockets are in: TIME_WAIT and FIN_WAIT2 (time-wait
+/// sockets), SYN_RECV (request sockets). The kernel still walks every
+/// socket, but sends only these.
+pub const MINI_SOCKET_STATES: u32 = 1 << 6 | 1 << 5 | 1 << 3 | 1 << 12;
 
 /// Dumps the sockets of one conn-type into `out`.
 pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> {
+    dump_states(conn_type, ALL_STATES, out)
+}
+
+/// Dumps the sockets of one conn-type in the given states (bit per state
+/// code) into `out`.
+pub fn dump_states(
+    conn_type: ConnType,
+    states: u32,
+    out: &mut Vec<DumpedSocket>,
+) -> io::Result<()> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -55,7 +69,7 @@ pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> 
     // SAFETY: fd is a fresh, valid descriptor we own.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
 
-    let req = request(conn_type);
+    let req = request(conn_type, states);
     // SAFETY: sockaddr_nl zeroed is the kernel's address (pid 0).
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as u16;
@@ -91,8 +105,9 @@ pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> 
     }
 }
 
-/// Builds `nlmsghdr` + `inet_diag_req_v2` asking for every socket of a type.
-fn request(conn_type: ConnType) -> [u8; REQ_LEN] {
+/// Builds `nlmsghdr` + `inet_diag_req_v2` asking for the sockets of a type
+/// in `states`.
+fn request(conn_type: ConnType, states: u32) -> [u8; REQ_LEN] {
     let mut req = [0u8; REQ_LEN];
     req[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
     req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -102,7 +117,7 @@ fn request(conn_type: ConnType) -> [u8; REQ_LEN] {
     body[0] = conn_type.family() as u8;
     body[1] = conn_type.protocol();
     body[2] = 0; // idiag_ext: no extensions
-    body[4..8].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    body[4..8].copy_from_slice(&states.to_ne_bytes());
     req
 }
 
@@ -147,6 +162,24 @@ pub fn parse_batch(
     Ok(false)
 }
 
+/// Which kind of object a dumped TCP entry is. Every SYN_RECV entry counts
+/// as a request socket: inet_req_diag_fill() reports request sockets as
+/// TCP_SYN_RECV, and a full socket is in SYN_RECV only between its clone
+/// and ESTABLISHED (or, with Fast Open, until the final ACK); netconn
+/// counts SYN_RECV from dumps for both (see `merge::counted_after`).
+pub fn socket_kind(conn_type: ConnType, state: u8, time_wait_timer: bool) -> SocketKind {
+    use crate::state::{TCP_NEW_SYN_RECV, TCP_SYN_RECV};
+    if !conn_type.is_tcp() {
+        SocketKind::Full
+    } else if time_wait_timer {
+        SocketKind::TimeWait
+    } else if state == TCP_SYN_RECV || state == TCP_NEW_SYN_RECV {
+        SocketKind::Request
+    } else {
+        SocketKind::Full
+    }
+}
+
 /// Decodes the fixed part of an `inet_diag_msg`.
 fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     if msg.len() < MSG_LEN {
@@ -159,13 +192,7 @@ fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     let c0 = u32::from_ne_bytes(msg[44..48].try_into().ok()?) as u64;
     let c1 = u32::from_ne_bytes(msg[48..52].try_into().ok()?) as u64;
     let inode = u32::from_ne_bytes(msg[68..72].try_into().ok()?);
-    let kind = if conn_type.is_tcp() && timer == TIMER_TIME_WAIT {
-        SocketKind::TimeWait
-    } else if conn_type.is_tcp() && state == crate::state::TCP_NEW_SYN_RECV {
-        SocketKind::Request
-    } else {
-        SocketKind::Full
-    };
+    let kind = socket_kind(conn_type, state, timer == TIMER_TIME_WAIT);
     // inet_req_diag_fill() reports request sockets as TCP_SYN_RECV already;
     // normalise in case a kernel passes the internal state through.
     let state = if kind == SocketKind::Request {
@@ -241,13 +268,21 @@ mod tests {
     #[test]
     fn request_sockets_count_as_syn_recv() {
         let mut out = Vec::new();
-        parse_batch(
-            &frame(SOCK_DIAG_BY_FAMILY, &msg(12, 1, 80, 3)),
-            ConnType::Tcp6,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(out[0].kind, SocketKind::Request);
-        assert_eq!(out[0].state, crate::state::TCP_SYN_RECV);
+        // As inet_req_diag_fill() reports them (state 3), and as the
+        // internal state (12) would be.
+        for state in [3, 12] {
+            parse_batch(
+                &frame(SOCK_DIAG_BY_FAMILY, &msg(state, 1, 80, 3)),
+                ConnType::Tcp6,
+                &mut out,
+            )
+            .unwrap();
+        }
+        for s in &out {
+            assert_eq!(s.kind, SocketKind::Request);
+            assert_eq!(s.state, crate::state::TCP_SYN_RECV);
+        }
+        assert_eq!(socket_kind(ConnType::Udp, 3, false), SocketKind::Full);
+        assert_eq!(socket_kind(ConnType::Tcp, 1, false), SocketKind::Full);
     }
 }

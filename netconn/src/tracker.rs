@@ -39,6 +39,11 @@ pub struct Tracker {
     resyncs: u64,
     /// Loss counters as they stood when the current base was merged.
     synced: Losses,
+    /// TCP time-wait and request sockets, from the last filtered dump.
+    mini_tcp: Counts,
+    /// What the kernel looked like then: (time-wait sockets, events
+    /// counted, segments received). Unchanged, the mini-sockets are too.
+    mini_signature: (i64, u64, i64),
     last_correction: Option<Correction>,
 }
 
@@ -73,6 +78,8 @@ impl Tracker {
             base: Baseline::default(),
             resyncs: 0,
             synced: Losses::default(),
+            mini_tcp: Counts::default(),
+            mini_signature: (-1, 0, -1),
             last_correction: None,
         };
         tracker.resync()?;
@@ -91,6 +98,8 @@ impl Tracker {
             let baseline = self.snapshot_once()?;
             let after = self.probe.losses()?;
             self.base = baseline;
+            self.mini_tcp = baseline.mini;
+            self.mini_signature = (-1, 0, -1);
             self.resyncs += 1;
             if after.journal == before.journal && after.uncounted() == before.uncounted() {
                 self.synced = after;
@@ -110,6 +119,7 @@ impl Tracker {
         } else if self.steady_disagreement()? {
             REASON_RECONCILE
         } else {
+            self.refresh_mini_sockets()?;
             return Ok(false);
         };
         let before = self.tcp_counts()?;
@@ -121,6 +131,30 @@ impl Tracker {
             delta: after - before,
         });
         Ok(true)
+    }
+
+    /// Time-wait and request mini-sockets fire no state event (they appear
+    /// in tcp_time_wait() and on a SYN, change substate and expire on
+    /// their own timers), so they are re-read with a dump filtered to their
+    /// states, and only when the kernel shows that something could have
+    /// changed them.
+    fn refresh_mini_sockets(&mut self) -> Result<(), TrackerError> {
+        let k = KernelTotals::read().map_err(TrackerError::Totals)?;
+        let epoch = self.probe.control().epoch;
+        let events: u64 = self.probe.read_matrix(epoch)?.counts.iter().sum();
+        let signature = (k.time_wait, events, k.in_segs);
+        if signature == self.mini_signature {
+            return Ok(());
+        }
+        let mut dump = Vec::new();
+        for ct in [ConnType::Tcp, ConnType::Tcp6] {
+            sockdiag::dump_states(ct, sockdiag::MINI_SOCKET_STATES, &mut dump)
+                .map_err(TrackerError::Dump)?;
+        }
+        dump.retain(|s| s.kind != crate::state::SocketKind::Full);
+        self.mini_tcp = Counts::from_dump(&dump);
+        self.mini_signature = signature;
+        Ok(())
     }
 
     fn lost_since_sync(&self) -> Result<bool, TrackerError> {
@@ -217,7 +251,8 @@ impl Tracker {
         dumped.map(|()| dump)
     }
 
-    /// Current counts. TCP is live from the kernel; UDP sockets emit no
+    /// Current counts. Full TCP sockets are live from the kernel; mini
+    /// sockets as [`Tracker::maintain`] last read them; UDP sockets emit no
     /// state events, so UDP is read from a fresh dump (two small netlink
     /// requests) until the socket-lifecycle programs count it live.
     pub fn counts(&self) -> Result<Counts, TrackerError> {
@@ -226,9 +261,9 @@ impl Tracker {
         Ok(live)
     }
 
-    /// TCP counts: the merged base plus the current epoch's transitions.
+    /// TCP counts: full sockets live from events, mini-sockets as last read.
     fn tcp_counts(&self) -> Result<Counts, TrackerError> {
-        Ok(self.full_counts()? + self.base.mini)
+        Ok(self.full_counts()? + self.mini_tcp)
     }
 
     /// Full sockets only: what the events move.

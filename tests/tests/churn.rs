@@ -1,27 +1,9 @@
-//! Exact counts under churn: after the churn stops, every state a full
-//! socket can be in equals /proc/net, and no event was lost.
+//! Exact counts under churn: after the churn stops, every conn-type and
+//! state equals /proc/net, and no event was lost.
 
 use std::time::Duration;
 
-use netconn_integration::{Netns, Table, Watch, churn, mix, only, table_of, truth};
-
-/// States only full sockets are in; time-wait and request mini-sockets
-/// (TIME_WAIT, FIN_WAIT2 after an orphaned close, SYN_RECV) are not yet
-/// kept live by watch.
-const FULL_SOCKET_STATES: [&str; 8] = [
-    "ESTABLISHED",
-    "SYN_SENT",
-    "FIN_WAIT1",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-    "NONE",
-];
-
-fn comparable(t: &Table) -> Table {
-    only(t, &FULL_SOCKET_STATES)
-}
+use netconn_integration::{Netns, Table, Watch, churn, mix, table_of, truth};
 
 /// Waits (bounded) for the namespace to come to rest, then for a record
 /// computed after that.
@@ -44,19 +26,15 @@ fn seeded_churn_ends_at_the_truth() {
         );
         let (record, want) = at_rest(&ns, &mut watch);
         assert_eq!(
-            comparable(&table_of(&record)),
-            comparable(&want),
+            table_of(&record),
+            want,
             "seed {seed} ({stats:?}), record {record}"
         );
         assert_eq!(record["lost_events"], 0, "seed {seed}");
         // Everything closed: back to the empty table.
         worker.exec(move || drop(held));
         let (record, want) = at_rest(&ns, &mut watch);
-        assert_eq!(
-            comparable(&table_of(&record)),
-            comparable(&want),
-            "seed {seed}"
-        );
+        assert_eq!(table_of(&record), want, "seed {seed}");
     }
 }
 
@@ -71,10 +49,75 @@ fn maximum_rate_churn_ends_at_the_truth() {
     let rate: serde_json::Value = serde_json::from_str(out.trim()).expect("churn output");
     assert!(rate["connections"].as_u64().unwrap() > 10_000, "{rate}");
     let (record, want) = at_rest(&ns, &mut watch);
-    assert_eq!(
-        comparable(&table_of(&record)),
-        comparable(&want),
-        "record {record}"
-    );
+    assert_eq!(table_of(&record), want, "record {record}");
     assert_eq!(record["lost_events"], 0, "{record}");
+}
+
+/// Time-wait sockets expire on their own timers (60 s), with no event:
+/// the counts must follow them down.
+#[test]
+fn counts_stay_exact_while_time_wait_sockets_expire() {
+    let ns = Netns::new();
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms"]);
+    let worker = ns.worker();
+    let (held, _) = worker.exec(|| churn::run(4, 1500, Duration::from_secs(20)));
+    let (record, want) = at_rest(&ns, &mut watch);
+    assert!(
+        want.keys().any(|(_, s)| s == "TIME_WAIT"),
+        "the churn left no TIME_WAIT: {want:?}"
+    );
+    assert_eq!(table_of(&record), want);
+    // TCP_TIMEWAIT_LEN is 60 s; bounded wait for them to go.
+    let start = std::time::Instant::now();
+    while truth(&ns).keys().any(|(_, s)| s == "TIME_WAIT") {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "TIME_WAIT never expired"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (record, want) = at_rest(&ns, &mut watch);
+    assert_eq!(table_of(&record), want, "after expiry");
+    assert_eq!(record["lost_events"], 0);
+    drop(held);
+}
+
+/// Request sockets (SYN_RECV) emit no state event: a listener whose
+/// clients' final ACKs an nft rule drops keeps them in SYN_RECV.
+#[test]
+fn syn_recv_request_sockets_are_counted() {
+    let ns = Netns::new();
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "300ms"]);
+    let worker = ns.worker();
+    let listener = worker.exec(|| mix::listener("127.0.0.1:0"));
+    let port = listener.local_addr().unwrap().port().to_string();
+    // Drop bare ACKs to the listener's port: handshakes never complete.
+    ns.run_cmd("nft", &["add", "table", "inet", "netconn_test"]);
+    ns.run_cmd(
+        "nft",
+        &["add chain inet netconn_test out { type filter hook output priority 0 ; }"],
+    );
+    ns.run_cmd(
+        "nft",
+        &[&format!(
+            "add rule inet netconn_test out tcp dport {port} tcp flags & (syn | ack | fin | rst) == ack drop"
+        )],
+    );
+    let clients: Vec<std::net::TcpStream> = worker.exec(move || {
+        (0..3)
+            .map(|_| {
+                std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap()
+            })
+            .collect()
+    });
+    let want = truth(&ns);
+    assert_eq!(
+        want.get(&("tcp".to_owned(), "SYN_RECV".to_owned())),
+        Some(&3),
+        "the nft rule did not hold the handshakes: {want:?}"
+    );
+    let record = watch.fresh_record();
+    let want: Table = truth(&ns);
+    assert_eq!(table_of(&record), want);
+    drop((clients, listener));
 }
