@@ -26,7 +26,7 @@ pub enum Command {
     /// tables and keeps the counts live from kernel events: no polling of
     /// the TCP tables. Without eBPF it says why on stderr and polls instead
     /// ("source":"poll"). Ctrl-C or SIGTERM writes a final record, detaches
-    /// everything and exits 0.
+    /// everything and exits 0; SIGHUP makes it take a fresh snapshot.
     Watch(WatchArgs),
     /// Print one counts record from a one-shot dump of the socket tables.
     ///

@@ -60,6 +60,7 @@ pub struct Correction {
 /// Resync reasons, as records show them.
 pub const REASON_LOST: &str = "lost_events";
 pub const REASON_RECONCILE: &str = "kernel_totals";
+pub const REASON_REQUESTED: &str = "requested";
 
 /// How often, and how far apart, a disagreement with the kernel's totals
 /// is sampled before it counts: under churn the two are never read at the
@@ -122,6 +123,12 @@ impl Tracker {
             self.refresh_mini_sockets()?;
             return Ok(false);
         };
+        self.corrected_resync(reason)?;
+        Ok(true)
+    }
+
+    /// Resyncs and records what that changed.
+    pub fn corrected_resync(&mut self, reason: &'static str) -> Result<(), TrackerError> {
         let before = self.tcp_counts()?;
         self.resync()?;
         let after = self.tcp_counts()?;
@@ -130,7 +137,7 @@ impl Tracker {
             reason,
             delta: after - before,
         });
-        Ok(true)
+        Ok(())
     }
 
     /// Time-wait and request mini-sockets fire no state event (they appear

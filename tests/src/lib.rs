@@ -258,8 +258,12 @@ impl Watch {
     /// Starts `netconn watch ARGS` in `ns` and waits for its first record
     /// (which means the program is attached and the snapshot merged).
     pub fn start(ns: &Netns, args: &[&str]) -> (Watch, Value) {
-        let mut child = ns
-            .netconn(&[&["watch"], args].concat())
+        Watch::start_cmd(ns.netconn(&[&["watch"], args].concat()))
+    }
+
+    /// Like [`Watch::start`], for a command built by the caller.
+    pub fn start_cmd(mut cmd: Command) -> (Watch, Value) {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -299,6 +303,12 @@ impl Watch {
         while self.lines.try_recv().is_ok() {}
         let _in_flight = self.next_record(Duration::from_secs(60));
         self.next_record(Duration::from_secs(60))
+    }
+
+    /// Sends `signal` to netconn (`ip netns exec` execs it: same pid).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
     /// Sends `signal` and returns the records written after it and the exit

@@ -121,3 +121,42 @@ fn syn_recv_request_sockets_are_counted() {
     assert_eq!(table_of(&record), want);
     drop((clients, listener));
 }
+
+/// A journal too small for the churn overflows during a resync: the loss
+/// is reported, the resync is repeated, and once the churn stops the
+/// counts are back at the truth.
+#[test]
+fn forced_journal_loss_is_reported_and_repaired() {
+    let ns = Netns::new();
+    let mut cmd = ns.netconn(&["watch", "--interval", "300ms"]);
+    cmd.env("NETCONN_JOURNAL_BYTES", "4096");
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let churner = {
+        let bin = env!("CARGO_BIN_EXE_netconn-churn");
+        let name = ns.name.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &name,
+                    bin,
+                    "churn",
+                    "--threads",
+                    "4",
+                    "--seconds",
+                    "4",
+                ])
+                .output()
+                .expect("churn")
+        })
+    };
+    // Resync in the middle of the churn: the 4 KiB journal cannot hold it.
+    std::thread::sleep(Duration::from_secs(2));
+    watch.signal(libc::SIGHUP);
+    churner.join().unwrap();
+    let (record, want) = at_rest(&ns, &mut watch);
+    assert!(record["lost_events"].as_u64().unwrap() > 0, "{record}");
+    assert!(record["resyncs"].as_u64().unwrap() > 0, "{record}");
+    assert_eq!(table_of(&record), want, "{record}");
+}

@@ -84,6 +84,8 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 .map_err(|e| CmdError::Failed(format!("cannot handle SIGINT: {e}")))?;
             let mut sigterm = signal(SignalKind::terminate())
                 .map_err(|e| CmdError::Failed(format!("cannot handle SIGTERM: {e}")))?;
+            let mut sighup = signal(SignalKind::hangup())
+                .map_err(|e| CmdError::Failed(format!("cannot handle SIGHUP: {e}")))?;
             let mut ticker = tokio::time::interval(args.interval);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut written = 0u64;
@@ -93,6 +95,14 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                     _ = ticker.tick() => false,
                     _ = sigint.recv() => true,
                     _ = sigterm.recv() => true,
+                    _ = sighup.recv() => {
+                        // SIGHUP: take a fresh snapshot now (no record).
+                        if let Mode::Ebpf(t) = &mut mode {
+                            t.corrected_resync(crate::tracker::REASON_REQUESTED)
+                                .map_err(|e| CmdError::Failed(e.to_string()))?;
+                        }
+                        continue;
+                    }
                 };
                 let r = mode.read()?;
                 let verify = if args.verify {

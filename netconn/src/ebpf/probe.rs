@@ -144,18 +144,22 @@ impl Probe {
         let btf = Btf::parse(&vmlinux_btf, aya::Endianness::default())
             .map_err(|e| ProbeError::Load(describe(&e)))?;
         drop(vmlinux_btf);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
-            .override_global(GLOBAL_OFFSETS, &offsets, true)
-            .load(OBJECT)
-            .map_err(|e| {
-                let msg = describe(&e);
-                if is_permission(&msg) {
-                    ProbeError::Permission(msg)
-                } else {
-                    ProbeError::Load(msg)
-                }
-            })?;
+            .override_global(GLOBAL_OFFSETS, &offsets, true);
+        // A smaller journal, to make it overflow on purpose (tests).
+        if let Some(bytes) = journal_bytes_override() {
+            loader.map_max_entries(MAP_EVENTS, bytes);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
+            let msg = describe(&e);
+            if is_permission(&msg) {
+                ProbeError::Permission(msg)
+            } else {
+                ProbeError::Load(msg)
+            }
+        })?;
         let primary_fd = attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, &btf)?;
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, &btf)?;
 
@@ -278,6 +282,17 @@ impl Journal {
         self.drain(&mut out);
         out
     }
+}
+
+/// `NETCONN_JOURNAL_BYTES`: the journal's size in bytes, a power of two and
+/// a multiple of the page size; for tests that need it to overflow.
+fn journal_bytes_override() -> Option<u32> {
+    let page = 4096;
+    std::env::var("NETCONN_JOURNAL_BYTES")
+        .ok()?
+        .parse::<u32>()
+        .ok()
+        .filter(|b| b.is_power_of_two() && *b >= page)
 }
 
 /// Loads and attaches one of the two programs on the BTF tracepoint.
