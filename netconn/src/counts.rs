@@ -82,16 +82,16 @@ impl Counts {
     }
 }
 
-impl std::ops::Sub for Counts {
-    type Output = Counts;
-    fn sub(mut self, rhs: Counts) -> Counts {
+impl Counts {
+    /// Combines two tables cell by cell.
+    fn zip_with(mut self, rhs: Counts, f: impl Fn(i64, i64) -> i64) -> Counts {
         for (a, b) in self
             .cells
             .iter_mut()
             .flatten()
             .zip(rhs.cells.iter().flatten())
         {
-            *a -= b;
+            *a = f(*a, *b);
         }
         self
     }
@@ -99,16 +99,15 @@ impl std::ops::Sub for Counts {
 
 impl std::ops::Add for Counts {
     type Output = Counts;
-    fn add(mut self, rhs: Counts) -> Counts {
-        for (a, b) in self
-            .cells
-            .iter_mut()
-            .flatten()
-            .zip(rhs.cells.iter().flatten())
-        {
-            *a += b;
-        }
-        self
+    fn add(self, rhs: Counts) -> Counts {
+        self.zip_with(rhs, |a, b| a + b)
+    }
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(self, rhs: Counts) -> Counts {
+        self.zip_with(rhs, |a, b| a - b)
     }
 }
 

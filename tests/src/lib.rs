@@ -110,6 +110,24 @@ impl Netns {
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
+    /// `netconn ARGS...` in the namespace as nobody, with no capabilities
+    /// (setpriv drops them inside `ip netns exec`).
+    pub fn netconn_unprivileged(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.name,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(netconn_bin())
+        .args(args);
+        cmd
+    }
+
     /// `ip netns exec NAME netconn ARGS...`
     pub fn netconn(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");

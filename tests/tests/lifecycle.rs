@@ -89,18 +89,8 @@ fn output_file_gets_the_records() {
 #[test]
 fn without_ebpf_it_says_why_and_polls() {
     let ns = Netns::new();
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-        ])
-        .args(["--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(netconn_integration::netconn_bin())
-        .args(["watch", "-i", "100ms", "-n", "2"])
+    let out = ns
+        .netconn_unprivileged(&["watch", "-i", "100ms", "-n", "2"])
         .output()
         .expect("run");
     assert!(out.status.success());

@@ -49,19 +49,8 @@ fn snapshot_works_unprivileged() {
     let worker = ns.worker();
     let held = worker.exec(|| mix::build(3));
     let want = truth(&ns);
-    // setpriv drops to nobody with no capabilities, inside the namespace.
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-        ])
-        .args(["--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(netconn_integration::netconn_bin())
-        .arg("snapshot")
+    let out = ns
+        .netconn_unprivileged(&["snapshot"])
         .output()
         .expect("run setpriv");
     assert!(

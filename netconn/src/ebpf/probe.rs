@@ -91,11 +91,22 @@ fn describe(err: &dyn std::error::Error) -> String {
     msg.replace('\n', " ")
 }
 
-fn is_permission(msg: &str) -> bool {
-    msg.contains("EPERM")
-        || msg.contains("Operation not permitted")
-        || msg.contains("EACCES")
-        || msg.contains("Permission denied")
+/// A load failure, told apart: missing privileges, or anything else.
+fn load_error(err: &dyn std::error::Error) -> ProbeError {
+    let msg = describe(err);
+    let permission = [
+        "EPERM",
+        "Operation not permitted",
+        "EACCES",
+        "Permission denied",
+    ]
+    .iter()
+    .any(|p| msg.contains(p));
+    if permission {
+        ProbeError::Permission(msg)
+    } else {
+        ProbeError::Load(msg)
+    }
 }
 
 /// Loss counters, each summed since load.
@@ -152,14 +163,7 @@ impl Probe {
         if let Some(bytes) = journal_bytes_override() {
             loader.map_max_entries(MAP_EVENTS, bytes);
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| {
-            let msg = describe(&e);
-            if is_permission(&msg) {
-                ProbeError::Permission(msg)
-            } else {
-                ProbeError::Load(msg)
-            }
-        })?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
         let primary_fd = attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, &btf)?;
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, &btf)?;
 
@@ -302,14 +306,8 @@ fn attach_tp_btf(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<RawFd, ProbeE
         .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| ProbeError::Load(describe(&e)))?;
-    prog.load(TRACEPOINT_STATE_CHANGE, btf).map_err(|e| {
-        let msg = describe(&e);
-        if is_permission(&msg) {
-            ProbeError::Permission(msg)
-        } else {
-            ProbeError::Load(msg)
-        }
-    })?;
+    prog.load(TRACEPOINT_STATE_CHANGE, btf)
+        .map_err(|e| load_error(&e))?;
     prog.attach()
         .map_err(|e| ProbeError::Attach(describe(&e)))?;
     Ok(prog
