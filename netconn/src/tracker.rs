@@ -99,8 +99,10 @@ impl Tracker {
             let baseline = self.snapshot_once()?;
             let after = self.probe.losses()?;
             self.base = baseline;
+            // The snapshot just read the mini-sockets: no need to again
+            // until the kernel shows a change.
             self.mini_tcp = baseline.mini;
-            self.mini_signature = (-1, 0, -1);
+            self.mini_signature = self.mini_signature_now()?;
             self.resyncs += 1;
             if after.journal == before.journal && after.uncounted() == before.uncounted() {
                 self.synced = after;
@@ -146,10 +148,7 @@ impl Tracker {
     /// states, and only when the kernel shows that something could have
     /// changed them.
     fn refresh_mini_sockets(&mut self) -> Result<(), TrackerError> {
-        let k = KernelTotals::read().map_err(TrackerError::Totals)?;
-        let epoch = self.probe.control().epoch;
-        let events: u64 = self.probe.read_matrix(epoch)?.counts.iter().sum();
-        let signature = (k.time_wait, events, k.in_segs);
+        let signature = self.mini_signature_now()?;
         if signature == self.mini_signature {
             return Ok(());
         }
@@ -162,6 +161,14 @@ impl Tracker {
         self.mini_tcp = Counts::from_dump(&dump);
         self.mini_signature = signature;
         Ok(())
+    }
+
+    /// (time-wait sockets, events counted this epoch, segments received).
+    fn mini_signature_now(&self) -> Result<(i64, u64, i64), TrackerError> {
+        let k = KernelTotals::read().map_err(TrackerError::Totals)?;
+        let epoch = self.probe.control().epoch;
+        let events: u64 = self.probe.read_matrix(epoch)?.counts.iter().sum();
+        Ok((k.time_wait, events, k.in_segs))
     }
 
     fn lost_since_sync(&self) -> Result<bool, TrackerError> {
