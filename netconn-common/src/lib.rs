@@ -23,7 +23,7 @@ pub const MAP_CONTROL: &str = "CONTROL";
 /// Ring buffer of [`StateEvent`] records (journal and per-event mode).
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-CPU array with one `u64`: events the journal could not take (ring
-/// buffer full).
+/// buffer full) or a program could not count (a failed read).
 pub const MAP_LOST: &str = "LOST";
 /// Per-CPU array with one `u64`: events the backup program counted because
 /// the primary was skipped for them.

@@ -79,9 +79,9 @@ static TRANSITIONS: PerCpuArray<Transitions> = PerCpuArray::with_max_entries(2, 
 #[map]
 static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 
-#[map]
 /// Journal: only written while a snapshot is merged, and drained by
 /// userspace while it dumps. 2 MiB hold ~65 ms of the fastest churn here.
+#[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 
 #[map]
@@ -94,8 +94,8 @@ static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static HANDLED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(MARK_SLOTS, 0);
 
-/// Slots in `HANDLED` (a power of two): 256 KiB per CPU, small enough to
-/// stay in cache (1 MiB cost ~50 ns a run in cache misses).
+/// Slots in `HANDLED` (a power of two): 256 KiB per CPU. A mark only has to
+/// survive from the primary's run to the backup's run of the same event.
 const MARK_SLOTS: u32 = 1 << 14;
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use netconn_common::Control;
 use crate::counts::Counts;
 use crate::ebpf::{Losses, Probe, ProbeError};
 use crate::kernel_totals::KernelTotals;
-use crate::merge::{Baseline, MergeStats, matrix_effect, merge};
+use crate::merge::{Baseline, matrix_effect, merge};
 use crate::snapshot;
 use crate::sockdiag::{self, DumpedSocket};
 use crate::state::ConnType;
@@ -186,7 +186,7 @@ impl Tracker {
 
     /// Live full-socket totals minus the kernel's: IPv4 sockets, IPv6
     /// sockets, ESTABLISHED + CLOSE_WAIT.
-    pub fn totals_delta(&self) -> Result<[i64; 3], TrackerError> {
+    fn totals_delta(&self) -> Result<[i64; 3], TrackerError> {
         let live = self.full_counts()?;
         let k = KernelTotals::read().map_err(TrackerError::Totals)?;
         let sum = |ct: ConnType| live.iter().filter(|c| c.0 == ct).map(|c| c.2).sum::<i64>();
@@ -296,9 +296,5 @@ impl Tracker {
     /// Snapshots taken after the first one.
     pub fn resyncs(&self) -> u64 {
         self.resyncs
-    }
-
-    pub fn last_merge(&self) -> MergeStats {
-        self.base.stats
     }
 }
