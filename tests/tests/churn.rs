@@ -160,3 +160,18 @@ fn forced_journal_loss_is_reported_and_repaired() {
     assert!(record["resyncs"].as_u64().unwrap() > 0, "{record}");
     assert_eq!(table_of(&record), want, "{record}");
 }
+
+/// `watch --verify` shows no difference to a dump at rest after churn.
+#[test]
+fn verify_shows_no_difference_at_rest_after_churn() {
+    let ns = Netns::new();
+    let (mut watch, first) = Watch::start(&ns, &["--interval", "300ms", "--verify"]);
+    assert_eq!(first["verify"]["equal"], true, "{first}");
+    let worker = ns.worker();
+    let (held, _) = worker.exec(|| churn::run(5, 2000, Duration::from_secs(20)));
+    let (record, want) = at_rest(&ns, &mut watch);
+    assert_eq!(record["verify"]["equal"], true, "{record}");
+    assert_eq!(record["verify"]["diff"], serde_json::json!({}), "{record}");
+    assert_eq!(table_of(&record), want);
+    drop(held);
+}
