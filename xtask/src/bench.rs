@@ -13,6 +13,7 @@ use crate::{cargo, root, run_cmd, setup};
 
 const CHURN_ROUNDS: usize = 5;
 const CHURN_SECONDS: u32 = 6;
+const SUSTAINED_SECONDS: u32 = 60;
 
 /// A network namespace removed on drop.
 struct Netns(String);
@@ -371,6 +372,13 @@ pub fn run() -> Result<()> {
             .collect(),
     );
     let lost: f64 = netconn_runs.iter().filter_map(|r| r.lost_events).sum();
+    // The target's own terms: maximum churn sustained for 60 s, one run.
+    let sustained = churn_rate(&paths, "netconn", THREADS, SUSTAINED_SECONDS)?;
+    eprintln!(
+        "xtask bench: {SUSTAINED_SECONDS} s sustained churn: {:.0} connections/s, {:?} lost events",
+        sustained.rate, sustained.lost_events
+    );
+    let lost_sustained = sustained.lost_events.unwrap_or(f64::NAN);
     // Median of three: one run can catch a burst of steal.
     let mut samples = Vec::new();
     for _ in 0..3 {
@@ -426,6 +434,7 @@ pub fn run() -> Result<()> {
         steal,
         ns_per_event,
         lost,
+        lost_sustained,
         program_ns,
         rows,
         micro,
@@ -486,6 +495,8 @@ struct Report {
     steal: f64,
     ns_per_event: f64,
     lost: f64,
+    /// Lost events over one 60 s run at maximum churn.
+    lost_sustained: f64,
     program_ns: Vec<(String, f64)>,
     rows: Vec<SnapshotRow>,
     micro: Vec<String>,
@@ -501,12 +512,13 @@ fn render(r: &Report) -> String {
         steal,
         ns_per_event,
         lost,
+        lost_sustained,
         program_ns,
         rows,
         micro,
     } = r;
     let (base, with_netconn, with_bpftrace) = (*base, *with_netconn, *with_bpftrace);
-    let (ns_per_event, lost) = (*ns_per_event, *lost);
+    let (ns_per_event, lost, lost_sustained) = (*ns_per_event, *lost, *lost_sustained);
     let pct = |x: f64| (1.0 - x / base) * 100.0;
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let mut s = String::new();
@@ -584,8 +596,8 @@ fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "| 0 lost events at maximum churn | {lost:.0} over {CHURN_ROUNDS} × {CHURN_SECONDS} s (not yet 60 s in one run) | {} |",
-        verdict(lost == 0.0)
+        "| 0 lost events at maximum churn, sustained 60 s | {lost_sustained:.0} in one {SUSTAINED_SECONDS} s run; {lost:.0} over the {CHURN_ROUNDS} × {CHURN_SECONDS} s runs | {} |",
+        verdict(lost == 0.0 && lost_sustained == 0.0)
     );
     let _ = writeln!(
         s,
