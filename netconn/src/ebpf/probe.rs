@@ -91,6 +91,11 @@ fn describe(err: &dyn std::error::Error) -> String {
     msg.replace('\n', " ")
 }
 
+/// Wraps a map error with the map's name.
+fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { map, source }
+}
+
 /// A load failure, told apart: missing privileges, or anything else.
 fn load_error(err: &dyn std::error::Error) -> ProbeError {
     let msg = describe(err);
@@ -168,13 +173,12 @@ impl Probe {
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, &btf)?;
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
-        let map_err = |map| move |source| ProbeError::Map { map, source };
         let transitions =
-            PerCpuArray::try_from(take(MAP_TRANSITIONS)?).map_err(map_err(MAP_TRANSITIONS))?;
-        let control = Array::try_from(take(MAP_CONTROL)?).map_err(map_err(MAP_CONTROL))?;
-        let events = RingBuf::try_from(take(MAP_EVENTS)?).map_err(map_err(MAP_EVENTS))?;
-        let lost = PerCpuArray::try_from(take(MAP_LOST)?).map_err(map_err(MAP_LOST))?;
-        let rescued = PerCpuArray::try_from(take(MAP_RESCUED)?).map_err(map_err(MAP_RESCUED))?;
+            PerCpuArray::try_from(take(MAP_TRANSITIONS)?).map_err(map_error(MAP_TRANSITIONS))?;
+        let control = Array::try_from(take(MAP_CONTROL)?).map_err(map_error(MAP_CONTROL))?;
+        let events = RingBuf::try_from(take(MAP_EVENTS)?).map_err(map_error(MAP_EVENTS))?;
+        let lost = PerCpuArray::try_from(take(MAP_LOST)?).map_err(map_error(MAP_LOST))?;
+        let rescued = PerCpuArray::try_from(take(MAP_RESCUED)?).map_err(map_error(MAP_RESCUED))?;
         drop(btf);
         // Parsing BTF three times leaves tens of MiB free but resident in
         // the allocator; a long-running daemon should not keep them.
@@ -194,9 +198,7 @@ impl Probe {
 
     pub fn losses(&self) -> Result<Losses, ProbeError> {
         let sum = |map: &PerCpuArray<MapData, u64>, name| -> Result<u64, ProbeError> {
-            let v = map
-                .get(&0, 0)
-                .map_err(|source| ProbeError::Map { map: name, source })?;
+            let v = map.get(&0, 0).map_err(map_error(name))?;
             Ok(v.iter().sum())
         };
         // SAFETY: primary_fd is owned by self._ebpf, alive as long as self.
@@ -218,10 +220,7 @@ impl Probe {
     pub fn set_control(&mut self, control: Control) -> Result<(), ProbeError> {
         self.control
             .set(0, control, 0)
-            .map_err(|source| ProbeError::Map {
-                map: MAP_CONTROL,
-                source,
-            })?;
+            .map_err(map_error(MAP_CONTROL))?;
         self.current = control;
         Ok(())
     }
@@ -231,10 +230,7 @@ impl Probe {
         let per_cpu = self
             .transitions
             .get(&u32::from(epoch & 1), 0)
-            .map_err(|source| ProbeError::Map {
-                map: MAP_TRANSITIONS,
-                source,
-            })?;
+            .map_err(map_error(MAP_TRANSITIONS))?;
         Ok(crate::merge::sum_matrices(per_cpu.iter()))
     }
 
@@ -247,10 +243,7 @@ impl Probe {
         let values = PerCpuValues::try_from(vec![zero; cpus]).map_err(ProbeError::Cpus)?;
         self.transitions
             .set(u32::from(epoch & 1), values, 0)
-            .map_err(|source| ProbeError::Map {
-                map: MAP_TRANSITIONS,
-                source,
-            })
+            .map_err(map_error(MAP_TRANSITIONS))
     }
 
     /// Takes the journal out, to drain it from another thread.
