@@ -22,3 +22,15 @@ impl CmdError {
         }
     }
 }
+
+/// The network namespace this process counts.
+pub fn own_netns() -> Result<u32, CmdError> {
+    crate::host::netns_inode()
+        .map_err(|e| CmdError::Failed(format!("cannot read own network namespace: {e}")))
+}
+
+/// Counts of a one-shot dump of every conn-type.
+pub fn dump_counts() -> Result<crate::counts::Counts, CmdError> {
+    crate::snapshot::counts()
+        .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))
+}

@@ -2,16 +2,14 @@
 
 use super::CmdError;
 use crate::cli::SnapshotArgs;
+use crate::host;
 use crate::output::{Sink, SinkError};
 use crate::record::{CountsRecord, Source};
-use crate::{host, snapshot};
 
 pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
-    let netns = host::netns_inode()
-        .map_err(|e| CmdError::Failed(format!("cannot read own network namespace: {e}")))?;
-    let counts = snapshot::counts()
-        .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))?;
+    let netns = super::own_netns()?;
+    let counts = super::dump_counts()?;
     let host = host::hostname();
     let record = CountsRecord {
         host: &host,

@@ -6,10 +6,10 @@ use tokio::time::MissedTickBehavior;
 use super::CmdError;
 use crate::cli::WatchArgs;
 use crate::counts::Counts;
+use crate::host;
 use crate::output::{Sink, SinkError};
 use crate::record::{Correction, CountsRecord, Source};
-use crate::tracker::Tracker;
-use crate::{host, snapshot};
+use crate::tracker::{self, Tracker};
 
 /// Where counts come from for this run.
 enum Mode {
@@ -23,7 +23,7 @@ struct Reading {
     source: Source,
     lost_events: u64,
     resyncs: Option<u64>,
-    correction: Option<(String, &'static str, Counts)>,
+    correction: Option<tracker::Correction>,
 }
 
 impl Mode {
@@ -37,14 +37,11 @@ impl Mode {
                     source: Source::Ebpf,
                     lost_events: t.lost_events().map_err(|e| failed(&e))?,
                     resyncs: Some(t.resyncs()),
-                    correction: t
-                        .last_correction()
-                        .map(|c| (c.time.clone(), c.reason, c.delta)),
+                    correction: t.last_correction().cloned(),
                 })
             }
             Mode::Poll => Ok(Reading {
-                counts: snapshot::counts()
-                    .map_err(|e| failed(&format!("cannot dump the socket tables: {e}")))?,
+                counts: super::dump_counts()?,
                 source: Source::Poll,
                 lost_events: 0,
                 resyncs: None,
@@ -56,8 +53,7 @@ impl Mode {
 
 pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
-    let netns = host::netns_inode()
-        .map_err(|e| CmdError::Failed(format!("cannot read own network namespace: {e}")))?;
+    let netns = super::own_netns()?;
     let host = host::hostname();
     let mut mode = if args.poll {
         Mode::Poll
@@ -78,67 +74,62 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         .enable_all()
         .build()
         .map_err(|e| CmdError::Failed(format!("cannot start the runtime: {e}")))?;
-    let result =
-        runtime.block_on(async {
-            let mut sigint = signal(SignalKind::interrupt())
-                .map_err(|e| CmdError::Failed(format!("cannot handle SIGINT: {e}")))?;
-            let mut sigterm = signal(SignalKind::terminate())
-                .map_err(|e| CmdError::Failed(format!("cannot handle SIGTERM: {e}")))?;
-            let mut sighup = signal(SignalKind::hangup())
-                .map_err(|e| CmdError::Failed(format!("cannot handle SIGHUP: {e}")))?;
-            let mut ticker = tokio::time::interval(args.interval);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut written = 0u64;
-            loop {
-                // The first tick is immediate: a record as soon as counting starts.
-                let stopping = tokio::select! {
-                    _ = ticker.tick() => false,
-                    _ = sigint.recv() => true,
-                    _ = sigterm.recv() => true,
-                    _ = sighup.recv() => {
-                        // SIGHUP: take a fresh snapshot now (no record).
-                        if let Mode::Ebpf(t) = &mut mode {
-                            t.corrected_resync(crate::tracker::REASON_REQUESTED)
-                                .map_err(|e| CmdError::Failed(e.to_string()))?;
-                        }
-                        continue;
+    let result = runtime.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt())
+            .map_err(|e| CmdError::Failed(format!("cannot handle SIGINT: {e}")))?;
+        let mut sigterm = signal(SignalKind::terminate())
+            .map_err(|e| CmdError::Failed(format!("cannot handle SIGTERM: {e}")))?;
+        let mut sighup = signal(SignalKind::hangup())
+            .map_err(|e| CmdError::Failed(format!("cannot handle SIGHUP: {e}")))?;
+        let mut ticker = tokio::time::interval(args.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut written = 0u64;
+        loop {
+            // The first tick is immediate: a record as soon as counting starts.
+            let stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = sigint.recv() => true,
+                _ = sigterm.recv() => true,
+                _ = sighup.recv() => {
+                    // SIGHUP: take a fresh snapshot now (no record).
+                    if let Mode::Ebpf(t) = &mut mode {
+                        t.corrected_resync(crate::tracker::REASON_REQUESTED)
+                            .map_err(|e| CmdError::Failed(e.to_string()))?;
                     }
-                };
-                let r = mode.read()?;
-                let verify = if args.verify {
-                    Some(snapshot::counts().map_err(|e| {
-                        CmdError::Failed(format!("cannot dump the socket tables: {e}"))
-                    })?)
-                } else {
-                    None
-                };
-                let record = CountsRecord {
-                    host: &host,
-                    source: r.source,
-                    netns,
-                    counts: &r.counts,
-                    lost_events: r.lost_events,
-                    resyncs: r.resyncs,
-                    last_correction: r.correction.as_ref().map(|(time, reason, delta)| {
-                        Correction {
-                            time,
-                            reason,
-                            delta,
-                        }
-                    }),
-                    verify: verify.as_ref(),
-                };
-                match sink.write(&record.to_json(&host::now_rfc3339())) {
-                    Ok(()) => {}
-                    Err(SinkError::Closed) => return Ok(()),
-                    Err(e) => return Err(CmdError::Failed(e.to_string())),
+                    continue;
                 }
-                written += 1;
-                if stopping || args.count.is_some_and(|n| written >= n) {
-                    return Ok(());
-                }
+            };
+            let r = mode.read()?;
+            let verify = if args.verify {
+                Some(super::dump_counts()?)
+            } else {
+                None
+            };
+            let record = CountsRecord {
+                host: &host,
+                source: r.source,
+                netns,
+                counts: &r.counts,
+                lost_events: r.lost_events,
+                resyncs: r.resyncs,
+                last_correction: r.correction.as_ref().map(|c| Correction {
+                    time: &c.time,
+                    reason: c.reason,
+                    delta: &c.delta,
+                }),
+                verify: verify.as_ref(),
+            };
+            match sink.write(&record.to_json(&host::now_rfc3339())) {
+                Ok(()) => {}
+                Err(SinkError::Closed) => return Ok(()),
+                Err(e) => return Err(CmdError::Failed(e.to_string())),
             }
-        });
+            written += 1;
+            if stopping || args.count.is_some_and(|n| written >= n) {
+                return Ok(());
+            }
+        }
+    });
     // Detach the program and free its maps before reporting anything.
     drop(mode);
     result
