@@ -29,20 +29,16 @@ pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> 
     }
 }
 
-/// Counts of a one-shot dump of every conn-type.
-pub fn counts() -> io::Result<Counts> {
+/// Counts of a one-shot dump of the given conn-types.
+pub fn counts_of(conn_types: &[ConnType]) -> io::Result<Counts> {
     let mut sockets = Vec::new();
-    for ct in ConnType::ALL {
-        dump(ct, &mut sockets)?;
+    for ct in conn_types {
+        dump(*ct, &mut sockets)?;
     }
     Ok(Counts::from_dump(&sockets))
 }
 
-/// Counts of a one-shot dump of UDP only.
-pub fn udp_counts() -> io::Result<Counts> {
-    let mut sockets = Vec::new();
-    for ct in [ConnType::Udp, ConnType::Udp6] {
-        dump(ct, &mut sockets)?;
-    }
-    Ok(Counts::from_dump(&sockets))
+/// Counts of a one-shot dump of every conn-type.
+pub fn counts() -> io::Result<Counts> {
+    counts_of(&ConnType::ALL)
 }

@@ -271,7 +271,8 @@ impl Tracker {
     /// requests) until the socket-lifecycle programs count it live.
     pub fn counts(&self) -> Result<Counts, TrackerError> {
         let mut live = self.tcp_counts()?;
-        live.set_udp_from(&snapshot::udp_counts().map_err(TrackerError::Dump)?);
+        let udp = snapshot::counts_of(&[ConnType::Udp, ConnType::Udp6]);
+        live.set_udp_from(&udp.map_err(TrackerError::Dump)?);
         Ok(live)
     }
 
