@@ -28,37 +28,84 @@ pub const MAP_LOST: &str = "LOST";
 /// Per-CPU array with one `u64`: events the backup program counted because
 /// the primary was skipped for them.
 pub const MAP_RESCUED: &str = "RESCUED";
+/// Hash of the UDP sockets created since load, by socket cookie: whether
+/// the programs counted the socket into the UDP tables (see [`UDP_HASHED`]).
+pub const MAP_UDP_SOCKETS: &str = "UDP_SOCKETS";
+
+/// Value in [`MAP_UDP_SOCKETS`]: the socket is counted in the tables.
+pub const UDP_COUNTED: u8 = 1;
+/// Value in [`MAP_UDP_SOCKETS`]: created, not (yet) counted.
+pub const UDP_NOT_COUNTED: u8 = 0;
+
+/// UDP socket lifecycle programs, attached at the cgroup v2 root.
+pub const PROG_UDP_CREATE: &str = "netconn_udp_create";
+pub const PROG_UDP_BIND4: &str = "netconn_udp_bind4";
+pub const PROG_UDP_BIND6: &str = "netconn_udp_bind6";
+pub const PROG_UDP_CONNECT4: &str = "netconn_udp_connect4";
+pub const PROG_UDP_CONNECT6: &str = "netconn_udp_connect6";
+pub const PROG_UDP_SENDMSG4: &str = "netconn_udp_sendmsg4";
+pub const PROG_UDP_SENDMSG6: &str = "netconn_udp_sendmsg6";
+pub const PROG_UDP_RELEASE: &str = "netconn_udp_release";
+/// Every UDP program, for loading and attaching.
+pub const UDP_PROGRAMS: [&str; 8] = [
+    PROG_UDP_CREATE,
+    PROG_UDP_BIND4,
+    PROG_UDP_BIND6,
+    PROG_UDP_CONNECT4,
+    PROG_UDP_CONNECT6,
+    PROG_UDP_SENDMSG4,
+    PROG_UDP_SENDMSG6,
+    PROG_UDP_RELEASE,
+];
 
 /// Global: network namespace inode to count (0 = every namespace).
 pub const GLOBAL_TARGET_NETNS: &str = "TARGET_NETNS";
+/// Global: the same namespace's cookie (`SO_NETNS_COOKIE`), which is what
+/// the cgroup programs can read (0 = every namespace).
+pub const GLOBAL_TARGET_NETNS_COOKIE: &str = "TARGET_NETNS_COOKIE";
 /// Global: byte offsets into kernel structs, read from BTF at load time.
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
-/// Address families the transition matrix distinguishes.
-pub const FAMILIES: usize = 2;
+/// Conn-types the transition matrix distinguishes: tcp, tcp6, udp, udp6.
+pub const CONN_TYPES: usize = 4;
 /// TCP states are 1..=13 in the kernel (`include/net/tcp_states.h`); 16 slots.
 pub const STATES: usize = 16;
-/// Slots in one transition matrix: family x old state x new state.
-pub const TRANSITION_SLOTS: usize = FAMILIES * STATES * STATES;
+/// Slots in one transition matrix: conn-type x old state x new state.
+pub const TRANSITION_SLOTS: usize = CONN_TYPES * STATES * STATES;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
 
-/// Index of a family in the transition matrix, `None` for anything but v4/v6.
+/// UDP sockets have no states; the programs describe a UDP socket entering
+/// the tables (hashed: bound, explicitly or by autobind) as a transition
+/// `UDP_UNHASHED -> UDP_HASHED`, and leaving them as the reverse, so one
+/// matrix, one journal and one merge rule serve both protocols.
+pub const UDP_HASHED: u8 = 1;
+pub const UDP_UNHASHED: u8 = 7;
+
+/// Index of a socket's conn-type in the transition matrix (tcp, tcp6, udp,
+/// udp6), `None` for anything else.
 #[inline(always)]
-pub fn family_index(family: u16) -> Option<usize> {
-    match family {
-        AF_INET => Some(0),
-        AF_INET6 => Some(1),
+pub fn conn_index(family: u16, protocol: u16) -> Option<usize> {
+    let fam = match family {
+        AF_INET => 0,
+        AF_INET6 => 1,
+        _ => return None,
+    };
+    match protocol {
+        IPPROTO_TCP => Some(fam),
+        IPPROTO_UDP => Some(2 + fam),
         _ => None,
     }
 }
 
 /// Slot of one transition in [`Transitions::counts`].
 #[inline(always)]
-pub fn transition_slot(family_index: usize, old: usize, new: usize) -> usize {
-    (family_index * STATES + (old & (STATES - 1))) * STATES + (new & (STATES - 1))
+pub fn transition_slot(conn_index: usize, old: usize, new: usize) -> usize {
+    ((conn_index & (CONN_TYPES - 1)) * STATES + (old & (STATES - 1))) * STATES
+        + (new & (STATES - 1))
 }
 
 /// How many times each TCP state transition happened, per family.
@@ -86,7 +133,11 @@ pub struct Control {
     pub epoch: u8,
     /// Non-zero: also push every event into the ring buffer.
     pub journal: u8,
-    pub _pad: [u8; 6],
+    /// Non-zero once userspace has put every UDP socket of its first
+    /// snapshot into the UDP socket map: from then on, a socket missing
+    /// there that sends is one that was not bound then.
+    pub udp_known: u8,
+    pub _pad: [u8; 5],
 }
 const _: () = assert!(size_of::<Control>() == 8);
 
@@ -104,8 +155,11 @@ pub struct Offsets {
     pub net_inum: u32,
     /// `struct sock.sk_protocol` (u16).
     pub sk_protocol: u32,
+    /// `struct sock_common.skc_num` (u16): the local port, non-zero while a
+    /// UDP socket is hashed.
+    pub skc_num: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 16);
+const _: () = assert!(size_of::<Offsets>() == 20);
 
 /// One TCP state change, as pushed into the ring buffer.
 #[repr(C)]
@@ -123,7 +177,9 @@ pub struct StateEvent {
     pub newstate: u8,
     /// [`Control::epoch`] the event was counted in.
     pub epoch: u8,
-    pub _pad: [u8; 7],
+    /// `IPPROTO_TCP` or `IPPROTO_UDP` (as a byte).
+    pub protocol: u8,
+    pub _pad: [u8; 6],
 }
 const _: () = assert!(size_of::<StateEvent>() == 32);
 
@@ -145,7 +201,7 @@ mod tests {
     #[test]
     fn transition_slots_are_distinct_and_in_range() {
         let mut seen = [false; TRANSITION_SLOTS];
-        for f in 0..FAMILIES {
+        for f in 0..CONN_TYPES {
             for o in 0..STATES {
                 for n in 0..STATES {
                     let s = transition_slot(f, o, n);
@@ -158,9 +214,12 @@ mod tests {
     }
 
     #[test]
-    fn only_inet_families_have_an_index() {
-        assert_eq!(family_index(AF_INET), Some(0));
-        assert_eq!(family_index(AF_INET6), Some(1));
-        assert_eq!(family_index(1), None);
+    fn only_inet_tcp_and_udp_have_an_index() {
+        assert_eq!(conn_index(AF_INET, IPPROTO_TCP), Some(0));
+        assert_eq!(conn_index(AF_INET6, IPPROTO_TCP), Some(1));
+        assert_eq!(conn_index(AF_INET, IPPROTO_UDP), Some(2));
+        assert_eq!(conn_index(AF_INET6, IPPROTO_UDP), Some(3));
+        assert_eq!(conn_index(1, IPPROTO_TCP), None);
+        assert_eq!(conn_index(AF_INET, 136), None);
     }
 }

@@ -57,12 +57,18 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    Control, IPPROTO_TCP, Offsets, StateEvent, Transitions, family_index, transition_slot,
+    Control, IPPROTO_TCP, Offsets, StateEvent, Transitions, conn_index, transition_slot,
 };
+
+mod udp;
 
 /// Network namespace inode to count; 0 counts every namespace.
 #[unsafe(no_mangle)]
 static TARGET_NETNS: u32 = 0;
+
+/// The same namespace's cookie, for the cgroup programs; 0: every one.
+#[unsafe(no_mangle)]
+static TARGET_NETNS_COOKIE: u64 = 0;
 
 /// Struct offsets from BTF, set by userspace before load.
 #[unsafe(no_mangle)]
@@ -71,6 +77,7 @@ static OFFSETS: Offsets = Offsets {
     skc_net: 0,
     net_inum: 0,
     sk_protocol: 0,
+    skc_num: 0,
 };
 
 #[map]
@@ -195,38 +202,65 @@ fn count(sk: *const u8, oldstate: i32, newstate: i32) -> Result<(), i32> {
         return Ok(());
     }
     let family: u16 = read(sk, offsets.skc_family)?;
-    let Some(fam) = family_index(family) else {
-        return Ok(());
-    };
-
-    let control = CONTROL.get(0).copied().unwrap_or_default();
-    if let Some(t) = TRANSITIONS.get_ptr_mut((control.epoch & 1) as u32) {
-        let slot = transition_slot(fam, oldstate as usize, newstate as usize);
-        // SAFETY: slot < TRANSITION_SLOTS by construction of transition_slot.
-        bump(Some(unsafe { (*t).counts.as_mut_ptr().add(slot) }));
-    }
-
-    if control.journal != 0 {
-        match EVENTS.reserve::<StateEvent>(0) {
-            Some(mut entry) => {
-                entry.write(StateEvent {
-                    // SAFETY: `sk` is the tracepoint's own BTF-typed socket
-                    // argument, which bpf_get_socket_cookie accepts.
-                    cookie: unsafe { bpf_get_socket_cookie(sk as *mut _) },
-                    ts_ns: unsafe { bpf_ktime_get_ns() },
-                    netns,
-                    family,
-                    oldstate: oldstate as u8,
-                    newstate: newstate as u8,
-                    epoch: control.epoch,
-                    _pad: [0; 7],
-                });
-                entry.submit(0);
-            }
-            None => bump(LOST.get_ptr_mut(0)),
-        }
-    }
+    tally(
+        Transition {
+            netns,
+            family,
+            protocol,
+            old: oldstate as u8,
+            new: newstate as u8,
+        },
+        // SAFETY: `sk` is the tracepoint's own BTF-typed socket argument,
+        // which bpf_get_socket_cookie accepts.
+        || unsafe { bpf_get_socket_cookie(sk as *mut _) },
+    );
     Ok(())
+}
+
+/// One state change of one socket, TCP or UDP.
+struct Transition {
+    netns: u32,
+    family: u16,
+    protocol: u16,
+    old: u8,
+    new: u8,
+}
+
+/// Counts a transition into the current epoch's matrix and, while
+/// userspace asks for it, journals it with the socket's cookie (taken only
+/// then: the helper call is the costliest part of an event).
+#[inline(always)]
+fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
+    let Some(ct) = conn_index(t.family, t.protocol) else {
+        return;
+    };
+    let control = CONTROL.get(0).copied().unwrap_or_default();
+    if let Some(m) = TRANSITIONS.get_ptr_mut((control.epoch & 1) as u32) {
+        let slot = transition_slot(ct, t.old as usize, t.new as usize);
+        // SAFETY: slot < TRANSITION_SLOTS by construction of transition_slot.
+        bump(Some(unsafe { (*m).counts.as_mut_ptr().add(slot) }));
+    }
+    if control.journal == 0 {
+        return;
+    }
+    match EVENTS.reserve::<StateEvent>(0) {
+        Some(mut entry) => {
+            entry.write(StateEvent {
+                cookie: cookie(),
+                // SAFETY: no preconditions.
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+                netns: t.netns,
+                family: t.family,
+                oldstate: t.old,
+                newstate: t.new,
+                epoch: control.epoch,
+                protocol: t.protocol as u8,
+                _pad: [0; 6],
+            });
+            entry.submit(0);
+        }
+        None => bump(LOST.get_ptr_mut(0)),
+    }
 }
 
 #[cfg(not(test))]

@@ -34,13 +34,6 @@ impl Counts {
         c
     }
 
-    /// Replaces every UDP count with the ones in `other`.
-    pub fn set_udp_from(&mut self, other: &Counts) {
-        for ct in [ConnType::Udp, ConnType::Udp6] {
-            self.cells[ct.index()] = other.cells[ct.index()];
-        }
-    }
-
     pub fn total(&self) -> i64 {
         self.cells.iter().flatten().sum()
     }
@@ -149,15 +142,5 @@ mod tests {
         assert_eq!(j["udp"].as_object().unwrap().len(), 1);
         assert_eq!(c.total(), 5);
         assert_eq!(c.iter().count(), 11 * 2 + 2);
-    }
-
-    #[test]
-    fn udp_replacement_leaves_tcp_alone() {
-        let mut live = Counts::from_dump(&[sock(ConnType::Tcp, 1), sock(ConnType::Udp, 7)]);
-        let fresh = Counts::from_dump(&[sock(ConnType::Udp6, 7), sock(ConnType::Udp6, 7)]);
-        live.set_udp_from(&fresh);
-        assert_eq!(live.get(ConnType::Tcp, 1), 1);
-        assert_eq!(live.get(ConnType::Udp, 0), 0);
-        assert_eq!(live.get(ConnType::Udp6, 0), 2);
     }
 }

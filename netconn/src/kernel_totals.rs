@@ -9,6 +9,9 @@
 //! * `/proc/net/sockstat6` `TCP6: inuse N`: the same for IPv6.
 //! * `/proc/net/snmp` `Tcp: ... CurrEstab`: sockets in ESTABLISHED or
 //!   CLOSE_WAIT, v4 and v6 together.
+//! * `UDP: inuse N` and `UDP6: inuse N` in the same sockstat files: hashed
+//!   (bound) UDP sockets, what `/proc/net/udp` and `udp6` list
+//!   (`udp_lib_get_port()`, `udp_lib_unhash()`).
 
 use std::io;
 
@@ -19,6 +22,8 @@ pub struct KernelTotals {
     pub tcp6_inuse: i64,
     pub time_wait: i64,
     pub curr_estab: i64,
+    pub udp_inuse: i64,
+    pub udp6_inuse: i64,
     /// TCP segments received (snmp InSegs): moves with any TCP traffic,
     /// SYNs that only make request sockets included.
     pub in_segs: i64,
@@ -57,6 +62,8 @@ impl KernelTotals {
             // No IPv6 in this kernel: no sockets either.
             tcp6_inuse: field(sockstat6, "TCP6:", "inuse").unwrap_or(0),
             curr_estab: snmp_field(snmp, "CurrEstab").ok_or_else(|| bad("snmp"))?,
+            udp_inuse: field(sockstat, "UDP:", "inuse").ok_or_else(|| bad("sockstat"))?,
+            udp6_inuse: field(sockstat6, "UDP6:", "inuse").unwrap_or(0),
             in_segs: snmp_field(snmp, "InSegs").ok_or_else(|| bad("snmp"))?,
         })
     }
@@ -78,7 +85,7 @@ mod tests {
 
     const SOCKSTAT: &str =
         "sockets: used 8\nTCP: inuse 3 orphan 0 tw 7 alloc 4 mem 48\nUDP: inuse 1 mem 0\n";
-    const SOCKSTAT6: &str = "TCP6: inuse 2\nUDP6: inuse 0\n";
+    const SOCKSTAT6: &str = "TCP6: inuse 2\nUDP6: inuse 4\nUDPLITE6: inuse 9\n";
     const SNMP: &str = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs\nTcp: 1 200 120000 -1 33 2 0 19 5 6710\nUdp: InDatagrams\nUdp: 0\n";
 
     #[test]
@@ -91,7 +98,9 @@ mod tests {
                 tcp6_inuse: 2,
                 time_wait: 7,
                 curr_estab: 5,
-                in_segs: 6710
+                in_segs: 6710,
+                udp_inuse: 1,
+                udp6_inuse: 4,
             }
         );
     }

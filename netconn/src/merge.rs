@@ -2,8 +2,9 @@
 //!
 //! # The rule
 //!
-//! The kernel counts every TCP state transition into a matrix selected by an
-//! *epoch*. To (re)synchronise, userspace:
+//! The kernel counts every TCP state transition, and every UDP socket
+//! entering or leaving the tables (as `UDP_UNHASHED <-> UDP_HASHED`), into
+//! a matrix selected by an *epoch*. To (re)synchronise, userspace:
 //!
 //! 1. turns the journal on (each event also goes, with its socket cookie,
 //!    through the ring buffer) and waits a grace period;
@@ -38,7 +39,7 @@
 
 use std::collections::HashMap;
 
-use netconn_common::{FAMILIES, STATES, StateEvent, Transitions, transition_slot};
+use netconn_common::{STATES, StateEvent, Transitions, UDP_HASHED, transition_slot};
 
 use crate::counts::Counts;
 use crate::sockdiag::DumpedSocket;
@@ -74,14 +75,10 @@ pub fn apply_transition(counts: &mut Counts, conn_type: ConnType, old: u8, new: 
 /// Per-state deltas of a transition matrix (summed over CPUs).
 pub fn matrix_effect(t: &Transitions) -> Counts {
     let mut counts = Counts::default();
-    for (fam, conn_type) in [ConnType::Tcp, ConnType::Tcp6]
-        .into_iter()
-        .enumerate()
-        .take(FAMILIES)
-    {
+    for (index, conn_type) in ConnType::ALL.into_iter().enumerate() {
         for old in 0..STATES {
             for new in 0..STATES {
-                let n = t.counts[transition_slot(fam, old, new)];
+                let n = t.counts[transition_slot(index, old, new)];
                 if n != 0 {
                     apply_transition(&mut counts, conn_type, old as u8, new as u8, n as i64);
                 }
@@ -119,9 +116,10 @@ pub struct MergeStats {
 /// The baseline a live count adds the current epoch's matrix to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Baseline {
-    /// Full sockets: the ones events move, and `sockstat`'s `inuse` counts.
+    /// Full TCP sockets and UDP sockets: the ones events move, and
+    /// `sockstat`'s `inuse` counts.
     pub full: Counts,
-    /// Time-wait and request mini-sockets, and UDP: no TCP state events.
+    /// TCP time-wait and request mini-sockets: no state events.
     pub mini: Counts,
     pub stats: MergeStats,
 }
@@ -132,9 +130,11 @@ impl Baseline {
     }
 }
 
-/// How a full TCP socket in the dump is counted, for comparison with events.
-fn dumped_tcp_state(s: &DumpedSocket) -> Option<u8> {
+/// How a socket in the dump is counted, for comparison with events.
+fn dumped_state(s: &DumpedSocket) -> Option<u8> {
     match s.kind {
+        // Listed means hashed; connected or not, its events say "hashed".
+        SocketKind::Full if !s.conn_type.is_tcp() => Some(UDP_HASHED),
         // A dumped socket in CLOSE is between tcp_set_state() and unhash:
         // outside the tables as far as events are concerned.
         SocketKind::Full => counted_after(s.state),
@@ -164,22 +164,19 @@ pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u8, netns: u3
     let (mut full, mut mini) = (Counts::default(), Counts::default());
     let mut dumped: HashMap<u64, Option<u8>> = HashMap::with_capacity(per_socket.len());
     for s in dump {
-        let full_tcp = s.conn_type.is_tcp() && s.kind == SocketKind::Full;
-        if full_tcp && per_socket.contains_key(&s.cookie) {
-            // Counted below from its journal; remember what the dump saw.
-            dumped.insert(s.cookie, dumped_tcp_state(s));
-        } else if full_tcp {
-            // Not a transient CLOSE (see dumped_tcp_state()).
-            if dumped_tcp_state(s).is_some() {
-                full.add(s.conn_type, s.state, 1);
-            }
-        } else {
+        if s.kind != SocketKind::Full {
             mini.add(s.conn_type, s.state, 1);
+        } else if per_socket.contains_key(&s.cookie) {
+            // Counted below from its journal; remember what the dump saw.
+            dumped.insert(s.cookie, dumped_state(s));
+        } else if let Some(state) = dumped_state(s) {
+            // Not a transient CLOSE (see dumped_state()).
+            full.add(s.conn_type, state, 1);
         }
     }
 
     for (cookie, events) in &per_socket {
-        let Some(conn_type) = ConnType::tcp_for_family(events[0].family) else {
+        let Some(conn_type) = ConnType::of(events[0].family, events[0].protocol.into()) else {
             continue;
         };
         let at_flip = match events.iter().position(|e| e.epoch == epoch) {

@@ -87,13 +87,9 @@ impl ConnType {
         matches!(self, ConnType::Tcp | ConnType::Tcp6)
     }
 
-    /// TCP conn-type for an address family.
-    pub fn tcp_for_family(family: u16) -> Option<ConnType> {
-        match family {
-            AF_INET => Some(ConnType::Tcp),
-            AF_INET6 => Some(ConnType::Tcp6),
-            _ => None,
-        }
+    /// Conn-type of a socket's address family and protocol number.
+    pub fn of(family: u16, protocol: u16) -> Option<ConnType> {
+        netconn_common::conn_index(family, protocol).map(|i| ConnType::ALL[i])
     }
 
     /// Index 0..4, for dense tables.

@@ -12,7 +12,6 @@ use crate::counts::Counts;
 use crate::ebpf::{Losses, Probe, ProbeError};
 use crate::kernel_totals::KernelTotals;
 use crate::merge::{Baseline, matrix_effect, merge};
-use crate::snapshot;
 use crate::sockdiag::{self, DumpedSocket};
 use crate::state::ConnType;
 
@@ -131,9 +130,9 @@ impl Tracker {
 
     /// Resyncs and records what that changed.
     pub fn corrected_resync(&mut self, reason: &'static str) -> Result<(), TrackerError> {
-        let before = self.tcp_counts()?;
+        let before = self.counts()?;
         self.resync()?;
-        let after = self.tcp_counts()?;
+        let after = self.counts()?;
         self.last_correction = Some(Correction {
             time: crate::host::now_rfc3339(),
             reason,
@@ -184,27 +183,29 @@ impl Tracker {
         Ok(!in_sync(self.probe.losses()?))
     }
 
-    /// Live full-socket totals minus the kernel's: IPv4 sockets, IPv6
-    /// sockets, ESTABLISHED + CLOSE_WAIT.
-    fn totals_delta(&self) -> Result<[i64; 3], TrackerError> {
+    /// Live full-socket totals minus the kernel's: TCP IPv4 sockets, TCP
+    /// IPv6 sockets, ESTABLISHED + CLOSE_WAIT, UDP IPv4 and IPv6 sockets.
+    fn totals_delta(&self) -> Result<[i64; 5], TrackerError> {
         let live = self.full_counts()?;
         let k = KernelTotals::read().map_err(TrackerError::Totals)?;
         let sum = |ct: ConnType| live.iter().filter(|c| c.0 == ct).map(|c| c.2).sum::<i64>();
         let estab: i64 = live
             .iter()
-            .filter(|(_, s, _)| *s == "ESTABLISHED" || *s == "CLOSE_WAIT")
+            .filter(|(ct, s, _)| ct.is_tcp() && (*s == "ESTABLISHED" || *s == "CLOSE_WAIT"))
             .map(|c| c.2)
             .sum();
         Ok([
             sum(ConnType::Tcp) - k.tcp_inuse,
             sum(ConnType::Tcp6) - k.tcp6_inuse,
             estab - k.curr_estab,
+            sum(ConnType::Udp) - k.udp_inuse,
+            sum(ConnType::Udp6) - k.udp6_inuse,
         ])
     }
 
     fn steady_disagreement(&self) -> Result<bool, TrackerError> {
         let first = self.totals_delta()?;
-        if first == [0; 3] {
+        if first == [0; 5] {
             return Ok(false);
         }
         for _ in 1..RECONCILE_SAMPLES {
@@ -239,23 +240,31 @@ impl Tracker {
             (dumped, drainer.join().expect("journal drain thread"))
         });
         self.probe.put_journal(journal);
-        Ok(merge(&dumped?, &events, next, self.netns))
+        let dumped = dumped?;
+        if self.probe.control().udp_known == 0 {
+            // The UDP sockets bound before the programs came (see the
+            // eBPF crate's udp module).
+            let udp = dumped.iter().filter(|s| !s.conn_type.is_tcp());
+            self.probe.know_udp_sockets(udp.map(|s| s.cookie))?;
+        }
+        Ok(merge(&dumped, &events, next, self.netns))
     }
 
     /// The control-word changes around the dump; returns the dump.
     fn journal_window(&mut self, epoch: u8, next: u8) -> Result<Vec<DumpedSocket>, TrackerError> {
+        let current = self.probe.control();
         let control = |epoch, journal| Control {
             epoch,
             journal,
-            ..Default::default()
+            ..current
         };
         self.probe.set_control(control(epoch, 1))?;
         sleep(GRACE);
         self.probe.set_control(control(next, 1))?;
         sleep(GRACE);
-        // TCP only: the merge needs sock_diag's cookies; UDP is read apart.
+        // sock_diag, not /proc/net: the merge needs the cookies.
         let mut dump = Vec::new();
-        let dumped = [ConnType::Tcp, ConnType::Tcp6]
+        let dumped = ConnType::ALL
             .into_iter()
             .try_for_each(|ct| sockdiag::dump(ct, &mut dump))
             .map_err(TrackerError::Dump);
@@ -265,23 +274,13 @@ impl Tracker {
         dumped.map(|()| dump)
     }
 
-    /// Current counts. Full TCP sockets are live from the kernel; mini
-    /// sockets as [`Tracker::maintain`] last read them; UDP sockets emit no
-    /// state events, so UDP is read from a fresh dump (two small netlink
-    /// requests) until the socket-lifecycle programs count it live.
+    /// Current counts: full TCP sockets and UDP sockets live from the
+    /// kernel, TCP mini-sockets as [`Tracker::maintain`] last read them.
     pub fn counts(&self) -> Result<Counts, TrackerError> {
-        let mut live = self.tcp_counts()?;
-        let udp = snapshot::counts_of(&[ConnType::Udp, ConnType::Udp6]);
-        live.set_udp_from(&udp.map_err(TrackerError::Dump)?);
-        Ok(live)
-    }
-
-    /// TCP counts: full sockets live from events, mini-sockets as last read.
-    fn tcp_counts(&self) -> Result<Counts, TrackerError> {
         Ok(self.full_counts()? + self.mini_tcp)
     }
 
-    /// Full sockets only: what the events move.
+    /// Full TCP and UDP sockets only: what the events move.
     fn full_counts(&self) -> Result<Counts, TrackerError> {
         let epoch = self.probe.control().epoch;
         Ok(self.base.full + matrix_effect(&self.probe.read_matrix(epoch)?))

@@ -1,4 +1,5 @@
 pub mod btf;
+pub mod cgroup;
 pub mod probe;
 pub mod prog_info;
 

@@ -5,15 +5,16 @@
 
 use std::io;
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use aya::programs::BtfTracePoint;
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
-    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_RESCUED,
-    MAP_TRANSITIONS, Offsets, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent,
-    TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS, Transitions,
+    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE, MAP_CONTROL,
+    MAP_EVENTS, MAP_LOST, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS, Offsets,
+    PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS,
+    Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -37,6 +38,12 @@ pub enum ProbeError {
     Load(String),
     #[error("attaching to tracepoint {TRACEPOINT_STATE_CHANGE} failed: {0}")]
     Attach(String),
+    #[error("cannot open the cgroup v2 root for the UDP programs: {0}")]
+    Cgroup(#[source] io::Error),
+    #[error("attaching {0} at the cgroup v2 root failed: {1}")]
+    AttachCgroup(&'static str, String),
+    #[error("cannot read the network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+): {0}")]
+    NetnsCookie(#[source] io::Error),
     #[error("cannot count CPUs: {0}")]
     Cpus(#[source] io::Error),
     #[error("eBPF map {0} missing from the object")]
@@ -57,6 +64,7 @@ pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
         skc_net: btf.offset_of("sock_common.skc_net")?,
         net_inum: btf.offset_of("net.ns.inum")?,
         sk_protocol: btf.offset_of("sock.sk_protocol")?,
+        skc_num: btf.offset_of("sock_common.skc_num")?,
     })
 }
 
@@ -143,6 +151,7 @@ pub struct Probe {
     events: Option<Journal>,
     lost: PerCpuArray<MapData, u64>,
     rescued: PerCpuArray<MapData, u64>,
+    udp_sockets: HashMap<MapData, u64, u8>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
     current: Control,
@@ -150,9 +159,10 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Loads the program counting sockets of network namespace `netns`
-    /// (0: all) and attaches it.
+    /// Loads the programs counting sockets of network namespace `netns`
+    /// (the caller's own) and attaches them.
     pub fn load(netns: u32) -> Result<Probe, ProbeError> {
+        let netns_cookie = super::cgroup::netns_cookie().map_err(ProbeError::NetnsCookie)?;
         // sysfs serves this 5 MiB file 4 KiB per read(): read it once for
         // the offsets and the attach (EbpfLoader::new() reads its own copy).
         let vmlinux_btf = std::fs::read(VMLINUX_BTF).map_err(ProbeError::NoBtf)?;
@@ -163,6 +173,7 @@ impl Probe {
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
+            .override_global(GLOBAL_TARGET_NETNS_COOKIE, &netns_cookie, true)
             .override_global(GLOBAL_OFFSETS, &offsets, true);
         // A smaller journal, to make it overflow on purpose (tests).
         if let Some(bytes) = journal_bytes_override() {
@@ -171,6 +182,7 @@ impl Probe {
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
         let primary_fd = attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, &btf)?;
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, &btf)?;
+        attach_udp_programs(&mut ebpf)?;
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
         let transitions =
@@ -179,6 +191,8 @@ impl Probe {
         let events = RingBuf::try_from(take(MAP_EVENTS)?).map_err(map_error(MAP_EVENTS))?;
         let lost = PerCpuArray::try_from(take(MAP_LOST)?).map_err(map_error(MAP_LOST))?;
         let rescued = PerCpuArray::try_from(take(MAP_RESCUED)?).map_err(map_error(MAP_RESCUED))?;
+        let udp_sockets =
+            HashMap::try_from(take(MAP_UDP_SOCKETS)?).map_err(map_error(MAP_UDP_SOCKETS))?;
         drop(btf);
         // Parsing BTF three times leaves tens of MiB free but resident in
         // the allocator; a long-running daemon should not keep them.
@@ -190,6 +204,7 @@ impl Probe {
             events: Some(Journal(events)),
             lost,
             rescued,
+            udp_sockets,
             primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
@@ -223,6 +238,31 @@ impl Probe {
             .map_err(map_error(MAP_CONTROL))?;
         self.current = control;
         Ok(())
+    }
+
+    /// Enters the UDP sockets a snapshot listed as counted, leaving the
+    /// entries the programs made alone, then tells the programs that every
+    /// socket bound before them is known.
+    pub fn know_udp_sockets(
+        &mut self,
+        cookies: impl Iterator<Item = u64>,
+    ) -> Result<(), ProbeError> {
+        const BPF_NOEXIST: u64 = 1;
+        for cookie in cookies {
+            match self
+                .udp_sockets
+                .insert(cookie, netconn_common::UDP_COUNTED, BPF_NOEXIST)
+            {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(map_error(MAP_UDP_SOCKETS)(e)),
+            }
+        }
+        self.set_control(Control {
+            udp_known: 1,
+            ..self.current
+        })
     }
 
     /// Transition counts of matrix `epoch & 1`, summed over CPUs.
@@ -308,6 +348,37 @@ fn attach_tp_btf(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<RawFd, ProbeE
         .map_err(|e| ProbeError::Load(describe(&e)))?
         .as_fd()
         .as_raw_fd())
+}
+
+/// Loads the UDP lifecycle programs and attaches them at the cgroup v2
+/// root, next to any program already there: aya attaches through BPF links
+/// (Linux 5.7+), which always share the cgroup, and the kernel refuses
+/// attach flags on them, hence `Single`.
+fn attach_udp_programs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let root = super::cgroup::open_root().map_err(ProbeError::Cgroup)?;
+    for name in UDP_PROGRAMS {
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?;
+        let attach_error = |e: ProgramError| ProbeError::AttachCgroup(name, describe(&e));
+        let load_error = |e: ProgramError| load_error(&e);
+        match program {
+            aya::programs::Program::CgroupSock(p) => {
+                let p: &mut CgroupSock = p;
+                p.load().map_err(load_error)?;
+                p.attach(&root, CgroupAttachMode::Single)
+                    .map_err(attach_error)?;
+            }
+            aya::programs::Program::CgroupSockAddr(p) => {
+                let p: &mut CgroupSockAddr = p;
+                p.load().map_err(load_error)?;
+                p.attach(&root, CgroupAttachMode::Single)
+                    .map_err(attach_error)?;
+            }
+            _ => return Err(ProbeError::Load(format!("{name}: not a cgroup program"))),
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one ring-buffer record, checking its length.

@@ -1,5 +1,7 @@
 use super::*;
-use netconn_common::{AF_INET, AF_INET6, TRANSITION_SLOTS, family_index};
+use netconn_common::{
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TRANSITION_SLOTS, UDP_HASHED, UDP_UNHASHED,
+};
 
 use crate::state::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_SENT, TCP_TIME_WAIT};
 
@@ -33,19 +35,25 @@ impl Kernel {
     /// One event. Events of old epochs do not touch the current matrix (it
     /// was zeroed at the flip), which is how `Tracker` uses it.
     fn event(&mut self, netns: u32, family: u16, cookie: u64, old: u8, new: u8) {
+        let tcp = ConnType::of(family, IPPROTO_TCP).unwrap();
+        self.event_of(netns, tcp, cookie, old, new);
+    }
+
+    fn event_of(&mut self, netns: u32, conn_type: ConnType, cookie: u64, old: u8, new: u8) {
         if netns != NETNS {
             return; // filtered in the kernel by TARGET_NETNS
         }
         if self.epoch == EPOCH {
-            let fam = family_index(family).unwrap();
-            self.matrix.counts[transition_slot(fam, old as usize, new as usize)] += 1;
+            let slot = transition_slot(conn_type.index(), old as usize, new as usize);
+            self.matrix.counts[slot] += 1;
         }
         if self.journal_on {
             self.journal.push(StateEvent {
                 cookie,
                 netns,
                 epoch: self.epoch,
-                family,
+                family: conn_type.family(),
+                protocol: conn_type.protocol(),
                 oldstate: old,
                 newstate: new,
                 ..Default::default()
@@ -239,32 +247,46 @@ impl Rng {
     }
 }
 
-/// Lifecycles a socket can go through (first state is where it comes from).
-const LIFECYCLES: [&[u8]; 5] = [
+/// Lifecycles a socket can go through (first state is where it comes from),
+/// with its protocol.
+const LIFECYCLES: [(u16, &[u8]); 7] = [
     // active open, active close (ends in time-wait)
-    &[
-        TCP_CLOSE,
-        TCP_SYN_SENT,
-        TCP_ESTABLISHED,
-        FIN_WAIT1,
-        TCP_FIN_WAIT2,
-        TCP_CLOSE,
-    ],
+    (
+        IPPROTO_TCP,
+        &[
+            TCP_CLOSE,
+            TCP_SYN_SENT,
+            TCP_ESTABLISHED,
+            FIN_WAIT1,
+            TCP_FIN_WAIT2,
+            TCP_CLOSE,
+        ],
+    ),
     // accepted child, passive close
-    &[
-        TCP_LISTEN,
-        TCP_SYN_RECV,
-        TCP_ESTABLISHED,
-        CLOSE_WAIT,
-        LAST_ACK,
-        TCP_CLOSE,
-    ],
+    (
+        IPPROTO_TCP,
+        &[
+            TCP_LISTEN,
+            TCP_SYN_RECV,
+            TCP_ESTABLISHED,
+            CLOSE_WAIT,
+            LAST_ACK,
+            TCP_CLOSE,
+        ],
+    ),
     // listener
-    &[TCP_CLOSE, TCP_LISTEN, TCP_CLOSE],
+    (IPPROTO_TCP, &[TCP_CLOSE, TCP_LISTEN, TCP_CLOSE]),
     // refused connect
-    &[TCP_CLOSE, TCP_SYN_SENT, TCP_CLOSE],
+    (IPPROTO_TCP, &[TCP_CLOSE, TCP_SYN_SENT, TCP_CLOSE]),
     // reset while established
-    &[TCP_CLOSE, TCP_SYN_SENT, TCP_ESTABLISHED, TCP_CLOSE],
+    (
+        IPPROTO_TCP,
+        &[TCP_CLOSE, TCP_SYN_SENT, TCP_ESTABLISHED, TCP_CLOSE],
+    ),
+    // UDP socket bound (or autobound), then closed
+    (IPPROTO_UDP, &[UDP_UNHASHED, UDP_HASHED, UDP_UNHASHED]),
+    // UDP socket bound and kept
+    (IPPROTO_UDP, &[UDP_UNHASHED, UDP_HASHED]),
 ];
 
 /// Many sockets, each with a random lifecycle and a random number of steps
@@ -279,9 +301,9 @@ fn random_interleavings_always_end_at_the_truth() {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut k = Kernel::new();
         // Per socket: family, lifecycle and the steps taken in each phase.
-        let sockets: Vec<(u16, &[u8], [usize; 4])> = (0..40)
+        let sockets: Vec<(ConnType, &[u8], [usize; 4])> = (0..40)
             .map(|_| {
-                let life = LIFECYCLES[rng.below(LIFECYCLES.len() as u64) as usize];
+                let (protocol, life) = LIFECYCLES[rng.below(LIFECYCLES.len() as u64) as usize];
                 let mut left = life.len() - 1;
                 let mut phases = [0; 4];
                 for p in &mut phases {
@@ -289,13 +311,12 @@ fn random_interleavings_always_end_at_the_truth() {
                     left -= *p;
                 }
                 let family = if rng.below(2) == 0 { AF_INET } else { AF_INET6 };
-                (family, life, phases)
+                (ConnType::of(family, protocol).unwrap(), life, phases)
             })
             .collect();
-        let conn_type = |family| ConnType::tcp_for_family(family).unwrap();
-        let run = |k: &mut Kernel, i: usize, fam: u16, life: &[u8], from: usize, n: usize| {
+        let run = |k: &mut Kernel, i: usize, ct: ConnType, life: &[u8], from: usize, n: usize| {
             for step in from..from + n {
-                k.event(NETNS, fam, i as u64 + 1, life[step], life[step + 1]);
+                k.event_of(NETNS, ct, i as u64 + 1, life[step], life[step + 1]);
             }
         };
 
@@ -319,7 +340,7 @@ fn random_interleavings_always_end_at_the_truth() {
         for (i, (fam, life, [before, pre, during, after])) in sockets.iter().enumerate() {
             run(&mut k, i, *fam, life, before + pre + during, *after);
             if let Some(s) = table_state(life, before + pre + during + after) {
-                truth.add(conn_type(*fam), s, 1);
+                truth.add(*fam, s, 1);
             }
         }
         // Time-wait entries the dump saw stay counted (they emit no events).
@@ -356,12 +377,14 @@ fn table_state(life: &[u8], at: usize) -> Option<u8> {
 }
 
 /// Appends what a dump sees of socket `i` at step `at`.
-fn observe(dump: &mut Vec<DumpedSocket>, i: usize, fam: u16, life: &[u8], at: usize) {
-    let conn_type = ConnType::tcp_for_family(fam).unwrap();
+fn observe(dump: &mut Vec<DumpedSocket>, i: usize, conn_type: ConnType, life: &[u8], at: usize) {
     let cookie = i as u64 + 1;
     if let Some(s) = table_state(life, at) {
-        dump.push(full(conn_type, s, cookie));
-    } else if at > 0 && life[at] == TCP_CLOSE && life[at - 1] == TCP_FIN_WAIT2 {
+        // sock_diag lists an unconnected UDP socket in CLOSE.
+        let shown = if conn_type.is_tcp() { s } else { TCP_CLOSE };
+        dump.push(full(conn_type, shown, cookie));
+    } else if conn_type.is_tcp() && at > 0 && life[at] == TCP_CLOSE && life[at - 1] == TCP_FIN_WAIT2
+    {
         dump.push(DumpedSocket {
             kind: SocketKind::TimeWait,
             ..full(conn_type, TCP_TIME_WAIT, cookie)
