@@ -146,14 +146,32 @@ pub fn run(seed: u64, steps: u64, limit: Duration) -> (Held, Stats) {
                 let i = rng.below(pool.reuse.len() as u64) as usize;
                 pool.reuse.swap_remove(i);
             }
-            // UDP sockets come and go.
+            // UDP sockets come and go, bound by bind(), or by connect()
+            // and sendto() (autobind, which has no hook of its own).
             90..=95 => {
-                let addr = if rng.below(2) == 0 {
+                let addr: SocketAddr = if rng.below(2) == 0 {
                     "127.0.0.1:0"
                 } else {
                     "[::1]:0"
+                }
+                .parse()
+                .unwrap();
+                let udp = match rng.below(3) {
+                    0 => UdpSocket::bind(addr).expect("udp bind"),
+                    how => {
+                        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None).unwrap();
+                        let mut peer = addr;
+                        peer.set_port(9);
+                        if how == 1 {
+                            s.connect(&SockAddr::from(peer)).expect("udp connect");
+                        } else {
+                            s.send_to(b"churn", &SockAddr::from(peer))
+                                .expect("udp sendto");
+                        }
+                        s.into()
+                    }
                 };
-                pool.udp.push(UdpSocket::bind(addr).expect("udp bind"));
+                pool.udp.push(udp);
             }
             _ if !pool.udp.is_empty() => {
                 let i = rng.below(pool.udp.len() as u64) as usize;

@@ -13,6 +13,16 @@ fn at_rest(ns: &Netns, watch: &mut Watch) -> (serde_json::Value, Table) {
     (record, truth(ns))
 }
 
+/// UDP counts come from the socket lifecycle programs alone: a correction
+/// (a resync) would hide a hook that missed sockets.
+fn udp_never_corrected(record: &serde_json::Value) {
+    let delta = &record["last_correction"]["delta"];
+    assert!(
+        delta.get("udp").is_none() && delta.get("udp6").is_none(),
+        "UDP was corrected: {record}"
+    );
+}
+
 #[test]
 fn seeded_churn_ends_at_the_truth() {
     for seed in [1u64, 2, 3] {
@@ -31,10 +41,12 @@ fn seeded_churn_ends_at_the_truth() {
             "seed {seed} ({stats:?}), record {record}"
         );
         assert_eq!(record["lost_events"], 0, "seed {seed}");
+        udp_never_corrected(&record);
         // Everything closed: back to the empty table.
         worker.exec(move || drop(held));
         let (record, want) = at_rest(&ns, &mut watch);
         assert_eq!(table_of(&record), want, "seed {seed}");
+        udp_never_corrected(&record);
     }
 }
 

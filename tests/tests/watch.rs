@@ -51,3 +51,52 @@ fn other_namespaces_do_not_leak_in() {
     assert!(table_of(&record).is_empty(), "{record}");
     drop(held);
 }
+
+/// UDP sockets older than netconn: bound ones are closed, unbound ones
+/// bind by sendto() and connect() (autobind) after it started. Live
+/// counts follow without a resync.
+#[test]
+fn udp_sockets_from_before_start_are_followed_live() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    use std::net::{SocketAddr, UdpSocket};
+
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let addrs: [SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let (bound, unbound) = worker.exec(move || {
+        let bound: Vec<UdpSocket> = (0..6)
+            .map(|i| UdpSocket::bind(addrs[i % 2]).unwrap())
+            .collect();
+        let unbound: Vec<Socket> = (0..6)
+            .map(|i| Socket::new(Domain::for_address(addrs[i % 2]), Type::DGRAM, None).unwrap())
+            .collect();
+        (bound, unbound)
+    });
+    let (mut watch, first) = Watch::start(&ns, &["--interval", "200ms"]);
+    assert_eq!(table_of(&first), truth(&ns));
+
+    let held = worker.exec(move || {
+        let mut bound = bound;
+        bound.truncate(2);
+        for (i, s) in unbound.iter().enumerate() {
+            let mut peer = addrs[i % 2];
+            peer.set_port(9);
+            if i < 3 {
+                s.send_to(b"x", &SockAddr::from(peer)).unwrap();
+            } else {
+                s.connect(&SockAddr::from(peer)).unwrap();
+            }
+        }
+        (bound, unbound)
+    });
+    let record = watch.fresh_record();
+    let want = truth(&ns);
+    assert_eq!(table_of(&record), want);
+    assert_eq!(
+        want.values().sum::<i64>(),
+        8,
+        "2 bound + 6 autobound: {want:?}"
+    );
+    assert_eq!(record["resyncs"], 0, "{record}");
+    drop(held);
+}
