@@ -32,6 +32,40 @@ pub enum Command {
     ///
     /// Needs no eBPF and no privileges.
     Snapshot(SnapshotArgs),
+    /// Nagios/Icinga plugin: connection counts per conn-type and state.
+    ///
+    /// A drop-in for the Linuxfabrik network-connections check: same
+    /// options, output and perfdata. Counts come from a running `netconn
+    /// watch` of this namespace when there is one (its live counts, from
+    /// memory), otherwise from a one-shot dump. Exit codes: 0 OK, 1
+    /// WARNING, 2 CRITICAL (the worst over all pairs), 3 UNKNOWN (bad
+    /// arguments, or the kernel could not be read).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only these conn-types; repeat the option or separate with commas.
+    #[arg(long = "conn-type", value_name = "TYPE", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(crate::check::CONN_TYPES))]
+    pub conn_type: Vec<String>,
+    /// Only these states; repeat the option or separate with commas.
+    #[arg(long = "conn-status", value_name = "STATUS", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(crate::check::CONN_STATUS))]
+    pub conn_status: Vec<String>,
+    /// WARNING range for the count of each conn-type and state (Nagios
+    /// range: 10, 10:, ~:10, 10:20, @10:20).
+    #[arg(short, long, value_name = "RANGE", allow_hyphen_values = true,
+          value_parser = parse_range)]
+    pub warning: Option<crate::nagios::Range>,
+    /// CRITICAL range, same syntax.
+    #[arg(short, long, value_name = "RANGE", allow_hyphen_values = true,
+          value_parser = parse_range)]
+    pub critical: Option<crate::nagios::Range>,
+}
+
+fn parse_range(s: &str) -> Result<crate::nagios::Range, String> {
+    s.parse()
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +134,40 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn check_options_repeat_and_split() {
+        let cli = Cli::try_parse_from([
+            "netconn",
+            "check",
+            "--conn-type",
+            "tcp,udp",
+            "--conn-type",
+            "tcp6",
+            "--conn-status",
+            "listen",
+            "-w",
+            "~:10",
+            "-c",
+            "@-5:-1",
+        ])
+        .unwrap();
+        let Command::Check(args) = cli.command else {
+            panic!("not check");
+        };
+        assert_eq!(args.conn_type, ["tcp", "udp", "tcp6"]);
+        assert_eq!(args.conn_status, ["listen"]);
+        assert!(args.warning.is_some() && args.critical.is_some());
+        for bad in [
+            &["--conn-type", "sctp"][..],
+            &["--conn-status", "ESTABLISHED_X"],
+            &["-w", "10:5"],
+            &["-c", "x"],
+        ] {
+            let argv = ["netconn", "check"].iter().chain(bad.iter());
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -73,6 +73,19 @@ impl Counts {
     pub fn to_json(&self) -> Value {
         self.json_where(|_| true)
     }
+
+    /// Reads back what [`Counts::to_json`] wrote; `None` for anything else.
+    pub fn from_json(json: &Value) -> Option<Counts> {
+        let mut c = Counts::default();
+        for (ct_name, states) in json.as_object()? {
+            let ct = ConnType::ALL.into_iter().find(|ct| ct.name() == ct_name)?;
+            for (state, n) in states.as_object()? {
+                let code = (0..16u8).find(|code| ct.state_name(*code) == Some(state.as_str()))?;
+                c.add(ct, code, n.as_i64()?);
+            }
+        }
+        Some(c)
+    }
 }
 
 impl Counts {
@@ -142,5 +155,11 @@ mod tests {
         assert_eq!(j["udp"].as_object().unwrap().len(), 1);
         assert_eq!(c.total(), 5);
         assert_eq!(c.iter().count(), 11 * 2 + 2);
+        assert_eq!(Counts::from_json(&c.to_json()), Some(c));
+        assert_eq!(
+            Counts::from_json(&serde_json::json!({"tcp": {"BOGUS": 1}})),
+            None
+        );
+        assert_eq!(Counts::from_json(&serde_json::json!({"sctp": {}})), None);
     }
 }

@@ -5,6 +5,7 @@
 //! returns plain data; the edges (`sockdiag`, `procnet`, `snapshot`, `ebpf`,
 //! `tracker`, `host`, `output`) talk to the kernel and the outside world.
 
+pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod counts;
@@ -12,9 +13,11 @@ pub mod ebpf;
 pub mod host;
 pub mod kernel_totals;
 pub mod merge;
+pub mod nagios;
 pub mod output;
 pub mod procnet;
 pub mod record;
+pub mod serve;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod state;

@@ -5,6 +5,8 @@ use netconn::cli::{Cli, Command};
 use netconn::cmd;
 
 fn main() -> ExitCode {
+    // A monitoring plugin reports every failure on stdout, exit 3 (UNKNOWN).
+    let plugin = std::env::args().nth(1).as_deref() == Some("check");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -18,7 +20,7 @@ fn main() -> ExitCode {
                 }
                 DisplayHelpOnMissingArgumentOrSubcommand => {
                     eprintln!(
-                        "netconn: a subcommand is required: watch or snapshot (see netconn --help)"
+                        "netconn: a subcommand is required: watch, snapshot or check (see netconn --help)"
                     );
                     return ExitCode::from(2);
                 }
@@ -27,16 +29,23 @@ fn main() -> ExitCode {
             // One line: clap's first, without its "error: " prefix.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "netconn: {} (see netconn --help)",
-                first.trim_start_matches("error: ")
-            );
+            let mut first = first.trim_start_matches("error: ").to_owned();
+            if let Some(values) = text.lines().find(|l| l.contains("[possible values:")) {
+                first.push(' ');
+                first.push_str(values.trim());
+            }
+            if plugin {
+                println!("netconn check: {first} (see netconn check --help)");
+                return ExitCode::from(netconn::nagios::Status::Unknown.exit_code());
+            }
+            eprintln!("netconn: {first} (see netconn --help)");
             return ExitCode::from(2);
         }
     };
     let result = match cli.command {
         Command::Watch(args) => cmd::watch::run(args),
         Command::Snapshot(args) => cmd::snapshot::run(args),
+        Command::Check(args) => return ExitCode::from(cmd::check::run(args).exit_code()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

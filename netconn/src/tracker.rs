@@ -146,7 +146,7 @@ impl Tracker {
     /// their own timers), so they are re-read with a dump filtered to their
     /// states, and only when the kernel shows that something could have
     /// changed them.
-    fn refresh_mini_sockets(&mut self) -> Result<(), TrackerError> {
+    pub fn refresh_mini_sockets(&mut self) -> Result<(), TrackerError> {
         let signature = self.mini_signature_now()?;
         if signature == self.mini_signature {
             return Ok(());

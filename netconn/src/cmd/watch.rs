@@ -9,6 +9,7 @@ use crate::counts::Counts;
 use crate::host;
 use crate::output::{Sink, SinkError};
 use crate::record::{Correction, CountsRecord, Source};
+use crate::serve;
 use crate::tracker::{self, Tracker};
 
 /// Where counts come from for this run.
@@ -27,11 +28,18 @@ struct Reading {
 }
 
 impl Mode {
-    fn read(&mut self) -> Result<Reading, CmdError> {
+    /// The counts now. `maintain`: also check for losses and drift (each
+    /// interval); without it only what changes without events is re-read
+    /// (answers to `check`, which must be quick).
+    fn read(&mut self, maintain: bool) -> Result<Reading, CmdError> {
         let failed = |e: &dyn std::fmt::Display| CmdError::Failed(e.to_string());
         match self {
             Mode::Ebpf(t) => {
-                t.maintain().map_err(|e| failed(&e))?;
+                if maintain {
+                    t.maintain().map_err(|e| failed(&e))?;
+                } else {
+                    t.refresh_mini_sockets().map_err(|e| failed(&e))?;
+                }
                 Ok(Reading {
                     counts: t.counts().map_err(|e| failed(&e))?,
                     source: Source::Ebpf,
@@ -48,6 +56,69 @@ impl Mode {
                 correction: None,
             }),
         }
+    }
+}
+
+impl Reading {
+    fn record<'a>(
+        &'a self,
+        host: &'a str,
+        netns: u32,
+        verify: Option<&'a Counts>,
+    ) -> CountsRecord<'a> {
+        CountsRecord {
+            host,
+            source: self.source,
+            netns,
+            counts: &self.counts,
+            lost_events: self.lost_events,
+            resyncs: self.resyncs,
+            last_correction: self.correction.as_ref().map(|c| Correction {
+                time: &c.time,
+                reason: c.reason,
+                delta: &c.delta,
+            }),
+            verify,
+        }
+    }
+}
+
+/// Serves the live counts to `netconn check` (eBPF mode only: in poll mode
+/// the check's own dump is as good). A failure to serve is one line on
+/// stderr, not the end of the watch.
+fn serve(netns: u32) -> Option<serve::Served> {
+    match serve::bind(&serve::socket_path(netns)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("netconn: {e}; `netconn check` will dump the tables itself");
+            None
+        }
+    }
+}
+
+/// The next connection to the counts socket; never, without one.
+async fn next_client(listener: Option<&tokio::net::UnixListener>) -> tokio::net::UnixStream {
+    loop {
+        match listener {
+            Some(l) => match l.accept().await {
+                Ok((stream, _)) => return stream,
+                // A client that gave up already; keep serving.
+                Err(_) => continue,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Writes one record to a `check` client (a few hundred bytes: the
+/// socket buffer takes them at once).
+fn answer(stream: tokio::net::UnixStream, record: &serde_json::Value) {
+    use std::io::Write;
+    if let Ok(stream) = stream.into_std() {
+        let mut stream = stream;
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+        let _ = writeln!(stream, "{record}");
     }
 }
 
@@ -70,6 +141,11 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         }
     };
 
+    let served = match mode {
+        Mode::Ebpf(_) => serve(netns),
+        Mode::Poll => None,
+    };
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,6 +157,15 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             .map_err(|e| CmdError::Failed(format!("cannot handle SIGTERM: {e}")))?;
         let mut sighup = signal(SignalKind::hangup())
             .map_err(|e| CmdError::Failed(format!("cannot handle SIGHUP: {e}")))?;
+        let listener = match &served {
+            Some(s) => Some(
+                s.listener
+                    .try_clone()
+                    .and_then(tokio::net::UnixListener::from_std)
+                    .map_err(|e| CmdError::Failed(format!("cannot serve counts: {e}")))?,
+            ),
+            None => None,
+        };
         let mut ticker = tokio::time::interval(args.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut written = 0u64;
@@ -90,6 +175,11 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 _ = ticker.tick() => false,
                 _ = sigint.recv() => true,
                 _ = sigterm.recv() => true,
+                client = next_client(listener.as_ref()) => {
+                    let r = mode.read(false)?;
+                    answer(client, &r.record(&host, netns, None).to_json(&host::now_rfc3339()));
+                    continue;
+                }
                 _ = sighup.recv() => {
                     // SIGHUP: take a fresh snapshot now (no record).
                     if let Mode::Ebpf(t) = &mut mode {
@@ -99,26 +189,13 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                     continue;
                 }
             };
-            let r = mode.read()?;
+            let r = mode.read(true)?;
             let verify = if args.verify {
                 Some(super::dump_counts()?)
             } else {
                 None
             };
-            let record = CountsRecord {
-                host: &host,
-                source: r.source,
-                netns,
-                counts: &r.counts,
-                lost_events: r.lost_events,
-                resyncs: r.resyncs,
-                last_correction: r.correction.as_ref().map(|c| Correction {
-                    time: &c.time,
-                    reason: c.reason,
-                    delta: &c.delta,
-                }),
-                verify: verify.as_ref(),
-            };
+            let record = r.record(&host, netns, verify.as_ref());
             match sink.write(&record.to_json(&host::now_rfc3339())) {
                 Ok(()) => {}
                 Err(SinkError::Closed) => return Ok(()),
@@ -130,7 +207,9 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             }
         }
     });
-    // Detach the program and free its maps before reporting anything.
+    // Stop serving, detach the programs and free their maps before
+    // reporting anything.
+    drop(served);
     drop(mode);
     result
 }

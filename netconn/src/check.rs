@@ -1,0 +1,178 @@
+//! `netconn check`: the Nagios/Icinga report, compatible with the
+//! Linuxfabrik `network-connections` plugin (same options, same text and
+//! perfdata), computed from counts.
+
+use crate::counts::Counts;
+use crate::nagios::{Range, Status, evaluate};
+use crate::state::ConnType;
+
+/// What to report on.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    /// Lower-case conn-types (`tcp`...) or `all`; empty means `all`.
+    pub conn_types: Vec<String>,
+    /// Lower-case states (`established`, `none`...) or `all`; empty: `all`.
+    pub conn_status: Vec<String>,
+    pub warning: Option<Range>,
+    pub critical: Option<Range>,
+}
+
+/// Every `--conn-type` value.
+pub const CONN_TYPES: [&str; 5] = ["all", "tcp", "tcp6", "udp", "udp6"];
+/// Every `--conn-status` value.
+pub const CONN_STATUS: [&str; 13] = [
+    "all",
+    "close",
+    "close_wait",
+    "closing",
+    "established",
+    "fin_wait1",
+    "fin_wait2",
+    "last_ack",
+    "listen",
+    "none",
+    "syn_recv",
+    "syn_sent",
+    "time_wait",
+];
+
+fn selected(list: &[String], value: &str) -> bool {
+    list.is_empty() || list.iter().any(|v| v == "all" || v == value)
+}
+
+fn shown(list: &[String]) -> String {
+    if list.is_empty() {
+        "all".into()
+    } else {
+        list.join(",")
+    }
+}
+
+/// The plugin's output line and state.
+pub fn report(counts: &Counts, spec: &Spec) -> (String, Status) {
+    let mut pairs: Vec<(ConnType, &str, i64)> = counts
+        .iter()
+        .filter(|(ct, state, n)| {
+            *n > 0
+                && selected(&spec.conn_types, ct.name())
+                && selected(&spec.conn_status, &state.to_ascii_lowercase())
+        })
+        .collect();
+    if pairs.is_empty() {
+        let text = format!(
+            "No connections of type \"{}\" in status \"{}\" found.",
+            shown(&spec.conn_types),
+            shown(&spec.conn_status)
+        );
+        return (text, Status::Ok);
+    }
+    // Most connections first; ties keep conn-type and state order.
+    pairs.sort_by_key(|(_, _, n)| std::cmp::Reverse(*n));
+    let mut status = Status::Ok;
+    let mut message = Vec::with_capacity(pairs.len());
+    let mut perfdata = Vec::with_capacity(pairs.len());
+    for (ct, state, n) in pairs {
+        let pair = evaluate(n as f64, spec.warning.as_ref(), spec.critical.as_ref());
+        status = status.worst(pair);
+        message.push(format!(
+            "{} {}: {n}{}",
+            ct.name(),
+            state.replace('_', " "),
+            pair.suffix()
+        ));
+        perfdata.push(format!("'{}_{state}'={n};;;;", ct.name()));
+    }
+    (
+        format!("{}|{}", message.join(", "), perfdata.join(" ")),
+        status,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(cells: &[(ConnType, u8, i64)]) -> Counts {
+        let mut c = Counts::default();
+        for (ct, state, n) in cells {
+            c.add(*ct, *state, *n);
+        }
+        c
+    }
+
+    fn sample() -> Counts {
+        // tcp ESTABLISHED 19, LISTEN 9, CLOSE_WAIT 4; udp 16; tcp6 LISTEN 2
+        counts(&[
+            (ConnType::Tcp, 1, 19),
+            (ConnType::Tcp, 10, 9),
+            (ConnType::Tcp, 8, 4),
+            (ConnType::Udp, 7, 16),
+            (ConnType::Tcp6, 10, 2),
+        ])
+    }
+
+    fn spec(types: &[&str], status: &[&str], w: Option<&str>, c: Option<&str>) -> Spec {
+        Spec {
+            conn_types: types.iter().map(|s| s.to_string()).collect(),
+            conn_status: status.iter().map(|s| s.to_string()).collect(),
+            warning: w.map(|r| r.parse().unwrap()),
+            critical: c.map(|r| r.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn sorted_by_count_with_perfdata_for_every_pair() {
+        let (text, status) = report(&sample(), &Spec::default());
+        assert_eq!(
+            text,
+            "tcp ESTABLISHED: 19, udp NONE: 16, tcp LISTEN: 9, tcp CLOSE WAIT: 4, \
+             tcp6 LISTEN: 2|'tcp_ESTABLISHED'=19;;;; 'udp_NONE'=16;;;; \
+             'tcp_LISTEN'=9;;;; 'tcp_CLOSE_WAIT'=4;;;; 'tcp6_LISTEN'=2;;;;"
+        );
+        assert_eq!(status, Status::Ok);
+    }
+
+    #[test]
+    fn each_pair_outside_its_range_is_marked_and_the_worst_wins() {
+        let (text, status) = report(&sample(), &spec(&[], &[], Some("8"), Some("18")));
+        assert!(
+            text.starts_with("tcp ESTABLISHED: 19 [CRITICAL], udp NONE: 16 [WARNING], tcp LISTEN: 9 [WARNING], tcp CLOSE WAIT: 4, "),
+            "{text}"
+        );
+        assert_eq!(status, Status::Critical);
+        let (_, status) = report(&sample(), &spec(&[], &[], Some("17"), None));
+        assert_eq!(status, Status::Warning);
+        // A range that wants at least 3 of something: 2 is too few.
+        let (text, status) = report(&sample(), &spec(&["tcp6"], &[], None, Some("3:")));
+        assert_eq!(text, "tcp6 LISTEN: 2 [CRITICAL]|'tcp6_LISTEN'=2;;;;");
+        assert_eq!(status, Status::Critical);
+    }
+
+    #[test]
+    fn filters_by_type_and_status() {
+        let s = spec(&["tcp", "udp6"], &["listen", "close_wait"], None, None);
+        let (text, _) = report(&sample(), &s);
+        assert_eq!(
+            text,
+            "tcp LISTEN: 9, tcp CLOSE WAIT: 4|'tcp_LISTEN'=9;;;; 'tcp_CLOSE_WAIT'=4;;;;"
+        );
+        let (text, _) = report(&sample(), &spec(&["udp"], &["none"], None, None));
+        assert_eq!(text, "udp NONE: 16|'udp_NONE'=16;;;;");
+    }
+
+    #[test]
+    fn nothing_matching_says_what_was_asked() {
+        let s = spec(&["tcp6"], &["established", "closing"], Some("0"), None);
+        let (text, status) = report(&sample(), &s);
+        assert_eq!(
+            text,
+            "No connections of type \"tcp6\" in status \"established,closing\" found."
+        );
+        assert_eq!(status, Status::Ok);
+        let (text, _) = report(&Counts::default(), &Spec::default());
+        assert_eq!(
+            text,
+            "No connections of type \"all\" in status \"all\" found."
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! `netconn check`: the Nagios/Icinga plugin.
+
+use std::time::Duration;
+
+use crate::check::{Spec, report};
+use crate::cli::CheckArgs;
+use crate::counts::Counts;
+use crate::nagios::Status;
+
+/// How long to wait for a running daemon before dumping instead.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Prints the plugin's line and returns its state (the exit code).
+pub fn run(args: CheckArgs) -> Status {
+    let spec = Spec {
+        conn_types: args.conn_type,
+        conn_status: args.conn_status,
+        warning: args.warning,
+        critical: args.critical,
+    };
+    match counts() {
+        Ok(counts) => {
+            let (text, status) = report(&counts, &spec);
+            println!("{text}");
+            status
+        }
+        Err(reason) => {
+            println!("{reason}");
+            Status::Unknown
+        }
+    }
+}
+
+/// The running daemon's live counts, or a dump's.
+fn counts() -> Result<Counts, String> {
+    let netns = super::own_netns().map_err(|e| e.to_string())?;
+    if let Some(live) = from_daemon(netns) {
+        return Ok(live);
+    }
+    super::dump_counts().map_err(|e| e.to_string())
+}
+
+/// `None` when no daemon answers (none running, not root, a stale socket)
+/// or its answer is not a counts record: the caller dumps instead.
+pub fn from_daemon(netns: u32) -> Option<Counts> {
+    let answer = crate::serve::query(&crate::serve::socket_path(netns), DAEMON_TIMEOUT).ok()?;
+    let record: serde_json::Value = serde_json::from_str(answer.trim()).ok()?;
+    Counts::from_json(&record["connections"])
+}
