@@ -32,6 +32,12 @@ pub const MAP_RESCUED: &str = "RESCUED";
 /// the programs counted the socket into the UDP tables (see [`UDP_HASHED`]).
 pub const MAP_UDP_SOCKETS: &str = "UDP_SOCKETS";
 
+/// Array of 1024 `u64`: a bitmap of the local ports whose TCP sockets'
+/// events are always pushed into the ring buffer (port groups).
+pub const MAP_WATCHED_PORTS: &str = "WATCHED_PORTS";
+/// Words in [`MAP_WATCHED_PORTS`].
+pub const WATCHED_PORT_WORDS: u32 = 65536 / 64;
+
 /// Value in [`MAP_UDP_SOCKETS`]: the socket is counted in the tables.
 pub const UDP_COUNTED: u8 = 1;
 /// Value in [`MAP_UDP_SOCKETS`]: created, not (yet) counted.
@@ -158,8 +164,16 @@ pub struct Offsets {
     /// `struct sock_common.skc_num` (u16): the local port, non-zero while a
     /// UDP socket is hashed.
     pub skc_num: u32,
+    /// `struct sock_common.skc_rcv_saddr` (be32): the local IPv4 address.
+    pub skc_rcv_saddr: u32,
+    /// `struct sock_common.skc_v6_rcv_saddr` (16 bytes): the local IPv6 address.
+    pub skc_v6_rcv_saddr: u32,
+    /// `struct inet_sock.inet_sport` (be16): the local port as the state
+    /// tracepoint reports it. Unlike `skc_num`, it is still set when an
+    /// orphaned socket leaves LAST_ACK.
+    pub inet_sport: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 20);
+const _: () = assert!(size_of::<Offsets>() == 32);
 
 /// One TCP state change, as pushed into the ring buffer.
 #[repr(C)]
@@ -173,15 +187,23 @@ pub struct StateEvent {
     /// Network namespace inode of the socket.
     pub netns: u32,
     pub family: u16,
+    /// Local port (host order) when the event fired; 0 before a connecting
+    /// socket got its port, and in journal-only events.
+    pub lport: u16,
     pub oldstate: u8,
     pub newstate: u8,
     /// [`Control::epoch`] the event was counted in.
     pub epoch: u8,
     /// `IPPROTO_TCP` or `IPPROTO_UDP` (as a byte).
     pub protocol: u8,
-    pub _pad: [u8; 6],
+    /// Non-zero: the local port is watched (the event is streamed whether
+    /// or not the journal is on, and `lport`/`laddr` are set).
+    pub watched: u8,
+    pub _pad: [u8; 3],
+    /// Local address: 4 bytes for IPv4 (network order), 16 for IPv6.
+    pub laddr: [u8; 16],
 }
-const _: () = assert!(size_of::<StateEvent>() == 32);
+const _: () = assert!(size_of::<StateEvent>() == 48);
 
 #[cfg(feature = "user")]
 mod user {

@@ -57,7 +57,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    Control, IPPROTO_TCP, Offsets, StateEvent, Transitions, conn_index, transition_slot,
+    AF_INET, Control, IPPROTO_TCP, Offsets, StateEvent, Transitions, WATCHED_PORT_WORDS,
+    conn_index, transition_slot,
 };
 
 mod udp;
@@ -78,6 +79,9 @@ static OFFSETS: Offsets = Offsets {
     net_inum: 0,
     sk_protocol: 0,
     skc_num: 0,
+    skc_rcv_saddr: 0,
+    skc_v6_rcv_saddr: 0,
+    inet_sport: 0,
 };
 
 #[map]
@@ -90,6 +94,10 @@ static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 /// userspace while it dumps. 2 MiB hold ~65 ms of the fastest churn here.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+
+/// Bitmap of watched local ports (userspace sets it from port groups).
+#[map]
+static WATCHED_PORTS: Array<u64> = Array::with_max_entries(WATCHED_PORT_WORDS, 0);
 
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -202,6 +210,20 @@ fn count(sk: *const u8, oldstate: i32, newstate: i32) -> Result<(), i32> {
         return Ok(());
     }
     let family: u16 = read(sk, offsets.skc_family)?;
+    let lport = u16::from_be(read(sk, offsets.inet_sport)?);
+    let watched = lport != 0
+        && WATCHED_PORTS
+            .get(u32::from(lport / 64))
+            .is_some_and(|word| word & (1 << (lport % 64)) != 0);
+    let mut laddr = [0u8; 16];
+    if watched {
+        if family == AF_INET {
+            let v4: [u8; 4] = read(sk, offsets.skc_rcv_saddr)?;
+            laddr[..4].copy_from_slice(&v4);
+        } else {
+            laddr = read(sk, offsets.skc_v6_rcv_saddr)?;
+        }
+    }
     tally(
         Transition {
             netns,
@@ -209,6 +231,9 @@ fn count(sk: *const u8, oldstate: i32, newstate: i32) -> Result<(), i32> {
             protocol,
             old: oldstate as u8,
             new: newstate as u8,
+            lport,
+            laddr,
+            watched,
         },
         // SAFETY: `sk` is the tracepoint's own BTF-typed socket argument,
         // which bpf_get_socket_cookie accepts.
@@ -224,11 +249,16 @@ struct Transition {
     protocol: u16,
     old: u8,
     new: u8,
+    lport: u16,
+    laddr: [u8; 16],
+    /// Streamed whether or not the journal is on (a watched port).
+    watched: bool,
 }
 
 /// Counts a transition into the current epoch's matrix and, while
-/// userspace asks for it, journals it with the socket's cookie (taken only
-/// then: the helper call is the costliest part of an event).
+/// userspace asks for it or when its port is watched, pushes it into the
+/// ring buffer with the socket's cookie (taken only then: the helper call
+/// is the costliest part of an event).
 #[inline(always)]
 fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
     let Some(ct) = conn_index(t.family, t.protocol) else {
@@ -240,7 +270,7 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
         // SAFETY: slot < TRANSITION_SLOTS by construction of transition_slot.
         bump(Some(unsafe { (*m).counts.as_mut_ptr().add(slot) }));
     }
-    if control.journal == 0 {
+    if control.journal == 0 && !t.watched {
         return;
     }
     match EVENTS.reserve::<StateEvent>(0) {
@@ -255,7 +285,10 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
                 newstate: t.new,
                 epoch: control.epoch,
                 protocol: t.protocol as u8,
-                _pad: [0; 6],
+                lport: t.lport,
+                watched: t.watched as u8,
+                _pad: [0; 3],
+                laddr: t.laddr,
             });
             entry.submit(0);
         }

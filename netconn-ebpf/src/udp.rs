@@ -71,6 +71,9 @@ fn udp_transition(family: u32, old: u8, new: u8) -> Transition {
         protocol: IPPROTO_UDP,
         old,
         new,
+        lport: 0,
+        laddr: [0; 16],
+        watched: false,
     }
 }
 

@@ -36,6 +36,7 @@ fn dump(n: u64) -> Vec<DumpedSocket> {
             },
             cookie: i + 1,
             local_port: (i % 50_000) as u16,
+            local_addr: std::net::Ipv4Addr::LOCALHOST.into(),
             inode: i as u32,
         })
         .collect()
@@ -108,6 +109,8 @@ fn benches(c: &mut Criterion) {
                 resyncs: Some(0),
                 last_correction: None,
                 verify: None,
+                tags: None,
+                ports: None,
             };
             serde_json::to_string(&r.to_json("2026-11-21T12:00:00.000Z")).unwrap()
         })

@@ -68,11 +68,22 @@ fn parse_range(s: &str) -> Result<crate::nagios::Range, String> {
     s.parse()
 }
 
+/// Time between records unless the command line, `NETCONN_INTERVAL` or the
+/// configuration says otherwise.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Time between records, e.g. 500ms, 1s, 10s, 1m.
-    #[arg(long, short, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
-    pub interval: Duration,
+    /// Time between records, e.g. 500ms, 1s, 10s, 1m [default: 10s, or
+    /// NETCONN_INTERVAL, or the configuration's interval].
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+    /// TOML configuration: interval, [tags], [[addr_ports]] port groups
+    /// [default: /etc/netconn/netconn.toml if it exists]. NETCONN_INTERVAL,
+    /// NETCONN_ADDR_PORTS (a JSON list of ports) and NETCONN_TAGS
+    /// (k=v,k=v) override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Stop after N records.
     #[arg(long, short = 'n', value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,

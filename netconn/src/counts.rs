@@ -129,6 +129,7 @@ mod tests {
             kind: SocketKind::Full,
             cookie: 0,
             local_port: 0,
+            local_addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
             inode: 0,
         }
     }

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod counts;
 pub mod ebpf;
 pub mod host;
@@ -15,6 +16,7 @@ pub mod kernel_totals;
 pub mod merge;
 pub mod nagios;
 pub mod output;
+pub mod ports;
 pub mod procnet;
 pub mod record;
 pub mod serve;

@@ -130,8 +130,17 @@ impl Baseline {
     }
 }
 
+/// The state a socket the journal mentions is counted in at the flip to
+/// `epoch`: before its first event of `epoch`, or after its last one.
+pub fn state_at_flip(events: &[&StateEvent], epoch: u8) -> Option<u8> {
+    match events.iter().position(|e| e.epoch == epoch) {
+        Some(first) => counted_before(events[first].oldstate, events[first].newstate),
+        None => events.last().and_then(|e| counted_after(e.newstate)),
+    }
+}
+
 /// How a socket in the dump is counted, for comparison with events.
-fn dumped_state(s: &DumpedSocket) -> Option<u8> {
+pub fn dumped_state(s: &DumpedSocket) -> Option<u8> {
     match s.kind {
         // Listed means hashed; connected or not, its events say "hashed".
         SocketKind::Full if !s.conn_type.is_tcp() => Some(UDP_HASHED),
@@ -179,10 +188,7 @@ pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u8, netns: u3
         let Some(conn_type) = ConnType::of(events[0].family, events[0].protocol.into()) else {
             continue;
         };
-        let at_flip = match events.iter().position(|e| e.epoch == epoch) {
-            Some(first) => counted_before(events[first].oldstate, events[first].newstate),
-            None => events.last().and_then(|e| counted_after(e.newstate)),
-        };
+        let at_flip = state_at_flip(events, epoch);
         if let Some(s) = at_flip {
             full.add(conn_type, s, 1);
         }

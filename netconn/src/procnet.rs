@@ -35,11 +35,9 @@ pub fn parse(text: &str, conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io
             return Err(bad(line));
         }
         let state = u8::from_str_radix(cols[3], 16).map_err(|_| bad(line))?;
-        let local_port = cols[1]
-            .rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok())
-            .ok_or_else(|| bad(line))?;
+        let (addr, port) = cols[1].split_once(':').ok_or_else(|| bad(line))?;
+        let local_port = u16::from_str_radix(port, 16).map_err(|_| bad(line))?;
+        let local_addr = parse_addr(addr).ok_or_else(|| bad(line))?;
         let inode = cols[9].parse().map_err(|_| bad(line))?;
         let timer = cols[5].split(':').next().unwrap_or_default();
         let time_wait = timer == TIMER_TIME_WAIT || state == TCP_TIME_WAIT;
@@ -50,10 +48,30 @@ pub fn parse(text: &str, conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io
             kind,
             cookie: 0,
             local_port,
+            local_addr,
             inode,
         });
     }
     Ok(())
+}
+
+/// An address as /proc/net prints it: the bytes of each 32-bit word in
+/// host order, as hex (8 digits for IPv4, 32 for IPv6).
+fn parse_addr(hex: &str) -> Option<std::net::IpAddr> {
+    let mut bytes = [0u8; 16];
+    let words = hex.len() / 8;
+    if !hex.len().is_multiple_of(8) || !(words == 1 || words == 4) {
+        return None;
+    }
+    for w in 0..words {
+        let word = u32::from_str_radix(hex.get(w * 8..w * 8 + 8)?, 16).ok()?;
+        bytes[w * 4..w * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    Some(if words == 1 {
+        std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        std::net::IpAddr::from(bytes)
+    })
 }
 
 #[cfg(test)]
@@ -76,9 +94,25 @@ mod tests {
             (out[0].state, out[0].local_port, out[0].inode),
             (10, 8080, 12345)
         );
+        assert_eq!(out[0].local_addr, std::net::Ipv4Addr::LOCALHOST);
         assert_eq!(out[0].kind, SocketKind::Full);
         assert_eq!(out[1].kind, SocketKind::TimeWait);
         assert_eq!(out[2].kind, SocketKind::Request);
+    }
+
+    #[test]
+    fn ipv6_addresses_in_proc_word_order() {
+        // ::1 as /proc/net/tcp6 prints it on a little-endian host.
+        let hex = format!(
+            "{:08X}{:08X}{:08X}{:08X}",
+            0,
+            0,
+            0,
+            u32::from_ne_bytes([0, 0, 0, 1])
+        );
+        assert_eq!(parse_addr(&hex), Some(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(parse_addr("0100007"), None);
+        assert_eq!(parse_addr("zz00007F"), None);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct CountsRecord<'a> {
     pub last_correction: Option<Correction<'a>>,
     /// `--verify`: the counts of a dump taken right after the live ones.
     pub verify: Option<&'a Counts>,
+    /// Global tags from the configuration (left out when empty).
+    pub tags: Option<&'a crate::config::Tags>,
+    /// Port groups' series (left out without groups).
+    pub ports: Option<&'a Value>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +58,14 @@ impl CountsRecord<'_> {
         r.insert("time".into(), time.into());
         r.insert("host".into(), self.host.into());
         r.insert("source".into(), self.source.name().into());
+        if let Some(tags) = self.tags.filter(|t| !t.is_empty()) {
+            r.insert("tags".into(), json!(tags));
+        }
         r.insert("netns".into(), self.netns.into());
         r.insert("connections".into(), self.counts.to_json());
+        if let Some(ports) = self.ports {
+            r.insert("ports".into(), ports.clone());
+        }
         r.insert("lost_events".into(), self.lost_events.into());
         if let Some(n) = self.resyncs {
             r.insert("resyncs".into(), n.into());
@@ -105,6 +115,8 @@ mod tests {
                 delta: &counts,
             }),
             verify: Some(&Counts::default()),
+            tags: None,
+            ports: None,
         };
         let line = serde_json::to_string(&r.to_json("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(

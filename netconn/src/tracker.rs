@@ -12,6 +12,7 @@ use crate::counts::Counts;
 use crate::ebpf::{Losses, Probe, ProbeError};
 use crate::kernel_totals::KernelTotals;
 use crate::merge::{Baseline, matrix_effect, merge};
+use crate::ports::{Groups, PortTracker};
 use crate::sockdiag::{self, DumpedSocket};
 use crate::state::ConnType;
 
@@ -44,6 +45,10 @@ pub struct Tracker {
     /// counted, segments received). Unchanged, the mini-sockets are too.
     mini_signature: (i64, u64, i64),
     last_correction: Option<Correction>,
+    /// Port groups, when configured.
+    ports: Option<PortTracker>,
+    /// Reused buffer for streamed events.
+    stream: Vec<netconn_common::StateEvent>,
 }
 
 /// What a resync changed in the live counts.
@@ -69,9 +74,16 @@ const RECONCILE_SPACING: Duration = Duration::from_millis(20);
 
 impl Tracker {
     /// Loads and attaches the program for namespace `netns`, then takes the
-    /// first snapshot. Programs are attached before the dump.
-    pub fn start(netns: u32) -> Result<Tracker, TrackerError> {
-        let probe = Probe::load(netns)?;
+    /// first snapshot. Programs are attached before the dump. With port
+    /// groups, their ports' events are streamed from the start.
+    pub fn start(netns: u32, groups: Groups) -> Result<Tracker, TrackerError> {
+        let mut probe = Probe::load(netns)?;
+        let ports = if groups.is_empty() {
+            None
+        } else {
+            probe.watch_ports(&groups.watched_ports())?;
+            Some(PortTracker::new(groups))
+        };
         let mut tracker = Tracker {
             probe,
             netns,
@@ -81,6 +93,8 @@ impl Tracker {
             mini_tcp: Counts::default(),
             mini_signature: (-1, 0, -1),
             last_correction: None,
+            ports,
+            stream: Vec::new(),
         };
         tracker.resync()?;
         // The first snapshot is the start, not a correction.
@@ -158,6 +172,9 @@ impl Tracker {
         }
         dump.retain(|s| s.kind != crate::state::SocketKind::Full);
         self.mini_tcp = Counts::from_dump(&dump);
+        if let Some(ports) = &mut self.ports {
+            ports.set_mini(&dump);
+        }
         self.mini_signature = signature;
         Ok(())
     }
@@ -247,7 +264,39 @@ impl Tracker {
             let udp = dumped.iter().filter(|s| !s.conn_type.is_tcp());
             self.probe.know_udp_sockets(udp.map(|s| s.cookie))?;
         }
+        if let Some(ports) = &mut self.ports {
+            ports.rebuild(&dumped, &events, next, self.netns);
+        }
         Ok(merge(&dumped, &events, next, self.netns))
+    }
+
+    /// Applies the events streamed for watched ports since the last call.
+    /// Called often enough that the ring buffer never fills (the watch loop
+    /// every 20 ms) and before every reading.
+    pub fn drain_stream(&mut self) {
+        let Some(ports) = &mut self.ports else {
+            return;
+        };
+        self.stream.clear();
+        self.probe.drain(&mut self.stream);
+        let epoch = self.probe.control().epoch;
+        for e in self
+            .stream
+            .iter()
+            .filter(|e| e.epoch == epoch && e.netns == self.netns)
+        {
+            ports.apply(e);
+        }
+    }
+
+    pub fn has_port_groups(&self) -> bool {
+        self.ports.is_some()
+    }
+
+    /// The port groups' series, when configured.
+    pub fn ports_json(&mut self) -> Option<serde_json::Value> {
+        self.drain_stream();
+        self.ports.as_ref().map(PortTracker::to_json)
     }
 
     /// The control-word changes around the dump; returns the dump.

@@ -20,6 +20,8 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         resyncs: None,
         last_correction: None,
         verify: None,
+        tags: None,
+        ports: None,
     };
     match sink.write(&record.to_json(&host::now_rfc3339())) {
         Ok(()) | Err(SinkError::Closed) => Ok(()),

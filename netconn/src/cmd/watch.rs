@@ -5,17 +5,21 @@ use tokio::time::MissedTickBehavior;
 
 use super::CmdError;
 use crate::cli::WatchArgs;
+use crate::config::{Config, Tags};
 use crate::counts::Counts;
 use crate::host;
 use crate::output::{Sink, SinkError};
+use crate::ports::{Groups, PortTracker};
 use crate::record::{Correction, CountsRecord, Source};
 use crate::serve;
+use crate::state::ConnType;
 use crate::tracker::{self, Tracker};
 
 /// Where counts come from for this run.
 enum Mode {
     Ebpf(Box<Tracker>),
-    Poll,
+    /// Polling, with the port groups to classify each dump by.
+    Poll(Groups),
 }
 
 /// What one record reports besides the host and time.
@@ -25,6 +29,7 @@ struct Reading {
     lost_events: u64,
     resyncs: Option<u64>,
     correction: Option<tracker::Correction>,
+    ports: Option<serde_json::Value>,
 }
 
 impl Mode {
@@ -41,6 +46,7 @@ impl Mode {
                     t.refresh_mini_sockets().map_err(|e| failed(&e))?;
                 }
                 Ok(Reading {
+                    ports: t.ports_json(),
                     counts: t.counts().map_err(|e| failed(&e))?,
                     source: Source::Ebpf,
                     lost_events: t.lost_events().map_err(|e| failed(&e))?,
@@ -48,13 +54,34 @@ impl Mode {
                     correction: t.last_correction().cloned(),
                 })
             }
-            Mode::Poll => Ok(Reading {
-                counts: super::dump_counts()?,
-                source: Source::Poll,
-                lost_events: 0,
-                resyncs: None,
-                correction: None,
-            }),
+            Mode::Poll(groups) => {
+                let mut dump = Vec::new();
+                for ct in ConnType::ALL {
+                    crate::snapshot::dump(ct, &mut dump).map_err(|e| {
+                        CmdError::Failed(format!("cannot dump the socket tables: {e}"))
+                    })?;
+                }
+                let ports = (!groups.is_empty()).then(|| {
+                    let mut ports = PortTracker::new(groups.clone());
+                    ports.rebuild(&dump, &[], 0, 0);
+                    ports.to_json()
+                });
+                Ok(Reading {
+                    counts: Counts::from_dump(&dump),
+                    source: Source::Poll,
+                    lost_events: 0,
+                    resyncs: None,
+                    correction: None,
+                    ports,
+                })
+            }
+        }
+    }
+
+    /// Applies streamed events (port groups) between readings.
+    fn drain(&mut self) {
+        if let Mode::Ebpf(t) = self {
+            t.drain_stream();
         }
     }
 }
@@ -64,9 +91,12 @@ impl Reading {
         &'a self,
         host: &'a str,
         netns: u32,
+        tags: &'a Tags,
         verify: Option<&'a Counts>,
     ) -> CountsRecord<'a> {
         CountsRecord {
+            tags: Some(tags),
+            ports: self.ports.as_ref(),
             host,
             source: self.source,
             netns,
@@ -122,28 +152,42 @@ fn answer(stream: tokio::net::UnixStream, record: &serde_json::Value) {
     }
 }
 
+/// Streamed events are applied at least this often, so the ring buffer
+/// never fills between records.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub fn run(args: WatchArgs) -> Result<(), CmdError> {
+    // Nothing starts half-configured: the configuration first.
+    let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let interval = args
+        .interval
+        .or(config.interval)
+        .unwrap_or(crate::cli::DEFAULT_INTERVAL);
+    let groups = Groups(config.groups);
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
     let netns = super::own_netns()?;
     let host = host::hostname();
     let mut mode = if args.poll {
-        Mode::Poll
+        Mode::Poll(groups)
     } else {
-        match Tracker::start(netns) {
+        match Tracker::start(netns, groups.clone()) {
             Ok(t) => Mode::Ebpf(Box::new(t)),
             Err(e) => {
                 eprintln!(
                     "netconn: eBPF unavailable ({e}); polling the socket tables every {} instead",
-                    humantime::format_duration(args.interval)
+                    humantime::format_duration(interval)
                 );
-                Mode::Poll
+                Mode::Poll(groups)
             }
         }
     };
+    let streaming = matches!(&mode, Mode::Ebpf(t) if t.has_port_groups());
+    let tags = config.tags;
 
     let served = match mode {
         Mode::Ebpf(_) => serve(netns),
-        Mode::Poll => None,
+        Mode::Poll(_) => None,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -166,7 +210,9 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             ),
             None => None,
         };
-        let mut ticker = tokio::time::interval(args.interval);
+        let mut ticker = tokio::time::interval(interval);
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut written = 0u64;
         loop {
@@ -177,7 +223,12 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 _ = sigterm.recv() => true,
                 client = next_client(listener.as_ref()) => {
                     let r = mode.read(false)?;
-                    answer(client, &r.record(&host, netns, None).to_json(&host::now_rfc3339()));
+                    let record = r.record(&host, netns, &tags, None);
+                    answer(client, &record.to_json(&host::now_rfc3339()));
+                    continue;
+                }
+                _ = drain.tick(), if streaming => {
+                    mode.drain();
                     continue;
                 }
                 _ = sighup.recv() => {
@@ -195,7 +246,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             } else {
                 None
             };
-            let record = r.record(&host, netns, verify.as_ref());
+            let record = r.record(&host, netns, &tags, verify.as_ref());
             match sink.write(&record.to_json(&host::now_rfc3339())) {
                 Ok(()) => {}
                 Err(SinkError::Closed) => return Ok(()),

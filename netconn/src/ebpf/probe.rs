@@ -12,9 +12,9 @@ use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr,
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
     Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE, MAP_CONTROL,
-    MAP_EVENTS, MAP_LOST, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS, Offsets,
-    PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS,
-    Transitions, UDP_PROGRAMS,
+    MAP_EVENTS, MAP_LOST, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS,
+    Offsets, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_STATE_CHANGE,
+    TRANSITION_SLOTS, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -65,6 +65,9 @@ pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
         net_inum: btf.offset_of("net.ns.inum")?,
         sk_protocol: btf.offset_of("sock.sk_protocol")?,
         skc_num: btf.offset_of("sock_common.skc_num")?,
+        skc_rcv_saddr: btf.offset_of("sock_common.skc_rcv_saddr")?,
+        skc_v6_rcv_saddr: btf.offset_of("sock_common.skc_v6_rcv_saddr")?,
+        inet_sport: btf.offset_of("inet_sock.inet_sport")?,
     })
 }
 
@@ -152,6 +155,7 @@ pub struct Probe {
     lost: PerCpuArray<MapData, u64>,
     rescued: PerCpuArray<MapData, u64>,
     udp_sockets: HashMap<MapData, u64, u8>,
+    watched_ports: Array<MapData, u64>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
     current: Control,
@@ -193,6 +197,8 @@ impl Probe {
         let rescued = PerCpuArray::try_from(take(MAP_RESCUED)?).map_err(map_error(MAP_RESCUED))?;
         let udp_sockets =
             HashMap::try_from(take(MAP_UDP_SOCKETS)?).map_err(map_error(MAP_UDP_SOCKETS))?;
+        let watched_ports =
+            Array::try_from(take(MAP_WATCHED_PORTS)?).map_err(map_error(MAP_WATCHED_PORTS))?;
         drop(btf);
         // Parsing BTF three times leaves tens of MiB free but resident in
         // the allocator; a long-running daemon should not keep them.
@@ -205,6 +211,7 @@ impl Probe {
             lost,
             rescued,
             udp_sockets,
+            watched_ports,
             primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
@@ -263,6 +270,28 @@ impl Probe {
             udp_known: 1,
             ..self.current
         })
+    }
+
+    /// Makes the programs stream every TCP event on these local ports.
+    pub fn watch_ports(&mut self, ports: &[u16]) -> Result<(), ProbeError> {
+        let mut words = [0u64; netconn_common::WATCHED_PORT_WORDS as usize];
+        for p in ports {
+            words[usize::from(*p / 64)] |= 1 << (p % 64);
+        }
+        for (i, w) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
+            self.watched_ports
+                .set(i as u32, w, 0)
+                .map_err(map_error(MAP_WATCHED_PORTS))?;
+        }
+        Ok(())
+    }
+
+    /// Moves the events waiting in the ring buffer into `out` (outside a
+    /// snapshot: the streamed events of watched ports).
+    pub fn drain(&mut self, out: &mut Vec<StateEvent>) {
+        if let Some(j) = self.events.as_mut() {
+            j.drain(out);
+        }
     }
 
     /// Transition counts of matrix `epoch & 1`, summed over CPUs.
@@ -412,6 +441,6 @@ mod tests {
             )
         };
         assert_eq!(decode_event(bytes), Some(e));
-        assert_eq!(decode_event(&bytes[..31]), None);
+        assert_eq!(decode_event(&bytes[..47]), None);
     }
 }

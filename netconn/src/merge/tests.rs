@@ -73,6 +73,7 @@ fn full(conn_type: ConnType, state: u8, cookie: u64) -> DumpedSocket {
         kind: SocketKind::Full,
         cookie,
         local_port: 0,
+        local_addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
         inode: 0,
     }
 }

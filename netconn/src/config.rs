@@ -1,0 +1,401 @@
+//! Configuration: a TOML file (DataKit `netstat` semantics) and the
+//! environment overrides containers use.
+//!
+//! ```toml
+//! interval = "10s"
+//! [tags]
+//! dc = "zrh1"
+//! [[addr_ports]]
+//! ports = ["80", "443"]          # or ["1.1.1.1:80"]
+//! [addr_ports.tags]
+//! service = "http"
+//! [[addr_ports]]
+//! ports_match = ["*:5432"]       # one series per local address
+//! ```
+//!
+//! A socket belongs to the first group one of whose entries matches its
+//! local port (or local address and port). `ports_match` wins over `ports`
+//! when a group has both. A bad file is refused whole: one line naming the
+//! file, the line and the key.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Read when no `--config` is given, if it exists.
+pub const DEFAULT_PATH: &str = "/etc/netconn/netconn.toml";
+
+pub type Tags = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub interval: Option<Duration>,
+    pub tags: Tags,
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Group {
+    pub entries: Vec<Entry>,
+    pub tags: Tags,
+}
+
+/// One entry of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `"80"`: the port on any local address; one series.
+    Port(u16),
+    /// `"1.1.1.1:80"`: that address and port only.
+    AddrPort(IpAddr, u16),
+    /// `"*:80"` in `ports_match`: any local address, one series each.
+    EachAddress(u16),
+}
+
+impl Entry {
+    pub fn port(self) -> u16 {
+        match self {
+            Entry::Port(p) | Entry::AddrPort(_, p) | Entry::EachAddress(p) => p,
+        }
+    }
+
+    pub fn matches(self, addr: IpAddr, port: u16) -> bool {
+        match self {
+            Entry::Port(p) | Entry::EachAddress(p) => p == port,
+            Entry::AddrPort(a, p) => p == port && same_addr(a, addr),
+        }
+    }
+
+    /// The `addr_port` a matching socket is reported under.
+    pub fn label(self, addr: IpAddr) -> String {
+        match self {
+            Entry::Port(p) => p.to_string(),
+            Entry::AddrPort(a, p) => addr_port(a, p),
+            Entry::EachAddress(p) => addr_port(addr, p),
+        }
+    }
+}
+
+/// An IPv4 address also matches its IPv4-mapped IPv6 form (dual-stack
+/// sockets report that).
+fn same_addr(a: IpAddr, b: IpAddr) -> bool {
+    a == b || a.to_canonical() == b.to_canonical()
+}
+
+fn addr_port(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// Parses a `ports` entry (`wildcard`: a `ports_match` entry).
+pub fn parse_entry(s: &str, wildcard: bool) -> Result<Entry, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a port (1-65535), an address:port{}",
+            if wildcard { " or *:port" } else { "" }
+        )
+    };
+    if let Some(p) = parse_port(s) {
+        return Ok(if wildcard {
+            Entry::EachAddress(p)
+        } else {
+            Entry::Port(p)
+        });
+    }
+    let (addr, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port = parse_port(port).ok_or_else(bad)?;
+    if addr == "*" {
+        return if wildcard {
+            Ok(Entry::EachAddress(port))
+        } else {
+            Err(format!("{s:?}: a wildcard address belongs in ports_match"))
+        };
+    }
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    Ok(Entry::AddrPort(addr, port))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Tags,
+    #[serde(default)]
+    addr_ports: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    #[serde(default)]
+    ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    ports_match: Vec<Spanned<String>>,
+    #[serde(default)]
+    tags: Tags,
+}
+
+/// A configuration error, one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// Parses a file's text; `name` is how errors name it.
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let msg = e.message().replace('\n', " ");
+            match line {
+                Some(l) => ConfigError(format!("{name}:{l}: {msg}")),
+                None => ConfigError(format!("{name}: {msg}")),
+            }
+        })?;
+        let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
+            ConfigError(format!(
+                "{name}:{}: {key}: {msg}",
+                line_of(text, span.start)
+            ))
+        };
+        let interval = match raw.interval {
+            Some(s) => Some(
+                crate::cli::parse_interval(s.get_ref()).map_err(|e| at(s.span(), "interval", e))?,
+            ),
+            None => None,
+        };
+        let mut groups = Vec::with_capacity(raw.addr_ports.len());
+        for g in raw.addr_ports {
+            // ports_match wins when both are set.
+            let (key, list, wildcard) = if g.ports_match.is_empty() {
+                ("addr_ports.ports", g.ports, false)
+            } else {
+                ("addr_ports.ports_match", g.ports_match, true)
+            };
+            if list.is_empty() {
+                return Err(ConfigError(format!(
+                    "{name}: an [[addr_ports]] group needs ports or ports_match"
+                )));
+            }
+            let entries = list
+                .into_iter()
+                .map(|s| parse_entry(s.get_ref(), wildcard).map_err(|e| at(s.span(), key, e)))
+                .collect::<Result<_, _>>()?;
+            groups.push(Group {
+                entries,
+                tags: g.tags,
+            });
+        }
+        Ok(Config {
+            interval,
+            tags: raw.tags,
+            groups,
+        })
+    }
+
+    /// The file given, or the default one if present, or nothing; then
+    /// the environment overrides.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let path: Option<PathBuf> = match path {
+            Some(p) => Some(p.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
+        };
+        let mut config = match &path {
+            Some(p) => {
+                let name = p.display().to_string();
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{name}: cannot read: {e}")))?;
+                Config::parse(&text, &name)?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// `NETCONN_INTERVAL`, `NETCONN_ADDR_PORTS` (a JSON list of ports,
+    /// replacing the groups with one), `NETCONN_TAGS` (`k=v,k=v`, added to
+    /// the tags, replacing equal keys).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("NETCONN_INTERVAL") {
+            let d = crate::cli::parse_interval(&v)
+                .map_err(|e| ConfigError(format!("NETCONN_INTERVAL: {e}")))?;
+            self.interval = Some(d);
+        }
+        if let Some(v) = env("NETCONN_ADDR_PORTS") {
+            let bad = |e: String| ConfigError(format!("NETCONN_ADDR_PORTS: {e}"));
+            let list: Vec<serde_json::Value> = serde_json::from_str(&v).map_err(|_| {
+                bad(format!(
+                    "expected a JSON list such as [\"80\",\"443\"], got {v:?}"
+                ))
+            })?;
+            let entries = list
+                .iter()
+                .map(|p| match p {
+                    serde_json::Value::String(s) => parse_entry(s, false),
+                    serde_json::Value::Number(n) => parse_entry(&n.to_string(), false),
+                    other => Err(format!("{other} is not a port")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            self.groups = if entries.is_empty() {
+                Vec::new()
+            } else {
+                vec![Group {
+                    entries,
+                    tags: Tags::new(),
+                }]
+            };
+        }
+        if let Some(v) = env("NETCONN_TAGS") {
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (k, val) = pair
+                    .split_once('=')
+                    .filter(|(k, _)| !k.trim().is_empty())
+                    .ok_or_else(|| {
+                        ConfigError(format!("NETCONN_TAGS: expected key=value, got {pair:?}"))
+                    })?;
+                self.tags.insert(k.trim().to_owned(), val.trim().to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+interval = "5s"
+[tags]
+dc = "zrh1"
+
+[[addr_ports]]
+ports = ["80", "1.1.1.1:443", "[::1]:8443"]
+[addr_ports.tags]
+service = "http"
+
+[[addr_ports]]
+ports = ["5432"]
+ports_match = ["*:5432"]
+"#;
+
+    #[test]
+    fn parses_groups_tags_and_interval() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.interval, Some(Duration::from_secs(5)));
+        assert_eq!(c.tags["dc"], "zrh1");
+        assert_eq!(c.groups.len(), 2);
+        assert_eq!(
+            c.groups[0].entries,
+            [
+                Entry::Port(80),
+                Entry::AddrPort("1.1.1.1".parse().unwrap(), 443),
+                Entry::AddrPort("::1".parse().unwrap(), 8443),
+            ]
+        );
+        assert_eq!(c.groups[0].tags["service"], "http");
+        // ports_match preferred.
+        assert_eq!(c.groups[1].entries, [Entry::EachAddress(5432)]);
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let cases = [
+            (
+                "[[addr_ports]]\nports = [\"80\", \"http\"]\n",
+                "t.toml:2: addr_ports.ports: \"http\"",
+            ),
+            ("interval = \"soon\"\n", "t.toml:1: interval:"),
+            (
+                "[[addr_ports]]\nports_match = [\"*:0\"]\n",
+                "t.toml:2: addr_ports.ports_match:",
+            ),
+            (
+                "[[addr_ports]]\nports = [\"*:80\"]\n",
+                "t.toml:2: addr_ports.ports:",
+            ),
+            ("\n\nbogus = 1\n", "t.toml:3: unknown field `bogus`"),
+            (
+                "[[addr_ports]]\nport = [\"80\"]\n",
+                "t.toml:2: unknown field `port`",
+            ),
+            (
+                "[[addr_ports]]\n[addr_ports.tags]\na = \"b\"\n",
+                "needs ports or ports_match",
+            ),
+            ("interval = 5\n", "t.toml:1:"),
+            ("[tags\n", "t.toml:1:"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text, "t.toml").unwrap_err().0;
+            assert!(
+                err.starts_with(want) || err.contains(want),
+                "{text:?}: {err}"
+            );
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn entries_match_and_label() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let e = parse_entry("127.0.0.1:80", false).unwrap();
+        assert!(e.matches(lo, 80) && e.matches(mapped, 80) && !e.matches(lo, 81));
+        assert_eq!(e.label(lo), "127.0.0.1:80");
+        let any = parse_entry("*:80", true).unwrap();
+        assert_eq!(any.label("::1".parse().unwrap()), "[::1]:80");
+        assert_eq!(parse_entry("80", false).unwrap().label(lo), "80");
+        for bad in ["0", "65536", "x:80", "1.1.1.1:", ":80", "", "1.1.1.1:0"] {
+            assert!(parse_entry(bad, true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let env = |k: &str| match k {
+            "NETCONN_INTERVAL" => Some("2s".to_owned()),
+            "NETCONN_ADDR_PORTS" => Some(r#"["8080", 9090]"#.to_owned()),
+            "NETCONN_TAGS" => Some("dc=gva, role = web".to_owned()),
+            _ => None,
+        };
+        let mut c = Config::parse(GOOD, "t.toml").unwrap();
+        c.apply_env(env).unwrap();
+        assert_eq!(c.interval, Some(Duration::from_secs(2)));
+        assert_eq!(c.groups.len(), 1);
+        assert_eq!(c.groups[0].entries, [Entry::Port(8080), Entry::Port(9090)]);
+        assert_eq!(c.tags["dc"], "gva");
+        assert_eq!(c.tags["role"], "web");
+        for (k, v) in [
+            ("NETCONN_INTERVAL", "0s"),
+            ("NETCONN_ADDR_PORTS", "80"),
+            ("NETCONN_ADDR_PORTS", "[\"x\"]"),
+            ("NETCONN_TAGS", "novalue"),
+        ] {
+            let err = Config::default()
+                .apply_env(|key| (key == k).then(|| v.to_owned()))
+                .unwrap_err()
+                .0;
+            assert!(err.starts_with(k), "{err}");
+        }
+    }
+}

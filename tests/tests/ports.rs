@@ -1,0 +1,237 @@
+//! Port groups: per-series counts, live from events, equal /proc/net
+//! filtered by local address and port; bad configurations refused.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
+
+use netconn_integration::{Netns, Watch, mix};
+
+const CONFIG: &str = r#"
+[tags]
+suite = "ports"
+
+[[addr_ports]]
+ports = ["8080", "127.0.0.1:7070"]
+[addr_ports.tags]
+service = "web"
+
+[[addr_ports]]
+ports_match = ["*:9090"]
+"#;
+
+/// (addr_port, ip_version, state) -> count.
+type Series = BTreeMap<(String, u64, String), i64>;
+
+const STATES: [&str; 11] = [
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+];
+
+/// /proc/net/tcp's address: each 32-bit word's bytes in host order.
+fn proc_addr(hex: &str) -> IpAddr {
+    let mut b = [0u8; 16];
+    for (w, chunk) in hex.as_bytes().chunks(8).enumerate() {
+        let word = u32::from_str_radix(std::str::from_utf8(chunk).unwrap(), 16).unwrap();
+        b[w * 4..w * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    if hex.len() == 8 {
+        IpAddr::from([b[0], b[1], b[2], b[3]])
+    } else {
+        IpAddr::from(b)
+    }
+}
+
+/// The configuration's rules, written out for these ports.
+fn series_of(addr: IpAddr, port: u16) -> Option<String> {
+    let v4 = match addr {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        a => a,
+    };
+    match port {
+        8080 => Some("8080".into()),
+        7070 if v4 == IpAddr::from([127, 0, 0, 1]) => Some("127.0.0.1:7070".into()),
+        9090 => Some(match addr {
+            IpAddr::V4(a) => format!("{a}:9090"),
+            IpAddr::V6(a) => format!("[{a}]:9090"),
+        }),
+        _ => None,
+    }
+}
+
+fn truth(ns: &Netns) -> Series {
+    ns.run(|| {
+        let mut t = Series::new();
+        for (file, version) in [("tcp", 4), ("tcp6", 6)] {
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap();
+            for line in text.lines().skip(1) {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let (addr, port) = cols[1].split_once(':').unwrap();
+                let port = u16::from_str_radix(port, 16).unwrap();
+                let state = usize::from_str_radix(cols[3], 16).unwrap();
+                if let Some(s) = series_of(proc_addr(addr), port) {
+                    *t.entry((s, version, STATES[state - 1].to_owned()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        t
+    })
+}
+
+fn series(record: &serde_json::Value) -> Series {
+    let mut t = Series::new();
+    for s in record["ports"].as_array().expect("ports") {
+        for (state, n) in s["states"].as_object().unwrap() {
+            let n = n.as_i64().unwrap();
+            if n != 0 {
+                let key = s["addr_port"].as_str().unwrap().to_owned();
+                t.insert((key, s["ip_version"].as_u64().unwrap(), state.clone()), n);
+            }
+        }
+    }
+    t
+}
+
+/// Connections to every listener, some closed by either side, some kept.
+fn traffic(listeners: &[TcpListener], rounds: usize) -> Vec<TcpStream> {
+    let mut kept = Vec::new();
+    for round in 0..rounds {
+        for l in listeners {
+            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept().unwrap();
+            match round % 4 {
+                0 => kept.extend([c, s]),
+                // Server closes first: TIME_WAIT on the watched port.
+                1 => {
+                    drop(s);
+                    mix::wait_for(|| c.peek(&mut [0]).map(|n| n == 0).unwrap_or(true));
+                    drop(c);
+                }
+                // Client closes: CLOSE_WAIT on the server side.
+                2 => {
+                    c.shutdown(Shutdown::Both).unwrap();
+                    kept.push(s);
+                }
+                _ => drop((c, s)),
+            }
+        }
+    }
+    kept
+}
+
+#[test]
+fn series_equal_proc_net_by_local_port() {
+    let ns = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-ports-{}.toml", ns.name));
+    std::fs::write(&config, CONFIG).unwrap();
+    let worker = ns.worker();
+    // Some sockets exist before netconn starts.
+    let early = worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let kept = traffic(std::slice::from_ref(&l), 3);
+        (l, kept)
+    });
+    let (mut watch, first) = Watch::start(
+        &ns,
+        &["--interval", "200ms", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(first["tags"]["suite"], "ports", "{first}");
+    assert_eq!(series(&first), truth(&ns), "{first}");
+
+    let late = worker.exec(|| {
+        let listeners: Vec<TcpListener> = [
+            "[::1]:8080",
+            "127.0.0.1:7070",
+            "127.0.0.2:7070",
+            "127.0.0.1:9090",
+            "127.0.0.2:9090",
+            "[::1]:9090",
+            "127.0.0.1:6060",
+        ]
+        .iter()
+        .map(|a| TcpListener::bind(a).unwrap())
+        .collect();
+        let kept = traffic(&listeners, 41);
+        (listeners, kept)
+    });
+    worker.exec(move || drop(early));
+    ns.run(mix::settle);
+    let record = watch.fresh_record();
+    let want = truth(&ns);
+    assert!(
+        want.keys()
+            .any(|(s, _, st)| s == "8080" && st == "TIME_WAIT"),
+        "{want:?}"
+    );
+    assert!(
+        want.keys().any(|(s, v, _)| s == "[::1]:9090" && *v == 6),
+        "{want:?}"
+    );
+    assert_eq!(series(&record), want, "{record}");
+    assert_eq!(record["lost_events"], 0);
+    let web = record["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["addr_port"] == "8080")
+        .unwrap();
+    assert_eq!(web["tags"]["service"], "web");
+
+    worker.exec(move || drop(late));
+    let record = watch.fresh_record();
+    assert_eq!(series(&record), truth(&ns), "{record}");
+    drop(watch);
+    let _ = std::fs::remove_file(config);
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_2() {
+    let ns = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-bad-{}.toml", ns.name));
+    for (text, want) in [
+        (
+            "[[addr_ports]]\nports = [\"80\", \"web\"]\n",
+            ":2: addr_ports.ports: \"web\"",
+        ),
+        ("interval = \"soon\"\n", ":1: interval:"),
+        ("[tags]\nx = \"y\"\n[bogus]\n", ":3: unknown field `bogus`"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = ns
+            .netconn(&["watch", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(out.stdout.is_empty(), "nothing started: {:?}", out.stdout);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(config.to_str().unwrap()) && err.contains(want),
+            "{err}"
+        );
+    }
+    // A missing file named on the command line is an error too.
+    let out = ns
+        .netconn(&["watch", "--config", "/nonexistent/netconn.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // And environment overrides are checked the same way.
+    let out = ns
+        .netconn(&["watch", "-n", "1"])
+        .env("NETCONN_ADDR_PORTS", "80")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NETCONN_ADDR_PORTS"));
+    let _ = std::fs::remove_file(config);
+}
