@@ -142,7 +142,7 @@ pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
         // SAFETY: per-CPU value; the primary never runs nested in itself.
         unsafe { *mark = [addr, transition_key(old, new)] };
     }
-    if count(sk, old, new).is_err() {
+    if count(sk, addr, old, new).is_err() {
         bump(LOST.get_ptr_mut(0));
     }
     0
@@ -165,7 +165,7 @@ pub fn netconn_state_backup(ctx: BtfTracePointContext) -> i32 {
     }
     // The primary never saw this event: it was skipped. A rescue is one
     // only once the event is counted.
-    match count(sk, old, new) {
+    match count(sk, addr, old, new) {
         Ok(()) => bump(RESCUED.get_ptr_mut(0)),
         Err(_) => bump(LOST.get_ptr_mut(0)),
     }
@@ -191,9 +191,10 @@ fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, i32> {
     Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) })
 }
 
-/// Counts one state change of `sk` and journals it when asked.
+/// Counts one state change of `sk` (at address `addr`) and journals it
+/// when asked.
 #[inline(always)]
-fn count(sk: *const u8, oldstate: i32, newstate: i32) -> Result<(), i32> {
+fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i32> {
     // SAFETY: read_volatile keeps the compiler from folding the globals that
     // userspace overrides at load time.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
@@ -210,7 +211,11 @@ fn count(sk: *const u8, oldstate: i32, newstate: i32) -> Result<(), i32> {
         return Ok(());
     }
     let family: u16 = read(sk, offsets.skc_family)?;
-    let lport = u16::from_be(read(sk, offsets.inet_sport)?);
+    // inet_sport lies in struct inet_sock, past the struct sock the BTF
+    // argument is typed as: a direct load is refused, the helper is not.
+    let at = addr.wrapping_add(offsets.inet_sport as u64) as *const u16;
+    // SAFETY: a fault-safe read of the socket the event is about.
+    let lport = u16::from_be(unsafe { bpf_probe_read_kernel(at) }.map_err(|e| e as i32)?);
     let watched = lport != 0
         && WATCHED_PORTS
             .get(u32::from(lport / 64))

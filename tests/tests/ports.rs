@@ -144,6 +144,7 @@ fn series_equal_proc_net_by_local_port() {
         &ns,
         &["--interval", "200ms", "--config", config.to_str().unwrap()],
     );
+    assert_eq!(first["source"], "ebpf", "{first}");
     assert_eq!(first["tags"]["suite"], "ports", "{first}");
     assert_eq!(series(&first), truth(&ns), "{first}");
 
