@@ -41,6 +41,27 @@ pub enum Command {
     /// WARNING, 2 CRITICAL (the worst over all pairs), 3 UNKNOWN (bad
     /// arguments, or the kernel could not be read).
     Check(CheckArgs),
+    /// Print one conntrack record: table count, max and utilization,
+    /// per-second rates of the kernel's conntrack counters over a window.
+    ///
+    /// `watch` adds such a record every interval, with live NEW/DESTROY
+    /// events per protocol from ctnetlink and alert records when the table
+    /// fills (warning 90 %, critical 95 %, clear below 85 %; [conntrack]
+    /// in the configuration).
+    Conntrack(ConntrackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConntrackArgs {
+    /// Window the counter rates are measured over.
+    #[arg(long, short, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    pub window: Duration,
+    /// Append the record to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// TOML configuration (for the [conntrack] alert thresholds).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

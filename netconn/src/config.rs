@@ -36,6 +36,8 @@ pub struct Config {
     pub interval: Option<Duration>,
     pub tags: Tags,
     pub groups: Vec<Group>,
+    /// `[conntrack]` warning / critical / clear, in % of the table.
+    pub conntrack: crate::conntrack::Thresholds,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -133,6 +135,15 @@ struct RawConfig {
     tags: Tags,
     #[serde(default)]
     addr_ports: Vec<RawGroup>,
+    conntrack: Option<Spanned<RawConntrack>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    warning: Option<f64>,
+    critical: Option<f64>,
+    clear: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -200,10 +211,30 @@ impl Config {
                 tags: g.tags,
             });
         }
+        let mut conntrack = crate::conntrack::Thresholds::default();
+        if let Some(c) = raw.conntrack {
+            let span = c.span();
+            let c = c.into_inner();
+            conntrack.warn = c.warning.unwrap_or(conntrack.warn);
+            conntrack.crit = c.critical.unwrap_or(conntrack.crit);
+            conntrack.clear = c.clear.unwrap_or(conntrack.clear);
+            let t = conntrack;
+            if !(0.0 <= t.clear && t.clear <= t.warn && t.warn <= t.crit && t.crit <= 100.0) {
+                return Err(at(
+                    span,
+                    "conntrack",
+                    format!(
+                        "need 0 <= clear <= warning <= critical <= 100, got clear {} warning {} critical {}",
+                        t.clear, t.warn, t.crit
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             interval,
             tags: raw.tags,
             groups,
+            conntrack,
         })
     }
 
@@ -315,6 +346,12 @@ ports_match = ["*:5432"]
         assert_eq!(c.groups[0].tags["service"], "http");
         // ports_match preferred.
         assert_eq!(c.groups[1].entries, [Entry::EachAddress(5432)]);
+        assert_eq!(c.conntrack, crate::conntrack::Thresholds::default());
+        let c = Config::parse("[conntrack]\nwarning = 70\nclear = 60\n", "t").unwrap();
+        assert_eq!(
+            (c.conntrack.warn, c.conntrack.clear, c.conntrack.crit),
+            (70.0, 60.0, 95.0)
+        );
     }
 
     #[test]
@@ -344,6 +381,11 @@ ports_match = ["*:5432"]
             ),
             ("interval = 5\n", "t.toml:1:"),
             ("[tags\n", "t.toml:1:"),
+            (
+                "[conntrack]\nwarning = 99\n",
+                "t.toml:1: conntrack: need 0 <= clear",
+            ),
+            ("[conntrack]\nwarn = 80\n", "t.toml:2: unknown field `warn`"),
         ];
         for (text, want) in cases {
             let err = Config::parse(text, "t.toml").unwrap_err().0;

@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod conntrack;
 pub mod counts;
 pub mod ebpf;
 pub mod host;

@@ -300,9 +300,23 @@ impl Watch {
         (w, first)
     }
 
-    /// The next record, parsed; panics after `timeout` (a liveness bound,
-    /// not a speed assertion).
+    /// The next counts record, parsed; panics after `timeout` (a liveness
+    /// bound, not a speed assertion).
     pub fn next_record(&mut self, timeout: Duration) -> Value {
+        self.next_of("counts", timeout)
+    }
+
+    /// The next record of type `kind` ("counts", "conntrack", "alert").
+    pub fn next_of(&mut self, kind: &str, timeout: Duration) -> Value {
+        loop {
+            let record = self.next_any(timeout);
+            if record["type"] == kind {
+                return record;
+            }
+        }
+    }
+
+    fn next_any(&mut self, timeout: Duration) -> Value {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => {
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
@@ -338,7 +352,10 @@ impl Watch {
         let status = self.child.wait().expect("wait netconn");
         let mut rest = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            rest.push(serde_json::from_str(&line).expect("JSON record"));
+            let record: Value = serde_json::from_str(&line).expect("JSON record");
+            if record["type"] == "counts" {
+                rest.push(record);
+            }
         }
         (rest, status)
     }

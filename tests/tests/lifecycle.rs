@@ -58,12 +58,25 @@ fn count_stops_after_n_records() {
         .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 3);
-    for line in text.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let records = of_type(&text);
+    // Each interval: a counts record, then a conntrack record.
+    assert_eq!(records["counts"].len(), 3, "{text}");
+    assert_eq!(records["conntrack"].len(), 3, "{text}");
+    for r in &records["counts"] {
         assert_eq!(r["source"], "ebpf");
         assert!(r["time"].as_str().unwrap().ends_with('Z'));
     }
+}
+
+/// NDJSON records grouped by their "type".
+fn of_type(text: &str) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<serde_json::Value>>::new();
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        let kind = r["type"].as_str().expect("type").to_owned();
+        out.entry(kind).or_default().push(r);
+    }
+    out
 }
 
 #[test]
@@ -87,7 +100,7 @@ fn output_file_gets_the_records() {
     assert!(out.stdout.is_empty());
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(text.lines().count(), 2);
+    assert_eq!(of_type(&text)["counts"].len(), 2);
 }
 
 #[test]
@@ -105,9 +118,9 @@ fn without_ebpf_it_says_why_and_polls() {
         "{stderr}"
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 2);
-    for line in text.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let records = of_type(&text);
+    assert_eq!(records["counts"].len(), 2);
+    for r in &records["counts"] {
         assert_eq!(r["source"], "poll");
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod conntrack;
 pub mod snapshot;
 pub mod watch;
 

@@ -184,6 +184,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     };
     let streaming = matches!(&mode, Mode::Ebpf(t) if t.has_port_groups());
     let tags = config.tags;
+    let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
 
     let served = match mode {
         Mode::Ebpf(_) => serve(netns),
@@ -246,11 +247,16 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             } else {
                 None
             };
+            let time = host::now_rfc3339();
             let record = r.record(&host, netns, &tags, verify.as_ref());
-            match sink.write(&record.to_json(&host::now_rfc3339())) {
-                Ok(()) => {}
-                Err(SinkError::Closed) => return Ok(()),
-                Err(e) => return Err(CmdError::Failed(e.to_string())),
+            let ct = conntrack.read(&host, netns, &time);
+            let records = [Some(record.to_json(&time)), Some(ct.record), ct.alert];
+            for record in records.iter().flatten() {
+                match sink.write(record) {
+                    Ok(()) => {}
+                    Err(SinkError::Closed) => return Ok(()),
+                    Err(e) => return Err(CmdError::Failed(e.to_string())),
+                }
             }
             written += 1;
             if stopping || args.count.is_some_and(|n| written >= n) {

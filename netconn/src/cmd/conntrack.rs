@@ -1,0 +1,30 @@
+//! `netconn conntrack`: one conntrack record.
+
+use super::CmdError;
+use crate::cli::ConntrackArgs;
+use crate::config::Config;
+use crate::conntrack::Monitor;
+use crate::host;
+use crate::output::{Sink, SinkError};
+
+pub fn run(args: ConntrackArgs) -> Result<(), CmdError> {
+    let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
+    let netns = super::own_netns()?;
+    let host = host::hostname();
+    // Rates need two readings: the first one starts the window.
+    let mut monitor = Monitor::new(false, config.conntrack);
+    let first = monitor.read(&host, netns, &host::now_rfc3339());
+    std::thread::sleep(args.window);
+    let reading = monitor.read(&host, netns, &host::now_rfc3339());
+    // An alert raised by either reading is the table's state now.
+    let alert = reading.alert.or(first.alert);
+    for record in std::iter::once(reading.record).chain(alert) {
+        match sink.write(&record) {
+            Ok(()) | Err(SinkError::Closed) => {}
+            Err(e) => return Err(CmdError::Failed(e.to_string())),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,572 @@
+//! Connection tracking (netfilter conntrack) health of the namespace.
+//!
+//! No kernel hook is possible for conntrack here (no kprobes, no netfilter
+//! tracepoints), so: table size from `/proc/sys/net/netfilter/
+//! nf_conntrack_{count,max}` (O(1), per namespace), per-CPU counters from
+//! `/proc/net/stat/nf_conntrack`, and live NEW / DESTROY events per
+//! protocol from the ctnetlink multicast groups. Entries per protocol are
+//! counted from one ctnetlink dump plus the events; a lost event (ENOBUFS
+//! on the socket) is counted and repaired by a new dump, never silent.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
+const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+/// `/proc/net/stat/nf_conntrack`: counters summed over CPUs (`entries`,
+/// the same global value on each line, is taken once).
+pub fn parse_stats(text: &str) -> Option<BTreeMap<String, u64>> {
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+    let mut cpus = 0;
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let values: Vec<&str> = line.split_whitespace().collect();
+        if values.len() != names.len() {
+            return None;
+        }
+        for (name, v) in names.iter().zip(values) {
+            let v = u64::from_str_radix(v, 16).ok()?;
+            let sum = sums.entry((*name).to_owned()).or_default();
+            if *name == "entries" {
+                *sum = v;
+            } else {
+                *sum += v;
+            }
+        }
+        cpus += 1;
+    }
+    (cpus > 0).then_some(sums)
+}
+
+/// Per-second rates between two counter readings (`entries` is a level,
+/// not a counter, and is left out).
+pub fn rates(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    seconds: f64,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter(|(k, _)| k.as_str() != "entries")
+        .map(|(k, v)| {
+            let d = v.saturating_sub(before.get(k).copied().unwrap_or(*v)) as f64;
+            let rate = if seconds > 0.0 { d / seconds } else { 0.0 };
+            (k.clone(), (rate * 100.0).round() / 100.0)
+        })
+        .collect()
+}
+
+/// Alert levels for table fullness, as Netdata's `netfilter_conntrack_full`:
+/// warning from `warn` %, critical from `crit` %, back to clear only below
+/// `clear` % (hysteresis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub warn: f64,
+    pub crit: f64,
+    pub clear: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            warn: 90.0,
+            crit: 95.0,
+            clear: 85.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Clear,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Clear => "clear",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+}
+
+/// The alert state machine; `update` returns the new level when it changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Alert {
+    pub thresholds: Thresholds,
+    pub level: Level,
+}
+
+impl Alert {
+    pub fn new(thresholds: Thresholds) -> Alert {
+        Alert {
+            thresholds,
+            level: Level::Clear,
+        }
+    }
+
+    pub fn update(&mut self, utilization: f64) -> Option<Level> {
+        let t = self.thresholds;
+        let next = if utilization >= t.crit {
+            Level::Critical
+        } else if utilization >= t.warn {
+            // Down from critical to warning, or up to warning.
+            Level::Warning
+        } else if self.level != Level::Clear && utilization >= t.clear {
+            // Between clear and warn: keep an alert raised (hysteresis),
+            // as warning at most.
+            Level::Warning
+        } else {
+            Level::Clear
+        };
+        (next != self.level).then(|| {
+            self.level = next;
+            next
+        })
+    }
+}
+
+/// Protocol names entries are counted under.
+fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        6 => "tcp",
+        17 => "udp",
+        1 | 58 => "icmp",
+        132 => "sctp",
+        _ => "other",
+    }
+}
+
+/// Live figures from ctnetlink.
+#[derive(Debug, Default, Clone)]
+pub struct Live {
+    /// Entries per protocol: the last dump plus NEW minus DESTROY.
+    pub entries: BTreeMap<&'static str, i64>,
+    /// Events seen since start, per kind and protocol.
+    pub new: BTreeMap<&'static str, u64>,
+    pub destroy: BTreeMap<&'static str, u64>,
+    /// Times the socket overflowed (events lost) since start.
+    pub lost: u64,
+    /// Dumps taken after the first (one per overflow).
+    pub resyncs: u64,
+}
+
+const NETLINK_NETFILTER: i32 = 12;
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NFNLGRP_CONNTRACK_NEW: u32 = 1;
+const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_PROTO_NUM: u16 = 1;
+const NLMSG_HDR: usize = 16;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+
+fn netlink_socket(groups: &[u32]) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Subscribing by bind() (not NETLINK_ADD_MEMBERSHIP) is what tells
+    // conntrack a listener exists (nf_conntrack_events = 2 only reports
+    // events while one does).
+    // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    addr.nl_groups = groups.iter().fold(0, |m, g| m | 1 << (g - 1));
+    // SAFETY: addr is a valid sockaddr_nl of the size given.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A large buffer makes overflows rare; they are handled anyway.
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: valid option value.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    Ok(sock)
+}
+
+/// The protocol number of a conntrack message's original tuple.
+pub fn message_protocol(payload: &[u8]) -> Option<u8> {
+    // nfgenmsg (4 bytes), then attributes.
+    let tuple = find_attr(payload.get(4..)?, CTA_TUPLE_ORIG)?;
+    let proto = find_attr(tuple, CTA_TUPLE_PROTO)?;
+    find_attr(proto, CTA_PROTO_NUM)?.first().copied()
+}
+
+fn find_attr(mut attrs: &[u8], want: u16) -> Option<&[u8]> {
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == want {
+            return Some(&attrs[4..len]);
+        }
+        attrs = &attrs[(len + 3) & !3..];
+    }
+    None
+}
+
+/// Splits a netlink datagram into (type, payload) messages.
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.len() < NLMSG_HDR {
+            return None;
+        }
+        let len = u32::from_ne_bytes(rest[0..4].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if len < NLMSG_HDR || len > rest.len() {
+            return None;
+        }
+        let payload = &rest[NLMSG_HDR..len];
+        rest = &rest[((len + 3) & !3).min(rest.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// Entries per protocol, from a ctnetlink dump of the namespace's table.
+pub fn dump_entries() -> io::Result<BTreeMap<&'static str, i64>> {
+    let sock = netlink_socket(&[])?;
+    let mut req = [0u8; NLMSG_HDR + 4];
+    req[0..4].copy_from_slice(&((NLMSG_HDR + 4) as u32).to_ne_bytes());
+    let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
+    let flags: u16 = 1 | 0x300; // NLM_F_REQUEST | NLM_F_DUMP
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // nfgenmsg: AF_UNSPEC (both families), NFNETLINK_V0.
+    // SAFETY: req is valid for its length.
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut entries = BTreeMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (kind, payload) in messages(&buf[..n as usize]) {
+            match kind {
+                NLMSG_DONE => return Ok(entries),
+                NLMSG_ERROR => {
+                    let code = payload
+                        .get(0..4)
+                        .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
+                        .unwrap_or(0);
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                }
+                _ => {
+                    if let Some(p) = message_protocol(payload) {
+                        *entries.entry(proto_name(p)).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Listens to NEW and DESTROY events on a thread of its own, which must
+/// be in the counted namespace when this is called (the socket is).
+pub fn listen() -> io::Result<Arc<Mutex<Live>>> {
+    let sock = netlink_socket(&[NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY])?;
+    let live = Arc::new(Mutex::new(Live {
+        entries: dump_entries()?,
+        ..Default::default()
+    }));
+    let shared = Arc::clone(&live);
+    std::thread::Builder::new()
+        .name("conntrack-events".into())
+        .spawn(move || event_loop(sock, &shared))?;
+    Ok(live)
+}
+
+fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOBUFS) {
+                // Events were dropped: count it and recount the table.
+                let fresh = dump_entries();
+                let mut l = live.lock().expect("conntrack state");
+                l.lost += 1;
+                if let Ok(entries) = fresh {
+                    l.entries = entries;
+                    l.resyncs += 1;
+                }
+                continue;
+            }
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        let mut l = live.lock().expect("conntrack state");
+        for (kind, payload) in messages(&buf[..n as usize]) {
+            if kind >> 8 != NFNL_SUBSYS_CTNETLINK {
+                continue;
+            }
+            let Some(proto) = message_protocol(payload).map(proto_name) else {
+                continue;
+            };
+            match kind & 0xff {
+                IPCTNL_MSG_CT_NEW => {
+                    *l.new.entry(proto).or_default() += 1;
+                    *l.entries.entry(proto).or_default() += 1;
+                }
+                IPCTNL_MSG_CT_DELETE => {
+                    *l.destroy.entry(proto).or_default() += 1;
+                    *l.entries.entry(proto).or_default() -= 1;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The figures of one conntrack record, and what is needed for the next.
+pub struct Monitor {
+    live: Option<Arc<Mutex<Live>>>,
+    last: Option<(Instant, BTreeMap<String, u64>)>,
+    alert: Alert,
+}
+
+/// What one reading found.
+pub struct Reading {
+    pub record: Value,
+    /// An alert record, when the level changed.
+    pub alert: Option<Value>,
+}
+
+fn read_number(path: &str) -> io::Result<u64> {
+    std::fs::read_to_string(path)?
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: not a number")))
+}
+
+impl Monitor {
+    /// `events`: also listen to ctnetlink events (the daemon); a one-shot
+    /// reading does not.
+    pub fn new(events: bool, thresholds: Thresholds) -> Monitor {
+        let live = if events && std::path::Path::new(COUNT).exists() {
+            listen().ok()
+        } else {
+            None
+        };
+        Monitor {
+            live,
+            last: None,
+            alert: Alert::new(thresholds),
+        }
+    }
+
+    /// One record (and an alert record when the level changed).
+    pub fn read(&mut self, host: &str, netns: u32, time: &str) -> Reading {
+        let mut r = Map::new();
+        r.insert("type".into(), "conntrack".into());
+        r.insert("time".into(), time.into());
+        r.insert("host".into(), host.into());
+        r.insert("netns".into(), netns.into());
+        let (count, max) = match (read_number(COUNT), read_number(MAX)) {
+            (Ok(c), Ok(m)) => (c, m),
+            _ => {
+                r.insert("available".into(), false.into());
+                r.insert(
+                    "reason".into(),
+                    "conntrack is not loaded (no /proc/sys/net/netfilter/nf_conntrack_count)"
+                        .into(),
+                );
+                return Reading {
+                    record: Value::Object(r),
+                    alert: None,
+                };
+            }
+        };
+        let exact = if max > 0 {
+            count as f64 * 100.0 / max as f64
+        } else {
+            0.0
+        };
+        // Percent, to 1/10000 of a percent; alerts compare the exact value.
+        let utilization = (exact * 10_000.0).round() / 10_000.0;
+        r.insert("available".into(), true.into());
+        r.insert("count".into(), count.into());
+        r.insert("max".into(), max.into());
+        r.insert("utilization".into(), utilization.into());
+        let now = Instant::now();
+        let stats = std::fs::read_to_string(PROC_STAT)
+            .ok()
+            .and_then(|t| parse_stats(&t));
+        if let Some(stats) = stats {
+            let rate = match &self.last {
+                Some((then, before)) => {
+                    let secs = now.duration_since(*then).as_secs_f64();
+                    json!(rates(before, &stats, secs))
+                }
+                None => Value::Null,
+            };
+            r.insert("stats".into(), rate);
+            r.insert("totals".into(), json!(stats));
+            self.last = Some((now, stats));
+        }
+        if let Some(live) = &self.live {
+            let l = live.lock().expect("conntrack state").clone();
+            r.insert("entries".into(), json!(l.entries));
+            r.insert("events".into(), json!({"new": l.new, "destroy": l.destroy}));
+            r.insert("lost_events".into(), l.lost.into());
+            r.insert("resyncs".into(), l.resyncs.into());
+        }
+        if count == 0
+            && self
+                .live
+                .as_ref()
+                .is_none_or(|l| l.lock().expect("conntrack state").new.is_empty())
+        {
+            r.insert(
+                "note".into(),
+                "no tracked connections: conntrack only tracks flows once a rule needs it (e.g. an nft ct state rule)"
+                    .into(),
+            );
+        }
+        let alert = self.alert.update(exact).map(|level| {
+            json!({
+                "type": "alert",
+                "time": time,
+                "host": host,
+                "netns": netns,
+                "alert": "conntrack_full",
+                "status": level.name(),
+                "utilization": utilization,
+                "thresholds": {
+                    "warning": self.alert.thresholds.warn,
+                    "critical": self.alert.thresholds.crit,
+                    "clear": self.alert.thresholds.clear,
+                },
+            })
+        });
+        Reading {
+            record: Value::Object(r),
+            alert,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart
+00000005  00000000 00000001 00000000 00000002 0000000a 00000000 00000000 00000003 00000000 00000000 00000000 00000000  00000000 00000000 00000000 00000000
+00000005  00000000 00000001 00000000 00000001 00000010 00000000 00000000 00000004 00000000 00000000 00000000 00000000  00000000 00000000 00000000 00000001
+";
+
+    #[test]
+    fn stats_sum_cpus_but_not_entries() {
+        let s = parse_stats(STAT).unwrap();
+        assert_eq!(s["entries"], 5);
+        assert_eq!(s["found"], 2);
+        assert_eq!(s["invalid"], 3);
+        assert_eq!(s["ignore"], 26);
+        assert_eq!(s["insert"], 7);
+        assert_eq!(s["search_restart"], 1);
+        assert!(parse_stats("entries found\n1\n").is_none());
+        assert!(parse_stats("entries found\n").is_none());
+        assert!(parse_stats("entries\nzz\n").is_none());
+    }
+
+    #[test]
+    fn rates_per_second_without_entries() {
+        let a = parse_stats(STAT).unwrap();
+        let mut b = a.clone();
+        *b.get_mut("insert").unwrap() += 10;
+        *b.get_mut("entries").unwrap() += 100;
+        let r = rates(&a, &b, 2.0);
+        assert_eq!(r["insert"], 5.0);
+        assert_eq!(r["found"], 0.0);
+        assert!(!r.contains_key("entries"));
+    }
+
+    #[test]
+    fn alert_hysteresis_like_netdata() {
+        let mut a = Alert::new(Thresholds::default());
+        let steps = [
+            (50.0, None),
+            (89.9, None),
+            (90.0, Some(Level::Warning)),
+            (87.0, None), // stays raised above 85
+            (95.0, Some(Level::Critical)),
+            (92.0, Some(Level::Warning)),
+            (86.0, None),
+            (84.9, Some(Level::Clear)),
+            (88.0, None), // below warn: stays clear
+            (96.0, Some(Level::Critical)),
+            (10.0, Some(Level::Clear)),
+        ];
+        for (u, want) in steps {
+            assert_eq!(a.update(u), want, "at {u}%");
+        }
+    }
+
+    #[test]
+    fn protocol_of_a_conntrack_message() {
+        // nfgenmsg + CTA_TUPLE_ORIG{ CTA_TUPLE_PROTO{ CTA_PROTO_NUM=6 } }
+        let proto_num = [5u8, 0, 1, 0, 6, 0, 0, 0]; // len 5, type 1, value 6, pad
+        let mut proto = vec![12u8, 0, (CTA_TUPLE_PROTO as u8), 0x80];
+        proto.extend_from_slice(&proto_num);
+        let mut orig = vec![16u8, 0, (CTA_TUPLE_ORIG as u8), 0x80];
+        orig.extend_from_slice(&proto);
+        let mut payload = vec![2u8, 0, 0, 0];
+        payload.extend_from_slice(&orig);
+        assert_eq!(message_protocol(&payload), Some(6));
+        assert_eq!(message_protocol(&payload[..10]), None);
+        assert_eq!(proto_name(6), "tcp");
+        assert_eq!(proto_name(58), "icmp");
+    }
+}

@@ -1,0 +1,163 @@
+//! Conntrack figures against the kernel's own count, in namespaces where
+//! an nft `ct state` rule makes conntrack track flows (or none does).
+
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use netconn_integration::{Netns, Watch, run_ok};
+
+/// Makes conntrack track the namespace's flows.
+fn track(ns: &Netns) {
+    let nft = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", &ns.name, "nft"];
+        all.extend_from_slice(args);
+        run_ok("ip", &all);
+    };
+    nft(&["add", "table", "inet", "netconn_test"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "netconn_test",
+        "input",
+        "{ type filter hook input priority 0 ; }",
+    ]);
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "netconn_test",
+        "input",
+        "ct",
+        "state",
+        "established,related",
+        "accept",
+    ]);
+}
+
+fn kernel_count(ns: &Netns) -> u64 {
+    ns.run(|| {
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    })
+}
+
+/// TCP connections and UDP flows over loopback, kept open.
+fn flows(tcp: usize, udp: usize) -> (TcpListener, Vec<TcpStream>, Vec<UdpSocket>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..tcp {
+        streams.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+        streams.push(l.accept().unwrap().0);
+    }
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut socks = vec![];
+    for _ in 0..udp {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"x", sink.local_addr().unwrap()).unwrap();
+        socks.push(s);
+    }
+    socks.push(sink);
+    (l, streams, socks)
+}
+
+#[test]
+fn live_entries_and_events_equal_the_kernel_count() {
+    let ns = Netns::new();
+    track(&ns);
+    let worker = ns.worker();
+    // Flows from before start come from the dump, later ones from events.
+    let early = worker.exec(|| flows(3, 2));
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "200ms"]);
+    let late = worker.exec(|| flows(7, 4));
+    // Settled: the next record after the flows exist.
+    let _ = watch.next_of("conntrack", Duration::from_secs(60));
+    let record = watch.next_of("conntrack", Duration::from_secs(60));
+    let count = kernel_count(&ns);
+    assert_eq!(count, 3 + 2 + 7 + 4, "tracked flows");
+    assert_eq!(record["available"], true, "{record}");
+    assert_eq!(record["count"], count, "{record}");
+    let entries: i64 = record["entries"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(entries as u64, count, "{record}");
+    assert_eq!(record["entries"]["tcp"], 10, "{record}");
+    assert_eq!(record["entries"]["udp"], 6, "{record}");
+    assert_eq!(record["events"]["new"]["tcp"], 7, "{record}");
+    assert_eq!(record["lost_events"], 0);
+    assert!(record["max"].as_u64().unwrap() > 0);
+    assert!(
+        record["stats"].is_object(),
+        "rates after two readings: {record}"
+    );
+    drop((early, late));
+}
+
+#[test]
+fn untracked_namespace_says_so() {
+    let ns = Netns::new();
+    let out = ns
+        .netconn(&["conntrack", "--window", "100ms"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one record");
+    assert_eq!(record["type"], "conntrack");
+    assert_eq!(record["count"], 0, "{record}");
+    assert!(
+        record["note"].as_str().unwrap().contains("ct state"),
+        "{record}"
+    );
+}
+
+#[test]
+fn one_shot_record_and_alert_thresholds() {
+    let ns = Netns::new();
+    track(&ns);
+    let worker = ns.worker();
+    let held = worker.exec(|| flows(5, 0));
+    let count = kernel_count(&ns);
+    let config = std::env::temp_dir().join(format!("netconn-ct-{}.toml", ns.name));
+    // Any tracked flow is above 0.0001 % of the table: a warning.
+    std::fs::write(
+        &config,
+        "[conntrack]\nclear = 0\nwarning = 0.0001\ncritical = 100\n",
+    )
+    .unwrap();
+    let out = ns
+        .netconn(&[
+            "conntrack",
+            "--window",
+            "100ms",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records[0]["count"], count, "{text}");
+    let util = records[0]["utilization"].as_f64().unwrap();
+    let max = records[0]["max"].as_f64().unwrap();
+    assert!((util - (count as f64 * 100.0 / max)).abs() < 0.01, "{text}");
+    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records[1]["type"], "alert");
+    assert_eq!(records[1]["alert"], "conntrack_full");
+    assert_eq!(records[1]["status"], "warning");
+    let _ = std::fs::remove_file(config);
+    drop(held);
+}
