@@ -69,6 +69,10 @@ pub const GLOBAL_TARGET_NETNS: &str = "TARGET_NETNS";
 /// Global: the same namespace's cookie (`SO_NETNS_COOKIE`), which is what
 /// the cgroup programs can read (0 = every namespace).
 pub const GLOBAL_TARGET_NETNS_COOKIE: &str = "TARGET_NETNS_COOKIE";
+/// Global (u8): non-zero when port groups are configured. Without them the
+/// programs skip reading the local port (the verifier prunes the branch:
+/// read-only globals are known at load).
+pub const GLOBAL_WATCH_PORTS: &str = "WATCH_PORTS";
 /// Global: byte offsets into kernel structs, read from BTF at load time.
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 

@@ -71,6 +71,10 @@ static TARGET_NETNS: u32 = 0;
 #[unsafe(no_mangle)]
 static TARGET_NETNS_COOKIE: u64 = 0;
 
+/// Non-zero: port groups are configured (see `WATCHED_PORTS`).
+#[unsafe(no_mangle)]
+static WATCH_PORTS: u8 = 0;
+
 /// Struct offsets from BTF, set by userspace before load.
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets {
@@ -211,11 +215,16 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         return Ok(());
     }
     let family: u16 = read(sk, offsets.skc_family)?;
-    // inet_sport lies in struct inet_sock, past the struct sock the BTF
-    // argument is typed as: a direct load is refused, the helper is not.
-    let at = addr.wrapping_add(offsets.inet_sport as u64) as *const u16;
-    // SAFETY: a fault-safe read of the socket the event is about.
-    let lport = u16::from_be(unsafe { bpf_probe_read_kernel(at) }.map_err(|e| e as i32)?);
+    // SAFETY: see above.
+    let lport = if unsafe { core::ptr::read_volatile(&WATCH_PORTS) } != 0 {
+        // inet_sport lies in struct inet_sock, past the struct sock the BTF
+        // argument is typed as: a direct load is refused, the helper is not.
+        let at = addr.wrapping_add(offsets.inet_sport as u64) as *const u16;
+        // SAFETY: a fault-safe read of the socket the event is about.
+        u16::from_be(unsafe { bpf_probe_read_kernel(at) }.map_err(|e| e as i32)?)
+    } else {
+        0
+    };
     let watched = lport != 0
         && WATCHED_PORTS
             .get(u32::from(lport / 64))

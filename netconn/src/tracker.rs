@@ -77,7 +77,7 @@ impl Tracker {
     /// first snapshot. Programs are attached before the dump. With port
     /// groups, their ports' events are streamed from the start.
     pub fn start(netns: u32, groups: Groups) -> Result<Tracker, TrackerError> {
-        let mut probe = Probe::load(netns)?;
+        let mut probe = Probe::load(netns, !groups.is_empty())?;
         let ports = if groups.is_empty() {
             None
         } else {

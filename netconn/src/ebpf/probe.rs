@@ -11,10 +11,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
-    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE, MAP_CONTROL,
-    MAP_EVENTS, MAP_LOST, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS,
-    Offsets, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_STATE_CHANGE,
-    TRANSITION_SLOTS, Transitions, UDP_PROGRAMS,
+    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE, GLOBAL_WATCH_PORTS,
+    MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS,
+    MAP_WATCHED_PORTS, Offsets, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent,
+    TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -164,8 +164,9 @@ pub struct Probe {
 
 impl Probe {
     /// Loads the programs counting sockets of network namespace `netns`
-    /// (the caller's own) and attaches them.
-    pub fn load(netns: u32) -> Result<Probe, ProbeError> {
+    /// (the caller's own) and attaches them. `watch_ports`: port groups
+    /// are configured (see [`Probe::watch_ports`]).
+    pub fn load(netns: u32, watch_ports: bool) -> Result<Probe, ProbeError> {
         let netns_cookie = super::cgroup::netns_cookie().map_err(ProbeError::NetnsCookie)?;
         // sysfs serves this 5 MiB file 4 KiB per read(): read it once for
         // the offsets and the attach (EbpfLoader::new() reads its own copy).
@@ -174,11 +175,13 @@ impl Probe {
         let btf = Btf::parse(&vmlinux_btf, aya::Endianness::default())
             .map_err(|e| ProbeError::Load(describe(&e)))?;
         drop(vmlinux_btf);
+        let watch_flag = u8::from(watch_ports);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
             .override_global(GLOBAL_TARGET_NETNS_COOKIE, &netns_cookie, true)
-            .override_global(GLOBAL_OFFSETS, &offsets, true);
+            .override_global(GLOBAL_OFFSETS, &offsets, true)
+            .override_global(GLOBAL_WATCH_PORTS, &watch_flag, true);
         // A smaller journal, to make it overflow on purpose (tests).
         if let Some(bytes) = journal_bytes_override() {
             loader.map_max_entries(MAP_EVENTS, bytes);
