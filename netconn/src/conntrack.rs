@@ -158,8 +158,11 @@ pub struct Live {
     pub destroy: BTreeMap<&'static str, u64>,
     /// Times the socket overflowed (events lost) since start.
     pub lost: u64,
-    /// Dumps taken after the first (one per overflow).
+    /// Dumps taken after the first (after an overflow, or when the live
+    /// entries disagree steadily with the kernel's count).
     pub resyncs: u64,
+    /// Set by a reading that found such a disagreement.
+    pub resync_requested: bool,
 }
 
 const NETLINK_NETFILTER: i32 = 12;
@@ -209,7 +212,11 @@ fn netlink_socket(groups: &[u32]) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // A large buffer makes overflows rare; they are handled anyway.
-    let size: libc::c_int = 4 << 20;
+    // NETCONN_CONNTRACK_RCVBUF shrinks it, for tests that need overflows.
+    let size: libc::c_int = std::env::var("NETCONN_CONNTRACK_RCVBUF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4 << 20);
     // SAFETY: valid option value.
     unsafe {
         libc::setsockopt(
@@ -324,28 +331,43 @@ pub fn listen() -> io::Result<Arc<Mutex<Live>>> {
     Ok(live)
 }
 
+/// How often the event thread looks for a resync request when idle.
+const POLL_REQUESTS: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: POLL_REQUESTS.as_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid timeval for SO_RCVTIMEO.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
     let mut buf = vec![0u8; 256 * 1024];
     loop {
+        if live.lock().expect("conntrack state").resync_requested {
+            resync(&sock, &mut buf, live);
+        }
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENOBUFS) {
+            match err.raw_os_error() {
                 // Events were dropped: count it and recount the table.
-                let fresh = dump_entries();
-                let mut l = live.lock().expect("conntrack state");
-                l.lost += 1;
-                if let Ok(entries) = fresh {
-                    l.entries = entries;
-                    l.resyncs += 1;
+                Some(libc::ENOBUFS) => {
+                    live.lock().expect("conntrack state").lost += 1;
+                    resync(&sock, &mut buf, live);
                 }
-                continue;
+                Some(libc::EAGAIN | libc::EINTR) => {}
+                _ => return,
             }
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
+            continue;
         }
         let mut l = live.lock().expect("conntrack state");
         for (kind, payload) in messages(&buf[..n as usize]) {
@@ -370,9 +392,37 @@ fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
     }
 }
 
+/// Drops the queued events (the dump that follows includes their effect)
+/// and recounts the table.
+fn resync(sock: &OwnedFd, buf: &mut [u8], live: &Mutex<Live>) {
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOBUFS) {
+            break;
+        }
+    }
+    let fresh = dump_entries();
+    let mut l = live.lock().expect("conntrack state");
+    if let Ok(entries) = fresh {
+        l.entries = entries;
+        l.resyncs += 1;
+        l.resync_requested = false;
+    }
+}
+
 /// The figures of one conntrack record, and what is needed for the next.
 pub struct Monitor {
     live: Option<Arc<Mutex<Live>>>,
+    /// Live entries minus the kernel's count at the last reading, if not 0.
+    mismatch: Option<i64>,
     last: Option<(Instant, BTreeMap<String, u64>)>,
     alert: Alert,
 }
@@ -402,6 +452,7 @@ impl Monitor {
         };
         Monitor {
             live,
+            mismatch: None,
             last: None,
             alert: Alert::new(thresholds),
         }
@@ -457,7 +508,20 @@ impl Monitor {
             self.last = Some((now, stats));
         }
         if let Some(live) = &self.live {
-            let l = live.lock().expect("conntrack state").clone();
+            let mut guard = live.lock().expect("conntrack state");
+            // Events racing a dump can count an entry twice or not at all:
+            // a difference to the kernel's count that holds over two
+            // readings is repaired by a new dump (the count itself also
+            // includes entries not yet confirmed, so a single reading may
+            // differ under load).
+            let diff = guard.entries.values().sum::<i64>() - count as i64;
+            let steady = diff != 0 && self.mismatch == Some(diff);
+            if steady {
+                guard.resync_requested = true;
+            }
+            self.mismatch = (diff != 0).then_some(diff);
+            let l = guard.clone();
+            drop(guard);
             r.insert("entries".into(), json!(l.entries));
             r.insert("events".into(), json!({"new": l.new, "destroy": l.destroy}));
             r.insert("lost_events".into(), l.lost.into());

@@ -161,3 +161,37 @@ fn one_shot_record_and_alert_thresholds() {
     let _ = std::fs::remove_file(config);
     drop(held);
 }
+
+/// A socket buffer too small for a burst of NEW events overflows: the loss
+/// is counted and a dump repairs the live entries.
+#[test]
+fn overflow_is_counted_and_repaired() {
+    let ns = Netns::new();
+    track(&ns);
+    let mut cmd = ns.netconn(&["watch", "--interval", "200ms"]);
+    cmd.env("NETCONN_CONNTRACK_RCVBUF", "2048");
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let worker = ns.worker();
+    let held = worker.exec(|| flows(400, 0));
+    let count = kernel_count(&ns);
+    assert_eq!(count, 400);
+    // At rest the live entries come back to the kernel's count.
+    let mut record = watch.next_of("conntrack", Duration::from_secs(60));
+    for _ in 0..50 {
+        let entries: i64 = record["entries"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_i64().unwrap())
+            .sum();
+        if entries as u64 == count && record["lost_events"].as_u64() > Some(0) {
+            break;
+        }
+        record = watch.next_of("conntrack", Duration::from_secs(60));
+    }
+    assert!(record["lost_events"].as_u64().unwrap() > 0, "{record}");
+    assert!(record["resyncs"].as_u64().unwrap() > 0, "{record}");
+    assert_eq!(record["entries"]["tcp"], 400, "{record}");
+    assert_eq!(record["count"], count);
+    drop(held);
+}

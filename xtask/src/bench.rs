@@ -306,8 +306,11 @@ fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
+    // Keep reading end open: a watch whose stdout closes stops (and the
+    // conntrack record follows the first counts record at once).
+    let mut records = BufReader::new(watch.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(watch.stdout.take().unwrap()).read_line(&mut line)?;
+    records.read_line(&mut line)?;
     let rss = rss_kib(watch.id())?;
     let watch = Guard(watch);
     let check_answer = daemon_answer(&ns)?;
@@ -318,6 +321,7 @@ fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
     };
     let check_daemon = time_cmd(5, check)?;
     drop(watch);
+    drop(records);
     let check_dump = time_cmd(5, check)?;
     drop(holders);
     Ok(SnapshotRow {
