@@ -49,6 +49,31 @@ pub enum Command {
     /// fills (warning 90 %, critical 95 %, clear below 85 %; [conntrack]
     /// in the configuration).
     Conntrack(ConntrackArgs),
+    /// List the namespace's sockets: one row each, or grouped.
+    ///
+    /// Columns: proto, state, local and remote address, direction (listen,
+    /// inbound = accepted, outbound = connected, local = the peer is this
+    /// host), process, smoothed RTT and retransmitted segments (the
+    /// kernel's tcp_info, as `ss -ti` shows them), network namespace.
+    /// From one dump; needs no eBPF.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Group by direction, process, protocol and service port, with counts.
+    #[arg(long)]
+    pub aggregate: bool,
+    /// Find each socket's process by walking /proc/*/fd (what makes `ss -p`
+    /// slow, hence opt-in; root sees every process).
+    #[arg(long, short)]
+    pub processes: bool,
+    /// Write to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ pub mod counts;
 pub mod ebpf;
 pub mod host;
 pub mod kernel_totals;
+pub mod list;
 pub mod merge;
 pub mod nagios;
 pub mod output;

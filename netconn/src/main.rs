@@ -20,7 +20,7 @@ fn main() -> ExitCode {
                 }
                 DisplayHelpOnMissingArgumentOrSubcommand => {
                     eprintln!(
-                        "netconn: a subcommand is required: watch, snapshot, check or conntrack (see netconn --help)"
+                        "netconn: a subcommand is required: watch, snapshot, check, conntrack or list (see netconn --help)"
                     );
                     return ExitCode::from(2);
                 }
@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => cmd::watch::run(args),
         Command::Snapshot(args) => cmd::snapshot::run(args),
         Command::Conntrack(args) => cmd::conntrack::run(args),
+        Command::List(args) => cmd::list::run(args),
         Command::Check(args) => return ExitCode::from(cmd::check::run(args).exit_code()),
     };
     match result {

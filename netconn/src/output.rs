@@ -46,15 +46,20 @@ impl Sink {
     pub fn write(&mut self, record: &Value) -> Result<(), SinkError> {
         let mut line = serde_json::to_vec(record).expect("JSON values always serialize");
         line.push(b'\n');
+        self.write_bytes(&line)
+    }
+
+    /// Writes text as it is (tables for people).
+    pub fn write_bytes(&mut self, line: &[u8]) -> Result<(), SinkError> {
         let (result, path) = match self {
             Sink::Stdout(out) => {
                 let mut lock = out.lock();
                 (
-                    lock.write_all(&line).and_then(|_| lock.flush()),
+                    lock.write_all(line).and_then(|_| lock.flush()),
                     "stdout".to_owned(),
                 )
             }
-            Sink::File { file, path } => (file.write_all(&line), path.display().to_string()),
+            Sink::File { file, path } => (file.write_all(line), path.display().to_string()),
         };
         result.map_err(|source| {
             if source.kind() == io::ErrorKind::BrokenPipe {

@@ -56,6 +56,26 @@ pub fn dump_states(
     states: u32,
     out: &mut Vec<DumpedSocket>,
 ) -> io::Result<()> {
+    dump_raw(conn_type, states, 0, |msg| {
+        if let Some(s) = parse_msg(msg, conn_type) {
+            out.push(s);
+        }
+    })
+}
+
+/// `idiag_ext` bit asking for `struct tcp_info` (INET_DIAG_INFO).
+pub const EXT_INFO: u8 = 1 << (INET_DIAG_INFO - 1);
+/// The attribute carrying `struct tcp_info`.
+pub const INET_DIAG_INFO: u16 = 2;
+
+/// Dumps one conn-type, handing each `inet_diag_msg` (with its attributes)
+/// to `each`. `ext`: the extensions to ask for (e.g. [`EXT_INFO`]).
+pub fn dump_raw(
+    conn_type: ConnType,
+    states: u32,
+    ext: u8,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<()> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -70,7 +90,7 @@ pub fn dump_states(
     // SAFETY: fd is a fresh, valid descriptor we own.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
 
-    let req = request(conn_type, states);
+    let req = request(conn_type, states, ext);
     // SAFETY: sockaddr_nl zeroed is the kernel's address (pid 0).
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as u16;
@@ -100,7 +120,7 @@ pub fn dump_states(
             }
             return Err(err);
         }
-        if parse_batch(&buf[..n as usize], conn_type, out)? {
+        if parse_batch(&buf[..n as usize], &mut each)? {
             return Ok(());
         }
     }
@@ -108,7 +128,7 @@ pub fn dump_states(
 
 /// Builds `nlmsghdr` + `inet_diag_req_v2` asking for the sockets of a type
 /// in `states`.
-fn request(conn_type: ConnType, states: u32) -> [u8; REQ_LEN] {
+fn request(conn_type: ConnType, states: u32, ext: u8) -> [u8; REQ_LEN] {
     let mut req = [0u8; REQ_LEN];
     req[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
     req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -117,17 +137,14 @@ fn request(conn_type: ConnType, states: u32) -> [u8; REQ_LEN] {
     let body = &mut req[NLMSG_HDR..];
     body[0] = conn_type.family() as u8;
     body[1] = conn_type.protocol();
-    body[2] = 0; // idiag_ext: no extensions
+    body[2] = ext;
     body[4..8].copy_from_slice(&states.to_ne_bytes());
     req
 }
 
-/// Parses one `recv()` worth of netlink messages. Returns true at NLMSG_DONE.
-pub fn parse_batch(
-    mut data: &[u8],
-    conn_type: ConnType,
-    out: &mut Vec<DumpedSocket>,
-) -> io::Result<bool> {
+/// Parses one `recv()` worth of netlink messages, handing each socket's
+/// message to `each`. Returns true at NLMSG_DONE.
+pub fn parse_batch(mut data: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<bool> {
     while data.len() >= NLMSG_HDR {
         let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap());
@@ -149,11 +166,7 @@ pub fn parse_batch(
                     return Err(io::Error::from_raw_os_error(-errno));
                 }
             }
-            SOCK_DIAG_BY_FAMILY => {
-                if let Some(s) = parse_msg(payload, conn_type) {
-                    out.push(s);
-                }
-            }
+            SOCK_DIAG_BY_FAMILY => each(payload),
             _ => {}
         }
         // Messages are 4-byte aligned.
@@ -182,7 +195,7 @@ pub fn socket_kind(conn_type: ConnType, state: u8, time_wait_timer: bool) -> Soc
 }
 
 /// Decodes the fixed part of an `inet_diag_msg`.
-fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
+pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     if msg.len() < MSG_LEN {
         return None;
     }
@@ -245,6 +258,11 @@ mod tests {
         f
     }
 
+    /// parse_batch() into DumpedSockets, as dump_states() does.
+    fn decode(batch: &[u8], ct: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<bool> {
+        parse_batch(batch, &mut |m: &[u8]| out.extend(parse_msg(m, ct)))
+    }
+
     #[test]
     fn decodes_sockets_until_done() {
         let mut batch = frame(SOCK_DIAG_BY_FAMILY, &msg(10, 0, 80, 7));
@@ -253,24 +271,24 @@ mod tests {
             &msg(6, TIMER_TIME_WAIT, 4000, 1 << 40 | 9),
         ));
         let mut out = Vec::new();
-        assert!(!parse_batch(&batch, ConnType::Tcp, &mut out).unwrap());
+        assert!(!decode(&batch, ConnType::Tcp, &mut out).unwrap());
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].state, 10);
         assert_eq!(out[0].local_port, 80);
         assert_eq!(out[0].kind, SocketKind::Full);
         assert_eq!(out[1].kind, SocketKind::TimeWait);
         assert_eq!(out[1].cookie, 1 << 40 | 9);
-        assert!(parse_batch(&frame(NLMSG_DONE, &[0; 4]), ConnType::Tcp, &mut out).unwrap());
+        assert!(decode(&frame(NLMSG_DONE, &[0; 4]), ConnType::Tcp, &mut out).unwrap());
     }
 
     #[test]
     fn netlink_errors_and_truncation_are_errors() {
         let err = frame(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
-        let e = parse_batch(&err, ConnType::Tcp, &mut Vec::new()).unwrap_err();
+        let e = decode(&err, ConnType::Tcp, &mut Vec::new()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EPERM));
         let mut bad = frame(SOCK_DIAG_BY_FAMILY, &msg(1, 0, 1, 1));
         bad[0..4].copy_from_slice(&9999u32.to_ne_bytes());
-        assert!(parse_batch(&bad, ConnType::Tcp, &mut Vec::new()).is_err());
+        assert!(decode(&bad, ConnType::Tcp, &mut Vec::new()).is_err());
     }
 
     #[test]
@@ -279,7 +297,7 @@ mod tests {
         // As inet_req_diag_fill() reports them (state 3), and as the
         // internal state (12) would be.
         for state in [3, 12] {
-            parse_batch(
+            decode(
                 &frame(SOCK_DIAG_BY_FAMILY, &msg(state, 1, 80, 3)),
                 ConnType::Tcp6,
                 &mut out,

@@ -1,0 +1,23 @@
+//! `netconn list`: the namespace's sockets, one row each or grouped.
+
+use super::CmdError;
+use crate::cli::ListArgs;
+use crate::list;
+use crate::output::{Sink, SinkError};
+
+pub fn run(args: ListArgs) -> Result<(), CmdError> {
+    let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
+    let netns = super::own_netns()?;
+    let rows = list::rows(args.processes)
+        .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))?;
+    let text = match (args.aggregate, args.json) {
+        (false, false) => list::rows_table(&rows, netns),
+        (false, true) => list::to_json(&rows, netns).to_string() + "\n",
+        (true, false) => list::aggregate_table(&list::aggregate(&rows)),
+        (true, true) => list::aggregate_json(&list::aggregate(&rows)).to_string() + "\n",
+    };
+    match sink.write_bytes(text.as_bytes()) {
+        Ok(()) | Err(SinkError::Closed) => Ok(()),
+        Err(e) => Err(CmdError::Failed(e.to_string())),
+    }
+}

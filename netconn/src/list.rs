@@ -1,0 +1,513 @@
+//! `netconn list`: one row per socket of the namespace, with direction,
+//! TCP metrics (the kernel's `tcp_info`, what `ss -ti` shows) and, on
+//! request, the owning process.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use crate::sockdiag::{self, DumpedSocket, EXT_INFO, INET_DIAG_INFO};
+use crate::state::{ConnType, SocketKind, TCP_LISTEN};
+
+/// The init network namespace's inode (`PROC_NET_INIT_INO`): sockets
+/// there are the host's ("system"), anything else a container's.
+pub const INIT_NETNS: u32 = 0xF000_0000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    Listen,
+    Inbound,
+    Outbound,
+    /// The peer is an address of this host (namespace).
+    Local,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Listen => "listen",
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Local => "local",
+        }
+    }
+}
+
+/// TCP figures from `tcp_info`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Smoothed RTT, microseconds (`tcpi_rtt`).
+    pub rtt_us: u32,
+    /// Retransmitted segments over the connection's life (`tcpi_total_retrans`).
+    pub retrans: u32,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+}
+
+/// Offsets in `struct tcp_info` (include/uapi/linux/tcp.h).
+const TCPI_RTT: usize = 68;
+const TCPI_TOTAL_RETRANS: usize = 100;
+const TCPI_BYTES_ACKED: usize = 120;
+const TCPI_BYTES_RECEIVED: usize = 128;
+
+pub fn parse_tcp_info(b: &[u8]) -> Option<TcpInfo> {
+    let u32_at = |o: usize| Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_ne_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    Some(TcpInfo {
+        rtt_us: u32_at(TCPI_RTT)?,
+        retrans: u32_at(TCPI_TOTAL_RETRANS)?,
+        bytes_acked: u64_at(TCPI_BYTES_ACKED).unwrap_or(0),
+        bytes_received: u64_at(TCPI_BYTES_RECEIVED).unwrap_or(0),
+    })
+}
+
+/// One socket.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub socket: DumpedSocket,
+    pub remote_addr: IpAddr,
+    pub remote_port: u16,
+    pub info: Option<TcpInfo>,
+    pub direction: Direction,
+    pub process: Option<(u32, String)>,
+}
+
+/// Length of the fixed `inet_diag_msg`.
+const MSG_LEN: usize = 72;
+
+/// The remote end and `tcp_info` of an `inet_diag_msg` with attributes.
+fn parse_detail(
+    msg: &[u8],
+    conn_type: ConnType,
+) -> Option<(DumpedSocket, IpAddr, u16, Option<TcpInfo>)> {
+    let socket = sockdiag::parse_msg(msg, conn_type)?;
+    let remote_port = u16::from_be_bytes([msg[6], msg[7]]);
+    let dst: [u8; 16] = msg.get(24..40)?.try_into().ok()?;
+    let remote_addr = if conn_type.family() == netconn_common::AF_INET {
+        IpAddr::from([dst[0], dst[1], dst[2], dst[3]])
+    } else {
+        IpAddr::from(dst)
+    };
+    let mut info = None;
+    let mut attrs = msg.get(MSG_LEN..).unwrap_or_default();
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        if kind == INET_DIAG_INFO {
+            info = parse_tcp_info(&attrs[4..len]);
+        }
+        attrs = attrs.get((len + 3) & !3..).unwrap_or_default();
+    }
+    Some((socket, remote_addr, remote_port, info))
+}
+
+/// The namespace's own addresses (getifaddrs), canonical form.
+pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
+    let mut out = HashSet::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills ifap with a list freed below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr of its family.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.insert(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(ifap) };
+    Ok(out)
+}
+
+fn is_local(addr: IpAddr, locals: &HashSet<IpAddr>) -> bool {
+    let a = addr.to_canonical();
+    a.is_loopback() || locals.contains(&a) || locals.contains(&addr)
+}
+
+/// Direction of a socket: listeners (TCP LISTEN, unconnected UDP),
+/// connections to this host's own addresses, connections to one of its
+/// listening ports (accepted), and the rest (connected out).
+pub fn direction(
+    s: &DumpedSocket,
+    remote: IpAddr,
+    remote_port: u16,
+    listening: &HashSet<u16>,
+    locals: &HashSet<IpAddr>,
+) -> Direction {
+    let unconnected = remote_port == 0 && remote.is_unspecified();
+    if (s.conn_type.is_tcp() && s.state == TCP_LISTEN) || (!s.conn_type.is_tcp() && unconnected) {
+        Direction::Listen
+    } else if is_local(remote, locals) {
+        Direction::Local
+    } else if s.conn_type.is_tcp() && listening.contains(&s.local_port) {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    }
+}
+
+/// Socket inode -> (pid, comm), from `/proc/*/fd`: the walk that makes
+/// `ss -p` slow, hence opt-in. The lowest pid wins for shared sockets.
+pub fn processes() -> HashMap<u32, (u32, String)> {
+    let mut out: HashMap<u32, (u32, String)> = HashMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut pids: Vec<u32> = procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let mut comm = None;
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let comm = comm.get_or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim_end().to_owned())
+                    .unwrap_or_default()
+            });
+            out.entry(inode).or_insert_with(|| (pid, comm.clone()));
+        }
+    }
+    out
+}
+
+/// Every socket of the calling thread's namespace.
+pub fn rows(with_processes: bool) -> io::Result<Vec<Row>> {
+    let mut raw = Vec::new();
+    for ct in ConnType::ALL {
+        let ext = if ct.is_tcp() { EXT_INFO } else { 0 };
+        sockdiag::dump_raw(ct, u32::MAX, ext, |m| raw.extend(parse_detail(m, ct)))?;
+    }
+    let listening: HashSet<u16> = raw
+        .iter()
+        .filter(|(s, ..)| s.conn_type.is_tcp() && s.state == TCP_LISTEN)
+        .map(|(s, ..)| s.local_port)
+        .collect();
+    let locals = local_addresses()?;
+    let procs = if with_processes {
+        processes()
+    } else {
+        HashMap::new()
+    };
+    Ok(raw
+        .into_iter()
+        .map(|(socket, remote_addr, remote_port, info)| Row {
+            direction: direction(&socket, remote_addr, remote_port, &listening, &locals),
+            process: procs.get(&socket.inode).cloned(),
+            socket,
+            remote_addr,
+            remote_port,
+            info,
+        })
+        .collect())
+}
+
+fn state_name(s: &DumpedSocket) -> &'static str {
+    s.conn_type.state_name(s.state).unwrap_or("UNKNOWN")
+}
+
+fn namespace_class(netns: u32) -> &'static str {
+    if netns == INIT_NETNS {
+        "system"
+    } else {
+        "container"
+    }
+}
+
+pub fn to_json(rows: &[Row], netns: u32) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                let s = &r.socket;
+                json!({
+                    "proto": s.conn_type.name(),
+                    "state": state_name(s),
+                    "laddr": s.local_addr.to_string(),
+                    "lport": s.local_port,
+                    "raddr": r.remote_addr.to_string(),
+                    "rport": r.remote_port,
+                    "direction": r.direction.name(),
+                    "pid": r.process.as_ref().map(|p| p.0),
+                    "comm": r.process.as_ref().map(|p| p.1.clone()),
+                    "rtt_us": r.info.map(|i| i.rtt_us),
+                    "retrans": r.info.map(|i| i.retrans),
+                    "bytes_sent": r.info.map(|i| i.bytes_acked),
+                    "bytes_received": r.info.map(|i| i.bytes_received),
+                    "inode": s.inode,
+                    "netns": netns,
+                    "namespace": namespace_class(netns),
+                    "kind": match s.kind {
+                        SocketKind::Full => "socket",
+                        SocketKind::TimeWait => "time_wait",
+                        SocketKind::Request => "request",
+                    },
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The port a connection is "about": the local one for listeners and
+/// accepted connections, the remote one for connections made.
+fn service_port(r: &Row, listening: &HashSet<u16>) -> u16 {
+    match r.direction {
+        Direction::Listen | Direction::Inbound => r.socket.local_port,
+        Direction::Outbound => r.remote_port,
+        Direction::Local if listening.contains(&r.socket.local_port) => r.socket.local_port,
+        Direction::Local => r.remote_port,
+    }
+}
+
+/// (direction, process, proto, service port) -> sockets, most first.
+pub fn aggregate(rows: &[Row]) -> Vec<(Direction, String, &'static str, u16, usize)> {
+    let listening: HashSet<u16> = rows
+        .iter()
+        .filter(|r| r.direction == Direction::Listen && r.socket.conn_type.is_tcp())
+        .map(|r| r.socket.local_port)
+        .collect();
+    let mut groups: BTreeMap<(Direction, String, &'static str, u16), usize> = BTreeMap::new();
+    for r in rows {
+        let process = r
+            .process
+            .as_ref()
+            .map(|p| p.1.clone())
+            .unwrap_or_else(|| "-".into());
+        let key = (
+            r.direction,
+            process,
+            r.socket.conn_type.name(),
+            service_port(r, &listening),
+        );
+        *groups.entry(key).or_default() += 1;
+    }
+    let mut out: Vec<_> = groups
+        .into_iter()
+        .map(|((d, p, t, port), n)| (d, p, t, port, n))
+        .collect();
+    out.sort_by(|a, b| {
+        b.4.cmp(&a.4)
+            .then_with(|| (a.0, &a.1, a.2, a.3).cmp(&(b.0, &b.1, b.2, b.3)))
+    });
+    out
+}
+
+pub fn aggregate_json(groups: &[(Direction, String, &'static str, u16, usize)]) -> Value {
+    Value::Array(
+        groups
+            .iter()
+            .map(|(d, p, t, port, n)| {
+                json!({"direction": d.name(), "process": p, "proto": t, "port": port, "sockets": n})
+            })
+            .collect(),
+    )
+}
+
+/// Left-aligned columns for people.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+pub fn rows_table(rows: &[Row], netns: u32) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let s = &r.socket;
+            vec![
+                s.conn_type.name().to_owned(),
+                state_name(s).to_owned(),
+                endpoint(s.local_addr, s.local_port),
+                endpoint(r.remote_addr, r.remote_port),
+                r.direction.name().to_owned(),
+                r.process
+                    .as_ref()
+                    .map(|(pid, comm)| format!("{pid}/{comm}"))
+                    .unwrap_or_else(|| "-".into()),
+                r.info
+                    .map(|i| format!("{:.3}", i.rtt_us as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                r.info
+                    .map(|i| i.retrans.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                netns.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "PROTO",
+            "STATE",
+            "LOCAL",
+            "REMOTE",
+            "DIRECTION",
+            "PID/COMM",
+            "RTT(ms)",
+            "RETRANS",
+            "NETNS",
+        ],
+        &cells,
+    )
+}
+
+pub fn aggregate_table(groups: &[(Direction, String, &'static str, u16, usize)]) -> String {
+    let cells: Vec<Vec<String>> = groups
+        .iter()
+        .map(|(d, p, t, port, n)| {
+            vec![
+                d.name().to_owned(),
+                p.clone(),
+                t.to_string(),
+                port.to_string(),
+                n.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["DIRECTION", "PROCESS", "PROTO", "PORT", "SOCKETS"],
+        &cells,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sock(ct: ConnType, state: u8, lport: u16) -> DumpedSocket {
+        DumpedSocket {
+            conn_type: ct,
+            state,
+            kind: SocketKind::Full,
+            cookie: 1,
+            local_port: lport,
+            local_addr: "10.0.0.1".parse().unwrap(),
+            inode: 7,
+        }
+    }
+
+    #[test]
+    fn directions() {
+        let listening: HashSet<u16> = [80].into();
+        let locals: HashSet<IpAddr> = ["10.0.0.1".parse().unwrap()].into();
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let d = |s: &DumpedSocket, r: IpAddr, rp| direction(s, r, rp, &listening, &locals);
+        assert_eq!(
+            d(&sock(ConnType::Tcp, TCP_LISTEN, 80), any, 0),
+            Direction::Listen
+        );
+        assert_eq!(
+            d(&sock(ConnType::Tcp, 1, 80), peer, 5555),
+            Direction::Inbound
+        );
+        assert_eq!(
+            d(&sock(ConnType::Tcp, 1, 40000), peer, 443),
+            Direction::Outbound
+        );
+        assert_eq!(
+            d(
+                &sock(ConnType::Tcp, 1, 40000),
+                "10.0.0.1".parse().unwrap(),
+                80
+            ),
+            Direction::Local
+        );
+        assert_eq!(
+            d(
+                &sock(ConnType::Tcp, 1, 40000),
+                "127.0.0.5".parse().unwrap(),
+                80
+            ),
+            Direction::Local
+        );
+        assert_eq!(
+            d(
+                &sock(ConnType::Tcp6, 1, 40000),
+                "::ffff:10.0.0.1".parse().unwrap(),
+                80
+            ),
+            Direction::Local
+        );
+        assert_eq!(d(&sock(ConnType::Udp, 7, 53), any, 0), Direction::Listen);
+        assert_eq!(
+            d(&sock(ConnType::Udp, 1, 40000), peer, 53),
+            Direction::Outbound
+        );
+    }
+
+    #[test]
+    fn tcp_info_fields() {
+        let mut b = vec![0u8; 232];
+        b[TCPI_RTT..TCPI_RTT + 4].copy_from_slice(&1234u32.to_ne_bytes());
+        b[TCPI_TOTAL_RETRANS..TCPI_TOTAL_RETRANS + 4].copy_from_slice(&5u32.to_ne_bytes());
+        b[TCPI_BYTES_ACKED..TCPI_BYTES_ACKED + 8].copy_from_slice(&99u64.to_ne_bytes());
+        let i = parse_tcp_info(&b).unwrap();
+        assert_eq!((i.rtt_us, i.retrans, i.bytes_acked), (1234, 5, 99));
+        assert!(parse_tcp_info(&b[..50]).is_none());
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}

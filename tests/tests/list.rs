@@ -1,0 +1,166 @@
+//! `netconn list`: rows equal /proc/net, directions, processes and the
+//! kernel's tcp_info (as `ss -tin` shows it), in two namespaces joined by
+//! a veth pair so that inbound and outbound are not local.
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+
+use netconn_integration::{Netns, run_ok, truth};
+use serde_json::Value;
+
+/// A veth pair between `a` (10.77.0.1) and `b` (10.77.0.2).
+fn link(a: &Netns, b: &Netns) {
+    run_ok(
+        "ip",
+        &[
+            "-n", &a.name, "link", "add", "nc0", "type", "veth", "peer", "name", "nc1", "netns",
+            &b.name,
+        ],
+    );
+    run_ok(
+        "ip",
+        &["-n", &a.name, "addr", "add", "10.77.0.1/24", "dev", "nc0"],
+    );
+    run_ok(
+        "ip",
+        &["-n", &b.name, "addr", "add", "10.77.0.2/24", "dev", "nc1"],
+    );
+    run_ok("ip", &["-n", &a.name, "link", "set", "nc0", "up"]);
+    run_ok("ip", &["-n", &b.name, "link", "set", "nc1", "up"]);
+}
+
+/// `ss -tinH` in `ns`: "local remote" -> (rtt in µs, total retransmits).
+fn ss_info(ns: &Netns) -> BTreeMap<String, (u64, u64)> {
+    let out = ns.run_cmd("ss", &["-tinH"]);
+    let mut info = BTreeMap::new();
+    let mut lines = out.lines();
+    while let (Some(head), Some(detail)) = (lines.next(), lines.next()) {
+        let cols: Vec<&str> = head.split_whitespace().collect();
+        let local = format!("{} {}", cols[3], cols[4]);
+        let field = |key: &str| {
+            detail
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|v| v.split('/').collect::<Vec<_>>())
+        };
+        let rtt = field("rtt:").map(|v| (v[0].parse::<f64>().unwrap() * 1000.0).round() as u64);
+        let retrans = field("retrans:")
+            .map(|v| v[1].parse().unwrap())
+            .unwrap_or(0);
+        info.insert(local, (rtt.unwrap_or(0), retrans));
+    }
+    info
+}
+
+#[test]
+fn rows_directions_processes_and_tcp_info() {
+    let a = Netns::new();
+    let b = Netns::new();
+    link(&a, &b);
+    let in_b = b.worker();
+    let remote = in_b.exec(|| TcpListener::bind("10.77.0.2:9090").unwrap());
+    let in_a = a.worker();
+    let held = in_a.exec(|| {
+        let l = TcpListener::bind("10.77.0.1:8080").unwrap();
+        let out: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect("10.77.0.2:9090").unwrap())
+            .collect();
+        let lo = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = TcpStream::connect(lo.local_addr().unwrap()).unwrap();
+        let local_peer = lo.accept().unwrap().0;
+        let udp = UdpSocket::bind("10.77.0.1:5353").unwrap();
+        (l, out, lo, local, local_peer, udp)
+    });
+    let clients = in_b.exec(|| {
+        (0..3)
+            .map(|_| TcpStream::connect("10.77.0.1:8080").unwrap())
+            .collect::<Vec<_>>()
+    });
+    // Let the handshakes and delayed ACKs settle before comparing.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let out = a
+        .netconn(&["list", "--json", "--processes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    let ss = ss_info(&a);
+
+    // Same sockets as /proc/net, per conn-type and state.
+    let mut got = BTreeMap::new();
+    for r in &rows {
+        *got.entry((
+            r["proto"].as_str().unwrap().to_owned(),
+            r["state"].as_str().unwrap().to_owned(),
+        ))
+        .or_insert(0i64) += 1;
+    }
+    assert_eq!(got, truth(&a));
+
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let dir = |pred: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        rows.iter()
+            .filter(|r| pred(r))
+            .map(|r| r["direction"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(dir(&|r| r["state"] == "LISTEN"), ["listen", "listen"]);
+    assert_eq!(dir(&|r| r["proto"] == "udp"), ["listen"]);
+    // Accepted from b: the kernel queued them, nobody accepted yet; still
+    // connections to our listening port.
+    assert_eq!(
+        dir(&|r| r["lport"] == 8080 && r["raddr"] == "10.77.0.2"),
+        vec!["inbound"; 3]
+    );
+    assert_eq!(dir(&|r| r["rport"] == 9090), vec!["outbound"; 2]);
+    assert_eq!(dir(&|r| r["raddr"] == "127.0.0.1"), vec!["local"; 2]);
+    for r in &rows {
+        // Sockets the test holds: its pid and comm. Queued, not yet
+        // accepted connections belong to no file descriptor.
+        let queued = r["lport"] == 8080 && r["raddr"] == "10.77.0.2";
+        if !queued {
+            assert_eq!(r["pid"], std::process::id(), "{r}");
+            assert_eq!(r["comm"], comm.trim_end(), "{r}");
+        }
+        assert_eq!(r["namespace"], "container");
+        if r["proto"] == "tcp" && r["state"] == "ESTABLISHED" {
+            let local = format!(
+                "{}:{} {}:{}",
+                r["laddr"].as_str().unwrap(),
+                r["lport"],
+                r["raddr"].as_str().unwrap(),
+                r["rport"]
+            );
+            let (rtt, retrans) = ss[&local];
+            assert_eq!(r["rtt_us"], rtt, "{local}: {r}");
+            assert_eq!(r["retrans"], retrans, "{local}: {r}");
+        }
+    }
+
+    // Aggregated: the three inbound connections form one group.
+    let out = a
+        .netconn(&["list", "--aggregate", "--json", "--processes"])
+        .output()
+        .unwrap();
+    let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inbound = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["direction"] == "inbound")
+        .expect("an inbound group");
+    assert_eq!(
+        (inbound["port"].as_u64(), inbound["sockets"].as_u64()),
+        (Some(8080), Some(3))
+    );
+    drop((held, clients, remote));
+}
