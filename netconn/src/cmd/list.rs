@@ -11,12 +11,19 @@ pub fn run(args: ListArgs) -> Result<(), CmdError> {
     let rows = list::rows(args.processes)
         .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))?;
     let text = match (args.aggregate, args.json) {
-        (false, false) => list::rows_table(&rows, netns),
-        (false, true) => list::to_json(&rows, netns).to_string() + "\n",
-        (true, false) => list::aggregate_table(&list::aggregate(&rows)),
-        (true, true) => list::aggregate_json(&list::aggregate(&rows)).to_string() + "\n",
+        (false, false) => list::rows_table(&rows, netns).into_bytes(),
+        (false, true) => {
+            let mut out = Vec::with_capacity(rows.len() * 300);
+            list::write_json(&rows, netns, &mut out);
+            out.push(b'\n');
+            out
+        }
+        (true, false) => list::aggregate_table(&list::aggregate(&rows)).into_bytes(),
+        (true, true) => {
+            (list::aggregate_json(&list::aggregate(&rows)).to_string() + "\n").into_bytes()
+        }
     };
-    match sink.write_bytes(text.as_bytes()) {
+    match sink.write_bytes(&text) {
         Ok(()) | Err(SinkError::Closed) => Ok(()),
         Err(e) => Err(CmdError::Failed(e.to_string())),
     }
