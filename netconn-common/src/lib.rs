@@ -73,6 +73,27 @@ pub const GLOBAL_TARGET_NETNS_COOKIE: &str = "TARGET_NETNS_COOKIE";
 /// programs skip reading the local port (the verifier prunes the branch:
 /// read-only globals are known at load).
 pub const GLOBAL_WATCH_PORTS: &str = "WATCH_PORTS";
+/// Global (u8): non-zero with `watch --events`: the state programs also
+/// push connection open/close records into [`MAP_CONN_EVENTS`].
+pub const GLOBAL_WATCH_CONNS: &str = "WATCH_CONNS";
+/// Ring buffer of [`ConnEvent`] records.
+pub const MAP_CONN_EVENTS: &str = "CONN_EVENTS";
+/// Programs on `tcp_receive_reset` / `tcp_send_reset`, marking sockets so
+/// close records can say why.
+pub const PROG_RESET_RECEIVED: &str = "netconn_rst_in";
+pub const PROG_RESET_SENT: &str = "netconn_rst_out";
+pub const TRACEPOINT_RESET_RECEIVED: &str = "tcp_receive_reset";
+pub const TRACEPOINT_RESET_SENT: &str = "tcp_send_reset";
+/// [`ConnEvent::kind`].
+pub const CONN_OPEN: u8 = 1;
+pub const CONN_CLOSE: u8 = 2;
+/// A reset seen on a socket (only `cookie` and `reset` are set): a user
+/// abort sets CLOSE before it sends its RST, so the close event comes
+/// first and userspace pairs them.
+pub const CONN_RESET: u8 = 3;
+/// [`ConnEvent::reset`] bits.
+pub const RESET_SENT: u8 = 1;
+pub const RESET_RECEIVED: u8 = 2;
 /// Global: byte offsets into kernel structs, read from BTF at load time.
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
@@ -176,8 +197,23 @@ pub struct Offsets {
     /// tracepoint reports it. Unlike `skc_num`, it is still set when an
     /// orphaned socket leaves LAST_ACK.
     pub inet_sport: u32,
+    /// `struct sock_common.skc_daddr` (be32), `skc_dport` (be16),
+    /// `skc_v6_daddr` (16 bytes): the remote end.
+    pub skc_daddr: u32,
+    pub skc_dport: u32,
+    pub skc_v6_daddr: u32,
+    /// `struct tcp_sock`: `srtt_us` (u32, RTT << 3), `total_retrans`
+    /// (u32), `bytes_acked` and `bytes_received` (u64).
+    pub srtt_us: u32,
+    pub total_retrans: u32,
+    pub bytes_acked: u32,
+    pub bytes_received: u32,
+    /// `struct task_struct.group_leader` and `.comm`: the process's name
+    /// (its main thread's), not the calling thread's.
+    pub group_leader: u32,
+    pub task_comm: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 32);
+const _: () = assert!(size_of::<Offsets>() == 68);
 
 /// One TCP state change, as pushed into the ring buffer.
 #[repr(C)]
@@ -209,6 +245,38 @@ pub struct StateEvent {
 }
 const _: () = assert!(size_of::<StateEvent>() == 48);
 
+/// A connection opening (entering ESTABLISHED or LISTEN) or closing
+/// (entering CLOSE), with what the kernel knows of it then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub cookie: u64,
+    pub ts_ns: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub netns: u32,
+    /// Process (tgid) that connected or listened, 0 if unknown; accepted
+    /// connections inherit their listener's.
+    pub pid: u32,
+    /// Smoothed RTT in microseconds (`srtt_us >> 3`, as tcp_info's rtt).
+    pub rtt_us: u32,
+    pub total_retrans: u32,
+    pub family: u16,
+    pub lport: u16,
+    pub rport: u16,
+    /// [`CONN_OPEN`] or [`CONN_CLOSE`].
+    pub kind: u8,
+    pub oldstate: u8,
+    pub newstate: u8,
+    /// [`RESET_SENT`] / [`RESET_RECEIVED`] bits seen on the socket.
+    pub reset: u8,
+    pub _pad: [u8; 6],
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<ConnEvent>() == 112);
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -218,6 +286,7 @@ mod user {
     unsafe impl aya::Pod for Control {}
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for StateEvent {}
+    unsafe impl aya::Pod for ConnEvent {}
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ use netconn_common::{
     conn_index, transition_slot,
 };
 
+mod conn;
 mod udp;
 
 /// Network namespace inode to count; 0 counts every namespace.
@@ -70,6 +71,10 @@ static TARGET_NETNS: u32 = 0;
 /// The same namespace's cookie, for the cgroup programs; 0: every one.
 #[unsafe(no_mangle)]
 static TARGET_NETNS_COOKIE: u64 = 0;
+
+/// Non-zero: `watch --events` (see the conn module).
+#[unsafe(no_mangle)]
+static WATCH_CONNS: u8 = 0;
 
 /// Non-zero: port groups are configured (see `WATCHED_PORTS`).
 #[unsafe(no_mangle)]
@@ -86,6 +91,15 @@ static OFFSETS: Offsets = Offsets {
     skc_rcv_saddr: 0,
     skc_v6_rcv_saddr: 0,
     inet_sport: 0,
+    skc_daddr: 0,
+    skc_dport: 0,
+    skc_v6_daddr: 0,
+    srtt_us: 0,
+    total_retrans: 0,
+    bytes_acked: 0,
+    bytes_received: 0,
+    group_leader: 0,
+    task_comm: 0,
 };
 
 #[map]
@@ -253,6 +267,10 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         // which bpf_get_socket_cookie accepts.
         || unsafe { bpf_get_socket_cookie(sk as *mut _) },
     );
+    // SAFETY: see above.
+    if unsafe { core::ptr::read_volatile(&WATCH_CONNS) } != 0 {
+        conn::on_state(sk, addr, oldstate, newstate, netns, family)?;
+    }
     Ok(())
 }
 

@@ -139,6 +139,11 @@ pub struct WatchArgs {
     /// Do not load eBPF: poll the socket tables every interval.
     #[arg(long)]
     pub poll: bool,
+    /// Also write a "type":"conn" record when a TCP connection opens and
+    /// when it closes (addresses, direction, process; at close duration,
+    /// bytes, RTT, retransmits and the reason), as they happen.
+    #[arg(long)]
+    pub events: bool,
     /// Also dump the socket tables each interval and add a "verify" object
     /// with the per-state differences (live - dump). At rest they are zero;
     /// under churn the two readings are moments apart.

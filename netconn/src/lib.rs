@@ -12,6 +12,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counts;
 pub mod ebpf;
+pub mod events;
 pub mod host;
 pub mod kernel_totals;
 pub mod list;

@@ -76,8 +76,8 @@ impl Tracker {
     /// Loads and attaches the program for namespace `netns`, then takes the
     /// first snapshot. Programs are attached before the dump. With port
     /// groups, their ports' events are streamed from the start.
-    pub fn start(netns: u32, groups: Groups) -> Result<Tracker, TrackerError> {
-        let mut probe = Probe::load(netns, !groups.is_empty())?;
+    pub fn start(netns: u32, groups: Groups, conns: bool) -> Result<Tracker, TrackerError> {
+        let mut probe = Probe::load(netns, !groups.is_empty(), conns)?;
         let ports = if groups.is_empty() {
             None
         } else {
@@ -287,6 +287,11 @@ impl Tracker {
         {
             ports.apply(e);
         }
+    }
+
+    /// Connection records (`watch --events`) since the last call.
+    pub fn drain_conns(&mut self, out: &mut Vec<netconn_common::ConnEvent>) {
+        self.probe.drain_conns(out);
     }
 
     pub fn has_port_groups(&self) -> bool {

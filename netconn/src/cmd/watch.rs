@@ -152,6 +152,46 @@ fn answer(stream: tokio::net::UnixStream, record: &serde_json::Value) {
     }
 }
 
+/// The record builder for `--events`: ports listening now (for the
+/// direction of connections older than the watch) and this namespace's
+/// addresses (for "local").
+fn conn_records() -> Result<crate::events::Records, CmdError> {
+    let failed = |e: std::io::Error| CmdError::Failed(format!("cannot prepare --events: {e}"));
+    let mut listeners = Vec::new();
+    for ct in [ConnType::Tcp, ConnType::Tcp6] {
+        crate::sockdiag::dump_states(ct, 1 << crate::state::TCP_LISTEN, &mut listeners)
+            .map_err(failed)?;
+    }
+    let locals = crate::list::local_addresses().map_err(failed)?;
+    Ok(crate::events::Records::new(
+        listeners.iter().map(|s| s.local_port),
+        locals,
+    ))
+}
+
+/// Writes the connection records waiting in the kernel; true when the
+/// output is closed.
+fn write_conns(
+    mode: &mut Mode,
+    records: Option<&mut crate::events::Records>,
+    host: &str,
+    sink: &mut Sink,
+) -> Result<bool, CmdError> {
+    let (Mode::Ebpf(t), Some(records)) = (mode, records) else {
+        return Ok(false);
+    };
+    let mut events = Vec::new();
+    t.drain_conns(&mut events);
+    for record in records.batch(&events, host, |e| crate::events::wall_time(e.ts_ns)) {
+        match sink.write(&record) {
+            Ok(()) => {}
+            Err(SinkError::Closed) => return Ok(true),
+            Err(e) => return Err(CmdError::Failed(e.to_string())),
+        }
+    }
+    Ok(false)
+}
+
 /// Streamed events are applied at least this often, so the ring buffer
 /// never fills between records.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -171,7 +211,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     let mut mode = if args.poll {
         Mode::Poll(groups)
     } else {
-        match Tracker::start(netns, groups.clone()) {
+        match Tracker::start(netns, groups.clone(), args.events) {
             Ok(t) => Mode::Ebpf(Box::new(t)),
             Err(e) => {
                 eprintln!(
@@ -183,6 +223,13 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         }
     };
     let streaming = matches!(&mode, Mode::Ebpf(t) if t.has_port_groups());
+    let mut conn_records = match &mode {
+        Mode::Ebpf(_) if args.events => Some(conn_records()?),
+        _ => None,
+    };
+    if args.events && conn_records.is_none() {
+        eprintln!("netconn: --events needs eBPF; no connection records in poll mode");
+    }
     let tags = config.tags;
     let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
 
@@ -228,8 +275,11 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                     answer(client, &record.to_json(&host::now_rfc3339()));
                     continue;
                 }
-                _ = drain.tick(), if streaming => {
+                _ = drain.tick(), if streaming || conn_records.is_some() => {
                     mode.drain();
+                    if write_conns(&mut mode, conn_records.as_mut(), &host, &mut sink)? {
+                        return Ok(());
+                    }
                     continue;
                 }
                 _ = sighup.recv() => {
@@ -247,6 +297,9 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             } else {
                 None
             };
+            if write_conns(&mut mode, conn_records.as_mut(), &host, &mut sink)? {
+                return Ok(());
+            }
             let time = host::now_rfc3339();
             let record = r.record(&host, netns, &tags, verify.as_ref());
             let ct = conntrack.read(&host, netns, &time);

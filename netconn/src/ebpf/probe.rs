@@ -11,10 +11,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
-    Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE, GLOBAL_WATCH_PORTS,
-    MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS,
-    MAP_WATCHED_PORTS, Offsets, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent,
-    TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS, Transitions, UDP_PROGRAMS,
+    ConnEvent, Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE,
+    GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS, MAP_CONTROL, MAP_EVENTS, MAP_LOST,
+    MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, Offsets, PROG_RESET_RECEIVED,
+    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_RESET_RECEIVED,
+    TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -36,7 +37,7 @@ pub enum ProbeError {
     Permission(String),
     #[error("loading eBPF failed: {0}")]
     Load(String),
-    #[error("attaching to tracepoint {TRACEPOINT_STATE_CHANGE} failed: {0}")]
+    #[error("attaching to tracepoint {0}")]
     Attach(String),
     #[error("cannot open the cgroup v2 root for the UDP programs: {0}")]
     Cgroup(#[source] io::Error),
@@ -68,6 +69,15 @@ pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
         skc_rcv_saddr: btf.offset_of("sock_common.skc_rcv_saddr")?,
         skc_v6_rcv_saddr: btf.offset_of("sock_common.skc_v6_rcv_saddr")?,
         inet_sport: btf.offset_of("inet_sock.inet_sport")?,
+        skc_daddr: btf.offset_of("sock_common.skc_daddr")?,
+        skc_dport: btf.offset_of("sock_common.skc_dport")?,
+        skc_v6_daddr: btf.offset_of("sock_common.skc_v6_daddr")?,
+        srtt_us: btf.offset_of("tcp_sock.srtt_us")?,
+        total_retrans: btf.offset_of("tcp_sock.total_retrans")?,
+        bytes_acked: btf.offset_of("tcp_sock.bytes_acked")?,
+        bytes_received: btf.offset_of("tcp_sock.bytes_received")?,
+        group_leader: btf.offset_of("task_struct.group_leader")?,
+        task_comm: btf.offset_of("task_struct.comm")?,
     })
 }
 
@@ -156,6 +166,8 @@ pub struct Probe {
     rescued: PerCpuArray<MapData, u64>,
     udp_sockets: HashMap<MapData, u64, u8>,
     watched_ports: Array<MapData, u64>,
+    /// Connection records, with `watch --events`.
+    conn_events: Option<RingBuf<MapData>>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
     current: Control,
@@ -165,8 +177,9 @@ pub struct Probe {
 impl Probe {
     /// Loads the programs counting sockets of network namespace `netns`
     /// (the caller's own) and attaches them. `watch_ports`: port groups
-    /// are configured (see [`Probe::watch_ports`]).
-    pub fn load(netns: u32, watch_ports: bool) -> Result<Probe, ProbeError> {
+    /// are configured (see [`Probe::watch_ports`]); `watch_conns`: also
+    /// connection records (see [`Probe::drain_conns`]).
+    pub fn load(netns: u32, watch_ports: bool, watch_conns: bool) -> Result<Probe, ProbeError> {
         let netns_cookie = super::cgroup::netns_cookie().map_err(ProbeError::NetnsCookie)?;
         // sysfs serves this 5 MiB file 4 KiB per read(): read it once for
         // the offsets and the attach (EbpfLoader::new() reads its own copy).
@@ -176,20 +189,32 @@ impl Probe {
             .map_err(|e| ProbeError::Load(describe(&e)))?;
         drop(vmlinux_btf);
         let watch_flag = u8::from(watch_ports);
+        let conns_flag = u8::from(watch_conns);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
             .override_global(GLOBAL_TARGET_NETNS_COOKIE, &netns_cookie, true)
             .override_global(GLOBAL_OFFSETS, &offsets, true)
-            .override_global(GLOBAL_WATCH_PORTS, &watch_flag, true);
+            .override_global(GLOBAL_WATCH_PORTS, &watch_flag, true)
+            .override_global(GLOBAL_WATCH_CONNS, &conns_flag, true);
         // A smaller journal, to make it overflow on purpose (tests).
         if let Some(bytes) = journal_bytes_override() {
             loader.map_max_entries(MAP_EVENTS, bytes);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
-        let primary_fd = attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, &btf)?;
-        attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, &btf)?;
+        let primary_fd =
+            attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, TRACEPOINT_STATE_CHANGE, &btf)?;
+        attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, TRACEPOINT_STATE_CHANGE, &btf)?;
         attach_udp_programs(&mut ebpf)?;
+        if watch_conns {
+            attach_tp_btf(
+                &mut ebpf,
+                PROG_RESET_RECEIVED,
+                TRACEPOINT_RESET_RECEIVED,
+                &btf,
+            )?;
+            attach_tp_btf(&mut ebpf, PROG_RESET_SENT, TRACEPOINT_RESET_SENT, &btf)?;
+        }
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
         let transitions =
@@ -202,6 +227,11 @@ impl Probe {
             HashMap::try_from(take(MAP_UDP_SOCKETS)?).map_err(map_error(MAP_UDP_SOCKETS))?;
         let watched_ports =
             Array::try_from(take(MAP_WATCHED_PORTS)?).map_err(map_error(MAP_WATCHED_PORTS))?;
+        let conn_events = if watch_conns {
+            Some(RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?)
+        } else {
+            None
+        };
         drop(btf);
         // Parsing BTF three times leaves tens of MiB free but resident in
         // the allocator; a long-running daemon should not keep them.
@@ -215,6 +245,7 @@ impl Probe {
             rescued,
             udp_sockets,
             watched_ports,
+            conn_events,
             primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
@@ -287,6 +318,19 @@ impl Probe {
                 .map_err(map_error(MAP_WATCHED_PORTS))?;
         }
         Ok(())
+    }
+
+    /// Moves the connection records waiting in their ring buffer into `out`.
+    pub fn drain_conns(&mut self, out: &mut Vec<ConnEvent>) {
+        if let Some(ring) = self.conn_events.as_mut() {
+            while let Some(item) = ring.next() {
+                if item.len() >= std::mem::size_of::<ConnEvent>() {
+                    // SAFETY: length checked; ConnEvent is repr(C) plain
+                    // integers; read_unaligned makes no alignment assumption.
+                    out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+                }
+            }
+        }
     }
 
     /// Moves the events waiting in the ring buffer into `out` (outside a
@@ -364,17 +408,21 @@ fn journal_bytes_override() -> Option<u32> {
         .filter(|b| b.is_power_of_two() && *b >= page)
 }
 
-/// Loads and attaches one of the two programs on the BTF tracepoint.
-fn attach_tp_btf(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<RawFd, ProbeError> {
+/// Loads and attaches a program on a BTF tracepoint.
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+    btf: &Btf,
+) -> Result<RawFd, ProbeError> {
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| ProbeError::Load(describe(&e)))?;
-    prog.load(TRACEPOINT_STATE_CHANGE, btf)
-        .map_err(|e| load_error(&e))?;
+    prog.load(tracepoint, btf).map_err(|e| load_error(&e))?;
     prog.attach()
-        .map_err(|e| ProbeError::Attach(describe(&e)))?;
+        .map_err(|e| ProbeError::Attach(format!("{tracepoint} failed: {}", describe(&e))))?;
     Ok(prog
         .fd()
         .map_err(|e| ProbeError::Load(describe(&e)))?

@@ -1,0 +1,216 @@
+//! Connection records (`watch --events`): an event when a TCP socket opens
+//! (enters ESTABLISHED, or LISTEN) and when it closes (enters CLOSE from a
+//! state it was counted in), with its addresses, the process behind it
+//! and, at close, the kernel's figures for it.
+//!
+//! The process is taken only where the state change runs in the process's
+//! own context: `connect()` (CLOSE -> SYN_SENT) and `listen()` (CLOSE ->
+//! LISTEN). A listener's process is remembered by port and handed to the
+//! connections accepted on it (LISTEN -> SYN_RECV, in softirq, where the
+//! current task is unrelated and never read).
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{btf_tracepoint, map},
+    maps::{LruHashMap, RingBuf},
+    programs::BtfTracePointContext,
+};
+use netconn_common::{
+    AF_INET, CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT,
+};
+
+use crate::{LOST, OFFSETS, bump, read};
+
+const ESTABLISHED: i32 = 1;
+const SYN_SENT: i32 = 2;
+const SYN_RECV: i32 = 3;
+const CLOSE: i32 = 7;
+const LISTEN: i32 = 10;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Owner {
+    pid: u32,
+    comm: [u8; 16],
+}
+
+/// Owners of sockets, by cookie (from connect/listen until close).
+#[map]
+static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(1 << 16, 0);
+
+/// Owners of listeners, by local port.
+#[map]
+static LISTENERS: LruHashMap<u16, Owner> = LruHashMap::with_max_entries(1 << 12, 0);
+
+/// Reset bits seen per socket, by cookie.
+#[map]
+static RESETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1 << 16, 0);
+
+#[map]
+static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// Whether a socket leaving `old` for CLOSE was one netconn counts.
+fn was_open(old: i32) -> bool {
+    matches!(old, 1 | 4 | 5 | 8 | 9 | 10 | 11)
+}
+
+/// The calling process: its pid (tgid) and its name, the main thread's
+/// comm (a worker thread may be named otherwise).
+#[inline(always)]
+fn current_owner() -> Owner {
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    // SAFETY: no preconditions; the task is read with the fault-safe helper.
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = probe(task, offsets.group_leader);
+    let comm = if leader != 0 {
+        probe::<[u8; 16]>(leader, offsets.task_comm)
+    } else {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    };
+    Owner {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        comm,
+    }
+}
+
+#[inline(always)]
+fn probe<T>(addr: u64, offset: u32) -> T
+where
+    T: Default,
+{
+    let at = addr.wrapping_add(offset as u64) as *const T;
+    // SAFETY: a fault-safe read of the socket the event is about.
+    unsafe { bpf_probe_read_kernel(at) }.unwrap_or_default()
+}
+
+/// Called for every counted TCP state change of `sk` (at `addr`).
+#[inline(always)]
+pub fn on_state(
+    sk: *const u8,
+    addr: u64,
+    old: i32,
+    new: i32,
+    netns: u32,
+    family: u16,
+) -> Result<(), i32> {
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    let lport = u16::from_be(probe::<u16>(addr, offsets.inet_sport));
+    // SAFETY: the tracepoint's own BTF-typed socket argument.
+    let cookie = || unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    match (old, new) {
+        (CLOSE, SYN_SENT) => {
+            let _ = OWNERS.insert(cookie(), current_owner(), 0);
+            return Ok(());
+        }
+        (LISTEN, SYN_RECV) => {
+            // SAFETY: a value of this map, copied out at once.
+            if let Some(owner) = unsafe { LISTENERS.get(lport) }.copied() {
+                let _ = OWNERS.insert(cookie(), owner, 0);
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let kind = match (old, new) {
+        (SYN_SENT, ESTABLISHED) | (SYN_RECV, ESTABLISHED) => CONN_OPEN,
+        (CLOSE, LISTEN) => {
+            let owner = current_owner();
+            let _ = OWNERS.insert(cookie(), owner, 0);
+            let _ = LISTENERS.insert(lport, owner, 0);
+            CONN_OPEN
+        }
+        (o, CLOSE) if was_open(o) => CONN_CLOSE,
+        _ => return Ok(()),
+    };
+    let cookie = cookie();
+    let Some(mut entry) = CONN_EVENTS.reserve::<ConnEvent>(0) else {
+        bump(LOST.get_ptr_mut(0));
+        return Ok(());
+    };
+    // Filled in place: a ConnEvent on the stack would not fit the 512
+    // bytes BPF programs get.
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved record, zeroed first so every field and
+    // padding byte is defined; field writes through the raw pointer.
+    unsafe {
+        core::ptr::write_bytes(e, 0, 1);
+        (*e).cookie = cookie;
+        (*e).ts_ns = bpf_ktime_get_ns();
+        (*e).netns = netns;
+        (*e).family = family;
+        (*e).lport = lport;
+        (*e).kind = kind;
+        (*e).oldstate = old as u8;
+        (*e).newstate = new as u8;
+        (*e).rport = u16::from_be(read::<u16>(sk, offsets.skc_dport).unwrap_or(0));
+        if family == AF_INET {
+            let l: [u8; 4] = read(sk, offsets.skc_rcv_saddr).unwrap_or([0; 4]);
+            let r: [u8; 4] = read(sk, offsets.skc_daddr).unwrap_or([0; 4]);
+            (*e).laddr = [l[0], l[1], l[2], l[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*e).raddr = [r[0], r[1], r[2], r[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        } else {
+            (*e).laddr = read(sk, offsets.skc_v6_rcv_saddr).unwrap_or([0; 16]);
+            (*e).raddr = read(sk, offsets.skc_v6_daddr).unwrap_or([0; 16]);
+        }
+        if let Some(owner) = OWNERS.get_ptr(cookie) {
+            (*e).pid = (*owner).pid;
+            (*e).comm = (*owner).comm;
+        }
+        (*e).rtt_us = probe::<u32>(addr, offsets.srtt_us) >> 3;
+        (*e).total_retrans = probe::<u32>(addr, offsets.total_retrans);
+        (*e).bytes_acked = probe::<u64>(addr, offsets.bytes_acked);
+        (*e).bytes_received = probe::<u64>(addr, offsets.bytes_received);
+        if kind == CONN_CLOSE {
+            (*e).reset = RESETS.get(cookie).copied().unwrap_or(0);
+        }
+    }
+    entry.submit(0);
+    if kind == CONN_CLOSE {
+        let _ = OWNERS.remove(cookie);
+        let _ = RESETS.remove(cookie);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn mark_reset(sk: *const u8, bit: u8) {
+    if sk.is_null() {
+        return;
+    }
+    // SAFETY: a non-null BTF-typed socket argument.
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    // SAFETY: a value of this map, copied out at once.
+    let seen = unsafe { RESETS.get(cookie) }.copied().unwrap_or(0);
+    let _ = RESETS.insert(cookie, seen | bit, 0);
+    if let Some(mut entry) = CONN_EVENTS.reserve::<ConnEvent>(0) {
+        let e = entry.as_mut_ptr();
+        // SAFETY: the reserved record, zeroed, then two fields set.
+        unsafe {
+            core::ptr::write_bytes(e, 0, 1);
+            (*e).cookie = cookie;
+            (*e).kind = CONN_RESET;
+            (*e).reset = bit;
+        }
+        entry.submit(0);
+    }
+}
+
+/// `tcp_receive_reset(struct sock *sk)`.
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn netconn_rst_in(ctx: BtfTracePointContext) -> i32 {
+    mark_reset(ctx.arg(0), RESET_RECEIVED);
+    0
+}
+
+/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, ...)`;
+/// `sk` is NULL for resets sent without a full socket.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn netconn_rst_out(ctx: BtfTracePointContext) -> i32 {
+    mark_reset(ctx.arg(0), RESET_SENT);
+    0
+}

@@ -1,0 +1,374 @@
+//! Connection records (`watch --events`): the kernel's open/close events
+//! turned into `"type":"conn"` NDJSON records (what `tcplife` prints, for
+//! a pipeline). Memory: one entry per connection opened while watching,
+//! dropped at its close.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use netconn_common::{
+    AF_INET, CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT,
+};
+use serde_json::{Map, Value, json};
+
+use crate::list::{Direction, INIT_NETNS};
+
+const ESTABLISHED: u8 = 1;
+const SYN_SENT: u8 = 2;
+const SYN_RECV: u8 = 3;
+const FIN_WAIT1: u8 = 4;
+const FIN_WAIT2: u8 = 5;
+const CLOSE_WAIT: u8 = 8;
+const LAST_ACK: u8 = 9;
+const LISTEN: u8 = 10;
+const CLOSING: u8 = 11;
+
+/// Why a connection closed.
+pub fn close_reason(old: u8, reset: u8) -> &'static str {
+    if reset & RESET_RECEIVED != 0 {
+        "rst_received"
+    } else if reset & RESET_SENT != 0 {
+        "rst_sent"
+    } else {
+        match old {
+            // Both sides sent their FIN: the orderly end.
+            FIN_WAIT2 | LAST_ACK | CLOSING => "fin",
+            LISTEN => "listener_closed",
+            // Left an open state without FINs or a reset: the kernel gave
+            // up (retransmission or keepalive timeout).
+            ESTABLISHED | CLOSE_WAIT | FIN_WAIT1 => "timeout",
+            _ => "other",
+        }
+    }
+}
+
+fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+fn comm(bytes: &[u8; 16]) -> Option<String> {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
+}
+
+/// What is remembered of an open connection.
+struct Open {
+    ts_ns: u64,
+    direction: Direction,
+}
+
+/// Turns events into records.
+pub struct Records {
+    open: HashMap<u64, Open>,
+    /// Closes that would read "timeout", held for one batch: an abort
+    /// (`SO_LINGER` 0, `shutdown` + close with unread data) moves the
+    /// socket to CLOSE first and sends its RST after.
+    pending: Vec<(ConnEvent, String)>,
+    /// Resets seen in this batch and the previous one, by cookie.
+    resets: HashMap<u64, u8>,
+    older_resets: HashMap<u64, u8>,
+    /// Local ports with a listener (from the start's dump, then events).
+    listening: HashMap<u16, u32>,
+    locals: HashSet<IpAddr>,
+}
+
+impl Records {
+    pub fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Records {
+        let mut l = HashMap::new();
+        for p in listening {
+            *l.entry(p).or_default() += 1;
+        }
+        Records {
+            open: HashMap::new(),
+            pending: Vec::new(),
+            resets: HashMap::new(),
+            older_resets: HashMap::new(),
+            listening: l,
+            locals,
+        }
+    }
+
+    /// Connections open and remembered (memory).
+    pub fn tracked(&self) -> usize {
+        self.open.len()
+    }
+
+    fn direction(&self, e: &ConnEvent, raddr: IpAddr) -> Direction {
+        let local =
+            raddr.to_canonical().is_loopback() || self.locals.contains(&raddr.to_canonical());
+        match (e.oldstate, e.newstate) {
+            (_, LISTEN) => Direction::Listen,
+            _ if e.kind == CONN_CLOSE && e.oldstate == LISTEN => Direction::Listen,
+            _ if local => Direction::Local,
+            (SYN_RECV, ESTABLISHED) => Direction::Inbound,
+            (SYN_SENT, ESTABLISHED) => Direction::Outbound,
+            // Opened before netconn started: by its local port.
+            _ if self.listening.contains_key(&e.lport) => Direction::Inbound,
+            _ => Direction::Outbound,
+        }
+    }
+
+    /// The records of one batch of events (in kernel order); `time` gives
+    /// an event's RFC 3339 time. Closes that may still learn of a reset
+    /// come out with the next batch.
+    pub fn batch(
+        &mut self,
+        events: &[ConnEvent],
+        host: &str,
+        time: impl Fn(&ConnEvent) -> String,
+    ) -> Vec<Value> {
+        self.older_resets = std::mem::take(&mut self.resets);
+        for e in events.iter().filter(|e| e.kind == CONN_RESET) {
+            *self.resets.entry(e.cookie).or_default() |= e.reset;
+        }
+        let mut out = Vec::new();
+        for (mut e, t) in std::mem::take(&mut self.pending) {
+            e.reset |= self.reset_seen(e.cookie);
+            out.push(self.record(&e, host, &t));
+        }
+        for e in events.iter().filter(|e| e.kind != CONN_RESET) {
+            let mut e = *e;
+            e.reset |= self.reset_seen(e.cookie);
+            if e.kind == CONN_CLOSE && close_reason(e.oldstate, e.reset) == "timeout" {
+                self.pending.push((e, time(&e)));
+            } else {
+                out.push(self.record(&e, host, &time(&e)));
+            }
+        }
+        out
+    }
+
+    fn reset_seen(&self, cookie: u64) -> u8 {
+        self.resets.get(&cookie).copied().unwrap_or(0)
+            | self.older_resets.get(&cookie).copied().unwrap_or(0)
+    }
+
+    /// The record for one event; `time` is the event's, RFC 3339.
+    pub fn record(&mut self, e: &ConnEvent, host: &str, time: &str) -> Value {
+        let laddr = addr(e.family, &e.laddr);
+        let raddr = addr(e.family, &e.raddr);
+        let opened = match e.kind {
+            CONN_CLOSE => self.open.remove(&e.cookie),
+            _ => None,
+        };
+        let direction = opened
+            .as_ref()
+            .map(|o| o.direction)
+            .unwrap_or_else(|| self.direction(e, raddr));
+        if e.kind == CONN_OPEN {
+            self.open.insert(
+                e.cookie,
+                Open {
+                    ts_ns: e.ts_ns,
+                    direction,
+                },
+            );
+            if e.newstate == LISTEN {
+                *self.listening.entry(e.lport).or_default() += 1;
+            }
+        } else if e.oldstate == LISTEN
+            && let Some(n) = self.listening.get_mut(&e.lport)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.listening.remove(&e.lport);
+            }
+        }
+        let mut r = Map::new();
+        r.insert("type".into(), "conn".into());
+        r.insert(
+            "event".into(),
+            if e.kind == CONN_OPEN { "open" } else { "close" }.into(),
+        );
+        r.insert("time".into(), time.into());
+        r.insert("host".into(), host.into());
+        r.insert("proto".into(), "tcp".into());
+        r.insert(
+            "ip_version".into(),
+            if e.family == AF_INET { 4 } else { 6 }.into(),
+        );
+        r.insert("laddr".into(), laddr.to_string().into());
+        r.insert("lport".into(), e.lport.into());
+        r.insert("raddr".into(), raddr.to_string().into());
+        r.insert("rport".into(), e.rport.into());
+        r.insert("direction".into(), direction.name().into());
+        r.insert(
+            "pid".into(),
+            if e.pid == 0 {
+                Value::Null
+            } else {
+                e.pid.into()
+            },
+        );
+        r.insert("comm".into(), comm(&e.comm).into());
+        r.insert("netns".into(), e.netns.into());
+        r.insert(
+            "namespace".into(),
+            if e.netns == INIT_NETNS {
+                "system"
+            } else {
+                "container"
+            }
+            .into(),
+        );
+        if e.kind == CONN_CLOSE {
+            let duration = opened.map(|o| (e.ts_ns.saturating_sub(o.ts_ns)) as f64 / 1e6);
+            r.insert(
+                "duration_ms".into(),
+                json!(duration.map(|d| (d * 1000.0).round() / 1000.0)),
+            );
+            r.insert("bytes_sent".into(), e.bytes_acked.into());
+            r.insert("bytes_received".into(), e.bytes_received.into());
+            r.insert("rtt_us".into(), e.rtt_us.into());
+            r.insert("retrans".into(), e.total_retrans.into());
+            r.insert(
+                "close_reason".into(),
+                close_reason(e.oldstate, e.reset).into(),
+            );
+        }
+        Value::Object(r)
+    }
+}
+
+/// RFC 3339 wall time of a `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) stamp.
+pub fn wall_time(ts_ns: u64) -> String {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let mono = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    let ago = std::time::Duration::from_nanos(mono.saturating_sub(ts_ns));
+    let at = std::time::SystemTime::now() - ago;
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: u8, old: u8, new: u8, raddr: [u8; 4], lport: u16, ts: u64) -> ConnEvent {
+        let mut r = [0u8; 16];
+        r[..4].copy_from_slice(&raddr);
+        let mut l = [0u8; 16];
+        l[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        ConnEvent {
+            cookie: 7,
+            ts_ns: ts,
+            kind,
+            oldstate: old,
+            newstate: new,
+            family: AF_INET,
+            lport,
+            rport: 443,
+            laddr: l,
+            raddr: r,
+            pid: 42,
+            comm,
+            netns: INIT_NETNS,
+            bytes_acked: 100,
+            rtt_us: 55,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(close_reason(FIN_WAIT2, 0), "fin");
+        assert_eq!(close_reason(LAST_ACK, 0), "fin");
+        assert_eq!(close_reason(ESTABLISHED, RESET_RECEIVED), "rst_received");
+        assert_eq!(close_reason(ESTABLISHED, RESET_SENT), "rst_sent");
+        assert_eq!(close_reason(ESTABLISHED, 0), "timeout");
+        assert_eq!(close_reason(LISTEN, 0), "listener_closed");
+    }
+
+    #[test]
+    fn open_then_close_carries_direction_and_duration() {
+        let mut r = Records::new([], HashSet::from(["10.0.0.1".parse().unwrap()]));
+        let open = r.record(
+            &ev(
+                CONN_OPEN,
+                SYN_SENT,
+                ESTABLISHED,
+                [192, 0, 2, 7],
+                40000,
+                1_000_000,
+            ),
+            "h",
+            "t",
+        );
+        assert_eq!(open["direction"], "outbound");
+        assert_eq!(open["comm"], "curl");
+        assert_eq!(open["pid"], 42);
+        assert_eq!(open["namespace"], "system");
+        assert!(open.get("rtt_us").is_none());
+        assert_eq!(r.tracked(), 1);
+        let close = r.record(
+            &ev(CONN_CLOSE, FIN_WAIT2, 7, [192, 0, 2, 7], 40000, 3_500_000),
+            "h",
+            "t",
+        );
+        assert_eq!(close["direction"], "outbound");
+        assert_eq!(close["duration_ms"], 2.5);
+        assert_eq!(close["bytes_sent"], 100);
+        assert_eq!(close["rtt_us"], 55);
+        assert_eq!(close["close_reason"], "fin");
+        assert_eq!(r.tracked(), 0);
+    }
+
+    #[test]
+    fn a_reset_after_the_close_names_the_reason() {
+        let mut r = Records::new([], HashSet::new());
+        let close = ev(CONN_CLOSE, ESTABLISHED, 7, [192, 0, 2, 7], 40000, 5);
+        let rst = ConnEvent {
+            cookie: 7,
+            kind: CONN_RESET,
+            reset: RESET_SENT,
+            ..Default::default()
+        };
+        // The close waits for the next batch, where the reset is.
+        assert!(r.batch(&[close], "h", |_| "t".into()).is_empty());
+        let out = r.batch(&[rst], "h", |_| "t".into());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["close_reason"], "rst_sent");
+        // No reset: a timeout, one batch late.
+        let other = ConnEvent { cookie: 8, ..close };
+        assert!(r.batch(&[other], "h", |_| "t".into()).is_empty());
+        let out = r.batch(&[], "h", |_| "t".into());
+        assert_eq!(out[0]["close_reason"], "timeout");
+    }
+
+    #[test]
+    fn connections_from_before_start_and_local_peers() {
+        let mut r = Records::new([8080], HashSet::from(["10.0.0.1".parse().unwrap()]));
+        // Accepted before netconn started: inbound by its port, no duration.
+        let close = r.record(
+            &ev(CONN_CLOSE, LAST_ACK, 7, [192, 0, 2, 9], 8080, 5),
+            "h",
+            "t",
+        );
+        assert_eq!(close["direction"], "inbound");
+        assert_eq!(close["duration_ms"], Value::Null);
+        let local = r.record(
+            &ev(CONN_OPEN, SYN_SENT, ESTABLISHED, [10, 0, 0, 1], 40001, 5),
+            "h",
+            "t",
+        );
+        assert_eq!(local["direction"], "local");
+        let lo = r.record(
+            &ev(CONN_OPEN, SYN_RECV, ESTABLISHED, [127, 0, 0, 1], 8080, 5),
+            "h",
+            "t",
+        );
+        assert_eq!(lo["direction"], "local");
+        let listen = r.record(&ev(CONN_OPEN, 7, LISTEN, [0, 0, 0, 0], 9000, 5), "h", "t");
+        assert_eq!(listen["direction"], "listen");
+    }
+}
