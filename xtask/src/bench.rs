@@ -431,14 +431,22 @@ pub fn run() -> Result<()> {
     for _ in 0..3 {
         samples.push(program_cost(&paths)?);
     }
-    let program_ns: Vec<(String, f64)> = samples[0]
+    let program_ns: Vec<ProgramCost> = samples[0]
         .iter()
-        .enumerate()
-        .map(|(i, (name, _))| {
-            (
-                name.clone(),
-                median(samples.iter().map(|s| s[i].1).collect()),
-            )
+        .map(|p| {
+            let of = |f: fn(&ProgramCost) -> f64| {
+                median(
+                    samples
+                        .iter()
+                        .filter_map(|s| s.iter().find(|q| q.name == p.name).map(f))
+                        .collect(),
+                )
+            };
+            ProgramCost {
+                name: p.name.clone(),
+                ns_per_run: of(|q| q.ns_per_run),
+                ns_per_connection: of(|q| q.ns_per_connection),
+            }
         })
         .collect();
 
@@ -492,10 +500,18 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// Kernel time of one netconn program over a churn run.
+struct ProgramCost {
+    name: String,
+    ns_per_run: f64,
+    /// Its kernel time divided by the connections the churn made.
+    ns_per_connection: f64,
+}
+
 /// Kernel time per run of each netconn program, from the kernel's own
 /// BPF statistics (kernel.bpf_stats_enabled), over one churn run. Exact
 /// where wall-clock rates on a shared machine are noisy.
-fn program_cost(paths: &Paths) -> Result<Vec<(String, f64)>> {
+fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
@@ -510,22 +526,34 @@ fn program_cost(paths: &Paths) -> Result<Vec<(String, f64)>> {
     while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
         std::thread::sleep(Duration::from_millis(20));
     }
-    ns.cmd(&paths.churn)
+    let out = ns
+        .cmd(&paths.churn)
         .args(["churn", "--threads", "4", "--seconds", "5"])
-        .stdout(Stdio::null())
-        .status()?;
+        .output()?;
+    let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let connections = churn["connections"].as_f64().unwrap_or(0.0).max(1.0);
+    // Every netconn program (kernel names are cut at 15 bytes): the two on
+    // the state tracepoint and the UDP lifecycle programs, which TCP
+    // sockets pass too (create, connect, release).
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()?;
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let mut costs = Vec::new();
-    for prog in ["netconn_state_change", "netconn_state_backup"] {
-        let out = Command::new("bpftool")
-            .args(["-j", "prog", "show", "name", prog])
-            .output()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let v = if v.is_array() { v[0].clone() } else { v };
+    for v in all.as_array().into_iter().flatten() {
+        let Some(name) = v["name"].as_str().filter(|n| n.starts_with("netconn_")) else {
+            continue;
+        };
         let (t, n) = (v["run_time_ns"].as_f64(), v["run_cnt"].as_f64());
         if let (Some(t), Some(n)) = (t, n) {
-            costs.push((prog.to_owned(), t / n.max(1.0)));
+            costs.push(ProgramCost {
+                name: name.to_owned(),
+                ns_per_run: t / n.max(1.0),
+                ns_per_connection: t / connections,
+            });
         }
     }
+    costs.sort_by(|a, b| a.name.cmp(&b.name));
     let _ = watch.0.kill();
     std::fs::write(sysctl, before.trim())?;
     let _ = std::fs::remove_file(&file);
@@ -544,7 +572,7 @@ struct Report {
     lost: f64,
     /// Lost events over one 60 s run at maximum churn.
     lost_sustained: f64,
-    program_ns: Vec<(String, f64)>,
+    program_ns: Vec<ProgramCost>,
     rows: Vec<SnapshotRow>,
     micro: Vec<String>,
 }
@@ -597,11 +625,21 @@ fn render(r: &Report) -> String {
 
     let _ = writeln!(
         s,
-        "The hypervisor took up to {steal:.1} % of the CPU (steal) during a churn run; churn is CPU-bound, so each run's rate is divided by the share of CPU it got (raw medians in the last column).\n\nKernel time per run of each netconn program (`kernel.bpf_stats_enabled`, median of three 5 s churns; every event runs both):\n"
+        "The hypervisor took up to {steal:.1} % of the CPU (steal) during a churn run; churn is CPU-bound, so each run's rate is divided by the share of CPU it got (raw medians in the last column).\n\nKernel time of each netconn program (`kernel.bpf_stats_enabled`, median of three 5 s churns; names as the kernel cuts them): per run, and per connection the churn made (every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once):\n"
     );
-    for (prog, ns) in program_ns {
-        let _ = writeln!(s, "- `{prog}`: {ns:.0} ns");
+    let mut per_connection = 0.0;
+    for p in program_ns {
+        let _ = writeln!(
+            s,
+            "- `{}`: {:.0} ns per run, {:.0} ns per connection",
+            p.name, p.ns_per_run, p.ns_per_connection
+        );
+        per_connection += p.ns_per_connection;
     }
+    let _ = writeln!(
+        s,
+        "\nAll together: **{per_connection:.0} ns of kernel time per connection** (10 state events each)."
+    );
     let _ = writeln!(s);
     let _ = writeln!(
         s,
