@@ -45,6 +45,34 @@ pub fn require_root() {
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+static SWEEP: std::sync::Once = std::sync::Once::new();
+
+/// Namespaces a test made are removed on drop, but not when its process
+/// was killed (a hung test stopped by hand or a timeout): remove those of
+/// test processes that no longer exist, once per test binary.
+fn sweep_dead_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for name in entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+    {
+        let Some(pid) = name
+            .strip_prefix("netconn-test-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if !alive {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
 
 /// A network namespace made for one test, with `lo` up.
 pub struct Netns {
@@ -54,6 +82,7 @@ pub struct Netns {
 impl Netns {
     pub fn new() -> Netns {
         require_root();
+        SWEEP.call_once(sweep_dead_namespaces);
         let name = format!(
             "netconn-test-{}-{}",
             std::process::id(),
@@ -378,7 +407,17 @@ impl StderrText for Child {
 }
 
 impl Drop for Watch {
+    /// SIGTERM first, so netconn detaches and removes its counts socket as
+    /// a user's Ctrl-C would; SIGKILL only if it does not exit in 5 s.
     fn drop(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..250 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

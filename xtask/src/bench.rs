@@ -40,11 +40,20 @@ impl Drop for Netns {
     }
 }
 
-/// A child killed on drop.
+/// A child stopped on drop: SIGTERM, so a netconn watch detaches and
+/// removes its counts socket; SIGKILL if it has not exited after 5 s.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..250 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -517,7 +526,7 @@ fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
     std::fs::write(sysctl, "1")?;
     let ns = Netns::new("stats")?;
     let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
-    let mut watch = Guard(
+    let watch = Guard(
         ns.cmd(&paths.netconn)
             .args(["watch", "--interval", "1h", "--output"])
             .arg(&file)
@@ -554,7 +563,7 @@ fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
         }
     }
     costs.sort_by(|a, b| a.name.cmp(&b.name));
-    let _ = watch.0.kill();
+    drop(watch);
     std::fs::write(sysctl, before.trim())?;
     let _ = std::fs::remove_file(&file);
     Ok(costs)
