@@ -109,12 +109,27 @@ pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const IPPROTO_UDP: u16 = 17;
 
+/// TCP states (`include/net/tcp_states.h`).
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_SYN_SENT: u8 = 2;
+pub const TCP_SYN_RECV: u8 = 3;
+pub const TCP_FIN_WAIT1: u8 = 4;
+pub const TCP_FIN_WAIT2: u8 = 5;
+pub const TCP_TIME_WAIT: u8 = 6;
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LAST_ACK: u8 = 9;
+pub const TCP_LISTEN: u8 = 10;
+pub const TCP_CLOSING: u8 = 11;
+/// A request socket (shown as SYN_RECV).
+pub const TCP_NEW_SYN_RECV: u8 = 12;
+
 /// UDP sockets have no states; the programs describe a UDP socket entering
 /// the tables (hashed: bound, explicitly or by autobind) as a transition
 /// `UDP_UNHASHED -> UDP_HASHED`, and leaving them as the reverse, so one
 /// matrix, one journal and one merge rule serve both protocols.
-pub const UDP_HASHED: u8 = 1;
-pub const UDP_UNHASHED: u8 = 7;
+pub const UDP_HASHED: u8 = TCP_ESTABLISHED;
+pub const UDP_UNHASHED: u8 = TCP_CLOSE;
 
 /// Index of a socket's conn-type in the transition matrix (tcp, tcp6, udp,
 /// udp6), `None` for anything else.

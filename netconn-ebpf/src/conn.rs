@@ -19,16 +19,12 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    AF_INET, CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT,
+    AF_INET, CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT, TCP_CLOSE,
+    TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK,
+    TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::{LOST, OFFSETS, bump, read};
-
-const ESTABLISHED: i32 = 1;
-const SYN_SENT: i32 = 2;
-const SYN_RECV: i32 = 3;
-const CLOSE: i32 = 7;
-const LISTEN: i32 = 10;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -52,9 +48,19 @@ static RESETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1 << 16, 0);
 #[map]
 static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
-/// Whether a socket leaving `old` for CLOSE was one netconn counts.
-fn was_open(old: i32) -> bool {
-    matches!(old, 1 | 4 | 5 | 8 | 9 | 10 | 11)
+/// Whether a socket leaving `old` for CLOSE had been reported open (or
+/// existed before netconn started in a state only an open socket has).
+fn was_open(old: u8) -> bool {
+    matches!(
+        old,
+        TCP_ESTABLISHED
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_LISTEN
+            | TCP_CLOSING
+    )
 }
 
 /// The calling process: its pid (tgid) and its name, the main thread's
@@ -92,8 +98,8 @@ where
 pub fn on_state(
     sk: *const u8,
     addr: u64,
-    old: i32,
-    new: i32,
+    old: u8,
+    new: u8,
     netns: u32,
     family: u16,
 ) -> Result<(), i32> {
@@ -103,11 +109,11 @@ pub fn on_state(
     // SAFETY: the tracepoint's own BTF-typed socket argument.
     let cookie = || unsafe { bpf_get_socket_cookie(sk as *mut _) };
     match (old, new) {
-        (CLOSE, SYN_SENT) => {
+        (TCP_CLOSE, TCP_SYN_SENT) => {
             let _ = OWNERS.insert(cookie(), current_owner(), 0);
             return Ok(());
         }
-        (LISTEN, SYN_RECV) => {
+        (TCP_LISTEN, TCP_SYN_RECV) => {
             // SAFETY: a value of this map, copied out at once.
             if let Some(owner) = unsafe { LISTENERS.get(lport) }.copied() {
                 let _ = OWNERS.insert(cookie(), owner, 0);
@@ -117,14 +123,14 @@ pub fn on_state(
         _ => {}
     }
     let kind = match (old, new) {
-        (SYN_SENT, ESTABLISHED) | (SYN_RECV, ESTABLISHED) => CONN_OPEN,
-        (CLOSE, LISTEN) => {
+        (TCP_SYN_SENT, TCP_ESTABLISHED) | (TCP_SYN_RECV, TCP_ESTABLISHED) => CONN_OPEN,
+        (TCP_CLOSE, TCP_LISTEN) => {
             let owner = current_owner();
             let _ = OWNERS.insert(cookie(), owner, 0);
             let _ = LISTENERS.insert(lport, owner, 0);
             CONN_OPEN
         }
-        (o, CLOSE) if was_open(o) => CONN_CLOSE,
+        (o, TCP_CLOSE) if was_open(o) => CONN_CLOSE,
         _ => return Ok(()),
     };
     let cookie = cookie();
@@ -145,8 +151,8 @@ pub fn on_state(
         (*e).family = family;
         (*e).lport = lport;
         (*e).kind = kind;
-        (*e).oldstate = old as u8;
-        (*e).newstate = new as u8;
+        (*e).oldstate = old;
+        (*e).newstate = new;
         (*e).rport = u16::from_be(read::<u16>(sk, offsets.skc_dport).unwrap_or(0));
         if family == AF_INET {
             let l: [u8; 4] = read(sk, offsets.skc_rcv_saddr).unwrap_or([0; 4]);

@@ -269,7 +269,7 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
     );
     // SAFETY: see above.
     if unsafe { core::ptr::read_volatile(&WATCH_CONNS) } != 0 {
-        conn::on_state(sk, addr, oldstate, newstate, netns, family)?;
+        conn::on_state(sk, addr, oldstate as u8, newstate as u8, netns, family)?;
     }
     Ok(())
 }

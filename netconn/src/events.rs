@@ -13,15 +13,11 @@ use serde_json::{Map, Value, json};
 
 use crate::list::{Direction, INIT_NETNS};
 
-const ESTABLISHED: u8 = 1;
-const SYN_SENT: u8 = 2;
-const SYN_RECV: u8 = 3;
-const FIN_WAIT1: u8 = 4;
-const FIN_WAIT2: u8 = 5;
-const CLOSE_WAIT: u8 = 8;
-const LAST_ACK: u8 = 9;
-const LISTEN: u8 = 10;
-const CLOSING: u8 = 11;
+use crate::state::{
+    TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_CLOSING as CLOSING, TCP_ESTABLISHED as ESTABLISHED,
+    TCP_FIN_WAIT1 as FIN_WAIT1, TCP_FIN_WAIT2 as FIN_WAIT2, TCP_LAST_ACK as LAST_ACK,
+    TCP_LISTEN as LISTEN, TCP_SYN_RECV as SYN_RECV, TCP_SYN_SENT as SYN_SENT,
+};
 
 /// Why a connection closed.
 pub fn close_reason(old: u8, reset: u8) -> &'static str {

@@ -7,14 +7,10 @@ use std::fmt;
 
 use netconn_common::{AF_INET, AF_INET6};
 
-pub const TCP_ESTABLISHED: u8 = 1;
-pub const TCP_SYN_SENT: u8 = 2;
-pub const TCP_SYN_RECV: u8 = 3;
-pub const TCP_FIN_WAIT2: u8 = 5;
-pub const TCP_TIME_WAIT: u8 = 6;
-pub const TCP_CLOSE: u8 = 7;
-pub const TCP_LISTEN: u8 = 10;
-pub const TCP_NEW_SYN_RECV: u8 = 12;
+pub use netconn_common::{
+    TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+    TCP_LAST_ACK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_RECV, TCP_SYN_SENT, TCP_TIME_WAIT,
+};
 
 /// `psutil` names, indexed by kernel state code; 0 and 12+ have none.
 const NAMES: [&str; 12] = [

@@ -7,9 +7,9 @@ use crate::state::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_SENT, TCP_TIME_WAIT};
 
 const NETNS: u32 = 4026531840;
 const EPOCH: u8 = 1;
-const FIN_WAIT1: u8 = 4;
-const CLOSE_WAIT: u8 = 8;
-const LAST_ACK: u8 = 9;
+use crate::state::{
+    TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_FIN_WAIT1 as FIN_WAIT1, TCP_LAST_ACK as LAST_ACK,
+};
 
 /// A kernel stand-in: applies events to a matrix and a journal, the way the
 /// eBPF program does.
