@@ -12,19 +12,19 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::{btf_tracepoint, map},
     maps::{LruHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    AF_INET, CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT, TCP_CLOSE,
+    CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT, TCP_CLOSE,
     TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK,
     TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
-use crate::{LOST, OFFSETS, bump, read};
+use crate::{LOST, OFFSETS, bump, probe, read, sock_addr};
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -71,9 +71,9 @@ fn current_owner() -> Owner {
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     // SAFETY: no preconditions; the task is read with the fault-safe helper.
     let task = unsafe { bpf_get_current_task() };
-    let leader: u64 = probe(task, offsets.group_leader);
+    let leader: u64 = probe(task, offsets.group_leader).unwrap_or(0);
     let comm = if leader != 0 {
-        probe::<[u8; 16]>(leader, offsets.task_comm)
+        probe(leader, offsets.task_comm).unwrap_or([0; 16])
     } else {
         bpf_get_current_comm().unwrap_or([0; 16])
     };
@@ -83,29 +83,28 @@ fn current_owner() -> Owner {
     }
 }
 
-#[inline(always)]
-fn probe<T>(addr: u64, offset: u32) -> T
-where
-    T: Default,
-{
-    let at = addr.wrapping_add(offset as u64) as *const T;
-    // SAFETY: a fault-safe read of the socket the event is about.
-    unsafe { bpf_probe_read_kernel(at) }.unwrap_or_default()
+/// What the state program already read of the socket.
+pub struct Socket {
+    /// The tracepoint's BTF-typed argument, and its address as a number.
+    pub sk: *const u8,
+    pub addr: u64,
+    pub netns: u32,
+    pub family: u16,
+    pub lport: u16,
 }
 
-/// Called for every counted TCP state change of `sk` (at `addr`).
+/// Called for every counted TCP state change of a socket.
 #[inline(always)]
-pub fn on_state(
-    sk: *const u8,
-    addr: u64,
-    old: u8,
-    new: u8,
-    netns: u32,
-    family: u16,
-) -> Result<(), i32> {
+pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
     // SAFETY: see crate::count.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    let lport = u16::from_be(probe::<u16>(addr, offsets.inet_sport));
+    let Socket {
+        sk,
+        addr,
+        netns,
+        family,
+        lport,
+    } = *sock;
     // SAFETY: the tracepoint's own BTF-typed socket argument.
     let cookie = || unsafe { bpf_get_socket_cookie(sk as *mut _) };
     match (old, new) {
@@ -154,23 +153,18 @@ pub fn on_state(
         (*e).oldstate = old;
         (*e).newstate = new;
         (*e).rport = u16::from_be(read::<u16>(sk, offsets.skc_dport).unwrap_or(0));
-        if family == AF_INET {
-            let l: [u8; 4] = read(sk, offsets.skc_rcv_saddr).unwrap_or([0; 4]);
-            let r: [u8; 4] = read(sk, offsets.skc_daddr).unwrap_or([0; 4]);
-            (*e).laddr = [l[0], l[1], l[2], l[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            (*e).raddr = [r[0], r[1], r[2], r[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        } else {
-            (*e).laddr = read(sk, offsets.skc_v6_rcv_saddr).unwrap_or([0; 16]);
-            (*e).raddr = read(sk, offsets.skc_v6_daddr).unwrap_or([0; 16]);
-        }
+        (*e).laddr = sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr)
+            .unwrap_or([0; 16]);
+        (*e).raddr =
+            sock_addr(sk, family, offsets.skc_daddr, offsets.skc_v6_daddr).unwrap_or([0; 16]);
         if let Some(owner) = OWNERS.get_ptr(cookie) {
             (*e).pid = (*owner).pid;
             (*e).comm = (*owner).comm;
         }
-        (*e).rtt_us = probe::<u32>(addr, offsets.srtt_us) >> 3;
-        (*e).total_retrans = probe::<u32>(addr, offsets.total_retrans);
-        (*e).bytes_acked = probe::<u64>(addr, offsets.bytes_acked);
-        (*e).bytes_received = probe::<u64>(addr, offsets.bytes_received);
+        (*e).rtt_us = probe::<u32>(addr, offsets.srtt_us).unwrap_or(0) >> 3;
+        (*e).total_retrans = probe(addr, offsets.total_retrans).unwrap_or(0);
+        (*e).bytes_acked = probe(addr, offsets.bytes_acked).unwrap_or(0);
+        (*e).bytes_received = probe(addr, offsets.bytes_received).unwrap_or(0);
         if kind == CONN_CLOSE {
             (*e).reset = RESETS.get(cookie).copied().unwrap_or(0);
         }

@@ -209,6 +209,28 @@ fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, i32> {
     Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) })
 }
 
+/// A field read with the fault-safe helper from the object at `addr`: for
+/// fields past what the pointer's BTF type covers (`struct sock` for the
+/// tracepoint's argument), or where there is no BTF-typed pointer at all.
+#[inline(always)]
+fn probe<T>(addr: u64, offset: u32) -> Result<T, i32> {
+    let at = addr.wrapping_add(offset as u64) as *const T;
+    // SAFETY: a fault-safe read; a bad address is an error, not a fault.
+    unsafe { bpf_probe_read_kernel(at) }.map_err(|e| e as i32)
+}
+
+/// An address of `sk` as 16 bytes (IPv4 in the first 4), from the IPv4 or
+/// the IPv6 field as `family` says.
+#[inline(always)]
+fn sock_addr(sk: *const u8, family: u16, v4: u32, v6: u32) -> Result<[u8; 16], i32> {
+    if family == AF_INET {
+        let a: [u8; 4] = read(sk, v4)?;
+        Ok([a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    } else {
+        read(sk, v6)
+    }
+}
+
 /// Counts one state change of `sk` (at address `addr`) and journals it
 /// when asked.
 #[inline(always)]
@@ -230,28 +252,29 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
     }
     let family: u16 = read(sk, offsets.skc_family)?;
     // SAFETY: see above.
-    let lport = if unsafe { core::ptr::read_volatile(&WATCH_PORTS) } != 0 {
-        // inet_sport lies in struct inet_sock, past the struct sock the BTF
-        // argument is typed as: a direct load is refused, the helper is not.
-        let at = addr.wrapping_add(offsets.inet_sport as u64) as *const u16;
-        // SAFETY: a fault-safe read of the socket the event is about.
-        u16::from_be(unsafe { bpf_probe_read_kernel(at) }.map_err(|e| e as i32)?)
+    let (ports, conns) = unsafe {
+        (
+            core::ptr::read_volatile(&WATCH_PORTS) != 0,
+            core::ptr::read_volatile(&WATCH_CONNS) != 0,
+        )
+    };
+    // inet_sport lies in struct inet_sock, past the struct sock the BTF
+    // argument is typed as: a direct load is refused, the helper is not.
+    let lport = if ports || conns {
+        u16::from_be(probe(addr, offsets.inet_sport)?)
     } else {
         0
     };
-    let watched = lport != 0
+    let watched = ports
+        && lport != 0
         && WATCHED_PORTS
             .get(u32::from(lport / 64))
             .is_some_and(|word| word & (1 << (lport % 64)) != 0);
-    let mut laddr = [0u8; 16];
-    if watched {
-        if family == AF_INET {
-            let v4: [u8; 4] = read(sk, offsets.skc_rcv_saddr)?;
-            laddr[..4].copy_from_slice(&v4);
-        } else {
-            laddr = read(sk, offsets.skc_v6_rcv_saddr)?;
-        }
-    }
+    let laddr = if watched {
+        sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr)?
+    } else {
+        [0; 16]
+    };
     tally(
         Transition {
             netns,
@@ -259,7 +282,7 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
             protocol,
             old: oldstate as u8,
             new: newstate as u8,
-            lport,
+            lport: if ports { lport } else { 0 },
             laddr,
             watched,
         },
@@ -267,9 +290,15 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         // which bpf_get_socket_cookie accepts.
         || unsafe { bpf_get_socket_cookie(sk as *mut _) },
     );
-    // SAFETY: see above.
-    if unsafe { core::ptr::read_volatile(&WATCH_CONNS) } != 0 {
-        conn::on_state(sk, addr, oldstate as u8, newstate as u8, netns, family)?;
+    if conns {
+        let socket = conn::Socket {
+            sk,
+            addr,
+            netns,
+            family,
+            lport,
+        };
+        conn::on_state(&socket, oldstate as u8, newstate as u8)?;
     }
     Ok(())
 }

@@ -27,7 +27,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_probe_read_kernel},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::HashMap,
     programs::{SockAddrContext, SockContext},
@@ -36,7 +36,9 @@ use netconn_common::{
     IPPROTO_UDP, UDP_COUNTED as COUNTED, UDP_HASHED, UDP_NOT_COUNTED as NOT_COUNTED, UDP_UNHASHED,
 };
 
-use crate::{CONTROL, LOST, OFFSETS, TARGET_NETNS, TARGET_NETNS_COOKIE, Transition, bump, tally};
+use crate::{
+    CONTROL, LOST, OFFSETS, TARGET_NETNS, TARGET_NETNS_COOKIE, Transition, bump, probe, tally,
+};
 
 /// What a cgroup program returns to let the operation go on.
 const ALLOW: i32 = 1;
@@ -189,9 +191,7 @@ pub fn netconn_udp_sendmsg6(ctx: SockAddrContext) -> i32 {
 fn local_port(ctx: &SockContext) -> Option<u16> {
     // SAFETY: see crate::count.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    let at = (ctx.sock as *const u8).wrapping_add(offsets.skc_num as usize);
-    // SAFETY: a fault-safe read of the socket the hook runs for.
-    unsafe { bpf_probe_read_kernel(at as *const u16) }.ok()
+    probe(ctx.sock as u64, offsets.skc_num).ok()
 }
 
 #[cgroup_sock(sock_release)]
