@@ -10,11 +10,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
+
+use crate::netlink::{self, NLMSG_HDR};
 
 const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
@@ -175,24 +177,8 @@ const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
-const NLMSG_HDR: usize = 16;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
-
 fn netlink_socket(groups: &[u32]) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = netlink::socket(libc::SOCK_RAW, NETLINK_NETFILTER)?;
     // Subscribing by bind() (not NETLINK_ADD_MEMBERSHIP) is what tells
     // conntrack a listener exists (nf_conntrack_events = 2 only reports
     // events while one does).
@@ -233,87 +219,26 @@ fn netlink_socket(groups: &[u32]) -> io::Result<OwnedFd> {
 /// The protocol number of a conntrack message's original tuple.
 pub fn message_protocol(payload: &[u8]) -> Option<u8> {
     // nfgenmsg (4 bytes), then attributes.
-    let tuple = find_attr(payload.get(4..)?, CTA_TUPLE_ORIG)?;
-    let proto = find_attr(tuple, CTA_TUPLE_PROTO)?;
-    find_attr(proto, CTA_PROTO_NUM)?.first().copied()
-}
-
-fn find_attr(mut attrs: &[u8], want: u16) -> Option<&[u8]> {
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-        if len < 4 || len > attrs.len() {
-            return None;
-        }
-        if kind == want {
-            return Some(&attrs[4..len]);
-        }
-        attrs = &attrs[(len + 3) & !3..];
-    }
-    None
-}
-
-/// Splits a netlink datagram into (type, payload) messages.
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        if rest.len() < NLMSG_HDR {
-            return None;
-        }
-        let len = u32::from_ne_bytes(rest[0..4].try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if len < NLMSG_HDR || len > rest.len() {
-            return None;
-        }
-        let payload = &rest[NLMSG_HDR..len];
-        rest = &rest[((len + 3) & !3).min(rest.len())..];
-        Some((kind, payload))
-    })
+    let tuple = netlink::attr(payload.get(4..)?, CTA_TUPLE_ORIG)?;
+    let proto = netlink::attr(tuple, CTA_TUPLE_PROTO)?;
+    netlink::attr(proto, CTA_PROTO_NUM)?.first().copied()
 }
 
 /// Entries per protocol, from a ctnetlink dump of the namespace's table.
 pub fn dump_entries() -> io::Result<BTreeMap<&'static str, i64>> {
     let sock = netlink_socket(&[])?;
-    let mut req = [0u8; NLMSG_HDR + 4];
-    req[0..4].copy_from_slice(&((NLMSG_HDR + 4) as u32).to_ne_bytes());
     let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
-    req[4..6].copy_from_slice(&kind.to_ne_bytes());
-    let flags: u16 = 1 | 0x300; // NLM_F_REQUEST | NLM_F_DUMP
-    req[6..8].copy_from_slice(&flags.to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    // nfgenmsg: AF_UNSPEC (both families), NFNETLINK_V0.
-    // SAFETY: req is valid for its length.
-    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // Header, then nfgenmsg: AF_UNSPEC (both families), NFNETLINK_V0.
+    let mut req = [0u8; NLMSG_HDR + 4];
+    req[..NLMSG_HDR].copy_from_slice(&netlink::dump_header(NLMSG_HDR + 4, kind));
+    netlink::send(sock.as_fd(), &req)?;
     let mut entries = BTreeMap::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+    netlink::recv_dump(sock.as_fd(), |_, payload| {
+        if let Some(p) = message_protocol(payload) {
+            *entries.entry(proto_name(p)).or_default() += 1;
         }
-        for (kind, payload) in messages(&buf[..n as usize]) {
-            match kind {
-                NLMSG_DONE => return Ok(entries),
-                NLMSG_ERROR => {
-                    let code = payload
-                        .get(0..4)
-                        .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                        .unwrap_or(0);
-                    if code != 0 {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                }
-                _ => {
-                    if let Some(p) = message_protocol(payload) {
-                        *entries.entry(proto_name(p)).or_default() += 1;
-                    }
-                }
-            }
-        }
-    }
+    })?;
+    Ok(entries)
 }
 
 /// Listens to NEW and DESTROY events on a thread of its own, which must
@@ -370,7 +295,7 @@ fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
             continue;
         }
         let mut l = live.lock().expect("conntrack state");
-        for (kind, payload) in messages(&buf[..n as usize]) {
+        for (kind, payload) in netlink::messages(&buf[..n as usize]).map_while(Result::ok) {
             if kind >> 8 != NFNL_SUBSYS_CTNETLINK {
                 continue;
             }

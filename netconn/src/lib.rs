@@ -18,6 +18,7 @@ pub mod kernel_totals;
 pub mod list;
 pub mod merge;
 pub mod nagios;
+pub mod netlink;
 pub mod output;
 pub mod ports;
 pub mod procnet;

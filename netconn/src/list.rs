@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
+use crate::netlink;
 use crate::sockdiag::{self, DumpedSocket, EXT_INFO, INET_DIAG_INFO};
 use crate::state::{ConnType, SocketKind, TCP_LISTEN};
 
@@ -90,19 +91,8 @@ fn parse_detail(
     } else {
         IpAddr::from(dst)
     };
-    let mut info = None;
-    let mut attrs = msg.get(MSG_LEN..).unwrap_or_default();
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        if kind == INET_DIAG_INFO {
-            info = parse_tcp_info(&attrs[4..len]);
-        }
-        attrs = attrs.get((len + 3) & !3..).unwrap_or_default();
-    }
+    let info = netlink::attr(msg.get(MSG_LEN..).unwrap_or_default(), INET_DIAG_INFO)
+        .and_then(parse_tcp_info);
     Some((socket, remote_addr, remote_port, info))
 }
 

@@ -7,8 +7,9 @@
 //! fast. The dump always covers the namespace of the calling thread.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 
+use crate::netlink::{self, NLMSG_HDR};
 use crate::state::{ConnType, SocketKind};
 
 /// One socket as the kernel reported it.
@@ -28,11 +29,6 @@ pub struct DumpedSocket {
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_HDR: usize = 16;
 const REQ_LEN: usize = NLMSG_HDR + 56;
 const MSG_LEN: usize = 72;
 /// `idiag_timer` value inet_twsk_diag_fill() gives time-wait mini-sockets.
@@ -76,64 +72,20 @@ pub fn dump_raw(
     ext: u8,
     mut each: impl FnMut(&[u8]),
 ) -> io::Result<()> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-
-    let req = request(conn_type, states, ext);
-    // SAFETY: sockaddr_nl zeroed is the kernel's address (pid 0).
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: buffer and address are valid for the given lengths.
-    let sent = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+    let sock = netlink::socket(libc::SOCK_DGRAM, NETLINK_SOCK_DIAG)?;
+    netlink::send(sock.as_fd(), &request(conn_type, states, ext))?;
+    netlink::recv_dump(sock.as_fd(), |kind, msg| {
+        if kind == SOCK_DIAG_BY_FAMILY {
+            each(msg);
         }
-        if parse_batch(&buf[..n as usize], &mut each)? {
-            return Ok(());
-        }
-    }
+    })
 }
 
 /// Builds `nlmsghdr` + `inet_diag_req_v2` asking for the sockets of a type
 /// in `states`.
 fn request(conn_type: ConnType, states: u32, ext: u8) -> [u8; REQ_LEN] {
     let mut req = [0u8; REQ_LEN];
-    req[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
+    req[..NLMSG_HDR].copy_from_slice(&netlink::dump_header(REQ_LEN, SOCK_DIAG_BY_FAMILY));
     let body = &mut req[NLMSG_HDR..];
     body[0] = conn_type.family() as u8;
     body[1] = conn_type.protocol();
@@ -144,36 +96,12 @@ fn request(conn_type: ConnType, states: u32, ext: u8) -> [u8; REQ_LEN] {
 
 /// Parses one `recv()` worth of netlink messages, handing each socket's
 /// message to `each`. Returns true at NLMSG_DONE.
-pub fn parse_batch(mut data: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<bool> {
-    while data.len() >= NLMSG_HDR {
-        let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
-        let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap());
-        if len < NLMSG_HDR || len > data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "sock_diag: truncated netlink message",
-            ));
+pub fn parse_batch(data: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<bool> {
+    netlink::dump_batch(data, &mut |kind, msg| {
+        if kind == SOCK_DIAG_BY_FAMILY {
+            each(msg);
         }
-        let payload = &data[NLMSG_HDR..len];
-        match ty {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let errno = payload
-                    .get(0..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                    .unwrap_or(0);
-                if errno != 0 {
-                    return Err(io::Error::from_raw_os_error(-errno));
-                }
-            }
-            SOCK_DIAG_BY_FAMILY => each(payload),
-            _ => {}
-        }
-        // Messages are 4-byte aligned.
-        let advance = (len + 3) & !3;
-        data = data.get(advance..).unwrap_or_default();
-    }
-    Ok(false)
+    })
 }
 
 /// Which kind of object a dumped TCP entry is. Every SYN_RECV entry counts
@@ -234,6 +162,7 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NLMSG_DONE, NLMSG_ERROR};
 
     fn msg(state: u8, timer: u8, port: u16, cookie: u64) -> Vec<u8> {
         let mut m = vec![0u8; MSG_LEN];
