@@ -75,8 +75,8 @@ impl Entry {
     pub fn label(self, addr: IpAddr) -> String {
         match self {
             Entry::Port(p) => p.to_string(),
-            Entry::AddrPort(a, p) => addr_port(a, p),
-            Entry::EachAddress(p) => addr_port(addr, p),
+            Entry::AddrPort(a, p) => crate::state::endpoint(a, p),
+            Entry::EachAddress(p) => crate::state::endpoint(addr, p),
         }
     }
 }
@@ -85,13 +85,6 @@ impl Entry {
 /// sockets report that).
 fn same_addr(a: IpAddr, b: IpAddr) -> bool {
     a == b || a.to_canonical() == b.to_canonical()
-}
-
-fn addr_port(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
 }
 
 fn parse_port(s: &str) -> Option<u16> {

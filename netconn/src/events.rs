@@ -11,7 +11,8 @@ use netconn_common::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::list::{Direction, INIT_NETNS};
+use crate::list::{Direction, INIT_NETNS, is_local};
+use crate::state::ip_addr;
 
 use crate::state::{
     TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_CLOSING as CLOSING, TCP_ESTABLISHED as ESTABLISHED,
@@ -35,14 +36,6 @@ pub fn close_reason(old: u8, reset: u8) -> &'static str {
             ESTABLISHED | CLOSE_WAIT | FIN_WAIT1 => "timeout",
             _ => "other",
         }
-    }
-}
-
-fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
-    if family == AF_INET {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        IpAddr::from(*bytes)
     }
 }
 
@@ -94,8 +87,7 @@ impl Records {
     }
 
     fn direction(&self, e: &ConnEvent, raddr: IpAddr) -> Direction {
-        let local =
-            raddr.to_canonical().is_loopback() || self.locals.contains(&raddr.to_canonical());
+        let local = is_local(raddr, &self.locals);
         match (e.oldstate, e.newstate) {
             (_, LISTEN) => Direction::Listen,
             _ if e.kind == CONN_CLOSE && e.oldstate == LISTEN => Direction::Listen,
@@ -145,8 +137,8 @@ impl Records {
 
     /// The record for one event; `time` is the event's, RFC 3339.
     pub fn record(&mut self, e: &ConnEvent, host: &str, time: &str) -> Value {
-        let laddr = addr(e.family, &e.laddr);
-        let raddr = addr(e.family, &e.raddr);
+        let laddr = ip_addr(e.family, e.laddr);
+        let raddr = ip_addr(e.family, e.raddr);
         let opened = match e.kind {
             CONN_CLOSE => self.open.remove(&e.cookie),
             _ => None,

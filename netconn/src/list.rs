@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::netlink;
 use crate::sockdiag::{self, DumpedSocket, EXT_INFO, INET_DIAG_INFO};
-use crate::state::{ConnType, SocketKind, TCP_LISTEN};
+use crate::state::{ConnType, SocketKind, TCP_LISTEN, endpoint, ip_addr};
 
 /// The init network namespace's inode (`PROC_NET_INIT_INO`): sockets
 /// there are the host's ("system"), anything else a container's.
@@ -85,12 +85,7 @@ fn parse_detail(
 ) -> Option<(DumpedSocket, IpAddr, u16, Option<TcpInfo>)> {
     let socket = sockdiag::parse_msg(msg, conn_type)?;
     let remote_port = u16::from_be_bytes([msg[6], msg[7]]);
-    let dst: [u8; 16] = msg.get(24..40)?.try_into().ok()?;
-    let remote_addr = if conn_type.family() == netconn_common::AF_INET {
-        IpAddr::from([dst[0], dst[1], dst[2], dst[3]])
-    } else {
-        IpAddr::from(dst)
-    };
+    let remote_addr = ip_addr(conn_type.family(), msg.get(24..40)?.try_into().ok()?);
     let info = netlink::attr(msg.get(MSG_LEN..).unwrap_or_default(), INET_DIAG_INFO)
         .and_then(parse_tcp_info);
     Some((socket, remote_addr, remote_port, info))
@@ -128,7 +123,8 @@ pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
     Ok(out)
 }
 
-fn is_local(addr: IpAddr, locals: &HashSet<IpAddr>) -> bool {
+/// Whether `addr` is this namespace's own (loopback, or one of `locals`).
+pub fn is_local(addr: IpAddr, locals: &HashSet<IpAddr>) -> bool {
     let a = addr.to_canonical();
     a.is_loopback() || locals.contains(&a) || locals.contains(&addr)
 }
@@ -403,13 +399,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(&mut r.iter().map(String::as_str)));
     }
     out
-}
-
-fn endpoint(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
 }
 
 pub fn rows_table(rows: &[Row], netns: u32) -> String {

@@ -100,15 +100,6 @@ fn ip_version(conn_type: ConnType) -> u8 {
     if conn_type.family() == AF_INET { 4 } else { 6 }
 }
 
-/// An event's local address.
-fn event_addr(e: &StateEvent) -> IpAddr {
-    if e.family == AF_INET {
-        IpAddr::from([e.laddr[0], e.laddr[1], e.laddr[2], e.laddr[3]])
-    } else {
-        IpAddr::from(e.laddr)
-    }
-}
-
 /// Live per-series counts.
 #[derive(Debug, Default)]
 pub struct PortTracker {
@@ -161,9 +152,11 @@ impl PortTracker {
         if !ct.is_tcp() || e.watched == 0 {
             return None;
         }
-        let key = self
-            .groups
-            .classify(event_addr(e), e.lport, ip_version(ct))?;
+        let key = self.groups.classify(
+            crate::state::ip_addr(e.family, e.laddr),
+            e.lport,
+            ip_version(ct),
+        )?;
         Some(self.series_index(key))
     }
 

@@ -67,11 +67,12 @@ fn parse_addr(hex: &str) -> Option<std::net::IpAddr> {
         let word = u32::from_str_radix(hex.get(w * 8..w * 8 + 8)?, 16).ok()?;
         bytes[w * 4..w * 4 + 4].copy_from_slice(&word.to_ne_bytes());
     }
-    Some(if words == 1 {
-        std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    let family = if words == 1 {
+        netconn_common::AF_INET
     } else {
-        std::net::IpAddr::from(bytes)
-    })
+        netconn_common::AF_INET6
+    };
+    Some(crate::state::ip_addr(family, bytes))
 }
 
 #[cfg(test)]

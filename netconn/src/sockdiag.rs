@@ -131,12 +131,7 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     let timer = msg[2];
     // inet_diag_sockid starts at 4: sport(be16) dport(be16) src[16] dst[16] if(4) cookie[2 x u32]
     let local_port = u16::from_be_bytes([msg[4], msg[5]]);
-    let src: [u8; 16] = msg[8..24].try_into().ok()?;
-    let local_addr = if conn_type.family() == netconn_common::AF_INET {
-        std::net::IpAddr::from([src[0], src[1], src[2], src[3]])
-    } else {
-        std::net::IpAddr::from(src)
-    };
+    let local_addr = crate::state::ip_addr(conn_type.family(), msg[8..24].try_into().ok()?);
     let c0 = u32::from_ne_bytes(msg[44..48].try_into().ok()?) as u64;
     let c1 = u32::from_ne_bytes(msg[48..52].try_into().ok()?) as u64;
     let inode = u32::from_ne_bytes(msg[68..72].try_into().ok()?);

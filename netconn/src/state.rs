@@ -41,6 +41,21 @@ pub fn tcp_state_names() -> impl Iterator<Item = &'static str> {
     NAMES.iter().copied().filter(|n| !n.is_empty())
 }
 
+/// An address as the kernel lays it out in 16 bytes: IPv4 in the first 4
+/// (`family` AF_INET), else IPv6.
+pub fn ip_addr(family: u16, bytes: [u8; 16]) -> std::net::IpAddr {
+    if family == AF_INET {
+        std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        std::net::IpAddr::from(bytes)
+    }
+}
+
+/// `1.2.3.4:80` or `[::1]:80`.
+pub fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(addr, port).to_string()
+}
+
 /// UDP sockets have no state; psutil calls it NONE.
 pub const UDP_STATE: &str = "NONE";
 
