@@ -244,6 +244,69 @@ const PROC_STATES: [(&str, &str); 11] = [
     ("0B", "CLOSING"),
 ];
 
+/// The state name of a /proc/net/tcp state column ("0A": LISTEN).
+pub fn proc_state_name(code: &str) -> &'static str {
+    PROC_STATES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .unwrap_or_else(|| panic!("unknown state {code}"))
+        .1
+}
+
+/// Joins `a` and `b` with a veth pair, 10.`net`.0.1/24 in `a` and
+/// 10.`net`.0.2/24 in `b`: traffic between them is neither loopback nor
+/// local to either.
+pub fn veth(a: &Netns, b: &Netns, net: u8) {
+    run_ok(
+        "ip",
+        &[
+            "-n", &a.name, "link", "add", "nc0", "type", "veth", "peer", "name", "nc1", "netns",
+            &b.name,
+        ],
+    );
+    for (ns, dev, host) in [(a, "nc0", 1), (b, "nc1", 2)] {
+        let addr = format!("10.{net}.0.{host}/24");
+        run_ok("ip", &["-n", &ns.name, "addr", "add", &addr, "dev", dev]);
+        run_ok("ip", &["-n", &ns.name, "link", "set", dev, "up"]);
+    }
+}
+
+/// What `ss -tin` shows of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SsInfo {
+    /// Smoothed RTT, microseconds (ss prints milliseconds).
+    pub rtt_us: u64,
+    pub bytes_acked: u64,
+    /// Total retransmitted segments (the second number of `retrans:a/b`).
+    pub retrans: u64,
+}
+
+/// `ss -tinH ARGS` in `ns`: "local remote" -> figures.
+pub fn ss_tcp_info(ns: &Netns, args: &[&str]) -> BTreeMap<String, SsInfo> {
+    let out = ns.run_cmd("ss", &[&["-tinH"], args].concat());
+    let mut info = BTreeMap::new();
+    let mut lines = out.lines();
+    while let (Some(head), Some(detail)) = (lines.next(), lines.next()) {
+        let cols: Vec<&str> = head.split_whitespace().collect();
+        let field = |key: &str| {
+            detail
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|v| v.split('/').map(str::to_owned).collect::<Vec<_>>())
+        };
+        let rtt = field("rtt:").map(|v| (v[0].parse::<f64>().unwrap() * 1000.0).round() as u64);
+        info.insert(
+            format!("{} {}", cols[3], cols[4]),
+            SsInfo {
+                rtt_us: rtt.unwrap_or(0),
+                bytes_acked: field("bytes_acked:").map_or(0, |v| v[0].parse().unwrap()),
+                retrans: field("retrans:").map_or(0, |v| v[1].parse().unwrap()),
+            },
+        );
+    }
+    info
+}
+
 /// The kernel's truth for the namespace of `ns`, from /proc/net.
 pub fn truth(ns: &Netns) -> Table {
     ns.run(|| {
@@ -256,11 +319,7 @@ pub fn truth(ns: &Netns) -> Table {
                 let name = if ct.starts_with("udp") {
                     "NONE"
                 } else {
-                    PROC_STATES
-                        .iter()
-                        .find(|(code, _)| *code == st)
-                        .unwrap_or_else(|| panic!("unknown state {st}"))
-                        .1
+                    proc_state_name(st)
                 };
                 *t.entry((ct.to_owned(), name.to_owned())).or_default() += 1;
             }

@@ -35,6 +35,16 @@ fn track(ns: &Netns) {
     ]);
 }
 
+/// The live entries of a conntrack record, over all protocols.
+fn entries_sum(record: &serde_json::Value) -> i64 {
+    record["entries"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no entries: {record}"))
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum()
+}
+
 fn kernel_count(ns: &Netns) -> u64 {
     ns.run(|| {
         std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
@@ -80,12 +90,7 @@ fn live_entries_and_events_equal_the_kernel_count() {
     assert_eq!(count, 3 + 2 + 7 + 4, "tracked flows");
     assert_eq!(record["available"], true, "{record}");
     assert_eq!(record["count"], count, "{record}");
-    let entries: i64 = record["entries"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_i64().unwrap())
-        .sum();
+    let entries = entries_sum(&record);
     assert_eq!(entries as u64, count, "{record}");
     assert_eq!(record["entries"]["tcp"], 10, "{record}");
     assert_eq!(record["entries"]["udp"], 6, "{record}");
@@ -178,12 +183,7 @@ fn overflow_is_counted_and_repaired() {
     // At rest the live entries come back to the kernel's count.
     let mut record = watch.next_of("conntrack", Duration::from_secs(60));
     for _ in 0..50 {
-        let entries: i64 = record["entries"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_i64().unwrap())
-            .sum();
+        let entries = entries_sum(&record);
         if entries as u64 == count && record["lost_events"].as_u64() > Some(0) {
             break;
         }

@@ -6,53 +6,16 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use netconn_integration::{Netns, Watch, run_ok};
+use netconn_integration::{Netns, SsInfo, Watch, ss_tcp_info, veth};
 use serde_json::Value;
 use socket2::SockRef;
 
-/// A veth pair between `a` (10.78.0.1) and `b` (10.78.0.2).
-fn link(a: &Netns, b: &Netns) {
-    run_ok(
-        "ip",
-        &[
-            "-n", &a.name, "link", "add", "ev0", "type", "veth", "peer", "name", "ev1", "netns",
-            &b.name,
-        ],
-    );
-    run_ok(
-        "ip",
-        &["-n", &a.name, "addr", "add", "10.78.0.1/24", "dev", "ev0"],
-    );
-    run_ok(
-        "ip",
-        &["-n", &b.name, "addr", "add", "10.78.0.2/24", "dev", "ev1"],
-    );
-    run_ok("ip", &["-n", &a.name, "link", "set", "ev0", "up"]);
-    run_ok("ip", &["-n", &b.name, "link", "set", "ev1", "up"]);
-}
-
-/// `ss -tinH` figures of the connection from `local` in `ns`:
-/// (rtt in µs, bytes_acked, total retransmits).
-fn ss_figures(ns: &Netns, local: &str) -> (u64, u64, u64) {
-    let out = ns.run_cmd("ss", &["-tinH", "src", local]);
-    let detail = out
-        .lines()
-        .nth(1)
-        .unwrap_or_else(|| panic!("no ss line: {out}"));
-    let field = |key: &str| {
-        detail
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(|v| v.split('/').map(str::to_owned).collect::<Vec<_>>())
-    };
-    let rtt = field("rtt:").map(|v| (v[0].parse::<f64>().unwrap() * 1000.0).round() as u64);
-    let acked = field("bytes_acked:")
-        .map(|v| v[0].parse().unwrap())
-        .unwrap_or(0);
-    let retrans = field("retrans:")
-        .map(|v| v[1].parse().unwrap())
-        .unwrap_or(0);
-    (rtt.unwrap_or(0), acked, retrans)
+/// `ss -tin` of the connection from `local` in `ns`.
+fn ss_figures(ns: &Netns, local: &str) -> SsInfo {
+    let all = ss_tcp_info(ns, &["src", local]);
+    *all.values()
+        .next()
+        .unwrap_or_else(|| panic!("ss shows no {local}"))
 }
 
 /// The next conn record matching `pred`.
@@ -69,7 +32,7 @@ fn next_conn(watch: &mut Watch, pred: impl Fn(&Value) -> bool) -> Value {
 fn open_and_close_records_agree_with_ss() {
     let a = Netns::new();
     let b = Netns::new();
-    link(&a, &b);
+    veth(&a, &b, 78);
     let in_b = b.worker();
     let remote = in_b.exec(|| TcpListener::bind("10.78.0.2:9090").unwrap());
     let (mut watch, _) = Watch::start(&a, &["--interval", "1h", "--events"]);
@@ -108,7 +71,7 @@ fn open_and_close_records_agree_with_ss() {
     // Everything acknowledged, then the figures just before the close.
     let mut figures = ss_figures(&a, &local);
     for _ in 0..100 {
-        if figures.1 >= 200_001 {
+        if figures.bytes_acked >= 200_001 {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -122,7 +85,11 @@ fn open_and_close_records_agree_with_ss() {
         drop(client);
     });
     let close = next_conn(&mut watch, |r| r["event"] == "close" && r["rport"] == 9090);
-    let (rtt, acked, retrans) = figures;
+    let SsInfo {
+        rtt_us: rtt,
+        bytes_acked: acked,
+        retrans,
+    } = figures;
     assert_eq!(close["bytes_sent"], acked, "{close}");
     // tcp_info counts the SYN and the FIN in bytes_acked; no FIN here.
     assert_eq!(acked, 200_001);

@@ -5,58 +5,14 @@
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
-use netconn_integration::{Netns, run_ok, truth};
+use netconn_integration::{Netns, ss_tcp_info, truth, veth};
 use serde_json::Value;
-
-/// A veth pair between `a` (10.77.0.1) and `b` (10.77.0.2).
-fn link(a: &Netns, b: &Netns) {
-    run_ok(
-        "ip",
-        &[
-            "-n", &a.name, "link", "add", "nc0", "type", "veth", "peer", "name", "nc1", "netns",
-            &b.name,
-        ],
-    );
-    run_ok(
-        "ip",
-        &["-n", &a.name, "addr", "add", "10.77.0.1/24", "dev", "nc0"],
-    );
-    run_ok(
-        "ip",
-        &["-n", &b.name, "addr", "add", "10.77.0.2/24", "dev", "nc1"],
-    );
-    run_ok("ip", &["-n", &a.name, "link", "set", "nc0", "up"]);
-    run_ok("ip", &["-n", &b.name, "link", "set", "nc1", "up"]);
-}
-
-/// `ss -tinH` in `ns`: "local remote" -> (rtt in µs, total retransmits).
-fn ss_info(ns: &Netns) -> BTreeMap<String, (u64, u64)> {
-    let out = ns.run_cmd("ss", &["-tinH"]);
-    let mut info = BTreeMap::new();
-    let mut lines = out.lines();
-    while let (Some(head), Some(detail)) = (lines.next(), lines.next()) {
-        let cols: Vec<&str> = head.split_whitespace().collect();
-        let local = format!("{} {}", cols[3], cols[4]);
-        let field = |key: &str| {
-            detail
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .map(|v| v.split('/').collect::<Vec<_>>())
-        };
-        let rtt = field("rtt:").map(|v| (v[0].parse::<f64>().unwrap() * 1000.0).round() as u64);
-        let retrans = field("retrans:")
-            .map(|v| v[1].parse().unwrap())
-            .unwrap_or(0);
-        info.insert(local, (rtt.unwrap_or(0), retrans));
-    }
-    info
-}
 
 #[test]
 fn rows_directions_processes_and_tcp_info() {
     let a = Netns::new();
     let b = Netns::new();
-    link(&a, &b);
+    veth(&a, &b, 77);
     let in_b = b.worker();
     let remote = in_b.exec(|| TcpListener::bind("10.77.0.2:9090").unwrap());
     let in_a = a.worker();
@@ -93,7 +49,7 @@ fn rows_directions_processes_and_tcp_info() {
         .as_array()
         .unwrap()
         .clone();
-    let ss = ss_info(&a);
+    let ss = ss_tcp_info(&a, &[]);
 
     // Same sockets as /proc/net, per conn-type and state.
     let mut got = BTreeMap::new();
@@ -140,9 +96,9 @@ fn rows_directions_processes_and_tcp_info() {
                 r["raddr"].as_str().unwrap(),
                 r["rport"]
             );
-            let (rtt, retrans) = ss[&local];
-            assert_eq!(r["rtt_us"], rtt, "{local}: {r}");
-            assert_eq!(r["retrans"], retrans, "{local}: {r}");
+            let want = ss[&local];
+            assert_eq!(r["rtt_us"], want.rtt_us, "{local}: {r}");
+            assert_eq!(r["retrans"], want.retrans, "{local}: {r}");
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 
-use netconn_integration::{Netns, Watch, mix};
+use netconn_integration::{Netns, Watch, mix, proc_state_name};
 
 const CONFIG: &str = r#"
 [tags]
@@ -21,20 +21,6 @@ ports_match = ["*:9090"]
 
 /// (addr_port, ip_version, state) -> count.
 type Series = BTreeMap<(String, u64, String), i64>;
-
-const STATES: [&str; 11] = [
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-];
 
 /// /proc/net/tcp's address: each 32-bit word's bytes in host order.
 fn proc_addr(hex: &str) -> IpAddr {
@@ -76,10 +62,9 @@ fn truth(ns: &Netns) -> Series {
                 let cols: Vec<&str> = line.split_whitespace().collect();
                 let (addr, port) = cols[1].split_once(':').unwrap();
                 let port = u16::from_str_radix(port, 16).unwrap();
-                let state = usize::from_str_radix(cols[3], 16).unwrap();
+                let state = proc_state_name(cols[3]);
                 if let Some(s) = series_of(proc_addr(addr), port) {
-                    *t.entry((s, version, STATES[state - 1].to_owned()))
-                        .or_default() += 1;
+                    *t.entry((s, version, state.to_owned())).or_default() += 1;
                 }
             }
         }
