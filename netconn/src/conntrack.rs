@@ -432,6 +432,8 @@ impl Monitor {
             r.insert("totals".into(), json!(stats));
             self.last = Some((now, stats));
         }
+        // Whether any flow was ever seen: events since start, when listening.
+        let mut seen_new = false;
         if let Some(live) = &self.live {
             let mut guard = live.lock().expect("conntrack state");
             // Events racing a dump can count an entry twice or not at all:
@@ -447,17 +449,13 @@ impl Monitor {
             self.mismatch = (diff != 0).then_some(diff);
             let l = guard.clone();
             drop(guard);
+            seen_new = !l.new.is_empty();
             r.insert("entries".into(), json!(l.entries));
             r.insert("events".into(), json!({"new": l.new, "destroy": l.destroy}));
             r.insert("lost_events".into(), l.lost.into());
             r.insert("resyncs".into(), l.resyncs.into());
         }
-        if count == 0
-            && self
-                .live
-                .as_ref()
-                .is_none_or(|l| l.lock().expect("conntrack state").new.is_empty())
-        {
+        if count == 0 && !seen_new {
             r.insert(
                 "note".into(),
                 "no tracked connections: conntrack only tracks flows once a rule needs it (e.g. an nft ct state rule)"
