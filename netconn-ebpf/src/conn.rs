@@ -177,6 +177,18 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
     Ok(())
 }
 
+/// A reset on `sk`: counted in the metrics, and marked on the socket for
+/// its close record with `watch --events`.
+#[inline(always)]
+fn on_reset(ctx: &BtfTracePointContext, bit: u8) {
+    let sk: *const u8 = ctx.arg(0);
+    crate::metrics::on_reset(ctx, sk, bit == RESET_SENT);
+    // SAFETY: see crate::count.
+    if unsafe { core::ptr::read_volatile(&crate::WATCH_CONNS) } != 0 {
+        mark_reset(sk, bit);
+    }
+}
+
 #[inline(always)]
 fn mark_reset(sk: *const u8, bit: u8) {
     if sk.is_null() {
@@ -203,14 +215,15 @@ fn mark_reset(sk: *const u8, bit: u8) {
 /// `tcp_receive_reset(struct sock *sk)`.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn netconn_rst_in(ctx: BtfTracePointContext) -> i32 {
-    mark_reset(ctx.arg(0), RESET_RECEIVED);
+    on_reset(&ctx, RESET_RECEIVED);
     0
 }
 
 /// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, ...)`;
-/// `sk` is NULL for resets sent without a full socket.
+/// `sk` is NULL for resets sent without a socket, and may be a time-wait
+/// or request socket.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn netconn_rst_out(ctx: BtfTracePointContext) -> i32 {
-    mark_reset(ctx.arg(0), RESET_SENT);
+    on_reset(&ctx, RESET_SENT);
     0
 }

@@ -62,6 +62,7 @@ use netconn_common::{
 };
 
 mod conn;
+mod metrics;
 mod udp;
 
 /// Network namespace inode to count; 0 counts every namespace.
@@ -100,6 +101,10 @@ static OFFSETS: Offsets = Offsets {
     bytes_received: 0,
     group_leader: 0,
     task_comm: 0,
+    skc_state: 0,
+    sock_ops_cb_flags: 0,
+    skb_dev: 0,
+    dev_nd_net: 0,
 };
 
 #[map]
@@ -137,12 +142,12 @@ fn mark_slot(sk: u64) -> u32 {
     (sk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as u32 & (MARK_SLOTS - 1)
 }
 
-/// The socket argument's address as a plain number: the verifier allows no
+/// Argument `n`'s address as a plain number: the verifier allows no
 /// arithmetic (not even a comparison by XOR) on the trusted pointer itself.
 #[inline(always)]
-fn sk_address(ctx: &BtfTracePointContext) -> u64 {
+fn arg_address(ctx: &BtfTracePointContext, n: usize) -> u64 {
     // SAFETY: the context is the tracepoint's argument array.
-    unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel((ctx.as_ptr() as *const u64).wrapping_add(n)) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -155,7 +160,7 @@ fn transition_key(old: i32, new: i32) -> u64 {
 pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    let addr = sk_address(&ctx);
+    let addr = arg_address(&ctx, 0);
     if let Some(mark) = HANDLED.get_ptr_mut(mark_slot(addr)) {
         // SAFETY: per-CPU value; the primary never runs nested in itself.
         unsafe { *mark = [addr, transition_key(old, new)] };
@@ -170,7 +175,7 @@ pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
 pub fn netconn_state_backup(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    let addr = sk_address(&ctx);
+    let addr = arg_address(&ctx, 0);
     let Some(mark) = HANDLED.get_ptr_mut(mark_slot(addr)) else {
         return 0;
     };

@@ -12,7 +12,9 @@ fn netconn_programs() -> usize {
         .count()
 }
 
-const PROGRAMS: usize = 10;
+/// Two on the state tracepoint, eight UDP lifecycle programs, and the
+/// TCP metrics' four (sock_ops, two resets, SYN-ACK retransmissions).
+const PROGRAMS: usize = 14;
 
 /// The kernel frees a detached tracing program after an RCU grace period,
 /// so the count settles a little after the process is gone.

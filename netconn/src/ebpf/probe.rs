@@ -5,17 +5,21 @@
 
 use std::io;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps,
+};
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
     ConnEvent, Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE,
     GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS, MAP_CONTROL, MAP_EVENTS, MAP_LOST,
-    MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, Offsets, PROG_RESET_RECEIVED,
-    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, StateEvent, TRACEPOINT_RESET_RECEIVED,
-    TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRANSITION_SLOTS, Transitions, UDP_PROGRAMS,
+    MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS,
+    MAP_WATCHED_PORTS, MetricsKey, Offsets, PROG_RESET_RECEIVED, PROG_RESET_SENT,
+    PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent,
+    TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
+    TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -78,6 +82,10 @@ pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
         bytes_received: btf.offset_of("tcp_sock.bytes_received")?,
         group_leader: btf.offset_of("task_struct.group_leader")?,
         task_comm: btf.offset_of("task_struct.comm")?,
+        skc_state: btf.offset_of("sock_common.skc_state")?,
+        sock_ops_cb_flags: btf.offset_of("tcp_sock.bpf_sock_ops_cb_flags")?,
+        skb_dev: btf.offset_of("sk_buff.dev")?,
+        dev_nd_net: btf.offset_of("net_device.nd_net")?,
     })
 }
 
@@ -90,6 +98,9 @@ fn describe(err: &dyn std::error::Error) -> String {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         source = s.source();
+    }
+    if std::env::var_os("NETCONN_VERIFIER_LOG").is_some() {
+        eprintln!("{msg}");
     }
     if let Some(at) = msg.find("Verifier output:") {
         let reason = msg[at..]
@@ -168,6 +179,8 @@ pub struct Probe {
     watched_ports: Array<MapData, u64>,
     /// Connection records, with `watch --events`.
     conn_events: Option<RingBuf<MapData>>,
+    metrics_total: PerCpuArray<MapData, TcpMetrics>,
+    metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
     current: Control,
@@ -205,16 +218,22 @@ impl Probe {
         let primary_fd =
             attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, TRACEPOINT_STATE_CHANGE, &btf)?;
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, TRACEPOINT_STATE_CHANGE, &btf)?;
-        attach_udp_programs(&mut ebpf)?;
-        if watch_conns {
-            attach_tp_btf(
-                &mut ebpf,
-                PROG_RESET_RECEIVED,
-                TRACEPOINT_RESET_RECEIVED,
-                &btf,
-            )?;
-            attach_tp_btf(&mut ebpf, PROG_RESET_SENT, TRACEPOINT_RESET_SENT, &btf)?;
-        }
+        let root = super::cgroup::open_root().map_err(ProbeError::Cgroup)?;
+        attach_udp_programs(&mut ebpf, &root)?;
+        attach_sock_ops(&mut ebpf, &root)?;
+        attach_tp_btf(
+            &mut ebpf,
+            PROG_RESET_RECEIVED,
+            TRACEPOINT_RESET_RECEIVED,
+            &btf,
+        )?;
+        attach_tp_btf(&mut ebpf, PROG_RESET_SENT, TRACEPOINT_RESET_SENT, &btf)?;
+        attach_tp_btf(
+            &mut ebpf,
+            PROG_SYNACK_RETRANS,
+            TRACEPOINT_SYNACK_RETRANS,
+            &btf,
+        )?;
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
         let transitions =
@@ -227,6 +246,10 @@ impl Probe {
             HashMap::try_from(take(MAP_UDP_SOCKETS)?).map_err(map_error(MAP_UDP_SOCKETS))?;
         let watched_ports =
             Array::try_from(take(MAP_WATCHED_PORTS)?).map_err(map_error(MAP_WATCHED_PORTS))?;
+        let metrics_total = PerCpuArray::try_from(take(MAP_METRICS_TOTAL)?)
+            .map_err(map_error(MAP_METRICS_TOTAL))?;
+        let metrics_ports = PerCpuHashMap::try_from(take(MAP_METRICS_PORTS)?)
+            .map_err(map_error(MAP_METRICS_PORTS))?;
         let conn_events = if watch_conns {
             Some(RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?)
         } else {
@@ -246,6 +269,8 @@ impl Probe {
             udp_sockets,
             watched_ports,
             conn_events,
+            metrics_total,
+            metrics_ports,
             primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
@@ -362,6 +387,60 @@ impl Probe {
             .map_err(map_error(MAP_TRANSITIONS))
     }
 
+    /// The namespace's TCP metrics in slot `parity`, summed over CPUs.
+    pub fn metrics_total(&self, parity: u8) -> Result<TcpMetrics, ProbeError> {
+        let per_cpu = self
+            .metrics_total
+            .get(&u32::from(parity & 1), 0)
+            .map_err(map_error(MAP_METRICS_TOTAL))?;
+        let mut sum = TcpMetrics::default();
+        per_cpu.iter().for_each(|m| sum.merge(m));
+        Ok(sum)
+    }
+
+    /// Zeroes the namespace's slot `parity` (only while the programs add
+    /// to the other).
+    pub fn zero_metrics_total(&mut self, parity: u8) -> Result<(), ProbeError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let values =
+            PerCpuValues::try_from(vec![TcpMetrics::default(); cpus]).map_err(ProbeError::Cpus)?;
+        self.metrics_total
+            .set(u32::from(parity & 1), values, 0)
+            .map_err(map_error(MAP_METRICS_TOTAL))
+    }
+
+    /// The per-port TCP metrics in slot `parity`, summed over CPUs.
+    pub fn metrics_ports(&self, parity: u8) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
+        let mut out = Vec::new();
+        for entry in self.metrics_ports.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(e) => e,
+                // Evicted between the key walk and the lookup.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_error(MAP_METRICS_PORTS)(e)),
+            };
+            if key.epoch == parity & 1 {
+                let mut sum = TcpMetrics::default();
+                per_cpu.iter().for_each(|m| sum.merge(m));
+                out.push((key, sum));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a per-port entry (of a slot the programs do not add to).
+    pub fn remove_metrics_port(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
+        match self.metrics_ports.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(map_error(MAP_METRICS_PORTS)(e)),
+        }
+    }
+
     /// Takes the journal out, to drain it from another thread.
     pub fn take_journal(&mut self) -> Option<Journal> {
         self.events.take()
@@ -434,8 +513,7 @@ fn attach_tp_btf(
 /// root, next to any program already there: aya attaches through BPF links
 /// (Linux 5.7+), which always share the cgroup, and the kernel refuses
 /// attach flags on them, hence `Single`.
-fn attach_udp_programs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    let root = super::cgroup::open_root().map_err(ProbeError::Cgroup)?;
+fn attach_udp_programs(ebpf: &mut Ebpf, root: &OwnedFd) -> Result<(), ProbeError> {
     for name in UDP_PROGRAMS {
         let program = ebpf
             .program_mut(name)
@@ -446,18 +524,33 @@ fn attach_udp_programs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
             aya::programs::Program::CgroupSock(p) => {
                 let p: &mut CgroupSock = p;
                 p.load().map_err(load_error)?;
-                p.attach(&root, CgroupAttachMode::Single)
+                p.attach(root, CgroupAttachMode::Single)
                     .map_err(attach_error)?;
             }
             aya::programs::Program::CgroupSockAddr(p) => {
                 let p: &mut CgroupSockAddr = p;
                 p.load().map_err(load_error)?;
-                p.attach(&root, CgroupAttachMode::Single)
+                p.attach(root, CgroupAttachMode::Single)
                     .map_err(attach_error)?;
             }
             _ => return Err(ProbeError::Load(format!("{name}: not a cgroup program"))),
         }
     }
+    Ok(())
+}
+
+/// Loads the TCP metrics' sock_ops program and attaches it at the cgroup
+/// v2 root, as the UDP programs.
+fn attach_sock_ops(ebpf: &mut Ebpf, root: &OwnedFd) -> Result<(), ProbeError> {
+    let name = PROG_TCP_OPS;
+    let prog: &mut SockOps = ebpf
+        .program_mut(name)
+        .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e: ProgramError| ProbeError::Load(describe(&e)))?;
+    prog.load().map_err(|e| load_error(&e))?;
+    prog.attach(root, CgroupAttachMode::Single)
+        .map_err(|e| ProbeError::AttachCgroup(name, describe(&e)))?;
     Ok(())
 }
 

@@ -1,0 +1,346 @@
+//! TCP metrics for counts records: RTT samples as quarter-octave
+//! histograms, retransmitted segments, SYN-ACK retransmissions and resets,
+//! added up in the kernel (per CPU) for the namespace and per service port.
+//!
+//! RTT samples and retransmissions come from a sock_ops program at the
+//! cgroup v2 root. The kernel calls it for a socket's RTT samples and
+//! retransmissions only once the socket carries the callback flags, which
+//! the program sets where it sees a socket begin: `connect()`
+//! (`TCP_CONNECT_CB`, before the SYN, so its RTT sample and any SYN
+//! retransmission count), `listen()` and each accepted connection
+//! (`PASSIVE_ESTABLISHED_CB`). Listeners and what they accept also carry a
+//! mark flag, so a later callback knows, from the socket alone, whether the
+//! service port is the local one (inbound) or the remote one (outbound).
+//! Connections established before netconn started carry no flags: they are
+//! in the counts, not in these metrics.
+//!
+//! Figures go into the slot of the current metrics epoch; userspace flips
+//! the epoch each interval and reads the slot it left (see
+//! `netconn::metrics`).
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{
+        BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB,
+        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
+    },
+    helpers::bpf_get_netns_cookie,
+    macros::{btf_tracepoint, map, sock_ops},
+    maps::{LruPerCpuHashMap, PerCpuArray},
+    programs::{BtfTracePointContext, SockOpsContext},
+};
+use netconn_common::{
+    AF_INET, DIRECTION_INBOUND, DIRECTION_OUTBOUND, METRICS_PORT_ENTRIES, MetricsKey, RTT_BUCKETS,
+    SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics,
+    rtt_bucket,
+};
+
+use crate::{
+    CONTROL, OFFSETS, TARGET_NETNS, TARGET_NETNS_COOKIE, arg_address, probe, read, sock_addr,
+};
+
+#[map]
+static METRICS_TOTAL: PerCpuArray<TcpMetrics> = PerCpuArray::with_max_entries(2, 0);
+
+#[map]
+static METRICS_PORTS: LruPerCpuHashMap<MetricsKey, TcpMetrics> =
+    LruPerCpuHashMap::with_max_entries(METRICS_PORT_ENTRIES, 0);
+
+/// Never written: the zeroed value a new `METRICS_PORTS` entry starts from
+/// (too large for the 512-byte stack).
+#[map]
+static ZERO: PerCpuArray<TcpMetrics> = PerCpuArray::with_max_entries(1, 0);
+
+/// What a sock_ops program returns: carry on.
+const OK: u32 = 1;
+
+#[inline(always)]
+fn epoch() -> u8 {
+    CONTROL.get(0).map_or(0, |c| c.metrics_epoch & 1)
+}
+
+#[inline(always)]
+fn add32(field: *mut u32, n: u32) {
+    // SAFETY: a field of a live per-CPU map value; atomic because a nested
+    // program (softirq over process context) may update it concurrently.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(field, n) };
+}
+
+#[inline(always)]
+fn add64(field: *mut u64, n: u64) {
+    // SAFETY: as add32.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, n) };
+}
+
+/// What one callback adds.
+#[derive(Clone, Copy)]
+enum Figure {
+    Rtt(u32),
+    Retrans(u32),
+    SynackRetrans,
+    ResetSent,
+    ResetReceived,
+}
+
+#[inline(always)]
+fn apply(m: *mut TcpMetrics, figure: Figure) {
+    // SAFETY: `m` is a live per-CPU map value; fields through the pointer.
+    unsafe {
+        match figure {
+            Figure::Rtt(us) => {
+                // min/max are plain stores: a nested update racing them can
+                // at worst leave the other sample's extreme.
+                if (*m).samples == 0 || us < (*m).min_us {
+                    (*m).min_us = us;
+                }
+                if us > (*m).max_us {
+                    (*m).max_us = us;
+                }
+                add64(&raw mut (*m).samples, 1);
+                add64(&raw mut (*m).sum_us, u64::from(us));
+                // LLVM knows the bucket is in range and drops a mask it
+                // can see; the verifier cannot follow the bit arithmetic
+                // and needs one: hide the value from the optimiser first.
+                let i = core::hint::black_box(rtt_bucket(us)) & (RTT_BUCKETS - 1);
+                add32((*m).hist.as_mut_ptr().add(i), 1);
+            }
+            Figure::Retrans(segs) => add32(&raw mut (*m).retrans, segs),
+            Figure::SynackRetrans => add32(&raw mut (*m).synack_retrans, 1),
+            Figure::ResetSent => add32(&raw mut (*m).resets_sent, 1),
+            Figure::ResetReceived => add32(&raw mut (*m).resets_received, 1),
+        }
+    }
+}
+
+/// Adds a figure to the namespace's slot.
+#[inline(always)]
+fn record_total(figure: Figure) {
+    if let Some(m) = METRICS_TOTAL.get_ptr_mut(u32::from(epoch())) {
+        apply(m, figure);
+    }
+}
+
+/// Adds a figure to the namespace's slot and to the port's.
+#[inline(always)]
+fn record(key: &mut MetricsKey, figure: Figure) {
+    record_total(figure);
+    key.epoch = epoch();
+    let m = match METRICS_PORTS.get_ptr_mut(&*key) {
+        Some(m) => m,
+        None => {
+            let Some(zero) = ZERO.get_ptr(0) else { return };
+            // SAFETY: a map value, only read. Another CPU may have created
+            // the entry meanwhile: NOEXIST keeps its figures.
+            let _ = METRICS_PORTS.insert(&*key, unsafe { &*zero }, u64::from(BPF_NOEXIST));
+            match METRICS_PORTS.get_ptr_mut(&*key) {
+                Some(m) => m,
+                None => return,
+            }
+        }
+    };
+    apply(m, figure);
+}
+
+/// With a key, [`record`]; without, [`record_total`].
+#[inline(always)]
+fn record_maybe(key: Option<MetricsKey>, figure: Figure) {
+    match key {
+        Some(mut k) => record(&mut k, figure),
+        None => record_total(figure),
+    }
+}
+
+/// A port the kernel hands over in network order, as a host-order port.
+/// sock_ops' `remote_port` holds it in the upper half of the word on
+/// little-endian machines (older kernels: the lower half).
+#[inline(always)]
+fn remote_port(raw: u32) -> u16 {
+    let be = if raw > 0xffff {
+        (raw >> 16) as u16
+    } else {
+        raw as u16
+    };
+    u16::from_be(be)
+}
+
+#[inline(always)]
+fn ops_key(ctx: &SockOpsContext) -> MetricsKey {
+    let family = ctx.family() as u16;
+    let mut key = MetricsKey {
+        family: family as u8,
+        ..MetricsKey::default()
+    };
+    if ctx.cb_flags() & u32::from(SOCK_OPS_INBOUND_MARK) != 0 {
+        key.direction = DIRECTION_INBOUND;
+        key.port = ctx.local_port() as u16;
+        if family == AF_INET {
+            let a = ctx.local_ip4().to_ne_bytes();
+            key.addr[..4].copy_from_slice(&a);
+        } else {
+            for (i, w) in ctx.local_ip6().iter().enumerate() {
+                key.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+        }
+    } else {
+        key.direction = DIRECTION_OUTBOUND;
+        key.port = remote_port(ctx.remote_port());
+    }
+    key
+}
+
+#[sock_ops]
+pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
+    // SAFETY: see crate::count.
+    let target = unsafe { core::ptr::read_volatile(&TARGET_NETNS_COOKIE) };
+    // SAFETY: the helper accepts a sock_ops context.
+    if target != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != target {
+        return OK;
+    }
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS));
+        }
+        BPF_SOCK_OPS_TCP_LISTEN_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_INBOUND_MARK));
+        }
+        BPF_SOCK_OPS_RTT_CB => {
+            // args[0]: the measured RTT in µs (a long; negative: none).
+            let mrtt = ctx.arg(0) as i32;
+            if mrtt >= 0 {
+                record(&mut ops_key(&ctx), Figure::Rtt(mrtt as u32));
+            }
+        }
+        BPF_SOCK_OPS_RETRANS_CB => {
+            // args: sequence number, segments, transmit error. The kernel
+            // has counted the segments (RetransSegs, tcp_info's
+            // total_retrans) before it tried to send them, failed or not:
+            // so does netconn.
+            record(&mut ops_key(&ctx), Figure::Retrans(ctx.arg(1)));
+        }
+        _ => {}
+    }
+    OK
+}
+
+/// Whether a socket of a tracing program's argument is in the target
+/// namespace.
+#[inline(always)]
+fn in_target(sk: *const u8) -> bool {
+    // SAFETY: see crate::count.
+    let (offsets, target) = unsafe {
+        (
+            core::ptr::read_volatile(&OFFSETS),
+            core::ptr::read_volatile(&TARGET_NETNS),
+        )
+    };
+    let Ok(net) = read::<*const u8>(sk, offsets.skc_net) else {
+        return false;
+    };
+    target == 0 || read::<u32>(net, offsets.net_inum) == Ok(target)
+}
+
+/// The metrics key of a full socket the sock_ops program follows, read
+/// from the socket itself (tracing programs have no sock_ops context).
+#[inline(always)]
+fn sock_key(sk: *const u8, addr: u64) -> Option<MetricsKey> {
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    let state: u8 = read(sk, offsets.skc_state).ok()?;
+    // Mini sockets end with struct sock_common: no tcp_sock fields.
+    if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        return None;
+    }
+    let flags: u8 = probe(addr, offsets.sock_ops_cb_flags).ok()?;
+    if flags & SOCK_OPS_FLAGS == 0 {
+        return None;
+    }
+    let inbound = flags & SOCK_OPS_INBOUND_MARK != 0;
+    listener_or_sock_key(sk, inbound)
+}
+
+#[inline(always)]
+fn listener_or_sock_key(sk: *const u8, inbound: bool) -> Option<MetricsKey> {
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    let family: u16 = read(sk, offsets.skc_family).ok()?;
+    let mut key = MetricsKey {
+        family: family as u8,
+        ..MetricsKey::default()
+    };
+    if inbound {
+        key.direction = DIRECTION_INBOUND;
+        key.port = read(sk, offsets.skc_num).ok()?;
+        key.addr = sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr).ok()?;
+    } else {
+        key.direction = DIRECTION_OUTBOUND;
+        key.port = u16::from_be(read(sk, offsets.skc_dport).ok()?);
+    }
+    Some(key)
+}
+
+/// A reset seen on `sk` (NULL for one sent without a socket: `skb` then
+/// tells the namespace).
+#[inline(always)]
+pub fn on_reset(ctx: &BtfTracePointContext, sk: *const u8, sent: bool) {
+    let figure = if sent {
+        Figure::ResetSent
+    } else {
+        Figure::ResetReceived
+    };
+    if sk.is_null() {
+        if sent && skb_in_target(ctx.arg(1)) {
+            record_total(figure);
+        }
+        return;
+    }
+    if in_target(sk) {
+        record_maybe(sock_key(sk, arg_address(ctx, 0)), figure);
+    }
+}
+
+/// Whether the packet a socketless reset answers came in on a device of
+/// the target namespace.
+#[inline(always)]
+fn skb_in_target(skb: *const u8) -> bool {
+    // SAFETY: see crate::count.
+    let (offsets, target) = unsafe {
+        (
+            core::ptr::read_volatile(&OFFSETS),
+            core::ptr::read_volatile(&TARGET_NETNS),
+        )
+    };
+    if target == 0 {
+        return true;
+    }
+    if skb.is_null() {
+        return false;
+    }
+    let Ok(dev) = read::<*const u8>(skb, offsets.skb_dev) else {
+        return false;
+    };
+    let Ok(net) = read::<*const u8>(dev, offsets.dev_nd_net) else {
+        return false;
+    };
+    read::<u32>(net, offsets.net_inum) == Ok(target)
+}
+
+/// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock
+/// *req)`: `sk` is the listener.
+#[btf_tracepoint(function = "tcp_retransmit_synack")]
+pub fn netconn_synack_rtx(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    if sk.is_null() || !in_target(sk) {
+        return 0;
+    }
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    let listening = read::<u8>(sk, offsets.skc_state) == Ok(TCP_LISTEN);
+    if listening {
+        record_maybe(listener_or_sock_key(sk, true), Figure::SynackRetrans);
+    } else {
+        record_total(Figure::SynackRetrans);
+    }
+    0
+}
