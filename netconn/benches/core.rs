@@ -98,6 +98,18 @@ fn benches(c: &mut Criterion) {
     });
 
     let counts = Counts::from_dump(&d);
+    // TCP metrics as an interval of samples would leave them.
+    let mut sampled = netconn_common::TcpMetrics::default();
+    for us in (0..10_000u32).map(|i| 20 + i * 7) {
+        sampled.samples += 1;
+        sampled.sum_us += u64::from(us);
+        sampled.hist[netconn_common::rtt_bucket(us)] += 1;
+    }
+    (sampled.min_us, sampled.max_us, sampled.retrans) = (20, 20 + 9_999 * 7, 12);
+    let tcp_metrics = serde_json::Value::Object(netconn::metrics::figures_json(&sampled));
+    c.bench_function("render_tcp_metrics", |b| {
+        b.iter(|| netconn::metrics::figures_json(black_box(&sampled)))
+    });
     c.bench_function("render_counts_record", |b| {
         b.iter(|| {
             let r = CountsRecord {
@@ -111,6 +123,7 @@ fn benches(c: &mut Criterion) {
                 verify: None,
                 tags: None,
                 ports: None,
+                tcp_metrics: Some(&tcp_metrics),
             };
             serde_json::to_string(&r.to_json("2026-11-21T12:00:00.000Z")).unwrap()
         })

@@ -31,14 +31,35 @@ pub const DEFAULT_PATH: &str = "/etc/netconn/netconn.toml";
 
 pub type Tags = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub interval: Option<Duration>,
     pub tags: Tags,
     pub groups: Vec<Group>,
     /// `[conntrack]` warning / critical / clear, in % of the table.
     pub conntrack: crate::conntrack::Thresholds,
+    /// `[metrics] top_ports`: service ports with their own TCP metrics
+    /// besides the groups' (the busiest, by RTT samples).
+    pub top_ports: usize,
 }
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval: None,
+            tags: Tags::new(),
+            groups: Vec::new(),
+            conntrack: crate::conntrack::Thresholds::default(),
+            top_ports: DEFAULT_TOP_PORTS,
+        }
+    }
+}
+
+/// Service ports in `top_ports` unless configured.
+pub const DEFAULT_TOP_PORTS: usize = 10;
+/// The most `top_ports` may be: the kernel keeps this many ports per
+/// interval (see `METRICS_PORT_ENTRIES`).
+pub const MAX_TOP_PORTS: usize = 100;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Group {
@@ -129,6 +150,13 @@ struct RawConfig {
     #[serde(default)]
     addr_ports: Vec<RawGroup>,
     conntrack: Option<Spanned<RawConntrack>>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    top_ports: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -223,11 +251,25 @@ impl Config {
                 ));
             }
         }
+        let top_ports = match raw.metrics.and_then(|m| m.top_ports) {
+            None => DEFAULT_TOP_PORTS,
+            Some(n) => usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n <= MAX_TOP_PORTS)
+                .ok_or_else(|| {
+                    at(
+                        n.span(),
+                        "metrics.top_ports",
+                        format!("need 0 to {MAX_TOP_PORTS}, got {}", n.get_ref()),
+                    )
+                })?,
+        };
         Ok(Config {
             interval,
             tags: raw.tags,
             groups,
             conntrack,
+            top_ports,
         })
     }
 
@@ -328,6 +370,13 @@ ports_match = ["*:5432"]
         assert_eq!(c.interval, Some(Duration::from_secs(5)));
         assert_eq!(c.tags["dc"], "zrh1");
         assert_eq!(c.groups.len(), 2);
+        assert_eq!(c.top_ports, DEFAULT_TOP_PORTS);
+        assert_eq!(
+            Config::parse("[metrics]\ntop_ports = 3\n", "t")
+                .unwrap()
+                .top_ports,
+            3
+        );
         assert_eq!(
             c.groups[0].entries,
             [
@@ -379,6 +428,11 @@ ports_match = ["*:5432"]
                 "t.toml:1: conntrack: need 0 <= clear",
             ),
             ("[conntrack]\nwarn = 80\n", "t.toml:2: unknown field `warn`"),
+            (
+                "[metrics]\ntop_ports = -1\n",
+                "t.toml:2: metrics.top_ports: need 0 to 100, got -1",
+            ),
+            ("[metrics]\ntop = 5\n", "t.toml:2: unknown field `top`"),
         ];
         for (text, want) in cases {
             let err = Config::parse(text, "t.toml").unwrap_err().0;

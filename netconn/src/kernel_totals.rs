@@ -45,9 +45,10 @@ fn field(text: &str, prefix: &str, key: &str) -> Option<i64> {
     None
 }
 
-/// `Tcp:` header and value lines of /proc/net/snmp: the value under `key`.
-fn snmp_field(text: &str, key: &str) -> Option<i64> {
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+/// The value under `key` in a header/value pair of lines starting with
+/// `prefix` (`/proc/net/snmp`'s `Tcp:`, `/proc/net/netstat`'s `TcpExt:`).
+pub fn table_field(text: &str, prefix: &str, key: &str) -> Option<i64> {
+    let mut tcp = text.lines().filter(|l| l.starts_with(prefix));
     let header = tcp.next()?;
     let values = tcp.next()?;
     let at = header.split_whitespace().position(|h| h == key)?;
@@ -61,10 +62,10 @@ impl KernelTotals {
             time_wait: field(sockstat, "TCP:", "tw").ok_or_else(|| bad("sockstat"))?,
             // No IPv6 in this kernel: no sockets either.
             tcp6_inuse: field(sockstat6, "TCP6:", "inuse").unwrap_or(0),
-            curr_estab: snmp_field(snmp, "CurrEstab").ok_or_else(|| bad("snmp"))?,
+            curr_estab: table_field(snmp, "Tcp:", "CurrEstab").ok_or_else(|| bad("snmp"))?,
             udp_inuse: field(sockstat, "UDP:", "inuse").ok_or_else(|| bad("sockstat"))?,
             udp6_inuse: field(sockstat6, "UDP6:", "inuse").unwrap_or(0),
-            in_segs: snmp_field(snmp, "InSegs").ok_or_else(|| bad("snmp"))?,
+            in_segs: table_field(snmp, "Tcp:", "InSegs").ok_or_else(|| bad("snmp"))?,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod host;
 pub mod kernel_totals;
 pub mod list;
 pub mod merge;
+pub mod metrics;
 pub mod nagios;
 pub mod netlink;
 pub mod output;

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use netconn_common::{AF_INET, StateEvent};
+use netconn_common::{AF_INET, StateEvent, TcpMetrics};
 use serde_json::{Map, Value, json};
 
 use crate::config::{Group, Tags};
@@ -270,7 +270,9 @@ impl PortTracker {
 
     /// `[{"addr_port":"80","ip_version":4,"tags":{..},"states":{..}}, ...]`,
     /// every TCP state present.
-    pub fn to_json(&self) -> Value {
+    /// The series as records show them; with `metrics`, each series gets
+    /// its TCP figures (zeros when it has none).
+    pub fn to_json(&self, metrics: Option<&HashMap<SeriesKey, TcpMetrics>>) -> Value {
         let mut order: Vec<usize> = (0..self.series.len()).collect();
         order.sort_by(|a, b| self.series[*a].cmp(&self.series[*b]));
         let series = order.into_iter().map(|i| {
@@ -282,12 +284,17 @@ impl PortTracker {
                 states.insert(name.into(), n.into());
             }
             let tags: &Tags = &self.groups.0[key.group].tags;
-            json!({
+            let mut series = json!({
                 "addr_port": key.addr_port,
                 "ip_version": key.ip_version,
                 "tags": tags,
                 "states": states,
-            })
+            });
+            if let Some(metrics) = metrics {
+                let m = metrics.get(key).copied().unwrap_or_default();
+                series["tcp_metrics"] = Value::Object(crate::metrics::figures_json(&m));
+            }
+            series
         });
         Value::Array(series.collect())
     }
@@ -348,7 +355,7 @@ mod tests {
     }
 
     fn state(t: &PortTracker, addr_port: &str, name: &str) -> i64 {
-        let j = t.to_json();
+        let j = t.to_json(None);
         j.as_array()
             .unwrap()
             .iter()
@@ -416,7 +423,7 @@ mod tests {
         assert_eq!(state(&t, "127.0.0.1:443", "TIME_WAIT"), 1);
         assert_eq!(state(&t, "10.0.0.1:443", "ESTABLISHED"), 1);
         assert_eq!(t.tracked_sockets(), 1);
-        let j = t.to_json();
+        let j = t.to_json(None);
         let first = &j.as_array().unwrap()[0];
         assert_eq!(first["tags"]["service"], "http");
         assert_eq!(first["addr_port"], "127.0.0.1:443");

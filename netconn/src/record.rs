@@ -41,6 +41,8 @@ pub struct CountsRecord<'a> {
     pub tags: Option<&'a crate::config::Tags>,
     /// Port groups' series (left out without groups).
     pub ports: Option<&'a Value>,
+    /// TCP metrics of the interval (interval records of `watch`).
+    pub tcp_metrics: Option<&'a Value>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +67,9 @@ impl CountsRecord<'_> {
         r.insert("connections".into(), self.counts.to_json());
         if let Some(ports) = self.ports {
             r.insert("ports".into(), ports.clone());
+        }
+        if let Some(m) = self.tcp_metrics {
+            r.insert("tcp_metrics".into(), m.clone());
         }
         r.insert("lost_events".into(), self.lost_events.into());
         if let Some(n) = self.resyncs {
@@ -117,6 +122,7 @@ mod tests {
             verify: Some(&Counts::default()),
             tags: None,
             ports: None,
+            tcp_metrics: None,
         };
         let line = serde_json::to_string(&r.to_json("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(

@@ -49,6 +49,7 @@ pub struct Tracker {
     ports: Option<PortTracker>,
     /// Reused buffer for streamed events.
     stream: Vec<netconn_common::StateEvent>,
+    metrics: crate::metrics::Reader,
 }
 
 /// What a resync changed in the live counts.
@@ -95,6 +96,7 @@ impl Tracker {
             last_correction: None,
             ports,
             stream: Vec::new(),
+            metrics: crate::metrics::Reader::default(),
         };
         tracker.resync()?;
         // The first snapshot is the start, not a correction.
@@ -298,10 +300,21 @@ impl Tracker {
         self.ports.is_some()
     }
 
-    /// The port groups' series, when configured.
-    pub fn ports_json(&mut self) -> Option<serde_json::Value> {
+    /// The port groups' series, when configured, with their TCP metrics
+    /// when given.
+    pub fn ports_json(
+        &mut self,
+        metrics: Option<&crate::metrics::Interval>,
+    ) -> Option<serde_json::Value> {
         self.drain_stream();
-        self.ports.as_ref().map(PortTracker::to_json)
+        let ports = self.ports.as_ref()?;
+        let series = metrics.map(|m| m.by_series(ports.groups()));
+        Some(ports.to_json(series.as_ref()))
+    }
+
+    /// The TCP metrics since the last call (since start, the first time).
+    pub fn tcp_metrics(&mut self) -> Result<crate::metrics::Interval, TrackerError> {
+        Ok(self.metrics.next(&mut self.probe)?)
     }
 
     /// The control-word changes around the dump; returns the dump.

@@ -358,6 +358,8 @@ pub fn only(table: &Table, states: &[&str]) -> Table {
 pub struct Watch {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every record read so far, of any type.
+    log: Vec<Value>,
 }
 
 impl Watch {
@@ -383,7 +385,11 @@ impl Watch {
                 }
             }
         });
-        let mut w = Watch { child, lines };
+        let mut w = Watch {
+            child,
+            lines,
+            log: Vec::new(),
+        };
         let first = w.next_record(Duration::from_secs(60));
         (w, first)
     }
@@ -407,7 +413,10 @@ impl Watch {
     fn next_any(&mut self, timeout: Duration) -> Value {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => {
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+                let record: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                self.log.push(record.clone());
+                record
             }
             Err(_) => {
                 let _ = self.child.kill();
@@ -433,17 +442,31 @@ impl Watch {
 
     /// Sends `signal` and returns the records written after it and the exit
     /// status.
-    pub fn stop(mut self, signal: i32) -> (Vec<Value>, std::process::ExitStatus) {
+    pub fn stop(self, signal: i32) -> (Vec<Value>, std::process::ExitStatus) {
+        let (rest, status) = self.stop_with_rest(signal);
+        (
+            rest.into_iter().filter(|r| r["type"] == "counts").collect(),
+            status,
+        )
+    }
+
+    /// Sends `signal` and returns every record netconn wrote since it
+    /// started, of any type, and the exit status.
+    pub fn stop_all(mut self, signal: i32) -> (Vec<Value>, std::process::ExitStatus) {
+        let mut log = std::mem::take(&mut self.log);
+        let (rest, status) = self.stop_with_rest(signal);
+        log.extend(rest);
+        (log, status)
+    }
+
+    fn stop_with_rest(mut self, signal: i32) -> (Vec<Value>, std::process::ExitStatus) {
         // `ip netns exec` execs netconn, so the child pid is netconn's.
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = self.child.wait().expect("wait netconn");
         let mut rest = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            let record: Value = serde_json::from_str(&line).expect("JSON record");
-            if record["type"] == "counts" {
-                rest.push(record);
-            }
+            rest.push(serde_json::from_str(&line).expect("JSON record"));
         }
         (rest, status)
     }

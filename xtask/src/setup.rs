@@ -99,9 +99,11 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 3] = [
+const TOOLS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
+    ("tc", "iproute2"),
+    ("nft", "nftables"),
     ("setpriv", "util-linux"),
 ];
 

@@ -22,6 +22,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         verify: None,
         tags: None,
         ports: None,
+        tcp_metrics: None,
     };
     match sink.write(&record.to_json(&host::now_rfc3339())) {
         Ok(()) | Err(SinkError::Closed) => Ok(()),

@@ -30,13 +30,19 @@ struct Reading {
     resyncs: Option<u64>,
     correction: Option<tracker::Correction>,
     ports: Option<serde_json::Value>,
+    tcp_metrics: Option<serde_json::Value>,
 }
 
 impl Mode {
     /// The counts now. `maintain`: also check for losses and drift (each
     /// interval); without it only what changes without events is re-read
-    /// (answers to `check`, which must be quick).
-    fn read(&mut self, maintain: bool) -> Result<Reading, CmdError> {
+    /// (answers to `check`, which must be quick). `metrics`: the interval's
+    /// TCP metrics, for the port groups' series.
+    fn read(
+        &mut self,
+        maintain: bool,
+        metrics: Option<&crate::metrics::Interval>,
+    ) -> Result<Reading, CmdError> {
         let failed = |e: &dyn std::fmt::Display| CmdError::Failed(e.to_string());
         match self {
             Mode::Ebpf(t) => {
@@ -46,7 +52,8 @@ impl Mode {
                     t.refresh_mini_sockets().map_err(|e| failed(&e))?;
                 }
                 Ok(Reading {
-                    ports: t.ports_json(),
+                    ports: t.ports_json(metrics),
+                    tcp_metrics: None,
                     counts: t.counts().map_err(|e| failed(&e))?,
                     source: Source::Ebpf,
                     lost_events: t.lost_events().map_err(|e| failed(&e))?,
@@ -64,7 +71,7 @@ impl Mode {
                 let ports = (!groups.is_empty()).then(|| {
                     let mut ports = PortTracker::new(groups.clone());
                     ports.rebuild(&dump, &[], 0, 0);
-                    ports.to_json()
+                    ports.to_json(None)
                 });
                 Ok(Reading {
                     counts: Counts::from_dump(&dump),
@@ -73,6 +80,7 @@ impl Mode {
                     resyncs: None,
                     correction: None,
                     ports,
+                    tcp_metrics: None,
                 })
             }
         }
@@ -97,6 +105,7 @@ impl Reading {
         CountsRecord {
             tags: Some(tags),
             ports: self.ports.as_ref(),
+            tcp_metrics: self.tcp_metrics.as_ref(),
             host,
             source: self.source,
             netns,
@@ -232,6 +241,8 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     }
     let tags = config.tags;
     let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
+    let mut listen = crate::metrics::Listen::start()
+        .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
 
     let served = match mode {
         Mode::Ebpf(_) => serve(netns),
@@ -270,7 +281,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 _ = sigint.recv() => true,
                 _ = sigterm.recv() => true,
                 client = next_client(listener.as_ref()) => {
-                    let r = mode.read(false)?;
+                    let r = mode.read(false, None)?;
                     let record = r.record(&host, netns, &tags, None);
                     answer(client, &record.to_json(&host::now_rfc3339()));
                     continue;
@@ -291,7 +302,18 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                     continue;
                 }
             };
-            let r = mode.read(true)?;
+            let interval = match &mut mode {
+                Mode::Ebpf(t) => Some(
+                    t.tcp_metrics()
+                        .map_err(|e| CmdError::Failed(e.to_string()))?,
+                ),
+                Mode::Poll(_) => None,
+            };
+            let mut r = mode.read(true, interval.as_ref())?;
+            r.tcp_metrics = Some(
+                crate::metrics::record_json(interval.as_ref(), &mut listen, config.top_ports)
+                    .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?,
+            );
             let verify = if args.verify {
                 Some(super::dump_counts()?)
             } else {

@@ -1,0 +1,430 @@
+//! TCP metrics in counts records: RTT distribution, retransmitted segments,
+//! SYN-ACK retransmissions and resets per interval (added up in the kernel,
+//! see `netconn-ebpf/src/metrics.rs`), and the namespace's listen queue
+//! overflows and drops (`/proc/net/netstat`) as rates.
+//!
+//! # Intervals without loss
+//!
+//! The programs add to one of two slots, the one [`Control::metrics_epoch`]
+//! names. Each interval userspace flips the epoch and reads the slot it
+//! left. A program that read the old epoch just before the flip may still
+//! add to that slot after the read, so the slot is neither cleared nor
+//! reused at once: at the next interval it is read again (what arrived late
+//! joins that interval's figures), cleared, and only then made current.
+//! Counters are therefore exact; a late sample can only widen the next
+//! interval's min/max.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use netconn_common::{
+    AF_INET, Control, DIRECTION_INBOUND, MetricsKey, TcpMetrics, rtt_bucket_bounds,
+};
+use serde_json::{Map, Value, json};
+
+use crate::ebpf::probe::{Probe, ProbeError};
+use crate::ports::{Groups, SeriesKey};
+
+/// One interval's figures: the namespace's and per service port (keys with
+/// `epoch` 0).
+#[derive(Debug, Clone, Default)]
+pub struct Interval {
+    pub total: TcpMetrics,
+    pub ports: HashMap<MetricsKey, TcpMetrics>,
+}
+
+impl Interval {
+    fn add_port(&mut self, mut key: MetricsKey, m: &TcpMetrics) {
+        key.epoch = 0;
+        self.ports.entry(key).or_default().merge(m);
+    }
+
+    /// Figures per port group series: a series gets the inbound ports
+    /// (listeners and the connections they accepted) its group matches.
+    pub fn by_series(&self, groups: &Groups) -> HashMap<SeriesKey, TcpMetrics> {
+        let mut out: HashMap<SeriesKey, TcpMetrics> = HashMap::new();
+        for (key, m) in self.ports.iter() {
+            if key.direction != DIRECTION_INBOUND {
+                continue;
+            }
+            let (addr, version) = key_addr(key);
+            if let Some(series) = groups.classify(addr, key.port, version) {
+                out.entry(series).or_default().merge(m);
+            }
+        }
+        out
+    }
+
+    /// The `top` busiest service ports (by RTT samples, then
+    /// retransmissions), any address and IP version together.
+    pub fn top_ports(&self, top: usize) -> Vec<(u8, u16, TcpMetrics)> {
+        let mut by_port: HashMap<(u8, u16), TcpMetrics> = HashMap::new();
+        for (key, m) in self.ports.iter() {
+            by_port
+                .entry((key.direction, key.port))
+                .or_default()
+                .merge(m);
+        }
+        let mut ports: Vec<(u8, u16, TcpMetrics)> =
+            by_port.into_iter().map(|((d, p), m)| (d, p, m)).collect();
+        ports.sort_by(|a, b| {
+            (b.2.samples, b.2.retrans, a.0, a.1).cmp(&(a.2.samples, a.2.retrans, b.0, b.1))
+        });
+        ports.truncate(top);
+        ports
+    }
+}
+
+/// The local address of an inbound key and its IP version.
+fn key_addr(key: &MetricsKey) -> (IpAddr, u8) {
+    if u16::from(key.family) == AF_INET {
+        let a: [u8; 4] = key.addr[..4].try_into().expect("4 bytes");
+        (IpAddr::from(a), 4)
+    } else {
+        (IpAddr::from(key.addr), 6)
+    }
+}
+
+/// Reads the kernel's slots interval by interval (see the module docs).
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// The slot the programs add to.
+    active: u8,
+    /// What the slot left at the last flip held when it was read.
+    left_total: TcpMetrics,
+    left_ports: HashMap<MetricsKey, TcpMetrics>,
+}
+
+impl Reader {
+    /// The figures since the previous call (since load, the first time).
+    pub fn next(&mut self, probe: &mut Probe) -> Result<Interval, ProbeError> {
+        let old = self.active ^ 1;
+        // What reached the slot left last time after it was read; then it
+        // is cleared, while nothing adds to it.
+        let mut interval = Interval {
+            total: probe.metrics_total(old)?.since(&self.left_total),
+            ports: HashMap::new(),
+        };
+        for (key, m) in probe.metrics_ports(old)? {
+            let late = match self.left_ports.get(&key) {
+                Some(before) => m.since(before),
+                None => m,
+            };
+            if !late.is_empty() {
+                interval.add_port(key, &late);
+            }
+            probe.remove_metrics_port(&key)?;
+        }
+        probe.zero_metrics_total(old)?;
+        probe.set_control(Control {
+            metrics_epoch: old,
+            ..probe.control()
+        })?;
+        // The slot just left.
+        self.left_total = probe.metrics_total(self.active)?;
+        interval.total.merge(&self.left_total);
+        self.left_ports = probe.metrics_ports(self.active)?.into_iter().collect();
+        for (key, m) in self.left_ports.iter() {
+            interval.add_port(*key, m);
+        }
+        self.active = old;
+        Ok(interval)
+    }
+}
+
+/// The `q` quantile (0 < q <= 1) of the samples: the highest value of the
+/// histogram bucket that holds it, within `[min, max]`.
+pub fn quantile(m: &TcpMetrics, q: f64) -> Option<u32> {
+    if m.samples == 0 {
+        return None;
+    }
+    let rank = ((q * m.samples as f64).ceil() as u64).clamp(1, m.samples);
+    let mut seen = 0u64;
+    for (i, n) in m.hist.iter().enumerate() {
+        seen += u64::from(*n);
+        if seen >= rank {
+            let (_, high) = rtt_bucket_bounds(i);
+            let top = u32::try_from(high - 1).unwrap_or(u32::MAX);
+            return Some(top.clamp(m.min_us, m.max_us));
+        }
+    }
+    // The histogram holds fewer samples than counted (a sample between
+    // the counter's update and the bucket's, read mid-way).
+    Some(m.max_us)
+}
+
+/// `{"count","min","p50","p90","p99","max","mean"}` of the RTT samples,
+/// nulls without samples.
+pub fn rtt_json(m: &TcpMetrics) -> Value {
+    let mean = m.sum_us.checked_div(m.samples);
+    let (min, max) = match mean {
+        Some(_) => (Some(m.min_us), Some(m.max_us)),
+        None => (None, None),
+    };
+    json!({
+        "count": m.samples,
+        "min": min,
+        "p50": quantile(m, 0.50),
+        "p90": quantile(m, 0.90),
+        "p99": quantile(m, 0.99),
+        "max": max,
+        "mean": mean,
+    })
+}
+
+/// The figures every scope reports.
+pub fn figures_json(m: &TcpMetrics) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("rtt_us".into(), rtt_json(m));
+    o.insert("retrans".into(), m.retrans.into());
+    o.insert("synack_retrans".into(), m.synack_retrans.into());
+    o.insert("resets_sent".into(), m.resets_sent.into());
+    o.insert("resets_received".into(), m.resets_received.into());
+    o
+}
+
+fn direction_name(d: u8) -> &'static str {
+    if d == DIRECTION_INBOUND {
+        "inbound"
+    } else {
+        "outbound"
+    }
+}
+
+/// TcpExt ListenOverflows and ListenDrops of the namespace, cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenCounters {
+    pub overflows: u64,
+    pub drops: u64,
+}
+
+impl ListenCounters {
+    pub fn parse(netstat: &str) -> Option<ListenCounters> {
+        let get = |k| crate::kernel_totals::table_field(netstat, "TcpExt:", k);
+        Some(ListenCounters {
+            overflows: get("ListenOverflows")?.try_into().ok()?,
+            drops: get("ListenDrops")?.try_into().ok()?,
+        })
+    }
+
+    /// The calling thread's namespace's.
+    pub fn read() -> std::io::Result<ListenCounters> {
+        let text = std::fs::read_to_string("/proc/thread-self/net/netstat")?;
+        ListenCounters::parse(&text).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no TcpExt ListenOverflows/ListenDrops in /proc/net/netstat",
+            )
+        })
+    }
+}
+
+/// The listen-queue part of the metrics, interval by interval.
+#[derive(Debug)]
+pub struct Listen {
+    last: ListenCounters,
+    at: Instant,
+}
+
+impl Listen {
+    pub fn start() -> std::io::Result<Listen> {
+        Ok(Listen {
+            last: ListenCounters::read()?,
+            at: Instant::now(),
+        })
+    }
+
+    /// `listen_overflows`, `listen_drops` since the last call and their
+    /// rates per second, into `o`.
+    pub fn next(&mut self, o: &mut Map<String, Value>) -> std::io::Result<()> {
+        let now = ListenCounters::read()?;
+        let at = Instant::now();
+        let secs = at.duration_since(self.at).as_secs_f64();
+        let overflows = now.overflows.saturating_sub(self.last.overflows);
+        let drops = now.drops.saturating_sub(self.last.drops);
+        let rate = |n: u64| {
+            if secs > 0.0 {
+                (n as f64 / secs * 1000.0).round() / 1000.0
+            } else {
+                0.0
+            }
+        };
+        o.insert("listen_overflows".into(), overflows.into());
+        o.insert("listen_drops".into(), drops.into());
+        o.insert("listen_overflows_per_s".into(), rate(overflows).into());
+        o.insert("listen_drops_per_s".into(), rate(drops).into());
+        self.last = now;
+        self.at = at;
+        Ok(())
+    }
+}
+
+/// The record's `tcp_metrics` object: the namespace's figures (from the
+/// kernel with eBPF), the listen queue's, and the top service ports.
+pub fn record_json(
+    interval: Option<&Interval>,
+    listen: &mut Listen,
+    top: usize,
+) -> std::io::Result<Value> {
+    let mut o = Map::new();
+    if let Some(i) = interval {
+        o.extend(figures_json(&i.total));
+    }
+    listen.next(&mut o)?;
+    if let Some(i) = interval {
+        let top: Vec<Value> = i
+            .top_ports(top)
+            .into_iter()
+            .map(|(d, port, m)| {
+                let mut p = Map::new();
+                p.insert("direction".into(), direction_name(d).into());
+                p.insert("port".into(), port.into());
+                p.extend(figures_json(&m));
+                Value::Object(p)
+            })
+            .collect();
+        o.insert("top_ports".into(), top.into());
+    }
+    Ok(Value::Object(o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netconn_common::{DIRECTION_OUTBOUND, rtt_bucket};
+
+    fn samples(values: &[u32]) -> TcpMetrics {
+        let mut m = TcpMetrics::default();
+        for &v in values {
+            let one = TcpMetrics {
+                samples: 1,
+                sum_us: u64::from(v),
+                min_us: v,
+                max_us: v,
+                ..Default::default()
+            };
+            m.merge(&one);
+            m.hist[rtt_bucket(v)] += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn quantiles_stay_within_a_quarter_of_the_truth() {
+        let values: Vec<u32> = (1..=1000).map(|i| i * 37).collect();
+        let m = samples(&values);
+        for q in [0.5, 0.9, 0.99] {
+            let truth = values[(q * values.len() as f64).ceil() as usize - 1];
+            let got = quantile(&m, q).unwrap();
+            assert!(
+                got >= truth && got <= truth + truth / 4,
+                "q{q}: {got} vs {truth}"
+            );
+        }
+        assert_eq!(quantile(&m, 1.0), Some(37_000));
+        assert_eq!(quantile(&samples(&[]), 0.5), None);
+        // One sample: every quantile is it.
+        assert_eq!(quantile(&samples(&[1234]), 0.99), Some(1234));
+    }
+
+    #[test]
+    fn rtt_json_is_null_without_samples() {
+        let v = rtt_json(&TcpMetrics::default());
+        assert_eq!(v["count"], 0);
+        assert!(v["p50"].is_null() && v["min"].is_null() && v["mean"].is_null());
+        let v = rtt_json(&samples(&[10, 20, 30]));
+        assert_eq!((v["min"].as_u64(), v["max"].as_u64()), (Some(10), Some(30)));
+        assert_eq!(v["mean"], 20);
+    }
+
+    #[test]
+    fn late_figures_are_differences_and_a_remade_entry_is_all_new() {
+        let before = samples(&[100, 200]);
+        let mut after = before;
+        after.merge(&samples(&[50]));
+        after.retrans += 3;
+        let late = after.since(&before);
+        assert_eq!((late.samples, late.retrans, late.sum_us), (1, 3, 50));
+        assert_eq!(late.hist.iter().sum::<u32>(), 1);
+        // An entry evicted and made anew reads lower than before: what it
+        // holds is all new.
+        let remade = samples(&[1]);
+        assert_eq!(remade.since(&before), remade);
+    }
+
+    fn key(direction: u8, port: u16, addr: [u8; 4]) -> MetricsKey {
+        let mut k = MetricsKey {
+            direction,
+            port,
+            family: AF_INET as u8,
+            ..Default::default()
+        };
+        if direction == DIRECTION_INBOUND {
+            k.addr[..4].copy_from_slice(&addr);
+        }
+        k
+    }
+
+    #[test]
+    fn top_ports_merge_addresses_and_rank_by_samples() {
+        let mut i = Interval::default();
+        i.add_port(
+            key(DIRECTION_INBOUND, 80, [127, 0, 0, 1]),
+            &samples(&[1, 2]),
+        );
+        i.add_port(key(DIRECTION_INBOUND, 80, [10, 0, 0, 1]), &samples(&[3]));
+        i.add_port(key(DIRECTION_OUTBOUND, 443, [0; 4]), &samples(&[4, 5]));
+        i.add_port(key(DIRECTION_OUTBOUND, 22, [0; 4]), &samples(&[6]));
+        let top = i.top_ports(2);
+        assert_eq!(
+            top.iter()
+                .map(|(d, p, m)| (*d, *p, m.samples))
+                .collect::<Vec<_>>(),
+            [(DIRECTION_INBOUND, 80, 3), (DIRECTION_OUTBOUND, 443, 2)]
+        );
+        assert!(i.top_ports(0).is_empty());
+    }
+
+    #[test]
+    fn series_get_the_inbound_ports_their_group_matches() {
+        use crate::config::{Entry, Group, parse_entry};
+        let groups = Groups(vec![Group {
+            entries: vec![
+                Entry::Port(80),
+                parse_entry("127.0.0.1:443", false).unwrap(),
+            ],
+            tags: Default::default(),
+        }]);
+        let mut i = Interval::default();
+        i.add_port(key(DIRECTION_INBOUND, 80, [10, 0, 0, 1]), &samples(&[1]));
+        i.add_port(
+            key(DIRECTION_INBOUND, 443, [127, 0, 0, 1]),
+            &samples(&[2, 3]),
+        );
+        i.add_port(key(DIRECTION_INBOUND, 443, [10, 0, 0, 1]), &samples(&[4]));
+        i.add_port(key(DIRECTION_OUTBOUND, 80, [0; 4]), &samples(&[5]));
+        let s = i.by_series(&groups);
+        let n = |label: &str| {
+            s.iter()
+                .find(|(k, _)| k.addr_port == label)
+                .map(|(_, m)| m.samples)
+        };
+        assert_eq!(n("80"), Some(1), "{s:?}");
+        assert_eq!(n("127.0.0.1:443"), Some(2));
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn listen_counters_parse_tcpext() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 7 9\nIpExt: A\nIpExt: 1\n";
+        assert_eq!(
+            ListenCounters::parse(text),
+            Some(ListenCounters {
+                overflows: 7,
+                drops: 9
+            })
+        );
+        assert_eq!(ListenCounters::parse("IpExt: A\nIpExt: 1\n"), None);
+    }
+}

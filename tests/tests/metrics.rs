@@ -1,0 +1,275 @@
+//! TCP metrics and connection records on a slow, lossy loopback: what
+//! netconn adds up per interval must equal the namespace's own SNMP
+//! counters, and a close record must equal `ss -tin` just before the close.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use netconn_integration::{Netns, SsInfo, Watch, ss_tcp_info};
+use serde_json::Value;
+use socket2::{Domain, SockRef, Socket, Type};
+
+/// Namespace counters: `prefix` is `Tcp:` (`/proc/net/snmp`) or `TcpExt:`
+/// (`/proc/net/netstat`).
+fn counter(ns: &Netns, file: &str, prefix: &str, key: &str) -> u64 {
+    let text = ns.run_cmd("cat", &[file]);
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let (header, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = header
+        .split_whitespace()
+        .position(|h| h == key)
+        .unwrap_or_else(|| panic!("no {key} in {file}"));
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// Loopback at 20 Mbit/s (tbf; MTU 1500 so the burst holds a packet),
+/// dropping 3% of the data segments sent to port 9000, and everything but
+/// SYNs sent to port 9200 (its handshakes never complete on the server).
+fn slow_and_lossy(ns: &Netns) {
+    ns.run_cmd("ip", &["link", "set", "lo", "mtu", "1500"]);
+    ns.run_cmd(
+        "tc",
+        &[
+            "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "20mbit", "burst", "16kb",
+            "latency", "50ms",
+        ],
+    );
+    ns.run_cmd("nft", &["add", "table", "inet", "lossy"]);
+    ns.run_cmd(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "lossy",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ],
+    );
+    ns.run_cmd(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "lossy",
+            "out",
+            "tcp",
+            "dport",
+            "9000",
+            "tcp",
+            "flags",
+            "&",
+            "(syn|fin|rst)",
+            "==",
+            "0",
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            "3",
+            "drop",
+        ],
+    );
+    ns.run_cmd(
+        "nft",
+        &[
+            "add", "rule", "inet", "lossy", "out", "tcp", "dport", "9200", "tcp", "flags", "&",
+            "syn", "==", "0", "drop",
+        ],
+    );
+}
+
+fn sum(records: &[&Value], path: &[&str]) -> u64 {
+    records
+        .iter()
+        .map(|r| path.iter().fold(*r, |v, k| &v[*k]).as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// RTT summaries must be ordered; returns (count, min, max) over them.
+fn rtt_span<'a>(summaries: impl Iterator<Item = &'a Value>) -> (u64, u64, u64) {
+    let (mut count, mut min, mut max) = (0, u64::MAX, 0);
+    for s in summaries {
+        let n = s["count"].as_u64().unwrap();
+        if n == 0 {
+            assert!(s["p50"].is_null() && s["min"].is_null(), "{s}");
+            continue;
+        }
+        let q: Vec<u64> = ["min", "p50", "p90", "p99", "max"]
+            .iter()
+            .map(|k| s[*k].as_u64().unwrap())
+            .collect();
+        assert!(q.windows(2).all(|w| w[0] <= w[1]), "unordered: {s}");
+        count += n;
+        min = min.min(q[0]);
+        max = max.max(q[4]);
+    }
+    (count, min, max)
+}
+
+#[test]
+fn metrics_and_close_records_agree_with_the_kernel_on_a_lossy_link() {
+    let ns = Netns::new();
+    slow_and_lossy(&ns);
+    let config = std::env::temp_dir().join(format!("netconn-metrics-{}.toml", std::process::id()));
+    std::fs::write(&config, "[[addr_ports]]\nports = [\"9000\"]\n").unwrap();
+    let (watch, _) = Watch::start(
+        &ns,
+        &[
+            "--interval",
+            "1s",
+            "--events",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&config).unwrap();
+    let worker = ns.worker();
+    let pid = std::process::id();
+
+    // A 1 MB upload through the lossy link, read to the end by the server.
+    let listener = worker.exec(|| TcpListener::bind("127.0.0.1:9000").unwrap());
+    let reader = worker.exec(move || {
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 1_000_000];
+            s.read_exact(&mut buf).unwrap();
+            (listener, s)
+        })
+    });
+    let client = worker.exec(|| {
+        let mut c = TcpStream::connect("127.0.0.1:9000").unwrap();
+        c.write_all(&vec![7u8; 1_000_000]).unwrap();
+        c
+    });
+    let local = client.local_addr().unwrap().to_string();
+    let served = reader.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let figures = loop {
+        let all = ss_tcp_info(&ns, &["src", &local]);
+        let f = *all.values().next().expect("ss shows the client");
+        if f.bytes_acked >= 1_000_001 || Instant::now() > deadline {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(figures.retrans > 0, "the link lost nothing: {figures:?}");
+    // Abortive close: nothing is exchanged after ss looked.
+    worker.exec(move || {
+        SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+    });
+
+    // A listener whose accept queue overflows: backlog 1, never accepting.
+    let full = worker.exec(|| {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:9100".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(1).unwrap();
+        s
+    });
+    let knocking = worker.exec(|| {
+        (0..6)
+            .map(|_| {
+                let c = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                c.set_nonblocking(true).unwrap();
+                let _ = c.connect(&"127.0.0.1:9100".parse::<SocketAddr>().unwrap().into());
+                c
+            })
+            .collect::<Vec<_>>()
+    });
+    // One closed port: a reset without a socket, received by the client.
+    worker.exec(|| TcpStream::connect("127.0.0.1:9001").unwrap_err());
+    // A handshake whose last ACK is lost: the server retransmits its
+    // SYN-ACK after 1 s.
+    let half_open = worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:9200").unwrap();
+        (TcpStream::connect("127.0.0.1:9200").unwrap(), l)
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    worker.exec(move || {
+        drop(knocking);
+        drop(full);
+        drop(served);
+        drop(half_open);
+    });
+    // Let the last segments through the qdisc, then the kernel's truth.
+    std::thread::sleep(Duration::from_millis(300));
+    let snmp = |key| counter(&ns, "/proc/net/snmp", "Tcp:", key);
+    let netstat = |key| counter(&ns, "/proc/net/netstat", "TcpExt:", key);
+    let (retrans_segs, out_rsts) = (snmp("RetransSegs"), snmp("OutRsts"));
+    let (overflows, drops) = (netstat("ListenOverflows"), netstat("ListenDrops"));
+    let (records, status) = watch.stop_all(libc::SIGTERM);
+    assert!(status.success());
+
+    let counts: Vec<&Value> = records.iter().filter(|r| r["type"] == "counts").collect();
+    let m = |k: &str| sum(&counts, &["tcp_metrics", k]);
+    // The namespace is new and every socket in it younger than the watch:
+    // interval figures add up to the kernel's counters exactly.
+    assert_eq!(m("retrans") + m("synack_retrans"), retrans_segs);
+    assert_eq!(m("resets_sent"), out_rsts);
+    assert_eq!(m("listen_overflows"), overflows);
+    assert_eq!(m("listen_drops"), drops);
+    assert!(overflows > 0, "no overflow");
+    assert!(m("synack_retrans") > 0, "no SYN-ACK retransmitted");
+    // The linger close and the closed port at least.
+    assert!(
+        (2..=out_rsts).contains(&m("resets_received")),
+        "{}",
+        m("resets_received")
+    );
+    let (samples, min, max) = rtt_span(counts.iter().map(|r| &r["tcp_metrics"]["rtt_us"]));
+    assert!(samples > 0);
+
+    // Per service port: the upload is the only outbound connection to
+    // 9000, the server's side the only inbound one (the group's series).
+    let top: Vec<&Value> = counts
+        .iter()
+        .flat_map(|r| r["tcp_metrics"]["top_ports"].as_array().unwrap())
+        .collect();
+    let outbound: Vec<&Value> = top
+        .iter()
+        .copied()
+        .filter(|p| p["direction"] == "outbound" && p["port"] == 9000)
+        .collect();
+    assert_eq!(sum(&outbound, &["retrans"]), figures.retrans);
+    let (out_samples, out_min, out_max) = rtt_span(outbound.iter().map(|p| &p["rtt_us"]));
+    assert!(out_samples > 0 && out_min >= min && out_max <= max);
+    // The smoothed RTT averages the samples: it lies within them.
+    assert!(
+        (out_min..=out_max).contains(&figures.rtt_us),
+        "srtt {} outside samples [{out_min}, {out_max}]",
+        figures.rtt_us
+    );
+    let series: Vec<&Value> = counts
+        .iter()
+        .flat_map(|r| r["ports"].as_array().unwrap())
+        .filter(|s| s["addr_port"] == "9000" && s["ip_version"] == 4)
+        .map(|s| &s["tcp_metrics"])
+        .collect();
+    let (in_samples, _, _) = rtt_span(series.iter().map(|s| &s["rtt_us"]));
+    assert!(in_samples > 0, "the server's ACK samples");
+    assert_eq!(sum(&series, &["resets_received"]), 1, "the linger close");
+
+    // The close record of the upload equals ss just before the close.
+    let close = records
+        .iter()
+        .find(|r| r["type"] == "conn" && r["event"] == "close" && r["rport"] == 9000)
+        .expect("a close record for the upload");
+    let SsInfo {
+        rtt_us,
+        bytes_acked,
+        retrans,
+    } = figures;
+    assert_eq!(close["bytes_sent"], bytes_acked, "{close}");
+    assert_eq!(close["retrans"], retrans, "{close}");
+    assert_eq!(close["rtt_us"], rtt_us, "{close}");
+    assert_eq!(close["close_reason"], "rst_sent", "{close}");
+    assert_eq!(close["pid"], pid, "{close}");
+    assert_eq!(close["direction"], "local", "{close}");
+}
