@@ -274,6 +274,19 @@ pub struct MetricsKey {
 }
 const _: () = assert!(size_of::<MetricsKey>() == 24);
 
+/// Hash of [`Owner`]s of TCP sockets by cookie, from the `connect()` or
+/// `listen()` (accepted connections: their listener's) until close.
+pub const MAP_OWNERS: &str = "OWNERS";
+
+/// The process behind a socket: tgid and the main thread's name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<Owner>() == 20);
+
 /// Global: byte offsets into kernel structs, read from BTF at load time.
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
@@ -496,6 +509,7 @@ mod user {
     unsafe impl aya::Pod for ConnEvent {}
     unsafe impl aya::Pod for TcpMetrics {}
     unsafe impl aya::Pod for MetricsKey {}
+    unsafe impl aya::Pod for Owner {}
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Connection records (`watch --events`): an event when a TCP socket opens
-//! (enters ESTABLISHED, or LISTEN) and when it closes (enters CLOSE from a
-//! state it was counted in), with its addresses, the process behind it
-//! and, at close, the kernel's figures for it.
+//! Owners of TCP sockets, always (`netconn list` asks the daemon for them),
+//! and connection records (`watch --events`): an event when a TCP socket
+//! opens (enters ESTABLISHED, or LISTEN) and when it closes (enters CLOSE
+//! from a state it was counted in), with its addresses, the process behind
+//! it and, at close, the kernel's figures for it.
 //!
 //! The process is taken only where the state change runs in the process's
 //! own context: `connect()` (CLOSE -> SYN_SENT) and `listen()` (CLOSE ->
@@ -10,32 +11,27 @@
 //! current task is unrelated and never read).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::{btf_tracepoint, map},
-    maps::{LruHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT, TCP_CLOSE,
+    CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, Owner, RESET_RECEIVED, RESET_SENT, TCP_CLOSE,
     TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK,
     TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::{LOST, OFFSETS, bump, probe, read, sock_addr};
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct Owner {
-    pid: u32,
-    comm: [u8; 16],
-}
-
-/// Owners of sockets, by cookie (from connect/listen until close).
+/// Owners of sockets, by cookie, from connect/listen/accept until close:
+/// memory for live sockets only (not preallocated), up to a million.
 #[map]
-static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(1 << 16, 0);
+static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
 
 /// Owners of listeners, by local port.
 #[map]
@@ -93,9 +89,10 @@ pub struct Socket {
     pub lport: u16,
 }
 
-/// Called for every counted TCP state change of a socket.
+/// Called for every counted TCP state change of a socket; `records`: with
+/// `watch --events`.
 #[inline(always)]
-pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
+pub fn on_state(sock: &Socket, old: u8, new: u8, records: bool) -> Result<(), i32> {
     // SAFETY: see crate::count.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let Socket {
@@ -130,8 +127,19 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
             CONN_OPEN
         }
         (o, TCP_CLOSE) if was_open(o) => CONN_CLOSE,
+        // A connect that failed or was given up.
+        (TCP_SYN_SENT, TCP_CLOSE) | (TCP_SYN_RECV, TCP_CLOSE) => {
+            let _ = OWNERS.remove(cookie());
+            return Ok(());
+        }
         _ => return Ok(()),
     };
+    if !records {
+        if kind == CONN_CLOSE {
+            let _ = OWNERS.remove(cookie());
+        }
+        return Ok(());
+    }
     let cookie = cookie();
     let Some(mut entry) = CONN_EVENTS.reserve::<ConnEvent>(0) else {
         bump(LOST.get_ptr_mut(0));

@@ -151,6 +151,20 @@ pub fn direction(
     }
 }
 
+/// Socket cookie -> (pid, comm) from the namespace's running `watch`, if
+/// any (none: an empty map).
+fn daemon_owners(netns: u32) -> HashMap<u64, (u32, String)> {
+    let path = crate::serve::socket_path(netns);
+    match crate::serve::query(
+        &path,
+        crate::serve::Request::Owners,
+        std::time::Duration::from_secs(5),
+    ) {
+        Ok(text) => crate::serve::parse_owners(&text),
+        Err(_) => HashMap::new(),
+    }
+}
+
 /// Socket inode -> (pid, comm), from `/proc/*/fd`: the walk that makes
 /// `ss -p` slow, hence opt-in. It is a readlink per open file, spread over
 /// the CPUs. The lowest pid wins for shared sockets.
@@ -217,8 +231,10 @@ fn sockets_of(pids: &[u32]) -> HashMap<u32, (u32, String)> {
     out
 }
 
-/// Every socket of the calling thread's namespace.
-pub fn rows(with_processes: bool) -> io::Result<Vec<Row>> {
+/// Every socket of the calling thread's namespace. Owners: those a running
+/// `watch` of the namespace knows (the sockets it saw connect, listen or be
+/// accepted), and with `with_processes` the `/proc/*/fd` walk for the rest.
+pub fn rows(with_processes: bool, netns: u32) -> io::Result<Vec<Row>> {
     let mut raw = Vec::new();
     for ct in ConnType::ALL {
         let ext = if ct.is_tcp() { EXT_INFO } else { 0 };
@@ -235,11 +251,15 @@ pub fn rows(with_processes: bool) -> io::Result<Vec<Row>> {
     } else {
         HashMap::new()
     };
+    let known = daemon_owners(netns);
     Ok(raw
         .into_iter()
         .map(|(socket, remote_addr, remote_port, info)| Row {
             direction: direction(&socket, remote_addr, remote_port, &listening, &locals),
-            process: procs.get(&socket.inode).cloned(),
+            process: known
+                .get(&socket.cookie)
+                .or_else(|| procs.get(&socket.inode))
+                .cloned(),
             socket,
             remote_addr,
             remote_port,

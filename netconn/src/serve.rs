@@ -1,9 +1,12 @@
-//! The running daemon's live counts, served on a Unix socket readable by
+//! The running daemon's live state, served on a Unix socket readable by
 //! root only, so `netconn check` answers from memory instead of dumping the
-//! socket tables.
+//! socket tables, and `netconn list` learns the processes behind the
+//! sockets the daemon saw being created.
 //!
-//! Protocol: connect; the daemon writes one counts record (a JSON line)
-//! and closes. One socket per network namespace, named by its inode.
+//! Protocol: connect, write one request line; the daemon answers and
+//! closes. `counts`: one counts record (a JSON line). `owners`: a line
+//! `COOKIE PID COMM` per TCP socket whose process the daemon knows. One
+//! socket per network namespace, named by its inode.
 
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -67,13 +70,70 @@ pub fn bind(path: &Path) -> Result<Served, ServeError> {
     Ok(served)
 }
 
-/// Asks the daemon at `path` for its counts record.
-pub fn query(path: &Path, timeout: Duration) -> io::Result<String> {
+/// What a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Counts,
+    Owners,
+}
+
+impl Request {
+    fn line(self) -> &'static str {
+        match self {
+            Request::Counts => "counts\n",
+            Request::Owners => "owners\n",
+        }
+    }
+
+    /// Reads a client's request line (waiting at most `timeout`).
+    pub fn read(stream: &mut UnixStream, timeout: Duration) -> io::Result<Request> {
+        stream.set_read_timeout(Some(timeout))?;
+        let mut line = Vec::with_capacity(8);
+        let mut byte = [0u8; 1];
+        while line.len() < 16 {
+            if stream.read(&mut byte)? == 0 || byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        match line.as_slice() {
+            b"counts" => Ok(Request::Counts),
+            b"owners" => Ok(Request::Owners),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unknown request",
+            )),
+        }
+    }
+}
+
+/// Asks the daemon at `path`; its whole answer.
+pub fn query(path: &Path, request: Request, timeout: Duration) -> io::Result<String> {
     let mut stream = UnixStream::connect(path)?;
     stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    io::Write::write_all(&mut stream, request.line().as_bytes())?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer)
+}
+
+/// One `owners` answer line.
+pub fn owner_line(cookie: u64, pid: u32, comm: &str) -> String {
+    // comm may hold spaces: it comes last and runs to the end of the line.
+    format!("{cookie} {pid} {}\n", comm.replace('\n', " "))
+}
+
+/// Parses an `owners` answer: cookie -> (pid, comm).
+pub fn parse_owners(text: &str) -> std::collections::HashMap<u64, (u32, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let cookie = parts.next()?.parse().ok()?;
+            let pid = parts.next()?.parse().ok()?;
+            Some((cookie, (pid, parts.next().unwrap_or("").to_owned())))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -88,10 +148,14 @@ mod tests {
         let served = bind(&path).unwrap();
         let client = std::thread::spawn({
             let path = path.clone();
-            move || query(&path, Duration::from_secs(5)).unwrap()
+            move || query(&path, Request::Counts, Duration::from_secs(5)).unwrap()
         });
         served.listener.set_nonblocking(false).unwrap();
         let (mut conn, _) = served.listener.accept().unwrap();
+        assert_eq!(
+            Request::read(&mut conn, Duration::from_secs(5)).unwrap(),
+            Request::Counts
+        );
         conn.write_all(b"{\"type\":\"counts\"}\n").unwrap();
         drop(conn);
         assert_eq!(client.join().unwrap(), "{\"type\":\"counts\"}\n");
@@ -105,5 +169,14 @@ mod tests {
         let served = bind(&path).unwrap();
         drop(served);
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn owner_lines_round_trip_names_with_spaces() {
+        let text = owner_line(42, 7, "my worker") + &owner_line(43, 8, "sh");
+        let owners = parse_owners(&(text + "garbage\n"));
+        assert_eq!(owners[&42], (7, "my worker".to_owned()));
+        assert_eq!(owners[&43], (8, "sh".to_owned()));
+        assert_eq!(owners.len(), 2);
     }
 }

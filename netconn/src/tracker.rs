@@ -312,6 +312,11 @@ impl Tracker {
         Some(ports.to_json(series.as_ref()))
     }
 
+    /// Processes behind TCP sockets, by cookie (see [`Probe::owners`]).
+    pub fn owners(&self) -> Vec<(u64, netconn_common::Owner)> {
+        self.probe.owners()
+    }
+
     /// The TCP metrics since the last call (since start, the first time).
     pub fn tcp_metrics(&mut self) -> Result<crate::metrics::Interval, TrackerError> {
         Ok(self.metrics.next(&mut self.probe)?)

@@ -142,9 +142,9 @@ fn a_running_daemon_answers_with_live_counts() {
     // What the daemon serves: its live counts (root-only socket).
     let mode = std::fs::metadata(&socket).expect("daemon socket").mode();
     assert_eq!(mode & 0o777, 0o600, "root only");
-    let answer =
-        std::io::read_to_string(std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
-            .unwrap();
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    std::io::Write::write_all(&mut stream, b"counts\n").unwrap();
+    let answer = std::io::read_to_string(stream).unwrap();
     let record: serde_json::Value = serde_json::from_str(answer.trim()).expect("a JSON record");
     assert_eq!(record["source"], "ebpf", "{record}");
     assert_eq!(table_of(&record), want, "{record}");

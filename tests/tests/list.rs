@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
-use netconn_integration::{Netns, ss_tcp_info, truth, veth};
+use netconn_integration::{Netns, Watch, ss_tcp_info, truth, veth};
 use serde_json::Value;
 
 #[test]
@@ -119,4 +119,52 @@ fn rows_directions_processes_and_tcp_info() {
         (Some(8080), Some(3))
     );
     drop((held, clients, remote));
+}
+
+fn list_json(ns: &Netns) -> Vec<Value> {
+    let out = ns.netconn(&["list", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Without `--processes`, the owners come from the namespace's running
+/// `watch`: the sockets it saw connect, listen or be accepted.
+#[test]
+fn a_running_watch_names_the_processes_it_saw() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let older = worker.exec(|| TcpListener::bind("127.0.0.1:7000").unwrap());
+    let (watch, _) = Watch::start(&ns, &["--interval", "1h"]);
+    let newer = worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:7001").unwrap();
+        let c = TcpStream::connect("127.0.0.1:7001").unwrap();
+        let a = l.accept().unwrap().0;
+        (l, c, a)
+    });
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let rows = list_json(&ns);
+    let of = |pred: &dyn Fn(&Value) -> bool| -> Vec<&Value> {
+        rows.iter().filter(|r| pred(r)).collect()
+    };
+    let older_rows = of(&|r| r["lport"] == 7000);
+    assert_eq!(older_rows.len(), 1);
+    assert!(older_rows[0]["pid"].is_null(), "{}", older_rows[0]);
+    let newer_rows = of(&|r| r["lport"] == 7001 || r["rport"] == 7001);
+    assert_eq!(newer_rows.len(), 3, "listener, client, accepted");
+    for r in newer_rows {
+        assert_eq!(r["pid"], std::process::id(), "{r}");
+        assert_eq!(r["comm"], comm.trim_end(), "{r}");
+    }
+    // The names came from the daemon: without it, none.
+    drop(watch);
+    assert!(list_json(&ns).iter().all(|r| r["pid"].is_null()));
+    drop((older, newer));
 }

@@ -254,7 +254,7 @@ struct SnapshotRow {
 /// Seconds a running daemon takes to answer on its counts socket, median
 /// of 21 queries.
 fn daemon_answer(ns: &Netns) -> Result<f64> {
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(format!("/var/run/netns/{}", ns.0))?.ino();
     let path = format!("/run/netconn/netns-{inode}.sock");
@@ -262,7 +262,9 @@ fn daemon_answer(ns: &Netns) -> Result<f64> {
     for _ in 0..21 {
         let start = Instant::now();
         let mut answer = String::new();
-        std::os::unix::net::UnixStream::connect(&path)?.read_to_string(&mut answer)?;
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)?;
+        stream.write_all(b"counts\n")?;
+        stream.read_to_string(&mut answer)?;
         times.push(start.elapsed().as_secs_f64());
         anyhow::ensure!(answer.contains("\"connections\""), "bad answer: {answer}");
     }

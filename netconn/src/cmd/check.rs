@@ -43,7 +43,12 @@ fn counts() -> Result<Counts, String> {
 /// `None` when no daemon answers (none running, not root, a stale socket)
 /// or its answer is not a counts record: the caller dumps instead.
 pub fn from_daemon(netns: u32) -> Option<Counts> {
-    let answer = crate::serve::query(&crate::serve::socket_path(netns), DAEMON_TIMEOUT).ok()?;
+    let answer = crate::serve::query(
+        &crate::serve::socket_path(netns),
+        crate::serve::Request::Counts,
+        DAEMON_TIMEOUT,
+    )
+    .ok()?;
     let record: serde_json::Value = serde_json::from_str(answer.trim()).ok()?;
     Counts::from_json(&record["connections"])
 }

@@ -149,16 +149,51 @@ async fn next_client(listener: Option<&tokio::net::UnixListener>) -> tokio::net:
     }
 }
 
-/// Writes one record to a `check` client (a few hundred bytes: the
-/// socket buffer takes them at once).
-fn answer(stream: tokio::net::UnixStream, record: &serde_json::Value) {
+/// A client of the daemon's socket, with what it asks for; None for one
+/// that asks nothing valid within a second.
+fn request(
+    stream: tokio::net::UnixStream,
+) -> Option<(std::os::unix::net::UnixStream, serve::Request)> {
+    let mut stream = stream.into_std().ok()?;
+    stream.set_nonblocking(false).ok()?;
+    stream
+        .set_write_timeout(Some(std::time::Duration::from_secs(1)))
+        .ok()?;
+    let request = serve::Request::read(&mut stream, std::time::Duration::from_secs(1)).ok()?;
+    Some((stream, request))
+}
+
+/// Answers a client: the live counts (`check`), or the owners of the
+/// sockets the programs saw created (`list`).
+fn answer(
+    mode: &mut Mode,
+    stream: tokio::net::UnixStream,
+    host: &str,
+    netns: u32,
+    tags: &Tags,
+) -> Result<(), CmdError> {
     use std::io::Write;
-    if let Ok(stream) = stream.into_std() {
-        let mut stream = stream;
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(1)));
-        let _ = writeln!(stream, "{record}");
+    let Some((mut stream, request)) = request(stream) else {
+        return Ok(());
+    };
+    match request {
+        serve::Request::Counts => {
+            let r = mode.read(false, None)?;
+            let record = r.record(host, netns, tags, None);
+            let _ = writeln!(stream, "{}", record.to_json(&host::now_rfc3339()));
+        }
+        serve::Request::Owners => {
+            let Mode::Ebpf(t) = mode else { return Ok(()) };
+            let mut text = String::new();
+            for (cookie, owner) in t.owners() {
+                let end = owner.comm.iter().position(|b| *b == 0).unwrap_or(16);
+                let comm = String::from_utf8_lossy(&owner.comm[..end]);
+                text.push_str(&serve::owner_line(cookie, owner.pid, &comm));
+            }
+            let _ = stream.write_all(text.as_bytes());
+        }
     }
+    Ok(())
 }
 
 /// The record builder for `--events`: ports listening now (for the
@@ -281,9 +316,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 _ = sigint.recv() => true,
                 _ = sigterm.recv() => true,
                 client = next_client(listener.as_ref()) => {
-                    let r = mode.read(false, None)?;
-                    let record = r.record(&host, netns, &tags, None);
-                    answer(client, &record.to_json(&host::now_rfc3339()));
+                    answer(&mut mode, client, &host, netns, &tags)?;
                     continue;
                 }
                 _ = drain.tick(), if streaming || conn_records.is_some() => {

@@ -15,10 +15,10 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
     ConnEvent, Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE,
     GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS, MAP_CONTROL, MAP_EVENTS, MAP_LOST,
-    MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_RESCUED, MAP_TRANSITIONS, MAP_UDP_SOCKETS,
-    MAP_WATCHED_PORTS, MetricsKey, Offsets, PROG_RESET_RECEIVED, PROG_RESET_SENT,
-    PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent,
-    TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
+    MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_OWNERS, MAP_RESCUED, MAP_TRANSITIONS,
+    MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, Offsets, Owner, PROG_RESET_RECEIVED,
+    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS,
+    StateEvent, TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
     TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
 };
 
@@ -180,6 +180,7 @@ pub struct Probe {
     /// Connection records, with `watch --events`.
     conn_events: Option<RingBuf<MapData>>,
     metrics_total: PerCpuArray<MapData, TcpMetrics>,
+    owners: HashMap<MapData, u64, Owner>,
     metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
@@ -250,6 +251,7 @@ impl Probe {
             .map_err(map_error(MAP_METRICS_TOTAL))?;
         let metrics_ports = PerCpuHashMap::try_from(take(MAP_METRICS_PORTS)?)
             .map_err(map_error(MAP_METRICS_PORTS))?;
+        let owners = HashMap::try_from(take(MAP_OWNERS)?).map_err(map_error(MAP_OWNERS))?;
         let conn_events = if watch_conns {
             Some(RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?)
         } else {
@@ -271,6 +273,7 @@ impl Probe {
             conn_events,
             metrics_total,
             metrics_ports,
+            owners,
             primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
@@ -439,6 +442,13 @@ impl Probe {
             }
             Err(e) => Err(map_error(MAP_METRICS_PORTS)(e)),
         }
+    }
+
+    /// The processes behind the TCP sockets the programs saw connect,
+    /// listen or be accepted, by socket cookie.
+    pub fn owners(&self) -> Vec<(u64, Owner)> {
+        // An entry removed during the walk is skipped.
+        self.owners.iter().filter_map(Result::ok).collect()
     }
 
     /// Takes the journal out, to drain it from another thread.
