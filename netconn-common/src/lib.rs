@@ -78,6 +78,8 @@ pub const GLOBAL_WATCH_PORTS: &str = "WATCH_PORTS";
 pub const GLOBAL_WATCH_CONNS: &str = "WATCH_CONNS";
 /// Ring buffer of [`ConnEvent`] records.
 pub const MAP_CONN_EVENTS: &str = "CONN_EVENTS";
+/// LRU hash of the reset bits seen per socket cookie, for close records.
+pub const MAP_RESETS: &str = "RESETS";
 /// Programs on `tcp_receive_reset` / `tcp_send_reset`, marking sockets so
 /// close records can say why.
 pub const PROG_RESET_RECEIVED: &str = "netconn_rst_in";

@@ -17,8 +17,25 @@ use crate::sockdiag::{self, DumpedSocket};
 use crate::state::ConnType;
 
 /// Long enough for every program run that read the previous control word to
-/// finish, and for the state store that follows the tracepoint to land.
+/// finish, and for the state store that follows the tracepoint to land,
+/// where the kernel cannot say so itself (see [`quiesce`]).
 const GRACE: Duration = Duration::from_millis(20);
+/// After an RCU grace period: the state store that follows the tracepoint
+/// (the next instructions of `tcp_set_state()`).
+const STORE_MARGIN: Duration = Duration::from_millis(1);
+
+/// Returns once every program run that started before the call has
+/// finished. BPF programs run inside RCU read-side sections (tracing ones
+/// in `__bpf_trace_run()`, cgroup ones in `bpf_prog_run_array_cg()`), and
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`: a guarantee,
+/// and about 8 ms here where a fixed sleep had to guess 20. Kernels that
+/// refuse it (nohz_full) get the fixed sleep.
+fn quiesce() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers.
+    let synced = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) } == 0;
+    sleep(if synced { STORE_MARGIN } else { GRACE });
+}
 /// Attempts at a resync whose journal lost events before giving up.
 const RESYNC_ATTEMPTS: u32 = 3;
 
@@ -331,9 +348,9 @@ impl Tracker {
             ..current
         };
         self.probe.set_control(control(epoch, 1))?;
-        sleep(GRACE);
+        quiesce();
         self.probe.set_control(control(next, 1))?;
-        sleep(GRACE);
+        quiesce();
         // sock_diag, not /proc/net: the merge needs the cookies.
         let mut dump = Vec::new();
         let dumped = ConnType::ALL
@@ -342,7 +359,7 @@ impl Tracker {
             .map_err(TrackerError::Dump);
         self.probe.set_control(control(next, 0))?;
         // Programs that read the old word finish and submit their events.
-        sleep(GRACE);
+        quiesce();
         dumped.map(|()| dump)
     }
 

@@ -15,7 +15,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
     ConnEvent, Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE,
     GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS, MAP_CONTROL, MAP_EVENTS, MAP_LOST,
-    MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_OWNERS, MAP_RESCUED, MAP_TRANSITIONS,
+    MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_OWNERS, MAP_RESCUED, MAP_RESETS, MAP_TRANSITIONS,
     MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, Offsets, Owner, PROG_RESET_RECEIVED,
     PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS,
     StateEvent, TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
@@ -195,22 +195,37 @@ impl Probe {
     /// connection records (see [`Probe::drain_conns`]).
     pub fn load(netns: u32, watch_ports: bool, watch_conns: bool) -> Result<Probe, ProbeError> {
         let netns_cookie = super::cgroup::netns_cookie().map_err(ProbeError::NetnsCookie)?;
-        // sysfs serves this 5 MiB file 4 KiB per read(): read it once for
-        // the offsets and the attach (EbpfLoader::new() reads its own copy).
+        // Start-up is mostly BTF parsing (offsets, the attach's copy, and
+        // the one EbpfLoader::new() reads and parses itself): the three run
+        // side by side.
         let vmlinux_btf = std::fs::read(VMLINUX_BTF).map_err(ProbeError::NoBtf)?;
-        let offsets = kernel_offsets(&vmlinux_btf)?;
-        let btf = Btf::parse(&vmlinux_btf, aya::Endianness::default())
+        let (loader, btf, offsets) = std::thread::scope(|scope| {
+            let loader = scope.spawn(EbpfLoader::new);
+            let btf = scope.spawn(|| Btf::parse(&vmlinux_btf, aya::Endianness::default()));
+            let offsets = kernel_offsets(&vmlinux_btf);
+            (loader.join(), btf.join(), offsets)
+        });
+        let joined = |what: &str| ProbeError::Load(format!("{what} panicked"));
+        let mut loader = loader.map_err(|_| joined("loading the kernel BTF"))?;
+        let btf = btf
+            .map_err(|_| joined("parsing the kernel BTF"))?
             .map_err(|e| ProbeError::Load(describe(&e)))?;
+        let offsets = offsets?;
         drop(vmlinux_btf);
         let watch_flag = u8::from(watch_ports);
         let conns_flag = u8::from(watch_conns);
-        let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
             .override_global(GLOBAL_TARGET_NETNS_COOKIE, &netns_cookie, true)
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .override_global(GLOBAL_WATCH_PORTS, &watch_flag, true)
             .override_global(GLOBAL_WATCH_CONNS, &conns_flag, true);
+        if !watch_conns {
+            // Unused without --events: the smallest each can be, so that
+            // start-up does not allocate and zero megabytes for nothing.
+            loader.map_max_entries(MAP_CONN_EVENTS, 4096);
+            loader.map_max_entries(MAP_RESETS, 64);
+        }
         // A smaller journal, to make it overflow on purpose (tests).
         if let Some(bytes) = journal_bytes_override() {
             loader.map_max_entries(MAP_EVENTS, bytes);
