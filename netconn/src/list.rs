@@ -246,12 +246,18 @@ pub fn rows(with_processes: bool, netns: u32) -> io::Result<Vec<Row>> {
         .map(|(s, ..)| s.local_port)
         .collect();
     let locals = local_addresses()?;
-    let procs = if with_processes {
+    let known = daemon_owners(netns);
+    // The walk is for sockets the daemon never saw created; sockets
+    // without a file (time-wait, request, not yet accepted) have no owner
+    // to find.
+    let unknown = raw
+        .iter()
+        .any(|(s, ..)| s.inode != 0 && !known.contains_key(&s.cookie));
+    let procs = if with_processes && unknown {
         processes()
     } else {
         HashMap::new()
     };
-    let known = daemon_owners(netns);
     Ok(raw
         .into_iter()
         .map(|(socket, remote_addr, remote_port, info)| Row {
