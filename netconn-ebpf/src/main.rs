@@ -57,8 +57,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    AF_INET, Control, IPPROTO_TCP, Offsets, StateEvent, TCP_LISTEN, Transitions,
-    WATCHED_PORT_WORDS, conn_index, transition_slot,
+    AF_INET, Control, IPPROTO_TCP, Offsets, StateEvent, Transitions, WATCHED_PORT_WORDS,
+    conn_index, transition_slot,
 };
 
 mod conn;
@@ -265,9 +265,7 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
     };
     // inet_sport lies in struct inet_sock, past the struct sock the BTF
     // argument is typed as: a direct load is refused, the helper is not.
-    // Listeners' ports also hand their process to accepted connections.
-    let listen = oldstate == TCP_LISTEN as i32 || newstate == TCP_LISTEN as i32;
-    let lport = if ports || conns || listen {
+    let lport = if ports || conns {
         u16::from_be(probe(addr, offsets.inet_sport)?)
     } else {
         0
@@ -297,14 +295,16 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         // which bpf_get_socket_cookie accepts.
         || unsafe { bpf_get_socket_cookie(sk as *mut _) },
     );
-    let socket = conn::Socket {
-        sk,
-        addr,
-        netns,
-        family,
-        lport,
-    };
-    conn::on_state(&socket, oldstate as u8, newstate as u8, conns)?;
+    if conns {
+        let socket = conn::Socket {
+            sk,
+            addr,
+            netns,
+            family,
+            lport,
+        };
+        conn::on_state(&socket, oldstate as u8, newstate as u8)?;
+    }
     Ok(())
 }
 

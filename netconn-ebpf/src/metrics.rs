@@ -190,21 +190,22 @@ fn ops_key(ctx: &SockOpsContext) -> MetricsKey {
     key
 }
 
-#[sock_ops]
-pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
+/// Whether a sock_ops callback's socket is in the target namespace.
+#[inline(always)]
+fn ops_in_target(ctx: &SockOpsContext) -> bool {
     // SAFETY: see crate::count.
     let target = unsafe { core::ptr::read_volatile(&TARGET_NETNS_COOKIE) };
     // SAFETY: the helper accepts a sock_ops context.
-    if target != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != target {
-        return OK;
-    }
+    target == 0 || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == target
+}
+
+/// Runs for every callback of every TCP socket of the host (a dozen per
+/// connection, most of which it ignores), so the op is looked at first;
+/// the namespace only where flags are given: the RTT and retransmission
+/// callbacks come only for sockets given them, all in the namespace.
+#[sock_ops]
+pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
-        BPF_SOCK_OPS_TCP_CONNECT_CB => {
-            let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS));
-        }
-        BPF_SOCK_OPS_TCP_LISTEN_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
-            let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_INBOUND_MARK));
-        }
         BPF_SOCK_OPS_RTT_CB => {
             // args[0]: the measured RTT in µs (a long; negative: none).
             let mrtt = ctx.arg(0) as i32;
@@ -218,6 +219,12 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
             // total_retrans) before it tried to send them, failed or not:
             // so does netconn.
             record(&mut ops_key(&ctx), Figure::Retrans(ctx.arg(1)));
+        }
+        BPF_SOCK_OPS_TCP_CONNECT_CB if ops_in_target(&ctx) => {
+            let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS));
+        }
+        BPF_SOCK_OPS_TCP_LISTEN_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB if ops_in_target(&ctx) => {
+            let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_INBOUND_MARK));
         }
         _ => {}
     }

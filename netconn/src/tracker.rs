@@ -94,8 +94,13 @@ impl Tracker {
     /// Loads and attaches the program for namespace `netns`, then takes the
     /// first snapshot. Programs are attached before the dump. With port
     /// groups, their ports' events are streamed from the start.
-    pub fn start(netns: u32, groups: Groups, conns: bool) -> Result<Tracker, TrackerError> {
-        let mut probe = Probe::load(netns, !groups.is_empty(), conns)?;
+    pub fn start(
+        netns: u32,
+        groups: Groups,
+        conns: bool,
+        tcp_metrics: bool,
+    ) -> Result<Tracker, TrackerError> {
+        let mut probe = Probe::load(netns, !groups.is_empty(), conns, tcp_metrics)?;
         let ports = if groups.is_empty() {
             None
         } else {

@@ -2,9 +2,8 @@
 
 use netconn_integration::{Netns, Watch, table_of, truth};
 
-/// Programs of netconn currently loaded: two on the state tracepoint,
-/// eight UDP lifecycle programs at the cgroup root (kernel names are cut at
-/// 15 bytes). A program that is unloaded has no attachment left.
+/// Programs of netconn currently loaded (kernel names are cut at 15
+/// bytes). A program that is unloaded has no attachment left.
 fn netconn_programs() -> usize {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -49,6 +48,21 @@ fn signals_write_a_final_record_and_detach() {
             "program still loaded after exit"
         );
     }
+}
+
+/// `--no-tcp-metrics`: only the counting programs, and records without
+/// `tcp_metrics`.
+#[test]
+fn without_tcp_metrics_only_the_counting_programs_run() {
+    let base = settled_programs(0);
+    let ns = Netns::new();
+    let (watch, first) = Watch::start(&ns, &["--interval", "1h", "--no-tcp-metrics"]);
+    assert_eq!(netconn_programs(), base + PROGRAMS - 4);
+    assert!(first.get("tcp_metrics").is_none(), "{first}");
+    let (rest, status) = watch.stop(libc::SIGTERM);
+    assert!(status.success());
+    assert_eq!(table_of(&rest[0]), truth(&ns));
+    assert_eq!(settled_programs(base), base);
 }
 
 #[test]

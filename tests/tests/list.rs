@@ -136,13 +136,13 @@ fn list_json(ns: &Netns) -> Vec<Value> {
 }
 
 /// Without `--processes`, the owners come from the namespace's running
-/// `watch`: the sockets it saw connect, listen or be accepted.
+/// `watch --events`: the sockets it saw connect, listen or be accepted.
 #[test]
 fn a_running_watch_names_the_processes_it_saw() {
     let ns = Netns::new();
     let worker = ns.worker();
     let older = worker.exec(|| TcpListener::bind("127.0.0.1:7000").unwrap());
-    let (watch, _) = Watch::start(&ns, &["--interval", "1h"]);
+    let (watch, _) = Watch::start(&ns, &["--interval", "1h", "--events"]);
     let newer = worker.exec(|| {
         let l = TcpListener::bind("127.0.0.1:7001").unwrap();
         let c = TcpStream::connect("127.0.0.1:7001").unwrap();

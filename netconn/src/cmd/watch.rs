@@ -255,7 +255,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     let mut mode = if args.poll {
         Mode::Poll(groups)
     } else {
-        match Tracker::start(netns, groups.clone(), args.events) {
+        match Tracker::start(netns, groups.clone(), args.events, !args.no_tcp_metrics) {
             Ok(t) => Mode::Ebpf(Box::new(t)),
             Err(e) => {
                 eprintln!(
@@ -343,10 +343,19 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 Mode::Poll(_) => None,
             };
             let mut r = mode.read(true, interval.as_ref())?;
-            r.tcp_metrics = Some(
-                crate::metrics::record_json(interval.as_ref(), &mut listen, config.top_ports)
-                    .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?,
-            );
+            if !args.no_tcp_metrics {
+                r.tcp_metrics =
+                    Some(
+                        crate::metrics::record_json(
+                            interval.as_ref(),
+                            &mut listen,
+                            config.top_ports,
+                        )
+                        .map_err(|e| {
+                            CmdError::Failed(format!("cannot read /proc/net/netstat: {e}"))
+                        })?,
+                    );
+            }
             let verify = if args.verify {
                 Some(super::dump_counts()?)
             } else {

@@ -192,8 +192,14 @@ impl Probe {
     /// Loads the programs counting sockets of network namespace `netns`
     /// (the caller's own) and attaches them. `watch_ports`: port groups
     /// are configured (see [`Probe::watch_ports`]); `watch_conns`: also
-    /// connection records (see [`Probe::drain_conns`]).
-    pub fn load(netns: u32, watch_ports: bool, watch_conns: bool) -> Result<Probe, ProbeError> {
+    /// connection records (see [`Probe::drain_conns`]); `tcp_metrics`: also
+    /// the TCP metrics' programs (see [`Probe::metrics_total`]).
+    pub fn load(
+        netns: u32,
+        watch_ports: bool,
+        watch_conns: bool,
+        tcp_metrics: bool,
+    ) -> Result<Probe, ProbeError> {
         let netns_cookie = super::cgroup::netns_cookie().map_err(ProbeError::NetnsCookie)?;
         // Start-up is mostly BTF parsing (offsets, the attach's copy, and
         // the one EbpfLoader::new() reads and parses itself): the three run
@@ -236,20 +242,24 @@ impl Probe {
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, TRACEPOINT_STATE_CHANGE, &btf)?;
         let root = super::cgroup::open_root().map_err(ProbeError::Cgroup)?;
         attach_udp_programs(&mut ebpf, &root)?;
-        attach_sock_ops(&mut ebpf, &root)?;
-        attach_tp_btf(
-            &mut ebpf,
-            PROG_RESET_RECEIVED,
-            TRACEPOINT_RESET_RECEIVED,
-            &btf,
-        )?;
-        attach_tp_btf(&mut ebpf, PROG_RESET_SENT, TRACEPOINT_RESET_SENT, &btf)?;
-        attach_tp_btf(
-            &mut ebpf,
-            PROG_SYNACK_RETRANS,
-            TRACEPOINT_SYNACK_RETRANS,
-            &btf,
-        )?;
+        if tcp_metrics {
+            attach_sock_ops(&mut ebpf, &root)?;
+            attach_tp_btf(
+                &mut ebpf,
+                PROG_SYNACK_RETRANS,
+                TRACEPOINT_SYNACK_RETRANS,
+                &btf,
+            )?;
+        }
+        if tcp_metrics || watch_conns {
+            attach_tp_btf(
+                &mut ebpf,
+                PROG_RESET_RECEIVED,
+                TRACEPOINT_RESET_RECEIVED,
+                &btf,
+            )?;
+            attach_tp_btf(&mut ebpf, PROG_RESET_SENT, TRACEPOINT_RESET_SENT, &btf)?;
+        }
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
         let transitions =
