@@ -241,10 +241,9 @@ fn time_first_record(runs: usize, paths: &Paths, ns: &Netns) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let start = Instant::now();
-        let (watch, records) = start_watch(paths, ns, &[])?;
+        let watch = start_watch(paths, ns, &[])?;
         times.push(start.elapsed().as_secs_f64());
         drop(watch);
-        drop(records);
     }
     Ok(median(times))
 }
@@ -294,7 +293,7 @@ fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
     const PAIRS_PER_HOLDER: u64 = 5000; // 10k fds: under the 20k per-process limit
     let ns = Netns::new("snap")?;
     // A daemon that sees the sockets created, for `list` through it.
-    let (early, _early_records) = start_watch(paths, &ns, &["--events"])?;
+    let early = start_watch(paths, &ns, &["--events"])?;
     let mut holders = Vec::new();
     for _ in 0..sockets / (2 * PAIRS_PER_HOLDER) {
         let mut child = ns
@@ -341,7 +340,7 @@ fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
         c
     })?;
     // Resident memory of a running daemon at this many sockets.
-    let (watch, records) = start_watch(paths, &ns, &[])?;
+    let watch = start_watch(paths, &ns, &[])?;
     let rss = rss_kib(watch.0.id())?;
     let check_answer = daemon_answer(&ns)?;
     let check = || {
@@ -351,7 +350,6 @@ fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
     };
     let check_daemon = time_cmd(5, check)?;
     drop(watch);
-    drop(records);
     let check_dump = time_cmd(5, check)?;
     drop(holders);
     Ok(SnapshotRow {
@@ -371,13 +369,10 @@ fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
 }
 
 /// A `netconn watch --interval 1h EXTRA` in `ns`, once it wrote its first
-/// record, and its output (keep it open: a watch whose stdout closes
-/// stops).
-fn start_watch(
-    paths: &Paths,
-    ns: &Netns,
-    extra: &[&str],
-) -> Result<(Guard, BufReader<std::process::ChildStdout>)> {
+/// record. A thread reads the rest of its output, so that it never blocks
+/// on a full pipe (`--events` writes a record per connection) and never
+/// sees its stdout closed (a watch whose stdout closes stops).
+fn start_watch(paths: &Paths, ns: &Netns, extra: &[&str]) -> Result<Guard> {
     let mut watch = ns
         .cmd(&paths.netconn)
         .args(["watch", "--interval", "1h"])
@@ -390,7 +385,8 @@ fn start_watch(
     let mut line = String::new();
     records.read_line(&mut line)?;
     anyhow::ensure!(line.contains("\"counts\""), "watch wrote no record: {line}");
-    Ok((watch, records))
+    std::thread::spawn(move || std::io::copy(&mut records, &mut std::io::sink()));
+    Ok(watch)
 }
 
 fn machine() -> String {
