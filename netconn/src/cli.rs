@@ -55,7 +55,9 @@ pub enum Command {
     /// inbound = accepted, outbound = connected, local = the peer is this
     /// host), process, smoothed RTT and retransmitted segments (the
     /// kernel's tcp_info, as `ss -ti` shows them), network namespace.
-    /// From one dump; needs no eBPF.
+    /// From one dump; needs no eBPF. Processes come from the namespace's
+    /// running `watch --events` (the TCP sockets it saw connect, listen or
+    /// be accepted), and with --processes from /proc for the others.
     List(ListArgs),
 }
 
@@ -67,8 +69,9 @@ pub struct ListArgs {
     /// Group by direction, process, protocol and service port, with counts.
     #[arg(long)]
     pub aggregate: bool,
-    /// Find each socket's process by walking /proc/*/fd (what makes `ss -p`
-    /// slow, hence opt-in; root sees every process).
+    /// Find the processes a running `watch --events` does not know by
+    /// walking /proc/*/fd (what makes `ss -p` slow, hence opt-in; root sees
+    /// every process).
     #[arg(long, short)]
     pub processes: bool,
     /// Write to FILE instead of stdout.
