@@ -51,7 +51,9 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{btf_tracepoint, map},
     maps::{Array, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
@@ -236,6 +238,42 @@ fn sock_addr(sk: *const u8, family: u16, v4: u32, v6: u32) -> Result<[u8; 16], i
     }
 }
 
+/// The inode of network namespace `net` (a `struct net *`).
+#[inline(always)]
+fn net_inum(net: *const u8) -> Result<u32, i32> {
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    read(net, offsets.net_inum)
+}
+
+/// The inode of the network namespace of socket `sk`.
+#[inline(always)]
+fn sock_netns(sk: *const u8) -> Result<u32, i32> {
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    net_inum(read(sk, offsets.skc_net)?)
+}
+
+/// Whether namespace `netns` (an inode) is counted: the target, or any
+/// when no target is set.
+#[inline(always)]
+fn is_target(netns: u32) -> bool {
+    // SAFETY: see crate::count.
+    let target = unsafe { core::ptr::read_volatile(&TARGET_NETNS) };
+    target == 0 || netns == target
+}
+
+/// The same for programs that have a context but no socket pointer (cgroup
+/// programs): by the namespace's cookie.
+#[inline(always)]
+fn in_scope(ctx: &impl EbpfContext) -> bool {
+    // SAFETY: see crate::count.
+    let target = unsafe { core::ptr::read_volatile(&TARGET_NETNS_COOKIE) };
+    // SAFETY: the cgroup sock, sock_addr and sock_ops contexts are all
+    // accepted by the helper.
+    target == 0 || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == target
+}
+
 /// Counts one state change of `sk` (at address `addr`) and journals it
 /// when asked.
 #[inline(always)]
@@ -243,16 +281,14 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
     // SAFETY: read_volatile keeps the compiler from folding the globals that
     // userspace overrides at load time.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    let target = unsafe { core::ptr::read_volatile(&TARGET_NETNS) };
 
     // MPTCP sockets also go through inet_sk_state_store(); count TCP only.
     let protocol: u16 = read(sk, offsets.sk_protocol)?;
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let net: *const u8 = read(sk, offsets.skc_net)?;
-    let netns: u32 = read(net, offsets.net_inum)?;
-    if target != 0 && netns != target {
+    let netns = sock_netns(sk)?;
+    if !is_target(netns) {
         return Ok(());
     }
     let family: u16 = read(sk, offsets.skc_family)?;

@@ -21,12 +21,10 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::{
         BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB,
         BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
-    helpers::bpf_get_netns_cookie,
     macros::{btf_tracepoint, map, sock_ops},
     maps::{LruPerCpuHashMap, PerCpuArray},
     programs::{BtfTracePointContext, SockOpsContext},
@@ -38,7 +36,8 @@ use netconn_common::{
 };
 
 use crate::{
-    CONTROL, OFFSETS, TARGET_NETNS, TARGET_NETNS_COOKIE, arg_address, probe, read, sock_addr,
+    CONTROL, OFFSETS, arg_address, in_scope, is_target, net_inum, probe, read, sock_addr,
+    sock_netns,
 };
 
 #[map]
@@ -190,15 +189,6 @@ fn ops_key(ctx: &SockOpsContext) -> MetricsKey {
     key
 }
 
-/// Whether a sock_ops callback's socket is in the target namespace.
-#[inline(always)]
-fn ops_in_target(ctx: &SockOpsContext) -> bool {
-    // SAFETY: see crate::count.
-    let target = unsafe { core::ptr::read_volatile(&TARGET_NETNS_COOKIE) };
-    // SAFETY: the helper accepts a sock_ops context.
-    target == 0 || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == target
-}
-
 /// Runs for every callback of every TCP socket of the host (a dozen per
 /// connection, most of which it ignores), so the op is looked at first;
 /// the namespace only where flags are given: the RTT and retransmission
@@ -220,10 +210,10 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
             // so does netconn.
             record(&mut ops_key(&ctx), Figure::Retrans(ctx.arg(1)));
         }
-        BPF_SOCK_OPS_TCP_CONNECT_CB if ops_in_target(&ctx) => {
+        BPF_SOCK_OPS_TCP_CONNECT_CB if in_scope(&ctx) => {
             let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS));
         }
-        BPF_SOCK_OPS_TCP_LISTEN_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB if ops_in_target(&ctx) => {
+        BPF_SOCK_OPS_TCP_LISTEN_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB if in_scope(&ctx) => {
             let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_INBOUND_MARK));
         }
         _ => {}
@@ -235,17 +225,7 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
 /// namespace.
 #[inline(always)]
 fn in_target(sk: *const u8) -> bool {
-    // SAFETY: see crate::count.
-    let (offsets, target) = unsafe {
-        (
-            core::ptr::read_volatile(&OFFSETS),
-            core::ptr::read_volatile(&TARGET_NETNS),
-        )
-    };
-    let Ok(net) = read::<*const u8>(sk, offsets.skc_net) else {
-        return false;
-    };
-    target == 0 || read::<u32>(net, offsets.net_inum) == Ok(target)
+    sock_netns(sk).is_ok_and(is_target)
 }
 
 /// The metrics key of a full socket the sock_ops program follows, read
@@ -312,25 +292,13 @@ pub fn on_reset(ctx: &BtfTracePointContext, sk: *const u8, sent: bool) {
 #[inline(always)]
 fn skb_in_target(skb: *const u8) -> bool {
     // SAFETY: see crate::count.
-    let (offsets, target) = unsafe {
-        (
-            core::ptr::read_volatile(&OFFSETS),
-            core::ptr::read_volatile(&TARGET_NETNS),
-        )
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    let netns = || -> Result<u32, i32> {
+        let dev: *const u8 = read(skb, offsets.skb_dev)?;
+        net_inum(read(dev, offsets.dev_nd_net)?)
     };
-    if target == 0 {
-        return true;
-    }
-    if skb.is_null() {
-        return false;
-    }
-    let Ok(dev) = read::<*const u8>(skb, offsets.skb_dev) else {
-        return false;
-    };
-    let Ok(net) = read::<*const u8>(dev, offsets.dev_nd_net) else {
-        return false;
-    };
-    read::<u32>(net, offsets.net_inum) == Ok(target)
+    // No inode is 0: is_target(0) says that no target is set.
+    is_target(0) || (!skb.is_null() && netns().is_ok_and(is_target))
 }
 
 /// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock

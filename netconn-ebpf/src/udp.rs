@@ -27,7 +27,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    helpers::bpf_get_socket_cookie,
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::HashMap,
     programs::{SockAddrContext, SockContext},
@@ -36,9 +36,7 @@ use netconn_common::{
     IPPROTO_UDP, UDP_COUNTED as COUNTED, UDP_HASHED, UDP_NOT_COUNTED as NOT_COUNTED, UDP_UNHASHED,
 };
 
-use crate::{
-    CONTROL, LOST, OFFSETS, TARGET_NETNS, TARGET_NETNS_COOKIE, Transition, bump, probe, tally,
-};
+use crate::{CONTROL, LOST, OFFSETS, TARGET_NETNS, Transition, bump, in_scope, probe, tally};
 
 /// What a cgroup program returns to let the operation go on.
 const ALLOW: i32 = 1;
@@ -48,14 +46,6 @@ const UDP: u32 = IPPROTO_UDP as u32;
 /// `sock_create` (or userspace's first snapshot) to `sock_release`.
 #[map]
 static UDP_SOCKETS: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
-
-#[inline(always)]
-fn in_scope(ctx: &impl EbpfContext) -> bool {
-    // SAFETY: see crate::count.
-    let target = unsafe { core::ptr::read_volatile(&TARGET_NETNS_COOKIE) };
-    // SAFETY: both context types are accepted by the helper.
-    target == 0 || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == target
-}
 
 #[inline(always)]
 fn cookie(ctx: &impl EbpfContext) -> u64 {
