@@ -66,7 +66,8 @@ pub struct Tracker {
     ports: Option<PortTracker>,
     /// Reused buffer for streamed events.
     stream: Vec<netconn_common::StateEvent>,
-    metrics: crate::metrics::Reader,
+    /// The TCP metrics' reader, when their programs are loaded.
+    metrics: Option<crate::metrics::Reader>,
 }
 
 /// What a resync changed in the live counts.
@@ -118,7 +119,7 @@ impl Tracker {
             last_correction: None,
             ports,
             stream: Vec::new(),
-            metrics: crate::metrics::Reader::default(),
+            metrics: tcp_metrics.then(crate::metrics::Reader::default),
         };
         tracker.resync()?;
         // The first snapshot is the start, not a correction.
@@ -339,9 +340,13 @@ impl Tracker {
         self.probe.owners()
     }
 
-    /// The TCP metrics since the last call (since start, the first time).
-    pub fn tcp_metrics(&mut self) -> Result<crate::metrics::Interval, TrackerError> {
-        Ok(self.metrics.next(&mut self.probe)?)
+    /// The TCP metrics since the last call (since start, the first time);
+    /// None when started without them.
+    pub fn tcp_metrics(&mut self) -> Result<Option<crate::metrics::Interval>, TrackerError> {
+        match self.metrics.as_mut() {
+            Some(reader) => Ok(Some(reader.next(&mut self.probe)?)),
+            None => Ok(None),
+        }
     }
 
     /// The control-word changes around the dump; returns the dump.

@@ -51,14 +51,22 @@ fn signals_write_a_final_record_and_detach() {
 }
 
 /// `--no-tcp-metrics`: only the counting programs, and records without
-/// `tcp_metrics`.
+/// `tcp_metrics`, in port group series too.
 #[test]
 fn without_tcp_metrics_only_the_counting_programs_run() {
     let base = settled_programs(0);
     let ns = Netns::new();
-    let (watch, first) = Watch::start(&ns, &["--interval", "1h", "--no-tcp-metrics"]);
+    let mut cmd = ns.netconn(&["watch", "--interval", "1h", "--no-tcp-metrics"]);
+    cmd.env("NETCONN_ADDR_PORTS", r#"["80"]"#);
+    let (watch, first) = Watch::start_cmd(cmd);
     assert_eq!(netconn_programs(), base + PROGRAMS - 4);
     assert!(first.get("tcp_metrics").is_none(), "{first}");
+    let series = first["ports"].as_array().expect("the group's series");
+    assert!(!series.is_empty(), "{first}");
+    assert!(
+        series.iter().all(|s| s.get("tcp_metrics").is_none()),
+        "{first}"
+    );
     let (rest, status) = watch.stop(libc::SIGTERM);
     assert!(status.success());
     assert_eq!(table_of(&rest[0]), truth(&ns));

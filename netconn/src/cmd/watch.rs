@@ -336,25 +336,20 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                 }
             };
             let interval = match &mut mode {
-                Mode::Ebpf(t) => Some(
-                    t.tcp_metrics()
-                        .map_err(|e| CmdError::Failed(e.to_string()))?,
-                ),
+                Mode::Ebpf(t) => t
+                    .tcp_metrics()
+                    .map_err(|e| CmdError::Failed(e.to_string()))?,
                 Mode::Poll(_) => None,
             };
             let mut r = mode.read(true, interval.as_ref())?;
             if !args.no_tcp_metrics {
-                r.tcp_metrics =
-                    Some(
-                        crate::metrics::record_json(
-                            interval.as_ref(),
-                            &mut listen,
-                            config.top_ports,
-                        )
-                        .map_err(|e| {
-                            CmdError::Failed(format!("cannot read /proc/net/netstat: {e}"))
-                        })?,
-                    );
+                let m = crate::metrics::record_json(
+                    interval.as_ref(),
+                    &mut listen,
+                    config.top_ports,
+                )
+                .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
+                r.tcp_metrics = Some(m);
             }
             let verify = if args.verify {
                 Some(super::dump_counts()?)
