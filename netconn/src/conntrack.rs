@@ -203,16 +203,7 @@ fn netlink_socket(groups: &[u32]) -> io::Result<OwnedFd> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4 << 20);
-    // SAFETY: valid option value.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            4,
-        )
-    };
+    netlink::set_socket_option(sock.as_fd(), libc::SO_RCVBUF, &size);
     Ok(sock)
 }
 
@@ -264,16 +255,7 @@ fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
         tv_sec: 0,
         tv_usec: POLL_REQUESTS.as_micros() as libc::suseconds_t,
     };
-    // SAFETY: a valid timeval for SO_RCVTIMEO.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
+    netlink::set_socket_option(sock.as_fd(), libc::SO_RCVTIMEO, &timeout);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         if live.lock().expect("conntrack state").resync_requested {

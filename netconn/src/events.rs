@@ -39,7 +39,8 @@ pub fn close_reason(old: u8, reset: u8) -> &'static str {
     }
 }
 
-fn comm(bytes: &[u8; 16]) -> Option<String> {
+/// A task name as the kernel stores it (NUL-padded); None when empty.
+pub fn comm(bytes: &[u8; 16]) -> Option<String> {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
 }

@@ -78,12 +78,9 @@ impl Interval {
 
 /// The local address of an inbound key and its IP version.
 fn key_addr(key: &MetricsKey) -> (IpAddr, u8) {
-    if u16::from(key.family) == AF_INET {
-        let a: [u8; 4] = key.addr[..4].try_into().expect("4 bytes");
-        (IpAddr::from(a), 4)
-    } else {
-        (IpAddr::from(key.addr), 6)
-    }
+    let family = u16::from(key.family);
+    let version = if family == AF_INET { 4 } else { 6 };
+    (crate::state::ip_addr(family, key.addr), version)
 }
 
 /// Reads the kernel's slots interval by interval (see the module docs).

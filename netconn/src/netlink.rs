@@ -23,6 +23,22 @@ pub fn socket(kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Sets a SOL_SOCKET option (`SO_RCVBUF`, `SO_RCVTIMEO`...) to `value`.
+/// Best effort, as its callers treat it: a refused option leaves the
+/// kernel's default.
+pub fn set_socket_option<T>(sock: BorrowedFd, name: libc::c_int, value: &T) {
+    // SAFETY: `value` is valid for size_of::<T>() bytes for the call.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+}
+
 /// The header of a dump request of message type `kind`, `len` bytes in
 /// all (header included).
 pub fn dump_header(len: usize, kind: u16) -> [u8; NLMSG_HDR] {

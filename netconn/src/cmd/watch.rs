@@ -186,8 +186,7 @@ fn answer(
             let Mode::Ebpf(t) = mode else { return Ok(()) };
             let mut text = String::new();
             for (cookie, owner) in t.owners() {
-                let end = owner.comm.iter().position(|b| *b == 0).unwrap_or(16);
-                let comm = String::from_utf8_lossy(&owner.comm[..end]);
+                let comm = crate::events::comm(&owner.comm).unwrap_or_default();
                 text.push_str(&serve::owner_line(cookie, owner.pid, &comm));
             }
             let _ = stream.write_all(text.as_bytes());

@@ -405,11 +405,9 @@ impl Probe {
 
     /// Zeroes matrix `epoch & 1` (only while the kernel counts into the other).
     pub fn zero_matrix(&mut self, epoch: u8) -> Result<(), ProbeError> {
-        let zero = Transitions {
+        let values = on_every_cpu(Transitions {
             counts: [0; TRANSITION_SLOTS],
-        };
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        let values = PerCpuValues::try_from(vec![zero; cpus]).map_err(ProbeError::Cpus)?;
+        })?;
         self.transitions
             .set(u32::from(epoch & 1), values, 0)
             .map_err(map_error(MAP_TRANSITIONS))
@@ -421,17 +419,13 @@ impl Probe {
             .metrics_total
             .get(&u32::from(parity & 1), 0)
             .map_err(map_error(MAP_METRICS_TOTAL))?;
-        let mut sum = TcpMetrics::default();
-        per_cpu.iter().for_each(|m| sum.merge(m));
-        Ok(sum)
+        Ok(merged(per_cpu.iter()))
     }
 
     /// Zeroes the namespace's slot `parity` (only while the programs add
     /// to the other).
     pub fn zero_metrics_total(&mut self, parity: u8) -> Result<(), ProbeError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        let values =
-            PerCpuValues::try_from(vec![TcpMetrics::default(); cpus]).map_err(ProbeError::Cpus)?;
+        let values = on_every_cpu(TcpMetrics::default())?;
         self.metrics_total
             .set(u32::from(parity & 1), values, 0)
             .map_err(map_error(MAP_METRICS_TOTAL))
@@ -448,9 +442,7 @@ impl Probe {
                 Err(e) => return Err(map_error(MAP_METRICS_PORTS)(e)),
             };
             if key.epoch == parity & 1 {
-                let mut sum = TcpMetrics::default();
-                per_cpu.iter().for_each(|m| sum.merge(m));
-                out.push((key, sum));
+                out.push((key, merged(per_cpu.iter())));
             }
         }
         Ok(out)
@@ -484,6 +476,19 @@ impl Probe {
     pub fn put_journal(&mut self, journal: Journal) {
         self.events = Some(journal);
     }
+}
+
+/// One value per possible CPU, for writing a per-CPU map entry.
+fn on_every_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, ProbeError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+    PerCpuValues::try_from(vec![value; cpus]).map_err(ProbeError::Cpus)
+}
+
+/// TCP metrics of every CPU, added up.
+fn merged<'a>(per_cpu: impl Iterator<Item = &'a TcpMetrics>) -> TcpMetrics {
+    let mut sum = TcpMetrics::default();
+    per_cpu.for_each(|m| sum.merge(m));
+    sum
 }
 
 /// The ring buffer the programs journal events into.
