@@ -126,17 +126,9 @@ impl Netns {
     /// Runs `cmd ARGS` in the namespace and returns its stdout; panics if
     /// it fails.
     pub fn run_cmd(&self, cmd: &str, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, cmd])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, cmd]).args(args);
+        String::from_utf8(stdout_of(command)).expect("utf-8 output")
     }
 
     /// `netconn ARGS...` in the namespace as nobody, with no capabilities
@@ -165,6 +157,18 @@ impl Netns {
             .args(args);
         cmd
     }
+}
+
+/// Runs a command (e.g. from [`Netns::netconn`]) and returns its stdout;
+/// panics with the command and its stderr if it fails.
+pub fn stdout_of(mut cmd: Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 impl Default for Netns {

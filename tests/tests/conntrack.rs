@@ -4,7 +4,7 @@
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use netconn_integration::{Netns, Watch, run_ok};
+use netconn_integration::{Netns, Watch, run_ok, stdout_of};
 
 /// Makes conntrack track the namespace's flows.
 fn track(ns: &Netns) {
@@ -135,22 +135,14 @@ fn one_shot_record_and_alert_thresholds() {
         "[conntrack]\nclear = 0\nwarning = 0.0001\ncritical = 100\n",
     )
     .unwrap();
-    let out = ns
-        .netconn(&[
-            "conntrack",
-            "--window",
-            "100ms",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let out = stdout_of(ns.netconn(&[
+        "conntrack",
+        "--window",
+        "100ms",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let text = String::from_utf8(out).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

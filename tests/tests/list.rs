@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
-use netconn_integration::{Netns, Watch, ss_tcp_info, truth, veth};
+use netconn_integration::{Netns, Watch, ss_tcp_info, stdout_of, truth, veth};
 use serde_json::Value;
 
 #[test]
@@ -35,20 +35,7 @@ fn rows_directions_processes_and_tcp_info() {
     // Let the handshakes and delayed ACKs settle before comparing.
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let out = a
-        .netconn(&["list", "--json", "--processes"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone();
+    let rows = list_json(&a, &["--processes"]);
     let ss = ss_tcp_info(&a, &[]);
 
     // Same sockets as /proc/net, per conn-type and state.
@@ -103,11 +90,8 @@ fn rows_directions_processes_and_tcp_info() {
     }
 
     // Aggregated: the three inbound connections form one group.
-    let out = a
-        .netconn(&["list", "--aggregate", "--json", "--processes"])
-        .output()
-        .unwrap();
-    let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = stdout_of(a.netconn(&["list", "--aggregate", "--json", "--processes"]));
+    let groups: Value = serde_json::from_slice(&out).unwrap();
     let inbound = groups
         .as_array()
         .unwrap()
@@ -121,18 +105,13 @@ fn rows_directions_processes_and_tcp_info() {
     drop((held, clients, remote));
 }
 
-fn list_json(ns: &Netns) -> Vec<Value> {
-    let out = ns.netconn(&["list", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+/// `netconn list --json ARGS` in `ns`: its rows.
+fn list_json(ns: &Netns, args: &[&str]) -> Vec<Value> {
+    let out = stdout_of(ns.netconn(&[&["list", "--json"], args].concat()));
+    match serde_json::from_slice(&out).unwrap() {
+        Value::Array(rows) => rows,
+        other => panic!("not an array: {other}"),
+    }
 }
 
 /// Without `--processes`, the owners come from the namespace's running
@@ -150,7 +129,7 @@ fn a_running_watch_names_the_processes_it_saw() {
         (l, c, a)
     });
     let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
-    let rows = list_json(&ns);
+    let rows = list_json(&ns, &[]);
     let of = |pred: &dyn Fn(&Value) -> bool| -> Vec<&Value> {
         rows.iter().filter(|r| pred(r)).collect()
     };
@@ -165,6 +144,6 @@ fn a_running_watch_names_the_processes_it_saw() {
     }
     // The names came from the daemon: without it, none.
     drop(watch);
-    assert!(list_json(&ns).iter().all(|r| r["pid"].is_null()));
+    assert!(list_json(&ns, &[]).iter().all(|r| r["pid"].is_null()));
     drop((older, newer));
 }

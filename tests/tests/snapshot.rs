@@ -1,6 +1,6 @@
 //! `netconn snapshot` equals the kernel's truth for every state.
 
-use netconn_integration::{Netns, mix, table_of, truth};
+use netconn_integration::{Netns, mix, stdout_of, table_of, truth};
 
 #[test]
 fn snapshot_equals_proc_net_for_every_state() {
@@ -10,16 +10,11 @@ fn snapshot_equals_proc_net_for_every_state() {
         let held = worker.exec(move || mix::build(seed));
 
         let before = truth(&ns);
-        let out = ns.netconn(&["snapshot"]).output().expect("run netconn");
+        let out = stdout_of(ns.netconn(&["snapshot"]));
         let after = truth(&ns);
-        assert!(
-            out.status.success(),
-            "stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert_eq!(before, after, "the mix must be at rest");
 
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 1, "one record: {text}");
         let record: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(record["type"], "counts");
@@ -49,16 +44,8 @@ fn snapshot_works_unprivileged() {
     let worker = ns.worker();
     let held = worker.exec(|| mix::build(3));
     let want = truth(&ns);
-    let out = ns
-        .netconn_unprivileged(&["snapshot"])
-        .output()
-        .expect("run setpriv");
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = stdout_of(ns.netconn_unprivileged(&["snapshot"]));
+    let record: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(table_of(&record), want);
     drop(held);
 }
