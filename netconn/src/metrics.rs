@@ -182,11 +182,13 @@ pub fn figures_json(m: &TcpMetrics) -> Map<String, Value> {
 }
 
 fn direction_name(d: u8) -> &'static str {
-    if d == DIRECTION_INBOUND {
-        "inbound"
+    use crate::list::Direction;
+    let direction = if d == DIRECTION_INBOUND {
+        Direction::Inbound
     } else {
-        "outbound"
-    }
+        Direction::Outbound
+    };
+    direction.name()
 }
 
 /// TcpExt ListenOverflows and ListenDrops of the namespace, cumulative.

@@ -241,9 +241,9 @@ impl Probe {
             attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, TRACEPOINT_STATE_CHANGE, &btf)?;
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, TRACEPOINT_STATE_CHANGE, &btf)?;
         let root = super::cgroup::open_root().map_err(ProbeError::Cgroup)?;
-        attach_udp_programs(&mut ebpf, &root)?;
+        attach_cgroup_programs(&mut ebpf, &root, &UDP_PROGRAMS)?;
         if tcp_metrics {
-            attach_sock_ops(&mut ebpf, &root)?;
+            attach_cgroup_programs(&mut ebpf, &root, &[PROG_TCP_OPS])?;
             attach_tp_btf(
                 &mut ebpf,
                 PROG_SYNACK_RETRANS,
@@ -549,26 +549,38 @@ fn attach_tp_btf(
         .as_raw_fd())
 }
 
-/// Loads the UDP lifecycle programs and attaches them at the cgroup v2
-/// root, next to any program already there: aya attaches through BPF links
-/// (Linux 5.7+), which always share the cgroup, and the kernel refuses
-/// attach flags on them, hence `Single`.
-fn attach_udp_programs(ebpf: &mut Ebpf, root: &OwnedFd) -> Result<(), ProbeError> {
-    for name in UDP_PROGRAMS {
+/// Loads cgroup programs (the UDP lifecycle hooks, the TCP metrics'
+/// sock_ops) and attaches them at the cgroup v2 root, next to any program
+/// already there: aya attaches through BPF links (Linux 5.7+), which always
+/// share the cgroup, and the kernel refuses attach flags on them, hence
+/// `Single`.
+fn attach_cgroup_programs(
+    ebpf: &mut Ebpf,
+    root: &OwnedFd,
+    names: &[&'static str],
+) -> Result<(), ProbeError> {
+    use aya::programs::Program;
+    for &name in names {
         let program = ebpf
             .program_mut(name)
             .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?;
         let attach_error = |e: ProgramError| ProbeError::AttachCgroup(name, describe(&e));
         let load_error = |e: ProgramError| load_error(&e);
         match program {
-            aya::programs::Program::CgroupSock(p) => {
+            Program::CgroupSock(p) => {
                 let p: &mut CgroupSock = p;
                 p.load().map_err(load_error)?;
                 p.attach(root, CgroupAttachMode::Single)
                     .map_err(attach_error)?;
             }
-            aya::programs::Program::CgroupSockAddr(p) => {
+            Program::CgroupSockAddr(p) => {
                 let p: &mut CgroupSockAddr = p;
+                p.load().map_err(load_error)?;
+                p.attach(root, CgroupAttachMode::Single)
+                    .map_err(attach_error)?;
+            }
+            Program::SockOps(p) => {
+                let p: &mut SockOps = p;
                 p.load().map_err(load_error)?;
                 p.attach(root, CgroupAttachMode::Single)
                     .map_err(attach_error)?;
@@ -576,21 +588,6 @@ fn attach_udp_programs(ebpf: &mut Ebpf, root: &OwnedFd) -> Result<(), ProbeError
             _ => return Err(ProbeError::Load(format!("{name}: not a cgroup program"))),
         }
     }
-    Ok(())
-}
-
-/// Loads the TCP metrics' sock_ops program and attaches it at the cgroup
-/// v2 root, as the UDP programs.
-fn attach_sock_ops(ebpf: &mut Ebpf, root: &OwnedFd) -> Result<(), ProbeError> {
-    let name = PROG_TCP_OPS;
-    let prog: &mut SockOps = ebpf
-        .program_mut(name)
-        .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
-        .try_into()
-        .map_err(|e: ProgramError| ProbeError::Load(describe(&e)))?;
-    prog.load().map_err(|e| load_error(&e))?;
-    prog.attach(root, CgroupAttachMode::Single)
-        .map_err(|e| ProbeError::AttachCgroup(name, describe(&e)))?;
     Ok(())
 }
 
