@@ -74,7 +74,7 @@ pub struct ListArgs {
     /// every process).
     #[arg(long, short)]
     pub processes: bool,
-    /// Write to FILE instead of stdout.
+    /// Write to FILE (replacing it) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -125,7 +125,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 pub struct WatchArgs {
     /// Time between records, e.g. 500ms, 1s, 10s, 1m [default: 10s, or
     /// NETCONN_INTERVAL, or the configuration's interval].
-    #[arg(long, short, value_name = "DURATION", value_parser = parse_interval)]
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_interval,
+          allow_hyphen_values = true)]
     pub interval: Option<Duration>,
     /// TOML configuration: interval, [tags], [[addr_ports]] port groups
     /// [default: /etc/netconn/netconn.toml if it exists]. NETCONN_INTERVAL,
@@ -133,7 +134,7 @@ pub struct WatchArgs {
     /// (k=v,k=v) override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Stop after N records.
+    /// Stop after N counts records (the first, at start, included).
     #[arg(long, short = 'n', value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
     /// Append records to FILE instead of stdout.
@@ -199,6 +200,9 @@ mod tests {
         assert!(parse_interval("10x").is_err());
         assert!(parse_interval("").is_err());
         assert!(parse_interval("-1s").is_err());
+        // A negative interval reaches the parser (not "unexpected argument").
+        let err = Cli::try_parse_from(["netconn", "watch", "--interval", "-1s"]).unwrap_err();
+        assert!(err.to_string().contains("expected a duration"), "{err}");
     }
 
     #[test]

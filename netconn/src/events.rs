@@ -11,7 +11,7 @@ use netconn_common::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::list::{Direction, INIT_NETNS, is_local};
+use crate::list::{Direction, is_local};
 use crate::state::ip_addr;
 
 use crate::state::{
@@ -197,12 +197,7 @@ impl Records {
         r.insert("netns".into(), e.netns.into());
         r.insert(
             "namespace".into(),
-            if e.netns == INIT_NETNS {
-                "system"
-            } else {
-                "container"
-            }
-            .into(),
+            crate::host::namespace_class(e.netns).into(),
         );
         if e.kind == CONN_CLOSE {
             let duration = opened.map(|o| (e.ts_ns.saturating_sub(o.ts_ns)) as f64 / 1e6);
@@ -261,7 +256,8 @@ mod tests {
             raddr: r,
             pid: 42,
             comm,
-            netns: INIT_NETNS,
+            // Not the host's namespace: a container's.
+            netns: 12345,
             bytes_acked: 100,
             rtt_us: 55,
             ..Default::default()
@@ -296,7 +292,7 @@ mod tests {
         assert_eq!(open["direction"], "outbound");
         assert_eq!(open["comm"], "curl");
         assert_eq!(open["pid"], 42);
-        assert_eq!(open["namespace"], "system");
+        assert_eq!(open["namespace"], "container");
         assert!(open.get("rtt_us").is_none());
         assert_eq!(r.tracked(), 1);
         let close = r.record(

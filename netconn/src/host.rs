@@ -1,6 +1,9 @@
-//! Facts about where netconn runs: namespace, host name, time.
+//! Facts about where netconn runs: namespace, host name, time, the standard
+//! file descriptors.
 
 use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 /// Inode of the network namespace of the calling thread (what `ip netns
@@ -9,20 +12,68 @@ pub fn netns_inode() -> std::io::Result<u32> {
     Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino() as u32)
 }
 
+/// Inode of the host's network namespace: that of PID 1, or, where PID 1's
+/// namespaces cannot be read (some VMs and sandboxes hide them even from
+/// root), that of PID 2, `kthreadd`, which every kernel starts in the
+/// initial namespaces. None when neither can be read (an unprivileged
+/// user reading another user's process): then no namespace is called the
+/// host's. Read once.
+pub fn host_netns() -> Option<u32> {
+    static HOST: OnceLock<Option<u32>> = OnceLock::new();
+    *HOST.get_or_init(|| {
+        ["/proc/1/ns/net", "/proc/2/ns/net"]
+            .iter()
+            .find_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.ino() as u32)
+    })
+}
+
+/// "system" for the host's network namespace, "container" for any other.
+pub fn namespace_class(netns: u32) -> &'static str {
+    if host_netns() == Some(netns) {
+        "system"
+    } else {
+        "container"
+    }
+}
+
 /// The host name (of this UTS namespace).
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for its length; gethostname NUL-terminates or
-    // truncates within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::from("unknown");
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| String::from("unknown"))
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Notes whether stdout was closed when netconn started (`>&-`). Rust's
+/// runtime has by then put /dev/null, opened read-write, on every closed
+/// standard descriptor (so no file opened later can become "stdout"); a
+/// shell's `>/dev/null` opens it write-only. Called first thing in `main`.
+pub fn guard_std_fds() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::stat::fstat;
+    // SAFETY: fd 1 is open: the runtime made sure of it before main.
+    let out = unsafe { std::os::fd::BorrowedFd::borrow_raw(1) };
+    let dev_null = std::fs::metadata("/dev/null").ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.rdev()
+    });
+    let is_null = fstat(out)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR && Some(st.st_rdev) == dev_null);
+    let read_write = fcntl(out, FcntlArg::F_GETFL)
+        .is_ok_and(|f| OFlag::from_bits_truncate(f) & OFlag::O_ACCMODE == OFlag::O_RDWR);
+    if is_null && read_write {
+        STDOUT_CLOSED.store(true, Ordering::Release);
+    }
+}
+
+/// Whether stdout was closed at start (see [`guard_std_fds`]).
+pub fn stdout_was_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Acquire)
 }

@@ -12,10 +12,6 @@ use crate::netlink;
 use crate::sockdiag::{self, DumpedSocket, EXT_INFO, INET_DIAG_INFO};
 use crate::state::{ConnType, SocketKind, TCP_LISTEN, endpoint, ip_addr};
 
-/// The init network namespace's inode (`PROC_NET_INIT_INO`): sockets
-/// there are the host's ("system"), anything else a container's.
-pub const INIT_NETNS: u32 = 0xF000_0000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     Listen,
@@ -238,7 +234,9 @@ pub fn rows(with_processes: bool, netns: u32) -> io::Result<Vec<Row>> {
     let mut raw = Vec::new();
     for ct in ConnType::ALL {
         let ext = if ct.is_tcp() { EXT_INFO } else { 0 };
-        sockdiag::dump_raw(ct, u32::MAX, ext, |m| raw.extend(parse_detail(m, ct)))?;
+        sockdiag::dump_raw(ct, sockdiag::ALL_STATES, ext, |m| {
+            raw.extend(parse_detail(m, ct))
+        })?;
     }
     let listening: HashSet<u16> = raw
         .iter()
@@ -266,24 +264,17 @@ pub fn rows(with_processes: bool, netns: u32) -> io::Result<Vec<Row>> {
                 .get(&socket.cookie)
                 .or_else(|| procs.get(&socket.inode))
                 .cloned(),
+            // A listener has no peer: no RTT, nothing retransmitted.
+            info: info.filter(|_| socket.state != TCP_LISTEN),
             socket,
             remote_addr,
             remote_port,
-            info,
         })
         .collect())
 }
 
 fn state_name(s: &DumpedSocket) -> &'static str {
     s.conn_type.state_name(s.state).unwrap_or("UNKNOWN")
-}
-
-fn namespace_class(netns: u32) -> &'static str {
-    if netns == INIT_NETNS {
-        "system"
-    } else {
-        "container"
-    }
 }
 
 /// One row as JSON (serialized straight to the output: a `Value` tree of
@@ -334,7 +325,7 @@ pub fn write_json(rows: &[Row], netns: u32, out: &mut Vec<u8>) {
             bytes_received: r.info.map(|i| i.bytes_received),
             inode: s.inode,
             netns,
-            namespace: namespace_class(netns),
+            namespace: crate::host::namespace_class(netns),
             kind: match s.kind {
                 SocketKind::Full => "socket",
                 SocketKind::TimeWait => "time_wait",

@@ -1,13 +1,27 @@
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use clap::Parser;
 use netconn::cli::{Cli, Command};
 use netconn::cmd;
 
 fn main() -> ExitCode {
+    // Whether stdout was closed, before anything else happens.
+    netconn::host::guard_std_fds();
     // A monitoring plugin reports every failure on stdout, exit 3 (UNKNOWN).
     let plugin = std::env::args().nth(1).as_deref() == Some("check");
-    let cli = match Cli::try_parse() {
+    // `netconn help --help` (or `-h`): clap takes the flag for a
+    // subcommand's name; it asks for the help, so give it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let help_of_help = args.get(1).is_some_and(|a| a == "help")
+        && args[2..].iter().any(|a| a == "--help" || a == "-h");
+    let parsed = if help_of_help {
+        Cli::try_parse_from(["netconn", "--help"])
+    } else {
+        Cli::try_parse_from(&args)
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind::{
@@ -35,7 +49,10 @@ fn main() -> ExitCode {
                 first.push_str(values.trim());
             }
             if plugin {
-                println!("netconn check: {first} (see netconn check --help)");
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "netconn check: {first} (see netconn check --help)"
+                );
                 return ExitCode::from(netconn::nagios::Status::Unknown.exit_code());
             }
             eprintln!("netconn: {first} (see netconn --help)");

@@ -25,13 +25,28 @@ pub enum SinkError {
 }
 
 impl Sink {
-    /// Stdout, or `path` opened for appending (created if missing).
+    /// Stdout, or `path` opened for appending (created if missing): for
+    /// NDJSON records, which add up.
     pub fn open(path: Option<&Path>) -> Result<Sink, String> {
+        Sink::open_with(path, OpenOptions::new().create(true).append(true))
+    }
+
+    /// Stdout, or `path` created or emptied: for a whole document (a
+    /// table, a JSON array) that a second run must replace, not extend.
+    pub fn create(path: Option<&Path>) -> Result<Sink, String> {
+        Sink::open_with(
+            path,
+            OpenOptions::new().create(true).write(true).truncate(true),
+        )
+    }
+
+    fn open_with(path: Option<&Path>, options: &OpenOptions) -> Result<Sink, String> {
         match path {
+            None if crate::host::stdout_was_closed() => {
+                Err("stdout is closed; nothing could be written (use --output FILE)".into())
+            }
             None => Ok(Sink::Stdout(io::stdout())),
-            Some(p) => OpenOptions::new()
-                .create(true)
-                .append(true)
+            Some(p) => options
                 .open(p)
                 .map(|file| Sink::File {
                     file,

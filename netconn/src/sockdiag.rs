@@ -33,8 +33,11 @@ const REQ_LEN: usize = NLMSG_HDR + 56;
 const MSG_LEN: usize = 72;
 /// `idiag_timer` value inet_twsk_diag_fill() gives time-wait mini-sockets.
 const TIMER_TIME_WAIT: u8 = 3;
-/// All TCP states 1..=12 (TCP_NEW_SYN_RECV is 12: request sockets).
-const ALL_STATES: u32 = 0x1ffe;
+/// All TCP states 1..=12 (TCP_NEW_SYN_RECV is 12: request sockets), and
+/// not 13, TCP_BOUND_INACTIVE: a TCP socket that is only bound (no listen,
+/// no connect) is in no connection table, not in /proc/net/tcp, psutil or
+/// `ss -ta`, so netconn neither counts nor lists it.
+pub const ALL_STATES: u32 = 0x1ffe;
 /// The states mini-sockets are in: TIME_WAIT and FIN_WAIT2 (time-wait
 /// sockets), SYN_RECV (request sockets). The kernel still walks every
 /// socket, but sends only these.

@@ -44,6 +44,62 @@ fn bad_input_is_one_clear_line() {
         "/proc/no/such/dir",
     );
     assert_one_line_error(&["snapshot", "--output", "/"], "--output /");
+    assert_one_line_error(&["watch", "--interval", "-1s"], "expected a duration");
+}
+
+/// Run with a shell, for redirections.
+fn sh(script: &str) -> (i32, String, String) {
+    let out = Command::new("bash")
+        .args(["-c", script])
+        .env("NETCONN", netconn_bin())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn a_failing_or_closed_stdout_is_said_never_a_panic() {
+    // A Nagios plugin whose line is lost must say UNKNOWN (3).
+    let (code, _, stderr) = sh("$NETCONN check > /dev/full");
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (code, _, stderr) = sh("$NETCONN check >&-");
+    assert_eq!(code, 3, "{stderr}");
+    // The others: nothing could be written, one line, exit 2.
+    for cmd in ["snapshot", "list", "watch --count 1 --poll"] {
+        let (code, _, stderr) = sh(&format!("$NETCONN {cmd} >&-"));
+        assert_eq!(code, 2, "{cmd}: {stderr}");
+        assert!(stderr.contains("stdout is closed"), "{cmd}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{cmd}: {stderr}");
+    }
+    // A redirection to /dev/null is a choice, not a closed stdout.
+    let (code, _, stderr) = sh("$NETCONN snapshot > /dev/null");
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn bad_environment_is_one_clear_line() {
+    for (var, value) in [
+        ("NETCONN_JOURNAL_BYTES", "5000"),
+        ("NETCONN_OUTPUT_QUEUE_BYTES", "many"),
+        ("NETCONN_ADDR_PORTS", "[\"x\"]"),
+    ] {
+        let out = Command::new(netconn_bin())
+            .args(["watch", "--count", "1", "--poll"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(stderr.starts_with(&format!("netconn: {var}")), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
 }
 
 #[test]
@@ -54,6 +110,10 @@ fn help_and_version() {
     let (code, stdout, _) = run(&["watch", "--help"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("--interval") && stdout.contains("500ms"));
+    // `help --help` asks for the help: it gets it.
+    let (code, stdout, _) = run(&["help", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("watch"));
     let (code, stdout, _) = run(&["--version"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("netconn "));

@@ -18,14 +18,27 @@ pub fn run(args: CheckArgs) -> Status {
         warning: args.warning,
         critical: args.critical,
     };
-    match counts() {
-        Ok(counts) => {
-            let (text, status) = report(&counts, &spec);
-            println!("{text}");
-            status
-        }
-        Err(reason) => {
-            println!("{reason}");
+    let (text, status) = match counts() {
+        Ok(counts) => report(&counts, &spec),
+        Err(reason) => (reason, Status::Unknown),
+    };
+    say(&text, status)
+}
+
+/// Prints the plugin's line; when stdout cannot take it (closed, a full
+/// disk) the state is UNKNOWN, said on stderr: a plugin whose output is
+/// lost must not report OK.
+fn say(text: &str, status: Status) -> Status {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if crate::host::stdout_was_closed() {
+        eprintln!("netconn check: UNKNOWN: stdout is closed");
+        return Status::Unknown;
+    }
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => status,
+        Err(e) => {
+            eprintln!("netconn check: UNKNOWN: cannot write to stdout: {e}");
             Status::Unknown
         }
     }

@@ -6,7 +6,7 @@ use crate::list;
 use crate::output::{Sink, SinkError};
 
 pub fn run(args: ListArgs) -> Result<(), CmdError> {
-    let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
+    let mut sink = Sink::create(args.output.as_deref()).map_err(CmdError::Usage)?;
     let netns = super::own_netns()?;
     let rows = list::rows(args.processes, netns)
         .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))?;
