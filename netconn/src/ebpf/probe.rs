@@ -95,8 +95,12 @@ fn describe(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        // Some errors already print their source: say it once.
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
         source = s.source();
     }
     if std::env::var_os("NETCONN_VERIFIER_LOG").is_some() {
@@ -233,7 +237,7 @@ impl Probe {
             loader.map_max_entries(MAP_RESETS, 64);
         }
         // A smaller journal, to make it overflow on purpose (tests).
-        if let Some(bytes) = journal_bytes_override() {
+        if let Ok(Some(bytes)) = journal_bytes_override() {
             loader.map_max_entries(MAP_EVENTS, bytes);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
@@ -517,14 +521,20 @@ impl Journal {
 }
 
 /// `NETCONN_JOURNAL_BYTES`: the journal's size in bytes, a power of two and
-/// a multiple of the page size; for tests that need it to overflow.
-fn journal_bytes_override() -> Option<u32> {
+/// a multiple of the page size; for tests that need it to overflow. A value
+/// that is not one is an error (`watch` checks it before loading).
+pub fn journal_bytes_override() -> Result<Option<u32>, String> {
     let page = 4096;
-    std::env::var("NETCONN_JOURNAL_BYTES")
-        .ok()?
-        .parse::<u32>()
+    let Ok(v) = std::env::var("NETCONN_JOURNAL_BYTES") else {
+        return Ok(None);
+    };
+    v.parse::<u32>()
         .ok()
         .filter(|b| b.is_power_of_two() && *b >= page)
+        .map(Some)
+        .ok_or_else(|| {
+            format!("NETCONN_JOURNAL_BYTES: expected a power of two of at least {page}, got {v:?}")
+        })
 }
 
 /// Loads and attaches a program on a BTF tracepoint.
