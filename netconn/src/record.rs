@@ -30,6 +30,9 @@ pub struct CountsRecord<'a> {
     pub netns: u32,
     pub counts: &'a Counts,
     pub lost_events: u64,
+    /// (`watch`) records the output could not take since start (a reader
+    /// that stalls, a full disk).
+    pub output_dropped: Option<u64>,
     /// Snapshots taken after the first (eBPF mode only).
     pub resyncs: Option<u64>,
     /// When the last resync happened, why, and what it changed
@@ -72,6 +75,9 @@ impl CountsRecord<'_> {
             r.insert("tcp_metrics".into(), m.clone());
         }
         r.insert("lost_events".into(), self.lost_events.into());
+        if let Some(n) = self.output_dropped {
+            r.insert("output_dropped".into(), n.into());
+        }
         if let Some(n) = self.resyncs {
             r.insert("resyncs".into(), n.into());
             r.insert(
@@ -113,6 +119,7 @@ mod tests {
             netns: 4026531840,
             counts: &counts,
             lost_events: 0,
+            output_dropped: None,
             resyncs: Some(1),
             last_correction: Some(Correction {
                 time: "2026-01-01T00:00:00.000Z",

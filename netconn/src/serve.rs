@@ -23,6 +23,7 @@ pub fn socket_path(netns: u32) -> PathBuf {
 }
 
 /// A listening socket, removed again on drop.
+#[derive(Debug)]
 pub struct Served {
     pub listener: UnixListener,
     path: PathBuf,
@@ -41,6 +42,54 @@ pub enum ServeError {
     Taken(PathBuf),
     #[error("cannot serve counts at {0}: {1}")]
     Io(PathBuf, #[source] io::Error),
+    #[error(
+        "refusing to serve counts in {path}: {why} (remove it, or make it a directory owned by uid {uid})"
+    )]
+    Unsafe {
+        path: PathBuf,
+        why: String,
+        uid: u32,
+    },
+}
+
+/// Makes sure the socket directory is ours alone: created 0700 if missing;
+/// refused if it is a symlink, not a directory, or owned by another user
+/// (who could plant a socket that answers with fake counts); tightened to
+/// 0700 if it is ours but open to others.
+fn own_dir(dir: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::MetadataExt;
+    let io_err = |e| ServeError::Io(dir.to_owned(), e);
+    let uid = nix::unistd::geteuid().as_raw();
+    let unsafe_dir = |why: String| ServeError::Unsafe {
+        path: dir.to_owned(),
+        why,
+        uid,
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err)?;
+            std::fs::symlink_metadata(dir).map_err(io_err)?
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir("it is a symlink".into()));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a directory".into()));
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_dir(format!("it is owned by uid {}", meta.uid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 /// Binds the namespace's socket, replacing a stale one (left by a daemon
@@ -48,11 +97,7 @@ pub enum ServeError {
 pub fn bind(path: &Path) -> Result<Served, ServeError> {
     let io_err = |e| ServeError::Io(path.to_owned(), e);
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err)?;
+        own_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -85,18 +130,9 @@ impl Request {
         }
     }
 
-    /// Reads a client's request line (waiting at most `timeout`).
-    pub fn read(stream: &mut UnixStream, timeout: Duration) -> io::Result<Request> {
-        stream.set_read_timeout(Some(timeout))?;
-        let mut line = Vec::with_capacity(8);
-        let mut byte = [0u8; 1];
-        while line.len() < 16 {
-            if stream.read(&mut byte)? == 0 || byte[0] == b'\n' {
-                break;
-            }
-            line.push(byte[0]);
-        }
-        match line.as_slice() {
+    /// The request a line (without its newline) asks for.
+    fn parse(line: &[u8]) -> io::Result<Request> {
+        match line {
             b"counts" => Ok(Request::Counts),
             b"owners" => Ok(Request::Owners),
             _ => Err(io::Error::new(
@@ -105,11 +141,112 @@ impl Request {
             )),
         }
     }
+
+    /// Reads a client's request line (at most 16 bytes).
+    async fn read(stream: &mut tokio::net::UnixStream) -> io::Result<Request> {
+        use tokio::io::AsyncReadExt;
+        let mut line = [0u8; 16];
+        let mut len = 0;
+        while len < line.len() {
+            let n = stream.read(&mut line[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if let Some(end) = line[..len].iter().position(|b| *b == b'\n') {
+                return Request::parse(&line[..end]);
+            }
+        }
+        Request::parse(&line[..len])
+    }
 }
 
-/// Asks the daemon at `path`; its whole answer.
+/// Most clients served at once; one more is closed at once, unanswered.
+pub const MAX_CLIENTS: usize = 16;
+/// A client has this long to send its request, and again to take its
+/// answer; the loop that owns the counts never waits for a client.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
+
+/// A client's request, handed to the loop that owns the counts, which
+/// sends the answer back through `reply`.
+pub struct Asked {
+    pub request: Request,
+    pub reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+}
+
+/// Accepts clients on a task of its own, each client on a task of its own
+/// with deadlines, at most [`MAX_CLIENTS`] at once; their requests come
+/// out of the returned receiver. Must be called inside the runtime.
+pub fn serve_clients(listener: &UnixListener) -> io::Result<tokio::sync::mpsc::Receiver<Asked>> {
+    let listener = tokio::net::UnixListener::from_std(listener.try_clone()?)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of descriptors, say: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = client(stream, tx).await;
+                drop(slot);
+            });
+        }
+    });
+    Ok(rx)
+}
+
+/// One client: its request within the deadline, the answer from the loop,
+/// written within the deadline.
+async fn client(
+    mut stream: tokio::net::UnixStream,
+    asked: tokio::sync::mpsc::Sender<Asked>,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    use tokio::time::timeout;
+    let late = |_| io::Error::from(io::ErrorKind::TimedOut);
+    let request = timeout(CLIENT_DEADLINE, Request::read(&mut stream))
+        .await
+        .map_err(late)??;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
+    asked
+        .send(Asked { request, reply })
+        .await
+        .map_err(|_| gone())?;
+    let answer = answer.await.map_err(|_| gone())?;
+    timeout(CLIENT_DEADLINE, stream.write_all(&answer))
+        .await
+        .map_err(late)??;
+    Ok(())
+}
+
+/// Asks the daemon at `path`; its whole answer. Only a daemon running as
+/// root (or as the caller) is believed: anyone else on the socket is an
+/// impostor (a socket planted where root's daemon was expected).
 pub fn query(path: &Path, request: Request, timeout: Duration) -> io::Result<String> {
     let mut stream = UnixStream::connect(path)?;
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(io::Error::from)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if peer.uid() != 0 && peer.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is served by uid {}, not root: not believed",
+                path.display(),
+                peer.uid()
+            ),
+        ));
+    }
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     io::Write::write_all(&mut stream, request.line().as_bytes())?;
@@ -139,26 +276,38 @@ pub fn parse_owners(text: &str) -> std::collections::HashMap<u64, (u32, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[test]
-    fn serves_one_line_and_refuses_a_second_daemon() {
+    fn serves_clients_past_idle_ones_and_refuses_a_second_daemon() {
         let dir = std::env::temp_dir().join(format!("netconn-serve-test-{}", std::process::id()));
         let path = dir.join("netns-1.sock");
         let served = bind(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Idle clients (connected, silent) hold slots but never the loop.
+        let idle: Vec<_> = (0..MAX_CLIENTS - 1)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
         let client = std::thread::spawn({
             let path = path.clone();
             move || query(&path, Request::Counts, Duration::from_secs(5)).unwrap()
         });
-        served.listener.set_nonblocking(false).unwrap();
-        let (mut conn, _) = served.listener.accept().unwrap();
-        assert_eq!(
-            Request::read(&mut conn, Duration::from_secs(5)).unwrap(),
-            Request::Counts
-        );
-        conn.write_all(b"{\"type\":\"counts\"}\n").unwrap();
-        drop(conn);
-        assert_eq!(client.join().unwrap(), "{\"type\":\"counts\"}\n");
+        let answered = rt.block_on(async {
+            let mut asked = serve_clients(&served.listener).unwrap();
+            let a = tokio::time::timeout(Duration::from_secs(5), asked.recv())
+                .await
+                .expect("the querying client is served while idle ones wait")
+                .unwrap();
+            assert_eq!(a.request, Request::Counts);
+            a.reply.send(b"{\"type\":\"counts\"}\n".to_vec()).unwrap();
+            // The client task writes the answer.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.join().unwrap()
+        });
+        assert_eq!(answered, "{\"type\":\"counts\"}\n");
+        drop(idle);
         assert!(matches!(bind(&path), Err(ServeError::Taken(_))));
         drop(served);
         assert!(!path.exists(), "removed on drop");
@@ -169,6 +318,25 @@ mod tests {
         let served = bind(&path).unwrap();
         drop(served);
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn a_symlinked_or_foreign_directory_is_refused() {
+        let base = std::env::temp_dir().join(format!("netconn-serve-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let real = base.join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = bind(&link.join("netns-1.sock")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        // Ours but open to everyone: tightened to 0700.
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let served = bind(&real.join("netns-1.sock")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&real).unwrap().mode() & 0o777, 0o700);
+        drop(served);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

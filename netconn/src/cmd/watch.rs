@@ -1,6 +1,6 @@
 //! `netconn watch`: a counts record every interval until stopped.
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::MissedTickBehavior;
 
 use super::CmdError;
@@ -8,12 +8,13 @@ use crate::cli::WatchArgs;
 use crate::config::{Config, Tags};
 use crate::counts::Counts;
 use crate::host;
-use crate::output::{Sink, SinkError};
+use crate::log::Log;
 use crate::ports::{Groups, PortTracker};
 use crate::record::{Correction, CountsRecord, Source};
 use crate::serve;
 use crate::state::ConnType;
 use crate::tracker::{self, Tracker};
+use crate::writer::{Flow, Writer};
 
 /// Where counts come from for this run.
 enum Mode {
@@ -101,6 +102,7 @@ impl Reading {
         netns: u32,
         tags: &'a Tags,
         verify: Option<&'a Counts>,
+        output_dropped: Option<u64>,
     ) -> CountsRecord<'a> {
         CountsRecord {
             tags: Some(tags),
@@ -111,6 +113,7 @@ impl Reading {
             netns,
             counts: &self.counts,
             lost_events: self.lost_events,
+            output_dropped,
             resyncs: self.resyncs,
             last_correction: self.correction.as_ref().map(|c| Correction {
                 time: &c.time,
@@ -124,75 +127,70 @@ impl Reading {
 
 /// Serves the live counts to `netconn check` (eBPF mode only: in poll mode
 /// the check's own dump is as good). A failure to serve is one line on
-/// stderr, not the end of the watch.
-fn serve(netns: u32) -> Option<serve::Served> {
+/// stderr, not the end of the watch; `retry` says whether to try again
+/// each interval (another watch serves: take over when it stops).
+fn serve(netns: u32, log: &Log, quiet: bool) -> (Option<serve::Served>, bool) {
     match serve::bind(&serve::socket_path(netns)) {
-        Ok(s) => Some(s),
+        Ok(s) => (Some(s), false),
+        Err(e @ serve::ServeError::Taken(_)) => {
+            if !quiet {
+                log.line(format!(
+                    "netconn: {e}; `netconn check` asks that one, and this one serves once it stops"
+                ));
+            }
+            (None, true)
+        }
         Err(e) => {
-            eprintln!("netconn: {e}; `netconn check` will dump the tables itself");
-            None
+            log.line(format!(
+                "netconn: {e}; `netconn check` will dump the tables itself"
+            ));
+            (None, false)
         }
     }
 }
 
-/// The next connection to the counts socket; never, without one.
-async fn next_client(listener: Option<&tokio::net::UnixListener>) -> tokio::net::UnixStream {
-    loop {
-        match listener {
-            Some(l) => match l.accept().await {
-                Ok((stream, _)) => return stream,
-                // A client that gave up already; keep serving.
-                Err(_) => continue,
-            },
+/// The next request of a client of the counts socket; never, without one.
+async fn next_request(
+    asked: &mut Option<tokio::sync::mpsc::Receiver<serve::Asked>>,
+) -> serve::Asked {
+    match asked {
+        Some(rx) => match rx.recv().await {
+            Some(a) => a,
             None => std::future::pending().await,
-        }
+        },
+        None => std::future::pending().await,
     }
 }
 
-/// A client of the daemon's socket, with what it asks for; None for one
-/// that asks nothing valid within a second.
-fn request(
-    stream: tokio::net::UnixStream,
-) -> Option<(std::os::unix::net::UnixStream, serve::Request)> {
-    let mut stream = stream.into_std().ok()?;
-    stream.set_nonblocking(false).ok()?;
-    stream
-        .set_write_timeout(Some(std::time::Duration::from_secs(1)))
-        .ok()?;
-    let request = serve::Request::read(&mut stream, std::time::Duration::from_secs(1)).ok()?;
-    Some((stream, request))
-}
-
-/// Answers a client: the live counts (`check`), or the owners of the
+/// The answer to a client: the live counts (`check`), or the owners of the
 /// sockets the programs saw created (`list`).
 fn answer(
     mode: &mut Mode,
-    stream: tokio::net::UnixStream,
+    request: serve::Request,
     host: &str,
     netns: u32,
     tags: &Tags,
-) -> Result<(), CmdError> {
-    use std::io::Write;
-    let Some((mut stream, request)) = request(stream) else {
-        return Ok(());
-    };
-    match request {
+) -> Result<Vec<u8>, CmdError> {
+    Ok(match request {
         serve::Request::Counts => {
             let r = mode.read(false, None)?;
-            let record = r.record(host, netns, tags, None);
-            let _ = writeln!(stream, "{}", record.to_json(&host::now_rfc3339()));
+            let record = r.record(host, netns, tags, None, None);
+            let mut line = record.to_json(&host::now_rfc3339()).to_string();
+            line.push('\n');
+            line.into_bytes()
         }
         serve::Request::Owners => {
-            let Mode::Ebpf(t) = mode else { return Ok(()) };
+            let Mode::Ebpf(t) = mode else {
+                return Ok(Vec::new());
+            };
             let mut text = String::new();
             for (cookie, owner) in t.owners() {
                 let comm = crate::events::comm(&owner.comm).unwrap_or_default();
                 text.push_str(&serve::owner_line(cookie, owner.pid, &comm));
             }
-            let _ = stream.write_all(text.as_bytes());
+            text.into_bytes()
         }
-    }
-    Ok(())
+    })
 }
 
 /// The record builder for `--events`: ports listening now (for the
@@ -212,32 +210,34 @@ fn conn_records() -> Result<crate::events::Records, CmdError> {
     ))
 }
 
-/// Writes the connection records waiting in the kernel; true when the
-/// output is closed.
+/// Hands the connection records waiting in the kernel to the writer.
 fn write_conns(
     mode: &mut Mode,
     records: Option<&mut crate::events::Records>,
     host: &str,
-    sink: &mut Sink,
-) -> Result<bool, CmdError> {
+    out: &Writer,
+) -> Flow {
     let (Mode::Ebpf(t), Some(records)) = (mode, records) else {
-        return Ok(false);
+        return Flow::Go;
     };
     let mut events = Vec::new();
     t.drain_conns(&mut events);
     for record in records.batch(&events, host, |e| crate::events::wall_time(e.ts_ns)) {
-        match sink.write(&record) {
-            Ok(()) => {}
-            Err(SinkError::Closed) => return Ok(true),
-            Err(e) => return Err(CmdError::Failed(e.to_string())),
+        if out.send(&record) == Flow::Closed {
+            return Flow::Closed;
         }
     }
-    Ok(false)
+    Flow::Go
 }
 
 /// Streamed events are applied at least this often, so the ring buffer
 /// never fills between records.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long a stopping watch waits for its reader to take the records
+/// still queued: stops are honoured within a second whatever the reader.
+const FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_millis(600);
+const LOG_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     // Nothing starts half-configured: the configuration first.
@@ -247,20 +247,76 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         .interval
         .or(config.interval)
         .unwrap_or(crate::cli::DEFAULT_INTERVAL);
+    crate::ebpf::probe::journal_bytes_override().map_err(CmdError::Usage)?;
+    let log = Log::stderr();
+    for w in &config.warnings {
+        log.line(format!("netconn: {w}"));
+    }
+    let out = Writer::start(args.output.as_deref(), log.clone())
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::Failed(format!("cannot start the runtime: {e}")))?;
+    // Signals are caught before the programs load (about 150 ms): a stop
+    // during start-up still detaches everything and writes a record.
+    let signals = {
+        let _rt = runtime.enter();
+        Signals::new()?
+    };
+    let result = watch(&args, config, interval, &runtime, signals, &out, &log);
+    out.finish(FLUSH_PATIENCE);
+    // What was said on stderr gets out too, unless stderr is stuck.
+    log.flush(LOG_PATIENCE);
+    result
+}
+
+/// The signals a watch acts on.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    usr1: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, CmdError> {
+        let on = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| CmdError::Failed(format!("cannot handle {name}: {e}")))
+        };
+        Ok(Signals {
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+            usr1: on(SignalKind::user_defined1(), "SIGUSR1")?,
+        })
+    }
+}
+
+fn watch(
+    args: &WatchArgs,
+    config: Config,
+    interval: std::time::Duration,
+    runtime: &tokio::runtime::Runtime,
+    mut sig: Signals,
+    out: &Writer,
+    log: &Log,
+) -> Result<(), CmdError> {
     let groups = Groups(config.groups);
-    let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
     let netns = super::own_netns()?;
     let host = host::hostname();
+    // Conntrack's counter rates run from here.
+    let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
     let mut mode = if args.poll {
         Mode::Poll(groups)
     } else {
         match Tracker::start(netns, groups.clone(), args.events, !args.no_tcp_metrics) {
             Ok(t) => Mode::Ebpf(Box::new(t)),
             Err(e) => {
-                eprintln!(
+                log.line(format!(
                     "netconn: eBPF unavailable ({e}); polling the socket tables every {} instead",
                     humantime::format_duration(interval)
-                );
+                ));
                 Mode::Poll(groups)
             }
         }
@@ -271,38 +327,25 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         _ => None,
     };
     if args.events && conn_records.is_none() {
-        eprintln!("netconn: --events needs eBPF; no connection records in poll mode");
+        log.line("netconn: --events needs eBPF; no connection records in poll mode".into());
     }
     let tags = config.tags;
-    let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
     let mut listen = crate::metrics::Listen::start()
         .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
 
-    let served = match mode {
-        Mode::Ebpf(_) => serve(netns),
-        Mode::Poll(_) => None,
+    let (mut served, mut retry_serve) = match mode {
+        Mode::Ebpf(_) => serve(netns, log, false),
+        Mode::Poll(_) => (None, false),
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CmdError::Failed(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt())
-            .map_err(|e| CmdError::Failed(format!("cannot handle SIGINT: {e}")))?;
-        let mut sigterm = signal(SignalKind::terminate())
-            .map_err(|e| CmdError::Failed(format!("cannot handle SIGTERM: {e}")))?;
-        let mut sighup = signal(SignalKind::hangup())
-            .map_err(|e| CmdError::Failed(format!("cannot handle SIGHUP: {e}")))?;
-        let listener = match &served {
-            Some(s) => Some(
-                s.listener
-                    .try_clone()
-                    .and_then(tokio::net::UnixListener::from_std)
-                    .map_err(|e| CmdError::Failed(format!("cannot serve counts: {e}")))?,
-            ),
-            None => None,
+        let start_serving = |served: &Option<serve::Served>| match served {
+            Some(s) => serve::serve_clients(&s.listener)
+                .map(Some)
+                .map_err(|e| CmdError::Failed(format!("cannot serve counts: {e}"))),
+            None => Ok(None),
         };
+        let mut asked = start_serving(&served)?;
         let mut ticker = tokio::time::interval(interval);
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -312,20 +355,21 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             // The first tick is immediate: a record as soon as counting starts.
             let stopping = tokio::select! {
                 _ = ticker.tick() => false,
-                _ = sigint.recv() => true,
-                _ = sigterm.recv() => true,
-                client = next_client(listener.as_ref()) => {
-                    answer(&mut mode, client, &host, netns, &tags)?;
+                _ = sig.int.recv() => true,
+                _ = sig.term.recv() => true,
+                a = next_request(&mut asked) => {
+                    // A client that gave up meanwhile just misses it.
+                    let _ = a.reply.send(answer(&mut mode, a.request, &host, netns, &tags)?);
                     continue;
                 }
                 _ = drain.tick(), if streaming || conn_records.is_some() => {
                     mode.drain();
-                    if write_conns(&mut mode, conn_records.as_mut(), &host, &mut sink)? {
+                    if write_conns(&mut mode, conn_records.as_mut(), &host, out) == Flow::Closed {
                         return Ok(());
                     }
                     continue;
                 }
-                _ = sighup.recv() => {
+                _ = sig.hup.recv() => {
                     // SIGHUP: take a fresh snapshot now (no record).
                     if let Mode::Ebpf(t) = &mut mode {
                         t.corrected_resync(crate::tracker::REASON_REQUESTED)
@@ -333,7 +377,16 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
                     }
                     continue;
                 }
+                _ = sig.usr1.recv() => {
+                    // SIGUSR1: reopen --output (log rotation).
+                    out.reopen();
+                    continue;
+                }
             };
+            if retry_serve {
+                (served, retry_serve) = serve(netns, log, true);
+                asked = start_serving(&served)?;
+            }
             let interval = match &mut mode {
                 Mode::Ebpf(t) => t
                     .tcp_metrics()
@@ -355,18 +408,16 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
             } else {
                 None
             };
-            if write_conns(&mut mode, conn_records.as_mut(), &host, &mut sink)? {
+            if write_conns(&mut mode, conn_records.as_mut(), &host, out) == Flow::Closed {
                 return Ok(());
             }
             let time = host::now_rfc3339();
-            let record = r.record(&host, netns, &tags, verify.as_ref());
+            let record = r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
             let ct = conntrack.read(&host, netns, &time);
             let records = [Some(record.to_json(&time)), Some(ct.record), ct.alert];
             for record in records.iter().flatten() {
-                match sink.write(record) {
-                    Ok(()) => {}
-                    Err(SinkError::Closed) => return Ok(()),
-                    Err(e) => return Err(CmdError::Failed(e.to_string())),
+                if out.send(record) == Flow::Closed {
+                    return Ok(());
                 }
             }
             written += 1;

@@ -1,0 +1,422 @@
+//! The daemon's output: records go through a bounded queue to a thread of
+//! their own, so a reader that stalls (a stuck log shipper, `| less` left
+//! open, a full disk) never delays the interval loop, signals, the counts
+//! socket or the ring-buffer drain.
+//!
+//! Promises:
+//! - a record is a whole line or nothing: to a pipe a line is written only
+//!   once the pipe has room for all of it (so a stop while the reader
+//!   stalls never leaves half a line), and a failed write to a file is
+//!   truncated back to where the line began;
+//! - what cannot be written (queue full, disk full, I/O error) is counted
+//!   ([`Writer::dropped`], reported as `output_dropped` in counts records)
+//!   and each episode is one line on stderr, when it starts and when it
+//!   ends;
+//! - a closed reader (EPIPE, e.g. `| head`) ends the watch, as before;
+//! - [`Writer::reopen`] (SIGUSR1) reopens `--output` for log rotation.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Bytes of records waiting at most: past it new records are dropped and
+/// counted. A counts record is a few hundred bytes to a few hundred KiB
+/// (with many port groups), so this holds minutes of a stalled reader.
+pub const QUEUE_BYTES: usize = 16 << 20;
+
+/// `NETCONN_OUTPUT_QUEUE_BYTES`: the queue's bound in bytes, at least 4096
+/// (tests shrink it to make it overflow); anything else is an error.
+pub fn queue_bytes() -> Result<usize, String> {
+    let Ok(v) = std::env::var("NETCONN_OUTPUT_QUEUE_BYTES") else {
+        return Ok(QUEUE_BYTES);
+    };
+    v.parse::<usize>()
+        .ok()
+        .filter(|b| *b >= 4096)
+        .ok_or_else(|| {
+            format!(
+                "NETCONN_OUTPUT_QUEUE_BYTES: expected a number of bytes of at least 4096, got {v:?}"
+            )
+        })
+}
+
+/// How often a writer waiting for pipe room looks again.
+const ROOM_POLL: Duration = Duration::from_millis(2);
+
+/// Where the lines go.
+enum Target {
+    Stdout,
+    File(PathBuf),
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Reopen,
+}
+
+/// State shared by the loop and the writer thread.
+#[derive(Default)]
+struct Shared {
+    /// Bytes queued and not yet written.
+    queued: AtomicUsize,
+    /// Records dropped since start (queue full or write failed).
+    dropped: AtomicU64,
+    /// The reader closed the output (EPIPE): the watch ends.
+    closed: AtomicBool,
+    /// The thread has written or dropped everything it was given.
+    done: Mutex<bool>,
+    done_cv: Condvar,
+    /// A dropping episode is under way (for one stderr line per episode).
+    dropping: AtomicBool,
+}
+
+pub struct Writer {
+    tx: Option<Sender<Msg>>,
+    /// See [`queue_bytes`].
+    limit: usize,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    log: crate::log::Log,
+}
+
+/// What the loop does after handing over a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Go,
+    /// The reader went away: stop, exit 0.
+    Closed,
+}
+
+/// Why the output cannot be opened (a usage error: exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open --output {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("stdout is closed; nothing could be written (use --output FILE)")]
+    StdoutClosed,
+    #[error("{0}")]
+    Queue(String),
+}
+
+/// Opens `path` for appending (created if missing, mode 0640).
+fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+impl Writer {
+    /// Starts the writer thread for stdout or `path`.
+    pub fn start(path: Option<&Path>, log: crate::log::Log) -> Result<Writer, OpenError> {
+        let limit = queue_bytes().map_err(OpenError::Queue)?;
+        let (target, out) = match path {
+            None => {
+                if crate::host::stdout_was_closed() {
+                    return Err(OpenError::StdoutClosed);
+                }
+                (Target::Stdout, Out::Stdout)
+            }
+            Some(p) => {
+                let file = open_append(p).map_err(|source| OpenError::File {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                (Target::File(p.to_owned()), Out::File(file))
+            }
+        };
+        let (tx, rx) = channel();
+        let shared = Arc::new(Shared::default());
+        let thread = std::thread::Builder::new()
+            .name("netconn-output".into())
+            .spawn({
+                let shared = shared.clone();
+                let log = log.clone();
+                move || run(rx, target, out, &shared, &log)
+            })
+            .expect("spawning the output thread");
+        Ok(Writer {
+            tx: Some(tx),
+            limit,
+            shared,
+            thread: Some(thread),
+            log,
+        })
+    }
+
+    /// Queues one record (a JSON line is added its newline). Never blocks.
+    pub fn send(&self, record: &impl serde::Serialize) -> Flow {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Flow::Closed;
+        }
+        let mut line = serde_json::to_vec(record).expect("records always serialize");
+        line.push(b'\n');
+        let len = line.len();
+        let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);
+        if queued + len > self.limit {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            drop_one(&self.shared, &self.log, "the output is not being read");
+            return Flow::Go;
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Line(line));
+        }
+        Flow::Go
+    }
+
+    /// Records dropped since start.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Acquire)
+    }
+
+    /// Reopens `--output` (after the records queued before).
+    pub fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Reopen);
+        }
+    }
+
+    /// Lets the thread write what is queued, for at most `patience`; what
+    /// it has not written by then is lost with the process (never half a
+    /// line: see the module doc).
+    pub fn finish(mut self, patience: Duration) {
+        self.tx = None;
+        let deadline = Instant::now() + patience;
+        let mut done = self.shared.done.lock().expect("writer state");
+        while !*done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let queued = self.shared.queued.load(Ordering::Acquire);
+                self.log.line(format!(
+                    "netconn: the output is not being read; {queued} bytes of records left unwritten at exit"
+                ));
+                return;
+            }
+            done = self
+                .shared
+                .done_cv
+                .wait_timeout(done, left)
+                .expect("writer state")
+                .0;
+        }
+        drop(done);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Counts a dropped record; the first of an episode says so on stderr.
+fn drop_one(shared: &Shared, log: &crate::log::Log, why: &str) {
+    shared.dropped.fetch_add(1, Ordering::AcqRel);
+    if !shared.dropping.swap(true, Ordering::AcqRel) {
+        log.line(format!(
+            "netconn: {why}; dropping records (counted in output_dropped) until it recovers"
+        ));
+    }
+}
+
+/// The end of an episode, once a record got through again.
+fn recovered(shared: &Shared, log: &crate::log::Log) {
+    if shared.dropping.swap(false, Ordering::AcqRel) {
+        log.line(format!(
+            "netconn: output recovered; {} records dropped since start",
+            shared.dropped.load(Ordering::Acquire)
+        ));
+    }
+}
+
+enum Out {
+    Stdout,
+    File(File),
+}
+
+impl Out {
+    fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            // SAFETY: fd 1 stays open for the life of the process (Rust's
+            // runtime puts /dev/null there if it was closed).
+            Out::Stdout => unsafe { BorrowedFd::borrow_raw(1) },
+            Out::File(f) => f.as_fd(),
+        }
+    }
+}
+
+/// The writer thread: lines in order until the loop hangs up.
+fn run(rx: Receiver<Msg>, target: Target, mut out: Out, shared: &Shared, log: &crate::log::Log) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Reopen => {
+                if let Target::File(path) = &target {
+                    match open_append(path) {
+                        Ok(f) => out = Out::File(f),
+                        Err(e) => log.line(format!(
+                            "netconn: cannot reopen --output {}: {e}; still writing to the old file",
+                            path.display()
+                        )),
+                    }
+                }
+            }
+            Msg::Line(line) => {
+                let result = write_line(&mut out, &line);
+                shared.queued.fetch_sub(line.len(), Ordering::AcqRel);
+                match result {
+                    Ok(()) => recovered(shared, log),
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        shared.closed.store(true, Ordering::Release);
+                        break;
+                    }
+                    Err(e) => drop_one(shared, log, &format!("cannot write the output ({e})")),
+                }
+            }
+        }
+    }
+    *shared.done.lock().expect("writer state") = true;
+    shared.done_cv.notify_all();
+}
+
+/// Writes one whole line or nothing.
+fn write_line(out: &mut Out, line: &[u8]) -> io::Result<()> {
+    let fd = out.fd();
+    let stat = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    let kind = stat.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFIFO {
+        wait_for_pipe_room(fd, line.len())?;
+    }
+    let start = stat.st_size;
+    let result = match out {
+        Out::Stdout => io::stdout().lock().write_all(line),
+        Out::File(f) => f.write_all(line),
+    };
+    if result.is_err() && kind == libc::S_IFREG {
+        // ENOSPC or EIO after part of the line: take the part back, so
+        // the file holds whole records only.
+        let _ = nix::unistd::ftruncate(out.fd(), start);
+    }
+    result
+}
+
+/// Waits until the pipe behind `fd` has room for `len` bytes, so the write
+/// that follows copies the whole line at once. A line larger than the
+/// pipe grows the pipe if it can (up to /proc/sys/fs/pipe-max-size), else
+/// it is written as it comes.
+fn wait_for_pipe_room(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETPIPE_SZ takes no pointer.
+    let mut size = unsafe { libc::fcntl(raw, libc::F_GETPIPE_SZ) };
+    if size < 0 {
+        return Ok(());
+    }
+    if len > size as usize {
+        // SAFETY: F_SETPIPE_SZ takes an int.
+        let grown = unsafe { libc::fcntl(raw, libc::F_SETPIPE_SZ, len as libc::c_int) };
+        if grown < len as i32 {
+            return Ok(());
+        }
+        size = grown;
+    }
+    loop {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to the pointer given.
+        if unsafe { libc::ioctl(raw, libc::FIONREAD, &mut unread) } < 0 {
+            return Ok(());
+        }
+        if (size - unread) as usize >= len {
+            return Ok(());
+        }
+        if reader_gone(fd) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        std::thread::sleep(ROOM_POLL);
+    }
+}
+
+/// The pipe's read end is closed (POLLERR on the write end).
+fn reader_gone(fd: BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn writes_lines_in_order_and_reopens() {
+        let dir = std::env::temp_dir().join(format!("netconn-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.ndjson");
+        let log = crate::log::Log::stderr();
+        let w = Writer::start(Some(&path), log).unwrap();
+        for i in 0..3 {
+            assert_eq!(w.send(&serde_json::json!({ "n": i })), Flow::Go);
+        }
+        // Rotation: the file is moved away, then reopened.
+        let rotated = dir.join("out.ndjson.1");
+        // Wait until the three are written before moving the file.
+        let t0 = Instant::now();
+        while lines(&path).len() < 3 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::rename(&path, &rotated).unwrap();
+        w.reopen();
+        w.send(&serde_json::json!({ "n": 3 }));
+        w.finish(Duration::from_secs(5));
+        assert_eq!(lines(&rotated), [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]);
+        assert_eq!(lines(&path), [r#"{"n":3}"#]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        // A pipe nobody reads: the thread stalls on the first line that
+        // does not fit, the queue fills, and send() keeps returning at once.
+        let dir = std::env::temp_dir().join(format!("netconn-writer-q-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Hold the read end open without reading.
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || File::open(fifo).unwrap()
+        });
+        let writer = Writer::start(Some(&fifo), crate::log::Log::stderr()).unwrap();
+        let held = reader.join().unwrap();
+        let big = serde_json::json!({ "pad": "x".repeat(1 << 20) });
+        let t0 = Instant::now();
+        let n = QUEUE_BYTES / (1 << 20) + 8;
+        for _ in 0..n {
+            assert_eq!(writer.send(&big), Flow::Go);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "send blocked");
+        assert!(writer.dropped() >= 7, "dropped {}", writer.dropped());
+        writer.finish(Duration::from_millis(10));
+        drop(held);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
