@@ -14,7 +14,7 @@ use crate::kernel_totals::KernelTotals;
 use crate::merge::{Baseline, matrix_effect, merge};
 use crate::ports::{Groups, PortTracker};
 use crate::sockdiag::{self, DumpedSocket};
-use crate::state::ConnType;
+use crate::state::{ConnType, TCP_SYN_RECV};
 
 /// Long enough for every program run that read the previous control word to
 /// finish, and for the state store that follows the tracepoint to land,
@@ -183,11 +183,16 @@ impl Tracker {
     /// Time-wait and request mini-sockets fire no state event (they appear
     /// in tcp_time_wait() and on a SYN, change substate and expire on
     /// their own timers), so they are re-read with a dump filtered to their
-    /// states, and only when the kernel shows that something could have
-    /// changed them.
+    /// states when the kernel shows that something could have changed
+    /// them, and while request sockets are left: one that expires (its
+    /// SYN-ACKs unanswered, `inet_csk_reqsk_queue_drop()` from the
+    /// request timer) moves none of the counters of the signature.
     pub fn refresh_mini_sockets(&mut self) -> Result<(), TrackerError> {
         let signature = self.mini_signature_now()?;
-        if signature == self.mini_signature {
+        let requests = [ConnType::Tcp, ConnType::Tcp6]
+            .iter()
+            .any(|ct| self.mini_tcp.get(*ct, TCP_SYN_RECV) != 0);
+        if signature == self.mini_signature && !requests {
             return Ok(());
         }
         let mut dump = Vec::new();

@@ -1,0 +1,457 @@
+//! `netconn watch` as a daemon: no reader, client or signal can freeze it,
+//! nobody can feed `check` fake counts, and every figure comes back to the
+//! kernel's truth at rest.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netconn_integration::{Netns, Watch, mix, netconn_bin, only, stdout_of, table_of, truth};
+use serde_json::Value;
+
+fn netns_inode(ns: &Netns) -> u64 {
+    ns.run(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino())
+}
+
+fn socket_path(ns: &Netns) -> String {
+    format!("/run/netconn/netns-{}.sock", netns_inode(ns))
+}
+
+/// Asks the daemon at `path` for its counts, as `check` does.
+fn ask_counts(path: &str) -> Option<Value> {
+    let mut s = UnixStream::connect(path).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"counts\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    serde_json::from_str(answer.trim()).ok()
+}
+
+fn parse_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a whole record ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// A reader that stops reading: SIGTERM is still honoured at once (the
+/// records queued for the stuck reader are given up, never half a line),
+/// and while it stalls the interval loop keeps its cadence.
+#[test]
+fn a_stalled_reader_neither_freezes_the_loop_nor_delays_a_stop() {
+    let ns = Netns::new();
+    let mut child = ns
+        .netconn(&["watch", "--interval", "20ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // The pipe (64 KiB) fills within a second; nothing is read for 2 s.
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill on our own child's pid (`ip netns exec` execs netconn).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "SIGTERM not honoured while the reader stalls"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let waited = t0.elapsed();
+    assert!(status.success(), "{status:?}");
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).unwrap();
+    let records = parse_lines(&text);
+    // Cadence: the records' own times, 20 ms apart while the pipe was
+    // full; a loop blocked on the write would leave a gap of over a second.
+    let stamps: Vec<f64> = records
+        .iter()
+        .filter(|r| r["type"] == "counts")
+        .map(|r| seconds_of(r["time"].as_str().unwrap()))
+        .collect();
+    assert!(stamps.len() > 20, "{} counts records", stamps.len());
+    let gap = stamps.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(gap < 0.5, "a {gap:.3} s gap between records");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("left unwritten at exit"), "{stderr}");
+    eprintln!("stopped {waited:?} after SIGTERM");
+}
+
+/// Seconds of the day of an RFC 3339 time (`...T12:19:19.179Z`).
+fn seconds_of(time: &str) -> f64 {
+    let clock = time.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let mut parts = clock.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    h * 3600.0 + m * 60.0 + s
+}
+
+/// When the queue for a stalled reader is full, records are dropped, and
+/// every one dropped is counted: what arrives plus `output_dropped` is
+/// what was made, each line whole.
+#[test]
+fn records_the_output_cannot_take_are_counted() {
+    let ns = Netns::new();
+    let mut cmd = ns.netconn(&["watch", "--interval", "20ms", "--count", "150"]);
+    cmd.env("NETCONN_OUTPUT_QUEUE_BYTES", "4096");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = parse_lines(&text);
+    let counts: Vec<&Value> = records.iter().filter(|r| r["type"] == "counts").collect();
+    let dropped = counts.last().unwrap()["output_dropped"].as_u64().unwrap();
+    assert!(
+        dropped > 0,
+        "nothing dropped: the test did not stall the output"
+    );
+    // 150 counts records, each followed by a conntrack record.
+    assert_eq!(records.len() as u64 + dropped, 300, "lost without a count");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("dropping records"), "{stderr}");
+    assert!(stderr.contains("output recovered"), "{stderr}");
+}
+
+/// Clients of the counts socket that connect and say nothing, or dribble
+/// a byte now and then, hold no record back; their slots are freed by the
+/// deadline and a real client is answered afterwards.
+#[test]
+fn slow_and_idle_clients_do_not_stop_the_records() {
+    let ns = Netns::new();
+    let path = socket_path(&ns);
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "100ms"]);
+    let idle: Vec<UnixStream> = (0..20)
+        .filter_map(|_| UnixStream::connect(&path).ok())
+        .collect();
+    assert!(!idle.is_empty());
+    let slow = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let mut s = UnixStream::connect(&path).unwrap();
+            for _ in 0..5 {
+                if s.write_all(b"c").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(900));
+            }
+        }
+    });
+    let worker = ns.worker();
+    let held = worker.exec(|| mix::build(31));
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    let mut gap = Duration::ZERO;
+    while t0.elapsed() < Duration::from_secs(4) {
+        let r = watch.next_record(Duration::from_secs(30));
+        gap = gap.max(last.elapsed());
+        last = Instant::now();
+        assert_eq!(r["lost_events"], 0, "{r}");
+    }
+    assert!(gap < Duration::from_secs(1), "records stopped for {gap:?}");
+    slow.join().unwrap();
+    drop(idle);
+    let answer = ask_counts(&path).expect("the daemon answers once idle clients are gone");
+    assert_eq!(table_of(&answer), truth(&ns));
+    drop(held);
+}
+
+/// A second watch of a namespace says who serves `check`, and serves it
+/// itself once the first one stops.
+#[test]
+fn a_second_watch_takes_over_serving_when_the_first_stops() {
+    let ns = Netns::new();
+    let path = socket_path(&ns);
+    let (first, _) = Watch::start(&ns, &["--interval", "200ms"]);
+    let (mut second, _) = Watch::start(&ns, &["--interval", "200ms"]);
+    let (_, status) = first.stop(libc::SIGTERM);
+    assert!(status.success());
+    let t0 = Instant::now();
+    let answer = loop {
+        if let Some(a) = ask_counts(&path) {
+            break a;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "nobody serves {path}"
+        );
+        second.next_record(Duration::from_secs(30));
+    };
+    assert_eq!(answer["source"], "ebpf");
+    assert_eq!(table_of(&answer), truth(&ns));
+}
+
+/// SIGTERM while the programs are still loading: exit 0, everything
+/// detached, and the record there is to report.
+#[test]
+fn sigterm_during_start_up_still_stops_cleanly() {
+    let ns = Netns::new();
+    let child = ns
+        .netconn(&["watch", "--interval", "10s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(80));
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = parse_lines(&String::from_utf8(out.stdout).unwrap());
+    assert!(
+        records.iter().any(|r| r["type"] == "counts"),
+        "no record: {records:?}"
+    );
+}
+
+/// Request sockets whose handshake never completes expire on their own
+/// timer, which moves no counter netconn watches: the live counts still
+/// come back to the truth, at rest, within two intervals.
+#[test]
+fn expired_request_sockets_leave_the_counts_at_rest() {
+    let ns = Netns::new();
+    ns.run(|| std::fs::write("/proc/sys/net/ipv4/tcp_synack_retries", "1").unwrap());
+    let worker = ns.worker();
+    let (listener, port) = worker.exec(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    });
+    // The handshake's last ACK never arrives (dropped on the input side,
+    // which keeps the request sockets, see ../shared/platform.md).
+    let rule = format!("tcp dport {port} tcp flags == ack drop");
+    ns.run_cmd("nft", &["add", "table", "inet", "netconn_test"]);
+    ns.run_cmd(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "netconn_test",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ],
+    );
+    ns.run_cmd(
+        "nft",
+        &["add", "rule", "inet", "netconn_test", "input", &rule],
+    );
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "300ms"]);
+    let clients = worker.exec(move || {
+        (0..3)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let record = watch.fresh_record();
+    let syn_recv = |t: &netconn_integration::Table| only(t, &["SYN_RECV"]).values().sum::<i64>();
+    assert_eq!(syn_recv(&truth(&ns)), 3, "the test holds 3 request sockets");
+    assert_eq!(syn_recv(&table_of(&record)), 3, "{record}");
+    // They expire after one SYN-ACK retransmission (about 3 s).
+    let t0 = Instant::now();
+    while syn_recv(&truth(&ns)) > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "request sockets never expired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two intervals later, at rest.
+    let record = watch.fresh_record();
+    assert_eq!(table_of(&record), truth(&ns), "{record}");
+    drop((clients, listener));
+}
+
+/// `check` believes only a daemon running as root: a socket planted in a
+/// `/run/netconn` that another user owns is refused by `watch` and not
+/// believed by `check`; a symlinked `/run/netconn` is refused. Run in a
+/// private mount namespace with its own /run, so the host's is untouched.
+#[test]
+fn a_foreign_run_directory_and_a_fake_server_are_not_believed() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let held = worker.exec(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let clients: Vec<_> = (0..10)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let accepted: Vec<_> = (0..10).map(|_| l.accept().unwrap().0).collect();
+        (l, clients, accepted)
+    });
+    let established =
+        only(&truth(&ns), &["ESTABLISHED"])[&("tcp".to_owned(), "ESTABLISHED".to_owned())];
+    assert_eq!(established, 20);
+    let sock = socket_path(&ns);
+    // A real counts record, made to say 1 ESTABLISHED.
+    let mut fake: Value = serde_json::from_slice(&stdout_of(ns.netconn(&["snapshot"]))).unwrap();
+    fake["connections"]["tcp"]["ESTABLISHED"] = 1.into();
+    fake["source"] = "ebpf".into();
+    let server = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1]); s.listen(8)
+while True:
+    c, _ = s.accept(); c.recv(64); c.sendall(sys.argv[2].encode() + b"\n"); c.close()
+"#;
+    let script = format!(
+        r#"
+mount -t tmpfs tmpfs /run
+mkdir /run/netconn && chown 65534:65534 /run/netconn
+setpriv --reuid=65534 --regid=65534 --clear-groups python3 -c '{server}' {sock} '{fake}' &
+for i in $(seq 200); do [ -S {sock} ] && break; sleep 0.05; done
+[ -S {sock} ] || echo "no fake server"
+echo "== check"
+{bin} check -w 5 -c 50; echo "exit $?"
+echo "== watch"
+{bin} watch --count 1 2>&1 >/dev/null
+kill %1
+rm -rf /run/netconn; mkdir /run/real; ln -s /run/real /run/netconn
+echo "== symlink"
+{bin} watch --count 1 2>&1 >/dev/null
+"#,
+        bin = netconn_bin().display(),
+        fake = fake,
+    );
+    let out = String::from_utf8(stdout_of({
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &ns.name,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+        ])
+        .args(["bash", "-c", &script]);
+        c
+    }))
+    .unwrap();
+    let section = |name: &str| {
+        out.split(&format!("== {name}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name} section: {out}"))
+            .split("\n==")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let check = section("check");
+    assert!(check.contains("tcp ESTABLISHED: 20 [WARNING]"), "{out}");
+    assert!(check.contains("exit 1"), "{out}");
+    assert!(
+        section("watch")
+            .contains("refusing to serve counts in /run/netconn: it is owned by uid 65534"),
+        "{out}"
+    );
+    assert!(section("symlink").contains("it is a symlink"), "{out}");
+    drop(held);
+}
+
+/// The host's own namespace is "system", whatever its inode on this kernel.
+#[test]
+fn the_host_namespace_is_labelled_system() {
+    netconn_integration::require_root();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = stdout_of({
+        let mut c = Command::new(netconn_bin());
+        c.args(["list", "--json"]);
+        c
+    });
+    let rows: Vec<Value> = serde_json::from_slice(&out).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["lport"] == port && r["state"] == "LISTEN")
+        .expect("our listener is listed");
+    assert_eq!(row["namespace"], "system", "{row}");
+    // A listener has no RTT and nothing retransmitted.
+    assert!(row["rtt_us"].is_null() && row["retrans"].is_null(), "{row}");
+    drop(listener);
+}
+
+/// A TCP socket that is only bound is in no connection table: neither
+/// counted nor listed (as /proc/net/tcp, psutil and `ss -ta`).
+#[test]
+fn bound_only_tcp_sockets_are_neither_counted_nor_listed() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let (bound, port) = worker.exec(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        (s, port)
+    });
+    let rows: Vec<Value> =
+        serde_json::from_slice(&stdout_of(ns.netconn(&["list", "--json"]))).unwrap();
+    assert!(
+        rows.iter().all(|r| r["lport"] != port),
+        "bound-only socket listed: {rows:?}"
+    );
+    let aggregate = String::from_utf8(stdout_of(ns.netconn(&["list", "--aggregate"]))).unwrap();
+    assert_eq!(aggregate.lines().count(), 1, "only the header: {aggregate}");
+    let snapshot: Value = serde_json::from_slice(&stdout_of(ns.netconn(&["snapshot"]))).unwrap();
+    assert_eq!(table_of(&snapshot), truth(&ns));
+    assert!(truth(&ns).is_empty());
+    drop(bound);
+}
+
+/// Records are whole lines, also when the reader reads them one byte at
+/// a time (a slow reader is not a stalled one: nothing is dropped).
+#[test]
+fn a_slow_reader_gets_every_record_whole() {
+    let ns = Netns::new();
+    let mut child = ns
+        .netconn(&["watch", "--interval", "20ms", "--count", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::with_capacity(16, child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        lines.push(std::mem::take(&mut line));
+    }
+    assert!(child.wait().unwrap().success());
+    let records = parse_lines(&lines.concat());
+    assert_eq!(records.len(), 80);
+    assert_eq!(records[78]["output_dropped"], 0);
+}
