@@ -144,7 +144,8 @@ fn proto_name(proto: u8) -> &'static str {
     match proto {
         6 => "tcp",
         17 => "udp",
-        1 | 58 => "icmp",
+        1 => "icmp",
+        58 => "icmpv6",
         132 => "sctp",
         _ => "other",
     }
@@ -230,6 +231,52 @@ pub fn dump_entries() -> io::Result<BTreeMap<&'static str, i64>> {
         }
     })?;
     Ok(entries)
+}
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+/// nftables expressions that make the namespace's conntrack track flows
+/// (each takes a reference on it, `nf_ct_netns_get()`).
+const CONNTRACK_EXPRESSIONS: [&[u8]; 7] = [
+    b"ct",
+    b"nat",
+    b"masq",
+    b"redir",
+    b"connlimit",
+    b"flow_offload",
+    b"synproxy",
+];
+
+/// The names of the expressions of one nftables rule message.
+fn rule_expressions(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let exprs = payload
+        .get(4..)
+        .and_then(|a| netlink::attr(a, NFTA_RULE_EXPRESSIONS))
+        .unwrap_or_default();
+    netlink::attrs(exprs)
+        .filter(|(k, _)| *k == NFTA_LIST_ELEM)
+        .filter_map(|(_, elem)| netlink::attr(elem, NFTA_EXPR_NAME))
+        .map(|name| name.split(|b| *b == 0).next().unwrap_or_default())
+}
+
+/// Whether an nftables rule of the namespace needs conntrack (a `ct`, NAT,
+/// `connlimit`... expression); None when nftables cannot be asked. Rules
+/// of the legacy iptables are not seen.
+pub fn nft_needs_conntrack() -> Option<bool> {
+    let sock = netlink::socket(libc::SOCK_RAW, NETLINK_NETFILTER).ok()?;
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
+    let mut req = [0u8; NLMSG_HDR + 4];
+    req[..NLMSG_HDR].copy_from_slice(&netlink::dump_header(NLMSG_HDR + 4, kind));
+    netlink::send(sock.as_fd(), &req).ok()?;
+    let mut needs = false;
+    netlink::recv_dump(sock.as_fd(), |_, payload| {
+        needs |= rule_expressions(payload).any(|n| CONNTRACK_EXPRESSIONS.contains(&n));
+    })
+    .ok()?;
+    Some(needs)
 }
 
 /// Listens to NEW and DESTROY events on a thread of its own, which must
@@ -341,6 +388,13 @@ pub struct Reading {
     pub alert: Option<Value>,
 }
 
+/// The namespace's conntrack counters, when the kernel has them.
+fn read_stats() -> Option<BTreeMap<String, u64>> {
+    std::fs::read_to_string(PROC_STAT)
+        .ok()
+        .and_then(|t| parse_stats(&t))
+}
+
 fn read_number(path: &str) -> io::Result<u64> {
     std::fs::read_to_string(path)?
         .trim()
@@ -360,7 +414,8 @@ impl Monitor {
         Monitor {
             live,
             mismatch: None,
-            last: None,
+            // The first record's rates run from here.
+            last: read_stats().map(|s| (Instant::now(), s)),
             alert: Alert::new(thresholds),
         }
     }
@@ -399,10 +454,7 @@ impl Monitor {
         r.insert("max".into(), max.into());
         r.insert("utilization".into(), utilization.into());
         let now = Instant::now();
-        let stats = std::fs::read_to_string(PROC_STAT)
-            .ok()
-            .and_then(|t| parse_stats(&t));
-        if let Some(stats) = stats {
+        if let Some(stats) = read_stats() {
             let rate = match &self.last {
                 Some((then, before)) => {
                     let secs = now.duration_since(*then).as_secs_f64();
@@ -436,8 +488,13 @@ impl Monitor {
             r.insert("events".into(), json!({"new": l.new, "destroy": l.destroy}));
             r.insert("lost_events".into(), l.lost.into());
             r.insert("resyncs".into(), l.resyncs.into());
+        } else if let Ok(entries) = dump_entries() {
+            // One-shot: entries per protocol from one dump.
+            r.insert("entries".into(), json!(entries));
         }
-        if count == 0 && !seen_new {
+        // Said only when no flow was seen and no nftables rule asks for
+        // tracking (a rule that does, with no traffic yet, is not this).
+        if count == 0 && !seen_new && nft_needs_conntrack() != Some(true) {
             r.insert(
                 "note".into(),
                 "no tracked connections: conntrack only tracks flows once a rule needs it (e.g. an nft ct state rule)"
@@ -524,6 +581,29 @@ mod tests {
     }
 
     #[test]
+    fn expression_names_of_a_rule() {
+        // nfgenmsg + NFTA_RULE_EXPRESSIONS{ ELEM{ NAME "ct\0" }, ELEM{ NAME "cmp\0" } }
+        let elem = |name: &[u8]| {
+            let mut n = vec![(4 + name.len()) as u8, 0, NFTA_EXPR_NAME as u8, 0];
+            n.extend_from_slice(name);
+            while n.len() % 4 != 0 {
+                n.push(0);
+            }
+            let mut e = vec![(4 + n.len()) as u8, 0, NFTA_LIST_ELEM as u8, 0x80];
+            e.extend_from_slice(&n);
+            e
+        };
+        let mut list = elem(b"ct\0");
+        list.extend(elem(b"cmp\0"));
+        let mut payload = vec![1u8, 0, 0, 0, (4 + list.len()) as u8, 0];
+        payload.extend_from_slice(&[NFTA_RULE_EXPRESSIONS as u8, 0x80]);
+        payload.extend_from_slice(&list);
+        let names: Vec<&[u8]> = rule_expressions(&payload).collect();
+        assert_eq!(names, [&b"ct"[..], &b"cmp"[..]]);
+        assert_eq!(rule_expressions(&payload[..3]).count(), 0);
+    }
+
+    #[test]
     fn protocol_of_a_conntrack_message() {
         // nfgenmsg + CTA_TUPLE_ORIG{ CTA_TUPLE_PROTO{ CTA_PROTO_NUM=6 } }
         let proto_num = [5u8, 0, 1, 0, 6, 0, 0, 0]; // len 5, type 1, value 6, pad
@@ -536,6 +616,7 @@ mod tests {
         assert_eq!(message_protocol(&payload), Some(6));
         assert_eq!(message_protocol(&payload[..10]), None);
         assert_eq!(proto_name(6), "tcp");
-        assert_eq!(proto_name(58), "icmp");
+        assert_eq!(proto_name(1), "icmp");
+        assert_eq!(proto_name(58), "icmpv6");
     }
 }

@@ -187,3 +187,34 @@ fn overflow_is_counted_and_repaired() {
     assert_eq!(record["count"], count);
     drop(held);
 }
+
+/// ICMP and ICMPv6 are counted apart, in the one-shot record too; the
+/// first record of a watch has rates (over its start-up).
+#[test]
+fn icmp_and_icmpv6_apart_and_rates_from_the_first_record() {
+    let ns = Netns::new();
+    track(&ns);
+    ns.run_cmd("ping", &["-c", "1", "-W", "2", "127.0.0.1"]);
+    ns.run_cmd("ping", &["-6", "-c", "1", "-W", "2", "::1"]);
+    let out = stdout_of(ns.netconn(&["conntrack", "--window", "100ms"]));
+    let record: serde_json::Value = serde_json::from_slice(&out).expect("one record");
+    assert_eq!(record["entries"]["icmp"], 1, "{record}");
+    assert_eq!(record["entries"]["icmpv6"], 1, "{record}");
+    assert!(record.get("note").is_none(), "{record}");
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "1h"]);
+    let first = watch.next_of("conntrack", Duration::from_secs(60));
+    assert!(first["stats"].is_object(), "{first}");
+    assert_eq!(first["entries"]["icmpv6"], 1, "{first}");
+}
+
+/// A namespace whose nft rules ask for tracking is not called untracked,
+/// even before its first flow.
+#[test]
+fn a_ct_rule_without_flows_is_not_called_untracked() {
+    let ns = Netns::new();
+    track(&ns);
+    let out = stdout_of(ns.netconn(&["conntrack", "--window", "100ms"]));
+    let record: serde_json::Value = serde_json::from_slice(&out).expect("one record");
+    assert_eq!(record["count"], 0, "{record}");
+    assert!(record.get("note").is_none(), "{record}");
+}

@@ -99,12 +99,15 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 5] = [
+const TOOLS: [(&str, &str); 8] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
     ("nft", "nftables"),
     ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+    ("ping", "iputils-ping"),
+    ("python3", "python3"),
 ];
 
 fn debian_tools() -> Result<()> {

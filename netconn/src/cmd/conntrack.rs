@@ -13,14 +13,12 @@ pub fn run(args: ConntrackArgs) -> Result<(), CmdError> {
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
     let netns = super::own_netns()?;
     let host = host::hostname();
-    // Rates need two readings: the first one starts the window.
+    // Rates need two readings of the counters: the monitor takes the
+    // first, the record the second.
     let mut monitor = Monitor::new(false, config.conntrack);
-    let first = monitor.read(&host, netns, &host::now_rfc3339());
     std::thread::sleep(args.window);
     let reading = monitor.read(&host, netns, &host::now_rfc3339());
-    // An alert raised by either reading is the table's state now.
-    let alert = reading.alert.or(first.alert);
-    for record in std::iter::once(reading.record).chain(alert) {
+    for record in std::iter::once(reading.record).chain(reading.alert) {
         match sink.write(&record) {
             Ok(()) | Err(SinkError::Closed) => {}
             Err(e) => return Err(CmdError::Failed(e.to_string())),
