@@ -455,3 +455,72 @@ fn a_slow_reader_gets_every_record_whole() {
     assert_eq!(records.len(), 80);
     assert_eq!(records[78]["output_dropped"], 0);
 }
+
+/// A full disk: records that cannot be written are dropped and counted,
+/// a line written in part is cut off again, counting goes on, and writing
+/// resumes when space returns. Then log rotation: SIGUSR1 reopens
+/// `--output`. On small tmpfs mounts in a private mount namespace.
+#[test]
+fn a_full_disk_drops_and_counts_and_sigusr1_reopens() {
+    let ns = Netns::new();
+    let script = format!(
+        r#"
+mount -t tmpfs tmpfs /mnt
+mkdir /mnt/small && mount -t tmpfs -o size=64k tmpfs /mnt/small
+head -c 56000 /dev/zero > /mnt/small/filler 2>/dev/null
+{bin} watch --interval 100ms --output /mnt/small/out.ndjson 2>/mnt/err & pid=$!
+sleep 1.5
+rm /mnt/small/filler
+sleep 1
+mv /mnt/small/out.ndjson /mnt/small/out.1
+kill -USR1 $pid
+sleep 0.5
+kill -TERM $pid; wait $pid; echo "exit $?"
+echo "== old"; cat /mnt/small/out.1
+echo "== new"; cat /mnt/small/out.ndjson
+echo "== err"; cat /mnt/err
+"#,
+        bin = netconn_bin().display(),
+    );
+    let out = String::from_utf8(stdout_of({
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &ns.name,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+        ])
+        .args(["bash", "-c", &script]);
+        c
+    }))
+    .unwrap();
+    let section = |name: &str| {
+        out.split(&format!("== {name}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name} section: {out}"))
+            .split("== ")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(out.starts_with("exit 0"), "{out}");
+    let err = section("err");
+    assert!(err.contains("cannot write the output"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("output recovered"), "{err}");
+    // Only whole records in the file, and the drops counted in it.
+    let old = parse_lines(&section("old"));
+    let dropped = old
+        .iter()
+        .filter(|r| r["type"] == "counts")
+        .filter_map(|r| r["output_dropped"].as_u64())
+        .max()
+        .unwrap();
+    assert!(dropped > 0, "{out}");
+    // After SIGUSR1 the records go to the new file.
+    let new = parse_lines(&section("new"));
+    assert!(new.iter().any(|r| r["type"] == "counts"), "{out}");
+}

@@ -141,6 +141,11 @@ fn without_ebpf_it_says_why_and_polls() {
         stderr.contains("eBPF unavailable") && stderr.contains("polling"),
         "{stderr}"
     );
+    // The cause is said once (aya's errors already print their source).
+    let parts: Vec<&str> = stderr.split(": ").map(str::trim).collect();
+    for pair in parts.windows(2) {
+        assert_ne!(pair[0], pair[1], "repeated: {stderr}");
+    }
     let text = String::from_utf8(out.stdout).unwrap();
     let records = of_type(&text);
     assert_eq!(records["counts"].len(), 2);
