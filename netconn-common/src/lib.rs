@@ -25,6 +25,10 @@ pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-CPU array with one `u64`: events the journal could not take (ring
 /// buffer full) or a program could not count (a failed read).
 pub const MAP_LOST: &str = "LOST";
+/// Per-CPU array with one `u64`: connection records (`watch --events`) the
+/// ring buffer could not take. Counted apart from [`MAP_LOST`]: they change
+/// no count.
+pub const MAP_CONN_LOST: &str = "CONN_LOST";
 /// Per-CPU array with one `u64`: events the backup program counted because
 /// the primary was skipped for them.
 pub const MAP_RESCUED: &str = "RESCUED";

@@ -19,7 +19,7 @@ use aya_ebpf::{
         bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::{btf_tracepoint, map},
-    maps::{HashMap, LruHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use netconn_common::{
@@ -28,7 +28,7 @@ use netconn_common::{
     TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
-use crate::{LOST, OFFSETS, bump, probe, read, sock_addr};
+use crate::{OFFSETS, bump, probe, read, sock_addr};
 
 /// Owners of sockets, by cookie, from connect/listen/accept until close:
 /// memory for live sockets only (not preallocated), up to a million.
@@ -45,6 +45,12 @@ static RESETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1 << 16, 0);
 
 #[map]
 static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// Connection records the ring buffer could not take. Apart from the
+/// counting programs' losses: a record lost here changes no count, so it
+/// must not make userspace resync.
+#[map]
+static CONN_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether a socket leaving `old` for CLOSE had been reported open (or
 /// existed before netconn started in a state only an open socket has).
@@ -137,7 +143,7 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
     };
     let cookie = cookie();
     let Some(mut entry) = CONN_EVENTS.reserve::<ConnEvent>(0) else {
-        bump(LOST.get_ptr_mut(0));
+        bump(CONN_LOST.get_ptr_mut(0));
         return Ok(());
     };
     // Filled in place: a ConnEvent on the stack would not fit the 512

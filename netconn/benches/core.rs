@@ -118,6 +118,7 @@ fn benches(c: &mut Criterion) {
                 netns: NETNS,
                 counts: black_box(&counts),
                 lost_events: 0,
+                conn_records_lost: None,
                 output_dropped: Some(0),
                 resyncs: Some(0),
                 last_correction: None,

@@ -30,6 +30,10 @@ pub struct CountsRecord<'a> {
     pub netns: u32,
     pub counts: &'a Counts,
     pub lost_events: u64,
+    /// (`watch --events`) connection records the kernel could not hand
+    /// over (their ring buffer full), since start. No count depends on
+    /// them.
+    pub conn_records_lost: Option<u64>,
     /// (`watch`) records the output could not take since start (a reader
     /// that stalls, a full disk).
     pub output_dropped: Option<u64>,
@@ -75,6 +79,9 @@ impl CountsRecord<'_> {
             r.insert("tcp_metrics".into(), m.clone());
         }
         r.insert("lost_events".into(), self.lost_events.into());
+        if let Some(n) = self.conn_records_lost {
+            r.insert("conn_records_lost".into(), n.into());
+        }
         if let Some(n) = self.output_dropped {
             r.insert("output_dropped".into(), n.into());
         }
@@ -119,6 +126,7 @@ mod tests {
             netns: 4026531840,
             counts: &counts,
             lost_events: 0,
+            conn_records_lost: None,
             output_dropped: None,
             resyncs: Some(1),
             last_correction: Some(Correction {

@@ -68,6 +68,8 @@ pub struct Tracker {
     stream: Vec<netconn_common::StateEvent>,
     /// The TCP metrics' reader, when their programs are loaded.
     metrics: Option<crate::metrics::Reader>,
+    /// Connection records (`--events`) are on.
+    conns: bool,
 }
 
 /// What a resync changed in the live counts.
@@ -120,6 +122,7 @@ impl Tracker {
             ports,
             stream: Vec::new(),
             metrics: tcp_metrics.then(crate::metrics::Reader::default),
+            conns,
         };
         tracker.resync()?;
         // The first snapshot is the start, not a correction.
@@ -319,9 +322,19 @@ impl Tracker {
         }
     }
 
-    /// Connection records (`watch --events`) since the last call.
-    pub fn drain_conns(&mut self, out: &mut Vec<netconn_common::ConnEvent>) {
-        self.probe.drain_conns(out);
+    /// The connection records' ring buffer (`watch --events`), for the
+    /// thread that drains it; the first call only.
+    pub fn take_conn_events(&mut self) -> Option<crate::ebpf::ConnRing> {
+        self.probe.take_conn_events()
+    }
+
+    /// Connection records the kernel could not hand over, since start;
+    /// None when started without them.
+    pub fn conn_records_lost(&self) -> Result<Option<u64>, TrackerError> {
+        match self.conns {
+            true => Ok(Some(self.probe.conn_records_lost()?)),
+            false => Ok(None),
+        }
     }
 
     pub fn has_port_groups(&self) -> bool {

@@ -17,6 +17,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         netns,
         counts: &counts,
         lost_events: 0,
+        conn_records_lost: None,
         output_dropped: None,
         resyncs: None,
         last_correction: None,

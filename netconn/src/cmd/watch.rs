@@ -28,6 +28,7 @@ struct Reading {
     counts: Counts,
     source: Source,
     lost_events: u64,
+    conn_records_lost: Option<u64>,
     resyncs: Option<u64>,
     correction: Option<tracker::Correction>,
     ports: Option<serde_json::Value>,
@@ -58,6 +59,7 @@ impl Mode {
                     counts: t.counts().map_err(|e| failed(&e))?,
                     source: Source::Ebpf,
                     lost_events: t.lost_events().map_err(|e| failed(&e))?,
+                    conn_records_lost: t.conn_records_lost().map_err(|e| failed(&e))?,
                     resyncs: Some(t.resyncs()),
                     correction: t.last_correction().cloned(),
                 })
@@ -78,6 +80,7 @@ impl Mode {
                     counts: Counts::from_dump(&dump),
                     source: Source::Poll,
                     lost_events: 0,
+                    conn_records_lost: None,
                     resyncs: None,
                     correction: None,
                     ports,
@@ -113,6 +116,7 @@ impl Reading {
             netns,
             counts: &self.counts,
             lost_events: self.lost_events,
+            conn_records_lost: self.conn_records_lost,
             output_dropped,
             resyncs: self.resyncs,
             last_correction: self.correction.as_ref().map(|c| Correction {
@@ -196,7 +200,7 @@ fn answer(
 /// The record builder for `--events`: ports listening now (for the
 /// direction of connections older than the watch) and this namespace's
 /// addresses (for "local").
-fn conn_records() -> Result<crate::events::Records, CmdError> {
+fn record_builder() -> Result<crate::events::Records, CmdError> {
     let failed = |e: std::io::Error| CmdError::Failed(format!("cannot prepare --events: {e}"));
     let mut listeners = Vec::new();
     for ct in [ConnType::Tcp, ConnType::Tcp6] {
@@ -210,24 +214,33 @@ fn conn_records() -> Result<crate::events::Records, CmdError> {
     ))
 }
 
-/// Hands the connection records waiting in the kernel to the writer.
-fn write_conns(
-    mode: &mut Mode,
-    records: Option<&mut crate::events::Records>,
+/// The thread of `--events`: waits for connection records in the kernel's
+/// ring buffer and hands them to the writer, apart from the loop, whose
+/// dumps (a resync, the mini-sockets under churn) would otherwise leave
+/// the ring undrained long enough to fill. Until `stop`, then once more.
+fn write_conn_records(
+    mut ring: crate::ebpf::ConnRing,
+    mut records: crate::events::Records,
     host: &str,
     out: &Writer,
-) -> Flow {
-    let (Mode::Ebpf(t), Some(records)) = (mode, records) else {
-        return Flow::Go;
-    };
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
     let mut events = Vec::new();
-    t.drain_conns(&mut events);
-    for record in records.batch(&events, host, |e| crate::events::wall_time(e.ts_ns)) {
-        if out.send(&record) == Flow::Closed {
-            return Flow::Closed;
+    loop {
+        let last = stop.load(Ordering::Acquire);
+        events.clear();
+        ring.drain(&mut events);
+        for record in records.batch(&events, host, |e| crate::events::wall_time(e.ts_ns)) {
+            if out.send(&record) == Flow::Closed {
+                return;
+            }
         }
+        if last {
+            return;
+        }
+        ring.wait(DRAIN_EVERY);
     }
-    Flow::Go
 }
 
 /// Streamed events are applied at least this often, so the ring buffer
@@ -322,11 +335,11 @@ fn watch(
         }
     };
     let streaming = matches!(&mode, Mode::Ebpf(t) if t.has_port_groups());
-    let mut conn_records = match &mode {
-        Mode::Ebpf(_) if args.events => Some(conn_records()?),
+    let conns = match &mut mode {
+        Mode::Ebpf(t) if args.events => t.take_conn_events().map(|r| (r, record_builder())),
         _ => None,
     };
-    if args.events && conn_records.is_none() {
+    if args.events && conns.is_none() {
         log.line("netconn: --events needs eBPF; no connection records in poll mode".into());
     }
     let tags = config.tags;
@@ -338,93 +351,102 @@ fn watch(
         Mode::Poll(_) => (None, false),
     };
 
-    let result = runtime.block_on(async {
-        let start_serving = |served: &Option<serve::Served>| match served {
-            Some(s) => serve::serve_clients(&s.listener)
-                .map(Some)
-                .map_err(|e| CmdError::Failed(format!("cannot serve counts: {e}"))),
-            None => Ok(None),
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        let conn_thread = match conns {
+            Some((ring, builder)) => {
+                let (builder, host, stop) = (builder?, &host, &stop);
+                Some(scope.spawn(move || write_conn_records(ring, builder, host, out, stop)))
+            }
+            None => None,
         };
-        let mut asked = start_serving(&served)?;
-        let mut ticker = tokio::time::interval(interval);
-        let mut drain = tokio::time::interval(DRAIN_EVERY);
-        drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut written = 0u64;
-        loop {
-            // The first tick is immediate: a record as soon as counting starts.
-            let stopping = tokio::select! {
-                _ = ticker.tick() => false,
-                _ = sig.int.recv() => true,
-                _ = sig.term.recv() => true,
-                a = next_request(&mut asked) => {
-                    // A client that gave up meanwhile just misses it.
-                    let _ = a.reply.send(answer(&mut mode, a.request, &host, netns, &tags)?);
-                    continue;
+        let result = runtime.block_on(async {
+            let start_serving = |served: &Option<serve::Served>| match served {
+                Some(s) => serve::serve_clients(&s.listener)
+                    .map(Some)
+                    .map_err(|e| CmdError::Failed(format!("cannot serve counts: {e}"))),
+                None => Ok(None),
+            };
+            let mut asked = start_serving(&served)?;
+            let mut ticker = tokio::time::interval(interval);
+            let mut drain = tokio::time::interval(DRAIN_EVERY);
+            drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut written = 0u64;
+            loop {
+                // The first tick is immediate: a record as soon as counting starts.
+                let stopping = tokio::select! {
+                    _ = ticker.tick() => false,
+                    _ = sig.int.recv() => true,
+                    _ = sig.term.recv() => true,
+                    a = next_request(&mut asked) => {
+                        // A client that gave up meanwhile just misses it.
+                        let _ = a.reply.send(answer(&mut mode, a.request, &host, netns, &tags)?);
+                        continue;
+                    }
+                    _ = drain.tick(), if streaming => {
+                        mode.drain();
+                        continue;
+                    }
+                    _ = sig.hup.recv() => {
+                        // SIGHUP: take a fresh snapshot now (no record).
+                        if let Mode::Ebpf(t) = &mut mode {
+                            t.corrected_resync(crate::tracker::REASON_REQUESTED)
+                                .map_err(|e| CmdError::Failed(e.to_string()))?;
+                        }
+                        continue;
+                    }
+                    _ = sig.usr1.recv() => {
+                        // SIGUSR1: reopen --output (log rotation).
+                        out.reopen();
+                        continue;
+                    }
+                };
+                if retry_serve {
+                    (served, retry_serve) = serve(netns, log, true);
+                    asked = start_serving(&served)?;
                 }
-                _ = drain.tick(), if streaming || conn_records.is_some() => {
-                    mode.drain();
-                    if write_conns(&mut mode, conn_records.as_mut(), &host, out) == Flow::Closed {
+                let interval = match &mut mode {
+                    Mode::Ebpf(t) => t
+                        .tcp_metrics()
+                        .map_err(|e| CmdError::Failed(e.to_string()))?,
+                    Mode::Poll(_) => None,
+                };
+                let mut r = mode.read(true, interval.as_ref())?;
+                if !args.no_tcp_metrics {
+                    let m = crate::metrics::record_json(
+                        interval.as_ref(),
+                        &mut listen,
+                        config.top_ports,
+                    )
+                    .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
+                    r.tcp_metrics = Some(m);
+                }
+                let verify = if args.verify {
+                    Some(super::dump_counts()?)
+                } else {
+                    None
+                };
+                let time = host::now_rfc3339();
+                let record = r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
+                let ct = conntrack.read(&host, netns, &time);
+                let records = [Some(record.to_json(&time)), Some(ct.record), ct.alert];
+                for record in records.iter().flatten() {
+                    if out.send(record) == Flow::Closed {
                         return Ok(());
                     }
-                    continue;
                 }
-                _ = sig.hup.recv() => {
-                    // SIGHUP: take a fresh snapshot now (no record).
-                    if let Mode::Ebpf(t) = &mut mode {
-                        t.corrected_resync(crate::tracker::REASON_REQUESTED)
-                            .map_err(|e| CmdError::Failed(e.to_string()))?;
-                    }
-                    continue;
-                }
-                _ = sig.usr1.recv() => {
-                    // SIGUSR1: reopen --output (log rotation).
-                    out.reopen();
-                    continue;
-                }
-            };
-            if retry_serve {
-                (served, retry_serve) = serve(netns, log, true);
-                asked = start_serving(&served)?;
-            }
-            let interval = match &mut mode {
-                Mode::Ebpf(t) => t
-                    .tcp_metrics()
-                    .map_err(|e| CmdError::Failed(e.to_string()))?,
-                Mode::Poll(_) => None,
-            };
-            let mut r = mode.read(true, interval.as_ref())?;
-            if !args.no_tcp_metrics {
-                let m = crate::metrics::record_json(
-                    interval.as_ref(),
-                    &mut listen,
-                    config.top_ports,
-                )
-                .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
-                r.tcp_metrics = Some(m);
-            }
-            let verify = if args.verify {
-                Some(super::dump_counts()?)
-            } else {
-                None
-            };
-            if write_conns(&mut mode, conn_records.as_mut(), &host, out) == Flow::Closed {
-                return Ok(());
-            }
-            let time = host::now_rfc3339();
-            let record = r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
-            let ct = conntrack.read(&host, netns, &time);
-            let records = [Some(record.to_json(&time)), Some(ct.record), ct.alert];
-            for record in records.iter().flatten() {
-                if out.send(record) == Flow::Closed {
+                written += 1;
+                if stopping || args.count.is_some_and(|n| written >= n) {
                     return Ok(());
                 }
             }
-            written += 1;
-            if stopping || args.count.is_some_and(|n| written >= n) {
-                return Ok(());
-            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = conn_thread {
+            let _ = t.join();
         }
+        result
     });
     // Stop serving, detach the programs and free their maps before
     // reporting anything.

@@ -3,4 +3,4 @@ pub mod cgroup;
 pub mod probe;
 pub mod prog_info;
 
-pub use probe::{Journal, Losses, Probe, ProbeError};
+pub use probe::{ConnRing, Journal, Losses, Probe, ProbeError};

@@ -14,12 +14,13 @@ use aya::programs::{
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
     ConnEvent, Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE,
-    GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS, MAP_CONTROL, MAP_EVENTS, MAP_LOST,
-    MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_OWNERS, MAP_RESCUED, MAP_RESETS, MAP_TRANSITIONS,
-    MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, Offsets, Owner, PROG_RESET_RECEIVED,
-    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS,
-    StateEvent, TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
-    TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
+    GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS, MAP_CONN_LOST, MAP_CONTROL,
+    MAP_EVENTS, MAP_LOST, MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_OWNERS, MAP_RESCUED,
+    MAP_RESETS, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, Offsets, Owner,
+    PROG_RESET_RECEIVED, PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE,
+    PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent, TRACEPOINT_RESET_RECEIVED,
+    TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS,
+    TcpMetrics, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -181,8 +182,10 @@ pub struct Probe {
     rescued: PerCpuArray<MapData, u64>,
     udp_sockets: HashMap<MapData, u64, u8>,
     watched_ports: Array<MapData, u64>,
-    /// Connection records, with `watch --events`.
-    conn_events: Option<RingBuf<MapData>>,
+    /// Connection records, with `watch --events`, until a drain thread
+    /// takes them ([`Probe::take_conn_events`]).
+    conn_events: Option<ConnRing>,
+    conn_lost: PerCpuArray<MapData, u64>,
     metrics_total: PerCpuArray<MapData, TcpMetrics>,
     owners: HashMap<MapData, u64, Owner>,
     metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
@@ -196,7 +199,7 @@ impl Probe {
     /// Loads the programs counting sockets of network namespace `netns`
     /// (the caller's own) and attaches them. `watch_ports`: port groups
     /// are configured (see [`Probe::watch_ports`]); `watch_conns`: also
-    /// connection records (see [`Probe::drain_conns`]); `tcp_metrics`: also
+    /// connection records (see [`Probe::take_conn_events`]); `tcp_metrics`: also
     /// the TCP metrics' programs (see [`Probe::metrics_total`]).
     pub fn load(
         netns: u32,
@@ -282,10 +285,14 @@ impl Probe {
             .map_err(map_error(MAP_METRICS_PORTS))?;
         let owners = HashMap::try_from(take(MAP_OWNERS)?).map_err(map_error(MAP_OWNERS))?;
         let conn_events = if watch_conns {
-            Some(RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?)
+            let ring =
+                RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?;
+            Some(ConnRing(ring))
         } else {
             None
         };
+        let conn_lost =
+            PerCpuArray::try_from(take(MAP_CONN_LOST)?).map_err(map_error(MAP_CONN_LOST))?;
         drop(btf);
         // Parsing BTF three times leaves tens of MiB free but resident in
         // the allocator; a long-running daemon should not keep them.
@@ -300,6 +307,7 @@ impl Probe {
             udp_sockets,
             watched_ports,
             conn_events,
+            conn_lost,
             metrics_total,
             metrics_ports,
             owners,
@@ -377,17 +385,19 @@ impl Probe {
         Ok(())
     }
 
-    /// Moves the connection records waiting in their ring buffer into `out`.
-    pub fn drain_conns(&mut self, out: &mut Vec<ConnEvent>) {
-        if let Some(ring) = self.conn_events.as_mut() {
-            while let Some(item) = ring.next() {
-                if item.len() >= std::mem::size_of::<ConnEvent>() {
-                    // SAFETY: length checked; ConnEvent is repr(C) plain
-                    // integers; read_unaligned makes no alignment assumption.
-                    out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-                }
-            }
-        }
+    /// The connection records' ring buffer (`watch --events`), for a
+    /// thread that drains it: the first call only.
+    pub fn take_conn_events(&mut self) -> Option<ConnRing> {
+        self.conn_events.take()
+    }
+
+    /// Connection records the ring buffer could not take, since load.
+    pub fn conn_records_lost(&self) -> Result<u64, ProbeError> {
+        let v = self
+            .conn_lost
+            .get(&0, 0)
+            .map_err(map_error(MAP_CONN_LOST))?;
+        Ok(v.iter().sum())
     }
 
     /// Moves the events waiting in the ring buffer into `out` (outside a
@@ -517,6 +527,32 @@ impl Journal {
         }
         self.drain(&mut out);
         out
+    }
+}
+
+/// The ring buffer of connection records (`watch --events`).
+pub struct ConnRing(RingBuf<MapData>);
+
+impl ConnRing {
+    /// Moves every record waiting in the ring buffer into `out`.
+    pub fn drain(&mut self, out: &mut Vec<ConnEvent>) {
+        while let Some(item) = self.0.next() {
+            if item.len() >= std::mem::size_of::<ConnEvent>() {
+                // SAFETY: length checked; ConnEvent is repr(C) plain
+                // integers; read_unaligned makes no alignment assumption.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+            }
+        }
+    }
+
+    /// Waits until records are waiting (the kernel wakes the ring's fd),
+    /// or `timeout` has passed.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let _ = poll(&mut fds, ms);
     }
 }
 
