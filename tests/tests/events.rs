@@ -125,3 +125,38 @@ fn open_and_close_records_agree_with_ss() {
     assert_eq!(listener_closed["close_reason"], "listener_closed");
     drop(served);
 }
+
+/// Connection records the kernel cannot hand over (their ring buffer full)
+/// are counted apart: no count depends on them, so they cause no resync.
+#[test]
+fn lost_connection_records_are_counted_apart_and_cause_no_resync() {
+    let ns = Netns::new();
+    let mut cmd = ns.netconn(&["watch", "--interval", "200ms", "--events"]);
+    // About 34 records fit; a burst of 1,200 does not.
+    cmd.env("NETCONN_CONN_RING_BYTES", "4096");
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let worker = ns.worker();
+    // netconn stopped meanwhile: nobody drains the ring.
+    watch.signal(libc::SIGSTOP);
+    worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        for _ in 0..300 {
+            let c = TcpStream::connect(addr).unwrap();
+            let (s, _) = l.accept().unwrap();
+            drop((c, s));
+        }
+    });
+    watch.signal(libc::SIGCONT);
+    let record = watch.fresh_record();
+    assert!(
+        record["conn_records_lost"].as_u64().unwrap() > 0,
+        "{record}"
+    );
+    assert_eq!(record["lost_events"], 0, "{record}");
+    assert_eq!(record["resyncs"], 0, "{record}");
+    assert_eq!(
+        netconn_integration::table_of(&record),
+        netconn_integration::truth(&ns)
+    );
+}

@@ -260,7 +260,9 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         .interval
         .or(config.interval)
         .unwrap_or(crate::cli::DEFAULT_INTERVAL);
-    crate::ebpf::probe::journal_bytes_override().map_err(CmdError::Usage)?;
+    for var in crate::ebpf::probe::RING_OVERRIDES {
+        crate::ebpf::probe::ring_bytes_override(var).map_err(CmdError::Usage)?;
+    }
     let log = Log::stderr();
     for w in &config.warnings {
         log.line(format!("netconn: {w}"));

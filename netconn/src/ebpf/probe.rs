@@ -239,9 +239,12 @@ impl Probe {
             loader.map_max_entries(MAP_CONN_EVENTS, 4096);
             loader.map_max_entries(MAP_RESETS, 64);
         }
-        // A smaller journal, to make it overflow on purpose (tests).
-        if let Ok(Some(bytes)) = journal_bytes_override() {
+        // Smaller ring buffers, to make them overflow on purpose (tests).
+        if let Ok(Some(bytes)) = ring_bytes_override(RING_OVERRIDES[0]) {
             loader.map_max_entries(MAP_EVENTS, bytes);
+        }
+        if let (true, Ok(Some(bytes))) = (watch_conns, ring_bytes_override(RING_OVERRIDES[1])) {
+            loader.map_max_entries(MAP_CONN_EVENTS, bytes);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
         let primary_fd =
@@ -556,21 +559,23 @@ impl ConnRing {
     }
 }
 
-/// `NETCONN_JOURNAL_BYTES`: the journal's size in bytes, a power of two and
-/// a multiple of the page size; for tests that need it to overflow. A value
-/// that is not one is an error (`watch` checks it before loading).
-pub fn journal_bytes_override() -> Result<Option<u32>, String> {
+/// Ring buffer sizes for tests that need them to overflow, in bytes, a
+/// power of two and a multiple of the page size: `NETCONN_JOURNAL_BYTES`
+/// (the journal) and `NETCONN_CONN_RING_BYTES` (connection records).
+pub const RING_OVERRIDES: [&str; 2] = ["NETCONN_JOURNAL_BYTES", "NETCONN_CONN_RING_BYTES"];
+
+/// The size `var` (one of [`RING_OVERRIDES`]) asks for. A value that is
+/// not one is an error (`watch` checks them before loading).
+pub fn ring_bytes_override(var: &str) -> Result<Option<u32>, String> {
     let page = 4096;
-    let Ok(v) = std::env::var("NETCONN_JOURNAL_BYTES") else {
+    let Ok(v) = std::env::var(var) else {
         return Ok(None);
     };
     v.parse::<u32>()
         .ok()
         .filter(|b| b.is_power_of_two() && *b >= page)
         .map(Some)
-        .ok_or_else(|| {
-            format!("NETCONN_JOURNAL_BYTES: expected a power of two of at least {page}, got {v:?}")
-        })
+        .ok_or_else(|| format!("{var}: expected a power of two of at least {page}, got {v:?}"))
 }
 
 /// Loads and attaches a program on a BTF tracepoint.
