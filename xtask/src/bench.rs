@@ -4,60 +4,17 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::lab::{Guard, Netns, Paths, rss_kib};
 use crate::{cargo, root, run_cmd, setup};
 
 const CHURN_ROUNDS: usize = 5;
 const CHURN_SECONDS: u32 = 6;
 const SUSTAINED_SECONDS: u32 = 60;
-
-/// A network namespace removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Result<Netns> {
-        let name = format!("netconn-bench-{tag}-{}", std::process::id());
-        run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Netns(name);
-        run_cmd(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
-        Ok(ns)
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A child stopped on drop: SIGTERM, so a netconn watch detaches and
-/// removes its counts socket; SIGKILL if it has not exited after 5 s.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        for _ in 0..250 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -87,20 +44,6 @@ fn cpu_steal() -> Result<(u64, u64)> {
         .filter_map(|v| v.parse().ok())
         .collect();
     Ok((cpu.get(7).copied().unwrap_or(0), cpu.iter().sum()))
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
-}
-
-struct Paths {
-    netconn: String,
-    churn: String,
 }
 
 /// One churn run in a fresh namespace; returns connections per second.
@@ -402,7 +345,9 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
 }
 
-pub fn run() -> Result<()> {
+/// The whole bench, or (`soak_only`) only the soak, whose section then
+/// replaces the one in BENCHMARKS.md.
+pub fn run(soak_only: bool) -> Result<()> {
     let env = setup::run()?;
     setup::bench_tools()?;
     run_cmd(cargo(&env).args([
@@ -421,6 +366,15 @@ pub fn run() -> Result<()> {
             .display()
             .to_string(),
     };
+
+    if soak_only {
+        let section = soak(&paths)?;
+        let path = root().join("BENCHMARKS.md");
+        let report = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, crate::soak::splice(&report, &section))?;
+        eprintln!("xtask bench: wrote the soak into BENCHMARKS.md");
+        return Ok(());
+    }
 
     // 1. Churn overhead, alternated so drift hits every mode alike.
     const ROUNDS: usize = CHURN_ROUNDS;
@@ -542,10 +496,24 @@ pub fn run() -> Result<()> {
         rows,
         micro,
     });
+    // 4. Ten minutes as a daemon.
+    let report = crate::soak::splice(&report, &soak(&paths)?);
     print!("{report}");
     std::fs::write(root().join("BENCHMARKS.md"), report)?;
     eprintln!("xtask bench: wrote BENCHMARKS.md");
     Ok(())
+}
+
+/// Runs the soak and renders its section.
+fn soak(paths: &Paths) -> Result<String> {
+    eprintln!(
+        "xtask bench: soak, {} s of churn with a stalling reader",
+        crate::soak::SOAK_SECONDS
+    );
+    let result = crate::soak::run(paths, crate::soak::SOAK_SECONDS)?;
+    let section = crate::soak::render(&result);
+    eprint!("{section}");
+    Ok(section)
 }
 
 /// Kernel time of one netconn program over a churn run.

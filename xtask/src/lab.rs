@@ -1,0 +1,70 @@
+//! What every measurement of `cargo xtask bench` runs in: a network
+//! namespace of its own, children stopped on drop, the binaries measured,
+//! and a process's memory.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::run_cmd;
+
+/// A network namespace removed on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Result<Netns> {
+        let name = format!("netconn-bench-{tag}-{}", std::process::id());
+        run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns(name);
+        run_cmd(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child stopped on drop: SIGTERM, so a netconn watch detaches and
+/// removes its counts socket; SIGKILL if it has not exited after 5 s.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..250 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binaries measured.
+pub struct Paths {
+    pub netconn: String,
+    pub churn: String,
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
