@@ -5,12 +5,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use netconn::counts::Counts;
 use netconn::ebpf::probe::decode_event;
-use netconn::merge::{matrix_effect, merge};
-use netconn::record::{CountsRecord, Source};
-use netconn::sockdiag::DumpedSocket;
-use netconn::state::{ConnType, SocketKind};
+use netconn::model::counts::Counts;
+use netconn::model::merge::{matrix_effect, merge};
+use netconn::model::state::{ConnType, SocketKind};
+use netconn::output::record::{CountsRecord, Source};
+use netconn::tables::sockdiag::DumpedSocket;
 use netconn_common::{StateEvent, TRANSITION_SLOTS, Transitions, transition_slot};
 
 const NETNS: u32 = 4026531840;
@@ -106,9 +106,9 @@ fn benches(c: &mut Criterion) {
         sampled.hist[netconn_common::rtt_bucket(us)] += 1;
     }
     (sampled.min_us, sampled.max_us, sampled.retrans) = (20, 20 + 9_999 * 7, 12);
-    let tcp_metrics = serde_json::Value::Object(netconn::metrics::figures_json(&sampled));
+    let tcp_metrics = serde_json::Value::Object(netconn::live::metrics::figures_json(&sampled));
     c.bench_function("render_tcp_metrics", |b| {
-        b.iter(|| netconn::metrics::figures_json(black_box(&sampled)))
+        b.iter(|| netconn::live::metrics::figures_json(black_box(&sampled)))
     });
     c.bench_function("render_counts_record", |b| {
         b.iter(|| {

@@ -96,24 +96,24 @@ pub struct ConntrackArgs {
 pub struct CheckArgs {
     /// Only these conn-types; repeat the option or separate with commas.
     #[arg(long = "conn-type", value_name = "TYPE", value_delimiter = ',',
-          value_parser = clap::builder::PossibleValuesParser::new(crate::check::CONN_TYPES))]
+          value_parser = clap::builder::PossibleValuesParser::new(crate::plugin::check::CONN_TYPES))]
     pub conn_type: Vec<String>,
     /// Only these states; repeat the option or separate with commas.
     #[arg(long = "conn-status", value_name = "STATUS", value_delimiter = ',',
-          value_parser = clap::builder::PossibleValuesParser::new(crate::check::CONN_STATUS))]
+          value_parser = clap::builder::PossibleValuesParser::new(crate::plugin::check::CONN_STATUS))]
     pub conn_status: Vec<String>,
     /// WARNING range for the count of each conn-type and state (Nagios
     /// range: 10, 10:, ~:10, 10:20, @10:20).
     #[arg(short, long, value_name = "RANGE", allow_hyphen_values = true,
           value_parser = parse_range)]
-    pub warning: Option<crate::nagios::Range>,
+    pub warning: Option<crate::plugin::nagios::Range>,
     /// CRITICAL range, same syntax.
     #[arg(short, long, value_name = "RANGE", allow_hyphen_values = true,
           value_parser = parse_range)]
-    pub critical: Option<crate::nagios::Range>,
+    pub critical: Option<crate::plugin::nagios::Range>,
 }
 
-fn parse_range(s: &str) -> Result<crate::nagios::Range, String> {
+fn parse_range(s: &str) -> Result<crate::plugin::nagios::Range, String> {
     s.parse()
 }
 

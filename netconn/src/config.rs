@@ -106,8 +106,8 @@ impl Entry {
     pub fn label(self, addr: IpAddr) -> String {
         match self {
             Entry::Port(p) => p.to_string(),
-            Entry::AddrPort(a, p) => crate::state::endpoint(a, p),
-            Entry::EachAddress(p) => crate::state::endpoint(addr, p),
+            Entry::AddrPort(a, p) => crate::model::state::endpoint(a, p),
+            Entry::EachAddress(p) => crate::model::state::endpoint(addr, p),
         }
     }
 }

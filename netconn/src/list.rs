@@ -8,9 +8,9 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use crate::netlink;
-use crate::sockdiag::{self, DumpedSocket, EXT_INFO, INET_DIAG_INFO};
-use crate::state::{ConnType, SocketKind, TCP_LISTEN, endpoint, ip_addr};
+use crate::model::state::{ConnType, SocketKind, TCP_LISTEN, endpoint, ip_addr};
+use crate::tables::netlink;
+use crate::tables::sockdiag::{self, DumpedSocket, EXT_INFO, INET_DIAG_INFO};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
@@ -150,13 +150,13 @@ pub fn direction(
 /// Socket cookie -> (pid, comm) from the namespace's running `watch`, if
 /// any (none: an empty map).
 fn daemon_owners(netns: u32) -> HashMap<u64, (u32, String)> {
-    let path = crate::serve::socket_path(netns);
-    match crate::serve::query(
+    let path = crate::live::serve::socket_path(netns);
+    match crate::live::serve::query(
         &path,
-        crate::serve::Request::Owners,
+        crate::live::serve::Request::Owners,
         std::time::Duration::from_secs(5),
     ) {
-        Ok(text) => crate::serve::parse_owners(&text),
+        Ok(text) => crate::live::serve::parse_owners(&text),
         Err(_) => HashMap::new(),
     }
 }

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                     std::io::stdout(),
                     "netconn check: {first} (see netconn check --help)"
                 );
-                return ExitCode::from(netconn::nagios::Status::Unknown.exit_code());
+                return ExitCode::from(netconn::plugin::nagios::Status::Unknown.exit_code());
             }
             eprintln!("netconn: {first} (see netconn --help)");
             return ExitCode::from(2);

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::check::{Spec, report};
 use crate::cli::CheckArgs;
-use crate::counts::Counts;
-use crate::nagios::Status;
+use crate::model::counts::Counts;
+use crate::plugin::check::{Spec, report};
+use crate::plugin::nagios::Status;
 
 /// How long to wait for a running daemon before dumping instead.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,9 +56,9 @@ fn counts() -> Result<Counts, String> {
 /// `None` when no daemon answers (none running, not root, a stale socket)
 /// or its answer is not a counts record: the caller dumps instead.
 pub fn from_daemon(netns: u32) -> Option<Counts> {
-    let answer = crate::serve::query(
-        &crate::serve::socket_path(netns),
-        crate::serve::Request::Counts,
+    let answer = crate::live::serve::query(
+        &crate::live::serve::socket_path(netns),
+        crate::live::serve::Request::Counts,
         DAEMON_TIMEOUT,
     )
     .ok()?;

@@ -5,7 +5,7 @@ use crate::cli::ConntrackArgs;
 use crate::config::Config;
 use crate::conntrack::Monitor;
 use crate::host;
-use crate::output::{Sink, SinkError};
+use crate::output::sink::{Sink, SinkError};
 
 pub fn run(args: ConntrackArgs) -> Result<(), CmdError> {
     let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())

@@ -3,7 +3,7 @@
 use super::CmdError;
 use crate::cli::ListArgs;
 use crate::list;
-use crate::output::{Sink, SinkError};
+use crate::output::sink::{Sink, SinkError};
 
 pub fn run(args: ListArgs) -> Result<(), CmdError> {
     let mut sink = Sink::create(args.output.as_deref()).map_err(CmdError::Usage)?;

@@ -33,7 +33,7 @@ pub fn own_netns() -> Result<u32, CmdError> {
 }
 
 /// Counts of a one-shot dump of every conn-type.
-pub fn dump_counts() -> Result<crate::counts::Counts, CmdError> {
-    crate::snapshot::counts()
+pub fn dump_counts() -> Result<crate::model::counts::Counts, CmdError> {
+    crate::tables::snapshot::counts()
         .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))
 }

@@ -3,8 +3,8 @@
 use super::CmdError;
 use crate::cli::SnapshotArgs;
 use crate::host;
-use crate::output::{Sink, SinkError};
-use crate::record::{CountsRecord, Source};
+use crate::output::record::{CountsRecord, Source};
+use crate::output::sink::{Sink, SinkError};
 
 pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;

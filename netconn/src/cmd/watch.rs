@@ -6,15 +6,15 @@ use tokio::time::MissedTickBehavior;
 use super::CmdError;
 use crate::cli::WatchArgs;
 use crate::config::{Config, Tags};
-use crate::counts::Counts;
 use crate::host;
-use crate::log::Log;
-use crate::ports::{Groups, PortTracker};
-use crate::record::{Correction, CountsRecord, Source};
-use crate::serve;
-use crate::state::ConnType;
-use crate::tracker::{self, Tracker};
-use crate::writer::{Flow, Writer};
+use crate::live::ports::{Groups, PortTracker};
+use crate::live::serve;
+use crate::live::tracker::{self, Tracker};
+use crate::model::counts::Counts;
+use crate::model::state::ConnType;
+use crate::output::log::Log;
+use crate::output::record::{Correction, CountsRecord, Source};
+use crate::output::writer::{Flow, Writer};
 
 /// Where counts come from for this run.
 enum Mode {
@@ -43,7 +43,7 @@ impl Mode {
     fn read(
         &mut self,
         maintain: bool,
-        metrics: Option<&crate::metrics::Interval>,
+        metrics: Option<&crate::live::metrics::Interval>,
     ) -> Result<Reading, CmdError> {
         let failed = |e: &dyn std::fmt::Display| CmdError::Failed(e.to_string());
         match self {
@@ -67,7 +67,7 @@ impl Mode {
             Mode::Poll(groups) => {
                 let mut dump = Vec::new();
                 for ct in ConnType::ALL {
-                    crate::snapshot::dump(ct, &mut dump).map_err(|e| {
+                    crate::tables::snapshot::dump(ct, &mut dump).map_err(|e| {
                         CmdError::Failed(format!("cannot dump the socket tables: {e}"))
                     })?;
                 }
@@ -189,7 +189,7 @@ fn answer(
             };
             let mut text = String::new();
             for (cookie, owner) in t.owners() {
-                let comm = crate::events::comm(&owner.comm).unwrap_or_default();
+                let comm = crate::live::conns::comm(&owner.comm).unwrap_or_default();
                 text.push_str(&serve::owner_line(cookie, owner.pid, &comm));
             }
             text.into_bytes()
@@ -200,15 +200,19 @@ fn answer(
 /// The record builder for `--events`: ports listening now (for the
 /// direction of connections older than the watch) and this namespace's
 /// addresses (for "local").
-fn record_builder() -> Result<crate::events::Records, CmdError> {
+fn record_builder() -> Result<crate::live::conns::Records, CmdError> {
     let failed = |e: std::io::Error| CmdError::Failed(format!("cannot prepare --events: {e}"));
     let mut listeners = Vec::new();
     for ct in [ConnType::Tcp, ConnType::Tcp6] {
-        crate::sockdiag::dump_states(ct, 1 << crate::state::TCP_LISTEN, &mut listeners)
-            .map_err(failed)?;
+        crate::tables::sockdiag::dump_states(
+            ct,
+            1 << crate::model::state::TCP_LISTEN,
+            &mut listeners,
+        )
+        .map_err(failed)?;
     }
     let locals = crate::list::local_addresses().map_err(failed)?;
-    Ok(crate::events::Records::new(
+    Ok(crate::live::conns::Records::new(
         listeners.iter().map(|s| s.local_port),
         locals,
     ))
@@ -220,7 +224,7 @@ fn record_builder() -> Result<crate::events::Records, CmdError> {
 /// the ring undrained long enough to fill. Until `stop`, then once more.
 fn write_conn_records(
     mut ring: crate::ebpf::ConnRing,
-    mut records: crate::events::Records,
+    mut records: crate::live::conns::Records,
     host: &str,
     out: &Writer,
     stop: &std::sync::atomic::AtomicBool,
@@ -231,7 +235,7 @@ fn write_conn_records(
         let last = stop.load(Ordering::Acquire);
         events.clear();
         ring.drain(&mut events);
-        for record in records.batch(&events, host, |e| crate::events::wall_time(e.ts_ns)) {
+        for record in records.batch(&events, host, |e| crate::live::conns::wall_time(e.ts_ns)) {
             if out.send(&record) == Flow::Closed {
                 return;
             }
@@ -345,7 +349,7 @@ fn watch(
         log.line("netconn: --events needs eBPF; no connection records in poll mode".into());
     }
     let tags = config.tags;
-    let mut listen = crate::metrics::Listen::start()
+    let mut listen = crate::live::metrics::Listen::start()
         .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
 
     let (mut served, mut retry_serve) = match mode {
@@ -393,7 +397,7 @@ fn watch(
                     _ = sig.hup.recv() => {
                         // SIGHUP: take a fresh snapshot now (no record).
                         if let Mode::Ebpf(t) = &mut mode {
-                            t.corrected_resync(crate::tracker::REASON_REQUESTED)
+                            t.corrected_resync(crate::live::tracker::REASON_REQUESTED)
                                 .map_err(|e| CmdError::Failed(e.to_string()))?;
                         }
                         continue;
@@ -416,7 +420,7 @@ fn watch(
                 };
                 let mut r = mode.read(true, interval.as_ref())?;
                 if !args.no_tcp_metrics {
-                    let m = crate::metrics::record_json(
+                    let m = crate::live::metrics::record_json(
                         interval.as_ref(),
                         &mut listen,
                         config.top_ports,

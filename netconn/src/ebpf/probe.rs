@@ -417,7 +417,7 @@ impl Probe {
             .transitions
             .get(&u32::from(epoch & 1), 0)
             .map_err(map_error(MAP_TRANSITIONS))?;
-        Ok(crate::merge::sum_matrices(per_cpu.iter()))
+        Ok(crate::model::merge::sum_matrices(per_cpu.iter()))
     }
 
     /// Zeroes matrix `epoch & 1` (only while the kernel counts into the other).

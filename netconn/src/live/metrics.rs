@@ -24,7 +24,7 @@ use netconn_common::{
 use serde_json::{Map, Value, json};
 
 use crate::ebpf::probe::{Probe, ProbeError};
-use crate::ports::{Groups, SeriesKey};
+use crate::live::ports::{Groups, SeriesKey};
 
 /// One interval's figures: the namespace's and per service port (keys with
 /// `epoch` 0).
@@ -80,7 +80,7 @@ impl Interval {
 fn key_addr(key: &MetricsKey) -> (IpAddr, u8) {
     let family = u16::from(key.family);
     let version = if family == AF_INET { 4 } else { 6 };
-    (crate::state::ip_addr(family, key.addr), version)
+    (crate::model::state::ip_addr(family, key.addr), version)
 }
 
 /// Reads the kernel's slots interval by interval (see the module docs).
@@ -200,7 +200,7 @@ pub struct ListenCounters {
 
 impl ListenCounters {
     pub fn parse(netstat: &str) -> Option<ListenCounters> {
-        let get = |k| crate::kernel_totals::table_field(netstat, "TcpExt:", k);
+        let get = |k| crate::tables::totals::table_field(netstat, "TcpExt:", k);
         Some(ListenCounters {
             overflows: get("ListenOverflows")?.try_into().ok()?,
             drops: get("ListenDrops")?.try_into().ok()?,

@@ -1,5 +1,5 @@
 //! Live counts: the kernel program's transition matrix on top of a merged
-//! snapshot. The merge rule itself is in [`crate::merge`]; this module runs
+//! snapshot. The merge rule itself is in [`crate::model::merge`]; this module runs
 //! the resync protocol described there against the real kernel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use netconn_common::Control;
 
-use crate::counts::Counts;
 use crate::ebpf::{Losses, Probe, ProbeError};
-use crate::kernel_totals::KernelTotals;
-use crate::merge::{Baseline, matrix_effect, merge};
-use crate::ports::{Groups, PortTracker};
-use crate::sockdiag::{self, DumpedSocket};
-use crate::state::{ConnType, TCP_SYN_RECV};
+use crate::live::ports::{Groups, PortTracker};
+use crate::model::counts::Counts;
+use crate::model::merge::{Baseline, matrix_effect, merge};
+use crate::model::state::{ConnType, TCP_SYN_RECV};
+use crate::tables::sockdiag::{self, DumpedSocket};
+use crate::tables::totals::KernelTotals;
 
 /// Long enough for every program run that read the previous control word to
 /// finish, and for the state store that follows the tracepoint to land,
@@ -67,7 +67,7 @@ pub struct Tracker {
     /// Reused buffer for streamed events.
     stream: Vec<netconn_common::StateEvent>,
     /// The TCP metrics' reader, when their programs are loaded.
-    metrics: Option<crate::metrics::Reader>,
+    metrics: Option<crate::live::metrics::Reader>,
     /// Connection records (`--events`) are on.
     conns: bool,
 }
@@ -121,7 +121,7 @@ impl Tracker {
             last_correction: None,
             ports,
             stream: Vec::new(),
-            metrics: tcp_metrics.then(crate::metrics::Reader::default),
+            metrics: tcp_metrics.then(crate::live::metrics::Reader::default),
             conns,
         };
         tracker.resync()?;
@@ -155,7 +155,7 @@ impl Tracker {
 
     /// Repairs the counts when the kernel failed to hand over an event, or
     /// when the live totals of full sockets disagree, steadily, with the
-    /// kernel's own (see [`crate::kernel_totals`]). Returns whether it
+    /// kernel's own (see [`crate::tables::totals`]). Returns whether it
     /// resynced.
     pub fn maintain(&mut self) -> Result<bool, TrackerError> {
         let reason = if self.lost_since_sync()? {
@@ -203,7 +203,7 @@ impl Tracker {
             sockdiag::dump_states(ct, sockdiag::MINI_SOCKET_STATES, &mut dump)
                 .map_err(TrackerError::Dump)?;
         }
-        dump.retain(|s| s.kind != crate::state::SocketKind::Full);
+        dump.retain(|s| s.kind != crate::model::state::SocketKind::Full);
         self.mini_tcp = Counts::from_dump(&dump);
         if let Some(ports) = &mut self.ports {
             ports.set_mini(&dump);
@@ -271,10 +271,10 @@ impl Tracker {
         self.last_correction.as_ref()
     }
 
-    /// One pass of the protocol in [`crate::merge`]: journal on, new epoch,
+    /// One pass of the protocol in [`crate::model::merge`]: journal on, new epoch,
     /// dump, journal off, merge. A thread drains the journal meanwhile, so
     /// a small ring buffer holds up under the fastest churn.
-    fn snapshot_once(&mut self) -> Result<crate::merge::Baseline, TrackerError> {
+    fn snapshot_once(&mut self) -> Result<crate::model::merge::Baseline, TrackerError> {
         let Control { epoch, .. } = self.probe.control();
         let next = epoch.wrapping_add(1);
         self.probe.zero_matrix(next)?;
@@ -345,7 +345,7 @@ impl Tracker {
     /// when given.
     pub fn ports_json(
         &mut self,
-        metrics: Option<&crate::metrics::Interval>,
+        metrics: Option<&crate::live::metrics::Interval>,
     ) -> Option<serde_json::Value> {
         self.drain_stream();
         let ports = self.ports.as_ref()?;
@@ -360,7 +360,7 @@ impl Tracker {
 
     /// The TCP metrics since the last call (since start, the first time);
     /// None when started without them.
-    pub fn tcp_metrics(&mut self) -> Result<Option<crate::metrics::Interval>, TrackerError> {
+    pub fn tcp_metrics(&mut self) -> Result<Option<crate::live::metrics::Interval>, TrackerError> {
         match self.metrics.as_mut() {
             Some(reader) => Ok(Some(reader.next(&mut self.probe)?)),
             None => Ok(None),

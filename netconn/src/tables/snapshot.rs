@@ -3,9 +3,10 @@
 
 use std::io;
 
-use crate::sockdiag::{self, DumpedSocket};
-use crate::state::ConnType;
-use crate::{counts::Counts, procnet};
+use crate::model::counts::Counts;
+use crate::model::state::ConnType;
+use crate::tables::procnet;
+use crate::tables::sockdiag::{self, DumpedSocket};
 
 /// Dumps one conn-type of the calling thread's namespace into `out`.
 pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> {

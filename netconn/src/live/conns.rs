@@ -12,9 +12,9 @@ use netconn_common::{
 use serde_json::{Map, Value, json};
 
 use crate::list::{Direction, is_local};
-use crate::state::ip_addr;
+use crate::model::state::ip_addr;
 
-use crate::state::{
+use crate::model::state::{
     TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_CLOSING as CLOSING, TCP_ESTABLISHED as ESTABLISHED,
     TCP_FIN_WAIT1 as FIN_WAIT1, TCP_FIN_WAIT2 as FIN_WAIT2, TCP_LAST_ACK as LAST_ACK,
     TCP_LISTEN as LISTEN, TCP_SYN_RECV as SYN_RECV, TCP_SYN_SENT as SYN_SENT,

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::counts::Counts;
+use crate::model::counts::Counts;
 
 /// Where the counts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl CountsRecord<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::ConnType;
+    use crate::model::state::ConnType;
 
     #[test]
     fn record_has_the_contract_keys_in_order() {

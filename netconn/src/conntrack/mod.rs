@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::netlink::{self, NLMSG_HDR};
+use crate::tables::netlink::{self, NLMSG_HDR};
 
 const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";

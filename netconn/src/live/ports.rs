@@ -6,7 +6,7 @@
 //! its series and state (memory per live connection on a watched port,
 //! none for others), so a series count moves with each event. At a resync
 //! the sockets are rebuilt from the dump and the journal by the rule in
-//! [`crate::merge`] (a socket the journal mentions is taken in its state at
+//! [`crate::model::merge`] (a socket the journal mentions is taken in its state at
 //! the flip), then the new epoch's events are applied in order.
 //!
 //! A connecting socket gets its port after its `CLOSE -> SYN_SENT` event,
@@ -23,9 +23,9 @@ use netconn_common::{AF_INET, StateEvent, TcpMetrics};
 use serde_json::{Map, Value, json};
 
 use crate::config::{Group, Tags};
-use crate::merge::{counted_after, counted_before, dumped_state, state_at_flip};
-use crate::sockdiag::DumpedSocket;
-use crate::state::{ConnType, SocketKind};
+use crate::model::merge::{counted_after, counted_before, dumped_state, state_at_flip};
+use crate::model::state::{ConnType, SocketKind};
+use crate::tables::sockdiag::DumpedSocket;
 
 /// One reported series: a group's entry, per IP version (and per local
 /// address for `ports_match`).
@@ -153,7 +153,7 @@ impl PortTracker {
             return None;
         }
         let key = self.groups.classify(
-            crate::state::ip_addr(e.family, e.laddr),
+            crate::model::state::ip_addr(e.family, e.laddr),
             e.lport,
             ip_version(ct),
         )?;
@@ -279,7 +279,7 @@ impl PortTracker {
             let key = &self.series[i];
             let mut states = Map::new();
             for code in 1..=11u8 {
-                let name = crate::state::tcp_state_name(code).expect("named state");
+                let name = crate::model::state::tcp_state_name(code).expect("named state");
                 let n = self.full[i][code as usize] + self.mini[i][code as usize];
                 states.insert(name.into(), n.into());
             }
@@ -292,7 +292,7 @@ impl PortTracker {
             });
             if let Some(metrics) = metrics {
                 let m = metrics.get(key).copied().unwrap_or_default();
-                series["tcp_metrics"] = Value::Object(crate::metrics::figures_json(&m));
+                series["tcp_metrics"] = Value::Object(crate::live::metrics::figures_json(&m));
             }
             series
         });
@@ -304,7 +304,9 @@ impl PortTracker {
 mod tests {
     use super::*;
     use crate::config::{Entry, parse_entry};
-    use crate::state::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_TIME_WAIT};
+    use crate::model::state::{
+        TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_TIME_WAIT,
+    };
 
     const NETNS: u32 = 1;
 

@@ -82,7 +82,7 @@ pub struct Writer {
     limit: usize,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    log: crate::log::Log,
+    log: crate::output::log::Log,
 }
 
 /// What the loop does after handing over a record.
@@ -120,7 +120,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl Writer {
     /// Starts the writer thread for stdout or `path`.
-    pub fn start(path: Option<&Path>, log: crate::log::Log) -> Result<Writer, OpenError> {
+    pub fn start(path: Option<&Path>, log: crate::output::log::Log) -> Result<Writer, OpenError> {
         let limit = queue_bytes().map_err(OpenError::Queue)?;
         let (target, out) = match path {
             None => {
@@ -219,7 +219,7 @@ impl Writer {
 }
 
 /// Counts a dropped record; the first of an episode says so on stderr.
-fn drop_one(shared: &Shared, log: &crate::log::Log, why: &str) {
+fn drop_one(shared: &Shared, log: &crate::output::log::Log, why: &str) {
     shared.dropped.fetch_add(1, Ordering::AcqRel);
     if !shared.dropping.swap(true, Ordering::AcqRel) {
         log.line(format!(
@@ -229,7 +229,7 @@ fn drop_one(shared: &Shared, log: &crate::log::Log, why: &str) {
 }
 
 /// The end of an episode, once a record got through again.
-fn recovered(shared: &Shared, log: &crate::log::Log) {
+fn recovered(shared: &Shared, log: &crate::output::log::Log) {
     if shared.dropping.swap(false, Ordering::AcqRel) {
         log.line(format!(
             "netconn: output recovered; {} records dropped since start",
@@ -256,7 +256,13 @@ impl Out {
 }
 
 /// The writer thread: lines in order until the loop hangs up.
-fn run(rx: Receiver<Msg>, target: Target, mut out: Out, shared: &Shared, log: &crate::log::Log) {
+fn run(
+    rx: Receiver<Msg>,
+    target: Target,
+    mut out: Out,
+    shared: &Shared,
+    log: &crate::output::log::Log,
+) {
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Reopen => {
@@ -371,7 +377,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netconn-writer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.ndjson");
-        let log = crate::log::Log::stderr();
+        let log = crate::output::log::Log::stderr();
         let w = Writer::start(Some(&path), log).unwrap();
         for i in 0..3 {
             assert_eq!(w.send(&serde_json::json!({ "n": i })), Flow::Go);
@@ -405,7 +411,7 @@ mod tests {
             let fifo = fifo.clone();
             move || File::open(fifo).unwrap()
         });
-        let writer = Writer::start(Some(&fifo), crate::log::Log::stderr()).unwrap();
+        let writer = Writer::start(Some(&fifo), crate::output::log::Log::stderr()).unwrap();
         let held = reader.join().unwrap();
         let big = serde_json::json!({ "pad": "x".repeat(1 << 20) });
         let t0 = Instant::now();

@@ -9,8 +9,8 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use crate::netlink::{self, NLMSG_HDR};
-use crate::state::{ConnType, SocketKind};
+use crate::model::state::{ConnType, SocketKind};
+use crate::tables::netlink::{self, NLMSG_HDR};
 
 /// One socket as the kernel reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub fn parse_batch(data: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<bool
 /// and ESTABLISHED (or, with Fast Open, until the final ACK); netconn
 /// counts SYN_RECV from dumps for both (see `merge::counted_after`).
 pub fn socket_kind(conn_type: ConnType, state: u8, time_wait_timer: bool) -> SocketKind {
-    use crate::state::{TCP_NEW_SYN_RECV, TCP_SYN_RECV};
+    use crate::model::state::{TCP_NEW_SYN_RECV, TCP_SYN_RECV};
     if !conn_type.is_tcp() {
         SocketKind::Full
     } else if time_wait_timer {
@@ -134,7 +134,7 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     let timer = msg[2];
     // inet_diag_sockid starts at 4: sport(be16) dport(be16) src[16] dst[16] if(4) cookie[2 x u32]
     let local_port = u16::from_be_bytes([msg[4], msg[5]]);
-    let local_addr = crate::state::ip_addr(conn_type.family(), msg[8..24].try_into().ok()?);
+    let local_addr = crate::model::state::ip_addr(conn_type.family(), msg[8..24].try_into().ok()?);
     let c0 = u32::from_ne_bytes(msg[44..48].try_into().ok()?) as u64;
     let c1 = u32::from_ne_bytes(msg[48..52].try_into().ok()?) as u64;
     let inode = u32::from_ne_bytes(msg[68..72].try_into().ok()?);
@@ -142,7 +142,7 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     // inet_req_diag_fill() reports request sockets as TCP_SYN_RECV already;
     // normalise in case a kernel passes the internal state through.
     let state = if kind == SocketKind::Request {
-        crate::state::TCP_SYN_RECV
+        crate::model::state::TCP_SYN_RECV
     } else {
         state
     };
@@ -160,7 +160,7 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::{NLMSG_DONE, NLMSG_ERROR};
+    use crate::tables::netlink::{NLMSG_DONE, NLMSG_ERROR};
 
     fn msg(state: u8, timer: u8, port: u16, cookie: u64) -> Vec<u8> {
         let mut m = vec![0u8; MSG_LEN];
@@ -233,7 +233,7 @@ mod tests {
         }
         for s in &out {
             assert_eq!(s.kind, SocketKind::Request);
-            assert_eq!(s.state, crate::state::TCP_SYN_RECV);
+            assert_eq!(s.state, crate::model::state::TCP_SYN_RECV);
         }
         assert_eq!(socket_kind(ConnType::Udp, 3, false), SocketKind::Full);
         assert_eq!(socket_kind(ConnType::Tcp, 1, false), SocketKind::Full);

@@ -2,9 +2,9 @@
 //! Linuxfabrik `network-connections` plugin (same options, same text and
 //! perfdata), computed from counts.
 
-use crate::counts::Counts;
-use crate::nagios::{Range, Status, evaluate};
-use crate::state::ConnType;
+use crate::model::counts::Counts;
+use crate::model::state::ConnType;
+use crate::plugin::nagios::{Range, Status, evaluate};
 
 /// What to report on.
 #[derive(Debug, Clone, Default)]

@@ -3,11 +3,11 @@ use netconn_common::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TRANSITION_SLOTS, UDP_HASHED, UDP_UNHASHED,
 };
 
-use crate::state::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_SENT, TCP_TIME_WAIT};
+use crate::model::state::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_SENT, TCP_TIME_WAIT};
 
 const NETNS: u32 = 4026531840;
 const EPOCH: u8 = 1;
-use crate::state::{
+use crate::model::state::{
     TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_FIN_WAIT1 as FIN_WAIT1, TCP_LAST_ACK as LAST_ACK,
 };
 

@@ -1,0 +1,8 @@
+//! What the running daemon keeps: live counts (the tracker), port groups,
+//! TCP metrics, connection records, and the socket it serves them on.
+
+pub mod conns;
+pub mod metrics;
+pub mod ports;
+pub mod serve;
+pub mod tracker;

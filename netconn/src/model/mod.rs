@@ -1,0 +1,7 @@
+//! The pure core: connection types and states, counts, the rule that merges
+//! events into a snapshot, the socket as the kernel reports it. Plain data
+//! in, plain data out; no I/O.
+
+pub mod counts;
+pub mod merge;
+pub mod state;

@@ -1,0 +1,4 @@
+//! The Nagios/Icinga plugin: the check's report and the plugin conventions.
+
+pub mod check;
+pub mod nagios;
