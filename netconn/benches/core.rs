@@ -8,9 +8,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use netconn::ebpf::probe::decode_event;
 use netconn::model::counts::Counts;
 use netconn::model::merge::{matrix_effect, merge};
-use netconn::model::state::{ConnType, SocketKind};
+use netconn::model::socket::DumpedSocket;
+use netconn::model::socket::SocketKind;
+use netconn::model::state::ConnType;
 use netconn::output::record::{CountsRecord, Source};
-use netconn::tables::sockdiag::DumpedSocket;
 use netconn_common::{StateEvent, TRANSITION_SLOTS, Transitions, transition_slot};
 
 const NETNS: u32 = 4026531840;

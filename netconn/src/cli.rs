@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::parse_interval;
+
 /// eBPF-powered, real-time connection tracker.
 ///
 /// netconn counts the TCP and UDP sockets of the network namespace it runs
@@ -166,16 +168,6 @@ pub struct SnapshotArgs {
     /// Append the record to FILE instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
-}
-
-/// Parses `500ms`, `1s`, `1m`, `1m30s`...; zero is refused.
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|_| format!("expected a duration such as 500ms, 1s or 1m, got {s:?}"))?;
-    if d < Duration::from_millis(10) {
-        return Err(format!("{s:?} is too short: the shortest interval is 10ms"));
-    }
-    Ok(d)
 }
 
 /// A positive record count.

@@ -272,9 +272,7 @@ impl Config {
             ))
         };
         let interval = match raw.interval {
-            Some(s) => Some(
-                crate::cli::parse_interval(s.get_ref()).map_err(|e| at(s.span(), "interval", e))?,
-            ),
+            Some(s) => Some(parse_interval(s.get_ref()).map_err(|e| at(s.span(), "interval", e))?),
             None => None,
         };
         let mut groups = Vec::with_capacity(raw.addr_ports.len());
@@ -372,8 +370,8 @@ impl Config {
     /// the tags, replacing equal keys).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NETCONN_INTERVAL") {
-            let d = crate::cli::parse_interval(&v)
-                .map_err(|e| ConfigError(format!("NETCONN_INTERVAL: {e}")))?;
+            let d =
+                parse_interval(&v).map_err(|e| ConfigError(format!("NETCONN_INTERVAL: {e}")))?;
             self.interval = Some(d);
         }
         if let Some(v) = env("NETCONN_ADDR_PORTS") {
@@ -415,6 +413,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Parses `500ms`, `1s`, `1m`, `1m30s`...; zero is refused.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|_| format!("expected a duration such as 500ms, 1s or 1m, got {s:?}"))?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("{s:?} is too short: the shortest interval is 10ms"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

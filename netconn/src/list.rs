@@ -8,29 +8,10 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use crate::model::state::{ConnType, SocketKind, TCP_LISTEN, endpoint, ip_addr};
+use crate::model::socket::{Direction, DumpedSocket, SocketKind, direction};
+use crate::model::state::{ConnType, TCP_LISTEN, endpoint, ip_addr};
 use crate::tables::netlink;
-use crate::tables::sockdiag::{self, DumpedSocket, EXT_INFO, INET_DIAG_INFO};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Direction {
-    Listen,
-    Inbound,
-    Outbound,
-    /// The peer is an address of this host (namespace).
-    Local,
-}
-
-impl Direction {
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Listen => "listen",
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-            Direction::Local => "local",
-        }
-    }
-}
+use crate::tables::sockdiag::{self, EXT_INFO, INET_DIAG_INFO};
 
 /// TCP figures from `tcp_info`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,34 +98,6 @@ pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
     // SAFETY: the list getifaddrs allocated.
     unsafe { libc::freeifaddrs(ifap) };
     Ok(out)
-}
-
-/// Whether `addr` is this namespace's own (loopback, or one of `locals`).
-pub fn is_local(addr: IpAddr, locals: &HashSet<IpAddr>) -> bool {
-    let a = addr.to_canonical();
-    a.is_loopback() || locals.contains(&a) || locals.contains(&addr)
-}
-
-/// Direction of a socket: listeners (TCP LISTEN, unconnected UDP),
-/// connections to this host's own addresses, connections to one of its
-/// listening ports (accepted), and the rest (connected out).
-pub fn direction(
-    s: &DumpedSocket,
-    remote: IpAddr,
-    remote_port: u16,
-    listening: &HashSet<u16>,
-    locals: &HashSet<IpAddr>,
-) -> Direction {
-    let unconnected = remote_port == 0 && remote.is_unspecified();
-    if (s.conn_type.is_tcp() && s.state == TCP_LISTEN) || (!s.conn_type.is_tcp() && unconnected) {
-        Direction::Listen
-    } else if is_local(remote, locals) {
-        Direction::Local
-    } else if s.conn_type.is_tcp() && listening.contains(&s.local_port) {
-        Direction::Inbound
-    } else {
-        Direction::Outbound
-    }
 }
 
 /// Socket cookie -> (pid, comm) from the namespace's running `watch`, if

@@ -189,7 +189,7 @@ fn answer(
             };
             let mut text = String::new();
             for (cookie, owner) in t.owners() {
-                let comm = crate::live::conns::comm(&owner.comm).unwrap_or_default();
+                let comm = crate::model::socket::comm(&owner.comm).unwrap_or_default();
                 text.push_str(&serve::owner_line(cookie, owner.pid, &comm));
             }
             text.into_bytes()

@@ -11,7 +11,7 @@ use netconn_common::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::list::{Direction, is_local};
+use crate::model::socket::{Direction, comm, is_local};
 use crate::model::state::ip_addr;
 
 use crate::model::state::{
@@ -37,12 +37,6 @@ pub fn close_reason(old: u8, reset: u8) -> &'static str {
             _ => "other",
         }
     }
-}
-
-/// A task name as the kernel stores it (NUL-padded); None when empty.
-pub fn comm(bytes: &[u8; 16]) -> Option<String> {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
 /// What is remembered of an open connection.

@@ -182,7 +182,7 @@ pub fn figures_json(m: &TcpMetrics) -> Map<String, Value> {
 }
 
 fn direction_name(d: u8) -> &'static str {
-    use crate::list::Direction;
+    use crate::model::socket::Direction;
     let direction = if d == DIRECTION_INBOUND {
         Direction::Inbound
     } else {

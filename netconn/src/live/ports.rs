@@ -24,8 +24,9 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{Group, Tags};
 use crate::model::merge::{counted_after, counted_before, dumped_state, state_at_flip};
-use crate::model::state::{ConnType, SocketKind};
-use crate::tables::sockdiag::DumpedSocket;
+use crate::model::socket::DumpedSocket;
+use crate::model::socket::SocketKind;
+use crate::model::state::ConnType;
 
 /// One reported series: a group's entry, per IP version (and per local
 /// address for `ports_match`).

@@ -12,8 +12,9 @@ use crate::ebpf::{Losses, Probe, ProbeError};
 use crate::live::ports::{Groups, PortTracker};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, matrix_effect, merge};
+use crate::model::socket::{DumpedSocket, SocketKind};
 use crate::model::state::{ConnType, TCP_SYN_RECV};
-use crate::tables::sockdiag::{self, DumpedSocket};
+use crate::tables::sockdiag;
 use crate::tables::totals::KernelTotals;
 
 /// Long enough for every program run that read the previous control word to
@@ -203,7 +204,7 @@ impl Tracker {
             sockdiag::dump_states(ct, sockdiag::MINI_SOCKET_STATES, &mut dump)
                 .map_err(TrackerError::Dump)?;
         }
-        dump.retain(|s| s.kind != crate::model::state::SocketKind::Full);
+        dump.retain(|s| s.kind != SocketKind::Full);
         self.mini_tcp = Counts::from_dump(&dump);
         if let Some(ports) = &mut self.ports {
             ports.set_mini(&dump);

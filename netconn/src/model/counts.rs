@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::model::socket::DumpedSocket;
 use crate::model::state::ConnType;
-use crate::tables::sockdiag::DumpedSocket;
 
 /// Dense table: conn-type x kernel state code (0..16). UDP uses one slot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl std::ops::Sub for Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::state::SocketKind;
+    use crate::model::socket::SocketKind;
 
     fn sock(conn_type: ConnType, state: u8) -> DumpedSocket {
         DumpedSocket {

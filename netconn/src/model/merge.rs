@@ -42,10 +42,8 @@ use std::collections::HashMap;
 use netconn_common::{STATES, StateEvent, Transitions, UDP_HASHED, transition_slot};
 
 use crate::model::counts::Counts;
-use crate::model::state::{
-    ConnType, SocketKind, TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_RECV,
-};
-use crate::tables::sockdiag::DumpedSocket;
+use crate::model::socket::{DumpedSocket, SocketKind};
+use crate::model::state::{ConnType, TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_RECV};
 
 /// The state a socket was counted in before `old -> new`, if any.
 pub fn counted_before(old: u8, new: u8) -> Option<u8> {

@@ -4,4 +4,5 @@
 
 pub mod counts;
 pub mod merge;
+pub mod socket;
 pub mod state;

@@ -124,17 +124,6 @@ impl fmt::Display for ConnType {
     }
 }
 
-/// What kind of kernel object a dumped socket is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketKind {
-    /// A full `struct sock`: the only kind that fires state events.
-    Full,
-    /// A time-wait mini-socket (TIME_WAIT, or FIN_WAIT2 after an orphaned close).
-    TimeWait,
-    /// A request socket (`TCP_NEW_SYN_RECV`), shown as SYN_RECV.
-    Request,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

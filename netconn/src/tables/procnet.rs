@@ -4,8 +4,8 @@
 
 use std::io;
 
+use crate::model::socket::DumpedSocket;
 use crate::model::state::{ConnType, TCP_TIME_WAIT};
-use crate::tables::sockdiag::DumpedSocket;
 
 /// `tr` (timer) column value /proc shows for time-wait sockets.
 const TIMER_TIME_WAIT: &str = "03";
@@ -41,7 +41,7 @@ pub fn parse(text: &str, conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io
         let inode = cols[9].parse().map_err(|_| bad(line))?;
         let timer = cols[5].split(':').next().unwrap_or_default();
         let time_wait = timer == TIMER_TIME_WAIT || state == TCP_TIME_WAIT;
-        let kind = crate::tables::sockdiag::socket_kind(conn_type, state, time_wait);
+        let kind = crate::model::socket::socket_kind(conn_type, state, time_wait);
         out.push(DumpedSocket {
             conn_type,
             state,
@@ -78,7 +78,7 @@ fn parse_addr(hex: &str) -> Option<std::net::IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::state::SocketKind;
+    use crate::model::socket::SocketKind;
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0

@@ -4,9 +4,10 @@
 use std::io;
 
 use crate::model::counts::Counts;
+use crate::model::socket::DumpedSocket;
 use crate::model::state::ConnType;
 use crate::tables::procnet;
-use crate::tables::sockdiag::{self, DumpedSocket};
+use crate::tables::sockdiag;
 
 /// Dumps one conn-type of the calling thread's namespace into `out`.
 pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> {

@@ -9,23 +9,9 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use crate::model::state::{ConnType, SocketKind};
+use crate::model::socket::{DumpedSocket, SocketKind, socket_kind};
+use crate::model::state::ConnType;
 use crate::tables::netlink::{self, NLMSG_HDR};
-
-/// One socket as the kernel reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DumpedSocket {
-    pub conn_type: ConnType,
-    /// Kernel state code (`TCP_ESTABLISHED` = 1 ...). UDP reports 7 (CLOSE)
-    /// for unconnected and 1 for connected sockets.
-    pub state: u8,
-    pub kind: SocketKind,
-    /// `idiag_cookie`: the same value `bpf_get_socket_cookie` returns.
-    pub cookie: u64,
-    pub local_port: u16,
-    pub local_addr: std::net::IpAddr,
-    pub inode: u32,
-}
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -105,24 +91,6 @@ pub fn parse_batch(data: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<bool
             each(msg);
         }
     })
-}
-
-/// Which kind of object a dumped TCP entry is. Every SYN_RECV entry counts
-/// as a request socket: inet_req_diag_fill() reports request sockets as
-/// TCP_SYN_RECV, and a full socket is in SYN_RECV only between its clone
-/// and ESTABLISHED (or, with Fast Open, until the final ACK); netconn
-/// counts SYN_RECV from dumps for both (see `merge::counted_after`).
-pub fn socket_kind(conn_type: ConnType, state: u8, time_wait_timer: bool) -> SocketKind {
-    use crate::model::state::{TCP_NEW_SYN_RECV, TCP_SYN_RECV};
-    if !conn_type.is_tcp() {
-        SocketKind::Full
-    } else if time_wait_timer {
-        SocketKind::TimeWait
-    } else if state == TCP_SYN_RECV || state == TCP_NEW_SYN_RECV {
-        SocketKind::Request
-    } else {
-        SocketKind::Full
-    }
 }
 
 /// Decodes the fixed part of an `inet_diag_msg`.
