@@ -107,9 +107,19 @@ fn benches(c: &mut Criterion) {
         sampled.hist[netconn_common::rtt_bucket(us)] += 1;
     }
     (sampled.min_us, sampled.max_us, sampled.retrans) = (20, 20 + 9_999 * 7, 12);
-    let tcp_metrics = serde_json::Value::Object(netconn::live::metrics::figures_json(&sampled));
+    use netconn::output::figures::{IntervalFigures, ListenFigures, TcpFigures};
+    let tcp_metrics = IntervalFigures {
+        total: Some(TcpFigures::of(&sampled)),
+        listen: ListenFigures {
+            listen_overflows: 0,
+            listen_drops: 0,
+            listen_overflows_per_s: 0.0,
+            listen_drops_per_s: 0.0,
+        },
+        top_ports: Some(Vec::new()),
+    };
     c.bench_function("render_tcp_metrics", |b| {
-        b.iter(|| netconn::live::metrics::figures_json(black_box(&sampled)))
+        b.iter(|| serde_json::to_string(&TcpFigures::of(black_box(&sampled))).unwrap())
     });
     c.bench_function("render_counts_record", |b| {
         b.iter(|| {
@@ -128,7 +138,7 @@ fn benches(c: &mut Criterion) {
                 ports: None,
                 tcp_metrics: Some(&tcp_metrics),
             };
-            serde_json::to_string(&r.to_json("2026-11-21T12:00:00.000Z")).unwrap()
+            serde_json::to_string(&r.at("2026-11-21T12:00:00.000Z")).unwrap()
         })
     });
 }

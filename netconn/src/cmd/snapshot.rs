@@ -26,7 +26,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         ports: None,
         tcp_metrics: None,
     };
-    match sink.write(&record.to_json(&host::now_rfc3339())) {
+    match sink.write(&record.at(&host::now_rfc3339())) {
         Ok(()) | Err(SinkError::Closed) => Ok(()),
         Err(e) => Err(CmdError::Failed(e.to_string())),
     }

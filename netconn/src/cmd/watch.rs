@@ -12,6 +12,7 @@ use crate::live::serve;
 use crate::live::tracker::{self, Tracker};
 use crate::model::counts::Counts;
 use crate::model::state::ConnType;
+use crate::output::figures::{IntervalFigures, PortSeries};
 use crate::output::log::Log;
 use crate::output::record::{Correction, CountsRecord, Source};
 use crate::output::writer::{Flow, Writer};
@@ -31,8 +32,8 @@ struct Reading {
     conn_records_lost: Option<u64>,
     resyncs: Option<u64>,
     correction: Option<tracker::Correction>,
-    ports: Option<serde_json::Value>,
-    tcp_metrics: Option<serde_json::Value>,
+    ports: Option<Vec<PortSeries>>,
+    tcp_metrics: Option<IntervalFigures>,
 }
 
 impl Mode {
@@ -54,7 +55,7 @@ impl Mode {
                     t.refresh_mini_sockets().map_err(|e| failed(&e))?;
                 }
                 Ok(Reading {
-                    ports: t.ports_json(metrics),
+                    ports: t.port_series(metrics),
                     tcp_metrics: None,
                     counts: t.counts().map_err(|e| failed(&e))?,
                     source: Source::Ebpf,
@@ -74,7 +75,7 @@ impl Mode {
                 let ports = (!groups.is_empty()).then(|| {
                     let mut ports = PortTracker::new(groups.clone());
                     ports.rebuild(&dump, &[], 0, 0);
-                    ports.to_json(None)
+                    ports.series(None)
                 });
                 Ok(Reading {
                     counts: Counts::from_dump(&dump),
@@ -109,7 +110,7 @@ impl Reading {
     ) -> CountsRecord<'a> {
         CountsRecord {
             tags: Some(tags),
-            ports: self.ports.as_ref(),
+            ports: self.ports.as_deref(),
             tcp_metrics: self.tcp_metrics.as_ref(),
             host,
             source: self.source,
@@ -179,9 +180,10 @@ fn answer(
         serve::Request::Counts => {
             let r = mode.read(false, None)?;
             let record = r.record(host, netns, tags, None, None);
-            let mut line = record.to_json(&host::now_rfc3339()).to_string();
-            line.push('\n');
-            line.into_bytes()
+            let mut line =
+                serde_json::to_vec(&record.at(&host::now_rfc3339())).expect("records serialize");
+            line.push(b'\n');
+            line
         }
         serve::Request::Owners => {
             let Mode::Ebpf(t) = mode else {
@@ -420,7 +422,7 @@ fn watch(
                 };
                 let mut r = mode.read(true, interval.as_ref())?;
                 if !args.no_tcp_metrics {
-                    let m = crate::live::metrics::record_json(
+                    let m = crate::live::metrics::figures(
                         interval.as_ref(),
                         &mut listen,
                         config.top_ports,
@@ -436,9 +438,11 @@ fn watch(
                 let time = host::now_rfc3339();
                 let record = r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
                 let ct = conntrack.read(&host, netns, &time);
-                let records = [Some(record.to_json(&time)), Some(ct.record), ct.alert];
-                for record in records.iter().flatten() {
-                    if out.send(record) == Flow::Closed {
+                if out.send(&record.at(&time)) == Flow::Closed {
+                    return Ok(());
+                }
+                for record in std::iter::once(ct.record).chain(ct.alert) {
+                    if out.send(&record) == Flow::Closed {
                         return Ok(());
                     }
                 }

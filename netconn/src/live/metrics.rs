@@ -18,10 +18,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use netconn_common::{
-    AF_INET, Control, DIRECTION_INBOUND, MetricsKey, TcpMetrics, rtt_bucket_bounds,
-};
-use serde_json::{Map, Value, json};
+use netconn_common::{AF_INET, Control, DIRECTION_INBOUND, MetricsKey, TcpMetrics};
+
+use crate::output::figures::{IntervalFigures, ListenFigures, TcpFigures, TopPort};
 
 use crate::ebpf::probe::{Probe, ProbeError};
 use crate::live::ports::{Groups, SeriesKey};
@@ -130,57 +129,6 @@ impl Reader {
     }
 }
 
-/// The `q` quantile (0 < q <= 1) of the samples: the highest value of the
-/// histogram bucket that holds it, within `[min, max]`.
-pub fn quantile(m: &TcpMetrics, q: f64) -> Option<u32> {
-    if m.samples == 0 {
-        return None;
-    }
-    let rank = ((q * m.samples as f64).ceil() as u64).clamp(1, m.samples);
-    let mut seen = 0u64;
-    for (i, n) in m.hist.iter().enumerate() {
-        seen += u64::from(*n);
-        if seen >= rank {
-            let (_, high) = rtt_bucket_bounds(i);
-            let top = u32::try_from(high - 1).unwrap_or(u32::MAX);
-            return Some(top.clamp(m.min_us, m.max_us));
-        }
-    }
-    // The histogram holds fewer samples than counted (a sample between
-    // the counter's update and the bucket's, read mid-way).
-    Some(m.max_us)
-}
-
-/// `{"count","min","p50","p90","p99","max","mean"}` of the RTT samples,
-/// nulls without samples.
-pub fn rtt_json(m: &TcpMetrics) -> Value {
-    let mean = m.sum_us.checked_div(m.samples);
-    let (min, max) = match mean {
-        Some(_) => (Some(m.min_us), Some(m.max_us)),
-        None => (None, None),
-    };
-    json!({
-        "count": m.samples,
-        "min": min,
-        "p50": quantile(m, 0.50),
-        "p90": quantile(m, 0.90),
-        "p99": quantile(m, 0.99),
-        "max": max,
-        "mean": mean,
-    })
-}
-
-/// The figures every scope reports.
-pub fn figures_json(m: &TcpMetrics) -> Map<String, Value> {
-    let mut o = Map::new();
-    o.insert("rtt_us".into(), rtt_json(m));
-    o.insert("retrans".into(), m.retrans.into());
-    o.insert("synack_retrans".into(), m.synack_retrans.into());
-    o.insert("resets_sent".into(), m.resets_sent.into());
-    o.insert("resets_received".into(), m.resets_received.into());
-    o
-}
-
 fn direction_name(d: u8) -> &'static str {
     use crate::model::socket::Direction;
     let direction = if d == DIRECTION_INBOUND {
@@ -234,9 +182,9 @@ impl Listen {
         })
     }
 
-    /// `listen_overflows`, `listen_drops` since the last call and their
-    /// rates per second, into `o`.
-    pub fn next(&mut self, o: &mut Map<String, Value>) -> std::io::Result<()> {
+    /// Overflows and drops since the last call, and their rates per
+    /// second.
+    pub fn interval(&mut self) -> std::io::Result<ListenFigures> {
         let now = ListenCounters::read()?;
         let at = Instant::now();
         let secs = at.duration_since(self.at).as_secs_f64();
@@ -249,43 +197,38 @@ impl Listen {
                 0.0
             }
         };
-        o.insert("listen_overflows".into(), overflows.into());
-        o.insert("listen_drops".into(), drops.into());
-        o.insert("listen_overflows_per_s".into(), rate(overflows).into());
-        o.insert("listen_drops_per_s".into(), rate(drops).into());
         self.last = now;
         self.at = at;
-        Ok(())
+        Ok(ListenFigures {
+            listen_overflows: overflows,
+            listen_drops: drops,
+            listen_overflows_per_s: rate(overflows),
+            listen_drops_per_s: rate(drops),
+        })
     }
 }
 
-/// The record's `tcp_metrics` object: the namespace's figures (from the
-/// kernel with eBPF), the listen queue's, and the top service ports.
-pub fn record_json(
+/// The record's `tcp_metrics`: the namespace's figures (from the kernel,
+/// with eBPF), the listen queue's, and the top service ports.
+pub fn figures(
     interval: Option<&Interval>,
     listen: &mut Listen,
     top: usize,
-) -> std::io::Result<Value> {
-    let mut o = Map::new();
-    if let Some(i) = interval {
-        o.extend(figures_json(&i.total));
-    }
-    listen.next(&mut o)?;
-    if let Some(i) = interval {
-        let top: Vec<Value> = i
-            .top_ports(top)
-            .into_iter()
-            .map(|(d, port, m)| {
-                let mut p = Map::new();
-                p.insert("direction".into(), direction_name(d).into());
-                p.insert("port".into(), port.into());
-                p.extend(figures_json(&m));
-                Value::Object(p)
-            })
-            .collect();
-        o.insert("top_ports".into(), top.into());
-    }
-    Ok(Value::Object(o))
+) -> std::io::Result<IntervalFigures> {
+    Ok(IntervalFigures {
+        total: interval.map(|i| TcpFigures::of(&i.total)),
+        listen: listen.interval()?,
+        top_ports: interval.map(|i| {
+            i.top_ports(top)
+                .into_iter()
+                .map(|(d, port, m)| TopPort {
+                    direction: direction_name(d),
+                    port,
+                    figures: TcpFigures::of(&m),
+                })
+                .collect()
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -307,34 +250,6 @@ mod tests {
             m.hist[rtt_bucket(v)] += 1;
         }
         m
-    }
-
-    #[test]
-    fn quantiles_stay_within_a_quarter_of_the_truth() {
-        let values: Vec<u32> = (1..=1000).map(|i| i * 37).collect();
-        let m = samples(&values);
-        for q in [0.5, 0.9, 0.99] {
-            let truth = values[(q * values.len() as f64).ceil() as usize - 1];
-            let got = quantile(&m, q).unwrap();
-            assert!(
-                got >= truth && got <= truth + truth / 4,
-                "q{q}: {got} vs {truth}"
-            );
-        }
-        assert_eq!(quantile(&m, 1.0), Some(37_000));
-        assert_eq!(quantile(&samples(&[]), 0.5), None);
-        // One sample: every quantile is it.
-        assert_eq!(quantile(&samples(&[1234]), 0.99), Some(1234));
-    }
-
-    #[test]
-    fn rtt_json_is_null_without_samples() {
-        let v = rtt_json(&TcpMetrics::default());
-        assert_eq!(v["count"], 0);
-        assert!(v["p50"].is_null() && v["min"].is_null() && v["mean"].is_null());
-        let v = rtt_json(&samples(&[10, 20, 30]));
-        assert_eq!((v["min"].as_u64(), v["max"].as_u64()), (Some(10), Some(30)));
-        assert_eq!(v["mean"], 20);
     }
 
     #[test]

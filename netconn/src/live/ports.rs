@@ -20,13 +20,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use netconn_common::{AF_INET, StateEvent, TcpMetrics};
-use serde_json::{Map, Value, json};
 
-use crate::config::{Group, Tags};
+use crate::config::Group;
 use crate::model::merge::{counted_after, counted_before, dumped_state, state_at_flip};
 use crate::model::socket::DumpedSocket;
 use crate::model::socket::SocketKind;
 use crate::model::state::ConnType;
+use crate::output::figures::{PortSeries, TcpFigures, TcpStates};
 
 /// One reported series: a group's entry, per IP version (and per local
 /// address for `ports_match`).
@@ -269,42 +269,36 @@ impl PortTracker {
         self.sockets.len()
     }
 
-    /// `[{"addr_port":"80","ip_version":4,"tags":{..},"states":{..}}, ...]`,
-    /// every TCP state present.
-    /// The series as records show them; with `metrics`, each series gets
+    /// The series, in order; with `metrics` (of `watch`), each series gets
     /// its TCP figures (zeros when it has none).
-    pub fn to_json(&self, metrics: Option<&HashMap<SeriesKey, TcpMetrics>>) -> Value {
+    pub fn series(&self, metrics: Option<&HashMap<SeriesKey, TcpMetrics>>) -> Vec<PortSeries> {
         let mut order: Vec<usize> = (0..self.series.len()).collect();
         order.sort_by(|a, b| self.series[*a].cmp(&self.series[*b]));
-        let series = order.into_iter().map(|i| {
-            let key = &self.series[i];
-            let mut states = Map::new();
-            for code in 1..=11u8 {
-                let name = crate::model::state::tcp_state_name(code).expect("named state");
-                let n = self.full[i][code as usize] + self.mini[i][code as usize];
-                states.insert(name.into(), n.into());
-            }
-            let tags: &Tags = &self.groups.0[key.group].tags;
-            let mut series = json!({
-                "addr_port": key.addr_port,
-                "ip_version": key.ip_version,
-                "tags": tags,
-                "states": states,
-            });
-            if let Some(metrics) = metrics {
-                let m = metrics.get(key).copied().unwrap_or_default();
-                series["tcp_metrics"] = Value::Object(crate::live::metrics::figures_json(&m));
-            }
-            series
-        });
-        Value::Array(series.collect())
+        order
+            .into_iter()
+            .map(|i| {
+                let key = &self.series[i];
+                let mut states = TcpStates::default();
+                for code in 1..=11 {
+                    states.0[code] = self.full[i][code] + self.mini[i][code];
+                }
+                PortSeries {
+                    addr_port: key.addr_port.clone(),
+                    ip_version: key.ip_version,
+                    tags: self.groups.0[key.group].tags.clone(),
+                    states,
+                    tcp_metrics: metrics
+                        .map(|m| TcpFigures::of(&m.get(key).copied().unwrap_or_default())),
+                }
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Entry, parse_entry};
+    use crate::config::{Entry, Tags, parse_entry};
     use crate::model::state::{
         TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_TIME_WAIT,
     };
@@ -358,7 +352,7 @@ mod tests {
     }
 
     fn state(t: &PortTracker, addr_port: &str, name: &str) -> i64 {
-        let j = t.to_json(None);
+        let j = serde_json::to_value(t.series(None)).unwrap();
         j.as_array()
             .unwrap()
             .iter()
@@ -426,7 +420,7 @@ mod tests {
         assert_eq!(state(&t, "127.0.0.1:443", "TIME_WAIT"), 1);
         assert_eq!(state(&t, "10.0.0.1:443", "ESTABLISHED"), 1);
         assert_eq!(t.tracked_sockets(), 1);
-        let j = t.to_json(None);
+        let j = serde_json::to_value(t.series(None)).unwrap();
         let first = &j.as_array().unwrap()[0];
         assert_eq!(first["tags"]["service"], "http");
         assert_eq!(first["addr_port"], "127.0.0.1:443");

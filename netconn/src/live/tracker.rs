@@ -344,14 +344,14 @@ impl Tracker {
 
     /// The port groups' series, when configured, with their TCP metrics
     /// when given.
-    pub fn ports_json(
+    pub fn port_series(
         &mut self,
         metrics: Option<&crate::live::metrics::Interval>,
-    ) -> Option<serde_json::Value> {
+    ) -> Option<Vec<crate::output::figures::PortSeries>> {
         self.drain_stream();
         let ports = self.ports.as_ref()?;
         let series = metrics.map(|m| m.by_series(ports.groups()));
-        Some(ports.to_json(series.as_ref()))
+        Some(ports.series(series.as_ref()))
     }
 
     /// Processes behind TCP sockets, by cookie (see [`Probe::owners`]).

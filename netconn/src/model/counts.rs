@@ -1,6 +1,6 @@
 //! Per conn-type x state connection counts.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::model::socket::DumpedSocket;
 use crate::model::state::ConnType;
@@ -51,27 +51,50 @@ impl Counts {
         })
     }
 
-    fn json_where(&self, keep: impl Fn(i64) -> bool) -> Value {
-        let mut out = Map::new();
-        for (ct, state, n) in self.iter().filter(|(_, _, n)| keep(*n)) {
-            out.entry(ct.name())
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("inserted as an object")
-                .insert(state.into(), n.into());
-        }
-        Value::Object(out)
+    /// The non-zero cells alone, for rendering: `{"tcp":{"FIN_WAIT1":-3}}`.
+    pub fn nonzero(&self) -> NonZero<'_> {
+        NonZero(self)
     }
 
     /// Only the non-zero cells: `{"tcp":{"FIN_WAIT1":-3}}`.
     pub fn to_json_nonzero(&self) -> Value {
-        self.json_where(|n| n != 0)
+        serde_json::to_value(self.nonzero()).expect("counts serialize")
     }
 
     /// `{"tcp":{"ESTABLISHED":3,...},"tcp6":{...},"udp":{"NONE":2},"udp6":{...}}`
     /// with every state present, so dashboards see stable keys.
     pub fn to_json(&self) -> Value {
-        self.json_where(|_| true)
+        serde_json::to_value(self).expect("counts serialize")
+    }
+
+    /// Renders the cells `keep` keeps, per conn-type (a conn-type with none
+    /// left out when `skip_empty`).
+    fn serialize_where<S: serde::Serializer>(
+        &self,
+        s: S,
+        keep: impl Fn(i64) -> bool,
+        skip_empty: bool,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        /// One conn-type's states, in order.
+        struct States(Vec<(&'static str, i64)>);
+        impl serde::Serialize for States {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(k, v)| (*k, *v)))
+            }
+        }
+        let mut map = s.serialize_map(None)?;
+        for ct in ConnType::ALL {
+            let states: Vec<(&'static str, i64)> = self
+                .iter()
+                .filter(|(c, _, n)| *c == ct && keep(*n))
+                .map(|(_, state, n)| (state, n))
+                .collect();
+            if !(skip_empty && states.is_empty()) {
+                map.serialize_entry(ct.name(), &States(states))?;
+            }
+        }
+        map.end()
     }
 
     /// Reads back what [`Counts::to_json`] wrote; `None` for anything else.
@@ -85,6 +108,22 @@ impl Counts {
             }
         }
         Some(c)
+    }
+}
+
+/// Every conn-type and state, zeros included.
+impl serde::Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_where(s, |_| true, false)
+    }
+}
+
+/// See [`Counts::nonzero`].
+pub struct NonZero<'a>(&'a Counts);
+
+impl serde::Serialize for NonZero<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_where(s, |n| n != 0, true)
     }
 }
 

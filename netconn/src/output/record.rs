@@ -1,11 +1,14 @@
 //! The NDJSON records netconn emits (schema documented in README.md).
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
-use crate::model::counts::Counts;
+use crate::config::Tags;
+use crate::model::counts::{Counts, NonZero};
+use crate::output::figures::{IntervalFigures, PortSeries};
 
 /// Where the counts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     /// Live, from the eBPF programs merged with one snapshot.
     Ebpf,
@@ -45,11 +48,11 @@ pub struct CountsRecord<'a> {
     /// `--verify`: the counts of a dump taken right after the live ones.
     pub verify: Option<&'a Counts>,
     /// Global tags from the configuration (left out when empty).
-    pub tags: Option<&'a crate::config::Tags>,
+    pub tags: Option<&'a Tags>,
     /// Port groups' series (left out without groups).
-    pub ports: Option<&'a Value>,
+    pub ports: Option<&'a [PortSeries]>,
     /// TCP metrics of the interval (interval records of `watch`).
-    pub tcp_metrics: Option<&'a Value>,
+    pub tcp_metrics: Option<&'a IntervalFigures>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,55 +62,91 @@ pub struct Correction<'a> {
     pub delta: &'a Counts,
 }
 
-impl CountsRecord<'_> {
-    /// Renders the record with the given RFC 3339 time.
-    pub fn to_json(&self, time: &str) -> Value {
-        let mut r = Map::new();
-        r.insert("type".into(), "counts".into());
-        r.insert("time".into(), time.into());
-        r.insert("host".into(), self.host.into());
-        r.insert("source".into(), self.source.name().into());
-        if let Some(tags) = self.tags.filter(|t| !t.is_empty()) {
-            r.insert("tags".into(), json!(tags));
+impl<'a> CountsRecord<'a> {
+    /// The record as written, with its RFC 3339 time.
+    pub fn at(&'a self, time: &'a str) -> impl Serialize + 'a {
+        let diff = self.verify.map(|dump| *self.counts - *dump);
+        CountsOut {
+            kind: "counts",
+            time,
+            host: self.host,
+            source: self.source,
+            tags: self.tags.filter(|t| !t.is_empty()),
+            netns: self.netns,
+            connections: self.counts,
+            ports: self.ports,
+            tcp_metrics: self.tcp_metrics,
+            lost_events: self.lost_events,
+            conn_records_lost: self.conn_records_lost,
+            output_dropped: self.output_dropped,
+            resyncs: self.resyncs,
+            // Present (null or not) exactly when resyncs is.
+            last_correction: self.resyncs.map(|_| {
+                self.last_correction.map(|c| CorrectionOut {
+                    time: c.time,
+                    reason: c.reason,
+                    delta: c.delta.nonzero(),
+                })
+            }),
+            verify: diff.map(|diff| Verify {
+                equal: diff == Counts::default(),
+                diff,
+            }),
+            total: self.counts.total(),
         }
-        r.insert("netns".into(), self.netns.into());
-        r.insert("connections".into(), self.counts.to_json());
-        if let Some(ports) = self.ports {
-            r.insert("ports".into(), ports.clone());
-        }
-        if let Some(m) = self.tcp_metrics {
-            r.insert("tcp_metrics".into(), m.clone());
-        }
-        r.insert("lost_events".into(), self.lost_events.into());
-        if let Some(n) = self.conn_records_lost {
-            r.insert("conn_records_lost".into(), n.into());
-        }
-        if let Some(n) = self.output_dropped {
-            r.insert("output_dropped".into(), n.into());
-        }
-        if let Some(n) = self.resyncs {
-            r.insert("resyncs".into(), n.into());
-            r.insert(
-                "last_correction".into(),
-                match self.last_correction {
-                    Some(c) => json!({
-                        "time": c.time,
-                        "reason": c.reason,
-                        "delta": c.delta.to_json_nonzero(),
-                    }),
-                    None => Value::Null,
-                },
-            );
-        }
-        if let Some(dump) = self.verify {
-            let diff = *self.counts - *dump;
-            r.insert(
-                "verify".into(),
-                json!({"equal": diff == Counts::default(), "diff": diff.to_json_nonzero()}),
-            );
-        }
-        r.insert("total".into(), json!(self.counts.total()));
-        Value::Object(r)
+    }
+}
+
+/// A counts record as written (field order is the record's key order).
+#[derive(Serialize)]
+struct CountsOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: &'a str,
+    host: &'a str,
+    source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a Tags>,
+    netns: u32,
+    connections: &'a Counts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ports: Option<&'a [PortSeries]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp_metrics: Option<&'a IntervalFigures>,
+    lost_events: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conn_records_lost: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_dropped: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resyncs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_correction: Option<Option<CorrectionOut<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<Verify>,
+    total: i64,
+}
+
+#[derive(Serialize)]
+struct CorrectionOut<'a> {
+    time: &'a str,
+    reason: &'a str,
+    delta: NonZero<'a>,
+}
+
+/// Live counts minus a dump's.
+struct Verify {
+    equal: bool,
+    diff: Counts,
+}
+
+impl Serialize for Verify {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("equal", &self.equal)?;
+        map.serialize_entry("diff", &self.diff.nonzero())?;
+        map.end()
     }
 }
 
@@ -115,6 +154,7 @@ impl CountsRecord<'_> {
 mod tests {
     use super::*;
     use crate::model::state::ConnType;
+    use serde_json::{Value, json};
 
     #[test]
     fn record_has_the_contract_keys_in_order() {
@@ -139,7 +179,7 @@ mod tests {
             ports: None,
             tcp_metrics: None,
         };
-        let line = serde_json::to_string(&r.to_json("2026-01-01T00:00:00.000Z")).unwrap();
+        let line = serde_json::to_string(&r.at("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(
             line.starts_with(
                 r#"{"type":"counts","time":"2026-01-01T00:00:00.000Z","host":"h","source":"ebpf","netns":4026531840,"connections":{"tcp":{"ESTABLISHED":0,"#

@@ -4,8 +4,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 pub enum Sink {
     Stdout(io::Stdout),
     File { file: File, path: PathBuf },
@@ -58,7 +56,7 @@ impl Sink {
 
     /// Writes one record as one line and flushes it, so a pipeline sees
     /// every record as soon as it is made.
-    pub fn write(&mut self, record: &Value) -> Result<(), SinkError> {
+    pub fn write(&mut self, record: &impl serde::Serialize) -> Result<(), SinkError> {
         let mut line = serde_json::to_vec(record).expect("JSON values always serialize");
         line.push(b'\n');
         self.write_bytes(&line)
