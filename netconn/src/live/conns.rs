@@ -6,13 +6,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use netconn_common::{
-    AF_INET, CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT,
-};
-use serde_json::{Map, Value, json};
+use netconn_common::{CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT};
 
 use crate::model::socket::{Direction, comm, is_local};
-use crate::model::state::ip_addr;
+use crate::model::state::{ip_addr, ip_version};
+use crate::output::conn::{CloseFigures, ConnRecord};
 
 use crate::model::state::{
     TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_CLOSING as CLOSING, TCP_ESTABLISHED as ESTABLISHED,
@@ -98,12 +96,12 @@ impl Records {
     /// The records of one batch of events (in kernel order); `time` gives
     /// an event's RFC 3339 time. Closes that may still learn of a reset
     /// come out with the next batch.
-    pub fn batch(
+    pub fn batch<'a>(
         &mut self,
         events: &[ConnEvent],
-        host: &str,
+        host: &'a str,
         time: impl Fn(&ConnEvent) -> String,
-    ) -> Vec<Value> {
+    ) -> Vec<ConnRecord<'a>> {
         self.older_resets = std::mem::take(&mut self.resets);
         for e in events.iter().filter(|e| e.kind == CONN_RESET) {
             *self.resets.entry(e.cookie).or_default() |= e.reset;
@@ -131,7 +129,7 @@ impl Records {
     }
 
     /// The record for one event; `time` is the event's, RFC 3339.
-    pub fn record(&mut self, e: &ConnEvent, host: &str, time: &str) -> Value {
+    pub fn record<'a>(&mut self, e: &ConnEvent, host: &'a str, time: &str) -> ConnRecord<'a> {
         let laddr = ip_addr(e.family, e.laddr);
         let raddr = ip_addr(e.family, e.raddr);
         let opened = match e.kind {
@@ -161,54 +159,34 @@ impl Records {
                 self.listening.remove(&e.lport);
             }
         }
-        let mut r = Map::new();
-        r.insert("type".into(), "conn".into());
-        r.insert(
-            "event".into(),
-            if e.kind == CONN_OPEN { "open" } else { "close" }.into(),
-        );
-        r.insert("time".into(), time.into());
-        r.insert("host".into(), host.into());
-        r.insert("proto".into(), "tcp".into());
-        r.insert(
-            "ip_version".into(),
-            if e.family == AF_INET { 4 } else { 6 }.into(),
-        );
-        r.insert("laddr".into(), laddr.to_string().into());
-        r.insert("lport".into(), e.lport.into());
-        r.insert("raddr".into(), raddr.to_string().into());
-        r.insert("rport".into(), e.rport.into());
-        r.insert("direction".into(), direction.name().into());
-        r.insert(
-            "pid".into(),
-            if e.pid == 0 {
-                Value::Null
-            } else {
-                e.pid.into()
-            },
-        );
-        r.insert("comm".into(), comm(&e.comm).into());
-        r.insert("netns".into(), e.netns.into());
-        r.insert(
-            "namespace".into(),
-            crate::host::namespace_class(e.netns).into(),
-        );
-        if e.kind == CONN_CLOSE {
-            let duration = opened.map(|o| (e.ts_ns.saturating_sub(o.ts_ns)) as f64 / 1e6);
-            r.insert(
-                "duration_ms".into(),
-                json!(duration.map(|d| (d * 1000.0).round() / 1000.0)),
-            );
-            r.insert("bytes_sent".into(), e.bytes_acked.into());
-            r.insert("bytes_received".into(), e.bytes_received.into());
-            r.insert("rtt_us".into(), e.rtt_us.into());
-            r.insert("retrans".into(), e.total_retrans.into());
-            r.insert(
-                "close_reason".into(),
-                close_reason(e.oldstate, e.reset).into(),
-            );
+        ConnRecord {
+            kind: "conn",
+            event: if e.kind == CONN_OPEN { "open" } else { "close" },
+            time: time.to_owned(),
+            host,
+            proto: "tcp",
+            ip_version: ip_version(e.family),
+            laddr,
+            lport: e.lport,
+            raddr,
+            rport: e.rport,
+            direction: direction.name(),
+            pid: (e.pid != 0).then_some(e.pid),
+            comm: comm(&e.comm),
+            netns: e.netns,
+            namespace: crate::host::namespace_class(e.netns),
+            close: (e.kind == CONN_CLOSE).then(|| CloseFigures {
+                duration_ms: opened.map(|o| {
+                    let ms = e.ts_ns.saturating_sub(o.ts_ns) as f64 / 1e6;
+                    (ms * 1000.0).round() / 1000.0
+                }),
+                bytes_sent: e.bytes_acked,
+                bytes_received: e.bytes_received,
+                rtt_us: e.rtt_us,
+                retrans: e.total_retrans,
+                close_reason: close_reason(e.oldstate, e.reset),
+            }),
         }
-        Value::Object(r)
     }
 }
 
@@ -229,6 +207,12 @@ pub fn wall_time(ts_ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netconn_common::AF_INET;
+    use serde_json::Value;
+
+    fn json(r: ConnRecord) -> Value {
+        serde_json::to_value(r).unwrap()
+    }
 
     fn ev(kind: u8, old: u8, new: u8, raddr: [u8; 4], lport: u16, ts: u64) -> ConnEvent {
         let mut r = [0u8; 16];
@@ -271,7 +255,7 @@ mod tests {
     #[test]
     fn open_then_close_carries_direction_and_duration() {
         let mut r = Records::new([], HashSet::from(["10.0.0.1".parse().unwrap()]));
-        let open = r.record(
+        let open = json(r.record(
             &ev(
                 CONN_OPEN,
                 SYN_SENT,
@@ -282,18 +266,18 @@ mod tests {
             ),
             "h",
             "t",
-        );
+        ));
         assert_eq!(open["direction"], "outbound");
         assert_eq!(open["comm"], "curl");
         assert_eq!(open["pid"], 42);
         assert_eq!(open["namespace"], "container");
         assert!(open.get("rtt_us").is_none());
         assert_eq!(r.tracked(), 1);
-        let close = r.record(
+        let close = json(r.record(
             &ev(CONN_CLOSE, FIN_WAIT2, 7, [192, 0, 2, 7], 40000, 3_500_000),
             "h",
             "t",
-        );
+        ));
         assert_eq!(close["direction"], "outbound");
         assert_eq!(close["duration_ms"], 2.5);
         assert_eq!(close["bytes_sent"], 100);
@@ -316,38 +300,38 @@ mod tests {
         assert!(r.batch(&[close], "h", |_| "t".into()).is_empty());
         let out = r.batch(&[rst], "h", |_| "t".into());
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0]["close_reason"], "rst_sent");
+        assert_eq!(out[0].close.unwrap().close_reason, "rst_sent");
         // No reset: a timeout, one batch late.
         let other = ConnEvent { cookie: 8, ..close };
         assert!(r.batch(&[other], "h", |_| "t".into()).is_empty());
         let out = r.batch(&[], "h", |_| "t".into());
-        assert_eq!(out[0]["close_reason"], "timeout");
+        assert_eq!(out[0].close.unwrap().close_reason, "timeout");
     }
 
     #[test]
     fn connections_from_before_start_and_local_peers() {
         let mut r = Records::new([8080], HashSet::from(["10.0.0.1".parse().unwrap()]));
         // Accepted before netconn started: inbound by its port, no duration.
-        let close = r.record(
+        let close = json(r.record(
             &ev(CONN_CLOSE, LAST_ACK, 7, [192, 0, 2, 9], 8080, 5),
             "h",
             "t",
-        );
+        ));
         assert_eq!(close["direction"], "inbound");
         assert_eq!(close["duration_ms"], Value::Null);
-        let local = r.record(
+        let local = json(r.record(
             &ev(CONN_OPEN, SYN_SENT, ESTABLISHED, [10, 0, 0, 1], 40001, 5),
             "h",
             "t",
-        );
+        ));
         assert_eq!(local["direction"], "local");
-        let lo = r.record(
+        let lo = json(r.record(
             &ev(CONN_OPEN, SYN_RECV, ESTABLISHED, [127, 0, 0, 1], 8080, 5),
             "h",
             "t",
-        );
+        ));
         assert_eq!(lo["direction"], "local");
-        let listen = r.record(&ev(CONN_OPEN, 7, LISTEN, [0, 0, 0, 0], 9000, 5), "h", "t");
+        let listen = json(r.record(&ev(CONN_OPEN, 7, LISTEN, [0, 0, 0, 0], 9000, 5), "h", "t"));
         assert_eq!(listen["direction"], "listen");
     }
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use netconn_common::{AF_INET, Control, DIRECTION_INBOUND, MetricsKey, TcpMetrics};
+use netconn_common::{Control, DIRECTION_INBOUND, MetricsKey, TcpMetrics};
 
 use crate::output::figures::{IntervalFigures, ListenFigures, TcpFigures, TopPort};
 
@@ -78,7 +78,7 @@ impl Interval {
 /// The local address of an inbound key and its IP version.
 fn key_addr(key: &MetricsKey) -> (IpAddr, u8) {
     let family = u16::from(key.family);
-    let version = if family == AF_INET { 4 } else { 6 };
+    let version = crate::model::state::ip_version(family);
     (crate::model::state::ip_addr(family, key.addr), version)
 }
 
@@ -234,7 +234,7 @@ pub fn figures(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netconn_common::{DIRECTION_OUTBOUND, rtt_bucket};
+    use netconn_common::{AF_INET, DIRECTION_OUTBOUND, rtt_bucket};
 
     fn samples(values: &[u32]) -> TcpMetrics {
         let mut m = TcpMetrics::default();

@@ -19,13 +19,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use netconn_common::{AF_INET, StateEvent, TcpMetrics};
+use netconn_common::{StateEvent, TcpMetrics};
 
 use crate::config::Group;
 use crate::model::merge::{counted_after, counted_before, dumped_state, state_at_flip};
 use crate::model::socket::DumpedSocket;
 use crate::model::socket::SocketKind;
-use crate::model::state::ConnType;
+use crate::model::state::{ConnType, ip_version};
 use crate::output::figures::{PortSeries, TcpFigures, TcpStates};
 
 /// One reported series: a group's entry, per IP version (and per local
@@ -97,10 +97,6 @@ impl Groups {
     }
 }
 
-fn ip_version(conn_type: ConnType) -> u8 {
-    if conn_type.family() == AF_INET { 4 } else { 6 }
-}
-
 /// Live per-series counts.
 #[derive(Debug, Default)]
 pub struct PortTracker {
@@ -142,9 +138,9 @@ impl PortTracker {
     }
 
     fn classify_dumped(&mut self, s: &DumpedSocket) -> Option<u32> {
-        let key = self
-            .groups
-            .classify(s.local_addr, s.local_port, ip_version(s.conn_type))?;
+        let key =
+            self.groups
+                .classify(s.local_addr, s.local_port, ip_version(s.conn_type.family()))?;
         Some(self.series_index(key))
     }
 
@@ -156,7 +152,7 @@ impl PortTracker {
         let key = self.groups.classify(
             crate::model::state::ip_addr(e.family, e.laddr),
             e.lport,
-            ip_version(ct),
+            ip_version(ct.family()),
         )?;
         Some(self.series_index(key))
     }
@@ -302,6 +298,7 @@ mod tests {
     use crate::model::state::{
         TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_TIME_WAIT,
     };
+    use netconn_common::AF_INET;
 
     const NETNS: u32 = 1;
 

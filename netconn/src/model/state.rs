@@ -41,6 +41,11 @@ pub fn tcp_state_names() -> impl Iterator<Item = &'static str> {
     NAMES.iter().copied().filter(|n| !n.is_empty())
 }
 
+/// 4 for AF_INET, 6 for anything else (AF_INET6).
+pub fn ip_version(family: u16) -> u8 {
+    if family == AF_INET { 4 } else { 6 }
+}
+
 /// An address as the kernel lays it out in 16 bytes: IPv4 in the first 4
 /// (`family` AF_INET), else IPv6.
 pub fn ip_addr(family: u16, bytes: [u8; 16]) -> std::net::IpAddr {
