@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 
-use serde_json::{Value, json};
-
 use crate::model::socket::{Direction, DumpedSocket, SocketKind, direction};
 use crate::model::state::{ConnType, TCP_LISTEN, endpoint, ip_addr};
 use crate::tables::netlink;
@@ -334,15 +332,29 @@ pub fn aggregate(rows: &[Row]) -> Vec<(Direction, String, &'static str, u16, usi
     out
 }
 
-pub fn aggregate_json(groups: &[(Direction, String, &'static str, u16, usize)]) -> Value {
-    Value::Array(
-        groups
-            .iter()
-            .map(|(d, p, t, port, n)| {
-                json!({"direction": d.name(), "process": p, "proto": t, "port": port, "sockets": n})
-            })
-            .collect(),
-    )
+/// One group of `list --aggregate --json`.
+#[derive(serde::Serialize)]
+struct GroupOut<'a> {
+    direction: &'static str,
+    process: &'a str,
+    proto: &'static str,
+    port: u16,
+    sockets: usize,
+}
+
+/// The groups as one JSON array.
+pub fn aggregate_json(groups: &[(Direction, String, &'static str, u16, usize)]) -> Vec<u8> {
+    let rows: Vec<GroupOut> = groups
+        .iter()
+        .map(|(d, p, t, port, n)| GroupOut {
+            direction: d.name(),
+            process: p,
+            proto: t,
+            port: *port,
+            sockets: *n,
+        })
+        .collect();
+    serde_json::to_vec(&rows).expect("rows serialize")
 }
 
 /// Left-aligned columns for people.

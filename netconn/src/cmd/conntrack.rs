@@ -5,7 +5,7 @@ use crate::cli::ConntrackArgs;
 use crate::config::Config;
 use crate::conntrack::Monitor;
 use crate::host;
-use crate::output::sink::{Sink, SinkError};
+use crate::output::sink::Sink;
 
 pub fn run(args: ConntrackArgs) -> Result<(), CmdError> {
     let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
@@ -17,12 +17,11 @@ pub fn run(args: ConntrackArgs) -> Result<(), CmdError> {
     // first, the record the second.
     let mut monitor = Monitor::new(false, config.conntrack);
     std::thread::sleep(args.window);
-    let reading = monitor.read(&host, netns, &host::now_rfc3339());
-    for record in std::iter::once(reading.record).chain(reading.alert) {
-        match sink.write(&record) {
-            Ok(()) | Err(SinkError::Closed) => {}
-            Err(e) => return Err(CmdError::Failed(e.to_string())),
-        }
+    let time = host::now_rfc3339();
+    let reading = monitor.read(&host, netns, &time);
+    super::written(sink.write(&reading.record))?;
+    match &reading.alert {
+        Some(alert) => super::written(sink.write(alert)),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -3,7 +3,7 @@
 use super::CmdError;
 use crate::cli::ListArgs;
 use crate::list;
-use crate::output::sink::{Sink, SinkError};
+use crate::output::sink::Sink;
 
 pub fn run(args: ListArgs) -> Result<(), CmdError> {
     let mut sink = Sink::create(args.output.as_deref()).map_err(CmdError::Usage)?;
@@ -20,11 +20,10 @@ pub fn run(args: ListArgs) -> Result<(), CmdError> {
         }
         (true, false) => list::aggregate_table(&list::aggregate(&rows)).into_bytes(),
         (true, true) => {
-            (list::aggregate_json(&list::aggregate(&rows)).to_string() + "\n").into_bytes()
+            let mut out = list::aggregate_json(&list::aggregate(&rows));
+            out.push(b'\n');
+            out
         }
     };
-    match sink.write_bytes(&text) {
-        Ok(()) | Err(SinkError::Closed) => Ok(()),
-        Err(e) => Err(CmdError::Failed(e.to_string())),
-    }
+    super::written(sink.write_bytes(&text))
 }

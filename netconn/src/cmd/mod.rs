@@ -26,6 +26,15 @@ impl CmdError {
     }
 }
 
+/// A one-shot command's write: a reader that went away (`| head`) is no
+/// error, any other failure is.
+pub fn written(result: Result<(), crate::output::sink::SinkError>) -> Result<(), CmdError> {
+    match result {
+        Ok(()) | Err(crate::output::sink::SinkError::Closed) => Ok(()),
+        Err(e) => Err(CmdError::Failed(e.to_string())),
+    }
+}
+
 /// The network namespace this process counts.
 pub fn own_netns() -> Result<u32, CmdError> {
     crate::host::netns_inode()

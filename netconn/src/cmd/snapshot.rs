@@ -4,7 +4,7 @@ use super::CmdError;
 use crate::cli::SnapshotArgs;
 use crate::host;
 use crate::output::record::{CountsRecord, Source};
-use crate::output::sink::{Sink, SinkError};
+use crate::output::sink::Sink;
 
 pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
@@ -26,8 +26,5 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         ports: None,
         tcp_metrics: None,
     };
-    match sink.write(&record.at(&host::now_rfc3339())) {
-        Ok(()) | Err(SinkError::Closed) => Ok(()),
-        Err(e) => Err(CmdError::Failed(e.to_string())),
-    }
+    super::written(sink.write(&record.at(&host::now_rfc3339())))
 }

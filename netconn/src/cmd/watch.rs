@@ -441,10 +441,10 @@ fn watch(
                 if out.send(&record.at(&time)) == Flow::Closed {
                     return Ok(());
                 }
-                for record in std::iter::once(ct.record).chain(ct.alert) {
-                    if out.send(&record) == Flow::Closed {
-                        return Ok(());
-                    }
+                let closed = out.send(&ct.record) == Flow::Closed
+                    || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed);
+                if closed {
+                    return Ok(());
                 }
                 written += 1;
                 if stopping || args.count.is_some_and(|n| written >= n) {

@@ -14,7 +14,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::{Map, Value, json};
+use crate::output::conntrack::{
+    AlertRecord, AlertThresholds, ConntrackRecord, Events, LiveFigures, Table,
+};
 
 use crate::tables::netlink::{self, NLMSG_HDR};
 
@@ -382,10 +384,10 @@ pub struct Monitor {
 }
 
 /// What one reading found.
-pub struct Reading {
-    pub record: Value,
+pub struct Reading<'a> {
+    pub record: ConntrackRecord<'a>,
     /// An alert record, when the level changed.
-    pub alert: Option<Value>,
+    pub alert: Option<AlertRecord<'a>>,
 }
 
 /// The namespace's conntrack counters, when the kernel has them.
@@ -421,23 +423,23 @@ impl Monitor {
     }
 
     /// One record (and an alert record when the level changed).
-    pub fn read(&mut self, host: &str, netns: u32, time: &str) -> Reading {
-        let mut r = Map::new();
-        r.insert("type".into(), "conntrack".into());
-        r.insert("time".into(), time.into());
-        r.insert("host".into(), host.into());
-        r.insert("netns".into(), netns.into());
+    pub fn read<'a>(&mut self, host: &'a str, netns: u32, time: &'a str) -> Reading<'a> {
+        let mut record = ConntrackRecord {
+            kind: "conntrack",
+            time,
+            host,
+            netns,
+            available: false,
+            reason: None,
+            table: None,
+        };
         let (count, max) = match (read_number(COUNT), read_number(MAX)) {
             (Ok(c), Ok(m)) => (c, m),
             _ => {
-                r.insert("available".into(), false.into());
-                r.insert(
-                    "reason".into(),
-                    "conntrack is not loaded (no /proc/sys/net/netfilter/nf_conntrack_count)"
-                        .into(),
-                );
+                record.reason =
+                    Some("conntrack is not loaded (no /proc/sys/net/netfilter/nf_conntrack_count)");
                 return Reading {
-                    record: Value::Object(r),
+                    record,
                     alert: None,
                 };
             }
@@ -449,21 +451,22 @@ impl Monitor {
         };
         // Percent, to 1/10000 of a percent; alerts compare the exact value.
         let utilization = (exact * 10_000.0).round() / 10_000.0;
-        r.insert("available".into(), true.into());
-        r.insert("count".into(), count.into());
-        r.insert("max".into(), max.into());
-        r.insert("utilization".into(), utilization.into());
+        let mut table = Table {
+            count,
+            max,
+            utilization,
+            stats: None,
+            totals: None,
+            entries: None,
+            live: None,
+            note: None,
+        };
         let now = Instant::now();
         if let Some(stats) = read_stats() {
-            let rate = match &self.last {
-                Some((then, before)) => {
-                    let secs = now.duration_since(*then).as_secs_f64();
-                    json!(rates(before, &stats, secs))
-                }
-                None => Value::Null,
-            };
-            r.insert("stats".into(), rate);
-            r.insert("totals".into(), json!(stats));
+            table.stats = Some(self.last.as_ref().map(|(then, before)| {
+                rates(before, &stats, now.duration_since(*then).as_secs_f64())
+            }));
+            table.totals = Some(stats.clone());
             self.last = Some((now, stats));
         }
         // Whether any flow was ever seen: events since start, when listening.
@@ -484,43 +487,44 @@ impl Monitor {
             let l = guard.clone();
             drop(guard);
             seen_new = !l.new.is_empty();
-            r.insert("entries".into(), json!(l.entries));
-            r.insert("events".into(), json!({"new": l.new, "destroy": l.destroy}));
-            r.insert("lost_events".into(), l.lost.into());
-            r.insert("resyncs".into(), l.resyncs.into());
+            table.entries = Some(l.entries);
+            table.live = Some(LiveFigures {
+                events: Events {
+                    new: l.new,
+                    destroy: l.destroy,
+                },
+                lost_events: l.lost,
+                resyncs: l.resyncs,
+            });
         } else if let Ok(entries) = dump_entries() {
             // One-shot: entries per protocol from one dump.
-            r.insert("entries".into(), json!(entries));
+            table.entries = Some(entries);
         }
         // Said only when no flow was seen and no nftables rule asks for
         // tracking (a rule that does, with no traffic yet, is not this).
         if count == 0 && !seen_new && nft_needs_conntrack() != Some(true) {
-            r.insert(
-                "note".into(),
-                "no tracked connections: conntrack only tracks flows once a rule needs it (e.g. an nft ct state rule)"
-                    .into(),
+            table.note = Some(
+                "no tracked connections: conntrack only tracks flows once a rule needs it (e.g. an nft ct state rule)",
             );
         }
-        let alert = self.alert.update(exact).map(|level| {
-            json!({
-                "type": "alert",
-                "time": time,
-                "host": host,
-                "netns": netns,
-                "alert": "conntrack_full",
-                "status": level.name(),
-                "utilization": utilization,
-                "thresholds": {
-                    "warning": self.alert.thresholds.warn,
-                    "critical": self.alert.thresholds.crit,
-                    "clear": self.alert.thresholds.clear,
-                },
-            })
+        record.available = true;
+        record.table = Some(table);
+        let t = self.alert.thresholds;
+        let alert = self.alert.update(exact).map(|level| AlertRecord {
+            kind: "alert",
+            time,
+            host,
+            netns,
+            alert: "conntrack_full",
+            status: level.name(),
+            utilization,
+            thresholds: AlertThresholds {
+                warning: t.warn,
+                critical: t.crit,
+                clear: t.clear,
+            },
         });
-        Reading {
-            record: Value::Object(r),
-            alert,
-        }
+        Reading { record, alert }
     }
 }
 

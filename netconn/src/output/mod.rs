@@ -2,8 +2,11 @@
 //! commands, the daemon's writer thread, lines for people on stderr.
 
 pub mod conn;
+pub mod conntrack;
 pub mod figures;
 pub mod log;
 pub mod record;
+#[cfg(test)]
+mod shapes;
 pub mod sink;
 pub mod writer;

@@ -1,0 +1,189 @@
+//! The records' shapes, pinned: every key in order with the JSON type of
+//! its value, as README.md documents them. A change here is a change of
+//! the contract with every pipeline reading netconn's output.
+
+use serde_json::Value;
+
+use super::conntrack::{AlertRecord, AlertThresholds, ConntrackRecord, Events, LiveFigures, Table};
+use super::figures::{IntervalFigures, ListenFigures, PortSeries, TcpFigures, TcpStates};
+use super::record::{Correction, CountsRecord, Source};
+use crate::model::counts::Counts;
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `key:type` of every top-level key, in order.
+fn shape(record: &impl serde::Serialize) -> String {
+    let v = serde_json::to_value(record).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}:{}", kind(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn counts_record() {
+    let counts = Counts::default();
+    let tags = [("dc".to_owned(), "zrh1".to_owned())].into();
+    let figures = TcpFigures::of(&Default::default());
+    let ports = [PortSeries {
+        addr_port: "80".into(),
+        ip_version: 4,
+        tags: Default::default(),
+        states: TcpStates::default(),
+        tcp_metrics: Some(figures),
+    }];
+    let metrics = IntervalFigures {
+        total: Some(figures),
+        listen: ListenFigures {
+            listen_overflows: 0,
+            listen_drops: 0,
+            listen_overflows_per_s: 0.0,
+            listen_drops_per_s: 0.0,
+        },
+        top_ports: Some(Vec::new()),
+    };
+    let watch = CountsRecord {
+        host: "h",
+        source: Source::Ebpf,
+        netns: 1,
+        counts: &counts,
+        lost_events: 0,
+        conn_records_lost: Some(0),
+        output_dropped: Some(0),
+        resyncs: Some(0),
+        last_correction: None,
+        verify: Some(&counts),
+        tags: Some(&tags),
+        ports: Some(&ports),
+        tcp_metrics: Some(&metrics),
+    };
+    assert_eq!(
+        shape(&watch.at("t")),
+        "type:string time:string host:string source:string tags:object netns:number \
+         connections:object ports:array tcp_metrics:object lost_events:number \
+         conn_records_lost:number output_dropped:number resyncs:number \
+         last_correction:null verify:object total:number"
+    );
+    let corrected = CountsRecord {
+        last_correction: Some(Correction {
+            time: "t",
+            reason: "requested",
+            delta: &counts,
+        }),
+        ..watch.clone()
+    };
+    let v = serde_json::to_value(corrected.at("t")).unwrap();
+    assert_eq!(
+        shape(&v["last_correction"]),
+        "time:string reason:string delta:object"
+    );
+    assert_eq!(shape(&v["verify"]), "equal:bool diff:object");
+    assert_eq!(
+        shape(&v["tcp_metrics"]),
+        "rtt_us:object retrans:number synack_retrans:number resets_sent:number \
+         resets_received:number listen_overflows:number listen_drops:number \
+         listen_overflows_per_s:number listen_drops_per_s:number top_ports:array"
+    );
+    assert_eq!(
+        shape(&v["ports"][0]),
+        "addr_port:string ip_version:number tags:object states:object tcp_metrics:object"
+    );
+    assert_eq!(
+        shape(&v["connections"]),
+        "tcp:object tcp6:object udp:object udp6:object"
+    );
+    assert_eq!(v["connections"]["tcp"].as_object().unwrap().len(), 11);
+    // What snapshot and poll mode write: no eBPF keys.
+    let snapshot = CountsRecord {
+        source: Source::Poll,
+        conn_records_lost: None,
+        output_dropped: None,
+        resyncs: None,
+        verify: None,
+        tags: None,
+        ports: None,
+        tcp_metrics: None,
+        ..watch
+    };
+    assert_eq!(
+        shape(&snapshot.at("t")),
+        "type:string time:string host:string source:string netns:number \
+         connections:object lost_events:number total:number"
+    );
+}
+
+#[test]
+fn conntrack_and_alert_records() {
+    let table = Table {
+        count: 14,
+        max: 262144,
+        utilization: 0.0053,
+        stats: Some(Some(Default::default())),
+        totals: Some(Default::default()),
+        entries: Some(Default::default()),
+        live: Some(LiveFigures {
+            events: Events {
+                new: Default::default(),
+                destroy: Default::default(),
+            },
+            lost_events: 0,
+            resyncs: 0,
+        }),
+        note: None,
+    };
+    let record = ConntrackRecord {
+        kind: "conntrack",
+        time: "t",
+        host: "h",
+        netns: 1,
+        available: true,
+        reason: None,
+        table: Some(table),
+    };
+    assert_eq!(
+        shape(&record),
+        "type:string time:string host:string netns:number available:bool count:number \
+         max:number utilization:number stats:object totals:object entries:object \
+         events:object lost_events:number resyncs:number"
+    );
+    let unavailable = ConntrackRecord {
+        available: false,
+        reason: Some("conntrack is not loaded"),
+        table: None,
+        ..record
+    };
+    assert_eq!(
+        shape(&unavailable),
+        "type:string time:string host:string netns:number available:bool reason:string"
+    );
+    let alert = AlertRecord {
+        kind: "alert",
+        time: "t",
+        host: "h",
+        netns: 1,
+        alert: "conntrack_full",
+        status: "warning",
+        utilization: 91.2,
+        thresholds: AlertThresholds {
+            warning: 90.0,
+            critical: 95.0,
+            clear: 85.0,
+        },
+    };
+    assert_eq!(
+        shape(&alert),
+        "type:string time:string host:string netns:number alert:string status:string \
+         utilization:number thresholds:object"
+    );
+}
