@@ -1,9 +1,18 @@
 //! netconn: live TCP/UDP connection counts from eBPF, exact against the
 //! kernel's own tables.
 //!
-//! The pure core (`state`, `counts`, `merge`, `record`) takes plain data and
-//! returns plain data; the edges (`sockdiag`, `procnet`, `snapshot`, `ebpf`,
-//! `tracker`, `host`, `output`) talk to the kernel and the outside world.
+//! Folders by domain, each above the ones it uses:
+//! - `model`: the pure core (states, counts, the merge rule, the socket);
+//!   plain data in and out, no I/O.
+//! - `tables`: the kernel's tables, read on demand (sock_diag, /proc/net,
+//!   the O(1) totals, netlink).
+//! - `ebpf`: loading and attaching the kernel programs, their maps.
+//! - `live`: what the daemon keeps live (tracker, port groups, TCP
+//!   metrics, connection records) and the socket it serves them on.
+//! - `output`: every record as a type, where records go (the one-shot
+//!   sink, the daemon's writer thread), lines on stderr.
+//! - `conntrack`, `plugin` (the Nagios check), `list`: one feature each.
+//! - `cli`, `config`, `host`, and `cmd/`: one module per subcommand.
 
 pub mod cli;
 pub mod cmd;

@@ -193,7 +193,13 @@ pub fn run(paths: &Paths, seconds: u64) -> Result<Soak> {
     // The second minute (after the warm-up) against the last whole one.
     let whole: Vec<u64> = minute_max.iter().copied().filter(|m| *m > 0).collect();
     let rss_warm = whole.get(1).or(whole.first()).copied().unwrap_or(0);
-    let rss_end = whole.iter().rev().nth(1).or(whole.last()).copied().unwrap_or(0);
+    let rss_end = whole
+        .iter()
+        .rev()
+        .nth(1)
+        .or(whole.last())
+        .copied()
+        .unwrap_or(0);
     let rss_max = whole.iter().copied().max().unwrap_or(0);
     let fds_end = fds(pid)?;
 

@@ -22,7 +22,9 @@ use std::net::IpAddr;
 use netconn_common::{StateEvent, TcpMetrics};
 
 use crate::config::Group;
-use crate::model::merge::{counted_after, counted_before, dumped_state, state_at_flip};
+use crate::model::merge::{
+    counted_after, counted_before, dumped_state, journal_by_socket, state_at_flip,
+};
 use crate::model::socket::DumpedSocket;
 use crate::model::socket::SocketKind;
 use crate::model::state::{ConnType, ip_version};
@@ -166,18 +168,12 @@ impl PortTracker {
         epoch: u8,
         netns: u32,
     ) {
-        let previous = epoch.wrapping_sub(1);
         self.sockets.clear();
         self.full.iter_mut().for_each(|c| *c = [0; 16]);
         self.mini.iter_mut().for_each(|c| *c = [0; 16]);
-        let mut per_socket: HashMap<u64, Vec<&StateEvent>> = HashMap::new();
-        for e in journal.iter().filter(|e| {
-            (e.epoch == epoch || e.epoch == previous)
-                && e.netns == netns
-                && u16::from(e.protocol) == netconn_common::IPPROTO_TCP
-        }) {
-            per_socket.entry(e.cookie).or_default().push(e);
-        }
+        let per_socket = journal_by_socket(journal, epoch, netns, |e| {
+            u16::from(e.protocol) == netconn_common::IPPROTO_TCP
+        });
         let mut seen = std::collections::HashSet::new();
         for s in dump.iter().filter(|s| s.conn_type.is_tcp()) {
             let Some(series) = self.classify_dumped(s) else {

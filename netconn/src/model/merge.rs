@@ -153,22 +153,36 @@ pub fn dumped_state(s: &DumpedSocket) -> Option<u8> {
     }
 }
 
+/// The journal's events of the merge (epochs `epoch` and `epoch - 1`,
+/// namespace `netns`, and what `keep` keeps) per socket, in arrival order:
+/// the ring buffer keeps one socket's events in order, as they happen
+/// under its lock.
+pub fn journal_by_socket(
+    journal: &[StateEvent],
+    epoch: u8,
+    netns: u32,
+    keep: impl Fn(&StateEvent) -> bool,
+) -> HashMap<u64, Vec<&StateEvent>> {
+    let previous = epoch.wrapping_sub(1);
+    let mut per_socket: HashMap<u64, Vec<&StateEvent>> = HashMap::new();
+    for e in journal
+        .iter()
+        .filter(|e| (e.epoch == epoch || e.epoch == previous) && e.netns == netns && keep(e))
+    {
+        per_socket.entry(e.cookie).or_default().push(e);
+    }
+    per_socket
+}
+
 /// Builds the baseline from a dump and the journal (see the module docs).
 /// `epoch` is the new epoch E; journal events of other epochs than E and E-1,
 /// or of other namespaces, are ignored.
 pub fn merge(dump: &[DumpedSocket], journal: &[StateEvent], epoch: u8, netns: u32) -> Baseline {
-    let previous = epoch.wrapping_sub(1);
-    // Events per socket, in arrival order. The ring buffer keeps one
-    // socket's events in order: they happen under its lock.
-    let mut per_socket: HashMap<u64, Vec<&StateEvent>> = HashMap::new();
-    let mut stats = MergeStats::default();
-    for e in journal
-        .iter()
-        .filter(|e| (e.epoch == epoch || e.epoch == previous) && e.netns == netns)
-    {
-        stats.journal_events += 1;
-        per_socket.entry(e.cookie).or_default().push(e);
-    }
+    let per_socket = journal_by_socket(journal, epoch, netns, |_| true);
+    let mut stats = MergeStats {
+        journal_events: per_socket.values().map(|v| v.len() as u64).sum(),
+        ..MergeStats::default()
+    };
 
     let (mut full, mut mini) = (Counts::default(), Counts::default());
     let mut dumped: HashMap<u64, Option<u8>> = HashMap::with_capacity(per_socket.len());
