@@ -449,13 +449,11 @@ mod tests {
 
     fn sock(ct: ConnType, state: u8, lport: u16) -> DumpedSocket {
         DumpedSocket {
-            conn_type: ct,
-            state,
-            kind: SocketKind::Full,
             cookie: 1,
             local_port: lport,
             local_addr: "10.0.0.1".parse().unwrap(),
             inode: 7,
+            ..DumpedSocket::test(ct, state)
         }
     }
 

@@ -8,8 +8,7 @@ use crate::host;
 use crate::output::sink::Sink;
 
 pub fn run(args: ConntrackArgs) -> Result<(), CmdError> {
-    let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
-        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
     let netns = super::own_netns()?;
     let host = host::hostname();

@@ -8,8 +8,7 @@ use crate::output::sink::Sink;
 pub fn run(args: ListArgs) -> Result<(), CmdError> {
     let mut sink = Sink::create(args.output.as_deref()).map_err(CmdError::Usage)?;
     let netns = super::own_netns()?;
-    let rows = list::rows(args.processes, netns)
-        .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))?;
+    let rows = list::rows(args.processes, netns).map_err(CmdError::Dump)?;
     let text = match (args.aggregate, args.json) {
         (false, false) => list::rows_table(&rows, netns).into_bytes(),
         (false, true) => {

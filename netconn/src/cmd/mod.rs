@@ -6,43 +6,78 @@ pub mod list;
 pub mod snapshot;
 pub mod watch;
 
-/// An error that ends the program: its message is one line on stderr.
+use std::io;
+
+use crate::config::ConfigError;
+use crate::live::tracker::TrackerError;
+use crate::output::sink::SinkError;
+use crate::output::writer::OpenError;
+
+/// An error that ends the program: its message is one line on stderr; its
+/// type says whose it is, and so the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
-    /// The user asked for something impossible (exit 2).
+    /// A bad configuration file or variable (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--output` cannot be opened, or stdout is closed (exit 2).
+    #[error(transparent)]
+    Output(#[from] OpenError),
+    /// Anything else the user asked for that cannot be (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// The kernel or the system failed us (exit 1).
-    #[error("{0}")]
-    Failed(String),
+    /// The live counts failed: the kernel programs or a dump (exit 1).
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+    /// Writing the output failed (exit 1).
+    #[error(transparent)]
+    Write(#[from] SinkError),
+    /// A dump of the socket tables failed (exit 1).
+    #[error("cannot dump the socket tables: {0}")]
+    Dump(#[source] io::Error),
+    /// Another part of the system failed us (exit 1).
+    #[error("{what}: {source}")]
+    System {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl CmdError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CmdError::Usage(_) => 2,
-            CmdError::Failed(_) => 1,
+            CmdError::Config(_) | CmdError::Output(_) | CmdError::Usage(_) => 2,
+            CmdError::Tracker(_) | CmdError::Write(_) | CmdError::Dump(_) => 1,
+            CmdError::System { .. } => 1,
+        }
+    }
+
+    /// A failure of the system, said with what netconn was doing.
+    pub fn system(what: impl Into<String>) -> impl Fn(io::Error) -> CmdError {
+        let what = what.into();
+        move |source| CmdError::System {
+            what: what.clone(),
+            source,
         }
     }
 }
 
 /// A one-shot command's write: a reader that went away (`| head`) is no
 /// error, any other failure is.
-pub fn written(result: Result<(), crate::output::sink::SinkError>) -> Result<(), CmdError> {
+pub fn written(result: Result<(), SinkError>) -> Result<(), CmdError> {
     match result {
-        Ok(()) | Err(crate::output::sink::SinkError::Closed) => Ok(()),
-        Err(e) => Err(CmdError::Failed(e.to_string())),
+        Ok(()) | Err(SinkError::Closed) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// The network namespace this process counts.
 pub fn own_netns() -> Result<u32, CmdError> {
-    crate::host::netns_inode()
-        .map_err(|e| CmdError::Failed(format!("cannot read own network namespace: {e}")))
+    crate::host::netns_inode().map_err(CmdError::system("cannot read own network namespace"))
 }
 
 /// Counts of a one-shot dump of every conn-type.
 pub fn dump_counts() -> Result<crate::model::counts::Counts, CmdError> {
-    crate::tables::snapshot::counts()
-        .map_err(|e| CmdError::Failed(format!("cannot dump the socket tables: {e}")))
+    crate::tables::snapshot::counts().map_err(CmdError::Dump)
 }

@@ -46,21 +46,20 @@ impl Mode {
         maintain: bool,
         metrics: Option<&crate::live::metrics::Interval>,
     ) -> Result<Reading, CmdError> {
-        let failed = |e: &dyn std::fmt::Display| CmdError::Failed(e.to_string());
         match self {
             Mode::Ebpf(t) => {
                 if maintain {
-                    t.maintain().map_err(|e| failed(&e))?;
+                    t.maintain()?;
                 } else {
-                    t.refresh_mini_sockets().map_err(|e| failed(&e))?;
+                    t.refresh_mini_sockets()?;
                 }
                 Ok(Reading {
                     ports: t.port_series(metrics),
                     tcp_metrics: None,
-                    counts: t.counts().map_err(|e| failed(&e))?,
+                    counts: t.counts()?,
                     source: Source::Ebpf,
-                    lost_events: t.lost_events().map_err(|e| failed(&e))?,
-                    conn_records_lost: t.conn_records_lost().map_err(|e| failed(&e))?,
+                    lost_events: t.lost_events()?,
+                    conn_records_lost: t.conn_records_lost()?,
                     resyncs: Some(t.resyncs()),
                     correction: t.last_correction().cloned(),
                 })
@@ -68,9 +67,7 @@ impl Mode {
             Mode::Poll(groups) => {
                 let mut dump = Vec::new();
                 for ct in ConnType::ALL {
-                    crate::tables::snapshot::dump(ct, &mut dump).map_err(|e| {
-                        CmdError::Failed(format!("cannot dump the socket tables: {e}"))
-                    })?;
+                    crate::tables::snapshot::dump(ct, &mut dump).map_err(CmdError::Dump)?;
                 }
                 let ports = (!groups.is_empty()).then(|| {
                     let mut ports = PortTracker::new(groups.clone());
@@ -203,7 +200,7 @@ fn answer(
 /// direction of connections older than the watch) and this namespace's
 /// addresses (for "local").
 fn record_builder() -> Result<crate::live::conns::Records, CmdError> {
-    let failed = |e: std::io::Error| CmdError::Failed(format!("cannot prepare --events: {e}"));
+    let failed = CmdError::system("cannot prepare --events");
     let mut listeners = Vec::new();
     for ct in [ConnType::Tcp, ConnType::Tcp6] {
         crate::tables::sockdiag::dump_states(
@@ -211,7 +208,7 @@ fn record_builder() -> Result<crate::live::conns::Records, CmdError> {
             1 << crate::model::state::TCP_LISTEN,
             &mut listeners,
         )
-        .map_err(failed)?;
+        .map_err(&failed)?;
     }
     let locals = crate::list::local_addresses().map_err(failed)?;
     Ok(crate::live::conns::Records::new(
@@ -260,8 +257,7 @@ const LOG_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     // Nothing starts half-configured: the configuration first.
-    let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
-        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
     let interval = args
         .interval
         .or(config.interval)
@@ -273,12 +269,11 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     for w in &config.warnings {
         log.line(format!("netconn: {w}"));
     }
-    let out = Writer::start(args.output.as_deref(), log.clone())
-        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let out = Writer::start(args.output.as_deref(), log.clone())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CmdError::Failed(format!("cannot start the runtime: {e}")))?;
+        .map_err(CmdError::system("cannot start the runtime"))?;
     // Signals are caught before the programs load (about 150 ms): a stop
     // during start-up still detaches everything and writes a record.
     let signals = {
@@ -303,7 +298,7 @@ struct Signals {
 impl Signals {
     fn new() -> Result<Signals, CmdError> {
         let on = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| CmdError::Failed(format!("cannot handle {name}: {e}")))
+            signal(kind).map_err(CmdError::system(format!("cannot handle {name}")))
         };
         Ok(Signals {
             int: on(SignalKind::interrupt(), "SIGINT")?,
@@ -352,7 +347,7 @@ fn watch(
     }
     let tags = config.tags;
     let mut listen = crate::live::metrics::Listen::start()
-        .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
+        .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
 
     let (mut served, mut retry_serve) = match mode {
         Mode::Ebpf(_) => serve(netns, log, false),
@@ -372,7 +367,7 @@ fn watch(
             let start_serving = |served: &Option<serve::Served>| match served {
                 Some(s) => serve::serve_clients(&s.listener)
                     .map(Some)
-                    .map_err(|e| CmdError::Failed(format!("cannot serve counts: {e}"))),
+                    .map_err(CmdError::system("cannot serve counts")),
                 None => Ok(None),
             };
             let mut asked = start_serving(&served)?;
@@ -400,7 +395,7 @@ fn watch(
                         // SIGHUP: take a fresh snapshot now (no record).
                         if let Mode::Ebpf(t) = &mut mode {
                             t.corrected_resync(crate::live::tracker::REASON_REQUESTED)
-                                .map_err(|e| CmdError::Failed(e.to_string()))?;
+?;
                         }
                         continue;
                     }
@@ -417,7 +412,7 @@ fn watch(
                 let interval = match &mut mode {
                     Mode::Ebpf(t) => t
                         .tcp_metrics()
-                        .map_err(|e| CmdError::Failed(e.to_string()))?,
+?,
                     Mode::Poll(_) => None,
                 };
                 let mut r = mode.read(true, interval.as_ref())?;
@@ -427,7 +422,7 @@ fn watch(
                         &mut listen,
                         config.top_ports,
                     )
-                    .map_err(|e| CmdError::Failed(format!("cannot read /proc/net/netstat: {e}")))?;
+                    .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
                     r.tcp_metrics = Some(m);
                 }
                 let verify = if args.verify {

@@ -334,13 +334,11 @@ mod tests {
 
     fn sock(cookie: u64, state: u8, addr: &str, port: u16, kind: SocketKind) -> DumpedSocket {
         DumpedSocket {
-            conn_type: ConnType::Tcp,
-            state,
             kind,
             cookie,
             local_port: port,
             local_addr: addr.parse().unwrap(),
-            inode: 0,
+            ..DumpedSocket::test(ConnType::Tcp, state)
         }
     }
 

@@ -159,18 +159,9 @@ impl std::ops::Sub for Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::socket::SocketKind;
 
     fn sock(conn_type: ConnType, state: u8) -> DumpedSocket {
-        DumpedSocket {
-            conn_type,
-            state,
-            kind: SocketKind::Full,
-            cookie: 0,
-            local_port: 0,
-            local_addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
-            inode: 0,
-        }
+        DumpedSocket::test(conn_type, state)
     }
 
     #[test]

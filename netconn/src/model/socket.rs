@@ -23,6 +23,23 @@ pub struct DumpedSocket {
     pub inode: u32,
 }
 
+#[cfg(test)]
+impl DumpedSocket {
+    /// A full socket in `state` for tests, all else zero: tests override
+    /// what they need with struct update syntax.
+    pub fn test(conn_type: ConnType, state: u8) -> DumpedSocket {
+        DumpedSocket {
+            conn_type,
+            state,
+            kind: SocketKind::Full,
+            cookie: 0,
+            local_port: 0,
+            local_addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            inode: 0,
+        }
+    }
+}
+
 /// What kind of kernel object a dumped socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketKind {

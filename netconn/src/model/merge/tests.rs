@@ -68,13 +68,8 @@ impl Kernel {
 
 fn full(conn_type: ConnType, state: u8, cookie: u64) -> DumpedSocket {
     DumpedSocket {
-        conn_type,
-        state,
-        kind: SocketKind::Full,
         cookie,
-        local_port: 0,
-        local_addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
-        inode: 0,
+        ..DumpedSocket::test(conn_type, state)
     }
 }
 
