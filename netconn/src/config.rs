@@ -37,7 +37,7 @@ pub struct Config {
     pub tags: Tags,
     pub groups: Vec<Group>,
     /// `[conntrack]` warning / critical / clear, in % of the table.
-    pub conntrack: crate::conntrack::Thresholds,
+    pub conntrack: Thresholds,
     /// `[metrics] top_ports`: service ports with their own TCP metrics
     /// besides the groups' (the busiest, by RTT samples).
     pub top_ports: usize,
@@ -52,9 +52,30 @@ impl Default for Config {
             interval: None,
             tags: Tags::new(),
             groups: Vec::new(),
-            conntrack: crate::conntrack::Thresholds::default(),
+            conntrack: Thresholds::default(),
             top_ports: DEFAULT_TOP_PORTS,
             warnings: Vec::new(),
+        }
+    }
+}
+
+/// `[conntrack]`: the table-fullness alert levels, in % of the table.
+/// Alert levels for conntrack table fullness, as Netdata's `netfilter_conntrack_full`:
+/// warning from `warn` %, critical from `crit` %, back to clear only below
+/// `clear` % (hysteresis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub warn: f64,
+    pub crit: f64,
+    pub clear: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            warn: 90.0,
+            crit: 95.0,
+            clear: 85.0,
         }
     }
 }
@@ -299,7 +320,7 @@ impl Config {
                 tags: g.tags,
             });
         }
-        let mut conntrack = crate::conntrack::Thresholds::default();
+        let mut conntrack = Thresholds::default();
         if let Some(c) = raw.conntrack {
             let span = c.span();
             let c = c.into_inner();
@@ -468,7 +489,7 @@ ports_match = ["*:5432"]
         assert_eq!(c.groups[0].tags["service"], "http");
         // ports_match preferred.
         assert_eq!(c.groups[1].entries, [Entry::EachAddress(5432)]);
-        assert_eq!(c.conntrack, crate::conntrack::Thresholds::default());
+        assert_eq!(c.conntrack, Thresholds::default());
         let c = Config::parse("[conntrack]\nwarning = 70\nclear = 60\n", "t").unwrap();
         assert_eq!(
             (c.conntrack.warn, c.conntrack.clear, c.conntrack.crit),

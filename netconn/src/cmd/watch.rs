@@ -5,127 +5,15 @@ use tokio::time::MissedTickBehavior;
 
 use super::CmdError;
 use crate::cli::WatchArgs;
-use crate::config::{Config, Tags};
+use crate::config::Config;
 use crate::host;
-use crate::live::ports::{Groups, PortTracker};
+use crate::live::counter::Counter;
+use crate::live::ports::Groups;
 use crate::live::serve;
-use crate::live::tracker::{self, Tracker};
-use crate::model::counts::Counts;
+use crate::live::tracker::Tracker;
 use crate::model::state::ConnType;
-use crate::output::figures::{IntervalFigures, PortSeries};
 use crate::output::log::Log;
-use crate::output::record::{Correction, CountsRecord, Source};
 use crate::output::writer::{Flow, Writer};
-
-/// Where counts come from for this run.
-enum Mode {
-    Ebpf(Box<Tracker>),
-    /// Polling, with the port groups to classify each dump by.
-    Poll(Groups),
-}
-
-/// What one record reports besides the host and time.
-struct Reading {
-    counts: Counts,
-    source: Source,
-    lost_events: u64,
-    conn_records_lost: Option<u64>,
-    resyncs: Option<u64>,
-    correction: Option<tracker::Correction>,
-    ports: Option<Vec<PortSeries>>,
-    tcp_metrics: Option<IntervalFigures>,
-}
-
-impl Mode {
-    /// The counts now. `maintain`: also check for losses and drift (each
-    /// interval); without it only what changes without events is re-read
-    /// (answers to `check`, which must be quick). `metrics`: the interval's
-    /// TCP metrics, for the port groups' series.
-    fn read(
-        &mut self,
-        maintain: bool,
-        metrics: Option<&crate::live::metrics::Interval>,
-    ) -> Result<Reading, CmdError> {
-        match self {
-            Mode::Ebpf(t) => {
-                if maintain {
-                    t.maintain()?;
-                } else {
-                    t.refresh_mini_sockets()?;
-                }
-                Ok(Reading {
-                    ports: t.port_series(metrics),
-                    tcp_metrics: None,
-                    counts: t.counts()?,
-                    source: Source::Ebpf,
-                    lost_events: t.lost_events()?,
-                    conn_records_lost: t.conn_records_lost()?,
-                    resyncs: Some(t.resyncs()),
-                    correction: t.last_correction().cloned(),
-                })
-            }
-            Mode::Poll(groups) => {
-                let mut dump = Vec::new();
-                for ct in ConnType::ALL {
-                    crate::tables::snapshot::dump(ct, &mut dump).map_err(CmdError::Dump)?;
-                }
-                let ports = (!groups.is_empty()).then(|| {
-                    let mut ports = PortTracker::new(groups.clone());
-                    ports.rebuild(&dump, &[], 0, 0);
-                    ports.series(None)
-                });
-                Ok(Reading {
-                    counts: Counts::from_dump(&dump),
-                    source: Source::Poll,
-                    lost_events: 0,
-                    conn_records_lost: None,
-                    resyncs: None,
-                    correction: None,
-                    ports,
-                    tcp_metrics: None,
-                })
-            }
-        }
-    }
-
-    /// Applies streamed events (port groups) between readings.
-    fn drain(&mut self) {
-        if let Mode::Ebpf(t) = self {
-            t.drain_stream();
-        }
-    }
-}
-
-impl Reading {
-    fn record<'a>(
-        &'a self,
-        host: &'a str,
-        netns: u32,
-        tags: &'a Tags,
-        verify: Option<&'a Counts>,
-        output_dropped: Option<u64>,
-    ) -> CountsRecord<'a> {
-        CountsRecord {
-            tags: Some(tags),
-            ports: self.ports.as_deref(),
-            tcp_metrics: self.tcp_metrics.as_ref(),
-            host,
-            source: self.source,
-            netns,
-            counts: &self.counts,
-            lost_events: self.lost_events,
-            conn_records_lost: self.conn_records_lost,
-            output_dropped,
-            resyncs: self.resyncs,
-            last_correction: self.correction.as_ref().map(|c| Correction {
-                time: &c.time,
-                reason: c.reason,
-                delta: &c.delta,
-            }),
-            verify,
-        }
-    }
-}
 
 /// Serves the live counts to `netconn check` (eBPF mode only: in poll mode
 /// the check's own dump is as good). A failure to serve is one line on
@@ -162,38 +50,6 @@ async fn next_request(
         },
         None => std::future::pending().await,
     }
-}
-
-/// The answer to a client: the live counts (`check`), or the owners of the
-/// sockets the programs saw created (`list`).
-fn answer(
-    mode: &mut Mode,
-    request: serve::Request,
-    host: &str,
-    netns: u32,
-    tags: &Tags,
-) -> Result<Vec<u8>, CmdError> {
-    Ok(match request {
-        serve::Request::Counts => {
-            let r = mode.read(false, None)?;
-            let record = r.record(host, netns, tags, None, None);
-            let mut line =
-                serde_json::to_vec(&record.at(&host::now_rfc3339())).expect("records serialize");
-            line.push(b'\n');
-            line
-        }
-        serve::Request::Owners => {
-            let Mode::Ebpf(t) = mode else {
-                return Ok(Vec::new());
-            };
-            let mut text = String::new();
-            for (cookie, owner) in t.owners() {
-                let comm = crate::model::socket::comm(&owner.comm).unwrap_or_default();
-                text.push_str(&serve::owner_line(cookie, owner.pid, &comm));
-            }
-            text.into_bytes()
-        }
-    })
 }
 
 /// The record builder for `--events`: ports listening now (for the
@@ -323,23 +179,23 @@ fn watch(
     let host = host::hostname();
     // Conntrack's counter rates run from here.
     let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
-    let mut mode = if args.poll {
-        Mode::Poll(groups)
+    let mut counter = if args.poll {
+        Counter::Poll(groups)
     } else {
         match Tracker::start(netns, groups.clone(), args.events, !args.no_tcp_metrics) {
-            Ok(t) => Mode::Ebpf(Box::new(t)),
+            Ok(t) => Counter::Ebpf(Box::new(t)),
             Err(e) => {
                 log.line(format!(
                     "netconn: eBPF unavailable ({e}); polling the socket tables every {} instead",
                     humantime::format_duration(interval)
                 ));
-                Mode::Poll(groups)
+                Counter::Poll(groups)
             }
         }
     };
-    let streaming = matches!(&mode, Mode::Ebpf(t) if t.has_port_groups());
-    let conns = match &mut mode {
-        Mode::Ebpf(t) if args.events => t.take_conn_events().map(|r| (r, record_builder())),
+    let streaming = matches!(&counter, Counter::Ebpf(t) if t.has_port_groups());
+    let conns = match &mut counter {
+        Counter::Ebpf(t) if args.events => t.take_conn_events().map(|r| (r, record_builder())),
         _ => None,
     };
     if args.events && conns.is_none() {
@@ -349,9 +205,9 @@ fn watch(
     let mut listen = crate::live::metrics::Listen::start()
         .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
 
-    let (mut served, mut retry_serve) = match mode {
-        Mode::Ebpf(_) => serve(netns, log, false),
-        Mode::Poll(_) => (None, false),
+    let (mut served, mut retry_serve) = match counter {
+        Counter::Ebpf(_) => serve(netns, log, false),
+        Counter::Poll(_) => (None, false),
     };
 
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -384,16 +240,16 @@ fn watch(
                     _ = sig.term.recv() => true,
                     a = next_request(&mut asked) => {
                         // A client that gave up meanwhile just misses it.
-                        let _ = a.reply.send(answer(&mut mode, a.request, &host, netns, &tags)?);
+                        let _ = a.reply.send(serve::answer(&mut counter, a.request, &host, netns, &tags)?);
                         continue;
                     }
                     _ = drain.tick(), if streaming => {
-                        mode.drain();
+                        counter.drain();
                         continue;
                     }
                     _ = sig.hup.recv() => {
                         // SIGHUP: take a fresh snapshot now (no record).
-                        if let Mode::Ebpf(t) = &mut mode {
+                        if let Counter::Ebpf(t) = &mut counter {
                             t.corrected_resync(crate::live::tracker::REASON_REQUESTED)
 ?;
                         }
@@ -409,13 +265,13 @@ fn watch(
                     (served, retry_serve) = serve(netns, log, true);
                     asked = start_serving(&served)?;
                 }
-                let interval = match &mut mode {
-                    Mode::Ebpf(t) => t
+                let interval = match &mut counter {
+                    Counter::Ebpf(t) => t
                         .tcp_metrics()
 ?,
-                    Mode::Poll(_) => None,
+                    Counter::Poll(_) => None,
                 };
-                let mut r = mode.read(true, interval.as_ref())?;
+                let mut r = counter.read(true, interval.as_ref())?;
                 if !args.no_tcp_metrics {
                     let m = crate::live::metrics::figures(
                         interval.as_ref(),
@@ -456,6 +312,6 @@ fn watch(
     // Stop serving, detach the programs and free their maps before
     // reporting anything.
     drop(served);
-    drop(mode);
+    drop(counter);
     result
 }

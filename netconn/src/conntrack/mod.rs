@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::config::Thresholds;
 use crate::output::conntrack::{
     AlertRecord, AlertThresholds, ConntrackRecord, Events, LiveFigures, Table,
 };
@@ -66,26 +67,6 @@ pub fn rates(
             (k.clone(), (rate * 100.0).round() / 100.0)
         })
         .collect()
-}
-
-/// Alert levels for table fullness, as Netdata's `netfilter_conntrack_full`:
-/// warning from `warn` %, critical from `crit` %, back to clear only below
-/// `clear` % (hysteresis).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    pub warn: f64,
-    pub crit: f64,
-    pub clear: f64,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            warn: 90.0,
-            crit: 95.0,
-            clear: 85.0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! TCP metrics, connection records, and the socket it serves them on.
 
 pub mod conns;
+pub mod counter;
 pub mod metrics;
 pub mod ports;
 pub mod serve;

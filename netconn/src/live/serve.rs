@@ -14,6 +14,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::Tags;
+use crate::live::counter::Counter;
+use crate::live::tracker::TrackerError;
+
 /// Directory of the daemons' sockets (mode 0700).
 pub const SOCKET_DIR: &str = "/run/netconn";
 
@@ -253,6 +257,38 @@ pub fn query(path: &Path, request: Request, timeout: Duration) -> io::Result<Str
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer)
+}
+
+/// The answer to a client: the live counts (`check`), or the owners of the
+/// sockets the programs saw created (`list`).
+pub fn answer(
+    counter: &mut Counter,
+    request: Request,
+    host: &str,
+    netns: u32,
+    tags: &Tags,
+) -> Result<Vec<u8>, TrackerError> {
+    Ok(match request {
+        Request::Counts => {
+            let r = counter.read(false, None)?;
+            let record = r.record(host, netns, tags, None, None);
+            let mut line = serde_json::to_vec(&record.at(&crate::host::now_rfc3339()))
+                .expect("records serialize");
+            line.push(b'\n');
+            line
+        }
+        Request::Owners => {
+            let Counter::Ebpf(t) = counter else {
+                return Ok(Vec::new());
+            };
+            let mut text = String::new();
+            for (cookie, owner) in t.owners() {
+                let comm = crate::model::socket::comm(&owner.comm).unwrap_or_default();
+                text.push_str(&owner_line(cookie, owner.pid, &comm));
+            }
+            text.into_bytes()
+        }
+    })
 }
 
 /// One `owners` answer line.

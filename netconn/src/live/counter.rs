@@ -1,0 +1,121 @@
+//! Where a watch's counts come from: live from the kernel programs (the
+//! tracker), or a poll of the socket tables at every reading; and what one
+//! reading reports.
+
+use crate::config::Tags;
+use crate::live::ports::{Groups, PortTracker};
+use crate::live::tracker::{self, Tracker, TrackerError};
+use crate::model::counts::Counts;
+use crate::model::state::ConnType;
+use crate::output::figures::{IntervalFigures, PortSeries};
+use crate::output::record::{Correction, CountsRecord, Source};
+
+/// Where a watch's counts come from.
+pub enum Counter {
+    Ebpf(Box<Tracker>),
+    /// Polling, with the port groups to classify each dump by.
+    Poll(Groups),
+}
+
+/// What one record reports besides the host and time.
+pub struct Reading {
+    pub counts: Counts,
+    pub source: Source,
+    pub lost_events: u64,
+    pub conn_records_lost: Option<u64>,
+    pub resyncs: Option<u64>,
+    pub correction: Option<tracker::Correction>,
+    pub ports: Option<Vec<PortSeries>>,
+    pub tcp_metrics: Option<IntervalFigures>,
+}
+
+impl Counter {
+    /// The counts now. `maintain`: also check for losses and drift (each
+    /// interval); without it only what changes without events is re-read
+    /// (answers to `check`, which must be quick). `metrics`: the interval's
+    /// TCP metrics, for the port groups' series.
+    pub fn read(
+        &mut self,
+        maintain: bool,
+        metrics: Option<&crate::live::metrics::Interval>,
+    ) -> Result<Reading, TrackerError> {
+        match self {
+            Counter::Ebpf(t) => {
+                if maintain {
+                    t.maintain()?;
+                } else {
+                    t.refresh_mini_sockets()?;
+                }
+                Ok(Reading {
+                    ports: t.port_series(metrics),
+                    tcp_metrics: None,
+                    counts: t.counts()?,
+                    source: Source::Ebpf,
+                    lost_events: t.lost_events()?,
+                    conn_records_lost: t.conn_records_lost()?,
+                    resyncs: Some(t.resyncs()),
+                    correction: t.last_correction().cloned(),
+                })
+            }
+            Counter::Poll(groups) => {
+                let mut dump = Vec::new();
+                for ct in ConnType::ALL {
+                    crate::tables::snapshot::dump(ct, &mut dump).map_err(TrackerError::Dump)?;
+                }
+                let ports = (!groups.is_empty()).then(|| {
+                    let mut ports = PortTracker::new(groups.clone());
+                    ports.rebuild(&dump, &[], 0, 0);
+                    ports.series(None)
+                });
+                Ok(Reading {
+                    counts: Counts::from_dump(&dump),
+                    source: Source::Poll,
+                    lost_events: 0,
+                    conn_records_lost: None,
+                    resyncs: None,
+                    correction: None,
+                    ports,
+                    tcp_metrics: None,
+                })
+            }
+        }
+    }
+
+    /// Applies streamed events (port groups) between readings.
+    pub fn drain(&mut self) {
+        if let Counter::Ebpf(t) = self {
+            t.drain_stream();
+        }
+    }
+}
+
+impl Reading {
+    pub fn record<'a>(
+        &'a self,
+        host: &'a str,
+        netns: u32,
+        tags: &'a Tags,
+        verify: Option<&'a Counts>,
+        output_dropped: Option<u64>,
+    ) -> CountsRecord<'a> {
+        CountsRecord {
+            tags: Some(tags),
+            ports: self.ports.as_deref(),
+            tcp_metrics: self.tcp_metrics.as_ref(),
+            host,
+            source: self.source,
+            netns,
+            counts: &self.counts,
+            lost_events: self.lost_events,
+            conn_records_lost: self.conn_records_lost,
+            output_dropped,
+            resyncs: self.resyncs,
+            last_correction: self.correction.as_ref().map(|c| Correction {
+                time: &c.time,
+                reason: c.reason,
+                delta: &c.delta,
+            }),
+            verify,
+        }
+    }
+}
