@@ -59,10 +59,9 @@ impl Default for Config {
     }
 }
 
-/// `[conntrack]`: the table-fullness alert levels, in % of the table.
-/// Alert levels for conntrack table fullness, as Netdata's `netfilter_conntrack_full`:
-/// warning from `warn` %, critical from `crit` %, back to clear only below
-/// `clear` % (hysteresis).
+/// `[conntrack]`: alert levels for the table's fullness, in % of it, as
+/// Netdata's `netfilter_conntrack_full`: warning from `warn`, critical
+/// from `crit`, back to clear only below `clear` (hysteresis).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     pub warn: f64,
