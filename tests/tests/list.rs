@@ -147,3 +147,22 @@ fn a_running_watch_names_the_processes_it_saw() {
     assert!(list_json(&ns, &[]).iter().all(|r| r["pid"].is_null()));
     drop((older, newer));
 }
+
+/// `list --output FILE` writes a complete document: a second run replaces
+/// the first (appending left two JSON arrays, invalid JSON).
+#[test]
+fn output_file_holds_one_whole_listing() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let held = worker.exec(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let file = std::env::temp_dir().join(format!("netconn-list-{}.json", ns.name));
+    let path = file.to_str().unwrap();
+    for _ in 0..2 {
+        stdout_of(ns.netconn(&["list", "--json", "--output", path]));
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let rows: Vec<Value> = serde_json::from_str(&text).expect("one JSON array");
+    assert_eq!(rows.len(), 1, "{text}");
+    drop(held);
+}

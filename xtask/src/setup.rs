@@ -132,17 +132,20 @@ fn debian_tools() -> Result<()> {
 }
 
 /// What `cargo xtask bench` compares netconn with: bpftrace (Debian),
-/// psutil (PyPI, what the Linuxfabrik check and DataKit's gopsutil mirror),
-/// and tracefs, where bpftrace finds its tracepoints.
+/// bpftool (Debian), psutil (PyPI, what the Linuxfabrik check and DataKit's
+/// gopsutil mirror), and tracefs, where bpftrace finds its tracepoints.
 pub fn bench_tools() -> Result<()> {
-    if output(Command::new("bpftrace").arg("--version")).is_none() {
-        eprintln!("xtask: installing bpftrace");
-        run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
-        run_cmd(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends", "bpftrace"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+    // bpftool reads each program's kernel run time (bpf_stats_enabled).
+    for (cmd, arg) in [("bpftrace", "--version"), ("bpftool", "version")] {
+        if output(Command::new(cmd).arg(arg)).is_none() {
+            eprintln!("xtask: installing {cmd}");
+            run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
+            run_cmd(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends", cmd])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        }
     }
     if output(Command::new("python3").args(["-c", "import psutil"])).is_none() {
         eprintln!("xtask: installing psutil");
