@@ -30,24 +30,56 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// A load or attach error of aya, boxed: the object's loader and the
+/// programs fail with different types.
+pub type AyaError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the programs could not be loaded, attached or read. Each variant
+/// keeps its cause as a source; messages are one line, a verifier log cut
+/// to the line that refused the program (see `describe`).
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("cannot read {VMLINUX_BTF} ({0}): the kernel needs CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf(#[source] io::Error),
     #[error("kernel BTF: {0}")]
     Btf(#[from] BtfError),
+    #[error("parsing the kernel BTF failed: {}", describe(.0.as_ref()))]
+    ParseBtf(#[source] AyaError),
+    #[error("{0} panicked")]
+    Panicked(&'static str),
     #[error(
-        "loading eBPF failed: {0} (netconn needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN)"
+        "loading eBPF failed: {} (netconn needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN)",
+        describe(.0.as_ref())
     )]
-    Permission(String),
-    #[error("loading eBPF failed: {0}")]
-    Load(String),
-    #[error("attaching to tracepoint {0}")]
-    Attach(String),
+    Permission(#[source] AyaError),
+    #[error("loading eBPF failed: {}", describe(.0.as_ref()))]
+    Load(#[source] AyaError),
+    #[error("program {0} missing from the object")]
+    MissingProgram(String),
+    #[error("program {name}: {}", describe(.source))]
+    Program {
+        name: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("{0}: not a cgroup program")]
+    NotCgroup(&'static str),
+    #[error("attaching to tracepoint {tracepoint} failed: {}", describe(.source))]
+    Attach {
+        tracepoint: String,
+        #[source]
+        source: ProgramError,
+    },
     #[error("cannot open the cgroup v2 root for the UDP programs: {0}")]
     Cgroup(#[source] io::Error),
-    #[error("attaching {0} at the cgroup v2 root failed: {1}")]
-    AttachCgroup(&'static str, String),
+    #[error("attaching {name} at the cgroup v2 root failed: {}", describe(.source))]
+    AttachCgroup {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("reading program info: {0}")]
+    ProgramInfo(#[source] io::Error),
     #[error("cannot read the network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+): {0}")]
     NetnsCookie(#[source] io::Error),
     #[error("cannot count CPUs: {0}")]
@@ -134,8 +166,8 @@ fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> ProbeErro
 }
 
 /// A load failure, told apart: missing privileges, or anything else.
-fn load_error(err: &dyn std::error::Error) -> ProbeError {
-    let msg = describe(err);
+fn load_error(err: impl std::error::Error + Send + Sync + 'static) -> ProbeError {
+    let msg = describe(&err);
     let permission = [
         "EPERM",
         "Operation not permitted",
@@ -145,9 +177,9 @@ fn load_error(err: &dyn std::error::Error) -> ProbeError {
     .iter()
     .any(|p| msg.contains(p));
     if permission {
-        ProbeError::Permission(msg)
+        ProbeError::Permission(Box::new(err))
     } else {
-        ProbeError::Load(msg)
+        ProbeError::Load(Box::new(err))
     }
 }
 
@@ -218,11 +250,10 @@ impl Probe {
             let offsets = kernel_offsets(&vmlinux_btf);
             (loader.join(), btf.join(), offsets)
         });
-        let joined = |what: &str| ProbeError::Load(format!("{what} panicked"));
-        let mut loader = loader.map_err(|_| joined("loading the kernel BTF"))?;
+        let mut loader = loader.map_err(|_| ProbeError::Panicked("loading the kernel BTF"))?;
         let btf = btf
-            .map_err(|_| joined("parsing the kernel BTF"))?
-            .map_err(|e| ProbeError::Load(describe(&e)))?;
+            .map_err(|_| ProbeError::Panicked("parsing the kernel BTF"))?
+            .map_err(|e| ProbeError::ParseBtf(Box::new(e)))?;
         let offsets = offsets?;
         drop(vmlinux_btf);
         let watch_flag = u8::from(watch_ports);
@@ -246,7 +277,7 @@ impl Probe {
         if let (true, Ok(Some(bytes))) = (watch_conns, ring_bytes_override(RING_OVERRIDES[1])) {
             loader.map_max_entries(MAP_CONN_EVENTS, bytes);
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(&e))?;
+        let mut ebpf = loader.load(OBJECT).map_err(load_error)?;
         let primary_fd =
             attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, TRACEPOINT_STATE_CHANGE, &btf)?;
         attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, TRACEPOINT_STATE_CHANGE, &btf)?;
@@ -330,7 +361,7 @@ impl Probe {
         Ok(Losses {
             journal: sum(&self.lost, MAP_LOST)?,
             primary_misses: super::prog_info::recursion_misses(fd)
-                .map_err(|e| ProbeError::Load(format!("reading program info: {e}")))?,
+                .map_err(ProbeError::ProgramInfo)?,
             rescued: sum(&self.rescued, MAP_RESCUED)?,
         })
     }
@@ -585,19 +616,21 @@ fn attach_tp_btf(
     tracepoint: &str,
     btf: &Btf,
 ) -> Result<RawFd, ProbeError> {
+    let program = |source| ProbeError::Program {
+        name: name.to_owned(),
+        source,
+    };
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(name)
-        .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
+        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| ProbeError::Load(describe(&e)))?;
-    prog.load(tracepoint, btf).map_err(|e| load_error(&e))?;
-    prog.attach()
-        .map_err(|e| ProbeError::Attach(format!("{tracepoint} failed: {}", describe(&e))))?;
-    Ok(prog
-        .fd()
-        .map_err(|e| ProbeError::Load(describe(&e)))?
-        .as_fd()
-        .as_raw_fd())
+        .map_err(program)?;
+    prog.load(tracepoint, btf).map_err(load_error)?;
+    prog.attach().map_err(|source| ProbeError::Attach {
+        tracepoint: tracepoint.to_owned(),
+        source,
+    })?;
+    Ok(prog.fd().map_err(program)?.as_fd().as_raw_fd())
 }
 
 /// Loads cgroup programs (the UDP lifecycle hooks, the TCP metrics'
@@ -614,9 +647,8 @@ fn attach_cgroup_programs(
     for &name in names {
         let program = ebpf
             .program_mut(name)
-            .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?;
-        let attach_error = |e: ProgramError| ProbeError::AttachCgroup(name, describe(&e));
-        let load_error = |e: ProgramError| load_error(&e);
+            .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?;
+        let attach_error = |source| ProbeError::AttachCgroup { name, source };
         match program {
             Program::CgroupSock(p) => {
                 let p: &mut CgroupSock = p;
@@ -636,7 +668,7 @@ fn attach_cgroup_programs(
                 p.attach(root, CgroupAttachMode::Single)
                     .map_err(attach_error)?;
             }
-            _ => return Err(ProbeError::Load(format!("{name}: not a cgroup program"))),
+            _ => return Err(ProbeError::NotCgroup(name)),
         }
     }
     Ok(())
