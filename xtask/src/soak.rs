@@ -28,6 +28,8 @@ pub struct Soak {
     pub rss_warm_kib: u64,
     pub rss_end_kib: u64,
     pub rss_max_kib: u64,
+    /// The highest RSS of each minute, KiB.
+    pub rss_minutes: Vec<u64>,
     pub fds_start: usize,
     pub fds_end: usize,
     pub records: u64,
@@ -226,6 +228,7 @@ pub fn run(paths: &Paths, seconds: u64) -> Result<Soak> {
         seconds,
         connections,
         rss_warm_kib: rss_warm,
+        rss_minutes: whole.clone(),
         rss_end_kib: rss_end,
         rss_max_kib: rss_max,
         fds_start,
@@ -260,6 +263,16 @@ pub fn render(s: &Soak) -> String {
         s.rss_end_kib,
         s.rss_max_kib,
         verdict(flat)
+    );
+    let minutes: Vec<String> = s
+        .rss_minutes
+        .iter()
+        .map(|k| (k / 1024).to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "| RSS, highest of each minute (MiB) | {} | |",
+        minutes.join(", ")
     );
     let _ = writeln!(
         out,
