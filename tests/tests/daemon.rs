@@ -19,6 +19,33 @@ fn socket_path(ns: &Netns) -> String {
     format!("/run/netconn/netns-{}.sock", netns_inode(ns))
 }
 
+/// Runs a bash script in `ns` and in a mount namespace of its own, so that
+/// what it mounts (a tmpfs on /run or /mnt) never reaches the host; its
+/// stdout.
+fn in_private_mounts(ns: &Netns, script: &str) -> String {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.name, "unshare", "-m"]).args([
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        script,
+    ]);
+    String::from_utf8(stdout_of(c)).unwrap()
+}
+
+/// The lines a script printed after its `== NAME` line, up to the next
+/// such line.
+fn section(out: &str, name: &str) -> String {
+    out.split(&format!("== {name}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {name} section: {out}"))
+        .split("\n== ")
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// Asks the daemon at `path` for its counts, as `check` does.
 fn ask_counts(path: &str) -> Option<Value> {
     let mut s = UnixStream::connect(path).ok()?;
@@ -343,30 +370,8 @@ echo "== symlink"
         bin = netconn_bin().display(),
         fake = fake,
     );
-    let out = String::from_utf8(stdout_of({
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            &ns.name,
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-        ])
-        .args(["bash", "-c", &script]);
-        c
-    }))
-    .unwrap();
-    let section = |name: &str| {
-        out.split(&format!("== {name}\n"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no {name} section: {out}"))
-            .split("\n==")
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let out = in_private_mounts(&ns, &script);
+    let section = |name: &str| section(&out, name);
     let check = section("check");
     assert!(check.contains("tcp ESTABLISHED: 20 [WARNING]"), "{out}");
     assert!(check.contains("exit 1"), "{out}");
@@ -482,30 +487,8 @@ echo "== err"; cat /mnt/err
 "#,
         bin = netconn_bin().display(),
     );
-    let out = String::from_utf8(stdout_of({
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            &ns.name,
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-        ])
-        .args(["bash", "-c", &script]);
-        c
-    }))
-    .unwrap();
-    let section = |name: &str| {
-        out.split(&format!("== {name}\n"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no {name} section: {out}"))
-            .split("== ")
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let out = in_private_mounts(&ns, &script);
+    let section = |name: &str| section(&out, name);
     assert!(out.starts_with("exit 0"), "{out}");
     let err = section("err");
     assert!(err.contains("cannot write the output"), "{err}");

@@ -234,23 +234,8 @@ pub fn figures(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netconn_common::{AF_INET, DIRECTION_OUTBOUND, rtt_bucket};
-
-    fn samples(values: &[u32]) -> TcpMetrics {
-        let mut m = TcpMetrics::default();
-        for &v in values {
-            let one = TcpMetrics {
-                samples: 1,
-                sum_us: u64::from(v),
-                min_us: v,
-                max_us: v,
-                ..Default::default()
-            };
-            m.merge(&one);
-            m.hist[rtt_bucket(v)] += 1;
-        }
-        m
-    }
+    use crate::output::figures::tests::samples;
+    use netconn_common::{AF_INET, DIRECTION_OUTBOUND};
 
     #[test]
     fn late_figures_are_differences_and_a_remade_entry_is_all_new() {

@@ -137,10 +137,11 @@ pub fn quantile(m: &TcpMetrics, q: f64) -> Option<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use netconn_common::rtt_bucket;
 
+    /// An interval's metrics holding these RTT samples.
     pub fn samples(values: &[u32]) -> TcpMetrics {
         let mut m = TcpMetrics::default();
         for &v in values {
