@@ -278,29 +278,29 @@ impl Probe {
             loader.map_max_entries(MAP_CONN_EVENTS, bytes);
         }
         let mut ebpf = loader.load(OBJECT).map_err(load_error)?;
-        let primary_fd =
-            attach_tp_btf(&mut ebpf, PROG_STATE_CHANGE, TRACEPOINT_STATE_CHANGE, &btf)?;
-        attach_tp_btf(&mut ebpf, PROG_STATE_BACKUP, TRACEPOINT_STATE_CHANGE, &btf)?;
         let root = super::cgroup::open_root().map_err(ProbeError::Cgroup)?;
-        attach_cgroup_programs(&mut ebpf, &root, &UDP_PROGRAMS)?;
-        if tcp_metrics {
-            attach_cgroup_programs(&mut ebpf, &root, &[PROG_TCP_OPS])?;
-            attach_tp_btf(
-                &mut ebpf,
-                PROG_SYNACK_RETRANS,
-                TRACEPOINT_SYNACK_RETRANS,
-                &btf,
-            )?;
+        let mut primary_fd = None;
+        for program in PROGRAMS {
+            let wanted = match program.feature {
+                Feature::Counting => true,
+                Feature::Metrics => tcp_metrics,
+                Feature::MetricsOrConns => tcp_metrics || watch_conns,
+            };
+            if !wanted {
+                continue;
+            }
+            match program.hook {
+                Hook::TpBtf(tracepoint) => {
+                    let fd = attach_tp_btf(&mut ebpf, program.name, tracepoint, &btf)?;
+                    if program.name == PROG_STATE_CHANGE {
+                        primary_fd = Some(fd);
+                    }
+                }
+                Hook::CgroupRoot => attach_cgroup_programs(&mut ebpf, &root, &[program.name])?,
+            }
         }
-        if tcp_metrics || watch_conns {
-            attach_tp_btf(
-                &mut ebpf,
-                PROG_RESET_RECEIVED,
-                TRACEPOINT_RESET_RECEIVED,
-                &btf,
-            )?;
-            attach_tp_btf(&mut ebpf, PROG_RESET_SENT, TRACEPOINT_RESET_SENT, &btf)?;
-        }
+        let primary_fd =
+            primary_fd.ok_or_else(|| ProbeError::MissingProgram(PROG_STATE_CHANGE.into()))?;
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
         let transitions =
@@ -609,6 +609,78 @@ pub fn ring_bytes_override(var: &str) -> Result<Option<u32>, String> {
         .ok_or_else(|| format!("{var}: expected a power of two of at least {page}, got {v:?}"))
 }
 
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    /// A BTF tracepoint (`tp_btf`).
+    TpBtf(&'static str),
+    /// The cgroup v2 root (socket lifecycle hooks, sock_ops).
+    CgroupRoot,
+}
+
+/// What a program is loaded for.
+#[derive(Debug, Clone, Copy)]
+enum Feature {
+    /// Always: the counts.
+    Counting,
+    /// The TCP metrics (not with `--no-tcp-metrics`).
+    Metrics,
+    /// The TCP metrics or the connection records (`--events`).
+    MetricsOrConns,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Program {
+    name: &'static str,
+    hook: Hook,
+    feature: Feature,
+}
+
+const fn program(name: &'static str, hook: Hook, feature: Feature) -> Program {
+    Program {
+        name,
+        hook,
+        feature,
+    }
+}
+
+/// Every program, in the order they attach: the state tracepoint's
+/// primary before its backup (the backup rescues what the primary was
+/// skipped for), the UDP lifecycle hooks, then the metrics' and reset
+/// programs.
+const PROGRAMS: [Program; 14] = {
+    use Feature::*;
+    use Hook::*;
+    [
+        program(PROG_STATE_CHANGE, TpBtf(TRACEPOINT_STATE_CHANGE), Counting),
+        program(PROG_STATE_BACKUP, TpBtf(TRACEPOINT_STATE_CHANGE), Counting),
+        program(UDP_PROGRAMS[0], CgroupRoot, Counting),
+        program(UDP_PROGRAMS[1], CgroupRoot, Counting),
+        program(UDP_PROGRAMS[2], CgroupRoot, Counting),
+        program(UDP_PROGRAMS[3], CgroupRoot, Counting),
+        program(UDP_PROGRAMS[4], CgroupRoot, Counting),
+        program(UDP_PROGRAMS[5], CgroupRoot, Counting),
+        program(UDP_PROGRAMS[6], CgroupRoot, Counting),
+        program(UDP_PROGRAMS[7], CgroupRoot, Counting),
+        program(PROG_TCP_OPS, CgroupRoot, Metrics),
+        program(
+            PROG_SYNACK_RETRANS,
+            TpBtf(TRACEPOINT_SYNACK_RETRANS),
+            Metrics,
+        ),
+        program(
+            PROG_RESET_RECEIVED,
+            TpBtf(TRACEPOINT_RESET_RECEIVED),
+            MetricsOrConns,
+        ),
+        program(
+            PROG_RESET_SENT,
+            TpBtf(TRACEPOINT_RESET_SENT),
+            MetricsOrConns,
+        ),
+    ]
+};
+
 /// Loads and attaches a program on a BTF tracepoint.
 fn attach_tp_btf(
     ebpf: &mut Ebpf,
@@ -706,5 +778,17 @@ mod tests {
         };
         assert_eq!(decode_event(bytes), Some(e));
         assert_eq!(decode_event(&bytes[..47]), None);
+    }
+
+    #[test]
+    fn every_program_once_the_primary_before_its_backup() {
+        let names: Vec<&str> = PROGRAMS.iter().map(|p| p.name).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(UDP_PROGRAMS.iter().all(|u| names.contains(u)));
+        let at = |n| names.iter().position(|p| *p == n).unwrap();
+        assert!(at(PROG_STATE_CHANGE) < at(PROG_STATE_BACKUP));
     }
 }
