@@ -1,0 +1,184 @@
+//! TCP metrics: the sock_ops and SYN-ACK programs, RTT histograms, the
+//! figures per interval and per service port.
+
+use core::mem::size_of;
+
+/// TCP metrics (RTT samples, retransmissions, resets) for counts records:
+/// a sock_ops program at the cgroup v2 root and one on the BTF tracepoint
+/// `tcp_retransmit_synack`; the reset programs above count too.
+pub const PROG_TCP_OPS: &str = "netconn_tcp_ops";
+pub const PROG_SYNACK_RETRANS: &str = "netconn_synack_rtx";
+pub const TRACEPOINT_SYNACK_RETRANS: &str = "tcp_retransmit_synack";
+/// Per-CPU array of two [`TcpMetrics`], the namespace's, indexed by
+/// [`Control::metrics_epoch`] parity.
+pub const MAP_METRICS_TOTAL: &str = "METRICS_TOTAL";
+/// LRU per-CPU hash of [`TcpMetrics`] by [`MetricsKey`]: per service port.
+pub const MAP_METRICS_PORTS: &str = "METRICS_PORTS";
+/// Entries in [`MAP_METRICS_PORTS`] (both epochs).
+pub const METRICS_PORT_ENTRIES: u32 = 2048;
+/// [`MetricsKey::direction`]: the local port is the service (a listener,
+/// or a connection it accepted), or the remote one (a connect()).
+pub const DIRECTION_INBOUND: u8 = 1;
+pub const DIRECTION_OUTBOUND: u8 = 2;
+
+/// Callback flags the sock_ops program gives the sockets it follows
+/// (`bpf_sock_ops_cb_flags_set`): an RTT callback per RTT sample and a
+/// retransmission callback per retransmitted skb.
+pub const SOCK_OPS_FLAGS: u8 = (1 << 1) | (1 << 3);
+/// The flag a listener and the connections it accepts carry besides
+/// [`SOCK_OPS_FLAGS`], so that a later callback knows the direction from
+/// the socket itself: `BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG`, which
+/// only asks for a call when a peer sends a TCP option the kernel does not
+/// know (practically never), and the program ignores that call.
+pub const SOCK_OPS_INBOUND_MARK: u8 = 1 << 5;
+
+/// RTT histogram buckets: quarter octaves. Values 0..4 µs have a bucket
+/// each; above, bucket `4 * (e - 1) + s` holds `[(4 + s) << (e - 2),
+/// (5 + s) << (e - 2))` with `e = floor(log2(v))`, so a bucket is at most a
+/// quarter of its lower bound wide. Every u32 falls in buckets 0..=123;
+/// the array has 128 so that the programs index it with a mask, the bound
+/// the verifier follows.
+pub const RTT_BUCKETS: usize = 128;
+
+/// The histogram bucket of an RTT sample in microseconds.
+#[inline(always)]
+pub fn rtt_bucket(us: u32) -> usize {
+    if us < 4 {
+        return us as usize;
+    }
+    let e = 31 - us.leading_zeros();
+    let sub = (us >> (e - 2)) & 3;
+    (4 * (e - 1) + sub) as usize & (RTT_BUCKETS - 1)
+}
+
+/// The values bucket `i` (0..=123) holds: `[low, high)`, `high` as u64
+/// because the last bucket ends at 2^32.
+pub fn rtt_bucket_bounds(i: usize) -> (u32, u64) {
+    if i < 4 {
+        return (i as u32, i as u64 + 1);
+    }
+    let e = (i / 4 + 1) as u32;
+    let sub = (i % 4) as u64;
+    let low = (4 + sub) << (e - 2);
+    (low as u32, (5 + sub) << (e - 2))
+}
+
+/// TCP figures of one interval slot, per CPU. `min_us` is meaningful only
+/// when `samples > 0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpMetrics {
+    /// RTT samples (`BPF_SOCK_OPS_RTT_CB`: each measured RTT, as the
+    /// kernel feeds its estimator) and their sum.
+    pub samples: u64,
+    pub sum_us: u64,
+    pub min_us: u32,
+    pub max_us: u32,
+    /// Segments retransmitted (as tcp_info's total_retrans and the SNMP
+    /// RetransSegs count them), SYN-ACKs retransmitted, RSTs sent/received.
+    pub retrans: u32,
+    pub synack_retrans: u32,
+    pub resets_sent: u32,
+    pub resets_received: u32,
+    pub hist: [u32; RTT_BUCKETS],
+}
+const _: () = assert!(size_of::<TcpMetrics>() == 40 + 4 * RTT_BUCKETS);
+
+impl Default for TcpMetrics {
+    fn default() -> Self {
+        TcpMetrics {
+            samples: 0,
+            sum_us: 0,
+            min_us: 0,
+            max_us: 0,
+            retrans: 0,
+            synack_retrans: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            hist: [0; RTT_BUCKETS],
+        }
+    }
+}
+
+impl TcpMetrics {
+    /// Adds `other`'s figures (another CPU's, another slot's).
+    pub fn merge(&mut self, other: &TcpMetrics) {
+        if other.samples > 0 {
+            if self.samples == 0 || other.min_us < self.min_us {
+                self.min_us = other.min_us;
+            }
+            self.max_us = self.max_us.max(other.max_us);
+        }
+        self.samples += other.samples;
+        self.sum_us += other.sum_us;
+        self.retrans += other.retrans;
+        self.synack_retrans += other.synack_retrans;
+        self.resets_sent += other.resets_sent;
+        self.resets_received += other.resets_received;
+        for (a, b) in self.hist.iter_mut().zip(other.hist.iter()) {
+            *a += b;
+        }
+    }
+
+    /// What a slot gained since an earlier read of it: the counters'
+    /// differences, with the extremes of the samples now in it. A slot
+    /// whose counters went down was evicted and made anew since: all it
+    /// holds is new.
+    pub fn since(&self, earlier: &TcpMetrics) -> TcpMetrics {
+        let went_down = self.samples < earlier.samples
+            || self.retrans < earlier.retrans
+            || self.synack_retrans < earlier.synack_retrans
+            || self.resets_sent < earlier.resets_sent
+            || self.resets_received < earlier.resets_received
+            || self
+                .hist
+                .iter()
+                .zip(earlier.hist.iter())
+                .any(|(a, b)| a < b);
+        if went_down {
+            return *self;
+        }
+        let mut d = TcpMetrics {
+            samples: self.samples - earlier.samples,
+            sum_us: self.sum_us.wrapping_sub(earlier.sum_us),
+            min_us: self.min_us,
+            max_us: self.max_us,
+            retrans: self.retrans - earlier.retrans,
+            synack_retrans: self.synack_retrans - earlier.synack_retrans,
+            resets_sent: self.resets_sent - earlier.resets_sent,
+            resets_received: self.resets_received - earlier.resets_received,
+            hist: self.hist,
+        };
+        for (a, b) in d.hist.iter_mut().zip(earlier.hist.iter()) {
+            *a -= b;
+        }
+        if d.samples == 0 {
+            d.min_us = 0;
+            d.max_us = 0;
+        }
+        d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == TcpMetrics::default()
+    }
+}
+
+/// A service port's metrics slot: inbound (local address and port of a
+/// listener and what it accepted) or outbound (remote port, any address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetricsKey {
+    /// Local address for inbound (IPv4 in the first 4 bytes), zero for
+    /// outbound.
+    pub addr: [u8; 16],
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`, as a byte.
+    pub family: u8,
+    /// [`DIRECTION_INBOUND`] or [`DIRECTION_OUTBOUND`].
+    pub direction: u8,
+    /// [`Control::metrics_epoch`] parity the figures were counted in.
+    pub epoch: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<MetricsKey>() == 24);
