@@ -90,7 +90,10 @@ fn write_conn_records(
         let last = stop.load(Ordering::Acquire);
         events.clear();
         ring.drain(&mut events);
-        for record in records.batch(&events, host, |e| crate::live::conns::wall_time(e.ts_ns)) {
+        let now = crate::live::conns::monotonic_ns();
+        for record in records.batch(&events, host, now, |e| {
+            crate::live::conns::wall_time(e.ts_ns)
+        }) {
             if out.send(&record) == Flow::Closed {
                 return;
             }

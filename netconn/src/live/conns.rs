@@ -37,6 +37,17 @@ pub fn close_reason(old: u8, reset: u8) -> &'static str {
     }
 }
 
+/// How long a close that would read "timeout" waits for the reset that
+/// may follow it.
+pub const RESET_WAIT_NS: u64 = 20_000_000;
+
+/// Now on the clock `bpf_ktime_get_ns()` reads (CLOCK_MONOTONIC).
+pub fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+}
+
 /// What is remembered of an open connection.
 struct Open {
     ts_ns: u64,
@@ -46,9 +57,12 @@ struct Open {
 /// Turns events into records.
 pub struct Records {
     open: HashMap<u64, Open>,
-    /// Closes that would read "timeout", held for one batch: an abort
-    /// (`SO_LINGER` 0, `shutdown` + close with unread data) moves the
-    /// socket to CLOSE first and sends its RST after.
+    /// Closes that would read "timeout", held until their reset arrives
+    /// or [`RESET_WAIT_NS`] has passed: an abort (`SO_LINGER` 0, close with
+    /// unread data) moves the socket to CLOSE first and sends its RST
+    /// after, and the two records can reach userspace in different
+    /// drains (a drain can even find the reset's record reserved but not
+    /// yet committed).
     pending: Vec<(ConnEvent, String)>,
     /// Resets seen in this batch and the previous one, by cookie.
     resets: HashMap<u64, u8>,
@@ -93,13 +107,15 @@ impl Records {
         }
     }
 
-    /// The records of one batch of events (in kernel order); `time` gives
-    /// an event's RFC 3339 time. Closes that may still learn of a reset
-    /// come out with the next batch.
+    /// The records of one batch of events (in kernel order); `now_ns` is
+    /// the monotonic clock the events' stamps use (`bpf_ktime_get_ns`),
+    /// `time` gives an event's RFC 3339 time. Closes that may still learn
+    /// of a reset come out with a later batch.
     pub fn batch<'a>(
         &mut self,
         events: &[ConnEvent],
         host: &'a str,
+        now_ns: u64,
         time: impl Fn(&ConnEvent) -> String,
     ) -> Vec<ConnRecord<'a>> {
         self.older_resets = std::mem::take(&mut self.resets);
@@ -109,7 +125,12 @@ impl Records {
         let mut out = Vec::new();
         for (mut e, t) in std::mem::take(&mut self.pending) {
             e.reset |= self.reset_seen(e.cookie);
-            out.push(self.record(&e, host, &t));
+            let waited = now_ns.saturating_sub(e.ts_ns) >= RESET_WAIT_NS;
+            if e.reset != 0 || waited {
+                out.push(self.record(&e, host, &t));
+            } else {
+                self.pending.push((e, t));
+            }
         }
         for e in events.iter().filter(|e| e.kind != CONN_RESET) {
             let mut e = *e;
@@ -192,14 +213,7 @@ impl Records {
 
 /// RFC 3339 wall time of a `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) stamp.
 pub fn wall_time(ts_ns: u64) -> String {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let mono = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
-    let ago = std::time::Duration::from_nanos(mono.saturating_sub(ts_ns));
+    let ago = std::time::Duration::from_nanos(monotonic_ns().saturating_sub(ts_ns));
     let at = std::time::SystemTime::now() - ago;
     humantime::format_rfc3339_millis(at).to_string()
 }
@@ -296,15 +310,21 @@ mod tests {
             reset: RESET_SENT,
             ..Default::default()
         };
-        // The close waits for the next batch, where the reset is.
-        assert!(r.batch(&[close], "h", |_| "t".into()).is_empty());
-        let out = r.batch(&[rst], "h", |_| "t".into());
+        // The close waits for a later batch, where the reset is, even
+        // when a batch without it comes between.
+        assert!(r.batch(&[close], "h", 6, |_| "t".into()).is_empty());
+        assert!(r.batch(&[], "h", 7, |_| "t".into()).is_empty());
+        let out = r.batch(&[rst], "h", 8, |_| "t".into());
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].close.unwrap().close_reason, "rst_sent");
-        // No reset: a timeout, one batch late.
+        // No reset: a timeout, once the wait is over.
         let other = ConnEvent { cookie: 8, ..close };
-        assert!(r.batch(&[other], "h", |_| "t".into()).is_empty());
-        let out = r.batch(&[], "h", |_| "t".into());
+        assert!(r.batch(&[other], "h", 6, |_| "t".into()).is_empty());
+        assert!(
+            r.batch(&[], "h", 4 + RESET_WAIT_NS, |_| "t".into())
+                .is_empty()
+        );
+        let out = r.batch(&[], "h", 5 + RESET_WAIT_NS, |_| "t".into());
         assert_eq!(out[0].close.unwrap().close_reason, "timeout");
     }
 
