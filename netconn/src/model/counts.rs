@@ -56,11 +56,6 @@ impl Counts {
         NonZero(self)
     }
 
-    /// Only the non-zero cells: `{"tcp":{"FIN_WAIT1":-3}}`.
-    pub fn to_json_nonzero(&self) -> Value {
-        serde_json::to_value(self.nonzero()).expect("counts serialize")
-    }
-
     /// `{"tcp":{"ESTABLISHED":3,...},"tcp6":{...},"udp":{"NONE":2},"udp6":{...}}`
     /// with every state present, so dashboards see stable keys.
     pub fn to_json(&self) -> Value {

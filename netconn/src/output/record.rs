@@ -16,15 +16,6 @@ pub enum Source {
     Poll,
 }
 
-impl Source {
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Ebpf => "ebpf",
-            Source::Poll => "poll",
-        }
-    }
-}
-
 /// Everything a counts record says besides the time.
 #[derive(Debug, Clone)]
 pub struct CountsRecord<'a> {
