@@ -263,12 +263,16 @@ fn run(
     shared: &Shared,
     log: &crate::output::log::Log,
 ) {
+    let mut kind = kind_of(&out);
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Reopen => {
                 if let Target::File(path) = &target {
                     match open_append(path) {
-                        Ok(f) => out = Out::File(f),
+                        Ok(f) => {
+                            out = Out::File(f);
+                            kind = kind_of(&out);
+                        }
                         Err(e) => log.line(format!(
                             "netconn: cannot reopen --output {}: {e}; still writing to the old file",
                             path.display()
@@ -277,7 +281,7 @@ fn run(
                 }
             }
             Msg::Line(line) => {
-                let result = write_line(&mut out, &line);
+                let result = write_line(&mut out, kind, &line);
                 shared.queued.fetch_sub(line.len(), Ordering::AcqRel);
                 match result {
                     Ok(()) => recovered(shared, log),
@@ -294,15 +298,23 @@ fn run(
     shared.done_cv.notify_all();
 }
 
+/// The file type (`S_IFIFO`, `S_IFREG`...) behind the output, taken when it
+/// is opened: not per line, which at full churn is 100k+ lines a second.
+fn kind_of(out: &Out) -> libc::mode_t {
+    nix::sys::stat::fstat(out.fd()).map_or(0, |st| st.st_mode & libc::S_IFMT)
+}
+
 /// Writes one whole line or nothing.
-fn write_line(out: &mut Out, line: &[u8]) -> io::Result<()> {
+fn write_line(out: &mut Out, kind: libc::mode_t, line: &[u8]) -> io::Result<()> {
     let fd = out.fd();
-    let stat = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
-    let kind = stat.st_mode & libc::S_IFMT;
     if kind == libc::S_IFIFO {
         wait_for_pipe_room(fd, line.len())?;
     }
-    let start = stat.st_size;
+    // Where the line starts in a regular file, to take a partial one back.
+    let start = match kind {
+        libc::S_IFREG => nix::sys::stat::fstat(fd).map_err(io::Error::from)?.st_size,
+        _ => 0,
+    };
     let result = match out {
         Out::Stdout => io::stdout().lock().write_all(line),
         Out::File(f) => f.write_all(line),
