@@ -4,17 +4,20 @@ use std::process::Command;
 
 use netconn_integration::netconn_bin;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(netconn_bin())
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
+/// Exit code, stdout and stderr of `cmd`, backtraces on (so a panic shows).
+fn outcome(mut cmd: Command) -> (i32, String, String) {
+    let out = cmd.env("RUST_BACKTRACE", "1").output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(netconn_bin());
+    cmd.args(args);
+    outcome(cmd)
 }
 
 fn assert_one_line_error(args: &[&str], mentions: &str) {
@@ -49,17 +52,9 @@ fn bad_input_is_one_clear_line() {
 
 /// Run with a shell, for redirections.
 fn sh(script: &str) -> (i32, String, String) {
-    let out = Command::new("bash")
-        .args(["-c", script])
-        .env("NETCONN", netconn_bin())
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script]).env("NETCONN", netconn_bin());
+    outcome(cmd)
 }
 
 #[test]
