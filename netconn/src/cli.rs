@@ -11,13 +11,18 @@ use crate::config::parse_interval;
 ///
 /// netconn counts the TCP and UDP sockets of the network namespace it runs
 /// in, per conn-type (tcp, tcp6, udp, udp6) and state, and prints them as
-/// NDJSON: one JSON object per line. Run it under `ip netns exec NS` to count
-/// namespace NS.
+/// NDJSON: one JSON object per line. `--netns` (or `ip netns exec`) chooses
+/// another namespace.
 #[derive(Debug, Parser)]
 #[command(name = "netconn", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Work in this network namespace instead of netconn's own: a name
+    /// under /run/netns (ip netns add), the path of a namespace file
+    /// (/proc/PID/ns/net, a bind mount) or pid:PID for a process's.
+    #[arg(long, global = true, value_name = "NAME|PATH|pid:PID")]
+    pub netns: Option<crate::namespaces::target::Target>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,8 @@
 //!   metrics, connection records) and the socket it serves them on.
 //! - `output`: every record as a type, where records go (the one-shot
 //!   sink, the daemon's writer thread), lines on stderr.
+//! - `namespaces`: choosing another network namespace, finding every one
+//!   on the host and what it belongs to.
 //! - `conntrack`, `plugin` (the Nagios check), `list`: one feature each.
 //! - `cli`, `config`, `host`, and `cmd/`: one module per subcommand.
 
@@ -23,6 +25,7 @@ pub mod host;
 pub mod list;
 pub mod live;
 pub mod model;
+pub mod namespaces;
 pub mod output;
 pub mod plugin;
 pub mod tables;

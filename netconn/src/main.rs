@@ -59,6 +59,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(target) = &cli.netns
+        && let Err(e) = target.enter()
+    {
+        if plugin {
+            let _ = writeln!(std::io::stdout(), "netconn check: {e}");
+            return ExitCode::from(netconn::plugin::nagios::Status::Unknown.exit_code());
+        }
+        eprintln!("netconn: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Watch(args) => cmd::watch::run(args),
         Command::Snapshot(args) => cmd::snapshot::run(args),
