@@ -84,6 +84,11 @@ pub struct ListArgs {
     /// Write to FILE (replacing it) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Every network namespace of the host (those with a process in them
+    /// or a name under /run/netns), each row with its namespace's owner:
+    /// container, pod, cgroup, processes.
+    #[arg(long, short = 'A', conflicts_with = "netns")]
+    pub all_namespaces: bool,
 }
 
 #[derive(Debug, Args)]

@@ -77,3 +77,10 @@ pub fn guard_std_fds() {
 pub fn stdout_was_closed() -> bool {
     STDOUT_CLOSED.load(Ordering::Acquire)
 }
+
+/// The command name of process `pid` (`/proc/PID/comm`).
+pub fn comm_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
+}

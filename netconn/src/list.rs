@@ -167,21 +167,37 @@ fn sockets_of(pids: &[u32]) -> HashMap<u32, (u32, String)> {
             else {
                 continue;
             };
-            let comm = comm.get_or_insert_with(|| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .map(|c| c.trim_end().to_owned())
-                    .unwrap_or_default()
-            });
+            let comm = comm.get_or_insert_with(|| crate::host::comm_of(pid).unwrap_or_default());
             out.entry(inode).or_insert_with(|| (pid, comm.clone()));
         }
     }
     out
 }
 
+/// The `/proc/*/fd` walk, when asked for: done at most once however many
+/// namespaces are listed (socket inodes are unique on the host).
+pub struct Processes {
+    wanted: bool,
+    found: std::sync::OnceLock<HashMap<u32, (u32, String)>>,
+}
+
+impl Processes {
+    pub fn new(wanted: bool) -> Processes {
+        Processes {
+            wanted,
+            found: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Option<&HashMap<u32, (u32, String)>> {
+        self.wanted.then(|| self.found.get_or_init(processes))
+    }
+}
+
 /// Every socket of the calling thread's namespace. Owners: those a running
 /// `watch` of the namespace knows (the sockets it saw connect, listen or be
-/// accepted), and with `with_processes` the `/proc/*/fd` walk for the rest.
-pub fn rows(with_processes: bool, netns: u32) -> io::Result<Vec<Row>> {
+/// accepted), and with `procs` wanted the `/proc/*/fd` walk for the rest.
+pub fn rows(procs: &Processes, netns: u32) -> io::Result<Vec<Row>> {
     let mut raw = Vec::new();
     for ct in ConnType::ALL {
         let ext = if ct.is_tcp() { EXT_INFO } else { 0 };
@@ -202,18 +218,14 @@ pub fn rows(with_processes: bool, netns: u32) -> io::Result<Vec<Row>> {
     let unknown = raw
         .iter()
         .any(|(s, ..)| s.inode != 0 && !known.contains_key(&s.cookie));
-    let procs = if with_processes && unknown {
-        processes()
-    } else {
-        HashMap::new()
-    };
+    let procs = if unknown { procs.get() } else { None };
     Ok(raw
         .into_iter()
         .map(|(socket, remote_addr, remote_port, info)| Row {
             direction: direction(&socket, remote_addr, remote_port, &listening, &locals),
             process: known
                 .get(&socket.cookie)
-                .or_else(|| procs.get(&socket.inode))
+                .or_else(|| procs.and_then(|p| p.get(&socket.inode)))
                 .cloned(),
             // A listener has no peer: no RTT, nothing retransmitted.
             info: info.filter(|_| socket.state != TCP_LISTEN),
@@ -226,6 +238,14 @@ pub fn rows(with_processes: bool, netns: u32) -> io::Result<Vec<Row>> {
 
 fn state_name(s: &DumpedSocket) -> &'static str {
     s.conn_type.state_name(s.state).unwrap_or("UNKNOWN")
+}
+
+/// The sockets of one namespace.
+pub struct Namespaced {
+    pub netns: u32,
+    /// What the namespace belongs to (`list --all-namespaces`).
+    pub owner: Option<crate::namespaces::owner::Owner>,
+    pub rows: Vec<Row>,
 }
 
 /// One row as JSON (serialized straight to the output: a `Value` tree of
@@ -248,17 +268,21 @@ struct RowOut<'a> {
     inode: u32,
     netns: u32,
     namespace: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a crate::namespaces::owner::Owner>,
     kind: &'static str,
 }
 
 /// The rows as one JSON array, written to `out`.
-pub fn write_json(rows: &[Row], netns: u32, out: &mut Vec<u8>) {
+pub fn write_json(lists: &[Namespaced], out: &mut Vec<u8>) {
     use serde::ser::{SerializeSeq, Serializer};
     let mut ser = serde_json::Serializer::new(out);
-    let mut seq = ser
-        .serialize_seq(Some(rows.len()))
-        .expect("writing to memory");
-    for r in rows {
+    let len = lists.iter().map(|l| l.rows.len()).sum();
+    let mut seq = ser.serialize_seq(Some(len)).expect("writing to memory");
+    for (r, netns, owner) in lists
+        .iter()
+        .flat_map(|l| l.rows.iter().map(|r| (r, l.netns, l.owner.as_ref())))
+    {
         let s = &r.socket;
         let row = RowOut {
             proto: s.conn_type.name(),
@@ -277,6 +301,7 @@ pub fn write_json(rows: &[Row], netns: u32, out: &mut Vec<u8>) {
             inode: s.inode,
             netns,
             namespace: crate::host::namespace_class(netns),
+            owner,
             kind: match s.kind {
                 SocketKind::Full => "socket",
                 SocketKind::TimeWait => "time_wait",
@@ -300,7 +325,10 @@ fn service_port(r: &Row, listening: &HashSet<u16>) -> u16 {
 }
 
 /// (direction, process, proto, service port) -> sockets, most first.
-pub fn aggregate(rows: &[Row]) -> Vec<(Direction, String, &'static str, u16, usize)> {
+/// One group: direction, process, proto, service port, sockets.
+pub type Group = (Direction, String, &'static str, u16, usize);
+
+pub fn aggregate(rows: &[Row]) -> Vec<Group> {
     let listening: HashSet<u16> = rows
         .iter()
         .filter(|r| r.direction == Direction::Listen && r.socket.conn_type.is_tcp())
@@ -340,18 +368,24 @@ struct GroupOut<'a> {
     proto: &'static str,
     port: u16,
     sockets: usize,
+    /// With --all-namespaces: groups are per namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<u32>,
 }
 
-/// The groups as one JSON array.
-pub fn aggregate_json(groups: &[(Direction, String, &'static str, u16, usize)]) -> Vec<u8> {
+/// The groups as one JSON array; `netns` set: each namespace's groups
+/// (`--all-namespaces`).
+pub fn aggregate_json(groups: &[(Option<u32>, Vec<Group>)]) -> Vec<u8> {
     let rows: Vec<GroupOut> = groups
         .iter()
-        .map(|(d, p, t, port, n)| GroupOut {
+        .flat_map(|(netns, g)| g.iter().map(move |g| (*netns, g)))
+        .map(|(netns, (d, p, t, port, n))| GroupOut {
             direction: d.name(),
             process: p,
             proto: t,
             port: *port,
             sockets: *n,
+            netns,
         })
         .collect();
     serde_json::to_vec(&rows).expect("rows serialize")
@@ -383,12 +417,14 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn rows_table(rows: &[Row], netns: u32) -> String {
-    let cells: Vec<Vec<String>> = rows
+pub fn rows_table(lists: &[Namespaced]) -> String {
+    let owners = lists.iter().any(|l| l.owner.is_some());
+    let cells: Vec<Vec<String>> = lists
         .iter()
-        .map(|r| {
+        .flat_map(|l| l.rows.iter().map(move |r| (r, l)))
+        .map(|(r, l)| {
             let s = &r.socket;
-            vec![
+            let mut cells = vec![
                 s.conn_type.name().to_owned(),
                 state_name(s).to_owned(),
                 endpoint(s.local_addr, s.local_port),
@@ -404,43 +440,60 @@ pub fn rows_table(rows: &[Row], netns: u32) -> String {
                 r.info
                     .map(|i| i.retrans.to_string())
                     .unwrap_or_else(|| "-".into()),
-                netns.to_string(),
-            ]
+                l.netns.to_string(),
+            ];
+            if owners {
+                let label = match (crate::host::namespace_class(l.netns), &l.owner) {
+                    ("system", _) => "host".into(),
+                    (_, Some(owner)) => owner.label(),
+                    (_, None) => "-".into(),
+                };
+                cells.push(label);
+            }
+            cells
         })
         .collect();
-    table(
-        &[
-            "PROTO",
-            "STATE",
-            "LOCAL",
-            "REMOTE",
-            "DIRECTION",
-            "PID/COMM",
-            "RTT(ms)",
-            "RETRANS",
-            "NETNS",
-        ],
-        &cells,
-    )
+    let mut header = vec![
+        "PROTO",
+        "STATE",
+        "LOCAL",
+        "REMOTE",
+        "DIRECTION",
+        "PID/COMM",
+        "RTT(ms)",
+        "RETRANS",
+        "NETNS",
+    ];
+    if owners {
+        header.push("OWNER");
+    }
+    table(&header, &cells)
 }
 
-pub fn aggregate_table(groups: &[(Direction, String, &'static str, u16, usize)]) -> String {
+pub fn aggregate_table(groups: &[(Option<u32>, Vec<Group>)]) -> String {
+    let per_netns = groups.iter().any(|(netns, _)| netns.is_some());
     let cells: Vec<Vec<String>> = groups
         .iter()
-        .map(|(d, p, t, port, n)| {
-            vec![
+        .flat_map(|(netns, g)| g.iter().map(move |g| (*netns, g)))
+        .map(|(netns, (d, p, t, port, n))| {
+            let mut cells = vec![
                 d.name().to_owned(),
                 p.clone(),
                 t.to_string(),
                 port.to_string(),
                 n.to_string(),
-            ]
+            ];
+            if per_netns {
+                cells.push(netns.map_or_else(String::new, |n| n.to_string()));
+            }
+            cells
         })
         .collect();
-    table(
-        &["DIRECTION", "PROCESS", "PROTO", "PORT", "SOCKETS"],
-        &cells,
-    )
+    let mut header = vec!["DIRECTION", "PROCESS", "PROTO", "PORT", "SOCKETS"];
+    if per_netns {
+        header.push("NETNS");
+    }
+    table(&header, &cells)
 }
 
 #[cfg(test)]

@@ -102,3 +102,146 @@ fn a_bad_netns_is_one_line_and_a_usage_error() {
         assert!(String::from_utf8_lossy(&out.stdout).contains(says));
     }
 }
+
+/// The cgroup2 mount (hybrid hosts have it under /sys/fs/cgroup/unified).
+fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| f[1].into())
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// Cgroups made for a test (removed, deepest first, on drop) and the
+/// processes put in them (killed first).
+struct Cgroups {
+    made: Vec<std::path::PathBuf>,
+    children: Vec<std::process::Child>,
+}
+
+impl Cgroups {
+    /// Makes `path` under the cgroup2 root (each missing level).
+    fn make(&mut self, path: &str) -> std::path::PathBuf {
+        let mut dir = cgroup2_root();
+        for part in path.split('/') {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                self.made.push(dir.clone());
+            }
+        }
+        dir
+    }
+
+    /// Starts `sleep` in namespace `ns` with a UTS namespace of its own
+    /// named `hostname`, inside cgroup `path`; returns its pid.
+    fn start(&mut self, ns: &Netns, hostname: &str, path: &str) -> u32 {
+        let dir = self.make(path);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "unshare", "--uts", "sh", "-c"])
+            .arg(format!(
+                "hostname {hostname} && echo ready && exec sleep 60"
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        let pid = child.id();
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        self.children.push(child);
+        pid
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for dir in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn inode_of(ns: &Netns) -> u64 {
+    std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap()
+}
+
+#[test]
+fn list_all_namespaces_names_containers_and_pods() {
+    const ID: &str = "9a3f0c1d2e4b5a6978877665544332211000ffeeddccbbaa0099887766554433";
+    const ID2: &str = "1111222233334444555566667777888899990000aaaabbbbccccddddeeeeffff";
+    let uid = "5e2d8c1a-3b4f-4e6a-9d7c-0a1b2c3d4e5f";
+    let docker = Netns::new();
+    let pod = Netns::new();
+    let mut cgroups = Cgroups {
+        made: Vec::new(),
+        children: Vec::new(),
+    };
+    let docker_pid = cgroups.start(&docker, "web-1", &format!("system.slice/docker-{ID}.scope"));
+    let pod_path = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID2}.scope",
+        uid.replace('-', "_")
+    );
+    cgroups.start(&pod, "api-7d9f8b-x2x4q", &pod_path);
+    // Sockets in each, so that each has rows.
+    let (in_docker, in_pod) = (docker.worker(), pod.worker());
+    let _held = (
+        in_docker.exec(|| TcpListener::bind("127.0.0.1:8080").unwrap()),
+        in_pod.exec(|| UdpSocket::bind("0.0.0.0:5353").unwrap()),
+    );
+
+    let rows = json(netconn(&["list", "--all-namespaces", "--json"]));
+    let rows = rows.as_array().unwrap();
+    let of = |ns: &Netns| -> Vec<&Value> {
+        rows.iter().filter(|r| r["netns"] == inode_of(ns)).collect()
+    };
+    let d = of(&docker);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["lport"], 8080);
+    assert_eq!(d[0]["namespace"], "container");
+    let owner = &d[0]["owner"];
+    assert_eq!(owner["runtime"], "docker", "{owner}");
+    assert_eq!(owner["container_id"], ID);
+    assert_eq!(owner["netns_name"], docker.name.as_str());
+    assert_eq!(owner["pids"][0], docker_pid);
+    assert_eq!(owner["comm"][0], "sleep");
+    assert!(owner.get("k8s_pod_uid").is_none(), "{owner}");
+
+    let p = of(&pod);
+    assert_eq!(p.len(), 1, "{p:?}");
+    let owner = &p[0]["owner"];
+    assert_eq!(owner["runtime"], "containerd", "{owner}");
+    assert_eq!(owner["container_id"], ID2);
+    assert_eq!(owner["k8s_pod_uid"], uid);
+    assert_eq!(owner["k8s_pod_name"], "api-7d9f8b-x2x4q");
+    assert_eq!(owner["cgroup"], format!("/{pod_path}"));
+
+    // The host's own sockets are the system's.
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    assert!(
+        rows.iter()
+            .filter(|r| r["netns"] == own)
+            .all(|r| r["namespace"] == "system")
+    );
+
+    // The table names them too.
+    let table = String::from_utf8(stdout_of(netconn(&["list", "-A"]))).unwrap();
+    assert!(table.contains(&format!("docker:{}", &ID[..12])), "{table}");
+    assert!(table.contains("pod:api-7d9f8b-x2x4q"), "{table}");
+}

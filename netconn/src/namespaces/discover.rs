@@ -1,1 +1,194 @@
+//! Every network namespace of the host that a process is in or that has a
+//! name under /run/netns, found the way `lsns` and `ip netns` find them.
+//! netconn holds no namespace open between uses, so one whose last process
+//! exits and whose name is removed goes away as it would without netconn.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use crate::namespaces::owner::{self, Owner};
+use crate::namespaces::target::NAMED_DIR;
+
+/// One network namespace, by its inode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace {
+    pub inode: u32,
+    /// Processes in it (their main threads), lowest first.
+    pub pids: Vec<u32>,
+    /// Its names under /run/netns.
+    pub names: Vec<String>,
+}
+
+/// The namespace inode a `/proc/PID/ns/net` link names: "net:[4026531840]".
+fn link_inode(link: &std::path::Path) -> Option<u32> {
+    let target = std::fs::read_link(link).ok()?;
+    let s = target.to_str()?;
+    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Every namespace with a process in it or a name, by inode.
+pub fn scan() -> BTreeMap<u32, Namespace> {
+    let mut found: BTreeMap<u32, Namespace> = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(inode) = link_inode(&entry.path().join("ns/net")) {
+                let ns = found.entry(inode).or_default();
+                ns.inode = inode;
+                ns.pids.push(pid);
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(NAMED_DIR) {
+        for entry in dir.flatten() {
+            let (Ok(meta), Some(name)) = (
+                entry.metadata(),
+                entry.file_name().to_str().map(str::to_owned),
+            ) else {
+                continue;
+            };
+            // An unmounted leftover is a plain empty file of the tmpfs.
+            if meta.dev() != nsfs_dev() {
+                continue;
+            }
+            let ns = found.entry(meta.ino() as u32).or_default();
+            ns.inode = meta.ino() as u32;
+            ns.names.push(name);
+        }
+    }
+    for ns in found.values_mut() {
+        ns.pids.sort_unstable();
+        ns.names.sort();
+    }
+    found
+}
+
+/// The device of the namespace filesystem, which every namespace file
+/// (ours included) is on.
+fn nsfs_dev() -> u64 {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.dev())
+        .unwrap_or(0)
+}
+
+impl Namespace {
+    /// Paths that lead to this namespace while it lives.
+    fn paths(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        let names = self.names.iter().map(|n| PathBuf::from(NAMED_DIR).join(n));
+        let pids = self
+            .pids
+            .iter()
+            .map(|p| PathBuf::from(format!("/proc/{p}/ns/net")));
+        names.chain(pids)
+    }
+
+    /// The namespace's file, opened for entering (a process may have left
+    /// it, and a pid been reused, since the scan: the inode is checked).
+    /// None when no way into it is left: it is gone.
+    pub fn open(&self) -> Option<File> {
+        self.paths().find_map(|p| {
+            let f = File::open(p).ok()?;
+            (f.metadata().ok()?.ino() as u32 == self.inode).then_some(f)
+        })
+    }
+
+    /// A process of the namespace's own `/proc/PID/net`, for the tables
+    /// read from files: the namespace's sockstat, snmp and conntrack.
+    pub fn proc_net(&self) -> Option<PathBuf> {
+        self.pids
+            .iter()
+            .find(|p| link_inode(&PathBuf::from(format!("/proc/{p}/ns/net"))) == Some(self.inode))
+            .map(|p| PathBuf::from(format!("/proc/{p}/net")))
+    }
+
+    /// What the namespace belongs to.
+    pub fn owner(&self) -> Owner {
+        const PIDS: usize = 5;
+        const LOOKED_AT: usize = 64;
+        let cgroups: Vec<(u32, String)> = self
+            .pids
+            .iter()
+            .take(LOOKED_AT)
+            .filter_map(|&p| Some((p, cgroup_of(p)?)))
+            .collect();
+        let mut owner = Owner {
+            netns_name: self.names.first().cloned(),
+            pids: self.pids.iter().take(PIDS).copied().collect(),
+            ..Owner::default()
+        };
+        for pid in &owner.pids {
+            if let Some(comm) = crate::host::comm_of(*pid)
+                && !owner.comm.contains(&comm)
+            {
+                owner.comm.push(comm);
+            }
+        }
+        if let Some((pid, path)) = owner::pick(&cgroups) {
+            let names = owner::parse_cgroup(path);
+            owner.cgroup = Some(path.clone());
+            owner.runtime = names.runtime;
+            owner.container_id = names.container_id;
+            if names.k8s_pod_uid.is_some() {
+                owner.k8s_pod_name = uts_hostname(*pid);
+                owner.k8s_namespace = std::fs::read_to_string(format!(
+                    "/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+                ))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty());
+            }
+            owner.k8s_pod_uid = names.k8s_pod_uid;
+        }
+        owner
+    }
+}
+
+/// The cgroup v2 path of a process ("0::/path" in /proc/PID/cgroup).
+fn cgroup_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// The host name of a process's UTS namespace, read from a thread that
+/// joins it for the call.
+fn uts_hostname(pid: u32) -> Option<String> {
+    use nix::sched::{CloneFlags, setns};
+    let file = File::open(format!("/proc/{pid}/ns/uts")).ok()?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                setns(&file, CloneFlags::CLONE_NEWUTS).ok()?;
+                nix::unistd::gethostname().ok()?.into_string().ok()
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_namespace_is_found_with_our_pid() {
+        let own = crate::host::netns_inode().unwrap();
+        let found = scan();
+        let ns = &found[&own];
+        assert!(ns.pids.contains(&std::process::id()), "{ns:?}");
+        assert!(ns.open().is_some());
+        assert!(ns.proc_net().is_some());
+        let owner = ns.owner();
+        assert!(!owner.pids.is_empty() && owner.pids.len() <= 5);
+    }
+}
