@@ -131,3 +131,33 @@ pub struct StateEvent {
     pub laddr: [u8; 16],
 }
 const _: () = assert!(size_of::<StateEvent>() == 48);
+
+/// Global (u8): non-zero in `watch --all-namespaces`: every namespace is
+/// counted into its own matrix in [`MAP_NS_TRANSITIONS`] instead of the
+/// per-CPU [`MAP_TRANSITIONS`].
+pub const GLOBAL_ALL_NAMESPACES: &str = "ALL_NAMESPACES";
+/// Hash of [`NsKey`] -> [`Transitions`]: one matrix per tracked namespace
+/// and epoch parity, created and removed by userspace, bumped atomically by
+/// the programs (shared by the CPUs: a per-CPU value would cost 8 KiB per
+/// CPU and namespace).
+pub const MAP_NS_TRANSITIONS: &str = "NS_TRANSITIONS";
+/// Hash of namespace inode -> 0: namespaces an event came from that have no
+/// matrix yet, for userspace to adopt. Bounded: when full, userspace still
+/// finds new namespaces by its scan of /proc.
+pub const MAP_NEW_NETNS: &str = "NEW_NETNS";
+/// Entries of [`MAP_NEW_NETNS`].
+pub const NEW_NETNS_SLOTS: u32 = 256;
+/// Namespaces `watch --all-namespaces` tracks at most (two matrices of
+/// 8 KiB each: 8 MiB of kernel memory).
+pub const MAX_NAMESPACES: u32 = 512;
+
+/// Key of [`MAP_NS_TRANSITIONS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NsKey {
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Epoch parity (0 or 1).
+    pub parity: u32,
+}
+const _: () = assert!(size_of::<NsKey>() == 8);

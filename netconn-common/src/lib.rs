@@ -35,6 +35,7 @@ mod user {
     unsafe impl aya::Pod for TcpMetrics {}
     unsafe impl aya::Pod for MetricsKey {}
     unsafe impl aya::Pod for Owner {}
+    unsafe impl aya::Pod for NsKey {}
 }
 
 #[cfg(test)]

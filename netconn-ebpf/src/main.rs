@@ -51,16 +51,17 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    AF_INET, Control, IPPROTO_TCP, Offsets, StateEvent, Transitions, WATCHED_PORT_WORDS,
-    conn_index, transition_slot,
+    AF_INET, Control, IPPROTO_TCP, MAX_NAMESPACES, NEW_NETNS_SLOTS, NsKey, Offsets, StateEvent,
+    Transitions, WATCHED_PORT_WORDS, conn_index, transition_slot,
 };
 
 mod conn;
@@ -74,6 +75,10 @@ static TARGET_NETNS: u32 = 0;
 /// The same namespace's cookie, for the cgroup programs; 0: every one.
 #[unsafe(no_mangle)]
 static TARGET_NETNS_COOKIE: u64 = 0;
+
+/// Non-zero: `watch --all-namespaces`, a matrix per namespace.
+#[unsafe(no_mangle)]
+static ALL_NAMESPACES: u8 = 0;
 
 /// Non-zero: `watch --events` (see the conn module).
 #[unsafe(no_mangle)]
@@ -114,6 +119,17 @@ static TRANSITIONS: PerCpuArray<Transitions> = PerCpuArray::with_max_entries(2, 
 
 #[map]
 static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+
+/// One matrix per namespace and epoch parity (`--all-namespaces`); userspace
+/// makes an entry when it adopts a namespace. Sized at load: 1 entry
+/// unless in that mode.
+#[map]
+static NS_TRANSITIONS: HashMap<NsKey, Transitions> =
+    HashMap::with_max_entries(2 * MAX_NAMESPACES, 0);
+
+/// Namespaces events came from that have no matrix yet.
+#[map]
+static NEW_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(NEW_NETNS_SLOTS, 0);
 
 /// Journal: only written while a snapshot is merged, and drained by
 /// userspace while it dumps. 2 MiB hold ~65 ms of the fastest churn here.
@@ -367,8 +383,25 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
         return;
     };
     let control = CONTROL.get(0).copied().unwrap_or_default();
-    if let Some(m) = TRANSITIONS.get_ptr_mut((control.epoch & 1) as u32) {
-        let slot = transition_slot(ct, t.old as usize, t.new as usize);
+    let slot = transition_slot(ct, t.old as usize, t.new as usize);
+    // SAFETY: see crate::count.
+    if unsafe { core::ptr::read_volatile(&ALL_NAMESPACES) } != 0 {
+        let key = NsKey {
+            netns: t.netns,
+            parity: u32::from(control.epoch & 1),
+        };
+        match NS_TRANSITIONS.get_ptr_mut(&key) {
+            // SAFETY: slot < TRANSITION_SLOTS by construction of
+            // transition_slot; the value is shared, the add atomic.
+            Some(m) => bump(Some(unsafe { (*m).counts.as_mut_ptr().add(slot) })),
+            None => {
+                // Not adopted yet: its snapshot, taken after adoption,
+                // covers this event. Full: userspace's scan finds it.
+                let _ = NEW_NETNS.insert(&t.netns, &0, BPF_NOEXIST.into());
+                return;
+            }
+        }
+    } else if let Some(m) = TRANSITIONS.get_ptr_mut((control.epoch & 1) as u32) {
         // SAFETY: slot < TRANSITION_SLOTS by construction of transition_slot.
         bump(Some(unsafe { (*m).counts.as_mut_ptr().add(slot) }));
     }

@@ -36,7 +36,9 @@ use netconn_common::{
     IPPROTO_UDP, UDP_COUNTED as COUNTED, UDP_HASHED, UDP_NOT_COUNTED as NOT_COUNTED, UDP_UNHASHED,
 };
 
-use crate::{CONTROL, LOST, OFFSETS, TARGET_NETNS, Transition, bump, in_scope, probe, tally};
+use crate::{
+    ALL_NAMESPACES, CONTROL, LOST, OFFSETS, TARGET_NETNS, Transition, bump, in_scope, probe, tally,
+};
 
 /// What a cgroup program returns to let the operation go on.
 const ALLOW: i32 = 1;
@@ -53,12 +55,52 @@ fn cookie(ctx: &impl EbpfContext) -> u64 {
     unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
+/// One slot per CPU to turn a socket pointer into a plain number.
+#[map]
+static SCRATCH: aya_ebpf::maps::PerCpuArray<u64> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+/// `sk` as a number the verifier lets us add offsets to: it refuses any
+/// arithmetic on a socket pointer, even with a constant, but lets a root
+/// program store a pointer in a map and read it back as a scalar.
 #[inline(always)]
-fn udp_transition(family: u32, old: u8, new: u8) -> Transition {
+fn launder(sk: u64) -> u64 {
+    match SCRATCH.get_ptr_mut(0) {
+        Some(slot) => unsafe {
+            // SAFETY: a per-CPU value; volatile so the round trip stays.
+            core::ptr::write_volatile(slot, sk);
+            core::ptr::read_volatile(slot)
+        },
+        None => 0,
+    }
+}
+
+/// The namespace of the socket under a cgroup program's context: the
+/// target's (events of other namespaces are dropped before this point),
+/// or with every namespace counted, read from the kernel's socket (the
+/// context's `bpf_sock` is its `struct sock`).
+#[inline(always)]
+fn netns_of(sk: u64) -> u32 {
+    // SAFETY: see crate::count.
+    let (all, target, offsets) = unsafe {
+        (
+            core::ptr::read_volatile(&ALL_NAMESPACES),
+            core::ptr::read_volatile(&TARGET_NETNS),
+            core::ptr::read_volatile(&OFFSETS),
+        )
+    };
+    if all == 0 {
+        return target;
+    }
+    probe::<u64>(launder(sk), offsets.skc_net)
+        .and_then(|net| probe::<u32>(net, offsets.net_inum))
+        .unwrap_or(0)
+}
+
+#[inline(always)]
+fn udp_transition(sk: u64, family: u32, old: u8, new: u8) -> Transition {
     Transition {
-        // SAFETY: see crate::count. Events of other namespaces are dropped
-        // before this point, so the socket's namespace is the target.
-        netns: unsafe { core::ptr::read_volatile(&TARGET_NETNS) },
+        netns: netns_of(sk),
         family: family as u16,
         protocol: IPPROTO_UDP,
         old,
@@ -72,7 +114,7 @@ fn udp_transition(family: u32, old: u8, new: u8) -> Transition {
 /// Counts a socket into the tables unless it already is. With
 /// `only_known`, sockets older than the programs are left alone.
 #[inline(always)]
-fn enter(ctx: &impl EbpfContext, family: u32, only_known: bool) {
+fn enter(ctx: &impl EbpfContext, sk: u64, family: u32, only_known: bool) {
     let cookie = cookie(ctx);
     match UDP_SOCKETS.get_ptr_mut(cookie) {
         // SAFETY: a value of this map; the socket's lock serialises hooks.
@@ -85,7 +127,9 @@ fn enter(ctx: &impl EbpfContext, family: u32, only_known: bool) {
             }
         }
     }
-    tally(udp_transition(family, UDP_UNHASHED, UDP_HASHED), || cookie);
+    tally(udp_transition(sk, family, UDP_UNHASHED, UDP_HASHED), || {
+        cookie
+    });
 }
 
 #[cgroup_sock(sock_create)]
@@ -110,7 +154,7 @@ fn on_bind(ctx: &SockContext) -> i32 {
         (sk.protocol, sk.src_port, sk.family)
     };
     if protocol == UDP && port != 0 && in_scope(ctx) {
-        enter(ctx, family, false);
+        enter(ctx, ctx.sock as u64, family, false);
     }
     ALLOW
 }
@@ -128,15 +172,15 @@ pub fn netconn_udp_bind6(ctx: SockContext) -> i32 {
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the context's own fields and its socket.
-    let (protocol, family, port) = unsafe {
+    let (protocol, family, port, sk) = unsafe {
         let a = &*ctx.sock_addr;
         let sk = a.__bindgen_anon_1.sk;
         let port = if sk.is_null() { 1 } else { (*sk).src_port };
-        (a.protocol, a.family, port)
+        (a.protocol, a.family, port, sk as u64)
     };
     // No local port yet: connect() autobinds right after this hook.
     if protocol == UDP && port == 0 && in_scope(ctx) {
-        enter(ctx, family, false);
+        enter(ctx, sk, family, false);
     }
     ALLOW
 }
@@ -154,13 +198,16 @@ pub fn netconn_udp_connect6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn on_sendmsg(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the context's own fields.
-    let (protocol, family) = unsafe { ((*ctx.sock_addr).protocol, (*ctx.sock_addr).family) };
+    let (protocol, family, sk) = unsafe {
+        let a = &*ctx.sock_addr;
+        (a.protocol, a.family, a.__bindgen_anon_1.sk as u64)
+    };
     // The socket is hashed by now (autobind runs before this hook). One
     // missing from the map is older than the programs: until userspace has
     // listed the ones that were bound then, it may be one of those.
     if protocol == UDP && in_scope(ctx) {
         let known = CONTROL.get(0).is_some_and(|c| c.udp_known != 0);
-        enter(ctx, family, !known);
+        enter(ctx, sk, family, !known);
     }
     ALLOW
 }
@@ -208,7 +255,10 @@ pub fn netconn_udp_release(ctx: SockContext) -> i32 {
         },
     };
     if counted {
-        tally(udp_transition(family, UDP_HASHED, UDP_UNHASHED), || cookie);
+        tally(
+            udp_transition(ctx.sock as u64, family, UDP_HASHED, UDP_UNHASHED),
+            || cookie,
+        );
     }
     ALLOW
 }

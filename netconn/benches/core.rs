@@ -124,6 +124,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("render_counts_record", |b| {
         b.iter(|| {
             let r = CountsRecord {
+                namespace: None,
                 host: "bench",
                 source: Source::Ebpf,
                 netns: NETNS,

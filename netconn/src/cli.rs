@@ -166,6 +166,13 @@ pub struct WatchArgs {
     /// where connection churn is the bottleneck.
     #[arg(long)]
     pub no_tcp_metrics: bool,
+    /// Count every network namespace of the host: one counts record per
+    /// namespace each interval, with "namespace" (system or container) and
+    /// its "owner" (container, pod, cgroup, processes), then a "host"
+    /// record with their sum; "netns" records when one appears or goes.
+    /// Without TCP metrics, port groups and --events for now.
+    #[arg(long, short = 'A', conflicts_with_all = ["netns", "events"])]
+    pub all_namespaces: bool,
     /// Also dump the socket tables each interval and add a "verify" object
     /// with the per-state differences (live - dump). At rest they are zero;
     /// under churn the two readings are moments apart.

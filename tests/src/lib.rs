@@ -432,6 +432,19 @@ impl Watch {
 
     /// A record computed after this call: drops what is queued, and the one
     /// that may already be on its way through the pipe.
+    /// `watch --all-namespaces`: the records of one interval, up to and
+    /// without its closing "host" record, and that record.
+    pub fn next_round(&mut self, timeout: Duration) -> (Vec<Value>, Value) {
+        let mut round = Vec::new();
+        loop {
+            let record = self.next_any(timeout);
+            if record["type"] == "host" {
+                return (round, record);
+            }
+            round.push(record);
+        }
+    }
+
     pub fn fresh_record(&mut self) -> Value {
         while self.lines.try_recv().is_ok() {}
         let _in_flight = self.next_record(Duration::from_secs(60));

@@ -3,6 +3,7 @@
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use netconn_integration::{Netns, Watch, netconn_bin, stdout_of, table_of, truth};
 use serde_json::Value;
@@ -244,4 +245,143 @@ fn list_all_namespaces_names_containers_and_pods() {
     let table = String::from_utf8(stdout_of(netconn(&["list", "-A"]))).unwrap();
     assert!(table.contains(&format!("docker:{}", &ID[..12])), "{table}");
     assert!(table.contains("pod:api-7d9f8b-x2x4q"), "{table}");
+}
+
+/// The counts records of a round, by namespace inode.
+fn by_netns(round: &[Value]) -> std::collections::BTreeMap<u64, &Value> {
+    round
+        .iter()
+        .filter(|r| r["type"] == "counts")
+        .map(|r| (r["netns"].as_u64().unwrap(), r))
+        .collect()
+}
+
+#[test]
+fn all_namespaces_each_exact_and_followed_as_they_come_and_go() {
+    use netconn_integration::{Table, churn, mix};
+    let spaces: Vec<Netns> = (0..5).map(|_| Netns::new()).collect();
+    let workers: Vec<_> = spaces.iter().map(Netns::worker).collect();
+    let mut held: Vec<Option<mix::Held>> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Some(w.exec(move || mix::build(11 + i as u64))))
+        .collect();
+    let mut cmd = netconn(&["watch", "--all-namespaces", "-i", "500ms"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let timeout = Duration::from_secs(60);
+
+    // A seeded churn in two namespaces at once.
+    let churned: Vec<(mix::Held, churn::Stats)> = std::thread::scope(|s| {
+        let runs: Vec<_> = workers[..2]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                s.spawn(move || {
+                    w.exec(move || churn::run(7 + i as u64, 1500, Duration::from_secs(15)))
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (_, stats) in &churned {
+        assert!(stats.connects > 100, "too little churn: {stats:?}");
+    }
+
+    // A sixth namespace, made while netconn runs.
+    let sixth = Netns::new();
+    let sixth_worker = sixth.worker();
+    let _sixth_held = sixth_worker.exec(|| mix::build(99));
+    let sixth_inode = inode_of(&sixth);
+    let mut news = Vec::new();
+    for _ in 0..20 {
+        let (round, _) = watch.next_round(timeout);
+        news.extend(round.into_iter().filter(|r| r["type"] == "netns"));
+        if news.iter().any(|r| r["netns"] == sixth_inode) {
+            break;
+        }
+    }
+    let new = news
+        .iter()
+        .find(|r| r["netns"] == sixth_inode)
+        .unwrap_or_else(|| panic!("no netns record for the sixth namespace: {news:?}"));
+    assert_eq!(new["event"], "new");
+    assert_eq!(new["owner"]["netns_name"], sixth.name.as_str());
+
+    // One namespace deleted while it runs: its sockets closed, its
+    // thread gone, its name removed.
+    let fifth_inode = inode_of(&spaces[4]);
+    drop(held[4].take());
+    let mut workers = workers;
+    drop(workers.pop());
+    let mut spaces = spaces;
+    drop(spaces.pop());
+    let mut last = None;
+    for _ in 0..20 {
+        let (round, _) = watch.next_round(timeout);
+        let gone = round.iter().position(|r| {
+            r["type"] == "netns" && r["event"] == "gone" && r["netns"] == fifth_inode
+        });
+        if let Some(at) = gone {
+            // Its last counts come right before the news.
+            last = Some((round[at - 1].clone(), round[at].clone()));
+            break;
+        }
+    }
+    let (last_counts, _) = last.expect("no gone record for the deleted namespace");
+    assert_eq!(last_counts["type"], "counts");
+    assert_eq!(last_counts["netns"], fifth_inode);
+
+    // At rest, every namespace equals its own /proc/net, and the host
+    // record is the sum of all.
+    let mut checked: Vec<(&Netns, u64)> = spaces.iter().map(|n| (n, inode_of(n))).collect();
+    checked.push((&sixth, sixth_inode));
+    for (ns, _) in &checked {
+        ns.run(mix::settle);
+    }
+    let mut mismatch = String::new();
+    for attempt in 0..5 {
+        let (round, host) = watch.next_round(timeout);
+        let records = by_netns(&round);
+        assert!(
+            !records.contains_key(&fifth_inode),
+            "the deleted namespace is still counted"
+        );
+        mismatch.clear();
+        for (ns, inode) in &checked {
+            let record = records
+                .get(inode)
+                .unwrap_or_else(|| panic!("no record for {}", ns.name));
+            assert_eq!(record["namespace"], "container");
+            assert_eq!(record["owner"]["netns_name"], ns.name.as_str());
+            let want: Table = truth(ns);
+            if table_of(record) != want {
+                mismatch += &format!(
+                    "\n{}: netconn {:?} /proc {:?}",
+                    ns.name,
+                    table_of(record),
+                    want
+                );
+            }
+        }
+        let mut sum = Table::new();
+        for r in records.values() {
+            for (k, v) in table_of(r) {
+                *sum.entry(k).or_default() += v;
+            }
+        }
+        assert_eq!(table_of(&host), sum, "host record is not the sum");
+        assert_eq!(host["namespaces"], records.len());
+        assert_eq!(host["lost_events"], 0, "{host}");
+        if mismatch.is_empty() {
+            assert!(attempt < 5);
+            break;
+        }
+    }
+    assert!(
+        mismatch.is_empty(),
+        "namespaces differ from /proc:{mismatch}"
+    );
+    drop(churned);
+    drop(held);
 }

@@ -12,6 +12,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
     let counts = super::dump_counts()?;
     let host = host::hostname();
     let record = CountsRecord {
+        namespace: None,
         host: &host,
         source: Source::Poll,
         netns,

@@ -13,14 +13,14 @@ use aya::programs::{
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
-    ConnEvent, Control, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS, GLOBAL_TARGET_NETNS_COOKIE,
-    GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS, MAP_CONN_LOST, MAP_CONTROL,
-    MAP_EVENTS, MAP_LOST, MAP_METRICS_PORTS, MAP_METRICS_TOTAL, MAP_OWNERS, MAP_RESCUED,
-    MAP_RESETS, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, Offsets, Owner,
-    PROG_RESET_RECEIVED, PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE,
-    PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent, TRACEPOINT_RESET_RECEIVED,
-    TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS,
-    TcpMetrics, Transitions, UDP_PROGRAMS,
+    ConnEvent, Control, GLOBAL_ALL_NAMESPACES, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS,
+    GLOBAL_TARGET_NETNS_COOKIE, GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS,
+    MAP_CONN_LOST, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_METRICS_PORTS, MAP_METRICS_TOTAL,
+    MAP_NEW_NETNS, MAP_NS_TRANSITIONS, MAP_OWNERS, MAP_RESCUED, MAP_RESETS, MAP_TRANSITIONS,
+    MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, NsKey, Offsets, Owner, PROG_RESET_RECEIVED,
+    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS,
+    StateEvent, TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
+    TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -221,6 +221,10 @@ pub struct Probe {
     metrics_total: PerCpuArray<MapData, TcpMetrics>,
     owners: HashMap<MapData, u64, Owner>,
     metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
+    /// Per-namespace matrices and the namespaces waiting for one
+    /// (`--all-namespaces`).
+    ns_transitions: HashMap<MapData, NsKey, Transitions>,
+    new_netns: HashMap<MapData, u32, u32>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
     current: Control,
@@ -229,17 +233,25 @@ pub struct Probe {
 
 impl Probe {
     /// Loads the programs counting sockets of network namespace `netns`
-    /// (the caller's own) and attaches them. `watch_ports`: port groups
+    /// (the caller's own), or with `all_namespaces` of every namespace,
+    /// each in a matrix of its own (see [`Probe::adopt`]), and attaches them. `watch_ports`: port groups
     /// are configured (see [`Probe::watch_ports`]); `watch_conns`: also
     /// connection records (see [`Probe::take_conn_events`]); `tcp_metrics`: also
     /// the TCP metrics' programs (see [`Probe::metrics_total`]).
     pub fn load(
         netns: u32,
+        all_namespaces: bool,
         watch_ports: bool,
         watch_conns: bool,
         tcp_metrics: bool,
     ) -> Result<Probe, ProbeError> {
-        let netns_cookie = super::cgroup::netns_cookie().map_err(ProbeError::NetnsCookie)?;
+        let (netns, netns_cookie) = match all_namespaces {
+            true => (0, 0),
+            false => (
+                netns,
+                super::cgroup::netns_cookie().map_err(ProbeError::NetnsCookie)?,
+            ),
+        };
         // Start-up is mostly BTF parsing (offsets, the attach's copy, and
         // the one EbpfLoader::new() reads and parses itself): the three run
         // side by side.
@@ -258,12 +270,18 @@ impl Probe {
         drop(vmlinux_btf);
         let watch_flag = u8::from(watch_ports);
         let conns_flag = u8::from(watch_conns);
+        let all_flag = u8::from(all_namespaces);
         loader
+            .override_global(GLOBAL_ALL_NAMESPACES, &all_flag, true)
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
             .override_global(GLOBAL_TARGET_NETNS_COOKIE, &netns_cookie, true)
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .override_global(GLOBAL_WATCH_PORTS, &watch_flag, true)
             .override_global(GLOBAL_WATCH_CONNS, &conns_flag, true);
+        if !all_namespaces {
+            loader.map_max_entries(MAP_NS_TRANSITIONS, 1);
+            loader.map_max_entries(MAP_NEW_NETNS, 1);
+        }
         if !watch_conns {
             // Unused without --events: the smallest each can be, so that
             // start-up does not allocate and zero megabytes for nothing.
@@ -318,6 +336,10 @@ impl Probe {
         let metrics_ports = PerCpuHashMap::try_from(take(MAP_METRICS_PORTS)?)
             .map_err(map_error(MAP_METRICS_PORTS))?;
         let owners = HashMap::try_from(take(MAP_OWNERS)?).map_err(map_error(MAP_OWNERS))?;
+        let ns_transitions =
+            HashMap::try_from(take(MAP_NS_TRANSITIONS)?).map_err(map_error(MAP_NS_TRANSITIONS))?;
+        let new_netns =
+            HashMap::try_from(take(MAP_NEW_NETNS)?).map_err(map_error(MAP_NEW_NETNS))?;
         let conn_events = if watch_conns {
             let ring =
                 RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?;
@@ -345,6 +367,8 @@ impl Probe {
             metrics_total,
             metrics_ports,
             owners,
+            ns_transitions,
+            new_netns,
             primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
@@ -459,6 +483,74 @@ impl Probe {
         self.transitions
             .set(u32::from(epoch & 1), values, 0)
             .map_err(map_error(MAP_TRANSITIONS))
+    }
+
+    /// Gives namespace `netns` its matrices (`--all-namespaces`): the
+    /// programs count its events from now on. False when
+    /// [`netconn_common::MAX_NAMESPACES`] are tracked already.
+    pub fn adopt(&mut self, netns: u32) -> Result<bool, ProbeError> {
+        const BPF_NOEXIST: u64 = 1;
+        let zero = Transitions {
+            counts: [0; TRANSITION_SLOTS],
+        };
+        for parity in [0, 1] {
+            let key = NsKey { netns, parity };
+            match self.ns_transitions.insert(key, zero, BPF_NOEXIST) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                {
+                    self.forget(netns);
+                    return Ok(false);
+                }
+                Err(e) => return Err(map_error(MAP_NS_TRANSITIONS)(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drops namespace `netns`'s matrices (it is gone).
+    pub fn forget(&mut self, netns: u32) {
+        for parity in [0, 1] {
+            let _ = self.ns_transitions.remove(&NsKey { netns, parity });
+        }
+    }
+
+    /// Namespace `netns`'s matrix `epoch & 1`.
+    pub fn read_ns_matrix(&self, netns: u32, epoch: u8) -> Result<Transitions, ProbeError> {
+        let key = NsKey {
+            netns,
+            parity: u32::from(epoch & 1),
+        };
+        self.ns_transitions
+            .get(&key, 0)
+            .map_err(map_error(MAP_NS_TRANSITIONS))
+    }
+
+    /// Zeroes namespace `netns`'s matrix `epoch & 1` (only while the kernel
+    /// counts into the other).
+    pub fn zero_ns_matrix(&mut self, netns: u32, epoch: u8) -> Result<(), ProbeError> {
+        let key = NsKey {
+            netns,
+            parity: u32::from(epoch & 1),
+        };
+        let zero = Transitions {
+            counts: [0; TRANSITION_SLOTS],
+        };
+        self.ns_transitions
+            .insert(key, zero, 0)
+            .map_err(map_error(MAP_NS_TRANSITIONS))
+    }
+
+    /// Namespaces that had events but no matrix since the last call.
+    pub fn take_new_netns(&mut self) -> Vec<u32> {
+        let found: Vec<u32> = self.new_netns.keys().filter_map(Result::ok).collect();
+        for netns in &found {
+            let _ = self.new_netns.remove(netns);
+        }
+        found
     }
 
     /// The namespace's TCP metrics in slot `parity`, summed over CPUs.

@@ -99,6 +99,7 @@ impl Reading {
         output_dropped: Option<u64>,
     ) -> CountsRecord<'a> {
         CountsRecord {
+            namespace: None,
             tags: Some(tags),
             ports: self.ports.as_deref(),
             tcp_metrics: self.tcp_metrics.as_ref(),

@@ -4,6 +4,7 @@
 pub mod conns;
 pub mod counter;
 pub mod metrics;
+pub mod node;
 pub mod ports;
 pub mod serve;
 pub mod tracker;

@@ -31,7 +31,7 @@ const STORE_MARGIN: Duration = Duration::from_millis(1);
 /// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`: a guarantee,
 /// and about 8 ms here where a fixed sleep had to guess 20. Kernels that
 /// refuse it (nohz_full) get the fixed sleep.
-fn quiesce() {
+pub(crate) fn quiesce() {
     const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
     // SAFETY: membarrier takes no pointers.
     let synced = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) } == 0;
@@ -104,7 +104,7 @@ impl Tracker {
         conns: bool,
         tcp_metrics: bool,
     ) -> Result<Tracker, TrackerError> {
-        let mut probe = Probe::load(netns, !groups.is_empty(), conns, tcp_metrics)?;
+        let mut probe = Probe::load(netns, false, !groups.is_empty(), conns, tcp_metrics)?;
         let ports = if groups.is_empty() {
             None
         } else {
@@ -239,19 +239,7 @@ impl Tracker {
     fn totals_delta(&self) -> Result<[i64; 5], TrackerError> {
         let live = self.full_counts()?;
         let k = KernelTotals::read().map_err(TrackerError::Totals)?;
-        let sum = |ct: ConnType| live.iter().filter(|c| c.0 == ct).map(|c| c.2).sum::<i64>();
-        let estab: i64 = live
-            .iter()
-            .filter(|(ct, s, _)| ct.is_tcp() && (*s == "ESTABLISHED" || *s == "CLOSE_WAIT"))
-            .map(|c| c.2)
-            .sum();
-        Ok([
-            sum(ConnType::Tcp) - k.tcp_inuse,
-            sum(ConnType::Tcp6) - k.tcp6_inuse,
-            estab - k.curr_estab,
-            sum(ConnType::Udp) - k.udp_inuse,
-            sum(ConnType::Udp6) - k.udp6_inuse,
-        ])
+        Ok(k.delta(&live))
     }
 
     fn steady_disagreement(&self) -> Result<bool, TrackerError> {

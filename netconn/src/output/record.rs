@@ -22,6 +22,9 @@ pub struct CountsRecord<'a> {
     pub host: &'a str,
     pub source: Source,
     pub netns: u32,
+    /// (`--all-namespaces`) "system" or "container", and what the
+    /// namespace belongs to.
+    pub namespace: Option<(&'static str, &'a crate::namespaces::owner::Owner)>,
     pub counts: &'a Counts,
     pub lost_events: u64,
     /// (`watch --events`) connection records the kernel could not hand
@@ -64,6 +67,8 @@ impl<'a> CountsRecord<'a> {
             source: self.source,
             tags: self.tags.filter(|t| !t.is_empty()),
             netns: self.netns,
+            namespace: self.namespace.map(|n| n.0),
+            owner: self.namespace.map(|n| n.1),
             connections: self.counts,
             ports: self.ports,
             tcp_metrics: self.tcp_metrics,
@@ -99,6 +104,10 @@ struct CountsOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<&'a Tags>,
     netns: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a crate::namespaces::owner::Owner>,
     connections: &'a Counts,
     #[serde(skip_serializing_if = "Option::is_none")]
     ports: Option<&'a [PortSeries]>,
@@ -116,6 +125,45 @@ struct CountsOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     verify: Option<Verify>,
     total: i64,
+}
+
+/// `"type":"host"` (`watch --all-namespaces`): every namespace together,
+/// once per interval after their own records.
+#[derive(Debug, Serialize)]
+pub struct HostRecord<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: &'a str,
+    pub host: &'a str,
+    pub source: Source,
+    /// Namespaces counted (the records before this one).
+    pub namespaces: usize,
+    /// Namespaces found past the bound, not counted (0 unless the host has
+    /// more than `netconn_common::MAX_NAMESPACES`).
+    pub namespaces_untracked: usize,
+    /// The sum over the namespaces counted.
+    pub connections: &'a Counts,
+    pub lost_events: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resyncs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_dropped: Option<u64>,
+    pub total: i64,
+}
+
+/// `"type":"netns"`: a namespace appeared or went away
+/// (`watch --all-namespaces`).
+#[derive(Debug, Serialize)]
+pub struct NetnsRecord<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// "new" or "gone".
+    pub event: &'static str,
+    pub time: &'a str,
+    pub host: &'a str,
+    pub netns: u32,
+    pub namespace: &'static str,
+    pub owner: &'a crate::namespaces::owner::Owner,
 }
 
 #[derive(Serialize)]
@@ -152,6 +200,7 @@ mod tests {
         let mut counts = Counts::default();
         counts.add(ConnType::Tcp, 10, 2);
         let r = CountsRecord {
+            namespace: None,
             host: "h",
             source: Source::Ebpf,
             netns: 4026531840,

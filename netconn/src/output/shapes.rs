@@ -54,6 +54,7 @@ fn counts_record() {
         top_ports: Some(Vec::new()),
     };
     let watch = CountsRecord {
+        namespace: None,
         host: "h",
         source: Source::Ebpf,
         netns: 1,
@@ -76,6 +77,7 @@ fn counts_record() {
          last_correction:null verify:object total:number"
     );
     let corrected = CountsRecord {
+        namespace: None,
         last_correction: Some(Correction {
             time: "t",
             reason: "requested",
@@ -106,6 +108,7 @@ fn counts_record() {
     assert_eq!(v["connections"]["tcp"].as_object().unwrap().len(), 11);
     // What snapshot and poll mode write: no eBPF keys.
     let snapshot = CountsRecord {
+        namespace: None,
         source: Source::Poll,
         conn_records_lost: None,
         output_dropped: None,
@@ -185,5 +188,85 @@ fn conntrack_and_alert_records() {
         shape(&alert),
         "type:string time:string host:string netns:number alert:string status:string \
          utilization:number thresholds:object"
+    );
+}
+
+#[test]
+fn all_namespaces_records() {
+    use super::record::{HostRecord, NetnsRecord};
+    use crate::namespaces::owner::Owner;
+    let counts = Counts::default();
+    let owner = Owner {
+        netns_name: Some("web".into()),
+        cgroup: Some("/system.slice/docker-x.scope".into()),
+        runtime: Some("docker"),
+        container_id: Some("x".into()),
+        k8s_pod_uid: Some("u".into()),
+        k8s_pod_name: Some("p".into()),
+        k8s_namespace: Some("default".into()),
+        pids: vec![7],
+        comm: vec!["nginx".into()],
+    };
+    assert_eq!(
+        shape(&owner),
+        "netns_name:string cgroup:string runtime:string container_id:string \
+         k8s_pod_uid:string k8s_pod_name:string k8s_namespace:string pids:array comm:array"
+    );
+    // Unknown fields are left out, never null.
+    assert_eq!(shape(&Owner::default()), "");
+    let record = CountsRecord {
+        namespace: Some(("container", &owner)),
+        host: "h",
+        source: Source::Ebpf,
+        netns: 1,
+        counts: &counts,
+        lost_events: 0,
+        conn_records_lost: None,
+        output_dropped: Some(0),
+        resyncs: Some(0),
+        last_correction: None,
+        verify: None,
+        tags: None,
+        ports: None,
+        tcp_metrics: None,
+    };
+    assert_eq!(
+        shape(&record.at("t")),
+        "type:string time:string host:string source:string netns:number namespace:string \
+         owner:object connections:object lost_events:number output_dropped:number \
+         resyncs:number last_correction:null total:number"
+    );
+    let host = HostRecord {
+        kind: "host",
+        time: "t",
+        host: "h",
+        source: Source::Ebpf,
+        namespaces: 3,
+        namespaces_untracked: 0,
+        connections: &counts,
+        lost_events: 0,
+        resyncs: Some(0),
+        output_dropped: Some(0),
+        total: 0,
+    };
+    assert_eq!(
+        shape(&host),
+        "type:string time:string host:string source:string namespaces:number \
+         namespaces_untracked:number connections:object lost_events:number resyncs:number \
+         output_dropped:number total:number"
+    );
+    let netns = NetnsRecord {
+        kind: "netns",
+        event: "new",
+        time: "t",
+        host: "h",
+        netns: 1,
+        namespace: "container",
+        owner: &owner,
+    };
+    assert_eq!(
+        shape(&netns),
+        "type:string event:string time:string host:string netns:number namespace:string \
+         owner:object"
     );
 }

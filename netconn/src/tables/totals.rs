@@ -69,9 +69,34 @@ impl KernelTotals {
         })
     }
 
+    /// Live full-socket counts minus these totals: TCP IPv4 sockets, TCP
+    /// IPv6 sockets, ESTABLISHED + CLOSE_WAIT, UDP IPv4 and IPv6 sockets.
+    pub fn delta(&self, live: &crate::model::counts::Counts) -> [i64; 5] {
+        use crate::model::state::ConnType;
+        let sum = |ct: ConnType| live.iter().filter(|c| c.0 == ct).map(|c| c.2).sum::<i64>();
+        let estab: i64 = live
+            .iter()
+            .filter(|(ct, s, _)| ct.is_tcp() && (*s == "ESTABLISHED" || *s == "CLOSE_WAIT"))
+            .map(|c| c.2)
+            .sum();
+        [
+            sum(ConnType::Tcp) - self.tcp_inuse,
+            sum(ConnType::Tcp6) - self.tcp6_inuse,
+            estab - self.curr_estab,
+            sum(ConnType::Udp) - self.udp_inuse,
+            sum(ConnType::Udp6) - self.udp6_inuse,
+        ]
+    }
+
     /// Reads the calling thread's namespace.
     pub fn read() -> io::Result<KernelTotals> {
-        let read = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}"));
+        KernelTotals::read_in(std::path::Path::new("/proc/thread-self/net"))
+    }
+
+    /// Reads the namespace whose `/proc/.../net` directory `dir` is (that
+    /// of a process in it: `/proc/PID/net`).
+    pub fn read_in(dir: &std::path::Path) -> io::Result<KernelTotals> {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f));
         KernelTotals::parse(
             &read("sockstat")?,
             &read("sockstat6").unwrap_or_default(),

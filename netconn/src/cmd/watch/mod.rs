@@ -1,4 +1,7 @@
-//! `netconn watch`: a counts record every interval until stopped.
+//! `netconn watch`: a counts record every interval until stopped; with
+//! `--all-namespaces` one per namespace ([`node`]).
+
+mod node;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::MissedTickBehavior;
@@ -139,7 +142,11 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         let _rt = runtime.enter();
         Signals::new()?
     };
-    let result = watch(&args, config, interval, &runtime, signals, &out, &log);
+    let result = if args.all_namespaces {
+        node::watch(&args, config, interval, &runtime, signals, &out, &log)
+    } else {
+        watch(&args, config, interval, &runtime, signals, &out, &log)
+    };
     out.finish(FLUSH_PATIENCE);
     // What was said on stderr gets out too, unless stderr is stuck.
     log.flush(LOG_PATIENCE);
@@ -147,7 +154,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
 }
 
 /// The signals a watch acts on.
-struct Signals {
+pub(super) struct Signals {
     int: Signal,
     term: Signal,
     hup: Signal,

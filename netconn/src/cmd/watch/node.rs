@@ -1,0 +1,243 @@
+//! `netconn watch --all-namespaces`: every namespace of the host, each
+//! interval one counts record per namespace and one host record.
+
+use tokio::time::MissedTickBehavior;
+
+use super::Signals;
+use crate::cli::WatchArgs;
+use crate::cmd::CmdError;
+use crate::config::Config;
+use crate::host;
+use crate::live::node::{Change, Node};
+use crate::model::counts::Counts;
+use crate::namespaces::discover;
+use crate::namespaces::target::run_in;
+use crate::output::record::{CountsRecord, HostRecord, NetnsRecord, Source};
+use crate::output::writer::{Flow, Writer};
+
+/// One namespace's reading.
+struct Reading {
+    netns: u32,
+    owner: crate::namespaces::owner::Owner,
+    counts: Counts,
+    verify: Option<Counts>,
+}
+
+/// Where the counts come from.
+enum Counting {
+    Ebpf(Box<Node>),
+    /// A dump of every namespace at every reading.
+    Poll,
+}
+
+pub(super) fn watch(
+    args: &WatchArgs,
+    config: Config,
+    interval: std::time::Duration,
+    runtime: &tokio::runtime::Runtime,
+    mut sig: Signals,
+    out: &Writer,
+    log: &crate::output::log::Log,
+) -> Result<(), CmdError> {
+    if !config.groups.is_empty() {
+        return Err(CmdError::Usage(
+            "port groups are not counted per namespace yet: --all-namespaces takes none (remove [[addr_ports]] / NETCONN_ADDR_PORTS)".into(),
+        ));
+    }
+    let host = host::hostname();
+    let mut counting = if args.poll {
+        Counting::Poll
+    } else {
+        match Node::start() {
+            Ok(n) => Counting::Ebpf(Box::new(n)),
+            Err(e) => {
+                log.line(format!(
+                    "netconn: eBPF unavailable ({e}); polling every namespace every {} instead",
+                    humantime::format_duration(interval)
+                ));
+                Counting::Poll
+            }
+        }
+    };
+    let tags = config.tags;
+    runtime.block_on(async {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut written = 0u64;
+        let mut first = true;
+        loop {
+            let stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = sig.int.recv() => true,
+                _ = sig.term.recv() => true,
+                _ = sig.hup.recv() => {
+                    if let Counting::Ebpf(n) = &mut counting {
+                        n.resync_all()?;
+                    }
+                    continue;
+                }
+                _ = sig.usr1.recv() => {
+                    out.reopen();
+                    continue;
+                }
+            };
+            let time = host::now_rfc3339();
+            let (readings, changes) = read(&mut counting, args.verify, first)?;
+            first = false;
+            for change in changes {
+                let (event, netns, owner, last) = match &change {
+                    Change::New(inode) => {
+                        let Counting::Ebpf(n) = &counting else {
+                            continue;
+                        };
+                        let Some(space) = n.spaces().get(inode) else {
+                            continue;
+                        };
+                        ("new", *inode, &space.owner, None)
+                    }
+                    Change::Gone(gone) => ("gone", gone.0.ns.inode, &gone.0.owner, Some(&gone.1)),
+                };
+                // A namespace that went gets its last counts, then the news.
+                if let (Some(last), Counting::Ebpf(n)) = (last, &counting) {
+                    let record =
+                        counts_record(&host, netns, owner, last, None, Some(n), &tags, out);
+                    if out.send(&record.at(&time)) == Flow::Closed {
+                        return Ok(());
+                    }
+                }
+                let record = NetnsRecord {
+                    kind: "netns",
+                    event,
+                    time: &time,
+                    host: &host,
+                    netns,
+                    namespace: host::namespace_class(netns),
+                    owner,
+                };
+                if out.send(&record) == Flow::Closed {
+                    return Ok(());
+                }
+            }
+            let node = match &counting {
+                Counting::Ebpf(n) => Some(n.as_ref()),
+                Counting::Poll => None,
+            };
+            let mut sum = Counts::default();
+            for r in &readings {
+                sum = sum + r.counts;
+                let record = counts_record(
+                    &host,
+                    r.netns,
+                    &r.owner,
+                    &r.counts,
+                    r.verify.as_ref(),
+                    node,
+                    &tags,
+                    out,
+                );
+                if out.send(&record.at(&time)) == Flow::Closed {
+                    return Ok(());
+                }
+            }
+            let host_record = HostRecord {
+                kind: "host",
+                time: &time,
+                host: &host,
+                source: if node.is_some() {
+                    Source::Ebpf
+                } else {
+                    Source::Poll
+                },
+                namespaces: readings.len(),
+                namespaces_untracked: node.map_or(0, Node::untracked),
+                connections: &sum,
+                lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
+                resyncs: node.map(Node::resyncs),
+                output_dropped: Some(out.dropped()),
+                total: sum.total(),
+            };
+            if out.send(&host_record) == Flow::Closed {
+                return Ok(());
+            }
+            written += 1;
+            if stopping || args.count.is_some_and(|n| written >= n) {
+                return Ok(());
+            }
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn counts_record<'a>(
+    host: &'a str,
+    netns: u32,
+    owner: &'a crate::namespaces::owner::Owner,
+    counts: &'a Counts,
+    verify: Option<&'a Counts>,
+    node: Option<&Node>,
+    tags: &'a crate::config::Tags,
+    out: &Writer,
+) -> CountsRecord<'a> {
+    CountsRecord {
+        host,
+        source: if node.is_some() {
+            Source::Ebpf
+        } else {
+            Source::Poll
+        },
+        netns,
+        namespace: Some((host::namespace_class(netns), owner)),
+        counts,
+        lost_events: node.and_then(|n| n.lost_events().ok()).unwrap_or(0),
+        conn_records_lost: None,
+        output_dropped: Some(out.dropped()),
+        resyncs: node.map(Node::resyncs),
+        last_correction: None,
+        verify,
+        tags: Some(tags),
+        ports: None,
+        tcp_metrics: None,
+    }
+}
+
+/// Every namespace's counts now (and with `verify` a dump's), and the
+/// namespaces that came and went since the last reading.
+fn read(
+    counting: &mut Counting,
+    verify: bool,
+    first: bool,
+) -> Result<(Vec<Reading>, Vec<Change>), CmdError> {
+    let dump = |ns: &discover::Namespace| -> Option<Counts> {
+        let file = ns.open()?;
+        run_in(&file, crate::tables::snapshot::counts).ok()?.ok()
+    };
+    match counting {
+        Counting::Ebpf(node) => {
+            // At start every namespace was just snapshotted.
+            let changes = if first { Vec::new() } else { node.maintain()? };
+            let mut readings = Vec::new();
+            for (inode, space) in node.spaces() {
+                readings.push(Reading {
+                    netns: *inode,
+                    owner: space.owner.clone(),
+                    counts: node.counts(*inode)?,
+                    verify: if verify { dump(&space.ns) } else { None },
+                });
+            }
+            Ok((readings, changes))
+        }
+        Counting::Poll => {
+            let mut readings = Vec::new();
+            for ns in discover::scan().into_values() {
+                let Some(counts) = dump(&ns) else { continue };
+                readings.push(Reading {
+                    netns: ns.inode,
+                    owner: ns.owner(),
+                    verify: verify.then_some(counts),
+                    counts,
+                });
+            }
+            Ok((readings, Vec::new()))
+        }
+    }
+}

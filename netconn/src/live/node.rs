@@ -1,0 +1,418 @@
+//! Every network namespace of the host at once (`watch --all-namespaces`):
+//! one set of programs counting each namespace into a matrix of its own
+//! (see the eBPF crate), one snapshot per namespace taken from inside it,
+//! merged by the same rule as a single namespace's
+//! ([`crate::model::merge`]).
+//!
+//! The epoch and the journal are shared: a snapshot of some namespaces
+//! flips the epoch for all, and the others fold the matrix of the epoch
+//! that ended into their base once no program can still add to it.
+//! Namespaces are found by a scan of /proc and /run/netns each interval
+//! and by the programs (an event of a namespace without a matrix); one is
+//! gone when no process is in it and no name holds it any more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::sleep;
+use std::time::Duration;
+
+use netconn_common::{Control, MAX_NAMESPACES};
+
+use crate::ebpf::{Losses, Probe};
+use crate::live::tracker::{TrackerError, quiesce};
+use crate::model::counts::Counts;
+use crate::model::merge::{Baseline, matrix_effect, merge};
+use crate::model::socket::{DumpedSocket, SocketKind};
+use crate::model::state::{ConnType, TCP_SYN_RECV};
+use crate::namespaces::discover::{self, Namespace};
+use crate::namespaces::owner::Owner;
+use crate::namespaces::target::run_in;
+use crate::tables::sockdiag;
+use crate::tables::totals::KernelTotals;
+
+/// One namespace's live state.
+pub struct Space {
+    pub ns: Namespace,
+    pub owner: Owner,
+    base: Baseline,
+    mini_tcp: Counts,
+    mini_signature: (i64, u64, i64),
+}
+
+impl Space {
+    /// The namespace's kernel totals: from `/proc/PID/net` of a process in
+    /// it, or where none is (a namespace only a name or a thread holds)
+    /// from a thread that joins it. None when it cannot be read (gone).
+    fn totals(&self) -> Option<KernelTotals> {
+        match self.ns.proc_net() {
+            Some(dir) => KernelTotals::read_in(&dir).ok(),
+            None => run_in(&self.ns.open()?, KernelTotals::read).ok()?.ok(),
+        }
+    }
+}
+
+/// What changed in the set of namespaces.
+pub enum Change {
+    /// Adopted and snapshotted: counted from now on.
+    New(u32),
+    /// Gone, with its last counts and owner.
+    Gone(Box<(Space, Counts)>),
+}
+
+pub struct Node {
+    probe: Probe,
+    spaces: BTreeMap<u32, Space>,
+    /// Namespaces found past [`MAX_NAMESPACES`].
+    untracked: BTreeSet<u32>,
+    resyncs: u64,
+    synced: Losses,
+}
+
+/// Sampling of a disagreement with the kernel's totals (see the tracker).
+const RECONCILE_SAMPLES: usize = 3;
+const RECONCILE_SPACING: Duration = Duration::from_millis(20);
+
+impl Node {
+    /// Loads the programs for every namespace, adopts every namespace
+    /// found and snapshots them all.
+    pub fn start() -> Result<Node, TrackerError> {
+        let probe = Probe::load(0, true, false, false, false)?;
+        let mut node = Node {
+            probe,
+            spaces: BTreeMap::new(),
+            untracked: BTreeSet::new(),
+            resyncs: 0,
+            synced: Losses::default(),
+        };
+        let found = discover::scan();
+        let adopted = node.adopt(found.into_values())?;
+        node.snapshot(&adopted)?;
+        node.resyncs = 0;
+        Ok(node)
+    }
+
+    /// Gives namespaces their matrices; returns the inodes adopted.
+    fn adopt(&mut self, found: impl Iterator<Item = Namespace>) -> Result<Vec<u32>, TrackerError> {
+        let mut adopted = Vec::new();
+        for ns in found {
+            if self.spaces.contains_key(&ns.inode) || self.untracked.contains(&ns.inode) {
+                continue;
+            }
+            if self.spaces.len() >= MAX_NAMESPACES as usize || !self.probe.adopt(ns.inode)? {
+                self.untracked.insert(ns.inode);
+                continue;
+            }
+            adopted.push(ns.inode);
+            self.spaces.insert(
+                ns.inode,
+                Space {
+                    owner: ns.owner(),
+                    ns,
+                    base: Baseline::default(),
+                    mini_tcp: Counts::default(),
+                    mini_signature: (-1, 0, -1),
+                },
+            );
+        }
+        Ok(adopted)
+    }
+
+    /// Snapshots namespaces `dump` (from inside each) and merges each with
+    /// the journal; every other namespace folds the epoch that ended into
+    /// its base. Repeated while the journal or the counting lost events.
+    fn snapshot(&mut self, dump: &[u32]) -> Result<(), TrackerError> {
+        const ATTEMPTS: u32 = 3;
+        let mut dump: Vec<u32> = dump.to_vec();
+        for _ in 0..ATTEMPTS {
+            let before = self.probe.losses()?;
+            self.snapshot_once(&dump)?;
+            let after = self.probe.losses()?;
+            self.resyncs += 1;
+            if after.journal == before.journal && after.uncounted() == before.uncounted() {
+                self.synced = after;
+                return Ok(());
+            }
+            // Events were lost meanwhile: in any namespace, so all again.
+            dump = self.spaces.keys().copied().collect();
+        }
+        Ok(())
+    }
+
+    fn snapshot_once(&mut self, dump: &[u32]) -> Result<(), TrackerError> {
+        let current = self.probe.control();
+        let (epoch, next) = (current.epoch, current.epoch.wrapping_add(1));
+        for inode in self.spaces.keys() {
+            self.probe.zero_ns_matrix(*inode, next)?;
+        }
+        let mut journal = self
+            .probe
+            .take_journal()
+            .expect("the journal is back after every snapshot");
+        let stop = AtomicBool::new(false);
+        let targets: Vec<(u32, Option<std::fs::File>)> = dump
+            .iter()
+            .map(|i| (*i, self.spaces.get(i).and_then(|s| s.ns.open())))
+            .collect();
+        let (dumped, events) = std::thread::scope(|scope| {
+            let drainer = scope.spawn(|| journal.drain_until(&stop));
+            let dumped = (|| {
+                let control = |epoch, journal| Control {
+                    epoch,
+                    journal,
+                    ..current
+                };
+                self.probe.set_control(control(epoch, 1))?;
+                quiesce();
+                self.probe.set_control(control(next, 1))?;
+                quiesce();
+                let dumps: Vec<(u32, Option<Vec<DumpedSocket>>)> = targets
+                    .iter()
+                    .map(|(inode, file)| (*inode, file.as_ref().and_then(dump_in)))
+                    .collect();
+                self.probe.set_control(control(next, 0))?;
+                quiesce();
+                Ok::<_, TrackerError>(dumps)
+            })();
+            stop.store(true, Ordering::Release);
+            (dumped, drainer.join().expect("journal drain thread"))
+        });
+        self.probe.put_journal(journal);
+        let dumped = dumped?;
+        let mut udp = Vec::new();
+        let mut merged = BTreeSet::new();
+        for (inode, sockets) in dumped {
+            // A namespace that went away meanwhile is found gone later.
+            let Some(sockets) = sockets else { continue };
+            udp.extend(
+                sockets
+                    .iter()
+                    .filter(|s| !s.conn_type.is_tcp())
+                    .map(|s| s.cookie),
+            );
+            let base = merge(&sockets, &events, next, inode);
+            let space = self
+                .spaces
+                .get_mut(&inode)
+                .expect("dumped namespaces are tracked");
+            space.base = base;
+            space.mini_tcp = base.mini;
+            merged.insert(inode);
+        }
+        for (inode, space) in &mut self.spaces {
+            if !merged.contains(inode) {
+                let ended = self.probe.read_ns_matrix(*inode, epoch)?;
+                space.base.full = space.base.full + matrix_effect(&ended);
+            }
+        }
+        // The UDP sockets bound before the programs came, or before their
+        // namespace was adopted (see the eBPF crate's udp module).
+        self.probe.know_udp_sockets(udp.into_iter())?;
+        for inode in merged {
+            let signature = self.mini_signature_now(inode);
+            if let (Some(s), Some(sig)) = (self.spaces.get_mut(&inode), signature) {
+                s.mini_signature = sig;
+            }
+        }
+        Ok(())
+    }
+
+    /// (time-wait sockets, events counted this epoch, segments received)
+    /// of one namespace, or None when its files cannot be read (gone).
+    fn mini_signature_now(&self, inode: u32) -> Option<(i64, u64, i64)> {
+        let k = self.spaces.get(&inode)?.totals()?;
+        let epoch = self.probe.control().epoch;
+        let events: u64 = self
+            .probe
+            .read_ns_matrix(inode, epoch)
+            .ok()?
+            .counts
+            .iter()
+            .sum();
+        Some((k.time_wait, events, k.in_segs))
+    }
+
+    /// Full sockets of one namespace: base and the current epoch's events.
+    fn full_counts(&self, inode: u32) -> Result<Counts, TrackerError> {
+        let space = &self.spaces[&inode];
+        let epoch = self.probe.control().epoch;
+        Ok(space.base.full + matrix_effect(&self.probe.read_ns_matrix(inode, epoch)?))
+    }
+
+    /// One namespace's counts now.
+    pub fn counts(&self, inode: u32) -> Result<Counts, TrackerError> {
+        Ok(self.full_counts(inode)? + self.spaces[&inode].mini_tcp)
+    }
+
+    /// Once per interval: finds namespaces that came and went, repairs
+    /// losses and drift, re-reads mini-sockets. Returns the changes in the
+    /// set of namespaces.
+    pub fn maintain(&mut self) -> Result<Vec<Change>, TrackerError> {
+        let mut changes = Vec::new();
+        let mut found = discover::scan();
+        // Namespaces an event came from are in the scan unless no process
+        // or name holds them: then there is no way in, and they are gone.
+        self.probe.take_new_netns();
+        let gone: Vec<u32> = self
+            .spaces
+            .keys()
+            .filter(|i| !found.contains_key(i))
+            .copied()
+            .collect();
+        for inode in gone {
+            let last = self.counts(inode)?;
+            self.probe.forget(inode);
+            let space = self.spaces.remove(&inode).expect("tracked");
+            changes.push(Change::Gone(Box::new((space, last))));
+        }
+        self.untracked.retain(|i| found.contains_key(i));
+        for (inode, ns) in &found {
+            if let Some(space) = self.spaces.get_mut(inode) {
+                space.ns = ns.clone();
+            }
+        }
+        let fresh: Vec<Namespace> = found
+            .extract_if(.., |i, _| {
+                !self.spaces.contains_key(i) && !self.untracked.contains(i)
+            })
+            .map(|(_, ns)| ns)
+            .collect();
+        let adopted = self.adopt(fresh.into_iter())?;
+        if self.lost_since_sync()? {
+            let all: Vec<u32> = self.spaces.keys().copied().collect();
+            self.snapshot(&all)?;
+        } else {
+            let mut resync = adopted.clone();
+            for inode in self.spaces.keys().copied().collect::<Vec<_>>() {
+                if adopted.contains(&inode) {
+                    continue;
+                }
+                if self.steady_disagreement(inode)? {
+                    resync.push(inode);
+                } else {
+                    self.refresh_mini_sockets(inode)?;
+                }
+            }
+            if !resync.is_empty() {
+                if resync.len() == adopted.len() {
+                    // Only new namespaces: their first snapshot, not a resync.
+                    self.snapshot(&resync)?;
+                    self.resyncs -= 1;
+                } else {
+                    self.snapshot(&resync)?;
+                }
+            }
+        }
+        changes.extend(adopted.into_iter().map(Change::New));
+        Ok(changes)
+    }
+
+    fn lost_since_sync(&self) -> Result<bool, TrackerError> {
+        let in_sync = |l: Losses| {
+            l.uncounted() == self.synced.uncounted() && l.journal == self.synced.journal
+        };
+        if in_sync(self.probe.losses()?) {
+            return Ok(false);
+        }
+        sleep(Duration::from_millis(2));
+        Ok(!in_sync(self.probe.losses()?))
+    }
+
+    /// Live full-socket totals minus the namespace's own (see the
+    /// tracker); None when its files cannot be read.
+    fn totals_delta(&self, inode: u32) -> Result<Option<[i64; 5]>, TrackerError> {
+        let live = self.full_counts(inode)?;
+        let Some(k) = self.spaces[&inode].totals() else {
+            return Ok(None);
+        };
+        Ok(Some(k.delta(&live)))
+    }
+
+    fn steady_disagreement(&self, inode: u32) -> Result<bool, TrackerError> {
+        let first = self.totals_delta(inode)?;
+        if first.is_none() || first == Some([0; 5]) {
+            return Ok(false);
+        }
+        for _ in 1..RECONCILE_SAMPLES {
+            sleep(RECONCILE_SPACING);
+            if self.totals_delta(inode)? != first {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Re-reads one namespace's time-wait and request sockets when its
+    /// kernel counters moved, or while request sockets remain (see
+    /// [`crate::live::tracker::Tracker::refresh_mini_sockets`]).
+    fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), TrackerError> {
+        let Some(signature) = self.mini_signature_now(inode) else {
+            return Ok(());
+        };
+        let space = &self.spaces[&inode];
+        let requests = [ConnType::Tcp, ConnType::Tcp6]
+            .iter()
+            .any(|ct| space.mini_tcp.get(*ct, TCP_SYN_RECV) != 0);
+        if signature == space.mini_signature && !requests {
+            return Ok(());
+        }
+        let Some(file) = space.ns.open() else {
+            return Ok(());
+        };
+        let dump = run_in(&file, || {
+            let mut dump = Vec::new();
+            for ct in [ConnType::Tcp, ConnType::Tcp6] {
+                sockdiag::dump_states(ct, sockdiag::MINI_SOCKET_STATES, &mut dump)?;
+            }
+            Ok::<_, std::io::Error>(dump)
+        });
+        let Ok(Ok(mut dump)) = dump else {
+            return Ok(());
+        };
+        dump.retain(|s| s.kind != SocketKind::Full);
+        let space = self.spaces.get_mut(&inode).expect("tracked");
+        space.mini_tcp = Counts::from_dump(&dump);
+        space.mini_signature = signature;
+        Ok(())
+    }
+
+    /// A fresh snapshot of every namespace (SIGHUP).
+    pub fn resync_all(&mut self) -> Result<(), TrackerError> {
+        let all: Vec<u32> = self.spaces.keys().copied().collect();
+        self.snapshot(&all)
+    }
+
+    /// The namespaces counted, by inode.
+    pub fn spaces(&self) -> &BTreeMap<u32, Space> {
+        &self.spaces
+    }
+
+    /// Namespaces found past the bound.
+    pub fn untracked(&self) -> usize {
+        self.untracked.len()
+    }
+
+    /// Events the kernel could not hand over since start.
+    pub fn lost_events(&self) -> Result<u64, TrackerError> {
+        let l = self.probe.losses()?;
+        Ok(l.journal + l.uncounted().unsigned_abs())
+    }
+
+    /// Snapshots taken after the first ones (of every namespace at start,
+    /// of each new namespace when it appeared).
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+}
+
+/// Every socket of the namespace in `file`, dumped from inside it; None
+/// when it cannot be entered or dumped (it went away).
+fn dump_in(file: &std::fs::File) -> Option<Vec<DumpedSocket>> {
+    let dumped = run_in(file, || {
+        let mut dump = Vec::new();
+        for ct in ConnType::ALL {
+            sockdiag::dump(ct, &mut dump)?;
+        }
+        Ok::<_, std::io::Error>(dump)
+    });
+    dumped.ok()?.ok()
+}
