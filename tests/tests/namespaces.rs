@@ -385,3 +385,91 @@ fn all_namespaces_each_exact_and_followed_as_they_come_and_go() {
     drop(churned);
     drop(held);
 }
+
+#[test]
+fn all_namespaces_by_polling_too() {
+    use netconn_integration::mix;
+    let spaces: Vec<Netns> = (0..3).map(|_| Netns::new()).collect();
+    let workers: Vec<_> = spaces.iter().map(Netns::worker).collect();
+    let _held: Vec<mix::Held> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w.exec(move || mix::build(31 + i as u64)))
+        .collect();
+    let mut cmd = netconn(&["watch", "-A", "--poll", "-i", "300ms"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, first) = Watch::start_cmd(cmd);
+    assert_eq!(first["source"], "poll", "{first}");
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (round, host) = watch.next_round(Duration::from_secs(30));
+        assert_eq!(host["source"], "poll");
+        let records = by_netns(&round);
+        last.clear();
+        for ns in &spaces {
+            let record = records[&inode_of(ns)];
+            if table_of(record) != truth(ns) {
+                last += &format!("\n{}: {record}", ns.name);
+            }
+        }
+        if last.is_empty() {
+            break;
+        }
+    }
+    assert!(last.is_empty(), "{last}");
+}
+
+/// Asks the daemon on `socket` one request line; its whole answer.
+fn ask(socket: &str, line: &str) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    std::io::Write::write_all(&mut stream, line.as_bytes()).unwrap();
+    std::io::read_to_string(stream).unwrap()
+}
+
+#[test]
+fn a_node_daemon_answers_for_every_namespace() {
+    use netconn_integration::mix;
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let _held = worker.exec(|| mix::build(41));
+    let inode = inode_of(&ns);
+    let mut cmd = netconn(&["watch", "-A", "-i", "1h"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (watch, _) = Watch::start_cmd(cmd);
+    let socket = "/run/netconn/node.sock";
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(socket)
+            .expect("node socket")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "root only");
+
+    let want = truth(&ns);
+    let answer = ask(socket, &format!("counts {inode}\n"));
+    let record: Value = serde_json::from_str(answer.trim()).expect("a JSON record");
+    assert_eq!(record["source"], "ebpf", "{record}");
+    assert_eq!(record["netns"], inode);
+    assert_eq!(record["owner"]["netns_name"], ns.name.as_str());
+    assert_eq!(table_of(&record), want);
+    // A namespace it does not count: an empty answer.
+    assert_eq!(ask(socket, "counts 1\n"), "");
+
+    // check --netns asks it.
+    let out = netconn(&["check", "--netns", &ns.name]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let established = want
+        .get(&("tcp".to_owned(), "ESTABLISHED".to_owned()))
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        text.contains(&format!("'tcp_ESTABLISHED'={established};")),
+        "{text} vs {want:?}"
+    );
+
+    let (_, status) = watch.stop(libc::SIGTERM);
+    assert!(status.success());
+    assert!(
+        !std::path::Path::new(socket).exists(),
+        "socket removed on exit"
+    );
+}

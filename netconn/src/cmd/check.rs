@@ -53,15 +53,17 @@ fn counts() -> Result<Counts, String> {
     super::dump_counts().map_err(|e| e.to_string())
 }
 
-/// `None` when no daemon answers (none running, not root, a stale socket)
-/// or its answer is not a counts record: the caller dumps instead.
+/// The live counts of the namespace's own daemon, or of a daemon counting
+/// every namespace. `None` when none answers (none running, not root, a
+/// stale socket) or its answer is not a counts record: the caller dumps
+/// instead.
 pub fn from_daemon(netns: u32) -> Option<Counts> {
-    let answer = crate::live::serve::query(
-        &crate::live::serve::socket_path(netns),
-        crate::live::serve::Request::Counts,
-        DAEMON_TIMEOUT,
-    )
-    .ok()?;
-    let record: serde_json::Value = serde_json::from_str(answer.trim()).ok()?;
-    Counts::from_json(&record["connections"])
+    use crate::live::serve::{Request, node_socket_path, query, socket_path};
+    let ask = |path: &std::path::Path, request| {
+        let answer = query(path, request, DAEMON_TIMEOUT).ok()?;
+        let record: serde_json::Value = serde_json::from_str(answer.trim()).ok()?;
+        Counts::from_json(&record["connections"])
+    };
+    ask(&socket_path(netns), Request::Counts)
+        .or_else(|| ask(&node_socket_path(), Request::CountsOf(netns)))
 }

@@ -266,8 +266,13 @@ impl Node {
         }
         self.untracked.retain(|i| found.contains_key(i));
         for (inode, ns) in &found {
-            if let Some(space) = self.spaces.get_mut(inode) {
+            if let Some(space) = self.spaces.get_mut(inode)
+                && (space.ns.pids != ns.pids || space.ns.names != ns.names)
+            {
+                // A container's process often joins its namespace after the
+                // namespace was made (CNI): name the owner again.
                 space.ns = ns.clone();
+                space.owner = ns.owner();
             }
         }
         let fresh: Vec<Namespace> = found
@@ -344,7 +349,7 @@ impl Node {
     /// Re-reads one namespace's time-wait and request sockets when its
     /// kernel counters moved, or while request sockets remain (see
     /// [`crate::live::tracker::Tracker::refresh_mini_sockets`]).
-    fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), TrackerError> {
+    pub fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), TrackerError> {
         let Some(signature) = self.mini_signature_now(inode) else {
             return Ok(());
         };

@@ -6,7 +6,9 @@
 //! Protocol: connect, write one request line; the daemon answers and
 //! closes. `counts`: one counts record (a JSON line). `owners`: a line
 //! `COOKIE PID COMM` per TCP socket whose process the daemon knows. One
-//! socket per network namespace, named by its inode.
+//! socket per network namespace, named by its inode; a `watch
+//! --all-namespaces` serves `node.sock`, where `counts INODE` asks for one
+//! namespace's record (an empty answer: not counted there).
 
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -24,6 +26,11 @@ pub const SOCKET_DIR: &str = "/run/netconn";
 /// The socket of the daemon counting namespace `netns`.
 pub fn socket_path(netns: u32) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("netns-{netns}.sock"))
+}
+
+/// The socket of the daemon counting every namespace.
+pub fn node_socket_path() -> PathBuf {
+    Path::new(SOCKET_DIR).join("node.sock")
 }
 
 /// A listening socket, removed again on drop.
@@ -124,32 +131,37 @@ pub fn bind(path: &Path) -> Result<Served, ServeError> {
 pub enum Request {
     Counts,
     Owners,
+    /// One namespace's counts, from the daemon counting every namespace.
+    CountsOf(u32),
 }
 
 impl Request {
-    fn line(self) -> &'static str {
+    fn line(self) -> String {
         match self {
-            Request::Counts => "counts\n",
-            Request::Owners => "owners\n",
+            Request::Counts => "counts\n".into(),
+            Request::Owners => "owners\n".into(),
+            Request::CountsOf(netns) => format!("counts {netns}\n"),
         }
     }
 
     /// The request a line (without its newline) asks for.
     fn parse(line: &[u8]) -> io::Result<Request> {
+        let unknown = || io::Error::new(io::ErrorKind::InvalidInput, "unknown request");
         match line {
             b"counts" => Ok(Request::Counts),
             b"owners" => Ok(Request::Owners),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "unknown request",
-            )),
+            _ => {
+                let netns = line.strip_prefix(b"counts ").ok_or_else(unknown)?;
+                let netns = std::str::from_utf8(netns).map_err(|_| unknown())?;
+                netns.parse().map(Request::CountsOf).map_err(|_| unknown())
+            }
         }
     }
 
-    /// Reads a client's request line (at most 16 bytes).
+    /// Reads a client's request line (at most 32 bytes).
     async fn read(stream: &mut tokio::net::UnixStream) -> io::Result<Request> {
         use tokio::io::AsyncReadExt;
-        let mut line = [0u8; 16];
+        let mut line = [0u8; 32];
         let mut len = 0;
         while len < line.len() {
             let n = stream.read(&mut line[len..]).await?;
@@ -269,6 +281,8 @@ pub fn answer(
     tags: &Tags,
 ) -> Result<Vec<u8>, TrackerError> {
     Ok(match request {
+        // Not a daemon of every namespace.
+        Request::CountsOf(_) => Vec::new(),
         Request::Counts => {
             let r = counter.read(false, None)?;
             let record = r.record(host, netns, tags, None, None);
@@ -373,6 +387,28 @@ mod tests {
         assert_eq!(std::fs::metadata(&real).unwrap().mode() & 0o777, 0o700);
         drop(served);
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn requests_round_trip_and_junk_is_refused() {
+        for r in [
+            Request::Counts,
+            Request::Owners,
+            Request::CountsOf(4026532177),
+        ] {
+            let line = r.line();
+            assert_eq!(Request::parse(line.trim_end().as_bytes()).unwrap(), r);
+            assert!(line.len() <= 32, "fits the request buffer: {line:?}");
+        }
+        for junk in [
+            &b"count"[..],
+            b"counts ",
+            b"counts x",
+            b"counts -1",
+            b"counts 99999999999",
+        ] {
+            assert!(Request::parse(junk).is_err(), "{junk:?}");
+        }
     }
 
     #[test]

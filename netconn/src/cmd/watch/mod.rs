@@ -22,8 +22,8 @@ use crate::output::writer::{Flow, Writer};
 /// the check's own dump is as good). A failure to serve is one line on
 /// stderr, not the end of the watch; `retry` says whether to try again
 /// each interval (another watch serves: take over when it stops).
-fn serve(netns: u32, log: &Log, quiet: bool) -> (Option<serve::Served>, bool) {
-    match serve::bind(&serve::socket_path(netns)) {
+fn serve(path: &std::path::Path, log: &Log, quiet: bool) -> (Option<serve::Served>, bool) {
+    match serve::bind(path) {
         Ok(s) => (Some(s), false),
         Err(e @ serve::ServeError::Taken(_)) => {
             if !quiet {
@@ -216,7 +216,7 @@ fn watch(
         .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
 
     let (mut served, mut retry_serve) = match counter {
-        Counter::Ebpf(_) => serve(netns, log, false),
+        Counter::Ebpf(_) => serve(&serve::socket_path(netns), log, false),
         Counter::Poll(_) => (None, false),
     };
 
@@ -272,7 +272,7 @@ fn watch(
                     }
                 };
                 if retry_serve {
-                    (served, retry_serve) = serve(netns, log, true);
+                    (served, retry_serve) = serve(&serve::socket_path(netns), log, true);
                     asked = start_serving(&served)?;
                 }
                 let interval = match &mut counter {

@@ -3,12 +3,13 @@
 
 use tokio::time::MissedTickBehavior;
 
-use super::Signals;
+use super::{Signals, next_request, serve};
 use crate::cli::WatchArgs;
 use crate::cmd::CmdError;
 use crate::config::Config;
 use crate::host;
 use crate::live::node::{Change, Node};
+use crate::live::serve as served;
 use crate::model::counts::Counts;
 use crate::namespaces::discover;
 use crate::namespaces::target::run_in;
@@ -60,7 +61,19 @@ pub(super) fn watch(
         }
     };
     let tags = config.tags;
-    runtime.block_on(async {
+    let path = served::node_socket_path();
+    let (mut socket, mut retry_serve) = match counting {
+        Counting::Ebpf(_) => serve(&path, log, false),
+        Counting::Poll => (None, false),
+    };
+    let result = runtime.block_on(async {
+        let start_serving = |socket: &Option<served::Served>| match socket {
+            Some(s) => served::serve_clients(&s.listener)
+                .map(Some)
+                .map_err(CmdError::system("cannot serve counts")),
+            None => Ok(None),
+        };
+        let mut asked = start_serving(&socket)?;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut written = 0u64;
@@ -80,7 +93,20 @@ pub(super) fn watch(
                     out.reopen();
                     continue;
                 }
+                a = next_request(&mut asked) => {
+                    let answer = match &mut counting {
+                        Counting::Ebpf(n) => answer(n, a.request, &host, &tags)?,
+                        Counting::Poll => Vec::new(),
+                    };
+                    // A client that gave up meanwhile just misses it.
+                    let _ = a.reply.send(answer);
+                    continue;
+                }
             };
+            if retry_serve {
+                (socket, retry_serve) = serve(&path, log, true);
+                asked = start_serving(&socket)?;
+            }
             let time = host::now_rfc3339();
             let (readings, changes) = read(&mut counting, args.verify, first)?;
             first = false;
@@ -164,7 +190,52 @@ pub(super) fn watch(
                 return Ok(());
             }
         }
-    })
+    });
+    // Stop serving, then detach the programs.
+    drop(socket);
+    drop(counting);
+    result
+}
+
+/// The answer to a client of `node.sock`: the counts record of the
+/// namespace asked for (`counts INODE`; plain `counts`: netconn's own), or
+/// nothing when that namespace is not counted.
+fn answer(
+    node: &mut Node,
+    request: served::Request,
+    host: &str,
+    tags: &crate::config::Tags,
+) -> Result<Vec<u8>, CmdError> {
+    let inode = match request {
+        served::Request::CountsOf(inode) => inode,
+        served::Request::Counts => super::super::own_netns()?,
+        served::Request::Owners => return Ok(Vec::new()),
+    };
+    if !node.spaces().contains_key(&inode) {
+        return Ok(Vec::new());
+    }
+    node.refresh_mini_sockets(inode)?;
+    let counts = node.counts(inode)?;
+    let owner = &node.spaces()[&inode].owner;
+    let record = CountsRecord {
+        host,
+        source: Source::Ebpf,
+        netns: inode,
+        namespace: Some((host::namespace_class(inode), owner)),
+        counts: &counts,
+        lost_events: node.lost_events()?,
+        conn_records_lost: None,
+        output_dropped: None,
+        resyncs: Some(node.resyncs()),
+        last_correction: None,
+        verify: None,
+        tags: Some(tags),
+        ports: None,
+        tcp_metrics: None,
+    };
+    let mut line = serde_json::to_vec(&record.at(&host::now_rfc3339())).expect("records serialize");
+    line.push(b'\n');
+    Ok(line)
 }
 
 #[allow(clippy::too_many_arguments)]
