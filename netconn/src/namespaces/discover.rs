@@ -113,15 +113,21 @@ impl Namespace {
     pub fn owner(&self) -> Owner {
         const PIDS: usize = 5;
         const LOOKED_AT: usize = 64;
-        let cgroups: Vec<(u32, String)> = self
+        // Kernel threads (the host's namespace is theirs) own nothing.
+        let users: Vec<u32> = self
             .pids
             .iter()
+            .copied()
+            .filter(|p| !is_kernel_thread(*p))
             .take(LOOKED_AT)
+            .collect();
+        let cgroups: Vec<(u32, String)> = users
+            .iter()
             .filter_map(|&p| Some((p, cgroup_of(p)?)))
             .collect();
         let mut owner = Owner {
             netns_name: self.names.first().cloned(),
-            pids: self.pids.iter().take(PIDS).copied().collect(),
+            pids: users.iter().take(PIDS).copied().collect(),
             ..Owner::default()
         };
         for pid in &owner.pids {
@@ -149,6 +155,12 @@ impl Namespace {
         }
         owner
     }
+}
+
+/// Whether `pid` is a kernel thread: it has no command line (nor has a
+/// zombie, which owns nothing either).
+fn is_kernel_thread(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty())
 }
 
 /// The cgroup v2 path of a process ("0::/path" in /proc/PID/cgroup).
