@@ -347,7 +347,7 @@ fn machine() -> String {
 
 /// The whole bench, or (`soak_only`) only the soak, whose section then
 /// replaces the one in BENCHMARKS.md.
-pub fn run(soak_only: bool) -> Result<()> {
+pub fn run(soak_only: bool, namespaces_only: bool) -> Result<()> {
     let env = setup::run()?;
     setup::bench_tools()?;
     run_cmd(cargo(&env).args([
@@ -367,6 +367,17 @@ pub fn run(soak_only: bool) -> Result<()> {
             .to_string(),
     };
 
+    if namespaces_only {
+        let section = namespaces(&paths)?;
+        let path = root().join("BENCHMARKS.md");
+        let report = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(
+            &path,
+            crate::soak::splice_at(&report, NAMESPACES_HEADING, &section),
+        )?;
+        eprintln!("xtask bench: wrote the namespaces section into BENCHMARKS.md");
+        return Ok(());
+    }
     if soak_only {
         let section = soak(&paths)?;
         let path = root().join("BENCHMARKS.md");
@@ -498,10 +509,22 @@ pub fn run(soak_only: bool) -> Result<()> {
     });
     // 4. Ten minutes as a daemon.
     let report = crate::soak::splice(&report, &soak(&paths)?);
+    // 5. Every namespace at once.
+    let report = crate::soak::splice_at(&report, NAMESPACES_HEADING, &namespaces(&paths)?);
     print!("{report}");
     std::fs::write(root().join("BENCHMARKS.md"), report)?;
     eprintln!("xtask bench: wrote BENCHMARKS.md");
     Ok(())
+}
+
+const NAMESPACES_HEADING: &str = "## Every namespace (";
+
+/// Runs the `--all-namespaces` measurements and renders their section.
+fn namespaces(paths: &Paths) -> Result<String> {
+    eprintln!("xtask bench: watch --all-namespaces");
+    let section = crate::nodes::render(&crate::nodes::run(paths)?);
+    eprint!("{section}");
+    Ok(section)
 }
 
 /// Runs the soak and renders its section.

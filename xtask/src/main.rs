@@ -5,6 +5,7 @@
 
 mod bench;
 mod lab;
+mod nodes;
 mod setup;
 mod soak;
 mod test;
@@ -44,6 +45,11 @@ enum Task {
         /// in BENCHMARKS.md.
         #[arg(long)]
         soak: bool,
+        /// Only `watch --all-namespaces` (about 5 minutes): kernel time per
+        /// connection against a single-namespace watch, the first host
+        /// record at 100 namespaces, memory per namespace.
+        #[arg(long, conflicts_with = "soak")]
+        namespaces: bool,
     },
 }
 
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run().map(|_| ()),
         Task::Run { args } => run(args),
         Task::Test => test::run(),
-        Task::Bench { soak } => bench::run(soak),
+        Task::Bench { soak, namespaces } => bench::run(soak, namespaces),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

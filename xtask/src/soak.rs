@@ -312,7 +312,13 @@ pub fn render(s: &Soak) -> String {
 /// Puts the soak section into BENCHMARKS.md: replaces the one there, or
 /// adds it at the end.
 pub fn splice(report: &str, section: &str) -> String {
-    let start = report.find("## Soak\n");
+    splice_at(report, "## Soak\n", section)
+}
+
+/// Replaces the section that starts with `heading` (up to the next `## `)
+/// with `section`, or appends it.
+pub fn splice_at(report: &str, heading: &str, section: &str) -> String {
+    let start = report.find(heading);
     match start {
         Some(at) => {
             let end = report[at + 1..]
