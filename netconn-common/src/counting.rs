@@ -136,10 +136,9 @@ const _: () = assert!(size_of::<StateEvent>() == 48);
 /// counted into its own matrix in [`MAP_NS_TRANSITIONS`] instead of the
 /// per-CPU [`MAP_TRANSITIONS`].
 pub const GLOBAL_ALL_NAMESPACES: &str = "ALL_NAMESPACES";
-/// Hash of [`NsKey`] -> [`Transitions`]: one matrix per tracked namespace
-/// and epoch parity, created and removed by userspace, bumped atomically by
-/// the programs (shared by the CPUs: a per-CPU value would cost 8 KiB per
-/// CPU and namespace).
+/// Per-CPU hash of [`NsKey`] -> [`NsCounts`]: one per tracked namespace
+/// and epoch parity, created and removed by userspace (allocated only
+/// then: about 1 KiB per namespace and CPU).
 pub const MAP_NS_TRANSITIONS: &str = "NS_TRANSITIONS";
 /// Hash of namespace inode -> 0: namespaces an event came from that have no
 /// matrix yet, for userspace to adopt. Bounded: when full, userspace still
@@ -147,9 +146,52 @@ pub const MAP_NS_TRANSITIONS: &str = "NS_TRANSITIONS";
 pub const MAP_NEW_NETNS: &str = "NEW_NETNS";
 /// Entries of [`MAP_NEW_NETNS`].
 pub const NEW_NETNS_SLOTS: u32 = 256;
-/// Namespaces `watch --all-namespaces` tracks at most (two matrices of
-/// 8 KiB each: 8 MiB of kernel memory).
+/// Namespaces `watch --all-namespaces` tracks at most.
 pub const MAX_NAMESPACES: u32 = 512;
+
+/// The state a socket was counted in before `old -> new`, if any (see the
+/// merge rule in netconn's `model::merge`: a child socket's first event
+/// `LISTEN -> SYN_RECV` leaves no listener).
+#[inline(always)]
+pub fn counted_before(old: u8, new: u8) -> Option<u8> {
+    if old == TCP_LISTEN && new == TCP_SYN_RECV {
+        return None;
+    }
+    counted_after(old)
+}
+
+/// The state a socket is counted in after entering `new`, if any: the
+/// states in which a socket sits in the kernel's socket tables; request
+/// sockets (SYN_RECV) fire no event and are read from dumps.
+#[inline(always)]
+pub fn counted_after(new: u8) -> Option<u8> {
+    if new == 0 || new == TCP_CLOSE || new == TCP_SYN_RECV || new >= TCP_NEW_SYN_RECV {
+        None
+    } else {
+        Some(new)
+    }
+}
+
+/// One namespace's counts in one epoch (`--all-namespaces`): the net
+/// change per conn-type and state, as [`counted_before`] and
+/// [`counted_after`] say (two's complement: summed over CPUs with
+/// wrapping, read as signed), and the events counted. The transition
+/// matrix would be 8 KiB per namespace and CPU; this is 520 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NsCounts {
+    pub delta: [u64; NS_DELTA_SLOTS],
+    pub events: u64,
+}
+/// Slots of [`NsCounts::delta`]: conn-type x state.
+pub const NS_DELTA_SLOTS: usize = CONN_TYPES * STATES;
+const _: () = assert!(size_of::<NsCounts>() == NS_DELTA_SLOTS * 8 + 8);
+
+/// Slot of a conn-type's state in [`NsCounts::delta`].
+#[inline(always)]
+pub fn delta_slot(conn_index: usize, state: u8) -> usize {
+    (conn_index & (CONN_TYPES - 1)) * STATES + (state as usize & (STATES - 1))
+}
 
 /// Key of [`MAP_NS_TRANSITIONS`].
 #[repr(C)]

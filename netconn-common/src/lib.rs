@@ -36,6 +36,7 @@ mod user {
     unsafe impl aya::Pod for MetricsKey {}
     unsafe impl aya::Pod for Owner {}
     unsafe impl aya::Pod for NsKey {}
+    unsafe impl aya::Pod for NsCounts {}
 }
 
 #[cfg(test)]

@@ -51,17 +51,18 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    AF_INET, Control, IPPROTO_TCP, MAX_NAMESPACES, NEW_NETNS_SLOTS, NsKey, Offsets, StateEvent,
-    Transitions, WATCHED_PORT_WORDS, conn_index, transition_slot,
+    AF_INET, Control, IPPROTO_TCP, MAX_NAMESPACES, NEW_NETNS_SLOTS, NsCounts, NsKey, Offsets,
+    StateEvent, Transitions, WATCHED_PORT_WORDS, conn_index, counted_after, counted_before,
+    delta_slot, transition_slot,
 };
 
 mod conn;
@@ -120,12 +121,13 @@ static TRANSITIONS: PerCpuArray<Transitions> = PerCpuArray::with_max_entries(2, 
 #[map]
 static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 
-/// One matrix per namespace and epoch parity (`--all-namespaces`); userspace
-/// makes an entry when it adopts a namespace. Sized at load: 1 entry
-/// unless in that mode.
+/// One namespace's counts per epoch parity and CPU (`--all-namespaces`):
+/// per-state deltas rather than the transition matrix, 16 times smaller.
+/// Userspace makes the entries when it adopts a namespace (allocated
+/// then, not preallocated). Sized at load: 1 entry unless in that mode.
 #[map]
-static NS_TRANSITIONS: HashMap<NsKey, Transitions> =
-    HashMap::with_max_entries(2 * MAX_NAMESPACES, 0);
+static NS_TRANSITIONS: PerCpuHashMap<NsKey, NsCounts> =
+    PerCpuHashMap::with_max_entries(2 * MAX_NAMESPACES, BPF_F_NO_PREALLOC);
 
 /// Namespaces events came from that have no matrix yet.
 #[map]
@@ -211,6 +213,13 @@ pub fn netconn_state_backup(ctx: BtfTracePointContext) -> i32 {
         Err(_) => bump(LOST.get_ptr_mut(0)),
     }
     0
+}
+
+/// Adds `n` (wrapping: `u64::MAX` subtracts one) to a map value's slot.
+#[inline(always)]
+unsafe fn add(at: *mut u64, n: u64) {
+    // SAFETY: the caller's: a valid map value slot.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(at, n) };
 }
 
 #[inline(always)]
@@ -391,9 +400,23 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
             parity: u32::from(control.epoch & 1),
         };
         match NS_TRANSITIONS.get_ptr_mut(&key) {
-            // SAFETY: slot < TRANSITION_SLOTS by construction of
-            // transition_slot; the value is shared, the add atomic.
-            Some(m) => bump(Some(unsafe { (*m).counts.as_mut_ptr().add(slot) })),
+            Some(m) => {
+                // SAFETY: slots < NS_DELTA_SLOTS by construction of
+                // delta_slot; atomic because the backup may nest.
+                unsafe {
+                    if let Some(s) = counted_before(t.old, t.new) {
+                        add(m.cast::<u64>().add(delta_slot(ct, s)), u64::MAX);
+                    }
+                    if let Some(s) = counted_after(t.new) {
+                        add(m.cast::<u64>().add(delta_slot(ct, s)), 1);
+                    }
+                    // Only a change detector (the mini-socket signature):
+                    // an increment lost to a nested run is harmless, the
+                    // run it interrupted counts, so no atomic here.
+                    let events = &raw mut (*m).events;
+                    core::ptr::write_volatile(events, core::ptr::read_volatile(events) + 1);
+                }
+            }
             None => {
                 // Not adopted yet: its snapshot, taken after adoption,
                 // covers this event. Full: userspace's scan finds it.

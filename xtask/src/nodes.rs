@@ -246,8 +246,8 @@ pub fn render(r: &Result_) -> String {
          **{:.3} s** (median of 3; it counted {} namespaces, {} sockets). `ss -tan` run in each \
          of them in turn (`ss -N NS`, no `ip netns exec`): {:.3} s. Daemon memory (RSS): \
          {:.1} MiB with the host's namespace only, {:.1} MiB at {NAMESPACES} namespaces: \
-         **{:.0} KiB per namespace** of {} sockets; the kernel maps of this mode add a fixed \
-         8 MiB (512 namespaces x 2 matrices of 8 KiB).\n",
+         **{:.0} KiB per namespace** of {} sockets; in the kernel each namespace adds two \
+         per-CPU entries of 520 bytes (per-state changes, allocated when it is adopted).\n",
         PAIRS * 2,
         r.first_host,
         r.namespaces_seen,

@@ -8,6 +8,7 @@ use std::io;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use crate::model::counts::Counts;
 use aya::programs::{
     BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps,
 };
@@ -17,10 +18,11 @@ use netconn_common::{
     GLOBAL_TARGET_NETNS_COOKIE, GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS,
     MAP_CONN_LOST, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_METRICS_PORTS, MAP_METRICS_TOTAL,
     MAP_NEW_NETNS, MAP_NS_TRANSITIONS, MAP_OWNERS, MAP_RESCUED, MAP_RESETS, MAP_TRANSITIONS,
-    MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, NsKey, Offsets, Owner, PROG_RESET_RECEIVED,
-    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS,
-    StateEvent, TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
-    TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
+    MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, NsCounts, NsKey, Offsets, Owner,
+    PROG_RESET_RECEIVED, PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE,
+    PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent, TRACEPOINT_RESET_RECEIVED,
+    TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS,
+    TcpMetrics, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -223,7 +225,7 @@ pub struct Probe {
     metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
     /// Per-namespace matrices and the namespaces waiting for one
     /// (`--all-namespaces`).
-    ns_transitions: HashMap<MapData, NsKey, Transitions>,
+    ns_transitions: PerCpuHashMap<MapData, NsKey, NsCounts>,
     new_netns: HashMap<MapData, u32, u32>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
@@ -336,8 +338,8 @@ impl Probe {
         let metrics_ports = PerCpuHashMap::try_from(take(MAP_METRICS_PORTS)?)
             .map_err(map_error(MAP_METRICS_PORTS))?;
         let owners = HashMap::try_from(take(MAP_OWNERS)?).map_err(map_error(MAP_OWNERS))?;
-        let ns_transitions =
-            HashMap::try_from(take(MAP_NS_TRANSITIONS)?).map_err(map_error(MAP_NS_TRANSITIONS))?;
+        let ns_transitions = PerCpuHashMap::try_from(take(MAP_NS_TRANSITIONS)?)
+            .map_err(map_error(MAP_NS_TRANSITIONS))?;
         let new_netns =
             HashMap::try_from(take(MAP_NEW_NETNS)?).map_err(map_error(MAP_NEW_NETNS))?;
         let conn_events = if watch_conns {
@@ -490,12 +492,12 @@ impl Probe {
     /// [`netconn_common::MAX_NAMESPACES`] are tracked already.
     pub fn adopt(&mut self, netns: u32) -> Result<bool, ProbeError> {
         const BPF_NOEXIST: u64 = 1;
-        let zero = Transitions {
-            counts: [0; TRANSITION_SLOTS],
-        };
         for parity in [0, 1] {
             let key = NsKey { netns, parity };
-            match self.ns_transitions.insert(key, zero, BPF_NOEXIST) {
+            match self
+                .ns_transitions
+                .insert(key, zero_ns_counts()?, BPF_NOEXIST)
+            {
                 Ok(()) => {}
                 Err(aya::maps::MapError::SyscallError(e))
                     if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
@@ -518,29 +520,38 @@ impl Probe {
         }
     }
 
-    /// Namespace `netns`'s matrix `epoch & 1`.
-    pub fn read_ns_matrix(&self, netns: u32, epoch: u8) -> Result<Transitions, ProbeError> {
+    /// Namespace `netns`'s counts in epoch `epoch & 1`, summed over CPUs:
+    /// the per-state deltas and the events counted.
+    pub fn read_ns_counts(&self, netns: u32, epoch: u8) -> Result<(Counts, u64), ProbeError> {
         let key = NsKey {
             netns,
             parity: u32::from(epoch & 1),
         };
-        self.ns_transitions
+        let per_cpu = self
+            .ns_transitions
             .get(&key, 0)
-            .map_err(map_error(MAP_NS_TRANSITIONS))
+            .map_err(map_error(MAP_NS_TRANSITIONS))?;
+        let mut delta = [0u64; netconn_common::NS_DELTA_SLOTS];
+        let mut events = 0u64;
+        for cpu in per_cpu.iter() {
+            for (sum, d) in delta.iter_mut().zip(cpu.delta.iter()) {
+                *sum = sum.wrapping_add(*d);
+            }
+            events = events.wrapping_add(cpu.events);
+        }
+        let counts = crate::model::merge::delta_effect(&delta);
+        Ok((counts, events))
     }
 
-    /// Zeroes namespace `netns`'s matrix `epoch & 1` (only while the kernel
-    /// counts into the other).
-    pub fn zero_ns_matrix(&mut self, netns: u32, epoch: u8) -> Result<(), ProbeError> {
+    /// Zeroes namespace `netns`'s counts of epoch `epoch & 1` (only while
+    /// the kernel counts into the other).
+    pub fn zero_ns_counts(&mut self, netns: u32, epoch: u8) -> Result<(), ProbeError> {
         let key = NsKey {
             netns,
             parity: u32::from(epoch & 1),
         };
-        let zero = Transitions {
-            counts: [0; TRANSITION_SLOTS],
-        };
         self.ns_transitions
-            .insert(key, zero, 0)
+            .insert(key, zero_ns_counts()?, 0)
             .map_err(map_error(MAP_NS_TRANSITIONS))
     }
 
@@ -619,6 +630,14 @@ impl Probe {
 }
 
 /// One value per possible CPU, for writing a per-CPU map entry.
+/// A namespace's counts, zero on every CPU.
+fn zero_ns_counts() -> Result<PerCpuValues<NsCounts>, ProbeError> {
+    on_every_cpu(NsCounts {
+        delta: [0; netconn_common::NS_DELTA_SLOTS],
+        events: 0,
+    })
+}
+
 fn on_every_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, ProbeError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
     PerCpuValues::try_from(vec![value; cpus]).map_err(ProbeError::Cpus)

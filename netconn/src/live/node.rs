@@ -1,5 +1,5 @@
 //! Every network namespace of the host at once (`watch --all-namespaces`):
-//! one set of programs counting each namespace into a matrix of its own
+//! one set of programs counting each namespace's per-state changes apart
 //! (see the eBPF crate), one snapshot per namespace taken from inside it,
 //! merged by the same rule as a single namespace's
 //! ([`crate::model::merge`]).
@@ -21,7 +21,7 @@ use netconn_common::{Control, MAX_NAMESPACES};
 use crate::ebpf::{Losses, Probe};
 use crate::live::tracker::{TrackerError, quiesce};
 use crate::model::counts::Counts;
-use crate::model::merge::{Baseline, matrix_effect, merge};
+use crate::model::merge::{Baseline, merge};
 use crate::model::socket::{DumpedSocket, SocketKind};
 use crate::model::state::{ConnType, TCP_SYN_RECV};
 use crate::namespaces::discover::{self, Namespace};
@@ -142,7 +142,7 @@ impl Node {
         let current = self.probe.control();
         let (epoch, next) = (current.epoch, current.epoch.wrapping_add(1));
         for inode in self.spaces.keys() {
-            self.probe.zero_ns_matrix(*inode, next)?;
+            self.probe.zero_ns_counts(*inode, next)?;
         }
         let mut journal = self
             .probe
@@ -200,8 +200,8 @@ impl Node {
         }
         for (inode, space) in &mut self.spaces {
             if !merged.contains(inode) {
-                let ended = self.probe.read_ns_matrix(*inode, epoch)?;
-                space.base.full = space.base.full + matrix_effect(&ended);
+                let (ended, _) = self.probe.read_ns_counts(*inode, epoch)?;
+                space.base.full = space.base.full + ended;
             }
         }
         // The UDP sockets bound before the programs came, or before their
@@ -221,13 +221,7 @@ impl Node {
     fn mini_signature_now(&self, inode: u32) -> Option<(i64, u64, i64)> {
         let k = self.spaces.get(&inode)?.totals()?;
         let epoch = self.probe.control().epoch;
-        let events: u64 = self
-            .probe
-            .read_ns_matrix(inode, epoch)
-            .ok()?
-            .counts
-            .iter()
-            .sum();
+        let (_, events) = self.probe.read_ns_counts(inode, epoch).ok()?;
         Some((k.time_wait, events, k.in_segs))
     }
 
@@ -235,7 +229,7 @@ impl Node {
     fn full_counts(&self, inode: u32) -> Result<Counts, TrackerError> {
         let space = &self.spaces[&inode];
         let epoch = self.probe.control().epoch;
-        Ok(space.base.full + matrix_effect(&self.probe.read_ns_matrix(inode, epoch)?))
+        Ok(space.base.full + self.probe.read_ns_counts(inode, epoch)?.0)
     }
 
     /// One namespace's counts now.

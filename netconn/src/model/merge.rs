@@ -43,24 +43,9 @@ use netconn_common::{STATES, StateEvent, Transitions, UDP_HASHED, transition_slo
 
 use crate::model::counts::Counts;
 use crate::model::socket::{DumpedSocket, SocketKind};
-use crate::model::state::{ConnType, TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_RECV};
+use crate::model::state::ConnType;
 
-/// The state a socket was counted in before `old -> new`, if any.
-pub fn counted_before(old: u8, new: u8) -> Option<u8> {
-    match (old, new) {
-        (TCP_LISTEN, TCP_SYN_RECV) => None,
-        (old, _) => counted_after(old),
-    }
-}
-
-/// The state a socket is counted in after entering `new`, if any.
-pub fn counted_after(new: u8) -> Option<u8> {
-    match new {
-        0 | TCP_CLOSE | TCP_SYN_RECV => None,
-        s if s >= TCP_NEW_SYN_RECV => None,
-        s => Some(s),
-    }
-}
+pub use netconn_common::{counted_after, counted_before};
 
 /// Adds the effect of `times` occurrences of `old -> new` to `counts`.
 pub fn apply_transition(counts: &mut Counts, conn_type: ConnType, old: u8, new: u8, times: i64) {
@@ -82,6 +67,21 @@ pub fn matrix_effect(t: &Transitions) -> Counts {
                 if n != 0 {
                     apply_transition(&mut counts, conn_type, old as u8, new as u8, n as i64);
                 }
+            }
+        }
+    }
+    counts
+}
+
+/// Per-state deltas as the programs keep them per namespace
+/// (`--all-namespaces`: [`netconn_common::NsCounts`], summed over CPUs).
+pub fn delta_effect(delta: &[u64; netconn_common::NS_DELTA_SLOTS]) -> Counts {
+    let mut counts = Counts::default();
+    for (index, conn_type) in ConnType::ALL.into_iter().enumerate() {
+        for state in 0..STATES as u8 {
+            let n = delta[netconn_common::delta_slot(index, state)] as i64;
+            if n != 0 {
+                counts.add(conn_type, state, n);
             }
         }
     }

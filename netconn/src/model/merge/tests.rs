@@ -3,7 +3,10 @@ use netconn_common::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TRANSITION_SLOTS, UDP_HASHED, UDP_UNHASHED,
 };
 
-use crate::model::state::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_SENT, TCP_TIME_WAIT};
+use crate::model::state::{
+    TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    TCP_TIME_WAIT,
+};
 
 const NETNS: u32 = 4026531840;
 const EPOCH: u8 = 1;
@@ -385,5 +388,40 @@ fn observe(dump: &mut Vec<DumpedSocket>, i: usize, conn_type: ConnType, life: &[
             kind: SocketKind::TimeWait,
             ..full(conn_type, TCP_TIME_WAIT, cookie)
         });
+    }
+}
+
+/// The per-namespace programs keep per-state deltas instead of the
+/// transition matrix: for every transition of every conn-type, the deltas
+/// they write (by the shared counted_before/counted_after) mean what the
+/// matrix means.
+#[test]
+fn per_namespace_deltas_mean_what_the_matrix_means() {
+    use netconn_common::{NS_DELTA_SLOTS, counted_after, counted_before, delta_slot};
+    for ct in 0..netconn_common::CONN_TYPES {
+        for old in 0..STATES as u8 {
+            for new in 0..STATES as u8 {
+                let mut matrix = Transitions {
+                    counts: [0; TRANSITION_SLOTS],
+                };
+                matrix.counts[transition_slot(ct, old as usize, new as usize)] = 3;
+                let mut delta = [0u64; NS_DELTA_SLOTS];
+                for _ in 0..3 {
+                    if let Some(s) = counted_before(old, new) {
+                        let d = &mut delta[delta_slot(ct, s)];
+                        *d = d.wrapping_add(u64::MAX);
+                    }
+                    if let Some(s) = counted_after(new) {
+                        let d = &mut delta[delta_slot(ct, s)];
+                        *d = d.wrapping_add(1);
+                    }
+                }
+                assert_eq!(
+                    delta_effect(&delta),
+                    matrix_effect(&matrix),
+                    "conn-type {ct}: {old} -> {new}"
+                );
+            }
+        }
     }
 }
