@@ -473,3 +473,76 @@ fn a_node_daemon_answers_for_every_namespace() {
         "socket removed on exit"
     );
 }
+
+#[test]
+fn all_namespaces_events_carry_each_namespace_and_its_directions() {
+    use netconn_integration::veth;
+    use std::net::TcpStream;
+    let a = Netns::new();
+    let b = Netns::new();
+    veth(&a, &b, 78);
+    let (in_a, in_b) = (a.worker(), b.worker());
+    let listener = in_a.exec(|| TcpListener::bind("10.78.0.1:8080").unwrap());
+    let listener = std::sync::Arc::new(listener);
+    let accept = |l: &std::sync::Arc<TcpListener>| {
+        let l = l.clone();
+        in_a.exec(move || l.accept().unwrap().0)
+    };
+    // A connection older than the watch: its close is told by the
+    // namespace's listening ports (8080 listens in a, not in b).
+    let old_client = in_b.exec(|| TcpStream::connect("10.78.0.1:8080").unwrap());
+    let old_server = accept(&listener);
+
+    let mut cmd = netconn(&["watch", "-A", "--events", "-i", "300ms"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let new_client = in_b.exec(|| TcpStream::connect("10.78.0.1:8080").unwrap());
+    let new_server = accept(&listener);
+    let old_port = in_b.exec(move || {
+        let port = old_client.local_addr().unwrap().port();
+        drop(old_client);
+        port
+    });
+    in_a.exec(move || drop(old_server));
+
+    let (ia, ib) = (inode_of(&a), inode_of(&b));
+    let mut conns: Vec<Value> = Vec::new();
+    let wanted = |conns: &[Value]| {
+        let closes = conns.iter().filter(|c| c["event"] == "close").count();
+        let opens = conns.iter().filter(|c| c["event"] == "open").count();
+        closes >= 2 && opens >= 2
+    };
+    for _ in 0..20 {
+        let (round, host) = watch.next_round(Duration::from_secs(30));
+        assert_eq!(host["conn_records_lost"], 0, "{host}");
+        conns.extend(
+            round
+                .into_iter()
+                .filter(|r| r["type"] == "conn" && (r["netns"] == ia || r["netns"] == ib)),
+        );
+        if wanted(&conns) {
+            break;
+        }
+    }
+    let find = |netns: u64, event: &str| -> &Value {
+        conns
+            .iter()
+            .find(|c| c["netns"] == netns && c["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} in {netns}: {conns:#?}"))
+    };
+    let (open_a, open_b) = (find(ia, "open"), find(ib, "open"));
+    assert_eq!(open_a["direction"], "inbound", "{open_a}");
+    assert_eq!(open_a["lport"], 8080);
+    assert_eq!(open_a["owner"]["netns_name"], a.name.as_str());
+    assert_eq!(open_b["direction"], "outbound", "{open_b}");
+    assert_eq!(open_b["rport"], 8080);
+    assert_eq!(open_b["owner"]["netns_name"], b.name.as_str());
+    assert_eq!(open_b["namespace"], "container");
+    let (close_a, close_b) = (find(ia, "close"), find(ib, "close"));
+    // Opened before the watch: directions from each namespace's listeners.
+    assert_eq!(close_a["direction"], "inbound", "{close_a}");
+    assert_eq!(close_a["duration_ms"], Value::Null);
+    assert_eq!(close_b["direction"], "outbound", "{close_b}");
+    assert_eq!(close_b["lport"], old_port);
+    drop((new_client, new_server));
+}

@@ -67,25 +67,75 @@ pub struct Records {
     /// Resets seen in this batch and the previous one, by cookie.
     resets: HashMap<u64, u8>,
     older_resets: HashMap<u64, u8>,
+    /// Per namespace (`--all-namespaces`), what directions are read by;
+    /// events of any other namespace use `fallback` (a single watch: its
+    /// own namespace).
+    spaces: HashMap<u32, Space>,
+    fallback: Space,
+    /// What each namespace belongs to (`--all-namespaces`).
+    owners: HashMap<u32, crate::namespaces::owner::Owner>,
+}
+
+/// A namespace's listening ports and addresses.
+#[derive(Default)]
+struct Space {
     /// Local ports with a listener (from the start's dump, then events).
     listening: HashMap<u16, u32>,
     locals: HashSet<IpAddr>,
 }
 
-impl Records {
-    pub fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Records {
+impl Space {
+    fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Space {
         let mut l = HashMap::new();
         for p in listening {
             *l.entry(p).or_default() += 1;
         }
+        Space {
+            listening: l,
+            locals,
+        }
+    }
+}
+
+impl Records {
+    /// Records of one namespace: the ports listening and the addresses it
+    /// has now.
+    pub fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Records {
         Records {
             open: HashMap::new(),
             pending: Vec::new(),
             resets: HashMap::new(),
             older_resets: HashMap::new(),
-            listening: l,
-            locals,
+            spaces: HashMap::new(),
+            fallback: Space::new(listening, locals),
+            owners: HashMap::new(),
         }
+    }
+
+    /// Namespace `netns`'s listening ports and addresses, and its owner
+    /// (`--all-namespaces`: one `Records` for every namespace).
+    pub fn know_namespace(
+        &mut self,
+        netns: u32,
+        listening: impl IntoIterator<Item = u16>,
+        locals: HashSet<IpAddr>,
+    ) {
+        self.spaces.insert(netns, Space::new(listening, locals));
+    }
+
+    /// What namespace `netns` belongs to, for its records.
+    pub fn set_owner(&mut self, netns: u32, owner: crate::namespaces::owner::Owner) {
+        self.owners.insert(netns, owner);
+    }
+
+    /// Forgets a namespace that is gone.
+    pub fn forget_namespace(&mut self, netns: u32) {
+        self.spaces.remove(&netns);
+        self.owners.remove(&netns);
+    }
+
+    fn space(&mut self, netns: u32) -> &mut Space {
+        self.spaces.get_mut(&netns).unwrap_or(&mut self.fallback)
     }
 
     /// Connections open and remembered (memory).
@@ -93,8 +143,9 @@ impl Records {
         self.open.len()
     }
 
-    fn direction(&self, e: &ConnEvent, raddr: IpAddr) -> Direction {
-        let local = is_local(raddr, &self.locals);
+    fn direction(&mut self, e: &ConnEvent, raddr: IpAddr) -> Direction {
+        let space = self.space(e.netns);
+        let local = is_local(raddr, &space.locals);
         match (e.oldstate, e.newstate) {
             (_, LISTEN) => Direction::Listen,
             _ if e.kind == CONN_CLOSE && e.oldstate == LISTEN => Direction::Listen,
@@ -102,7 +153,7 @@ impl Records {
             (SYN_RECV, ESTABLISHED) => Direction::Inbound,
             (SYN_SENT, ESTABLISHED) => Direction::Outbound,
             // Opened before netconn started: by its local port.
-            _ if self.listening.contains_key(&e.lport) => Direction::Inbound,
+            _ if space.listening.contains_key(&e.lport) => Direction::Inbound,
             _ => Direction::Outbound,
         }
     }
@@ -170,14 +221,15 @@ impl Records {
                 },
             );
             if e.newstate == LISTEN {
-                *self.listening.entry(e.lport).or_default() += 1;
+                *self.space(e.netns).listening.entry(e.lport).or_default() += 1;
             }
-        } else if e.oldstate == LISTEN
-            && let Some(n) = self.listening.get_mut(&e.lport)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.listening.remove(&e.lport);
+        } else if e.oldstate == LISTEN {
+            let listening = &mut self.space(e.netns).listening;
+            if let Some(n) = listening.get_mut(&e.lport) {
+                *n -= 1;
+                if *n == 0 {
+                    listening.remove(&e.lport);
+                }
             }
         }
         ConnRecord {
@@ -196,6 +248,7 @@ impl Records {
             comm: comm(&e.comm),
             netns: e.netns,
             namespace: crate::host::namespace_class(e.netns),
+            owner: self.owners.get(&e.netns).cloned(),
             close: (e.kind == CONN_CLOSE).then(|| CloseFigures {
                 duration_ms: opened.map(|o| {
                     let ms = e.ts_ns.saturating_sub(o.ts_ns) as f64 / 1e6;

@@ -75,8 +75,10 @@ const RECONCILE_SPACING: Duration = Duration::from_millis(20);
 impl Node {
     /// Loads the programs for every namespace, adopts every namespace
     /// found and snapshots them all.
-    pub fn start() -> Result<Node, TrackerError> {
-        let probe = Probe::load(0, true, false, false, false)?;
+    /// `conns`: also connection records (`--events`, see
+    /// [`Node::take_conn_events`]).
+    pub fn start(conns: bool) -> Result<Node, TrackerError> {
+        let probe = Probe::load(0, true, false, conns, false)?;
         let mut node = Node {
             probe,
             spaces: BTreeMap::new(),
@@ -372,6 +374,17 @@ impl Node {
         space.mini_tcp = Counts::from_dump(&dump);
         space.mini_signature = signature;
         Ok(())
+    }
+
+    /// The connection records' ring buffer, for the thread that drains
+    /// it; the first call only.
+    pub fn take_conn_events(&mut self) -> Option<crate::ebpf::ConnRing> {
+        self.probe.take_conn_events()
+    }
+
+    /// Connection records the kernel could not hand over, since start.
+    pub fn conn_records_lost(&self) -> Result<u64, TrackerError> {
+        Ok(self.probe.conn_records_lost()?)
     }
 
     /// A fresh snapshot of every namespace (SIGHUP).

@@ -26,6 +26,9 @@ pub struct ConnRecord<'a> {
     pub netns: u32,
     /// `system` or `container`.
     pub namespace: &'static str,
+    /// (`--all-namespaces`) what the namespace belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::namespaces::owner::Owner>,
     /// At close only.
     #[serde(flatten)]
     pub close: Option<CloseFigures>,
@@ -67,6 +70,7 @@ mod tests {
             comm: Some("python3".into()),
             netns: 4026532664,
             namespace: "container",
+            owner: None,
             close: None,
         };
         let shape = |r: &ConnRecord| -> Vec<(String, &'static str)> {

@@ -146,6 +146,9 @@ pub struct HostRecord<'a> {
     pub lost_events: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resyncs: Option<u64>,
+    /// (`--events`) connection records the kernel could not hand over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn_records_lost: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_dropped: Option<u64>,
     pub total: i64,

@@ -246,6 +246,7 @@ fn all_namespaces_records() {
         connections: &counts,
         lost_events: 0,
         resyncs: Some(0),
+        conn_records_lost: None,
         output_dropped: Some(0),
         total: 0,
     };

@@ -55,42 +55,49 @@ async fn next_request(
     }
 }
 
-/// The record builder for `--events`: ports listening now (for the
-/// direction of connections older than the watch) and this namespace's
-/// addresses (for "local").
-fn record_builder() -> Result<crate::live::conns::Records, CmdError> {
-    let failed = CmdError::system("cannot prepare --events");
+/// What `--events` reads directions by, in the calling thread's namespace:
+/// the ports listening now (for connections older than the watch) and the
+/// namespace's addresses (for "local").
+fn listeners_and_locals() -> std::io::Result<(Vec<u16>, std::collections::HashSet<std::net::IpAddr>)>
+{
     let mut listeners = Vec::new();
     for ct in [ConnType::Tcp, ConnType::Tcp6] {
         crate::tables::sockdiag::dump_states(
             ct,
             1 << crate::model::state::TCP_LISTEN,
             &mut listeners,
-        )
-        .map_err(&failed)?;
+        )?;
     }
-    let locals = crate::list::local_addresses().map_err(failed)?;
-    Ok(crate::live::conns::Records::new(
-        listeners.iter().map(|s| s.local_port),
-        locals,
-    ))
+    let locals = crate::list::local_addresses()?;
+    Ok((listeners.iter().map(|s| s.local_port).collect(), locals))
+}
+
+/// The record builder for `--events` of this namespace.
+fn record_builder() -> Result<crate::live::conns::Records, CmdError> {
+    let (listening, locals) =
+        listeners_and_locals().map_err(CmdError::system("cannot prepare --events"))?;
+    Ok(crate::live::conns::Records::new(listening, locals))
 }
 
 /// The thread of `--events`: waits for connection records in the kernel's
 /// ring buffer and hands them to the writer, apart from the loop, whose
 /// dumps (a resync, the mini-sockets under churn) would otherwise leave
 /// the ring undrained long enough to fill. Until `stop`, then once more.
+/// `news` is applied before each batch (`--all-namespaces`: namespaces
+/// that came and went, owners).
 fn write_conn_records(
     mut ring: crate::ebpf::ConnRing,
     mut records: crate::live::conns::Records,
     host: &str,
     out: &Writer,
     stop: &std::sync::atomic::AtomicBool,
+    mut news: impl FnMut(&mut crate::live::conns::Records),
 ) {
     use std::sync::atomic::Ordering;
     let mut events = Vec::new();
     loop {
         let last = stop.load(Ordering::Acquire);
+        news(&mut records);
         events.clear();
         ring.drain(&mut events);
         let now = crate::live::conns::monotonic_ns();
@@ -225,7 +232,9 @@ fn watch(
         let conn_thread = match conns {
             Some((ring, builder)) => {
                 let (builder, host, stop) = (builder?, &host, &stop);
-                Some(scope.spawn(move || write_conn_records(ring, builder, host, out, stop)))
+                Some(
+                    scope.spawn(move || write_conn_records(ring, builder, host, out, stop, |_| {})),
+                )
             }
             None => None,
         };

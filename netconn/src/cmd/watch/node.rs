@@ -12,6 +12,7 @@ use crate::live::node::{Change, Node};
 use crate::live::serve as served;
 use crate::model::counts::Counts;
 use crate::namespaces::discover;
+use crate::namespaces::owner::Owner;
 use crate::namespaces::target::run_in;
 use crate::output::record::{CountsRecord, HostRecord, NetnsRecord, Source};
 use crate::output::writer::{Flow, Writer};
@@ -19,9 +20,56 @@ use crate::output::writer::{Flow, Writer};
 /// One namespace's reading.
 struct Reading {
     netns: u32,
-    owner: crate::namespaces::owner::Owner,
+    owner: Owner,
     counts: Counts,
     verify: Option<Counts>,
+}
+
+/// What the thread of `--events` learns of the namespaces.
+enum News {
+    /// A namespace to read directions by, with its owner.
+    Seen {
+        netns: u32,
+        listening: Vec<u16>,
+        locals: std::collections::HashSet<std::net::IpAddr>,
+        owner: Owner,
+    },
+    Owner(u32, Owner),
+    Gone(u32),
+}
+
+impl News {
+    /// A namespace's listeners and addresses, read from inside it (none
+    /// when it cannot be entered: directions then go by handshakes only).
+    fn seen(space: &crate::live::node::Space) -> News {
+        let (listening, locals) = space
+            .ns
+            .open()
+            .and_then(|file| run_in(&file, super::listeners_and_locals).ok()?.ok())
+            .unwrap_or_default();
+        News::Seen {
+            netns: space.ns.inode,
+            listening,
+            locals,
+            owner: space.owner.clone(),
+        }
+    }
+
+    fn apply(self, records: &mut crate::live::conns::Records) {
+        match self {
+            News::Seen {
+                netns,
+                listening,
+                locals,
+                owner,
+            } => {
+                records.know_namespace(netns, listening, locals);
+                records.set_owner(netns, owner);
+            }
+            News::Owner(netns, owner) => records.set_owner(netns, owner),
+            News::Gone(netns) => records.forget_namespace(netns),
+        }
+    }
 }
 
 /// Where the counts come from.
@@ -49,7 +97,7 @@ pub(super) fn watch(
     let mut counting = if args.poll {
         Counting::Poll
     } else {
-        match Node::start() {
+        match Node::start(args.events) {
             Ok(n) => Counting::Ebpf(Box::new(n)),
             Err(e) => {
                 log.line(format!(
@@ -66,130 +114,198 @@ pub(super) fn watch(
         Counting::Ebpf(_) => serve(&path, log, false),
         Counting::Poll => (None, false),
     };
-    let result = runtime.block_on(async {
-        let start_serving = |socket: &Option<served::Served>| match socket {
-            Some(s) => served::serve_clients(&s.listener)
-                .map(Some)
-                .map_err(CmdError::system("cannot serve counts")),
-            None => Ok(None),
-        };
-        let mut asked = start_serving(&socket)?;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut written = 0u64;
-        let mut first = true;
-        loop {
-            let stopping = tokio::select! {
-                _ = ticker.tick() => false,
-                _ = sig.int.recv() => true,
-                _ = sig.term.recv() => true,
-                _ = sig.hup.recv() => {
-                    if let Counting::Ebpf(n) = &mut counting {
-                        n.resync_all()?;
+    let conns = match &mut counting {
+        Counting::Ebpf(n) if args.events => n.take_conn_events(),
+        _ => None,
+    };
+    if args.events && conns.is_none() {
+        log.line("netconn: --events needs eBPF; no connection records in poll mode".into());
+    }
+    // What the connection records' thread learns of the namespaces.
+    let (news, heard) = std::sync::mpsc::channel::<News>();
+    let mut owners_sent: std::collections::HashMap<u32, Owner> = Default::default();
+    if let (Some(_), Counting::Ebpf(n)) = (&conns, &counting) {
+        for space in n.spaces().values() {
+            let _ = news.send(News::seen(space));
+            owners_sent.insert(space.ns.inode, space.owner.clone());
+        }
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        let conn_thread = conns.map(|ring| {
+            let (host, stop) = (&host, &stop);
+            scope.spawn(move || {
+                let records = crate::live::conns::Records::new([], Default::default());
+                super::write_conn_records(ring, records, host, out, stop, |r| {
+                    for n in heard.try_iter() {
+                        n.apply(r);
                     }
-                    continue;
-                }
-                _ = sig.usr1.recv() => {
-                    out.reopen();
-                    continue;
-                }
-                a = next_request(&mut asked) => {
-                    let answer = match &mut counting {
-                        Counting::Ebpf(n) => answer(n, a.request, &host, &tags)?,
-                        Counting::Poll => Vec::new(),
-                    };
-                    // A client that gave up meanwhile just misses it.
-                    let _ = a.reply.send(answer);
-                    continue;
-                }
+                })
+            })
+        });
+        let events_on = conn_thread.is_some();
+        let result = runtime.block_on(async {
+            let start_serving = |socket: &Option<served::Served>| match socket {
+                Some(s) => served::serve_clients(&s.listener)
+                    .map(Some)
+                    .map_err(CmdError::system("cannot serve counts")),
+                None => Ok(None),
             };
-            if retry_serve {
-                (socket, retry_serve) = serve(&path, log, true);
-                asked = start_serving(&socket)?;
-            }
-            let time = host::now_rfc3339();
-            let (readings, changes) = read(&mut counting, args.verify, first)?;
-            first = false;
-            for change in changes {
-                let (event, netns, owner, last) = match &change {
-                    Change::New(inode) => {
-                        let Counting::Ebpf(n) = &counting else {
-                            continue;
-                        };
-                        let Some(space) = n.spaces().get(inode) else {
-                            continue;
-                        };
-                        ("new", *inode, &space.owner, None)
+            let mut asked = start_serving(&socket)?;
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut written = 0u64;
+            let mut first = true;
+            loop {
+                let stopping = tokio::select! {
+                    _ = ticker.tick() => false,
+                    _ = sig.int.recv() => true,
+                    _ = sig.term.recv() => true,
+                    _ = sig.hup.recv() => {
+                        if let Counting::Ebpf(n) = &mut counting {
+                            n.resync_all()?;
+                        }
+                        continue;
                     }
-                    Change::Gone(gone) => ("gone", gone.0.ns.inode, &gone.0.owner, Some(&gone.1)),
+                    _ = sig.usr1.recv() => {
+                        out.reopen();
+                        continue;
+                    }
+                    a = next_request(&mut asked) => {
+                        let answer = match &mut counting {
+                            Counting::Ebpf(n) => answer(n, a.request, &host, &tags)?,
+                            Counting::Poll => Vec::new(),
+                        };
+                        // A client that gave up meanwhile just misses it.
+                        let _ = a.reply.send(answer);
+                        continue;
+                    }
                 };
-                // A namespace that went gets its last counts, then the news.
-                if let (Some(last), Counting::Ebpf(n)) = (last, &counting) {
-                    let record =
-                        counts_record(&host, netns, owner, last, None, Some(n), &tags, out);
+                if retry_serve {
+                    (socket, retry_serve) = serve(&path, log, true);
+                    asked = start_serving(&socket)?;
+                }
+                let time = host::now_rfc3339();
+                let (readings, changes) = read(&mut counting, args.verify, first)?;
+                first = false;
+                for change in changes {
+                    if events_on {
+                        let _ = news.send(match &change {
+                            Change::New(inode) => match &counting {
+                                Counting::Ebpf(n) => match n.spaces().get(inode) {
+                                    Some(space) => News::seen(space),
+                                    None => continue,
+                                },
+                                Counting::Poll => continue,
+                            },
+                            Change::Gone(gone) => News::Gone(gone.0.ns.inode),
+                        });
+                    }
+                    let (event, netns, owner, last) = match &change {
+                        Change::New(inode) => {
+                            let Counting::Ebpf(n) = &counting else {
+                                continue;
+                            };
+                            let Some(space) = n.spaces().get(inode) else {
+                                continue;
+                            };
+                            ("new", *inode, &space.owner, None)
+                        }
+                        Change::Gone(gone) => {
+                            ("gone", gone.0.ns.inode, &gone.0.owner, Some(&gone.1))
+                        }
+                    };
+                    // A namespace that went gets its last counts, then the news.
+                    if let (Some(last), Counting::Ebpf(n)) = (last, &counting) {
+                        let record = counts_record(
+                            &host,
+                            netns,
+                            owner,
+                            last,
+                            None,
+                            Some(n),
+                            &tags,
+                            out,
+                            events_on,
+                        );
+                        if out.send(&record.at(&time)) == Flow::Closed {
+                            return Ok(());
+                        }
+                    }
+                    let record = NetnsRecord {
+                        kind: "netns",
+                        event,
+                        time: &time,
+                        host: &host,
+                        netns,
+                        namespace: host::namespace_class(netns),
+                        owner,
+                    };
+                    if out.send(&record) == Flow::Closed {
+                        return Ok(());
+                    }
+                }
+                let node = match &counting {
+                    Counting::Ebpf(n) => Some(n.as_ref()),
+                    Counting::Poll => None,
+                };
+                let mut sum = Counts::default();
+                for r in &readings {
+                    sum = sum + r.counts;
+                    if events_on && owners_sent.get(&r.netns) != Some(&r.owner) {
+                        let _ = news.send(News::Owner(r.netns, r.owner.clone()));
+                        owners_sent.insert(r.netns, r.owner.clone());
+                    }
+                    let record = counts_record(
+                        &host,
+                        r.netns,
+                        &r.owner,
+                        &r.counts,
+                        r.verify.as_ref(),
+                        node,
+                        &tags,
+                        out,
+                        events_on,
+                    );
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
                     }
                 }
-                let record = NetnsRecord {
-                    kind: "netns",
-                    event,
+                let host_record = HostRecord {
+                    kind: "host",
                     time: &time,
                     host: &host,
-                    netns,
-                    namespace: host::namespace_class(netns),
-                    owner,
+                    source: if node.is_some() {
+                        Source::Ebpf
+                    } else {
+                        Source::Poll
+                    },
+                    namespaces: readings.len(),
+                    namespaces_untracked: node.map_or(0, Node::untracked),
+                    connections: &sum,
+                    lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
+                    resyncs: node.map(Node::resyncs),
+                    conn_records_lost: node
+                        .filter(|_| events_on)
+                        .map(Node::conn_records_lost)
+                        .transpose()?,
+                    output_dropped: Some(out.dropped()),
+                    total: sum.total(),
                 };
-                if out.send(&record) == Flow::Closed {
+                if out.send(&host_record) == Flow::Closed {
+                    return Ok(());
+                }
+                written += 1;
+                if stopping || args.count.is_some_and(|n| written >= n) {
                     return Ok(());
                 }
             }
-            let node = match &counting {
-                Counting::Ebpf(n) => Some(n.as_ref()),
-                Counting::Poll => None,
-            };
-            let mut sum = Counts::default();
-            for r in &readings {
-                sum = sum + r.counts;
-                let record = counts_record(
-                    &host,
-                    r.netns,
-                    &r.owner,
-                    &r.counts,
-                    r.verify.as_ref(),
-                    node,
-                    &tags,
-                    out,
-                );
-                if out.send(&record.at(&time)) == Flow::Closed {
-                    return Ok(());
-                }
-            }
-            let host_record = HostRecord {
-                kind: "host",
-                time: &time,
-                host: &host,
-                source: if node.is_some() {
-                    Source::Ebpf
-                } else {
-                    Source::Poll
-                },
-                namespaces: readings.len(),
-                namespaces_untracked: node.map_or(0, Node::untracked),
-                connections: &sum,
-                lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
-                resyncs: node.map(Node::resyncs),
-                output_dropped: Some(out.dropped()),
-                total: sum.total(),
-            };
-            if out.send(&host_record) == Flow::Closed {
-                return Ok(());
-            }
-            written += 1;
-            if stopping || args.count.is_some_and(|n| written >= n) {
-                return Ok(());
-            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = conn_thread {
+            let _ = t.join();
         }
+        result
     });
     // Stop serving, then detach the programs.
     drop(socket);
@@ -248,6 +364,7 @@ fn counts_record<'a>(
     node: Option<&Node>,
     tags: &'a crate::config::Tags,
     out: &Writer,
+    events: bool,
 ) -> CountsRecord<'a> {
     CountsRecord {
         host,
@@ -260,7 +377,9 @@ fn counts_record<'a>(
         namespace: Some((host::namespace_class(netns), owner)),
         counts,
         lost_events: node.and_then(|n| n.lost_events().ok()).unwrap_or(0),
-        conn_records_lost: None,
+        conn_records_lost: node
+            .filter(|_| events)
+            .and_then(|n| n.conn_records_lost().ok()),
         output_dropped: Some(out.dropped()),
         resyncs: node.map(Node::resyncs),
         last_correction: None,
