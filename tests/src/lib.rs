@@ -521,3 +521,43 @@ impl Drop for Watch {
         let _ = self.child.wait();
     }
 }
+
+/// Makes conntrack track the namespace's flows.
+pub fn track(ns: &Netns) {
+    let nft = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", &ns.name, "nft"];
+        all.extend_from_slice(args);
+        run_ok("ip", &all);
+    };
+    nft(&["add", "table", "inet", "netconn_test"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "netconn_test",
+        "input",
+        "{ type filter hook input priority 0 ; }",
+    ]);
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "netconn_test",
+        "input",
+        "ct",
+        "state",
+        "established,related",
+        "accept",
+    ]);
+}
+
+/// The namespace's conntrack table count, as the kernel reports it.
+pub fn conntrack_count(ns: &Netns) -> u64 {
+    ns.run(|| {
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    })
+}

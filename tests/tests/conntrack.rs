@@ -4,36 +4,7 @@
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use netconn_integration::{Netns, Watch, run_ok, stdout_of};
-
-/// Makes conntrack track the namespace's flows.
-fn track(ns: &Netns) {
-    let nft = |args: &[&str]| {
-        let mut all = vec!["netns", "exec", &ns.name, "nft"];
-        all.extend_from_slice(args);
-        run_ok("ip", &all);
-    };
-    nft(&["add", "table", "inet", "netconn_test"]);
-    nft(&[
-        "add",
-        "chain",
-        "inet",
-        "netconn_test",
-        "input",
-        "{ type filter hook input priority 0 ; }",
-    ]);
-    nft(&[
-        "add",
-        "rule",
-        "inet",
-        "netconn_test",
-        "input",
-        "ct",
-        "state",
-        "established,related",
-        "accept",
-    ]);
-}
+use netconn_integration::{Netns, Watch, conntrack_count as kernel_count, stdout_of, track};
 
 /// The live entries of a conntrack record, over all protocols.
 fn entries_sum(record: &serde_json::Value) -> i64 {
@@ -43,16 +14,6 @@ fn entries_sum(record: &serde_json::Value) -> i64 {
         .values()
         .map(|v| v.as_i64().unwrap())
         .sum()
-}
-
-fn kernel_count(ns: &Netns) -> u64 {
-    ns.run(|| {
-        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    })
 }
 
 /// TCP connections and UDP flows over loopback, kept open.

@@ -546,3 +546,39 @@ fn all_namespaces_events_carry_each_namespace_and_its_directions() {
     assert_eq!(close_b["lport"], old_port);
     drop((new_client, new_server));
 }
+
+#[test]
+fn all_namespaces_conntrack_per_namespace() {
+    use netconn_integration::{conntrack_count, track};
+    use std::net::TcpStream;
+    let tracked = Netns::new();
+    let untracked = Netns::new();
+    track(&tracked);
+    let worker = tracked.worker();
+    let _flows = worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c: Vec<TcpStream> = (0..4)
+            .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
+            .collect();
+        let a: Vec<TcpStream> = (0..4).map(|_| l.accept().unwrap().0).collect();
+        (l, c, a)
+    });
+    let want = conntrack_count(&tracked);
+    assert!(want >= 4, "{want}");
+    let mut cmd = netconn(&["watch", "-A", "-i", "300ms"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let (round, _) = watch.next_round(Duration::from_secs(30));
+    let of = |ns: &Netns| -> &Value {
+        round
+            .iter()
+            .find(|r| r["type"] == "conntrack" && r["netns"] == inode_of(ns))
+            .unwrap_or_else(|| panic!("no conntrack record for {}: {round:?}", ns.name))
+    };
+    let t = of(&tracked);
+    assert_eq!(t["count"], conntrack_count(&tracked), "{t}");
+    assert_eq!(t["count"], want);
+    let u = of(&untracked);
+    assert_eq!(u["count"], 0, "{u}");
+    assert_eq!(conntrack_count(&untracked), 0);
+}

@@ -7,6 +7,7 @@ use super::{Signals, next_request, serve};
 use crate::cli::WatchArgs;
 use crate::cmd::CmdError;
 use crate::config::Config;
+use crate::conntrack::Monitor;
 use crate::host;
 use crate::live::node::{Change, Node};
 use crate::live::serve as served;
@@ -20,6 +21,8 @@ use crate::output::writer::{Flow, Writer};
 /// One namespace's reading.
 struct Reading {
     netns: u32,
+    /// How to enter it (for its conntrack figures).
+    ns: discover::Namespace,
     owner: Owner,
     counts: Counts,
     verify: Option<Counts>,
@@ -109,6 +112,9 @@ pub(super) fn watch(
         }
     };
     let tags = config.tags;
+    let thresholds = config.conntrack;
+    // One conntrack monitor per namespace, made and read inside it.
+    let mut conntrack: std::collections::HashMap<u32, Monitor> = Default::default();
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -270,7 +276,22 @@ pub(super) fn watch(
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
                     }
+                    // Its conntrack table, read from inside it (the
+                    // /proc/sys files are the reader's namespace's).
+                    let Some(file) = r.ns.open() else { continue };
+                    let monitor = conntrack.entry(r.netns).or_insert_with(|| {
+                        run_in(&file, || Monitor::new(false, thresholds))
+                            .unwrap_or_else(|_| Monitor::new(false, thresholds))
+                    });
+                    if let Ok(ct) = run_in(&file, || monitor.read(&host, r.netns, &time)) {
+                        let closed = out.send(&ct.record) == Flow::Closed
+                            || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed);
+                        if closed {
+                            return Ok(());
+                        }
+                    }
                 }
+                conntrack.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 let host_record = HostRecord {
                     kind: "host",
                     time: &time,
@@ -409,6 +430,7 @@ fn read(
             for (inode, space) in node.spaces() {
                 readings.push(Reading {
                     netns: *inode,
+                    ns: space.ns.clone(),
                     owner: space.owner.clone(),
                     counts: node.counts(*inode)?,
                     verify: if verify { dump(&space.ns) } else { None },
@@ -423,6 +445,7 @@ fn read(
                 readings.push(Reading {
                     netns: ns.inode,
                     owner: ns.owner(),
+                    ns: ns.clone(),
                     verify: verify.then_some(counts),
                     counts,
                 });
