@@ -22,6 +22,10 @@ pub const CONN_CLOSE: u8 = 2;
 /// abort sets CLOSE before it sends its RST, so the close event comes
 /// first and userspace pairs them.
 pub const CONN_RESET: u8 = 3;
+/// A connect that never reached ESTABLISHED (SYN_SENT -> CLOSE), with the
+/// socket's error ([`ConnEvent::error`]) and when connect() began
+/// ([`ConnEvent::start_ns`]).
+pub const CONN_FAILED: u8 = 4;
 /// [`ConnEvent::reset`] bits.
 pub const RESET_SENT: u8 = 1;
 pub const RESET_RECEIVED: u8 = 2;
@@ -35,14 +39,17 @@ pub const MAP_CONN_LOST: &str = "CONN_LOST";
 /// `listen()` (accepted connections: their listener's) until close.
 pub const MAP_OWNERS: &str = "OWNERS";
 
-/// The process behind a socket: tgid and the main thread's name.
+/// The process behind a socket: tgid and the main thread's name, and for
+/// a connecting socket when `connect()` began (`bpf_ktime_get_ns`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
     pub comm: [u8; 16],
+    pub _pad: [u8; 4],
+    pub start_ns: u64,
 }
-const _: () = assert!(size_of::<Owner>() == 20);
+const _: () = assert!(size_of::<Owner>() == 32);
 
 /// A connection opening (entering ESTABLISHED or LISTEN) or closing
 /// (entering CLOSE), with what the kernel knows of it then.
@@ -53,6 +60,9 @@ pub struct ConnEvent {
     pub ts_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// [`CONN_FAILED`]: when `connect()` began (`bpf_ktime_get_ns`), 0 if
+    /// unknown.
+    pub start_ns: u64,
     pub netns: u32,
     /// Process (tgid) that connected or listened, 0 if unknown; accepted
     /// connections inherit their listener's.
@@ -63,15 +73,19 @@ pub struct ConnEvent {
     pub family: u16,
     pub lport: u16,
     pub rport: u16,
-    /// [`CONN_OPEN`] or [`CONN_CLOSE`].
+    /// [`CONN_OPEN`], [`CONN_CLOSE`], [`CONN_RESET`] or [`CONN_FAILED`].
     pub kind: u8,
     pub oldstate: u8,
     pub newstate: u8,
     /// [`RESET_SENT`] / [`RESET_RECEIVED`] bits seen on the socket.
     pub reset: u8,
-    pub _pad: [u8; 6],
+    /// [`CONN_FAILED`]: the socket's error (`sk_err`, an errno) when it
+    /// closed: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH..., 0 when the
+    /// application gave up.
+    pub error: u8,
+    pub _pad: [u8; 5],
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
     pub comm: [u8; 16],
 }
-const _: () = assert!(size_of::<ConnEvent>() == 112);
+const _: () = assert!(size_of::<ConnEvent>() == 120);

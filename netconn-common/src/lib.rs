@@ -87,6 +87,23 @@ mod tests {
     }
 
     #[test]
+    fn failed_connects_by_the_errno_the_application_gets() {
+        assert_eq!(failure_reason(111), FAILED_REFUSED);
+        assert_eq!(failure_reason(110), FAILED_TIMEOUT);
+        for unreachable in [113, 101, 112, 100, 13, 1, 71] {
+            assert_eq!(
+                failure_reason(unreachable),
+                FAILED_UNREACHABLE,
+                "{unreachable}"
+            );
+        }
+        for aborted in [0, 104, 9999, -1] {
+            assert_eq!(failure_reason(aborted), FAILED_ABORTED, "{aborted}");
+        }
+        assert_eq!(FAILURE_NAMES[FAILED_UNREACHABLE], "unreachable");
+    }
+
+    #[test]
     fn only_inet_tcp_and_udp_have_an_index() {
         assert_eq!(conn_index(AF_INET, IPPROTO_TCP), Some(0));
         assert_eq!(conn_index(AF_INET6, IPPROTO_TCP), Some(1));

@@ -80,9 +80,51 @@ pub struct TcpMetrics {
     pub synack_retrans: u32,
     pub resets_sent: u32,
     pub resets_received: u32,
+    /// Connects that never reached ESTABLISHED, per [`failure_reason`].
+    pub failed: [u32; FAILURE_REASONS],
     pub hist: [u32; RTT_BUCKETS],
 }
-const _: () = assert!(size_of::<TcpMetrics>() == 40 + 4 * RTT_BUCKETS);
+const _: () = assert!(size_of::<TcpMetrics>() == 40 + 4 * FAILURE_REASONS + 4 * RTT_BUCKETS);
+
+/// Global (u8): non-zero when the TCP metrics are on: the state program
+/// then counts failed connects into them.
+pub const GLOBAL_WATCH_METRICS: &str = "WATCH_METRICS";
+
+/// Why a connect failed: indices of [`TcpMetrics::failed`], and their names.
+pub const FAILURE_REASONS: usize = 4;
+pub const FAILED_REFUSED: usize = 0;
+pub const FAILED_TIMEOUT: usize = 1;
+pub const FAILED_UNREACHABLE: usize = 2;
+pub const FAILED_ABORTED: usize = 3;
+pub const FAILURE_NAMES: [&str; FAILURE_REASONS] = ["refused", "timeout", "unreachable", "aborted"];
+
+/// Why a connect failed, from the socket's error when it left SYN_SENT
+/// for CLOSE (the kernel sets `sk_err` before `tcp_done()`):
+/// ECONNREFUSED (a RST answered the SYN, or an ICMP port unreachable):
+/// refused; ETIMEDOUT (no answer to any SYN): timeout; an ICMP error that
+/// says the host or network cannot be reached (or is administratively
+/// prohibited): unreachable; no error (the application closed the
+/// socket) or ECONNRESET (`connect(AF_UNSPEC)`): aborted.
+#[inline(always)]
+pub fn failure_reason(sk_err: i32) -> usize {
+    const EPERM: i32 = 1;
+    const EACCES: i32 = 13;
+    const EPROTO: i32 = 71;
+    const ENETDOWN: i32 = 100;
+    const ENETUNREACH: i32 = 101;
+    const ETIMEDOUT: i32 = 110;
+    const ECONNREFUSED: i32 = 111;
+    const EHOSTDOWN: i32 = 112;
+    const EHOSTUNREACH: i32 = 113;
+    match sk_err {
+        ECONNREFUSED => FAILED_REFUSED,
+        ETIMEDOUT => FAILED_TIMEOUT,
+        EPERM | EACCES | EPROTO | ENETDOWN | ENETUNREACH | EHOSTDOWN | EHOSTUNREACH => {
+            FAILED_UNREACHABLE
+        }
+        _ => FAILED_ABORTED,
+    }
+}
 
 impl Default for TcpMetrics {
     fn default() -> Self {
@@ -95,6 +137,7 @@ impl Default for TcpMetrics {
             synack_retrans: 0,
             resets_sent: 0,
             resets_received: 0,
+            failed: [0; FAILURE_REASONS],
             hist: [0; RTT_BUCKETS],
         }
     }
@@ -115,6 +158,9 @@ impl TcpMetrics {
         self.synack_retrans += other.synack_retrans;
         self.resets_sent += other.resets_sent;
         self.resets_received += other.resets_received;
+        for (a, b) in self.failed.iter_mut().zip(other.failed.iter()) {
+            *a += b;
+        }
         for (a, b) in self.hist.iter_mut().zip(other.hist.iter()) {
             *a += b;
         }
@@ -130,6 +176,11 @@ impl TcpMetrics {
             || self.synack_retrans < earlier.synack_retrans
             || self.resets_sent < earlier.resets_sent
             || self.resets_received < earlier.resets_received
+            || self
+                .failed
+                .iter()
+                .zip(earlier.failed.iter())
+                .any(|(a, b)| a < b)
             || self
                 .hist
                 .iter()
@@ -147,8 +198,12 @@ impl TcpMetrics {
             synack_retrans: self.synack_retrans - earlier.synack_retrans,
             resets_sent: self.resets_sent - earlier.resets_sent,
             resets_received: self.resets_received - earlier.resets_received,
+            failed: self.failed,
             hist: self.hist,
         };
+        for (a, b) in d.failed.iter_mut().zip(earlier.failed.iter()) {
+            *a -= b;
+        }
         for (a, b) in d.hist.iter_mut().zip(earlier.hist.iter()) {
             *a -= b;
         }

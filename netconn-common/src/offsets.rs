@@ -55,5 +55,7 @@ pub struct Offsets {
     /// of a reset sent without a socket.
     pub skb_dev: u32,
     pub dev_nd_net: u32,
+    /// `struct sock.sk_err` (int): why a connect failed.
+    pub sk_err: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 84);
+const _: () = assert!(size_of::<Offsets>() == 88);

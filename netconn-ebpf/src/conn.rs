@@ -23,9 +23,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, Owner, RESET_RECEIVED, RESET_SENT, TCP_CLOSE,
-    TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK,
-    TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    CONN_CLOSE, CONN_FAILED, CONN_OPEN, CONN_RESET, ConnEvent, Owner, RESET_RECEIVED, RESET_SENT,
+    TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+    TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
 use crate::{OFFSETS, bump, probe, read, sock_addr};
@@ -84,6 +84,8 @@ fn current_owner() -> Owner {
     Owner {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         comm,
+        _pad: [0; 4],
+        start_ns: 0,
     }
 }
 
@@ -113,7 +115,12 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
     let cookie = || unsafe { bpf_get_socket_cookie(sk as *mut _) };
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
-            let _ = OWNERS.insert(cookie(), current_owner(), 0);
+            let owner = Owner {
+                // SAFETY: no preconditions.
+                start_ns: unsafe { bpf_ktime_get_ns() },
+                ..current_owner()
+            };
+            let _ = OWNERS.insert(cookie(), owner, 0);
             return Ok(());
         }
         (TCP_LISTEN, TCP_SYN_RECV) => {
@@ -135,7 +142,9 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
         }
         (o, TCP_CLOSE) if was_open(o) => CONN_CLOSE,
         // A connect that failed or was given up.
-        (TCP_SYN_SENT, TCP_CLOSE) | (TCP_SYN_RECV, TCP_CLOSE) => {
+        (TCP_SYN_SENT, TCP_CLOSE) => CONN_FAILED,
+        // A child that never completed its handshake (Fast Open).
+        (TCP_SYN_RECV, TCP_CLOSE) => {
             let _ = OWNERS.remove(cookie());
             return Ok(());
         }
@@ -169,17 +178,22 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
         if let Some(owner) = OWNERS.get_ptr(cookie) {
             (*e).pid = (*owner).pid;
             (*e).comm = (*owner).comm;
+            (*e).start_ns = (*owner).start_ns;
         }
         (*e).rtt_us = probe::<u32>(addr, offsets.srtt_us).unwrap_or(0) >> 3;
         (*e).total_retrans = probe(addr, offsets.total_retrans).unwrap_or(0);
         (*e).bytes_acked = probe(addr, offsets.bytes_acked).unwrap_or(0);
         (*e).bytes_received = probe(addr, offsets.bytes_received).unwrap_or(0);
-        if kind == CONN_CLOSE {
+        if kind == CONN_CLOSE || kind == CONN_FAILED {
             (*e).reset = RESETS.get(cookie).copied().unwrap_or(0);
+        }
+        if kind == CONN_FAILED {
+            // An errno, 0..=133.
+            (*e).error = read::<i32>(sk, offsets.sk_err).unwrap_or(0) as u8;
         }
     }
     entry.submit(0);
-    if kind == CONN_CLOSE {
+    if kind == CONN_CLOSE || kind == CONN_FAILED {
         let _ = OWNERS.remove(cookie);
         let _ = RESETS.remove(cookie);
     }

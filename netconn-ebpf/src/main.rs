@@ -61,8 +61,8 @@ use aya_ebpf::{
 };
 use netconn_common::{
     AF_INET, Control, IPPROTO_TCP, MAX_NAMESPACES, NEW_NETNS_SLOTS, NsCounts, NsKey, Offsets,
-    StateEvent, Transitions, WATCHED_PORT_WORDS, conn_index, counted_after, counted_before,
-    delta_slot, transition_slot,
+    StateEvent, TCP_CLOSE, TCP_SYN_SENT, Transitions, WATCHED_PORT_WORDS, conn_index,
+    counted_after, counted_before, delta_slot, failure_reason, transition_slot,
 };
 
 mod conn;
@@ -84,6 +84,10 @@ static ALL_NAMESPACES: u8 = 0;
 /// Non-zero: `watch --events` (see the conn module).
 #[unsafe(no_mangle)]
 static WATCH_CONNS: u8 = 0;
+
+/// Non-zero: the TCP metrics are on (failed connects count into them).
+#[unsafe(no_mangle)]
+static WATCH_METRICS: u8 = 0;
 
 /// Non-zero: port groups are configured (see `WATCHED_PORTS`).
 #[unsafe(no_mangle)]
@@ -113,6 +117,7 @@ static OFFSETS: Offsets = Offsets {
     sock_ops_cb_flags: 0,
     skb_dev: 0,
     dev_nd_net: 0,
+    sk_err: 0,
 };
 
 #[map]
@@ -356,6 +361,15 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         // which bpf_get_socket_cookie accepts.
         || unsafe { bpf_get_socket_cookie(sk as *mut _) },
     );
+    // A connect that failed: why, for the metrics (the record reads it too).
+    // SAFETY: see above.
+    if oldstate as u8 == TCP_SYN_SENT
+        && newstate as u8 == TCP_CLOSE
+        && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0
+    {
+        let error: i32 = read(sk, offsets.sk_err).unwrap_or(0);
+        metrics::on_failed(sk, addr, failure_reason(error));
+    }
     if conns {
         let socket = conn::Socket {
             sk,

@@ -30,9 +30,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, SockOpsContext},
 };
 use netconn_common::{
-    AF_INET, DIRECTION_INBOUND, DIRECTION_OUTBOUND, METRICS_PORT_ENTRIES, MetricsKey, RTT_BUCKETS,
-    SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics,
-    rtt_bucket,
+    AF_INET, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FAILURE_REASONS, METRICS_PORT_ENTRIES,
+    MetricsKey, RTT_BUCKETS, SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV,
+    TCP_TIME_WAIT, TcpMetrics, rtt_bucket,
 };
 
 use crate::{
@@ -81,6 +81,8 @@ enum Figure {
     SynackRetrans,
     ResetSent,
     ResetReceived,
+    /// A connect that failed, by [`netconn_common::failure_reason`].
+    Failed(usize),
 }
 
 #[inline(always)]
@@ -109,6 +111,10 @@ fn apply(m: *mut TcpMetrics, figure: Figure) {
             Figure::SynackRetrans => add32(&raw mut (*m).synack_retrans, 1),
             Figure::ResetSent => add32(&raw mut (*m).resets_sent, 1),
             Figure::ResetReceived => add32(&raw mut (*m).resets_received, 1),
+            Figure::Failed(reason) => {
+                let i = core::hint::black_box(reason) & (FAILURE_REASONS - 1);
+                add32((*m).failed.as_mut_ptr().add(i), 1);
+            }
         }
     }
 }
@@ -285,6 +291,14 @@ pub fn on_reset(ctx: &BtfTracePointContext, sk: *const u8, sent: bool) {
     if in_target(sk) {
         record_maybe(sock_key(sk, arg_address(ctx, 0)), figure);
     }
+}
+
+/// A connect of `sk` (at `addr`) that failed (SYN_SENT -> CLOSE, from the
+/// state program): counted for the namespace and, as the socket was
+/// followed since its connect(), for its service port.
+#[inline(always)]
+pub fn on_failed(sk: *const u8, addr: u64, reason: usize) {
+    record_maybe(sock_key(sk, addr), Figure::Failed(reason));
 }
 
 /// Whether the packet a socketless reset answers came in on a device of

@@ -432,6 +432,11 @@ impl Watch {
 
     /// A record computed after this call: drops what is queued, and the one
     /// that may already be on its way through the pipe.
+    /// The next record of any type.
+    pub fn next_any_record(&mut self, timeout: Duration) -> Value {
+        self.next_any(timeout)
+    }
+
     /// `watch --all-namespaces`: the records of one interval, up to and
     /// without its closing "host" record, and that record.
     pub fn next_round(&mut self, timeout: Duration) -> (Vec<Value>, Value) {

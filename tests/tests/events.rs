@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use netconn_integration::{Netns, SsInfo, Watch, ss_tcp_info, veth};
+use netconn_integration::{Netns, SsInfo, Watch, ss_tcp_info, stdout_of, veth};
 use serde_json::Value;
 use socket2::SockRef;
 
@@ -159,4 +159,132 @@ fn lost_connection_records_are_counted_apart_and_cause_no_resync() {
         netconn_integration::table_of(&record),
         netconn_integration::truth(&ns)
     );
+}
+
+/// Connects that never reach ESTABLISHED: a `failed` record each, with
+/// the reason the kernel gave the application, the process and the SYNs
+/// retransmitted; and the interval records count them per reason.
+#[test]
+fn failed_connects_have_a_record_and_a_count_per_reason() {
+    use netconn_integration::run_ok;
+    let ns = Netns::new();
+    // SYNs to 7001 dropped, to 7002 answered by ICMP host unreachable;
+    // one SYN retransmission before a connect times out (about 3 s).
+    let nft = |rule: &str| run_ok("ip", &["netns", "exec", &ns.name, "nft", rule]);
+    nft("add table inet netconn_failed");
+    nft("add chain inet netconn_failed input { type filter hook input priority 0 ; }");
+    nft("add rule inet netconn_failed input tcp dport 7001 counter drop");
+    nft(
+        "add rule inet netconn_failed input tcp dport 7002 reject with icmpx type host-unreachable",
+    );
+    run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_syn_retries=1",
+        ],
+    );
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms", "--events"]);
+    let worker = ns.worker();
+    let kind = |port: u16| {
+        worker.exec(move || {
+            TcpStream::connect(("127.0.0.1", port))
+                .err()
+                .map(|e| e.raw_os_error())
+        })
+    };
+    let refused = [kind(9), kind(9)];
+    let unreachable = kind(7002);
+    let timeout = kind(7001);
+    // What the kernel sent: the SYNs the rule dropped, the first one and
+    // its retransmissions.
+    let listed = String::from_utf8(stdout_of({
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns.name, "nft", "list", "chain", "inet"])
+            .args(["netconn_failed", "input"]);
+        c
+    }))
+    .unwrap();
+    let syns: u64 = listed
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {listed}"));
+    let errors = worker.exec(move || {
+        // Given up by the application while its SYN is unanswered.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(
+            &"127.0.0.1:7001"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        drop(s);
+        (refused, unreachable, timeout)
+    });
+    assert_eq!(errors.0, [Some(Some(libc::ECONNREFUSED)); 2]);
+    assert_eq!(errors.1, Some(Some(libc::EHOSTUNREACH)));
+    assert_eq!(errors.2, Some(Some(libc::ETIMEDOUT)));
+
+    let mut failed: Vec<Value> = Vec::new();
+    let mut counted = std::collections::BTreeMap::<String, u64>::new();
+    for _ in 0..40 {
+        let r = watch.next_any_record(Duration::from_secs(30));
+        if r["type"] == "conn" && r["event"] == "failed" {
+            failed.push(r);
+        } else if r["type"] == "counts" {
+            for (reason, n) in r["tcp_metrics"]["failed_connects"].as_object().unwrap() {
+                *counted.entry(reason.clone()).or_default() += n.as_u64().unwrap();
+            }
+            if failed.len() >= 5 && counted.values().sum::<u64>() >= 5 {
+                break;
+            }
+        }
+    }
+    let of =
+        |reason: &str| -> Vec<&Value> { failed.iter().filter(|r| r["reason"] == reason).collect() };
+    assert_eq!(of("refused").len(), 2, "{failed:#?}");
+    assert_eq!(of("unreachable").len(), 1, "{failed:#?}");
+    assert_eq!(of("timeout").len(), 1, "{failed:#?}");
+    assert_eq!(of("aborted").len(), 1, "{failed:#?}");
+    let pid = std::process::id();
+    for r in &failed {
+        assert_eq!(r["pid"], pid, "{r}");
+        assert_eq!(r["raddr"], "127.0.0.1");
+        assert!(r["duration_ms"].as_f64().is_some(), "{r}");
+    }
+    assert_eq!(of("refused")[0]["error"], "ECONNREFUSED");
+    assert_eq!(of("refused")[0]["rport"], 9);
+    assert_eq!(of("unreachable")[0]["error"], "EHOSTUNREACH");
+    let timeout = of("timeout")[0];
+    assert_eq!(timeout["error"], "ETIMEDOUT");
+    assert!(syns >= 2, "{listed}");
+    assert_eq!(
+        timeout["syn_retrans"],
+        syns - 1,
+        "SYNs sent: {syns}; {timeout}"
+    );
+    assert!(
+        timeout["duration_ms"].as_f64().unwrap() > 2000.0,
+        "{timeout}"
+    );
+    assert_eq!(of("aborted")[0]["error"], Value::Null);
+    // The interval records count the same, per reason.
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("refused", 2),
+        ("timeout", 1),
+        ("unreachable", 1),
+        ("aborted", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(counted, want);
 }

@@ -121,6 +121,7 @@ pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
         sock_ops_cb_flags: btf.offset_of("tcp_sock.bpf_sock_ops_cb_flags")?,
         skb_dev: btf.offset_of("sk_buff.dev")?,
         dev_nd_net: btf.offset_of("net_device.nd_net")?,
+        sk_err: btf.offset_of("sock.sk_err")?,
     })
 }
 
@@ -272,6 +273,7 @@ impl Probe {
         drop(vmlinux_btf);
         let watch_flag = u8::from(watch_ports);
         let conns_flag = u8::from(watch_conns);
+        let metrics_flag = u8::from(tcp_metrics);
         let all_flag = u8::from(all_namespaces);
         loader
             .override_global(GLOBAL_ALL_NAMESPACES, &all_flag, true)
@@ -279,7 +281,8 @@ impl Probe {
             .override_global(GLOBAL_TARGET_NETNS_COOKIE, &netns_cookie, true)
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .override_global(GLOBAL_WATCH_PORTS, &watch_flag, true)
-            .override_global(GLOBAL_WATCH_CONNS, &conns_flag, true);
+            .override_global(GLOBAL_WATCH_CONNS, &conns_flag, true)
+            .override_global(netconn_common::GLOBAL_WATCH_METRICS, &metrics_flag, true);
         if !all_namespaces {
             loader.map_max_entries(MAP_NS_TRANSITIONS, 1);
             loader.map_max_entries(MAP_NEW_NETNS, 1);

@@ -6,11 +6,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use netconn_common::{CONN_CLOSE, CONN_OPEN, CONN_RESET, ConnEvent, RESET_RECEIVED, RESET_SENT};
+use netconn_common::{
+    CONN_CLOSE, CONN_FAILED, CONN_OPEN, CONN_RESET, ConnEvent, FAILURE_NAMES, RESET_RECEIVED,
+    RESET_SENT, failure_reason,
+};
 
 use crate::model::socket::{Direction, comm, is_local};
 use crate::model::state::{ip_addr, ip_version};
-use crate::output::conn::{CloseFigures, ConnRecord};
+use crate::output::conn::{CloseFigures, ConnRecord, FailedFigures};
 
 use crate::model::state::{
     TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_CLOSING as CLOSING, TCP_ESTABLISHED as ESTABLISHED,
@@ -35,6 +38,30 @@ pub fn close_reason(old: u8, reset: u8) -> &'static str {
             _ => "other",
         }
     }
+}
+
+/// The name of an errno a failed connect ends with.
+pub fn errno_name(errno: u8) -> Option<&'static str> {
+    Some(match i32::from(errno) {
+        0 => return None,
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::EPROTO => "EPROTO",
+        _ => "other",
+    })
+}
+
+/// Milliseconds between two `bpf_ktime_get_ns` stamps, to the microsecond.
+fn millis(from_ns: u64, to_ns: u64) -> f64 {
+    let ms = to_ns.saturating_sub(from_ns) as f64 / 1e6;
+    (ms * 1000.0).round() / 1000.0
 }
 
 /// How long a close that would read "timeout" waits for the reset that
@@ -208,10 +235,13 @@ impl Records {
             CONN_CLOSE => self.open.remove(&e.cookie),
             _ => None,
         };
-        let direction = opened
-            .as_ref()
-            .map(|o| o.direction)
-            .unwrap_or_else(|| self.direction(e, raddr));
+        let direction = match (&opened, e.kind) {
+            (Some(o), _) => o.direction,
+            // A connect that never got through: ours, or to this host.
+            (None, CONN_FAILED) if is_local(raddr, &self.space(e.netns).locals) => Direction::Local,
+            (None, CONN_FAILED) => Direction::Outbound,
+            (None, _) => self.direction(e, raddr),
+        };
         if e.kind == CONN_OPEN {
             self.open.insert(
                 e.cookie,
@@ -234,7 +264,11 @@ impl Records {
         }
         ConnRecord {
             kind: "conn",
-            event: if e.kind == CONN_OPEN { "open" } else { "close" },
+            event: match e.kind {
+                CONN_OPEN => "open",
+                CONN_FAILED => "failed",
+                _ => "close",
+            },
             time: time.to_owned(),
             host,
             proto: "tcp",
@@ -249,11 +283,14 @@ impl Records {
             netns: e.netns,
             namespace: crate::host::namespace_class(e.netns),
             owner: self.owners.get(&e.netns).cloned(),
+            failed: (e.kind == CONN_FAILED).then(|| FailedFigures {
+                reason: FAILURE_NAMES[failure_reason(i32::from(e.error))],
+                error: errno_name(e.error),
+                duration_ms: (e.start_ns != 0).then(|| millis(e.start_ns, e.ts_ns)),
+                syn_retrans: e.total_retrans,
+            }),
             close: (e.kind == CONN_CLOSE).then(|| CloseFigures {
-                duration_ms: opened.map(|o| {
-                    let ms = e.ts_ns.saturating_sub(o.ts_ns) as f64 / 1e6;
-                    (ms * 1000.0).round() / 1000.0
-                }),
+                duration_ms: opened.map(|o| millis(o.ts_ns, e.ts_ns)),
                 bytes_sent: e.bytes_acked,
                 bytes_received: e.bytes_received,
                 rtt_us: e.rtt_us,

@@ -32,6 +32,23 @@ pub struct ConnRecord<'a> {
     /// At close only.
     #[serde(flatten)]
     pub close: Option<CloseFigures>,
+    /// For a connect that failed only.
+    #[serde(flatten)]
+    pub failed: Option<FailedFigures>,
+}
+
+/// What a `"event":"failed"` record adds: why, and how long it tried.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FailedFigures {
+    /// `refused`, `timeout`, `unreachable` or `aborted`.
+    pub reason: &'static str,
+    /// The socket's error as the kernel named it (ECONNREFUSED...), null
+    /// for none (the application closed the socket).
+    pub error: Option<&'static str>,
+    /// From connect() to the failure; None when the connect() was not seen.
+    pub duration_ms: Option<f64>,
+    /// SYNs retransmitted (tcp_info's total_retrans at the failure).
+    pub syn_retrans: u32,
 }
 
 /// What a close record adds: the kernel's figures for the connection.
@@ -72,6 +89,7 @@ mod tests {
             namespace: "container",
             owner: None,
             close: None,
+            failed: None,
         };
         let shape = |r: &ConnRecord| -> Vec<(String, &'static str)> {
             let v = serde_json::to_value(r).unwrap();
@@ -111,6 +129,24 @@ mod tests {
             w.iter().map(|(k, t)| (k.to_string(), *t)).collect()
         };
         assert_eq!(shape(&open), as_owned(&want_open));
+        let failed = ConnRecord {
+            event: "failed",
+            failed: Some(FailedFigures {
+                reason: "timeout",
+                error: Some("ETIMEDOUT"),
+                duration_ms: Some(3071.7),
+                syn_retrans: 2,
+            }),
+            ..open.clone()
+        };
+        let mut want_failed = as_owned(&want_open);
+        want_failed.extend(as_owned(&[
+            ("reason", "string"),
+            ("error", "string"),
+            ("duration_ms", "number"),
+            ("syn_retrans", "number"),
+        ]));
+        assert_eq!(shape(&failed), want_failed);
         let close = ConnRecord {
             event: "close",
             pid: None,

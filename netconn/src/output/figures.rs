@@ -43,16 +43,34 @@ pub struct TcpFigures {
     pub synack_retrans: u32,
     pub resets_sent: u32,
     pub resets_received: u32,
+    /// Connects that never reached ESTABLISHED, by reason.
+    pub failed_connects: FailedConnects,
+}
+
+/// Failed connects by reason (see `netconn_common::failure_reason`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FailedConnects {
+    pub refused: u32,
+    pub timeout: u32,
+    pub unreachable: u32,
+    pub aborted: u32,
 }
 
 impl TcpFigures {
     pub fn of(m: &TcpMetrics) -> TcpFigures {
+        use netconn_common::{FAILED_ABORTED, FAILED_REFUSED, FAILED_TIMEOUT, FAILED_UNREACHABLE};
         TcpFigures {
             rtt_us: RttFigures::of(m),
             retrans: m.retrans,
             synack_retrans: m.synack_retrans,
             resets_sent: m.resets_sent,
             resets_received: m.resets_received,
+            failed_connects: FailedConnects {
+                refused: m.failed[FAILED_REFUSED],
+                timeout: m.failed[FAILED_TIMEOUT],
+                unreachable: m.failed[FAILED_UNREACHABLE],
+                aborted: m.failed[FAILED_ABORTED],
+            },
         }
     }
 }
@@ -204,7 +222,7 @@ pub(crate) mod tests {
         };
         let text = serde_json::to_string(&f).unwrap();
         assert!(
-            text.starts_with(r#"{"rtt_us":{"count":1,"min":100,"p50":100,"p90":100,"p99":100,"max":100,"mean":100},"retrans":0,"synack_retrans":0,"resets_sent":0,"resets_received":0,"listen_overflows":1,"listen_drops":2,"listen_overflows_per_s":0.5,"listen_drops_per_s":1.0,"top_ports":[{"direction":"inbound","port":80,"rtt_us":{"count":0,"#),
+            text.starts_with(r#"{"rtt_us":{"count":1,"min":100,"p50":100,"p90":100,"p99":100,"max":100,"mean":100},"retrans":0,"synack_retrans":0,"resets_sent":0,"resets_received":0,"failed_connects":{"refused":0,"timeout":0,"unreachable":0,"aborted":0},"listen_overflows":1,"listen_drops":2,"listen_overflows_per_s":0.5,"listen_drops_per_s":1.0,"top_ports":[{"direction":"inbound","port":80,"rtt_us":{"count":0,"#),
             "{text}"
         );
         // Poll mode: the listen queue only.

@@ -94,8 +94,9 @@ fn counts_record() {
     assert_eq!(
         shape(&v["tcp_metrics"]),
         "rtt_us:object retrans:number synack_retrans:number resets_sent:number \
-         resets_received:number listen_overflows:number listen_drops:number \
-         listen_overflows_per_s:number listen_drops_per_s:number top_ports:array"
+         resets_received:number failed_connects:object listen_overflows:number \
+         listen_drops:number listen_overflows_per_s:number listen_drops_per_s:number \
+         top_ports:array"
     );
     assert_eq!(
         shape(&v["ports"][0]),
