@@ -82,9 +82,13 @@ pub struct TcpMetrics {
     pub resets_received: u32,
     /// Connects that never reached ESTABLISHED, per [`failure_reason`].
     pub failed: [u32; FAILURE_REASONS],
+    /// Connections a listener completed the handshake of
+    /// (`PASSIVE_ESTABLISHED_CB`): inbound keys only.
+    pub accepted: u32,
+    pub _pad: u32,
     pub hist: [u32; RTT_BUCKETS],
 }
-const _: () = assert!(size_of::<TcpMetrics>() == 40 + 4 * FAILURE_REASONS + 4 * RTT_BUCKETS);
+const _: () = assert!(size_of::<TcpMetrics>() == 48 + 4 * FAILURE_REASONS + 4 * RTT_BUCKETS);
 
 /// Global (u8): non-zero when the TCP metrics are on: the state program
 /// then counts failed connects into them.
@@ -138,6 +142,8 @@ impl Default for TcpMetrics {
             resets_sent: 0,
             resets_received: 0,
             failed: [0; FAILURE_REASONS],
+            accepted: 0,
+            _pad: 0,
             hist: [0; RTT_BUCKETS],
         }
     }
@@ -158,6 +164,7 @@ impl TcpMetrics {
         self.synack_retrans += other.synack_retrans;
         self.resets_sent += other.resets_sent;
         self.resets_received += other.resets_received;
+        self.accepted += other.accepted;
         for (a, b) in self.failed.iter_mut().zip(other.failed.iter()) {
             *a += b;
         }
@@ -176,6 +183,7 @@ impl TcpMetrics {
             || self.synack_retrans < earlier.synack_retrans
             || self.resets_sent < earlier.resets_sent
             || self.resets_received < earlier.resets_received
+            || self.accepted < earlier.accepted
             || self
                 .failed
                 .iter()
@@ -199,6 +207,8 @@ impl TcpMetrics {
             resets_sent: self.resets_sent - earlier.resets_sent,
             resets_received: self.resets_received - earlier.resets_received,
             failed: self.failed,
+            accepted: self.accepted - earlier.accepted,
+            _pad: 0,
             hist: self.hist,
         };
         for (a, b) in d.failed.iter_mut().zip(earlier.failed.iter()) {

@@ -138,6 +138,7 @@ fn benches(c: &mut Criterion) {
                 tags: None,
                 ports: None,
                 tcp_metrics: Some(&tcp_metrics),
+                listeners: None,
             };
             serde_json::to_string(&r.at("2026-11-21T12:00:00.000Z")).unwrap()
         })

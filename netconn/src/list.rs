@@ -48,22 +48,37 @@ pub struct Row {
     pub info: Option<TcpInfo>,
     pub direction: Direction,
     pub process: Option<(u32, String)>,
+    /// A TCP listener's accept queue and its limit (`ss -lnt` Recv-Q and
+    /// Send-Q).
+    pub queue: Option<(u32, u32)>,
 }
 
 /// Length of the fixed `inet_diag_msg`.
 const MSG_LEN: usize = 72;
 
+/// A socket, its remote end, `tcp_info` and (listeners) queue.
+type Detail = (
+    DumpedSocket,
+    IpAddr,
+    u16,
+    Option<TcpInfo>,
+    Option<(u32, u32)>,
+);
+
 /// The remote end and `tcp_info` of an `inet_diag_msg` with attributes.
-fn parse_detail(
-    msg: &[u8],
-    conn_type: ConnType,
-) -> Option<(DumpedSocket, IpAddr, u16, Option<TcpInfo>)> {
+fn parse_detail(msg: &[u8], conn_type: ConnType) -> Option<Detail> {
     let socket = sockdiag::parse_msg(msg, conn_type)?;
+    let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
+    // idiag_rqueue and idiag_wqueue: for a listener, its accept queue and
+    // backlog.
+    let queue = (conn_type.is_tcp() && socket.state == TCP_LISTEN)
+        .then(|| Some((u32_at(56)?, u32_at(60)?)))
+        .flatten();
     let remote_port = u16::from_be_bytes([msg[6], msg[7]]);
     let remote_addr = ip_addr(conn_type.family(), msg.get(24..40)?.try_into().ok()?);
     let info = netlink::attr(msg.get(MSG_LEN..).unwrap_or_default(), INET_DIAG_INFO)
         .and_then(parse_tcp_info);
-    Some((socket, remote_addr, remote_port, info))
+    Some((socket, remote_addr, remote_port, info, queue))
 }
 
 /// The namespace's own addresses (getifaddrs), canonical form.
@@ -221,7 +236,8 @@ pub fn rows(procs: &Processes, netns: u32) -> io::Result<Vec<Row>> {
     let procs = if unknown { procs.get() } else { None };
     Ok(raw
         .into_iter()
-        .map(|(socket, remote_addr, remote_port, info)| Row {
+        .map(|(socket, remote_addr, remote_port, info, queue)| Row {
+            queue,
             direction: direction(&socket, remote_addr, remote_port, &listening, &locals),
             process: known
                 .get(&socket.cookie)
@@ -265,6 +281,9 @@ struct RowOut<'a> {
     retrans: Option<u32>,
     bytes_sent: Option<u64>,
     bytes_received: Option<u64>,
+    /// Listeners: connections waiting for accept() and the queue's limit.
+    accept_queue: Option<u32>,
+    backlog: Option<u32>,
     inode: u32,
     netns: u32,
     namespace: &'static str,
@@ -298,6 +317,8 @@ pub fn write_json(lists: &[Namespaced], out: &mut Vec<u8>) {
             retrans: r.info.map(|i| i.retrans),
             bytes_sent: r.info.map(|i| i.bytes_acked),
             bytes_received: r.info.map(|i| i.bytes_received),
+            accept_queue: r.queue.map(|q| q.0),
+            backlog: r.queue.map(|q| q.1),
             inode: s.inode,
             netns,
             namespace: crate::host::namespace_class(netns),
@@ -440,6 +461,9 @@ pub fn rows_table(lists: &[Namespaced]) -> String {
                 r.info
                     .map(|i| i.retrans.to_string())
                     .unwrap_or_else(|| "-".into()),
+                r.queue
+                    .map(|(q, b)| format!("{q}/{b}"))
+                    .unwrap_or_else(|| "-".into()),
                 l.netns.to_string(),
             ];
             if owners {
@@ -462,6 +486,7 @@ pub fn rows_table(lists: &[Namespaced]) -> String {
         "PID/COMM",
         "RTT(ms)",
         "RETRANS",
+        "QUEUE",
         "NETNS",
     ];
     if owners {

@@ -26,6 +26,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         tags: None,
         ports: None,
         tcp_metrics: None,
+        listeners: None,
     };
     super::written(sink.write(&record.at(&host::now_rfc3339())))
 }

@@ -622,6 +622,11 @@ impl Probe {
         self.owners.iter().filter_map(Result::ok).collect()
     }
 
+    /// The process behind one socket, if the programs recorded it.
+    pub fn owner(&self, cookie: u64) -> Option<Owner> {
+        self.owners.get(&cookie, 0).ok()
+    }
+
     /// Takes the journal out, to drain it from another thread.
     pub fn take_journal(&mut self) -> Option<Journal> {
         self.events.take()

@@ -27,6 +27,11 @@ pub struct Reading {
     pub correction: Option<tracker::Correction>,
     pub ports: Option<Vec<PortSeries>>,
     pub tcp_metrics: Option<IntervalFigures>,
+    /// The listening sockets (interval records).
+    pub listeners: Option<Vec<crate::output::figures::ListenerFigures>>,
+    /// Request sockets per listening address and port, from the last dump
+    /// that read them.
+    pub requests: crate::live::listeners::Requests,
 }
 
 impl Counter {
@@ -49,6 +54,8 @@ impl Counter {
                 Ok(Reading {
                     ports: t.port_series(metrics),
                     tcp_metrics: None,
+                    listeners: None,
+                    requests: t.requests().clone(),
                     counts: t.counts()?,
                     source: Source::Ebpf,
                     lost_events: t.lost_events()?,
@@ -76,6 +83,8 @@ impl Counter {
                     correction: None,
                     ports,
                     tcp_metrics: None,
+                    listeners: None,
+                    requests: crate::live::listeners::requests(&dump),
                 })
             }
         }
@@ -103,6 +112,7 @@ impl Reading {
             tags: Some(tags),
             ports: self.ports.as_deref(),
             tcp_metrics: self.tcp_metrics.as_ref(),
+            listeners: self.listeners.as_deref(),
             host,
             source: self.source,
             netns,

@@ -3,6 +3,7 @@
 
 pub mod conns;
 pub mod counter;
+pub mod listeners;
 pub mod metrics;
 pub mod node;
 pub mod ports;

@@ -59,6 +59,8 @@ pub struct Tracker {
     synced: Losses,
     /// TCP time-wait and request sockets, from the last filtered dump.
     mini_tcp: Counts,
+    /// Its request sockets by listening address and port.
+    requests: crate::live::listeners::Requests,
     /// What the kernel looked like then: (time-wait sockets, events
     /// counted, segments received). Unchanged, the mini-sockets are too.
     mini_signature: (i64, u64, i64),
@@ -118,6 +120,7 @@ impl Tracker {
             resyncs: 0,
             synced: Losses::default(),
             mini_tcp: Counts::default(),
+            requests: Default::default(),
             mini_signature: (-1, 0, -1),
             last_correction: None,
             ports,
@@ -206,6 +209,7 @@ impl Tracker {
         }
         dump.retain(|s| s.kind != SocketKind::Full);
         self.mini_tcp = Counts::from_dump(&dump);
+        self.requests = crate::live::listeners::requests(&dump);
         if let Some(ports) = &mut self.ports {
             ports.set_mini(&dump);
         }
@@ -289,6 +293,7 @@ impl Tracker {
         if let Some(ports) = &mut self.ports {
             ports.rebuild(&dumped, &events, next, self.netns);
         }
+        self.requests = crate::live::listeners::requests(&dumped);
         Ok(merge(&dumped, &events, next, self.netns))
     }
 
@@ -326,6 +331,11 @@ impl Tracker {
         }
     }
 
+    /// Request sockets by listening address and port, as last read.
+    pub fn requests(&self) -> &crate::live::listeners::Requests {
+        &self.requests
+    }
+
     pub fn has_port_groups(&self) -> bool {
         self.ports.is_some()
     }
@@ -340,6 +350,16 @@ impl Tracker {
         let ports = self.ports.as_ref()?;
         let series = metrics.map(|m| m.by_series(ports.groups()));
         Some(ports.series(series.as_ref()))
+    }
+
+    /// The process behind one socket (pid, comm), if the programs
+    /// recorded it (`watch --events`).
+    pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
+        let o = self.probe.owner(cookie)?;
+        Some((
+            o.pid,
+            crate::model::socket::comm(&o.comm).unwrap_or_default(),
+        ))
     }
 
     /// Processes behind TCP sockets, by cookie (see [`Probe::owners`]).

@@ -45,6 +45,8 @@ pub struct TcpFigures {
     pub resets_received: u32,
     /// Connects that never reached ESTABLISHED, by reason.
     pub failed_connects: FailedConnects,
+    /// Connections whose handshake a listener completed (inbound).
+    pub accepted: u32,
 }
 
 /// Failed connects by reason (see `netconn_common::failure_reason`).
@@ -71,8 +73,32 @@ impl TcpFigures {
                 unreachable: m.failed[FAILED_UNREACHABLE],
                 aborted: m.failed[FAILED_ABORTED],
             },
+            accepted: m.accepted,
         }
     }
+}
+
+/// One listening socket in an interval record (`"listeners"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerFigures {
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+    pub ip_version: u8,
+    /// The process that listens, when a `watch --events` saw it listen.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Connections waiting for `accept()` now (`ss -lnt` Recv-Q).
+    pub accept_queue: u32,
+    /// The accept queue's limit (`ss -lnt` Send-Q).
+    pub backlog: u32,
+    /// Request sockets (SYN_RECV) waiting for their final ACK.
+    pub syn_backlog: u32,
+    /// Handshakes it completed in the interval (TCP metrics on; null
+    /// without them).
+    pub accepted: Option<u32>,
+    /// Segments it dropped in the interval: every ListenDrops of the
+    /// namespace, ListenOverflows included, is one of some listener's.
+    pub drops: u32,
 }
 
 /// A port group series of a counts record (DataKit's `addr_port`
@@ -222,7 +248,7 @@ pub(crate) mod tests {
         };
         let text = serde_json::to_string(&f).unwrap();
         assert!(
-            text.starts_with(r#"{"rtt_us":{"count":1,"min":100,"p50":100,"p90":100,"p99":100,"max":100,"mean":100},"retrans":0,"synack_retrans":0,"resets_sent":0,"resets_received":0,"failed_connects":{"refused":0,"timeout":0,"unreachable":0,"aborted":0},"listen_overflows":1,"listen_drops":2,"listen_overflows_per_s":0.5,"listen_drops_per_s":1.0,"top_ports":[{"direction":"inbound","port":80,"rtt_us":{"count":0,"#),
+            text.starts_with(r#"{"rtt_us":{"count":1,"min":100,"p50":100,"p90":100,"p99":100,"max":100,"mean":100},"retrans":0,"synack_retrans":0,"resets_sent":0,"resets_received":0,"failed_connects":{"refused":0,"timeout":0,"unreachable":0,"aborted":0},"accepted":0,"listen_overflows":1,"listen_drops":2,"listen_overflows_per_s":0.5,"listen_drops_per_s":1.0,"top_ports":[{"direction":"inbound","port":80,"rtt_us":{"count":0,"#),
             "{text}"
         );
         // Poll mode: the listen queue only.

@@ -47,6 +47,8 @@ pub struct CountsRecord<'a> {
     pub ports: Option<&'a [PortSeries]>,
     /// TCP metrics of the interval (interval records of `watch`).
     pub tcp_metrics: Option<&'a IntervalFigures>,
+    /// The listening sockets (interval records of `watch`).
+    pub listeners: Option<&'a [crate::output::figures::ListenerFigures]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +74,7 @@ impl<'a> CountsRecord<'a> {
             connections: self.counts,
             ports: self.ports,
             tcp_metrics: self.tcp_metrics,
+            listeners: self.listeners,
             lost_events: self.lost_events,
             conn_records_lost: self.conn_records_lost,
             output_dropped: self.output_dropped,
@@ -113,6 +116,8 @@ struct CountsOut<'a> {
     ports: Option<&'a [PortSeries]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tcp_metrics: Option<&'a IntervalFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listeners: Option<&'a [crate::output::figures::ListenerFigures]>,
     lost_events: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     conn_records_lost: Option<u64>,
@@ -221,6 +226,7 @@ mod tests {
             tags: None,
             ports: None,
             tcp_metrics: None,
+            listeners: None,
         };
         let line = serde_json::to_string(&r.at("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(

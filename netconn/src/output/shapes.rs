@@ -68,6 +68,7 @@ fn counts_record() {
         tags: Some(&tags),
         ports: Some(&ports),
         tcp_metrics: Some(&metrics),
+        listeners: None,
     };
     assert_eq!(
         shape(&watch.at("t")),
@@ -94,7 +95,7 @@ fn counts_record() {
     assert_eq!(
         shape(&v["tcp_metrics"]),
         "rtt_us:object retrans:number synack_retrans:number resets_sent:number \
-         resets_received:number failed_connects:object listen_overflows:number \
+         resets_received:number failed_connects:object accepted:number listen_overflows:number \
          listen_drops:number listen_overflows_per_s:number listen_drops_per_s:number \
          top_ports:array"
     );
@@ -118,6 +119,7 @@ fn counts_record() {
         tags: None,
         ports: None,
         tcp_metrics: None,
+        listeners: None,
         ..watch
     };
     assert_eq!(
@@ -230,6 +232,7 @@ fn all_namespaces_records() {
         tags: None,
         ports: None,
         tcp_metrics: None,
+        listeners: None,
     };
     assert_eq!(
         shape(&record.at("t")),

@@ -1,6 +1,7 @@
 //! The kernel's tables, read on demand: sock_diag and /proc/net dumps,
 //! the O(1) totals of sockstat and snmp, the netlink plumbing under them.
 
+pub mod listeners;
 pub mod netlink;
 pub mod procnet;
 pub mod snapshot;

@@ -221,6 +221,7 @@ fn watch(
     let tags = config.tags;
     let mut listen = crate::live::metrics::Listen::start()
         .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
+    let mut listeners = crate::live::listeners::Listeners::start();
 
     let (mut served, mut retry_serve) = match counter {
         Counter::Ebpf(_) => serve(&serve::socket_path(netns), log, false),
@@ -300,6 +301,15 @@ fn watch(
                     .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
                     r.tcp_metrics = Some(m);
                 }
+                let owner = |cookie| match &counter {
+                    Counter::Ebpf(t) if args.events => t.owner_of(cookie),
+                    _ => None,
+                };
+                r.listeners = Some(
+                    listeners
+                        .figures(&r.requests, interval.as_ref(), owner)
+                        .map_err(CmdError::Dump)?,
+                );
                 let verify = if args.verify {
                     Some(super::dump_counts()?)
                 } else {

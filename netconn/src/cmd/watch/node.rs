@@ -369,6 +369,7 @@ fn answer(
         tags: Some(tags),
         ports: None,
         tcp_metrics: None,
+        listeners: None,
     };
     let mut line = serde_json::to_vec(&record.at(&host::now_rfc3339())).expect("records serialize");
     line.push(b'\n');
@@ -408,6 +409,7 @@ fn counts_record<'a>(
         tags: Some(tags),
         ports: None,
         tcp_metrics: None,
+        listeners: None,
     }
 }
 

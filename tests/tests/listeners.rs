@@ -1,0 +1,94 @@
+//! Listener saturation: each listening socket's accept queue, backlog,
+//! request sockets, accepted handshakes and drops in the interval records,
+//! and its queue in `list`, against `ss -lnt` and the namespace's
+//! ListenDrops.
+
+use std::time::Duration;
+
+use netconn_integration::{Netns, Watch, stdout_of};
+use serde_json::Value;
+
+/// `ss -lntH` for one port: (Recv-Q, Send-Q).
+fn ss_queue(ns: &Netns, port: u16) -> (u64, u64) {
+    let out = ns.run_cmd("ss", &["-lntH", &format!("sport = :{port}")]);
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert!(cols.len() >= 3, "ss -lnt: {out:?}");
+    (cols[1].parse().unwrap(), cols[2].parse().unwrap())
+}
+
+#[test]
+fn a_full_accept_queue_shows_on_its_listener() {
+    let ns = Netns::new();
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms", "--events"]);
+    let worker = ns.worker();
+    // A listener with backlog 4 that never accepts, and 30 connects.
+    let (port, _held) = worker.exec(|| {
+        use socket2::{Domain, Socket, Type};
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        l.listen(4).unwrap();
+        let addr = l.local_addr().unwrap();
+        let clients: Vec<Socket> = (0..30)
+            .map(|_| {
+                let c = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                c.set_nonblocking(true).unwrap();
+                let _ = c.connect(&addr);
+                c
+            })
+            .collect();
+        (addr.as_socket().unwrap().port(), (l, clients))
+    });
+    // Let the clients' SYNs and final ACKs be retried and dropped.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut drops = 0u64;
+    let mut listen_drops = 0u64;
+    let mut last: Option<Value> = None;
+    for _ in 0..4 {
+        let record = watch.next_record(Duration::from_secs(30));
+        listen_drops += record["tcp_metrics"]["listen_drops"].as_u64().unwrap();
+        let ours = record["listeners"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no listeners: {record}"))
+            .iter()
+            .find(|l| l["port"] == port)
+            .cloned();
+        if let Some(l) = ours {
+            drops += l["drops"].as_u64().unwrap();
+            last = Some(l);
+        }
+    }
+    let l = last.expect("the listener is listed");
+    let (recv_q, send_q) = ss_queue(&ns, port);
+    assert_eq!(l["accept_queue"], recv_q, "{l}");
+    assert_eq!(l["backlog"], send_q, "{l}");
+    assert_eq!(l["backlog"], 4);
+    assert_eq!(l["accept_queue"], 5, "a full queue holds backlog + 1: {l}");
+    assert_eq!(l["pid"], std::process::id());
+    assert_eq!(l["addr"], "127.0.0.1");
+    assert!(l["accepted"].as_u64().is_some(), "{l}");
+    assert!(drops > 0, "no drops on a full listener");
+    // Every ListenDrops of the namespace is also one of the listener's;
+    // the listener also counts the final ACKs it discards.
+    assert!(listen_drops > 0);
+    assert!(drops >= listen_drops, "{drops} < {listen_drops}");
+
+    // `list` shows the same queue.
+    let rows: Value = serde_json::from_slice(&stdout_of(ns.netconn(&["list", "--json"]))).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["state"] == "LISTEN" && r["lport"] == port)
+        .expect("the listener in list");
+    let (recv_q, send_q) = ss_queue(&ns, port);
+    assert_eq!(
+        (row["accept_queue"].clone(), row["backlog"].clone()),
+        (recv_q.into(), send_q.into())
+    );
+}
