@@ -221,3 +221,72 @@ fn bad_configuration_is_one_line_and_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("NETCONN_ADDR_PORTS"));
     let _ = std::fs::remove_file(config);
 }
+
+/// With `--all-namespaces`, each namespace's record carries its own
+/// series, live from the events of its own sockets.
+#[test]
+fn every_namespace_has_its_own_series() {
+    use std::os::unix::fs::MetadataExt;
+    let a = Netns::new();
+    let b = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-ports-all-{}.toml", a.name));
+    std::fs::write(&config, CONFIG).unwrap();
+    let (in_a, in_b) = (a.worker(), b.worker());
+    // Before netconn starts: the same ports in both, other traffic.
+    let early_a = in_a.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let kept = traffic(std::slice::from_ref(&l), 3);
+        (l, kept)
+    });
+    let early_b = in_b.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let kept = traffic(std::slice::from_ref(&l), 9);
+        (l, kept)
+    });
+    let mut cmd = std::process::Command::new(netconn_integration::netconn_bin());
+    cmd.args([
+        "watch",
+        "-A",
+        "-i",
+        "200ms",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let late = in_a.exec(|| {
+        let listeners: Vec<TcpListener> = ["[::1]:9090", "127.0.0.1:7070"]
+            .iter()
+            .map(|x| TcpListener::bind(x).unwrap())
+            .collect();
+        let kept = traffic(&listeners, 21);
+        (listeners, kept)
+    });
+    let more_b = in_b.exec(move || traffic(std::slice::from_ref(&early_b.0), 6));
+    a.run(mix::settle);
+    b.run(mix::settle);
+    let inode = |ns: &Netns| {
+        std::fs::metadata(format!("/run/netns/{}", ns.name))
+            .unwrap()
+            .ino()
+    };
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (round, _) = watch.next_round(std::time::Duration::from_secs(30));
+        last.clear();
+        for ns in [&a, &b] {
+            let record = round
+                .iter()
+                .find(|r| r["type"] == "counts" && r["netns"] == inode(ns))
+                .unwrap_or_else(|| panic!("no record for {}", ns.name));
+            if series(record) != truth(ns) {
+                last += &format!("\n{}: {:?} vs {:?}", ns.name, series(record), truth(ns));
+            }
+        }
+        if last.is_empty() {
+            break;
+        }
+    }
+    assert!(last.is_empty(), "series differ:{last}");
+    drop((early_a, late, more_b));
+    let _ = std::fs::remove_file(config);
+}

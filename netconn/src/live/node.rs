@@ -19,6 +19,7 @@ use std::time::Duration;
 use netconn_common::{Control, MAX_NAMESPACES};
 
 use crate::ebpf::{Losses, Probe};
+use crate::live::ports::{Groups, PortTracker};
 use crate::live::tracker::{TrackerError, quiesce};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, merge};
@@ -34,6 +35,8 @@ use crate::tables::totals::KernelTotals;
 pub struct Space {
     pub ns: Namespace,
     pub owner: Owner,
+    /// Its port groups' series, when groups are configured.
+    ports: Option<PortTracker>,
     base: Baseline,
     mini_tcp: Counts,
     mini_signature: (i64, u64, i64),
@@ -61,6 +64,10 @@ pub enum Change {
 
 pub struct Node {
     probe: Probe,
+    /// Port groups, counted in every namespace apart.
+    groups: Groups,
+    /// Reused buffer for streamed events (watched ports).
+    stream: Vec<netconn_common::StateEvent>,
     spaces: BTreeMap<u32, Space>,
     /// Namespaces found past [`MAX_NAMESPACES`].
     untracked: BTreeSet<u32>,
@@ -76,11 +83,17 @@ impl Node {
     /// Loads the programs for every namespace, adopts every namespace
     /// found and snapshots them all.
     /// `conns`: also connection records (`--events`, see
-    /// [`Node::take_conn_events`]).
-    pub fn start(conns: bool) -> Result<Node, TrackerError> {
-        let probe = Probe::load(0, true, false, conns, false)?;
+    /// [`Node::take_conn_events`]); `groups`: port groups, each namespace's
+    /// series apart.
+    pub fn start(groups: Groups, conns: bool) -> Result<Node, TrackerError> {
+        let mut probe = Probe::load(0, true, !groups.is_empty(), conns, false)?;
+        if !groups.is_empty() {
+            probe.watch_ports(&groups.watched_ports())?;
+        }
         let mut node = Node {
             probe,
+            groups,
+            stream: Vec::new(),
             spaces: BTreeMap::new(),
             untracked: BTreeSet::new(),
             resyncs: 0,
@@ -108,6 +121,7 @@ impl Node {
             self.spaces.insert(
                 ns.inode,
                 Space {
+                    ports: (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
                     owner: ns.owner(),
                     ns,
                     base: Baseline::default(),
@@ -196,9 +210,22 @@ impl Node {
                 .spaces
                 .get_mut(&inode)
                 .expect("dumped namespaces are tracked");
+            if let Some(ports) = &mut space.ports {
+                ports.rebuild(&sockets, &events, next, inode);
+            }
             space.base = base;
             space.mini_tcp = base.mini;
             merged.insert(inode);
+        }
+        // The window's journal also took the streamed events of watched
+        // ports in namespaces not dumped: theirs are still to apply.
+        for e in events
+            .iter()
+            .filter(|e| e.watched != 0 && !merged.contains(&e.netns))
+        {
+            if let Some(ports) = self.spaces.get_mut(&e.netns).and_then(|s| s.ports.as_mut()) {
+                ports.apply(e);
+            }
         }
         for (inode, space) in &mut self.spaces {
             if !merged.contains(inode) {
@@ -372,6 +399,9 @@ impl Node {
         dump.retain(|s| s.kind != SocketKind::Full);
         let space = self.spaces.get_mut(&inode).expect("tracked");
         space.mini_tcp = Counts::from_dump(&dump);
+        if let Some(ports) = &mut space.ports {
+            ports.set_mini(&dump);
+        }
         space.mini_signature = signature;
         Ok(())
     }
@@ -385,6 +415,33 @@ impl Node {
     /// Connection records the kernel could not hand over, since start.
     pub fn conn_records_lost(&self) -> Result<u64, TrackerError> {
         Ok(self.probe.conn_records_lost()?)
+    }
+
+    /// Applies the events streamed for watched ports to each namespace's
+    /// series. Called often enough that the ring buffer never fills.
+    pub fn drain_stream(&mut self) {
+        if self.groups.is_empty() {
+            return;
+        }
+        self.stream.clear();
+        self.probe.drain(&mut self.stream);
+        let epoch = self.probe.control().epoch;
+        for e in self.stream.iter().filter(|e| e.epoch == epoch) {
+            if let Some(ports) = self.spaces.get_mut(&e.netns).and_then(|s| s.ports.as_mut()) {
+                ports.apply(e);
+            }
+        }
+    }
+
+    /// One namespace's port group series (None without groups).
+    pub fn port_series(&mut self, inode: u32) -> Option<Vec<crate::output::figures::PortSeries>> {
+        self.drain_stream();
+        Some(self.spaces.get(&inode)?.ports.as_ref()?.series(None))
+    }
+
+    /// Whether port groups are counted.
+    pub fn has_port_groups(&self) -> bool {
+        !self.groups.is_empty()
     }
 
     /// A fresh snapshot of every namespace (SIGHUP).

@@ -117,7 +117,7 @@ fn write_conn_records(
 
 /// Streamed events are applied at least this often, so the ring buffer
 /// never fills between records.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+pub(super) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long a stopping watch waits for its reader to take the records
 /// still queued: stops are honoured within a second whatever the reader.

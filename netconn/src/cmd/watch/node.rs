@@ -26,6 +26,8 @@ struct Reading {
     owner: Owner,
     counts: Counts,
     verify: Option<Counts>,
+    /// Its port groups' series (with groups).
+    ports: Option<Vec<crate::output::figures::PortSeries>>,
 }
 
 /// What the thread of `--events` learns of the namespaces.
@@ -91,16 +93,12 @@ pub(super) fn watch(
     out: &Writer,
     log: &crate::output::log::Log,
 ) -> Result<(), CmdError> {
-    if !config.groups.is_empty() {
-        return Err(CmdError::Usage(
-            "port groups are not counted per namespace yet: --all-namespaces takes none (remove [[addr_ports]] / NETCONN_ADDR_PORTS)".into(),
-        ));
-    }
+    let groups = crate::live::ports::Groups(config.groups);
     let host = host::hostname();
     let mut counting = if args.poll {
         Counting::Poll
     } else {
-        match Node::start(args.events) {
+        match Node::start(groups.clone(), args.events) {
             Ok(n) => Counting::Ebpf(Box::new(n)),
             Err(e) => {
                 log.line(format!(
@@ -158,6 +156,9 @@ pub(super) fn watch(
                 None => Ok(None),
             };
             let mut asked = start_serving(&socket)?;
+            let streaming = matches!(&counting, Counting::Ebpf(n) if n.has_port_groups());
+            let mut drain = tokio::time::interval(super::DRAIN_EVERY);
+            drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut written = 0u64;
@@ -173,7 +174,13 @@ pub(super) fn watch(
                         }
                         continue;
                     }
-                    _ = sig.usr1.recv() => {
+                    _ = drain.tick(), if streaming => {
+                    if let Counting::Ebpf(n) = &mut counting {
+                        n.drain_stream();
+                    }
+                    continue;
+                }
+                _ = sig.usr1.recv() => {
                         out.reopen();
                         continue;
                     }
@@ -192,7 +199,7 @@ pub(super) fn watch(
                     asked = start_serving(&socket)?;
                 }
                 let time = host::now_rfc3339();
-                let (readings, changes) = read(&mut counting, args.verify, first)?;
+                let (readings, changes) = read(&mut counting, &groups, args.verify, first)?;
                 first = false;
                 for change in changes {
                     if events_on {
@@ -262,7 +269,7 @@ pub(super) fn watch(
                         let _ = news.send(News::Owner(r.netns, r.owner.clone()));
                         owners_sent.insert(r.netns, r.owner.clone());
                     }
-                    let record = counts_record(
+                    let mut record = counts_record(
                         &host,
                         r.netns,
                         &r.owner,
@@ -273,6 +280,7 @@ pub(super) fn watch(
                         out,
                         events_on,
                     );
+                    record.ports = r.ports.as_deref();
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
                     }
@@ -417,25 +425,42 @@ fn counts_record<'a>(
 /// namespaces that came and went since the last reading.
 fn read(
     counting: &mut Counting,
+    groups: &crate::live::ports::Groups,
     verify: bool,
     first: bool,
 ) -> Result<(Vec<Reading>, Vec<Change>), CmdError> {
-    let dump = |ns: &discover::Namespace| -> Option<Counts> {
+    let dump = |ns: &discover::Namespace| -> Option<Vec<crate::model::socket::DumpedSocket>> {
         let file = ns.open()?;
-        run_in(&file, crate::tables::snapshot::counts).ok()?.ok()
+        run_in(&file, || {
+            let mut dump = Vec::new();
+            for ct in crate::model::state::ConnType::ALL {
+                crate::tables::snapshot::dump(ct, &mut dump)?;
+            }
+            Ok::<_, std::io::Error>(dump)
+        })
+        .ok()?
+        .ok()
     };
     match counting {
         Counting::Ebpf(node) => {
             // At start every namespace was just snapshotted.
             let changes = if first { Vec::new() } else { node.maintain()? };
             let mut readings = Vec::new();
-            for (inode, space) in node.spaces() {
+            let inodes: Vec<u32> = node.spaces().keys().copied().collect();
+            for inode in inodes {
+                let ports = node.port_series(inode);
+                let space = &node.spaces()[&inode];
                 readings.push(Reading {
-                    netns: *inode,
+                    netns: inode,
                     ns: space.ns.clone(),
                     owner: space.owner.clone(),
-                    counts: node.counts(*inode)?,
-                    verify: if verify { dump(&space.ns) } else { None },
+                    counts: node.counts(inode)?,
+                    verify: if verify {
+                        dump(&space.ns).map(|d| Counts::from_dump(&d))
+                    } else {
+                        None
+                    },
+                    ports,
                 });
             }
             Ok((readings, changes))
@@ -443,13 +468,20 @@ fn read(
         Counting::Poll => {
             let mut readings = Vec::new();
             for ns in discover::scan().into_values() {
-                let Some(counts) = dump(&ns) else { continue };
+                let Some(sockets) = dump(&ns) else { continue };
+                let counts = Counts::from_dump(&sockets);
+                let ports = (!groups.is_empty()).then(|| {
+                    let mut ports = crate::live::ports::PortTracker::new(groups.clone());
+                    ports.rebuild(&sockets, &[], 0, 0);
+                    ports.series(None)
+                });
                 readings.push(Reading {
                     netns: ns.inode,
                     owner: ns.owner(),
                     ns: ns.clone(),
                     verify: verify.then_some(counts),
                     counts,
+                    ports,
                 });
             }
             Ok((readings, Vec::new()))
