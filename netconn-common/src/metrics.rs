@@ -14,6 +14,11 @@ pub const TRACEPOINT_SYNACK_RETRANS: &str = "tcp_retransmit_synack";
 pub const MAP_METRICS_TOTAL: &str = "METRICS_TOTAL";
 /// LRU per-CPU hash of [`TcpMetrics`] by [`MetricsKey`]: per service port.
 pub const MAP_METRICS_PORTS: &str = "METRICS_PORTS";
+/// Per-CPU hash of [`MetricsKey`] (direction 0, only `netns` and `epoch`
+/// set) -> [`TcpMetrics`]: each namespace's figures in
+/// `watch --all-namespaces`, made by the programs on first use and removed
+/// by userspace once read, like the ports' entries.
+pub const MAP_METRICS_NS: &str = "METRICS_NS";
 /// Entries in [`MAP_METRICS_PORTS`] (both epochs).
 pub const METRICS_PORT_ENTRIES: u32 = 2048;
 /// [`MetricsKey::direction`]: the local port is the service (a listener,
@@ -245,5 +250,7 @@ pub struct MetricsKey {
     /// [`Control::metrics_epoch`] parity the figures were counted in.
     pub epoch: u8,
     pub _pad: [u8; 3],
+    /// The socket's namespace (`--all-namespaces`; 0 otherwise).
+    pub netns: u32,
 }
-const _: () = assert!(size_of::<MetricsKey>() == 24);
+const _: () = assert!(size_of::<MetricsKey>() == 28);

@@ -368,7 +368,7 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0
     {
         let error: i32 = read(sk, offsets.sk_err).unwrap_or(0);
-        metrics::on_failed(sk, addr, failure_reason(error));
+        metrics::on_failed(sk, addr, failure_reason(error), netns);
     }
     if conns {
         let socket = conn::Socket {

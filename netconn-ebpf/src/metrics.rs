@@ -22,26 +22,40 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{
-        BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB,
-        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
+        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
     macros::{btf_tracepoint, map, sock_ops},
-    maps::{LruPerCpuHashMap, PerCpuArray},
+    maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, SockOpsContext},
 };
 use netconn_common::{
-    AF_INET, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FAILURE_REASONS, METRICS_PORT_ENTRIES,
-    MetricsKey, RTT_BUCKETS, SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV,
-    TCP_TIME_WAIT, TcpMetrics, rtt_bucket,
+    AF_INET, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FAILURE_REASONS, MAX_NAMESPACES,
+    METRICS_PORT_ENTRIES, MetricsKey, RTT_BUCKETS, SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK,
+    TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics, rtt_bucket,
 };
 
 use crate::{
-    CONTROL, OFFSETS, arg_address, in_scope, is_target, net_inum, probe, read, sock_addr,
-    sock_netns,
+    ALL_NAMESPACES, CONTROL, OFFSETS, arg_address, in_scope, is_target, net_inum, probe, read,
+    sock_addr, sock_netns,
 };
+
+/// Whether every namespace is counted apart (`--all-namespaces`).
+#[inline(always)]
+fn per_namespace() -> bool {
+    // SAFETY: see crate::count.
+    unsafe { core::ptr::read_volatile(&ALL_NAMESPACES) != 0 }
+}
 
 #[map]
 static METRICS_TOTAL: PerCpuArray<TcpMetrics> = PerCpuArray::with_max_entries(2, 0);
+
+/// Each namespace's figures (`--all-namespaces`), per epoch parity. Sized
+/// at load: 1 entry unless in that mode.
+#[map]
+static METRICS_NS: PerCpuHashMap<MetricsKey, TcpMetrics> =
+    PerCpuHashMap::with_max_entries(2 * MAX_NAMESPACES, BPF_F_NO_PREALLOC);
 
 #[map]
 static METRICS_PORTS: LruPerCpuHashMap<MetricsKey, TcpMetrics> =
@@ -122,18 +136,40 @@ fn apply(m: *mut TcpMetrics, figure: Figure) {
     }
 }
 
-/// Adds a figure to the namespace's slot.
+/// Adds a figure to the namespace's slot: the one namespace's, or with
+/// every namespace counted, namespace `netns`'s.
 #[inline(always)]
-fn record_total(figure: Figure) {
-    if let Some(m) = METRICS_TOTAL.get_ptr_mut(u32::from(epoch())) {
-        apply(m, figure);
+fn record_total(figure: Figure, netns: u32) {
+    if !per_namespace() {
+        if let Some(m) = METRICS_TOTAL.get_ptr_mut(u32::from(epoch())) {
+            apply(m, figure);
+        }
+        return;
     }
+    let key = MetricsKey {
+        netns,
+        epoch: epoch(),
+        ..MetricsKey::default()
+    };
+    let m = match METRICS_NS.get_ptr_mut(&key) {
+        Some(m) => m,
+        None => {
+            let Some(zero) = ZERO.get_ptr(0) else { return };
+            // SAFETY: a map value, only read; NOEXIST keeps another CPU's.
+            let _ = METRICS_NS.insert(&key, unsafe { &*zero }, u64::from(BPF_NOEXIST));
+            match METRICS_NS.get_ptr_mut(&key) {
+                Some(m) => m,
+                None => return,
+            }
+        }
+    };
+    apply(m, figure);
 }
 
 /// Adds a figure to the namespace's slot and to the port's.
 #[inline(always)]
 fn record(key: &mut MetricsKey, figure: Figure) {
-    record_total(figure);
+    record_total(figure, key.netns);
     key.epoch = epoch();
     let m = match METRICS_PORTS.get_ptr_mut(&*key) {
         Some(m) => m,
@@ -153,10 +189,10 @@ fn record(key: &mut MetricsKey, figure: Figure) {
 
 /// With a key, [`record`]; without, [`record_total`].
 #[inline(always)]
-fn record_maybe(key: Option<MetricsKey>, figure: Figure) {
+fn record_maybe(key: Option<MetricsKey>, figure: Figure, netns: u32) {
     match key {
         Some(mut k) => record(&mut k, figure),
-        None => record_total(figure),
+        None => record_total(figure, netns),
     }
 }
 
@@ -178,11 +214,29 @@ fn ops_key(ctx: &SockOpsContext) -> MetricsKey {
     key_of(ctx, ctx.cb_flags() & u32::from(SOCK_OPS_INBOUND_MARK) != 0)
 }
 
+/// The namespace of a sock_ops callback's socket (only with every
+/// namespace counted apart): read from the kernel socket under the
+/// context's `sk`.
+#[inline(always)]
+fn ops_netns(ctx: &SockOpsContext) -> u32 {
+    if !per_namespace() {
+        return 0;
+    }
+    // SAFETY: the context's own field.
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk } as u64;
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    probe::<u64>(crate::udp::launder(sk), offsets.skc_net)
+        .and_then(|net| probe::<u32>(net, offsets.net_inum))
+        .unwrap_or(0)
+}
+
 #[inline(always)]
 fn key_of(ctx: &SockOpsContext, inbound: bool) -> MetricsKey {
     let family = ctx.family() as u16;
     let mut key = MetricsKey {
         family: family as u8,
+        netns: ops_netns(ctx),
         ..MetricsKey::default()
     };
     if inbound {
@@ -245,11 +299,11 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
     OK
 }
 
-/// Whether a socket of a tracing program's argument is in the target
-/// namespace.
+/// The namespace of a socket of a tracing program's argument, when it is
+/// counted (the target, or any with none set).
 #[inline(always)]
-fn in_target(sk: *const u8) -> bool {
-    sock_netns(sk).is_ok_and(is_target)
+fn target_netns(sk: *const u8) -> Option<u32> {
+    sock_netns(sk).ok().filter(|n| is_target(*n))
 }
 
 /// The metrics key of a full socket the sock_ops program follows, read
@@ -278,6 +332,11 @@ fn listener_or_sock_key(sk: *const u8, inbound: bool) -> Option<MetricsKey> {
     let family: u16 = read(sk, offsets.skc_family).ok()?;
     let mut key = MetricsKey {
         family: family as u8,
+        netns: if per_namespace() {
+            sock_netns(sk).unwrap_or(0)
+        } else {
+            0
+        },
         ..MetricsKey::default()
     };
     if inbound {
@@ -301,13 +360,13 @@ pub fn on_reset(ctx: &BtfTracePointContext, sk: *const u8, sent: bool) {
         Figure::ResetReceived
     };
     if sk.is_null() {
-        if sent && skb_in_target(ctx.arg(1)) {
-            record_total(figure);
+        if sent && let Some(netns) = skb_netns(ctx.arg(1)) {
+            record_total(figure, netns);
         }
         return;
     }
-    if in_target(sk) {
-        record_maybe(sock_key(sk, arg_address(ctx, 0)), figure);
+    if let Some(netns) = target_netns(sk) {
+        record_maybe(sock_key(sk, arg_address(ctx, 0)), figure, netns);
     }
 }
 
@@ -315,22 +374,29 @@ pub fn on_reset(ctx: &BtfTracePointContext, sk: *const u8, sent: bool) {
 /// state program): counted for the namespace and, as the socket was
 /// followed since its connect(), for its service port.
 #[inline(always)]
-pub fn on_failed(sk: *const u8, addr: u64, reason: usize) {
-    record_maybe(sock_key(sk, addr), Figure::Failed(reason));
+pub fn on_failed(sk: *const u8, addr: u64, reason: usize, netns: u32) {
+    record_maybe(sock_key(sk, addr), Figure::Failed(reason), netns);
 }
 
 /// Whether the packet a socketless reset answers came in on a device of
 /// the target namespace.
 #[inline(always)]
-fn skb_in_target(skb: *const u8) -> bool {
+fn skb_netns(skb: *const u8) -> Option<u32> {
     // SAFETY: see crate::count.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let netns = || -> Result<u32, i32> {
         let dev: *const u8 = read(skb, offsets.skb_dev)?;
         net_inum(read(dev, offsets.dev_nd_net)?)
     };
-    // No inode is 0: is_target(0) says that no target is set.
-    is_target(0) || (!skb.is_null() && netns().is_ok_and(is_target))
+    // No inode is 0: is_target(0) says that no target is set, so any
+    // namespace counts, and only one counted apart needs the packet's.
+    if is_target(0) && !per_namespace() {
+        return Some(0);
+    }
+    if skb.is_null() {
+        return None;
+    }
+    netns().ok().filter(|n| is_target(*n))
 }
 
 /// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock
@@ -338,16 +404,19 @@ fn skb_in_target(skb: *const u8) -> bool {
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn netconn_synack_rtx(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    if sk.is_null() || !in_target(sk) {
+    if sk.is_null() {
         return 0;
     }
+    let Some(netns) = target_netns(sk) else {
+        return 0;
+    };
     // SAFETY: see crate::count.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let listening = read::<u8>(sk, offsets.skc_state) == Ok(TCP_LISTEN);
     if listening {
-        record_maybe(listener_or_sock_key(sk, true), Figure::SynackRetrans);
+        record_maybe(listener_or_sock_key(sk, true), Figure::SynackRetrans, netns);
     } else {
-        record_total(Figure::SynackRetrans);
+        record_total(Figure::SynackRetrans, netns);
     }
     0
 }

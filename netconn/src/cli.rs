@@ -170,8 +170,8 @@ pub struct WatchArgs {
     /// namespace each interval, with "namespace" (system or container) and
     /// its "owner" (container, pod, cgroup, processes), then a "host"
     /// record with their sum; "netns" records when one appears or goes.
-    /// With --events, connection records carry the owner too; port groups
-    /// are counted per namespace. Without TCP metrics for now.
+    /// Port groups, TCP metrics, listeners and conntrack are each
+    /// namespace's own; with --events, connection records carry the owner.
     #[arg(long, short = 'A', conflicts_with = "netns")]
     pub all_namespaces: bool,
     /// Also dump the socket tables each interval and add a "verify" object

@@ -582,3 +582,76 @@ fn all_namespaces_conntrack_per_namespace() {
     assert_eq!(u["count"], 0, "{u}");
     assert_eq!(conntrack_count(&untracked), 0);
 }
+
+/// `-A` with TCP metrics: each namespace's figures are its own.
+#[test]
+fn all_namespaces_tcp_metrics_per_namespace() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let busy = Netns::new();
+    let idle = Netns::new();
+    let snmp = |ns: &Netns, key: &str| -> u64 {
+        let text = ns.run_cmd("cat", &["/proc/net/snmp"]);
+        let mut lines = text.lines().filter(|l| l.starts_with("Tcp:"));
+        let (h, v) = (lines.next().unwrap(), lines.next().unwrap());
+        let at = h.split_whitespace().position(|k| k == key).unwrap();
+        v.split_whitespace().nth(at).unwrap().parse().unwrap()
+    };
+    let mut cmd = netconn(&["watch", "-A", "-i", "300ms"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let rsts_before = snmp(&busy, "OutRsts");
+    let worker = busy.worker();
+    let (port, _listener) = worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        for _ in 0..4 {
+            let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            c.write_all(&[7; 50_000]).unwrap();
+            let mut buf = vec![0; 50_000];
+            s.read_exact(&mut buf).unwrap();
+        }
+        assert!(TcpStream::connect("127.0.0.1:9").is_err());
+        (port, l)
+    });
+    let rsts = snmp(&busy, "OutRsts") - rsts_before;
+    let (ib, ii) = (inode_of(&busy), inode_of(&idle));
+    let mut sum = std::collections::BTreeMap::<(u64, &str), u64>::new();
+    let mut accepted_on_port = 0;
+    for _ in 0..6 {
+        let (round, _) = watch.next_round(Duration::from_secs(30));
+        for r in round.iter().filter(|r| r["type"] == "counts") {
+            let netns = r["netns"].as_u64().unwrap();
+            if netns != ib && netns != ii {
+                continue;
+            }
+            let m = &r["tcp_metrics"];
+            *sum.entry((netns, "samples")).or_default() += m["rtt_us"]["count"].as_u64().unwrap();
+            *sum.entry((netns, "refused")).or_default() +=
+                m["failed_connects"]["refused"].as_u64().unwrap();
+            *sum.entry((netns, "accepted")).or_default() += m["accepted"].as_u64().unwrap();
+            *sum.entry((netns, "resets_sent")).or_default() += m["resets_sent"].as_u64().unwrap();
+            if netns == ib {
+                for l in r["listeners"].as_array().unwrap() {
+                    if l["port"] == port {
+                        accepted_on_port += l["accepted"].as_u64().unwrap();
+                    }
+                }
+            }
+        }
+    }
+    let get = |netns, k| sum.get(&(netns, k)).copied().unwrap_or(0);
+    assert!(get(ib, "samples") > 0, "{sum:?}");
+    assert_eq!(get(ib, "refused"), 1, "{sum:?}");
+    assert_eq!(get(ib, "accepted"), 4, "{sum:?}");
+    assert_eq!(accepted_on_port, 4, "the listener's own count");
+    assert_eq!(
+        get(ib, "resets_sent"),
+        rsts,
+        "OutRsts of the busy namespace"
+    );
+    for k in ["samples", "refused", "accepted", "resets_sent"] {
+        assert_eq!(get(ii, k), 0, "idle namespace {k}: {sum:?}");
+    }
+}

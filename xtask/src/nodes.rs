@@ -22,11 +22,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Kernel time per connection of netconn's counting programs (state
-/// tracepoint pair and UDP lifecycle hooks; TCP metrics off in both
-/// modes) over a 5 s churn in a namespace of its own, with `watch` in that
-/// namespace (`all` false) or `watch --all-namespaces` in the host's.
-fn counting_cost(paths: &Paths, all: bool) -> Result<Vec<(String, f64)>> {
+/// Kernel time per connection of netconn's programs over a 5 s churn in a
+/// namespace of its own, with `watch` in that namespace (`all` false) or
+/// `watch --all-namespaces` in the host's; `metrics`: TCP metrics on.
+fn counting_cost(paths: &Paths, all: bool, metrics: bool) -> Result<Vec<(String, f64)>> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
@@ -37,9 +36,12 @@ fn counting_cost(paths: &Paths, all: bool) -> Result<Vec<(String, f64)>> {
         c
     } else {
         let mut c = ns.cmd(&paths.netconn);
-        c.args(["watch", "--no-tcp-metrics"]);
+        c.arg("watch");
         c
     };
+    if !metrics {
+        cmd.arg("--no-tcp-metrics");
+    }
     let watch = start(cmd.args(["--interval", "1h"]))?;
     let out = ns
         .cmd(&paths.churn)
@@ -105,6 +107,9 @@ fn first_host_record(paths: &Paths) -> Result<(f64, serde_json::Value)> {
 pub struct Result_ {
     single: Vec<(String, f64)>,
     all: Vec<(String, f64)>,
+    /// The same with TCP metrics on.
+    single_metrics: Vec<(String, f64)>,
+    all_metrics: Vec<(String, f64)>,
     first_host: f64,
     namespaces_seen: u64,
     sockets_seen: u64,
@@ -117,9 +122,13 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     // 1. Kernel time per connection, the two modes alternated.
     let mut single = Vec::new();
     let mut all = Vec::new();
+    let mut single_metrics = Vec::new();
+    let mut all_metrics = Vec::new();
     for round in 0..COST_ROUNDS {
-        single.push(counting_cost(paths, false)?);
-        all.push(counting_cost(paths, true)?);
+        single.push(counting_cost(paths, false, false)?);
+        all.push(counting_cost(paths, true, false)?);
+        single_metrics.push(counting_cost(paths, false, true)?);
+        all_metrics.push(counting_cost(paths, true, true)?);
         eprintln!(
             "xtask bench: namespaces: kernel cost round {} done",
             round + 1
@@ -138,6 +147,7 @@ pub fn run(paths: &Paths) -> Result<Result_> {
             .collect()
     };
     let (single, all) = (medians(&single), medians(&all));
+    let (single_metrics, all_metrics) = (medians(&single_metrics), medians(&all_metrics));
 
     // 2. Memory with the host's namespace only, then at scale.
     let rss_base_kib = {
@@ -205,6 +215,8 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     Ok(Result_ {
         single,
         all,
+        single_metrics,
+        all_metrics,
         first_host: median(firsts),
         namespaces_seen: seen["namespaces"].as_u64().context("namespaces")?,
         sockets_seen: seen["total"].as_u64().context("total")?,
@@ -219,27 +231,34 @@ pub fn render(r: &Result_) -> String {
     let mut s = String::from("## Every namespace (`watch --all-namespaces`)\n\n");
     s.push_str(
         "`cargo xtask bench --namespaces` (also part of `cargo xtask bench`). Kernel time of the \
-         counting programs per connection of a 4-thread, 5 s loopback churn in one namespace \
-         (kernel.bpf_stats_enabled, run_time_ns / connections; TCP metrics off in both modes, \
-         median of 3 alternated rounds), with `watch` in that namespace and with one \
-         `watch --all-namespaces` in the host's:\n\n",
+         programs per connection of a 4-thread, 5 s loopback churn in one namespace \
+         (kernel.bpf_stats_enabled, run_time_ns / connections, median of 3 alternated rounds), \
+         with `watch` in that namespace and with one `watch --all-namespaces` in the host's.\n\n",
     );
-    s.push_str(
-        "| program | one namespace, ns/conn | every namespace, ns/conn |\n| --- | ---: | ---: |\n",
-    );
-    for (name, single) in &r.single {
-        let all = r
-            .all
-            .iter()
-            .find(|a| &a.0 == name)
-            .map_or(f64::NAN, |a| a.1);
-        s.push_str(&format!("| `{name}` | {single:.0} | {all:.0} |\n"));
+    for (title, one, every) in [
+        ("TCP metrics off (`--no-tcp-metrics`)", &r.single, &r.all),
+        (
+            "TCP metrics on (the default)",
+            &r.single_metrics,
+            &r.all_metrics,
+        ),
+    ] {
+        s.push_str(&format!(
+            "{title}:\n\n| program | one namespace, ns/conn | every namespace, ns/conn |\n| --- | ---: | ---: |\n"
+        ));
+        for (name, single) in one.iter() {
+            let all = every
+                .iter()
+                .find(|a| &a.0 == name)
+                .map_or(f64::NAN, |a| a.1);
+            s.push_str(&format!("| `{name}` | {single:.0} | {all:.0} |\n"));
+        }
+        let (a, b) = (counting(one), counting(every));
+        s.push_str(&format!(
+            "| **all** | **{a:.0}** | **{b:.0}** ({:+.0} %) |\n\n",
+            (b / a - 1.0) * 100.0
+        ));
     }
-    let (one, every) = (counting(&r.single), counting(&r.all));
-    s.push_str(&format!(
-        "| **all** | **{one:.0}** | **{every:.0}** ({:+.0} %) |\n\n",
-        (every / one - 1.0) * 100.0
-    ));
     s.push_str(&format!(
         "At {NAMESPACES} namespaces of {} sockets each (+ the host's), the first host record of \
          `watch --all-namespaces` (start, load, snapshot of every namespace from inside it): \

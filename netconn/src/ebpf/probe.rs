@@ -224,6 +224,8 @@ pub struct Probe {
     metrics_total: PerCpuArray<MapData, TcpMetrics>,
     owners: HashMap<MapData, u64, Owner>,
     metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
+    /// Each namespace's TCP metrics (`--all-namespaces`).
+    metrics_ns: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
     /// Per-namespace matrices and the namespaces waiting for one
     /// (`--all-namespaces`).
     ns_transitions: PerCpuHashMap<MapData, NsKey, NsCounts>,
@@ -286,6 +288,7 @@ impl Probe {
         if !all_namespaces {
             loader.map_max_entries(MAP_NS_TRANSITIONS, 1);
             loader.map_max_entries(MAP_NEW_NETNS, 1);
+            loader.map_max_entries(netconn_common::MAP_METRICS_NS, 1);
         }
         if !watch_conns {
             // Unused without --events: the smallest each can be, so that
@@ -341,6 +344,8 @@ impl Probe {
         let metrics_ports = PerCpuHashMap::try_from(take(MAP_METRICS_PORTS)?)
             .map_err(map_error(MAP_METRICS_PORTS))?;
         let owners = HashMap::try_from(take(MAP_OWNERS)?).map_err(map_error(MAP_OWNERS))?;
+        let metrics_ns = PerCpuHashMap::try_from(take(netconn_common::MAP_METRICS_NS)?)
+            .map_err(map_error(netconn_common::MAP_METRICS_NS))?;
         let ns_transitions = PerCpuHashMap::try_from(take(MAP_NS_TRANSITIONS)?)
             .map_err(map_error(MAP_NS_TRANSITIONS))?;
         let new_netns =
@@ -371,6 +376,7 @@ impl Probe {
             conn_lost,
             metrics_total,
             metrics_ports,
+            metrics_ns,
             owners,
             ns_transitions,
             new_netns,
@@ -587,32 +593,23 @@ impl Probe {
 
     /// The per-port TCP metrics in slot `parity`, summed over CPUs.
     pub fn metrics_ports(&self, parity: u8) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
-        let mut out = Vec::new();
-        for entry in self.metrics_ports.iter() {
-            let (key, per_cpu) = match entry {
-                Ok(e) => e,
-                // Evicted between the key walk and the lookup.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_error(MAP_METRICS_PORTS)(e)),
-            };
-            if key.epoch == parity & 1 {
-                out.push((key, merged(per_cpu.iter())));
-            }
-        }
-        Ok(out)
+        slot_entries(&self.metrics_ports, MAP_METRICS_PORTS, parity)
+    }
+
+    /// Each namespace's TCP metrics in slot `parity` (`--all-namespaces`),
+    /// summed over CPUs.
+    pub fn metrics_ns(&self, parity: u8) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
+        slot_entries(&self.metrics_ns, netconn_common::MAP_METRICS_NS, parity)
+    }
+
+    /// Removes a namespace's entry once read.
+    pub fn remove_metrics_ns(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
+        remove_entry(&mut self.metrics_ns, netconn_common::MAP_METRICS_NS, key)
     }
 
     /// Removes a per-port entry (of a slot the programs do not add to).
     pub fn remove_metrics_port(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
-        match self.metrics_ports.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(map_error(MAP_METRICS_PORTS)(e)),
-        }
+        remove_entry(&mut self.metrics_ports, MAP_METRICS_PORTS, key)
     }
 
     /// The processes behind the TCP sockets the programs saw connect,
@@ -638,6 +635,44 @@ impl Probe {
 }
 
 /// One value per possible CPU, for writing a per-CPU map entry.
+/// The entries of a per-CPU metrics hash in slot `parity`, summed over
+/// CPUs; an entry evicted during the walk is skipped.
+fn slot_entries(
+    map: &PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
+    name: &'static str,
+    parity: u8,
+) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        let (key, per_cpu) = match entry {
+            Ok(e) => e,
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(map_error(name)(e)),
+        };
+        if key.epoch == parity & 1 {
+            out.push((key, merged(per_cpu.iter())));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes an entry of a per-CPU metrics hash; one already gone is fine.
+fn remove_entry(
+    map: &mut PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
+    name: &'static str,
+    key: &MetricsKey,
+) -> Result<(), ProbeError> {
+    match map.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(map_error(name)(e)),
+    }
+}
+
 /// A namespace's counts, zero on every CPU.
 fn zero_ns_counts() -> Result<PerCpuValues<NsCounts>, ProbeError> {
     on_every_cpu(NsCounts {

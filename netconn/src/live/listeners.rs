@@ -42,24 +42,29 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Starts counting drops from now (as the namespace's ListenDrops).
+    /// Starts counting drops from now (as the namespace's ListenDrops):
+    /// the calling thread's namespace's listeners.
     pub fn start() -> Listeners {
-        let mut l = Listeners::default();
-        if let Ok(now) = listeners::dump() {
-            l.drops = now.iter().map(|s| (s.cookie, s.drops)).collect();
-        }
-        l
+        Listeners::from(&listeners::dump().unwrap_or_default())
     }
 
-    /// The listeners now, with what happened to them since the last call.
-    /// `owner`: the process behind a socket cookie (from `watch --events`).
+    /// Starts counting drops from the listeners of a dump.
+    pub fn from(now: &[ListenSocket]) -> Listeners {
+        Listeners {
+            drops: now.iter().map(|s| (s.cookie, s.drops)).collect(),
+        }
+    }
+
+    /// The listeners of a dump taken now (`listeners::dump()`), with what
+    /// happened to them since the last call. `owner`: the process behind a
+    /// socket cookie (from `watch --events`).
     pub fn figures(
         &mut self,
+        now: Vec<ListenSocket>,
         requests: &Requests,
         metrics: Option<&Interval>,
         owner: impl Fn(u64) -> Option<(u32, String)>,
-    ) -> std::io::Result<Vec<ListenerFigures>> {
-        let now = listeners::dump()?;
+    ) -> Vec<ListenerFigures> {
         let mut out = Vec::with_capacity(now.len());
         for l in &now {
             let syn_backlog = requests
@@ -101,7 +106,7 @@ impl Listeners {
         }
         self.drops = now.iter().map(|s| (s.cookie, s.drops)).collect();
         out.sort_by_key(|l| (l.port, l.ip_version, l.addr));
-        Ok(out)
+        out
     }
 }
 

@@ -31,9 +31,24 @@ use crate::live::ports::{Groups, SeriesKey};
 pub struct Interval {
     pub total: TcpMetrics,
     pub ports: HashMap<MetricsKey, TcpMetrics>,
+    /// (`--all-namespaces`) each namespace's figures.
+    pub by_netns: HashMap<u32, TcpMetrics>,
 }
 
 impl Interval {
+    /// (`--all-namespaces`) one interval per namespace: its figures and
+    /// its ports.
+    pub fn split(self) -> HashMap<u32, Interval> {
+        let mut out: HashMap<u32, Interval> = HashMap::new();
+        for (netns, total) in self.by_netns {
+            out.entry(netns).or_default().total = total;
+        }
+        for (key, m) in self.ports {
+            out.entry(key.netns).or_default().ports.insert(key, m);
+        }
+        out
+    }
+
     fn add_port(&mut self, mut key: MetricsKey, m: &TcpMetrics) {
         key.epoch = 0;
         self.ports.entry(key).or_default().merge(m);
@@ -90,6 +105,7 @@ pub struct Reader {
     /// What the slot left at the last flip held when it was read.
     left_total: TcpMetrics,
     left_ports: HashMap<MetricsKey, TcpMetrics>,
+    left_ns: HashMap<MetricsKey, TcpMetrics>,
 }
 
 impl Reader {
@@ -100,7 +116,7 @@ impl Reader {
         // is cleared, while nothing adds to it.
         let mut interval = Interval {
             total: probe.metrics_total(old)?.since(&self.left_total),
-            ports: HashMap::new(),
+            ..Interval::default()
         };
         for (key, m) in probe.metrics_ports(old)? {
             let late = match self.left_ports.get(&key) {
@@ -111,6 +127,16 @@ impl Reader {
                 interval.add_port(key, &late);
             }
             probe.remove_metrics_port(&key)?;
+        }
+        for (key, m) in probe.metrics_ns(old)? {
+            let late = match self.left_ns.get(&key) {
+                Some(before) => m.since(before),
+                None => m,
+            };
+            if !late.is_empty() {
+                interval.by_netns.entry(key.netns).or_default().merge(&late);
+            }
+            probe.remove_metrics_ns(&key)?;
         }
         probe.zero_metrics_total(old)?;
         probe.set_control(Control {
@@ -123,6 +149,10 @@ impl Reader {
         self.left_ports = probe.metrics_ports(self.active)?.into_iter().collect();
         for (key, m) in self.left_ports.iter() {
             interval.add_port(*key, m);
+        }
+        self.left_ns = probe.metrics_ns(self.active)?.into_iter().collect();
+        for (key, m) in self.left_ns.iter() {
+            interval.by_netns.entry(key.netns).or_default().merge(m);
         }
         self.active = old;
         Ok(interval)

@@ -37,6 +37,8 @@ pub struct Space {
     pub owner: Owner,
     /// Its port groups' series, when groups are configured.
     ports: Option<PortTracker>,
+    /// Its request sockets by listening address and port, as last read.
+    pub requests: crate::live::listeners::Requests,
     base: Baseline,
     mini_tcp: Counts,
     mini_signature: (i64, u64, i64),
@@ -68,6 +70,8 @@ pub struct Node {
     groups: Groups,
     /// Reused buffer for streamed events (watched ports).
     stream: Vec<netconn_common::StateEvent>,
+    /// The TCP metrics' reader, when their programs are loaded.
+    metrics: Option<crate::live::metrics::Reader>,
     spaces: BTreeMap<u32, Space>,
     /// Namespaces found past [`MAX_NAMESPACES`].
     untracked: BTreeSet<u32>,
@@ -85,8 +89,8 @@ impl Node {
     /// `conns`: also connection records (`--events`, see
     /// [`Node::take_conn_events`]); `groups`: port groups, each namespace's
     /// series apart.
-    pub fn start(groups: Groups, conns: bool) -> Result<Node, TrackerError> {
-        let mut probe = Probe::load(0, true, !groups.is_empty(), conns, false)?;
+    pub fn start(groups: Groups, conns: bool, tcp_metrics: bool) -> Result<Node, TrackerError> {
+        let mut probe = Probe::load(0, true, !groups.is_empty(), conns, tcp_metrics)?;
         if !groups.is_empty() {
             probe.watch_ports(&groups.watched_ports())?;
         }
@@ -94,6 +98,7 @@ impl Node {
             probe,
             groups,
             stream: Vec::new(),
+            metrics: tcp_metrics.then(crate::live::metrics::Reader::default),
             spaces: BTreeMap::new(),
             untracked: BTreeSet::new(),
             resyncs: 0,
@@ -122,6 +127,7 @@ impl Node {
                 ns.inode,
                 Space {
                     ports: (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
+                    requests: Default::default(),
                     owner: ns.owner(),
                     ns,
                     base: Baseline::default(),
@@ -213,6 +219,7 @@ impl Node {
             if let Some(ports) = &mut space.ports {
                 ports.rebuild(&sockets, &events, next, inode);
             }
+            space.requests = crate::live::listeners::requests(&sockets);
             space.base = base;
             space.mini_tcp = base.mini;
             merged.insert(inode);
@@ -399,6 +406,7 @@ impl Node {
         dump.retain(|s| s.kind != SocketKind::Full);
         let space = self.spaces.get_mut(&inode).expect("tracked");
         space.mini_tcp = Counts::from_dump(&dump);
+        space.requests = crate::live::listeners::requests(&dump);
         if let Some(ports) = &mut space.ports {
             ports.set_mini(&dump);
         }
@@ -437,6 +445,28 @@ impl Node {
     pub fn port_series(&mut self, inode: u32) -> Option<Vec<crate::output::figures::PortSeries>> {
         self.drain_stream();
         Some(self.spaces.get(&inode)?.ports.as_ref()?.series(None))
+    }
+
+    /// Each namespace's TCP metrics since the last call (since start, the
+    /// first time); None when started without them.
+    pub fn tcp_metrics(
+        &mut self,
+    ) -> Result<Option<std::collections::HashMap<u32, crate::live::metrics::Interval>>, TrackerError>
+    {
+        match self.metrics.as_mut() {
+            Some(reader) => Ok(Some(reader.next(&mut self.probe)?.split())),
+            None => Ok(None),
+        }
+    }
+
+    /// The process behind one socket (pid, comm), if the programs
+    /// recorded it (`--events`).
+    pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
+        let o = self.probe.owner(cookie)?;
+        Some((
+            o.pid,
+            crate::model::socket::comm(&o.comm).unwrap_or_default(),
+        ))
     }
 
     /// Whether port groups are counted.

@@ -305,11 +305,8 @@ fn watch(
                     Counter::Ebpf(t) if args.events => t.owner_of(cookie),
                     _ => None,
                 };
-                r.listeners = Some(
-                    listeners
-                        .figures(&r.requests, interval.as_ref(), owner)
-                        .map_err(CmdError::Dump)?,
-                );
+                let now = crate::tables::listeners::dump().map_err(CmdError::Dump)?;
+                r.listeners = Some(listeners.figures(now, &r.requests, interval.as_ref(), owner));
                 let verify = if args.verify {
                     Some(super::dump_counts()?)
                 } else {

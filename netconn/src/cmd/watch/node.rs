@@ -28,6 +28,8 @@ struct Reading {
     verify: Option<Counts>,
     /// Its port groups' series (with groups).
     ports: Option<Vec<crate::output::figures::PortSeries>>,
+    /// Its request sockets by listening address and port.
+    requests: crate::live::listeners::Requests,
 }
 
 /// What the thread of `--events` learns of the namespaces.
@@ -98,7 +100,7 @@ pub(super) fn watch(
     let mut counting = if args.poll {
         Counting::Poll
     } else {
-        match Node::start(groups.clone(), args.events) {
+        match Node::start(groups.clone(), args.events, !args.no_tcp_metrics) {
             Ok(n) => Counting::Ebpf(Box::new(n)),
             Err(e) => {
                 log.line(format!(
@@ -113,6 +115,12 @@ pub(super) fn watch(
     let thresholds = config.conntrack;
     // One conntrack monitor per namespace, made and read inside it.
     let mut conntrack: std::collections::HashMap<u32, Monitor> = Default::default();
+    // Each namespace's listen-queue counters and listeners, read inside it.
+    let mut listen: std::collections::HashMap<u32, crate::live::metrics::Listen> =
+        Default::default();
+    let mut listeners: std::collections::HashMap<u32, crate::live::listeners::Listeners> =
+        Default::default();
+    let top_ports = config.top_ports;
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -200,6 +208,10 @@ pub(super) fn watch(
                 }
                 let time = host::now_rfc3339();
                 let (readings, changes) = read(&mut counting, &groups, args.verify, first)?;
+                let mut intervals = match &mut counting {
+                    Counting::Ebpf(n) => n.tcp_metrics()?,
+                    Counting::Poll => None,
+                };
                 first = false;
                 for change in changes {
                     if events_on {
@@ -281,12 +293,48 @@ pub(super) fn watch(
                         events_on,
                     );
                     record.ports = r.ports.as_deref();
+                    let file = r.ns.open();
+                    // Its TCP metrics and listeners, the namespace's own
+                    // files and sockets read from inside it.
+                    let interval = intervals
+                        .as_mut()
+                        .map(|m| m.remove(&r.netns).unwrap_or_default());
+                    let figures = match (&file, args.no_tcp_metrics) {
+                        (Some(file), false) => {
+                            if !listen.contains_key(&r.netns)
+                                && let Ok(Ok(l)) = run_in(file, crate::live::metrics::Listen::start)
+                            {
+                                listen.insert(r.netns, l);
+                            }
+                            listen.get_mut(&r.netns).and_then(|l| {
+                                run_in(file, || {
+                                    crate::live::metrics::figures(interval.as_ref(), l, top_ports)
+                                })
+                                .ok()?
+                                .ok()
+                            })
+                        }
+                        _ => None,
+                    };
+                    record.tcp_metrics = figures.as_ref();
+                    let now = file
+                        .as_ref()
+                        .and_then(|f| run_in(f, crate::tables::listeners::dump).ok()?.ok());
+                    let listening = now.map(|now| {
+                        let l = listeners
+                            .entry(r.netns)
+                            .or_insert_with(|| crate::live::listeners::Listeners::from(&now));
+                        l.figures(now, &r.requests, interval.as_ref(), |c| {
+                            node.and_then(|n| n.owner_of(c))
+                        })
+                    });
+                    record.listeners = listening.as_deref();
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
                     }
                     // Its conntrack table, read from inside it (the
                     // /proc/sys files are the reader's namespace's).
-                    let Some(file) = r.ns.open() else { continue };
+                    let Some(file) = file else { continue };
                     let monitor = conntrack.entry(r.netns).or_insert_with(|| {
                         run_in(&file, || Monitor::new(false, thresholds))
                             .unwrap_or_else(|_| Monitor::new(false, thresholds))
@@ -300,6 +348,8 @@ pub(super) fn watch(
                     }
                 }
                 conntrack.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                listen.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                listeners.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 let host_record = HostRecord {
                     kind: "host",
                     time: &time,
@@ -461,6 +511,7 @@ fn read(
                         None
                     },
                     ports,
+                    requests: space.requests.clone(),
                 });
             }
             Ok((readings, changes))
@@ -482,6 +533,7 @@ fn read(
                     verify: verify.then_some(counts),
                     counts,
                     ports,
+                    requests: crate::live::listeners::requests(&sockets),
                 });
             }
             Ok((readings, Vec::new()))
