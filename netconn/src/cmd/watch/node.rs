@@ -32,6 +32,15 @@ struct Reading {
     requests: crate::live::listeners::Requests,
 }
 
+/// What is kept of a namespace between visits to it: its conntrack
+/// monitor, listen-queue counters and listeners' drop counters.
+#[derive(Default)]
+struct Inside {
+    conntrack: Option<Monitor>,
+    listen: Option<crate::live::metrics::Listen>,
+    listeners: Option<crate::live::listeners::Listeners>,
+}
+
 /// What the thread of `--events` learns of the namespaces.
 enum News {
     /// A namespace to read directions by, with its owner.
@@ -113,13 +122,8 @@ pub(super) fn watch(
     };
     let tags = config.tags;
     let thresholds = config.conntrack;
-    // One conntrack monitor per namespace, made and read inside it.
-    let mut conntrack: std::collections::HashMap<u32, Monitor> = Default::default();
-    // Each namespace's listen-queue counters and listeners, read inside it.
-    let mut listen: std::collections::HashMap<u32, crate::live::metrics::Listen> =
-        Default::default();
-    let mut listeners: std::collections::HashMap<u32, crate::live::listeners::Listeners> =
-        Default::default();
+    // What is kept of each namespace between visits (see Inside).
+    let mut inside: std::collections::HashMap<u32, Inside> = Default::default();
     let top_ports = config.top_ports;
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
@@ -293,37 +297,43 @@ pub(super) fn watch(
                         events_on,
                     );
                     record.ports = r.ports.as_deref();
-                    let file = r.ns.open();
-                    // Its TCP metrics and listeners, the namespace's own
-                    // files and sockets read from inside it.
+                    // What only a thread inside the namespace can read:
+                    // its netstat counters, listening sockets and conntrack
+                    // table, in one visit.
                     let interval = intervals
                         .as_mut()
                         .map(|m| m.remove(&r.netns).unwrap_or_default());
-                    let figures = match (&file, args.no_tcp_metrics) {
-                        (Some(file), false) => {
-                            if !listen.contains_key(&r.netns)
-                                && let Ok(Ok(l)) = run_in(file, crate::live::metrics::Listen::start)
-                            {
-                                listen.insert(r.netns, l);
-                            }
-                            listen.get_mut(&r.netns).and_then(|l| {
-                                run_in(file, || {
+                    let state = inside.entry(r.netns).or_default();
+                    let visit = r.ns.open().and_then(|file| {
+                        run_in(&file, || {
+                            let monitor = state
+                                .conntrack
+                                .get_or_insert_with(|| Monitor::new(false, thresholds));
+                            let figures = if args.no_tcp_metrics {
+                                None
+                            } else {
+                                if state.listen.is_none() {
+                                    state.listen = crate::live::metrics::Listen::start().ok();
+                                }
+                                state.listen.as_mut().and_then(|l| {
                                     crate::live::metrics::figures(interval.as_ref(), l, top_ports)
+                                        .ok()
                                 })
-                                .ok()?
-                                .ok()
-                            })
-                        }
-                        _ => None,
+                            };
+                            let listening = crate::tables::listeners::dump().ok();
+                            (figures, listening, monitor.read(&host, r.netns, &time))
+                        })
+                        .ok()
+                    });
+                    let (figures, now, ct) = match visit {
+                        Some((f, l, c)) => (f, l, Some(c)),
+                        None => (None, None, None),
                     };
                     record.tcp_metrics = figures.as_ref();
-                    let now = file
-                        .as_ref()
-                        .and_then(|f| run_in(f, crate::tables::listeners::dump).ok()?.ok());
                     let listening = now.map(|now| {
-                        let l = listeners
-                            .entry(r.netns)
-                            .or_insert_with(|| crate::live::listeners::Listeners::from(&now));
+                        let l = state
+                            .listeners
+                            .get_or_insert_with(|| crate::live::listeners::Listeners::from(&now));
                         l.figures(now, &r.requests, interval.as_ref(), |c| {
                             node.and_then(|n| n.owner_of(c))
                         })
@@ -332,14 +342,7 @@ pub(super) fn watch(
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
                     }
-                    // Its conntrack table, read from inside it (the
-                    // /proc/sys files are the reader's namespace's).
-                    let Some(file) = file else { continue };
-                    let monitor = conntrack.entry(r.netns).or_insert_with(|| {
-                        run_in(&file, || Monitor::new(false, thresholds))
-                            .unwrap_or_else(|_| Monitor::new(false, thresholds))
-                    });
-                    if let Ok(ct) = run_in(&file, || monitor.read(&host, r.netns, &time)) {
+                    if let Some(ct) = ct {
                         let closed = out.send(&ct.record) == Flow::Closed
                             || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed);
                         if closed {
@@ -347,9 +350,7 @@ pub(super) fn watch(
                         }
                     }
                 }
-                conntrack.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
-                listen.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
-                listeners.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 let host_record = HostRecord {
                     kind: "host",
                     time: &time,
