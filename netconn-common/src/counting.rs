@@ -146,6 +146,12 @@ pub const MAP_NS_TRANSITIONS: &str = "NS_TRANSITIONS";
 pub const MAP_NEW_NETNS: &str = "NEW_NETNS";
 /// Entries of [`MAP_NEW_NETNS`].
 pub const NEW_NETNS_SLOTS: u32 = 256;
+/// Hash of namespace cookie -> inode (`--all-namespaces`), written by
+/// userspace for every namespace it adopts: the sock_ops program can
+/// read a socket's namespace cookie with one helper call, its inode only
+/// through the kernel socket (three).
+pub const MAP_NETNS_OF_COOKIE: &str = "NETNS_OF_COOKIE";
+
 /// Namespaces `watch --all-namespaces` tracks at most.
 pub const MAX_NAMESPACES: u32 = 512;
 

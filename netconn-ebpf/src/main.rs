@@ -134,6 +134,10 @@ static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 static NS_TRANSITIONS: PerCpuHashMap<NsKey, NsCounts> =
     PerCpuHashMap::with_max_entries(2 * MAX_NAMESPACES, BPF_F_NO_PREALLOC);
 
+/// Namespace cookie -> inode of the adopted namespaces.
+#[map]
+static NETNS_OF_COOKIE: HashMap<u64, u32> = HashMap::with_max_entries(MAX_NAMESPACES, 0);
+
 /// Namespaces events came from that have no matrix yet.
 #[map]
 static NEW_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(NEW_NETNS_SLOTS, 0);

@@ -21,6 +21,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{
         BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_TCP_CONNECT_CB,
@@ -215,19 +216,18 @@ fn ops_key(ctx: &SockOpsContext) -> MetricsKey {
 }
 
 /// The namespace of a sock_ops callback's socket (only with every
-/// namespace counted apart): read from the kernel socket under the
-/// context's `sk`.
+/// namespace counted apart): its cookie, one helper call, turned into the
+/// inode by the table userspace keeps; 0 for a namespace not adopted yet.
 #[inline(always)]
 fn ops_netns(ctx: &SockOpsContext) -> u32 {
     if !per_namespace() {
         return 0;
     }
-    // SAFETY: the context's own field.
-    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk } as u64;
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    probe::<u64>(crate::udp::launder(sk), offsets.skc_net)
-        .and_then(|net| probe::<u32>(net, offsets.net_inum))
+    // SAFETY: the sock_ops context is accepted by the helper.
+    let cookie = unsafe { aya_ebpf::helpers::bpf_get_netns_cookie(ctx.as_ptr()) };
+    // SAFETY: a value of this map, copied out at once.
+    unsafe { crate::NETNS_OF_COOKIE.get(&cookie) }
+        .copied()
         .unwrap_or(0)
 }
 

@@ -64,7 +64,7 @@ static SCRATCH: aya_ebpf::maps::PerCpuArray<u64> =
 /// arithmetic on a socket pointer, even with a constant, but lets a root
 /// program store a pointer in a map and read it back as a scalar.
 #[inline(always)]
-pub fn launder(sk: u64) -> u64 {
+fn launder(sk: u64) -> u64 {
     match SCRATCH.get_ptr_mut(0) {
         Some(slot) => unsafe {
             // SAFETY: a per-CPU value; volatile so the round trip stays.

@@ -230,6 +230,7 @@ pub struct Probe {
     /// (`--all-namespaces`).
     ns_transitions: PerCpuHashMap<MapData, NsKey, NsCounts>,
     new_netns: HashMap<MapData, u32, u32>,
+    netns_of_cookie: HashMap<MapData, u64, u32>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
     current: Control,
@@ -289,6 +290,7 @@ impl Probe {
             loader.map_max_entries(MAP_NS_TRANSITIONS, 1);
             loader.map_max_entries(MAP_NEW_NETNS, 1);
             loader.map_max_entries(netconn_common::MAP_METRICS_NS, 1);
+            loader.map_max_entries(netconn_common::MAP_NETNS_OF_COOKIE, 1);
         }
         if !watch_conns {
             // Unused without --events: the smallest each can be, so that
@@ -344,6 +346,8 @@ impl Probe {
         let metrics_ports = PerCpuHashMap::try_from(take(MAP_METRICS_PORTS)?)
             .map_err(map_error(MAP_METRICS_PORTS))?;
         let owners = HashMap::try_from(take(MAP_OWNERS)?).map_err(map_error(MAP_OWNERS))?;
+        let netns_of_cookie = HashMap::try_from(take(netconn_common::MAP_NETNS_OF_COOKIE)?)
+            .map_err(map_error(netconn_common::MAP_NETNS_OF_COOKIE))?;
         let metrics_ns = PerCpuHashMap::try_from(take(netconn_common::MAP_METRICS_NS)?)
             .map_err(map_error(netconn_common::MAP_METRICS_NS))?;
         let ns_transitions = PerCpuHashMap::try_from(take(MAP_NS_TRANSITIONS)?)
@@ -380,6 +384,7 @@ impl Probe {
             owners,
             ns_transitions,
             new_netns,
+            netns_of_cookie,
             primary_fd,
             current: Control::default(),
             _ebpf: ebpf,
@@ -499,8 +504,15 @@ impl Probe {
     /// Gives namespace `netns` its matrices (`--all-namespaces`): the
     /// programs count its events from now on. False when
     /// [`netconn_common::MAX_NAMESPACES`] are tracked already.
-    pub fn adopt(&mut self, netns: u32) -> Result<bool, ProbeError> {
+    /// `cookie`: the namespace's cookie (`SO_NETNS_COOKIE`), for the
+    /// programs that can read only that.
+    pub fn adopt(&mut self, netns: u32, cookie: Option<u64>) -> Result<bool, ProbeError> {
         const BPF_NOEXIST: u64 = 1;
+        if let Some(cookie) = cookie {
+            self.netns_of_cookie
+                .insert(cookie, netns, 0)
+                .map_err(map_error(netconn_common::MAP_NETNS_OF_COOKIE))?;
+        }
         for parity in [0, 1] {
             let key = NsKey { netns, parity };
             match self
@@ -524,6 +536,16 @@ impl Probe {
 
     /// Drops namespace `netns`'s matrices (it is gone).
     pub fn forget(&mut self, netns: u32) {
+        let cookies: Vec<u64> = self
+            .netns_of_cookie
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, n)| *n == netns)
+            .map(|(c, _)| c)
+            .collect();
+        for c in cookies {
+            let _ = self.netns_of_cookie.remove(&c);
+        }
         for parity in [0, 1] {
             let _ = self.ns_transitions.remove(&NsKey { netns, parity });
         }

@@ -118,7 +118,13 @@ impl Node {
             if self.spaces.contains_key(&ns.inode) || self.untracked.contains(&ns.inode) {
                 continue;
             }
-            if self.spaces.len() >= MAX_NAMESPACES as usize || !self.probe.adopt(ns.inode)? {
+            // Its cookie, from a socket opened inside it.
+            let cookie = ns
+                .open()
+                .and_then(|f| run_in(&f, crate::ebpf::cgroup::netns_cookie).ok()?.ok());
+            if self.spaces.len() >= MAX_NAMESPACES as usize
+                || !self.probe.adopt(ns.inode, cookie)?
+            {
                 self.untracked.insert(ns.inode);
                 continue;
             }
