@@ -574,25 +574,14 @@ fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
     // Every netconn program (kernel names are cut at 15 bytes): the two on
     // the state tracepoint and the UDP lifecycle programs, which TCP
     // sockets pass too (create, connect, release).
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()?;
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let mut costs = Vec::new();
-    for v in all.as_array().into_iter().flatten() {
-        let Some(name) = v["name"].as_str().filter(|n| n.starts_with("netconn_")) else {
-            continue;
-        };
-        let (t, n) = (v["run_time_ns"].as_f64(), v["run_cnt"].as_f64());
-        if let (Some(t), Some(n)) = (t, n) {
-            costs.push(ProgramCost {
-                name: name.to_owned(),
-                ns_per_run: t / n.max(1.0),
-                ns_per_connection: t / connections,
-            });
-        }
-    }
-    costs.sort_by(|a, b| a.name.cmp(&b.name));
+    let costs: Vec<ProgramCost> = crate::lab::program_run_times()?
+        .into_iter()
+        .map(|(name, t, n)| ProgramCost {
+            name,
+            ns_per_run: t / n.max(1.0),
+            ns_per_connection: t / connections,
+        })
+        .collect();
     drop(watch);
     std::fs::write(sysctl, before.trim())?;
     let _ = std::fs::remove_file(&file);

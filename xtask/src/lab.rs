@@ -68,3 +68,25 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("no VmRSS")
 }
+
+/// Every netconn program's kernel run time and run count so far (with
+/// `kernel.bpf_stats_enabled`), by name (cut at 15 bytes by the kernel),
+/// sorted: the two on the state tracepoint, the UDP lifecycle programs
+/// (which TCP sockets pass too), the metrics' and connection records'.
+pub fn program_run_times() -> Result<Vec<(String, f64, f64)>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()?;
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut out = Vec::new();
+    for v in all.as_array().into_iter().flatten() {
+        let Some(name) = v["name"].as_str().filter(|n| n.starts_with("netconn_")) else {
+            continue;
+        };
+        if let (Some(t), Some(n)) = (v["run_time_ns"].as_f64(), v["run_cnt"].as_f64()) {
+            out.push((name.to_owned(), t, n));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}

@@ -49,23 +49,26 @@ fn counting_cost(paths: &Paths, all: bool, metrics: bool) -> Result<Vec<(String,
         .output()?;
     let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let connections = churn["connections"].as_f64().unwrap_or(0.0).max(1.0);
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()?;
-    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let mut costs = Vec::new();
-    for v in progs.as_array().into_iter().flatten() {
-        let Some(name) = v["name"].as_str().filter(|n| n.starts_with("netconn_")) else {
-            continue;
-        };
-        if let Some(t) = v["run_time_ns"].as_f64() {
-            costs.push((name.to_owned(), t / connections));
-        }
-    }
+    let costs = crate::lab::program_run_times()?
+        .into_iter()
+        .map(|(name, t, _)| (name, t / connections))
+        .collect();
     drop(watch);
     std::fs::write(sysctl, before.trim())?;
-    costs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(costs)
+}
+
+/// Resident memory of a `watch --all-namespaces` half a second after its
+/// first record.
+fn daemon_rss(paths: &Paths) -> Result<u64> {
+    let watch = start(Command::new(&paths.netconn).args([
+        "watch",
+        "--all-namespaces",
+        "--interval",
+        "1h",
+    ]))?;
+    std::thread::sleep(Duration::from_millis(500));
+    rss_kib(watch.0.id())
 }
 
 /// Starts a watch and waits for its first record; the rest of its output
@@ -150,16 +153,7 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     let (single_metrics, all_metrics) = (medians(&single_metrics), medians(&all_metrics));
 
     // 2. Memory with the host's namespace only, then at scale.
-    let rss_base_kib = {
-        let watch = start(Command::new(&paths.netconn).args([
-            "watch",
-            "--all-namespaces",
-            "--interval",
-            "1h",
-        ]))?;
-        std::thread::sleep(Duration::from_millis(500));
-        rss_kib(watch.0.id())?
-    };
+    let rss_base_kib = daemon_rss(paths)?;
     let mut spaces = Vec::new();
     let mut holders = Vec::new();
     for i in 0..NAMESPACES {
@@ -200,16 +194,7 @@ pub fn run(paths: &Paths) -> Result<Result_> {
         }
         ss_runs.push(started.elapsed().as_secs_f64());
     }
-    let rss = {
-        let watch = start(Command::new(&paths.netconn).args([
-            "watch",
-            "--all-namespaces",
-            "--interval",
-            "1h",
-        ]))?;
-        std::thread::sleep(Duration::from_millis(500));
-        rss_kib(watch.0.id())?
-    };
+    let rss = daemon_rss(paths)?;
     drop(holders);
     drop(spaces);
     Ok(Result_ {

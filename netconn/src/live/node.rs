@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::Duration;
 
-use netconn_common::{Control, MAX_NAMESPACES};
+use netconn_common::MAX_NAMESPACES;
 
 use crate::ebpf::{Losses, Probe};
 use crate::live::ports::{Groups, PortTracker};
-use crate::live::tracker::{TrackerError, quiesce};
+use crate::live::tracker::{TrackerError, journal_window};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, merge};
 use crate::model::socket::{DumpedSocket, SocketKind};
@@ -183,24 +183,12 @@ impl Node {
             .collect();
         let (dumped, events) = std::thread::scope(|scope| {
             let drainer = scope.spawn(|| journal.drain_until(&stop));
-            let dumped = (|| {
-                let control = |epoch, journal| Control {
-                    epoch,
-                    journal,
-                    ..current
-                };
-                self.probe.set_control(control(epoch, 1))?;
-                quiesce();
-                self.probe.set_control(control(next, 1))?;
-                quiesce();
-                let dumps: Vec<(u32, Option<Vec<DumpedSocket>>)> = targets
+            let dumped = journal_window(&mut self.probe, epoch, next, || {
+                targets
                     .iter()
                     .map(|(inode, file)| (*inode, file.as_ref().and_then(dump_in)))
-                    .collect();
-                self.probe.set_control(control(next, 0))?;
-                quiesce();
-                Ok::<_, TrackerError>(dumps)
-            })();
+                    .collect::<Vec<(u32, Option<Vec<DumpedSocket>>)>>()
+            });
             stop.store(true, Ordering::Release);
             (dumped, drainer.join().expect("journal drain thread"))
         });

@@ -37,6 +37,32 @@ pub(crate) fn quiesce() {
     let synced = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) } == 0;
     sleep(if synced { STORE_MARGIN } else { GRACE });
 }
+/// The control-word changes around a dump (steps 1 to 4 of the rule in
+/// [`crate::model::merge`]): journal on, the new epoch, `dump`, journal
+/// off, each change given time to reach every program run.
+pub(crate) fn journal_window<T>(
+    probe: &mut Probe,
+    epoch: u8,
+    next: u8,
+    dump: impl FnOnce() -> T,
+) -> Result<T, ProbeError> {
+    let current = probe.control();
+    let control = |epoch, journal| Control {
+        epoch,
+        journal,
+        ..current
+    };
+    probe.set_control(control(epoch, 1))?;
+    quiesce();
+    probe.set_control(control(next, 1))?;
+    quiesce();
+    let dumped = dump();
+    probe.set_control(control(next, 0))?;
+    // Programs that read the old word finish and submit their events.
+    quiesce();
+    Ok(dumped)
+}
+
 /// Attempts at a resync whose journal lost events before giving up.
 const RESYNC_ATTEMPTS: u32 = 3;
 
@@ -378,26 +404,15 @@ impl Tracker {
 
     /// The control-word changes around the dump; returns the dump.
     fn journal_window(&mut self, epoch: u8, next: u8) -> Result<Vec<DumpedSocket>, TrackerError> {
-        let current = self.probe.control();
-        let control = |epoch, journal| Control {
-            epoch,
-            journal,
-            ..current
-        };
-        self.probe.set_control(control(epoch, 1))?;
-        quiesce();
-        self.probe.set_control(control(next, 1))?;
-        quiesce();
-        // sock_diag, not /proc/net: the merge needs the cookies.
-        let mut dump = Vec::new();
-        let dumped = ConnType::ALL
-            .into_iter()
-            .try_for_each(|ct| sockdiag::dump(ct, &mut dump))
-            .map_err(TrackerError::Dump);
-        self.probe.set_control(control(next, 0))?;
-        // Programs that read the old word finish and submit their events.
-        quiesce();
-        dumped.map(|()| dump)
+        journal_window(&mut self.probe, epoch, next, || {
+            // sock_diag, not /proc/net: the merge needs the cookies.
+            let mut dump = Vec::new();
+            ConnType::ALL
+                .into_iter()
+                .try_for_each(|ct| sockdiag::dump(ct, &mut dump))
+                .map_err(TrackerError::Dump)
+                .map(|()| dump)
+        })?
     }
 
     /// Current counts: full TCP sockets and UDP sockets live from the
