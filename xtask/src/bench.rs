@@ -548,8 +548,10 @@ struct ProgramCost {
 }
 
 /// Kernel time per run of each netconn program, from the kernel's own
-/// BPF statistics (kernel.bpf_stats_enabled), over one churn run. Exact
-/// where wall-clock rates on a shared machine are noisy.
+/// BPF statistics (kernel.bpf_stats_enabled), over one churn run, with
+/// bpftrace's count-only program attached to the same tracepoint in the
+/// same run (the last entry, named `bpftrace`). Exact where wall-clock
+/// rates on a shared machine are noisy.
 fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
@@ -565,27 +567,59 @@ fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
     while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let loaded = crate::lab::program_ids()?;
+    let bpftrace = bpftrace_count_only()?;
     let out = ns
         .cmd(&paths.churn)
         .args(["churn", "--threads", "4", "--seconds", "5"])
         .output()?;
     let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let connections = churn["connections"].as_f64().unwrap_or(0.0).max(1.0);
+    let cost = |(name, t, n): (String, f64, f64)| ProgramCost {
+        name,
+        ns_per_run: t / n.max(1.0),
+        ns_per_connection: t / connections,
+    };
     // Every netconn program (kernel names are cut at 15 bytes): the two on
     // the state tracepoint and the UDP lifecycle programs, which TCP
     // sockets pass too (create, connect, release).
-    let costs: Vec<ProgramCost> = crate::lab::program_run_times()?
+    let mut costs: Vec<ProgramCost> = crate::lab::program_run_times()?
         .into_iter()
-        .map(|(name, t, n)| ProgramCost {
-            name,
-            ns_per_run: t / n.max(1.0),
-            ns_per_connection: t / connections,
-        })
+        .map(cost)
         .collect();
+    // bpftrace's, added up (it may load helper programs besides the probe).
+    let theirs = crate::lab::run_times_since(&loaded)?;
+    let (t, n) = theirs
+        .iter()
+        .fold((0.0, 0.0), |(t, n), p| (t + p.1, n + p.2));
+    costs.push(cost(("bpftrace".into(), t, n)));
+    drop(bpftrace);
     drop(watch);
     std::fs::write(sysctl, before.trim())?;
     let _ = std::fs::remove_file(&file);
     Ok(costs)
+}
+
+/// bpftrace's count-only program on the state tracepoint, attached.
+fn bpftrace_count_only() -> Result<Guard> {
+    let mut child = Command::new("bpftrace")
+        .args([
+            "-e",
+            "tracepoint:sock:inet_sock_set_state { @[args->newstate] = count(); }",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("bpftrace")?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let guard = Guard(child);
+    if !first.starts_with("Attaching") {
+        bail!("bpftrace did not attach: {first:?}");
+    }
+    // Its output is a map printed at exit; nothing to read meanwhile.
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(guard)
 }
 
 struct Report {
@@ -663,26 +697,51 @@ fn render(r: &Report) -> String {
 
     let _ = writeln!(
         s,
-        "The hypervisor took up to {steal:.1} % of the CPU (steal) during a churn run; churn is CPU-bound, so each run's rate is divided by the share of CPU it got (raw medians in the last column).\n\nKernel time of each netconn program (`kernel.bpf_stats_enabled`, median of three 5 s churns; names as the kernel cuts them): per run, and per connection the churn made (every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once):\n"
+        "The hypervisor took up to {steal:.1} % of the CPU (steal) during a churn run; churn is CPU-bound, so each run's rate is divided by the share of CPU it got (raw medians in the last column).\n\nKernel time of each program, side by side with bpftrace's count-only `tracepoint:sock:inet_sock_set_state {{ @[args->newstate] = count(); }}` attached to the same tracepoint in the same runs (`kernel.bpf_stats_enabled`, median of three 5 s churns; names as the kernel cuts them): per run, runs per connection, and per connection the churn made (every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once):\n\n| program | ns per run | runs per connection | ns per connection |\n| --- | ---: | ---: | ---: |"
     );
-    let mut per_connection = 0.0;
-    for p in program_ns {
+    let (ours, bpftrace): (Vec<&ProgramCost>, Vec<&ProgramCost>) =
+        program_ns.iter().partition(|p| p.name != "bpftrace");
+    let row = |s: &mut String, p: &ProgramCost| {
+        let runs = if p.ns_per_run > 0.0 {
+            p.ns_per_connection / p.ns_per_run
+        } else {
+            0.0
+        };
         let _ = writeln!(
             s,
-            "- `{}`: {:.0} ns per run, {:.0} ns per connection",
+            "| `{}` | {:.0} | {runs:.1} | {:.0} |",
             p.name, p.ns_per_run, p.ns_per_connection
         );
+    };
+    let mut per_connection = 0.0;
+    for p in &ours {
+        row(&mut s, p);
         per_connection += p.ns_per_connection;
+    }
+    let metrics_only: f64 = ours
+        .iter()
+        .filter(|p| {
+            p.name.contains("tcp_ops") || p.name.contains("synack") || p.name.contains("rst_")
+        })
+        .map(|p| p.ns_per_connection)
+        .sum();
+    let _ = writeln!(s, "| **netconn, all** | | | **{per_connection:.0}** |");
+    let floor = bpftrace.first().map_or(f64::NAN, |p| p.ns_per_connection);
+    for p in &bpftrace {
+        row(&mut s, p);
     }
     let _ = writeln!(
         s,
-        "\nAll together: **{per_connection:.0} ns of kernel time per connection** (10 state events each)."
+        "\nAll together: **{per_connection:.0} ns of kernel time per connection** (10 state events each): **{:.2}x bpftrace count-only** ({floor:.0} ns) in the same runs; {:.2}x without the TCP metrics' programs ({:.0} ns).",
+        per_connection / floor,
+        (per_connection - metrics_only) / floor,
+        per_connection - metrics_only,
     );
     // What that costs a CPU-bound churn: the CPU time one connection takes
     // without netconn, on all CPUs together.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cpu_ns = cpus * 1e9 / base;
-    let metrics_ns: f64 = program_ns
+    let metrics_ns: f64 = ours
         .iter()
         .filter(|p| p.name.contains("tcp_ops"))
         .map(|p| p.ns_per_connection)

@@ -74,13 +74,48 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 /// sorted: the two on the state tracepoint, the UDP lifecycle programs
 /// (which TCP sockets pass too), the metrics' and connection records'.
 pub fn program_run_times() -> Result<Vec<(String, f64, f64)>> {
+    run_times(|v| {
+        v["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("netconn_"))
+    })
+}
+
+/// The ids of every loaded program (to tell which ones a tool loads).
+pub fn program_ids() -> Result<std::collections::BTreeSet<u64>> {
+    let mut ids = std::collections::BTreeSet::new();
+    run_times(|v| {
+        if let Some(id) = v["id"].as_u64() {
+            ids.insert(id);
+        }
+        false
+    })?;
+    Ok(ids)
+}
+
+/// The same for the programs whose ids are not in `before` and not
+/// netconn's (what a tool started since then loaded: bpftrace's).
+pub fn run_times_since(
+    before: &std::collections::BTreeSet<u64>,
+) -> Result<Vec<(String, f64, f64)>> {
+    run_times(|v| {
+        v["id"].as_u64().is_some_and(|id| !before.contains(&id))
+            && !v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("netconn_"))
+    })
+}
+
+fn run_times(
+    mut wanted: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<Vec<(String, f64, f64)>> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()?;
     let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let mut out = Vec::new();
-    for v in all.as_array().into_iter().flatten() {
-        let Some(name) = v["name"].as_str().filter(|n| n.starts_with("netconn_")) else {
+    for v in all.as_array().into_iter().flatten().filter(|v| wanted(v)) {
+        let Some(name) = v["name"].as_str() else {
             continue;
         };
         if let (Some(t), Some(n)) = (v["run_time_ns"].as_f64(), v["run_cnt"].as_f64()) {
