@@ -655,3 +655,83 @@ fn all_namespaces_tcp_metrics_per_namespace() {
         assert_eq!(get(ii, k), 0, "idle namespace {k}: {sum:?}");
     }
 }
+
+/// A namespace that dies gives its inode to the next one made; the new
+/// one is a new namespace (gone, then new, counted from its own
+/// snapshot), not the old one's counts carried on.
+#[test]
+fn a_reused_inode_is_a_new_namespace() {
+    use std::net::TcpStream;
+    // Long enough that the old namespace dies and the new one is made
+    // between two scans (right after a record), so that the daemon never
+    // sees the inode missing.
+    let mut cmd = netconn(&["watch", "-A", "-i", "3s"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let hold = |ns: &Netns, n: usize| {
+        let w = ns.worker();
+        let held = w.exec(move || {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let c: Vec<TcpStream> = (0..n)
+                .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
+                .collect();
+            let a: Vec<TcpStream> = (0..n).map(|_| l.accept().unwrap().0).collect();
+            (l, c, a)
+        });
+        (w, held)
+    };
+    // Until the kernel hands a dead namespace's inode to the next one.
+    for _ in 0..30 {
+        let old = Netns::new();
+        let old_inode = inode_of(&old);
+        let (w, held) = hold(&old, 3);
+        // Counted first.
+        for _ in 0..10 {
+            let (round, _) = watch.next_round(Duration::from_secs(30));
+            if round
+                .iter()
+                .any(|r| r["type"] == "counts" && r["netns"] == old_inode)
+            {
+                break;
+            }
+        }
+        drop((held, w));
+        drop(old);
+        // The kernel frees a namespace's inode in its cleanup work, a
+        // moment after the last reference goes.
+        std::thread::sleep(Duration::from_millis(300));
+        let new = Netns::new();
+        if inode_of(&new) != old_inode {
+            continue;
+        }
+        let (w, held) = hold(&new, 1);
+        let mut news = Vec::new();
+        let mut last = None;
+        for _ in 0..20 {
+            let (round, _) = watch.next_round(Duration::from_secs(30));
+            news.extend(
+                round
+                    .iter()
+                    .filter(|r| r["type"] == "netns" && r["netns"] == old_inode)
+                    .cloned(),
+            );
+            last = round
+                .into_iter()
+                .find(|r| r["type"] == "counts" && r["netns"] == old_inode);
+            let renamed = last
+                .as_ref()
+                .is_some_and(|r| r["owner"]["netns_name"] == new.name.as_str());
+            if renamed && last.as_ref().is_some_and(|r| table_of(r) == truth(&new)) {
+                break;
+            }
+        }
+        let events: Vec<&Value> = news.iter().map(|r| &r["event"]).collect();
+        assert_eq!(events, ["gone", "new"], "{news:?}");
+        assert_eq!(news[1]["owner"]["netns_name"], new.name.as_str());
+        let last = last.expect("the new namespace is counted");
+        assert_eq!(table_of(&last), truth(&new), "{last}");
+        drop((held, w));
+        return;
+    }
+    panic!("the kernel never reused an inode in 30 tries");
+}

@@ -39,6 +39,9 @@ pub struct Space {
     ports: Option<PortTracker>,
     /// Its request sockets by listening address and port, as last read.
     pub requests: crate::live::listeners::Requests,
+    /// Its cookie (`SO_NETNS_COOKIE`), never reused where inodes are: a
+    /// namespace that dies gives its inode to the next one made.
+    cookie: Option<u64>,
     base: Baseline,
     mini_tcp: Counts,
     mini_signature: (i64, u64, i64),
@@ -119,9 +122,7 @@ impl Node {
                 continue;
             }
             // Its cookie, from a socket opened inside it.
-            let cookie = ns
-                .open()
-                .and_then(|f| run_in(&f, crate::ebpf::cgroup::netns_cookie).ok()?.ok());
+            let cookie = cookie_of(&ns);
             if self.spaces.len() >= MAX_NAMESPACES as usize
                 || !self.probe.adopt(ns.inode, cookie)?
             {
@@ -134,6 +135,7 @@ impl Node {
                 Space {
                     ports: (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
                     requests: Default::default(),
+                    cookie,
                     owner: ns.owner(),
                     ns,
                     base: Baseline::default(),
@@ -289,15 +291,29 @@ impl Node {
             changes.push(Change::Gone(Box::new((space, last))));
         }
         self.untracked.retain(|i| found.contains_key(i));
+        let mut replaced = Vec::new();
         for (inode, ns) in &found {
             if let Some(space) = self.spaces.get_mut(inode)
                 && (space.ns.pids != ns.pids || space.ns.names != ns.names)
             {
-                // A container's process often joins its namespace after the
-                // namespace was made (CNI): name the owner again.
+                // Other processes or names: the same namespace joined by
+                // others (a container's process often joins after CNI made
+                // it), or a new one that got a dead one's inode.
+                let cookie = cookie_of(ns);
+                if cookie.is_some() && space.cookie.is_some() && cookie != space.cookie {
+                    replaced.push(*inode);
+                    continue;
+                }
                 space.ns = ns.clone();
                 space.owner = ns.owner();
             }
+        }
+        for inode in replaced {
+            // The old one is gone; the new one is adopted below.
+            let last = self.counts(inode)?;
+            self.probe.forget(inode);
+            let space = self.spaces.remove(&inode).expect("tracked");
+            changes.push(Change::Gone(Box::new((space, last))));
         }
         let fresh: Vec<Namespace> = found
             .extract_if(.., |i, _| {
@@ -495,6 +511,13 @@ impl Node {
     pub fn resyncs(&self) -> u64 {
         self.resyncs
     }
+}
+
+/// A namespace's cookie, from a socket opened inside it; None when it
+/// cannot be entered.
+fn cookie_of(ns: &Namespace) -> Option<u64> {
+    let file = ns.open()?;
+    run_in(&file, crate::ebpf::cgroup::netns_cookie).ok()?.ok()
 }
 
 /// Every socket of the namespace in `file`, dumped from inside it; None

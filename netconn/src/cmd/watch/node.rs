@@ -218,6 +218,10 @@ pub(super) fn watch(
                 };
                 first = false;
                 for change in changes {
+                    if let Change::Gone(gone) = &change {
+                        // Its inode may already be another namespace's.
+                        inside.remove(&gone.0.ns.inode);
+                    }
                     if events_on {
                         let _ = news.send(match &change {
                             Change::New(inode) => match &counting {
