@@ -41,6 +41,9 @@ pub struct Config {
     /// `[metrics] top_ports`: service ports with their own TCP metrics
     /// besides the groups' (the busiest, by RTT samples).
     pub top_ports: usize,
+    /// `[alerts.listeners] allow`: addresses and ports that may start
+    /// listening without a `new_listener` alert.
+    pub allowed_listeners: Vec<Entry>,
     /// What is allowed but probably not meant (an entry no socket can
     /// reach), one line each, for stderr.
     pub warnings: Vec<String>,
@@ -54,6 +57,7 @@ impl Default for Config {
             groups: Vec::new(),
             conntrack: Thresholds::default(),
             top_ports: DEFAULT_TOP_PORTS,
+            allowed_listeners: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -220,6 +224,20 @@ struct RawConfig {
     addr_ports: Vec<RawGroup>,
     conntrack: Option<Spanned<RawConntrack>>,
     metrics: Option<RawMetrics>,
+    alerts: Option<RawAlerts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    listeners: Option<RawListenerAlerts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerAlerts {
+    #[serde(default)]
+    allow: Vec<Spanned<PortValue>>,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +369,17 @@ impl Config {
                     )
                 })?,
         };
+        let allowed_listeners = raw
+            .alerts
+            .and_then(|a| a.listeners)
+            .map(|l| l.allow)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                parse_entry(&s.get_ref().text(), false)
+                    .map_err(|e| at(s.span(), "alerts.listeners.allow", e))
+            })
+            .collect::<Result<_, _>>()?;
         let warnings = check_groups(&groups).map_err(|e| ConfigError(format!("{name}: {e}")))?;
         Ok(Config {
             interval,
@@ -358,6 +387,7 @@ impl Config {
             groups,
             conntrack,
             top_ports,
+            allowed_listeners,
             warnings,
         })
     }
@@ -463,6 +493,26 @@ service = "http"
 ports = ["5432"]
 ports_match = ["*:5432"]
 "#;
+
+    #[test]
+    fn listener_alerts_allow_ports_and_addresses() {
+        let c = Config::parse(
+            "[alerts.listeners]\nallow = [\"22\", \"127.0.0.1:631\", 8080]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.allowed_listeners,
+            [
+                Entry::Port(22),
+                Entry::AddrPort("127.0.0.1".parse().unwrap(), 631),
+                Entry::Port(8080)
+            ]
+        );
+        let err = Config::parse("[alerts.listeners]\nallow = [\"ssh\"]\n", "t").unwrap_err();
+        assert!(err.to_string().contains("alerts.listeners.allow"), "{err}");
+        assert!(Config::parse("[alerts.bogus]\n", "t").is_err());
+    }
 
     #[test]
     fn parses_groups_tags_and_interval() {

@@ -92,3 +92,47 @@ fn a_full_accept_queue_shows_on_its_listener() {
         (recv_q.into(), send_q.into())
     );
 }
+
+/// `new_listener`: a warning when a socket listens where nothing listened
+/// at the start (and nothing is allowed), with its process and user; a
+/// clear when it stops.
+#[test]
+fn a_new_listener_is_an_alert_until_it_stops() {
+    use std::net::TcpListener;
+    let ns = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-alerts-{}.toml", ns.name));
+    std::fs::write(&config, "[alerts.listeners]\nallow = [\"7000\"]\n").unwrap();
+    let worker = ns.worker();
+    let _old = worker.exec(|| TcpListener::bind("127.0.0.1:6000").unwrap());
+    let (mut watch, _) = Watch::start(
+        &ns,
+        &[
+            "--interval",
+            "300ms",
+            "--events",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let new = worker.exec(|| {
+        (
+            TcpListener::bind("127.0.0.1:7000").unwrap(),
+            TcpListener::bind("[::1]:7001").unwrap(),
+        )
+    });
+    let alert = watch.next_of("alert", Duration::from_secs(30));
+    assert_eq!(alert["alert"], "new_listener", "{alert}");
+    assert_eq!(alert["status"], "warning");
+    assert_eq!(alert["port"], 7001, "only the one not allowed: {alert}");
+    assert_eq!(alert["addr"], "::1");
+    assert_eq!(alert["ip_version"], 6);
+    assert_eq!(alert["pid"], std::process::id());
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(alert["uid"], unsafe { libc::getuid() });
+    worker.exec(move || drop(new));
+    let clear = watch.next_of("alert", Duration::from_secs(30));
+    assert_eq!(clear["status"], "clear", "{clear}");
+    assert_eq!(clear["port"], 7001);
+    assert_eq!(clear["since"], alert["since"]);
+    let _ = std::fs::remove_file(config);
+}

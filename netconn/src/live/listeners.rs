@@ -124,6 +124,7 @@ mod tests {
             drops: 0,
             cookie: 1,
             inode: 1,
+            uid: 0,
         }
     }
 
@@ -140,5 +141,151 @@ mod tests {
         let any6 = listener(ConnType::Tcp6, "::", 80);
         assert!(serves(&any6, ConnType::Tcp, lo, 80));
         assert!(serves(&any6, ConnType::Tcp6, "::1".parse().unwrap(), 80));
+    }
+}
+
+/// The `new_listener` alert: listeners on an address and port that did not
+/// listen at the first reading and are not allowed, from one reading to
+/// the next (a listener that comes and goes within an interval is not
+/// seen).
+#[derive(Debug)]
+pub struct NewListeners {
+    allowed: Vec<crate::config::Entry>,
+    /// (ip version, address, port) listening at the first reading.
+    known: Option<std::collections::HashSet<(u8, IpAddr, u16)>>,
+    /// Alerts that hold, by the same key: the warning record, kept for
+    /// its clear.
+    active: HashMap<(u8, IpAddr, u16), crate::output::alert::ListenerAlert>,
+}
+
+impl NewListeners {
+    pub fn new(allowed: Vec<crate::config::Entry>) -> NewListeners {
+        NewListeners {
+            allowed,
+            known: None,
+            active: HashMap::new(),
+        }
+    }
+
+    fn allowed(&self, addr: IpAddr, port: u16) -> bool {
+        use crate::config::Entry;
+        self.allowed.iter().any(|e| match *e {
+            Entry::Port(p) | Entry::EachAddress(p) => p == port,
+            Entry::AddrPort(a, p) => p == port && a == addr,
+        })
+    }
+
+    /// One reading of the namespace's listeners: the alert records it
+    /// makes (a warning per new listener, a clear per one gone).
+    pub fn check(
+        &mut self,
+        now: &[ListenSocket],
+        owner: impl Fn(u64) -> Option<(u32, String)>,
+        host: &str,
+        netns: u32,
+        time: &str,
+    ) -> Vec<crate::output::alert::ListenerAlert> {
+        let key = |l: &ListenSocket| {
+            let version = if l.conn_type == ConnType::Tcp { 4 } else { 6 };
+            (version, l.addr, l.port)
+        };
+        let Some(known) = &self.known else {
+            self.known = Some(now.iter().map(key).collect());
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let listening: std::collections::HashSet<_> = now.iter().map(key).collect();
+        for l in now {
+            let k = key(l);
+            if known.contains(&k) || self.allowed(l.addr, l.port) || self.active.contains_key(&k) {
+                continue;
+            }
+            let owner = owner(l.cookie);
+            let alert = crate::output::alert::ListenerAlert {
+                kind: "alert",
+                alert: "new_listener",
+                status: "warning",
+                time: time.to_owned(),
+                host: host.to_owned(),
+                netns,
+                addr: l.addr,
+                port: l.port,
+                ip_version: k.0,
+                pid: owner.as_ref().map(|o| o.0),
+                comm: owner.map(|o| o.1),
+                uid: l.uid,
+                since: time.to_owned(),
+            };
+            out.push(alert.clone());
+            self.active.insert(k, alert);
+        }
+        let gone: Vec<_> = self
+            .active
+            .keys()
+            .filter(|k| !listening.contains(k))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some(mut alert) = self.active.remove(&k) {
+                alert.status = "clear";
+                alert.time = time.to_owned();
+                out.push(alert);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod alert_tests {
+    use super::*;
+
+    fn listener(addr: &str, port: u16, cookie: u64) -> ListenSocket {
+        ListenSocket {
+            conn_type: ConnType::Tcp,
+            addr: addr.parse().unwrap(),
+            port,
+            accept_queue: 0,
+            backlog: 128,
+            drops: 0,
+            cookie,
+            inode: 1,
+            uid: 1000,
+        }
+    }
+
+    #[test]
+    fn new_listeners_warn_once_and_clear_when_gone() {
+        use crate::config::Entry;
+        let mut a = NewListeners::new(vec![Entry::Port(8080)]);
+        let owner = |c: u64| (c == 3).then(|| (42, "nc".to_owned()));
+        let start = [listener("0.0.0.0", 22, 1)];
+        assert!(
+            a.check(&start, owner, "h", 1, "t0").is_empty(),
+            "the start is known"
+        );
+        let now = [
+            listener("0.0.0.0", 22, 1),
+            listener("0.0.0.0", 8080, 2),
+            listener("127.0.0.1", 4444, 3),
+        ];
+        let alerts = a.check(&now, owner, "h", 1, "t1");
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!((alerts[0].port, alerts[0].status), (4444, "warning"));
+        assert_eq!((alerts[0].pid, alerts[0].uid), (Some(42), 1000));
+        // Once per listener while it listens.
+        assert!(a.check(&now, owner, "h", 1, "t2").is_empty());
+        let cleared = a.check(&start, owner, "h", 1, "t3");
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(
+            (
+                cleared[0].status,
+                cleared[0].since.as_str(),
+                cleared[0].time.as_str()
+            ),
+            ("clear", "t1", "t3")
+        );
+        // The start's own listener closing is no alert.
+        assert!(a.check(&[], owner, "h", 1, "t4").is_empty());
     }
 }

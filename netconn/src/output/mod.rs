@@ -1,6 +1,7 @@
 //! What netconn writes and where: the records, the sink of one-shot
 //! commands, the daemon's writer thread, lines for people on stderr.
 
+pub mod alert;
 pub mod conn;
 pub mod conntrack;
 pub mod figures;

@@ -275,3 +275,27 @@ fn all_namespaces_records() {
          owner:object"
     );
 }
+
+#[test]
+fn new_listener_alert() {
+    let alert = super::alert::ListenerAlert {
+        kind: "alert",
+        alert: "new_listener",
+        status: "warning",
+        time: "t".into(),
+        host: "h".into(),
+        netns: 1,
+        addr: "::1".parse().unwrap(),
+        port: 7001,
+        ip_version: 6,
+        pid: Some(42),
+        comm: Some("nc".into()),
+        uid: 0,
+        since: "t".into(),
+    };
+    assert_eq!(
+        shape(&alert),
+        "type:string alert:string status:string time:string host:string netns:number \
+         addr:string port:number ip_version:number pid:number comm:string uid:number since:string"
+    );
+}

@@ -34,6 +34,8 @@ pub struct ListenSocket {
     pub drops: u32,
     pub cookie: u64,
     pub inode: u32,
+    /// The user that made it (`idiag_uid`).
+    pub uid: u32,
 }
 
 /// Parses one `inet_diag_msg` of a listener with its attributes.
@@ -59,6 +61,7 @@ pub fn parse(msg: &[u8], conn_type: ConnType) -> Option<ListenSocket> {
         drops,
         cookie,
         inode: u32_at(68)?,
+        uid: u32_at(64)?,
     })
 }
 
@@ -87,6 +90,7 @@ mod tests {
         msg[44..48].copy_from_slice(&7u32.to_ne_bytes());
         msg[56..60].copy_from_slice(&5u32.to_ne_bytes());
         msg[60..64].copy_from_slice(&4u32.to_ne_bytes());
+        msg[64..68].copy_from_slice(&1000u32.to_ne_bytes());
         msg[68..72].copy_from_slice(&99u32.to_ne_bytes());
         // The SKMEMINFO attribute: nine u32 counters, drops last.
         let mut mem = Vec::new();
@@ -109,6 +113,7 @@ mod tests {
             ),
             (8080, 5, 4, 31, 7, 99)
         );
+        assert_eq!(l.uid, 1000);
         // Not a listener: nothing.
         msg[1] = 1;
         assert!(parse(&msg, ConnType::Tcp).is_none());

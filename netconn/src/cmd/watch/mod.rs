@@ -222,6 +222,8 @@ fn watch(
     let mut listen = crate::live::metrics::Listen::start()
         .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
     let mut listeners = crate::live::listeners::Listeners::start();
+    let mut new_listeners =
+        crate::live::listeners::NewListeners::new(config.allowed_listeners.clone());
 
     let (mut served, mut retry_serve) = match counter {
         Counter::Ebpf(_) => serve(&serve::socket_path(netns), log, false),
@@ -306,6 +308,7 @@ fn watch(
                     _ => None,
                 };
                 let now = crate::tables::listeners::dump().map_err(CmdError::Dump)?;
+                let alerts = new_listeners.check(&now, owner, &host, netns, &host::now_rfc3339());
                 r.listeners = Some(listeners.figures(now, &r.requests, interval.as_ref(), owner));
                 let verify = if args.verify {
                     Some(super::dump_counts()?)
@@ -319,7 +322,8 @@ fn watch(
                     return Ok(());
                 }
                 let closed = out.send(&ct.record) == Flow::Closed
-                    || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed);
+                    || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed)
+                    || alerts.iter().any(|a| out.send(a) == Flow::Closed);
                 if closed {
                     return Ok(());
                 }

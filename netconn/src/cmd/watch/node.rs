@@ -39,6 +39,8 @@ struct Inside {
     conntrack: Option<Monitor>,
     listen: Option<crate::live::metrics::Listen>,
     listeners: Option<crate::live::listeners::Listeners>,
+    /// Listeners new since its first visit (`new_listener` alerts).
+    new_listeners: Option<crate::live::listeners::NewListeners>,
 }
 
 /// What the thread of `--events` learns of the namespaces.
@@ -125,6 +127,7 @@ pub(super) fn watch(
     // What is kept of each namespace between visits (see Inside).
     let mut inside: std::collections::HashMap<u32, Inside> = Default::default();
     let top_ports = config.top_ports;
+    let allowed = config.allowed_listeners.clone();
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -334,6 +337,15 @@ pub(super) fn watch(
                         None => (None, None, None),
                     };
                     record.tcp_metrics = figures.as_ref();
+                    let owner = |c| node.and_then(|n| n.owner_of(c));
+                    let alerts = now.as_ref().map_or_else(Vec::new, |now| {
+                        state
+                            .new_listeners
+                            .get_or_insert_with(|| {
+                                crate::live::listeners::NewListeners::new(allowed.clone())
+                            })
+                            .check(now, owner, &host, r.netns, &time)
+                    });
                     let listening = now.map(|now| {
                         let l = state
                             .listeners
@@ -352,6 +364,9 @@ pub(super) fn watch(
                         if closed {
                             return Ok(());
                         }
+                    }
+                    if alerts.iter().any(|a| out.send(a) == Flow::Closed) {
+                        return Ok(());
                     }
                 }
                 inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
