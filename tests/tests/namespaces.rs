@@ -681,7 +681,7 @@ fn a_reused_inode_is_a_new_namespace() {
         (w, held)
     };
     // Until the kernel hands a dead namespace's inode to the next one.
-    for _ in 0..30 {
+    for _ in 0..10 {
         let old = Netns::new();
         let old_inode = inode_of(&old);
         let (w, held) = hold(&old, 3);
@@ -698,9 +698,16 @@ fn a_reused_inode_is_a_new_namespace() {
         drop((held, w));
         drop(old);
         // The kernel frees a namespace's inode in its cleanup work, a
-        // moment after the last reference goes.
-        std::thread::sleep(Duration::from_millis(300));
-        let new = Netns::new();
+        // moment (under load, seconds) after the last reference goes, and
+        // then hands it to the next namespace made: make them until one
+        // gets it, for up to 3 s.
+        let started = std::time::Instant::now();
+        let mut new = Netns::new();
+        while inode_of(&new) != old_inode && started.elapsed() < Duration::from_secs(3) {
+            drop(new);
+            std::thread::sleep(Duration::from_millis(50));
+            new = Netns::new();
+        }
         if inode_of(&new) != old_inode {
             continue;
         }
@@ -733,5 +740,5 @@ fn a_reused_inode_is_a_new_namespace() {
         drop((held, w));
         return;
     }
-    panic!("the kernel never reused an inode in 30 tries");
+    panic!("the kernel never reused an inode in 10 tries of 3 s");
 }
