@@ -140,12 +140,6 @@ pub const GLOBAL_ALL_NAMESPACES: &str = "ALL_NAMESPACES";
 /// and epoch parity, created and removed by userspace (allocated only
 /// then: about 1 KiB per namespace and CPU).
 pub const MAP_NS_TRANSITIONS: &str = "NS_TRANSITIONS";
-/// Hash of namespace inode -> 0: namespaces an event came from that have no
-/// matrix yet, for userspace to adopt. Bounded: when full, userspace still
-/// finds new namespaces by its scan of /proc.
-pub const MAP_NEW_NETNS: &str = "NEW_NETNS";
-/// Entries of [`MAP_NEW_NETNS`].
-pub const NEW_NETNS_SLOTS: u32 = 256;
 /// Hash of namespace cookie -> inode (`--all-namespaces`), written by
 /// userspace for every namespace it adopts: the sock_ops program can
 /// read a socket's namespace cookie with one helper call, its inode only

@@ -51,7 +51,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{
         bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
@@ -60,9 +60,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netconn_common::{
-    AF_INET, Control, IPPROTO_TCP, MAX_NAMESPACES, NEW_NETNS_SLOTS, NsCounts, NsKey, Offsets,
-    StateEvent, TCP_CLOSE, TCP_SYN_SENT, Transitions, WATCHED_PORT_WORDS, conn_index,
-    counted_after, counted_before, delta_slot, failure_reason, transition_slot,
+    AF_INET, Control, IPPROTO_TCP, MAX_NAMESPACES, NsCounts, NsKey, Offsets, StateEvent, TCP_CLOSE,
+    TCP_SYN_SENT, Transitions, WATCHED_PORT_WORDS, conn_index, counted_after, counted_before,
+    delta_slot, failure_reason, transition_slot,
 };
 
 mod conn;
@@ -137,10 +137,6 @@ static NS_TRANSITIONS: PerCpuHashMap<NsKey, NsCounts> =
 /// Namespace cookie -> inode of the adopted namespaces.
 #[map]
 static NETNS_OF_COOKIE: HashMap<u64, u32> = HashMap::with_max_entries(MAX_NAMESPACES, 0);
-
-/// Namespaces events came from that have no matrix yet.
-#[map]
-static NEW_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(NEW_NETNS_SLOTS, 0);
 
 /// Journal: only written while a snapshot is merged, and drained by
 /// userspace while it dumps. 2 MiB hold ~65 ms of the fastest churn here.
@@ -435,12 +431,9 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
                     core::ptr::write_volatile(events, core::ptr::read_volatile(events) + 1);
                 }
             }
-            None => {
-                // Not adopted yet: its snapshot, taken after adoption,
-                // covers this event. Full: userspace's scan finds it.
-                let _ = NEW_NETNS.insert(&t.netns, &0, BPF_NOEXIST.into());
-                return;
-            }
+            // Not adopted yet: its snapshot, taken after adoption (the
+            // scan of /proc finds it), covers this event.
+            None => return,
         }
     } else if let Some(m) = TRANSITIONS.get_ptr_mut((control.epoch & 1) as u32) {
         // SAFETY: slot < TRANSITION_SLOTS by construction of transition_slot.

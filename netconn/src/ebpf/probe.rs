@@ -17,12 +17,11 @@ use netconn_common::{
     ConnEvent, Control, GLOBAL_ALL_NAMESPACES, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS,
     GLOBAL_TARGET_NETNS_COOKIE, GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS,
     MAP_CONN_LOST, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_METRICS_PORTS, MAP_METRICS_TOTAL,
-    MAP_NEW_NETNS, MAP_NS_TRANSITIONS, MAP_OWNERS, MAP_RESCUED, MAP_RESETS, MAP_TRANSITIONS,
-    MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, MetricsKey, NsCounts, NsKey, Offsets, Owner,
-    PROG_RESET_RECEIVED, PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE,
-    PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent, TRACEPOINT_RESET_RECEIVED,
-    TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS,
-    TcpMetrics, Transitions, UDP_PROGRAMS,
+    MAP_NS_TRANSITIONS, MAP_OWNERS, MAP_RESCUED, MAP_RESETS, MAP_TRANSITIONS, MAP_UDP_SOCKETS,
+    MAP_WATCHED_PORTS, MetricsKey, NsCounts, NsKey, Offsets, Owner, PROG_RESET_RECEIVED,
+    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS,
+    StateEvent, TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
+    TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::{Btf as BtfReader, BtfError};
@@ -229,7 +228,6 @@ pub struct Probe {
     /// Per-namespace matrices and the namespaces waiting for one
     /// (`--all-namespaces`).
     ns_transitions: PerCpuHashMap<MapData, NsKey, NsCounts>,
-    new_netns: HashMap<MapData, u32, u32>,
     netns_of_cookie: HashMap<MapData, u64, u32>,
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
@@ -288,7 +286,6 @@ impl Probe {
             .override_global(netconn_common::GLOBAL_WATCH_METRICS, &metrics_flag, true);
         if !all_namespaces {
             loader.map_max_entries(MAP_NS_TRANSITIONS, 1);
-            loader.map_max_entries(MAP_NEW_NETNS, 1);
             loader.map_max_entries(netconn_common::MAP_METRICS_NS, 1);
             loader.map_max_entries(netconn_common::MAP_NETNS_OF_COOKIE, 1);
         }
@@ -352,8 +349,6 @@ impl Probe {
             .map_err(map_error(netconn_common::MAP_METRICS_NS))?;
         let ns_transitions = PerCpuHashMap::try_from(take(MAP_NS_TRANSITIONS)?)
             .map_err(map_error(MAP_NS_TRANSITIONS))?;
-        let new_netns =
-            HashMap::try_from(take(MAP_NEW_NETNS)?).map_err(map_error(MAP_NEW_NETNS))?;
         let conn_events = if watch_conns {
             let ring =
                 RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?;
@@ -383,7 +378,6 @@ impl Probe {
             metrics_ns,
             owners,
             ns_transitions,
-            new_netns,
             netns_of_cookie,
             primary_fd,
             current: Control::default(),
@@ -584,15 +578,6 @@ impl Probe {
         self.ns_transitions
             .insert(key, zero_ns_counts()?, 0)
             .map_err(map_error(MAP_NS_TRANSITIONS))
-    }
-
-    /// Namespaces that had events but no matrix since the last call.
-    pub fn take_new_netns(&mut self) -> Vec<u32> {
-        let found: Vec<u32> = self.new_netns.keys().filter_map(Result::ok).collect();
-        for netns in &found {
-            let _ = self.new_netns.remove(netns);
-        }
-        found
     }
 
     /// The namespace's TCP metrics in slot `parity`, summed over CPUs.

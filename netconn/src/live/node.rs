@@ -8,8 +8,9 @@
 //! flips the epoch for all, and the others fold the matrix of the epoch
 //! that ended into their base once no program can still add to it.
 //! Namespaces are found by a scan of /proc and /run/netns each interval
-//! and by the programs (an event of a namespace without a matrix); one is
-//! gone when no process is in it and no name holds it any more.
+//! (the programs count nothing for a namespace without a matrix: its
+//! snapshot covers its earlier events); one is gone when no process is in
+//! it and no name holds it any more.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -275,9 +276,7 @@ impl Node {
     pub fn maintain(&mut self) -> Result<Vec<Change>, TrackerError> {
         let mut changes = Vec::new();
         let mut found = discover::scan();
-        // Namespaces an event came from are in the scan unless no process
-        // or name holds them: then there is no way in, and they are gone.
-        self.probe.take_new_netns();
+        // A namespace no process or name holds has no way in: gone.
         let gone: Vec<u32> = self
             .spaces
             .keys()
