@@ -626,9 +626,35 @@ impl Probe {
         self.owners.iter().filter_map(Result::ok).collect()
     }
 
-    /// The process behind one socket, if the programs recorded it.
-    pub fn owner(&self, cookie: u64) -> Option<Owner> {
-        self.owners.get(&cookie, 0).ok()
+    /// The process behind one socket (pid, comm), if the programs
+    /// recorded it (`watch --events`).
+    pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
+        let o = self.owners.get(&cookie, 0).ok()?;
+        Some((
+            o.pid,
+            crate::model::socket::comm(&o.comm).unwrap_or_default(),
+        ))
+    }
+
+    /// Whether an event went uncounted or out of the journal since the
+    /// losses were `synced`. A nested run bumps the primary's misses a
+    /// moment before the backup counts its rescue: a difference is looked
+    /// at again before it is called a loss.
+    pub fn lost_since(&self, synced: Losses) -> Result<bool, ProbeError> {
+        let in_sync =
+            |l: Losses| l.uncounted() == synced.uncounted() && l.journal == synced.journal;
+        if in_sync(self.losses()?) {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        Ok(!in_sync(self.losses()?))
+    }
+
+    /// Events the kernel could not hand over since load: journal entries
+    /// dropped, and state changes no program counted.
+    pub fn lost_events(&self) -> Result<u64, ProbeError> {
+        let l = self.losses()?;
+        Ok(l.journal + l.uncounted().unsigned_abs())
     }
 
     /// Takes the journal out, to drain it from another thread.

@@ -14,8 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::sleep;
-use std::time::Duration;
 
 use netconn_common::MAX_NAMESPACES;
 
@@ -82,10 +80,6 @@ pub struct Node {
     resyncs: u64,
     synced: Losses,
 }
-
-/// Sampling of a disagreement with the kernel's totals (see the tracker).
-const RECONCILE_SAMPLES: usize = 3;
-const RECONCILE_SPACING: Duration = Duration::from_millis(20);
 
 impl Node {
     /// Loads the programs for every namespace, adopts every namespace
@@ -321,7 +315,7 @@ impl Node {
             .map(|(_, ns)| ns)
             .collect();
         let adopted = self.adopt(fresh.into_iter())?;
-        if self.lost_since_sync()? {
+        if self.probe.lost_since(self.synced)? {
             let all: Vec<u32> = self.spaces.keys().copied().collect();
             self.snapshot(&all)?;
         } else {
@@ -350,17 +344,6 @@ impl Node {
         Ok(changes)
     }
 
-    fn lost_since_sync(&self) -> Result<bool, TrackerError> {
-        let in_sync = |l: Losses| {
-            l.uncounted() == self.synced.uncounted() && l.journal == self.synced.journal
-        };
-        if in_sync(self.probe.losses()?) {
-            return Ok(false);
-        }
-        sleep(Duration::from_millis(2));
-        Ok(!in_sync(self.probe.losses()?))
-    }
-
     /// Live full-socket totals minus the namespace's own (see the
     /// tracker); None when its files cannot be read.
     fn totals_delta(&self, inode: u32) -> Result<Option<[i64; 5]>, TrackerError> {
@@ -372,17 +355,7 @@ impl Node {
     }
 
     fn steady_disagreement(&self, inode: u32) -> Result<bool, TrackerError> {
-        let first = self.totals_delta(inode)?;
-        if first.is_none() || first == Some([0; 5]) {
-            return Ok(false);
-        }
-        for _ in 1..RECONCILE_SAMPLES {
-            sleep(RECONCILE_SPACING);
-            if self.totals_delta(inode)? != first {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        crate::live::tracker::steady_disagreement(|| self.totals_delta(inode))
     }
 
     /// Re-reads one namespace's time-wait and request sockets when its
@@ -471,11 +444,7 @@ impl Node {
     /// The process behind one socket (pid, comm), if the programs
     /// recorded it (`--events`).
     pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
-        let o = self.probe.owner(cookie)?;
-        Some((
-            o.pid,
-            crate::model::socket::comm(&o.comm).unwrap_or_default(),
-        ))
+        self.probe.owner_of(cookie)
     }
 
     /// Whether port groups are counted.
@@ -501,8 +470,7 @@ impl Node {
 
     /// Events the kernel could not hand over since start.
     pub fn lost_events(&self) -> Result<u64, TrackerError> {
-        let l = self.probe.losses()?;
-        Ok(l.journal + l.uncounted().unsigned_abs())
+        Ok(self.probe.lost_events()?)
     }
 
     /// Snapshots taken after the first ones (of every namespace at start,

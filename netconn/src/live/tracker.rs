@@ -63,6 +63,24 @@ pub(crate) fn journal_window<T>(
     Ok(dumped)
 }
 
+/// Whether `delta` (live totals minus the kernel's; None: unreadable)
+/// is non-zero and holds still over [`RECONCILE_SAMPLES`] readings.
+pub(crate) fn steady_disagreement(
+    mut delta: impl FnMut() -> Result<Option<[i64; 5]>, TrackerError>,
+) -> Result<bool, TrackerError> {
+    let first = delta()?;
+    if first.is_none() || first == Some([0; 5]) {
+        return Ok(false);
+    }
+    for _ in 1..RECONCILE_SAMPLES {
+        sleep(RECONCILE_SPACING);
+        if delta()? != first {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Attempts at a resync whose journal lost events before giving up.
 const RESYNC_ATTEMPTS: u32 = 3;
 
@@ -188,7 +206,7 @@ impl Tracker {
     /// kernel's own (see [`crate::tables::totals`]). Returns whether it
     /// resynced.
     pub fn maintain(&mut self) -> Result<bool, TrackerError> {
-        let reason = if self.lost_since_sync()? {
+        let reason = if self.probe.lost_since(self.synced)? {
             REASON_LOST
         } else if self.steady_disagreement()? {
             REASON_RECONCILE
@@ -251,19 +269,6 @@ impl Tracker {
         Ok((k.time_wait, events, k.in_segs))
     }
 
-    fn lost_since_sync(&self) -> Result<bool, TrackerError> {
-        let in_sync = |l: Losses| {
-            l.uncounted() == self.synced.uncounted() && l.journal == self.synced.journal
-        };
-        if in_sync(self.probe.losses()?) {
-            return Ok(false);
-        }
-        // A nested run bumps the primary's misses a moment before the
-        // backup counts its rescue: look again before calling it a loss.
-        sleep(Duration::from_millis(2));
-        Ok(!in_sync(self.probe.losses()?))
-    }
-
     /// Live full-socket totals minus the kernel's: TCP IPv4 sockets, TCP
     /// IPv6 sockets, ESTABLISHED + CLOSE_WAIT, UDP IPv4 and IPv6 sockets.
     fn totals_delta(&self) -> Result<[i64; 5], TrackerError> {
@@ -273,17 +278,7 @@ impl Tracker {
     }
 
     fn steady_disagreement(&self) -> Result<bool, TrackerError> {
-        let first = self.totals_delta()?;
-        if first == [0; 5] {
-            return Ok(false);
-        }
-        for _ in 1..RECONCILE_SAMPLES {
-            sleep(RECONCILE_SPACING);
-            if self.totals_delta()? != first {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        steady_disagreement(|| self.totals_delta().map(Some))
     }
 
     pub fn last_correction(&self) -> Option<&Correction> {
@@ -381,11 +376,7 @@ impl Tracker {
     /// The process behind one socket (pid, comm), if the programs
     /// recorded it (`watch --events`).
     pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
-        let o = self.probe.owner(cookie)?;
-        Some((
-            o.pid,
-            crate::model::socket::comm(&o.comm).unwrap_or_default(),
-        ))
+        self.probe.owner_of(cookie)
     }
 
     /// Processes behind TCP sockets, by cookie (see [`Probe::owners`]).
@@ -430,8 +421,7 @@ impl Tracker {
     /// Events the kernel could not hand over since start: journal entries
     /// dropped, and state changes no program counted.
     pub fn lost_events(&self) -> Result<u64, TrackerError> {
-        let l = self.probe.losses()?;
-        Ok(l.journal + l.uncounted().unsigned_abs())
+        Ok(self.probe.lost_events()?)
     }
 
     /// Snapshots taken after the first one.

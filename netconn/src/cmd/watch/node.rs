@@ -258,12 +258,11 @@ pub(super) fn watch(
                             netns,
                             owner,
                             last,
-                            None,
                             Some(n),
                             &tags,
-                            out,
+                            Some(out.dropped()),
                             events_on,
-                        );
+                        )?;
                         if out.send(&record.at(&time)) == Flow::Closed {
                             return Ok(());
                         }
@@ -297,12 +296,12 @@ pub(super) fn watch(
                         r.netns,
                         &r.owner,
                         &r.counts,
-                        r.verify.as_ref(),
                         node,
                         &tags,
-                        out,
+                        Some(out.dropped()),
                         events_on,
-                    );
+                    )?;
+                    record.verify = r.verify.as_ref();
                     record.ports = r.ports.as_deref();
                     // What only a thread inside the namespace can read:
                     // its netstat counters, listening sockets and conntrack
@@ -432,41 +431,27 @@ fn answer(
     node.refresh_mini_sockets(inode)?;
     let counts = node.counts(inode)?;
     let owner = &node.spaces()[&inode].owner;
-    let record = CountsRecord {
-        host,
-        source: Source::Ebpf,
-        netns: inode,
-        namespace: Some((host::namespace_class(inode), owner)),
-        counts: &counts,
-        lost_events: node.lost_events()?,
-        conn_records_lost: None,
-        output_dropped: None,
-        resyncs: Some(node.resyncs()),
-        last_correction: None,
-        verify: None,
-        tags: Some(tags),
-        ports: None,
-        tcp_metrics: None,
-        listeners: None,
-    };
+    let record = counts_record(host, inode, owner, &counts, Some(node), tags, None, false)?;
     let mut line = serde_json::to_vec(&record.at(&host::now_rfc3339())).expect("records serialize");
     line.push(b'\n');
     Ok(line)
 }
 
+/// One namespace's counts record; `node` None: polled. `output_dropped`:
+/// the writer's count (None in answers to `check`); `events`: with
+/// `conn_records_lost`.
 #[allow(clippy::too_many_arguments)]
 fn counts_record<'a>(
     host: &'a str,
     netns: u32,
     owner: &'a crate::namespaces::owner::Owner,
     counts: &'a Counts,
-    verify: Option<&'a Counts>,
     node: Option<&Node>,
     tags: &'a crate::config::Tags,
-    out: &Writer,
+    output_dropped: Option<u64>,
     events: bool,
-) -> CountsRecord<'a> {
-    CountsRecord {
+) -> Result<CountsRecord<'a>, CmdError> {
+    Ok(CountsRecord {
         host,
         source: if node.is_some() {
             Source::Ebpf
@@ -476,19 +461,20 @@ fn counts_record<'a>(
         netns,
         namespace: Some((host::namespace_class(netns), owner)),
         counts,
-        lost_events: node.and_then(|n| n.lost_events().ok()).unwrap_or(0),
+        lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
         conn_records_lost: node
             .filter(|_| events)
-            .and_then(|n| n.conn_records_lost().ok()),
-        output_dropped: Some(out.dropped()),
+            .map(Node::conn_records_lost)
+            .transpose()?,
+        output_dropped,
         resyncs: node.map(Node::resyncs),
         last_correction: None,
-        verify,
+        verify: None,
         tags: Some(tags),
         ports: None,
         tcp_metrics: None,
         listeners: None,
-    }
+    })
 }
 
 /// Every namespace's counts now (and with `verify` a dump's), and the
