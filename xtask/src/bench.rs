@@ -76,28 +76,10 @@ fn churn_rate(paths: &Paths, with: &str, threads: u32, seconds: u32) -> Result<C
             daemon = Some(Guard(child));
             record_file = Some(file);
         }
-        "bpftrace" => {
-            // Count-only, the floor any eBPF tracker pays on this tracepoint.
-            // (Debian's bpftrace 0.17 has no rawtracepoint probes, the kind
-            // of hook netconn uses.)
-            let mut child = Command::new("bpftrace")
-                .args([
-                    "-e",
-                    "tracepoint:sock:inet_sock_set_state { @[args->newstate] = count(); }",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("bpftrace")?;
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            // "Attaching 1 probe..." means attached; anything else, it failed.
-            let first = lines.next().and_then(Result::ok).unwrap_or_default();
-            if !first.starts_with("Attaching") {
-                let _ = child.kill();
-                bail!("bpftrace did not attach: {first:?}");
-            }
-            daemon = Some(Guard(child));
-        }
+        // Count-only, the floor any eBPF tracker pays on this tracepoint.
+        // (Debian's bpftrace 0.17 has no rawtracepoint probes, the kind of
+        // hook netconn uses.)
+        "bpftrace" => daemon = Some(bpftrace_count_only()?),
         other => bail!("unknown churn mode {other}"),
     }
     let steal_before = cpu_steal()?;
@@ -239,16 +221,7 @@ fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
     let early = start_watch(paths, &ns, &["--events"])?;
     let mut holders = Vec::new();
     for _ in 0..sockets / (2 * PAIRS_PER_HOLDER) {
-        let mut child = ns
-            .cmd(&paths.churn)
-            .args(["hold", "--pairs", &PAIRS_PER_HOLDER.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        anyhow::ensure!(line.trim() == "ready", "holder failed");
-        holders.push(Guard(child));
+        holders.push(crate::lab::hold(paths, &ns, PAIRS_PER_HOLDER)?);
     }
     let list_daemon = time_cmd(3, || {
         let mut c = ns.cmd(&paths.netconn);
@@ -612,6 +585,7 @@ fn bpftrace_count_only() -> Result<Guard> {
         .spawn()
         .context("bpftrace")?;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // "Attaching 1 probe..." means attached; anything else, it failed.
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     let guard = Guard(child);
     if !first.starts_with("Attaching") {

@@ -59,6 +59,23 @@ pub struct Paths {
     pub churn: String,
 }
 
+/// A `netconn-churn hold` in `ns` holding `pairs` established pairs (two
+/// sockets each), once it says they are ready; they close when it stops.
+pub fn hold(paths: &Paths, ns: &Netns, pairs: u64) -> Result<Guard> {
+    use std::io::{BufRead, BufReader};
+    let mut child = ns
+        .cmd(&paths.churn)
+        .args(["hold", "--pairs", &pairs.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    let guard = Guard(child);
+    anyhow::ensure!(line.trim() == "ready", "holder failed in {}", ns.0);
+    Ok(guard)
+}
+
 /// Resident memory of a process, KiB.
 pub fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

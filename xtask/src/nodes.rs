@@ -158,16 +158,7 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     let mut holders = Vec::new();
     for i in 0..NAMESPACES {
         let ns = Netns::new(&format!("node{i}"))?;
-        let mut child = ns
-            .cmd(&paths.churn)
-            .args(["hold", "--pairs", &PAIRS.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        ensure!(line.trim() == "ready", "holder failed in {}", ns.0);
-        holders.push(Guard(child));
+        holders.push(crate::lab::hold(paths, &ns, PAIRS)?);
         spaces.push(ns);
     }
     eprintln!(
