@@ -42,6 +42,19 @@ fn serve(path: &std::path::Path, log: &Log, quiet: bool) -> (Option<serve::Serve
     }
 }
 
+/// Starts serving clients on the counts socket, when there is one; their
+/// requests come out of the receiver. Inside the runtime.
+fn start_serving(
+    served: &Option<serve::Served>,
+) -> Result<Option<tokio::sync::mpsc::Receiver<serve::Asked>>, CmdError> {
+    match served {
+        Some(s) => serve::serve_clients(&s.listener)
+            .map(Some)
+            .map_err(CmdError::system("cannot serve counts")),
+        None => Ok(None),
+    }
+}
+
 /// The next request of a client of the counts socket; never, without one.
 async fn next_request(
     asked: &mut Option<tokio::sync::mpsc::Receiver<serve::Asked>>,
@@ -242,12 +255,6 @@ fn watch(
             None => None,
         };
         let result = runtime.block_on(async {
-            let start_serving = |served: &Option<serve::Served>| match served {
-                Some(s) => serve::serve_clients(&s.listener)
-                    .map(Some)
-                    .map_err(CmdError::system("cannot serve counts")),
-                None => Ok(None),
-            };
             let mut asked = start_serving(&served)?;
             let mut ticker = tokio::time::interval(interval);
             let mut drain = tokio::time::interval(DRAIN_EVERY);

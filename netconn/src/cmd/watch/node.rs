@@ -3,7 +3,7 @@
 
 use tokio::time::MissedTickBehavior;
 
-use super::{Signals, next_request, serve};
+use super::{Signals, next_request, serve, start_serving};
 use crate::cli::WatchArgs;
 use crate::cmd::CmdError;
 use crate::config::Config;
@@ -127,7 +127,7 @@ pub(super) fn watch(
     // What is kept of each namespace between visits (see Inside).
     let mut inside: std::collections::HashMap<u32, Inside> = Default::default();
     let top_ports = config.top_ports;
-    let allowed = config.allowed_listeners.clone();
+    let allowed = config.allowed_listeners;
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -164,12 +164,6 @@ pub(super) fn watch(
         });
         let events_on = conn_thread.is_some();
         let result = runtime.block_on(async {
-            let start_serving = |socket: &Option<served::Served>| match socket {
-                Some(s) => served::serve_clients(&s.listener)
-                    .map(Some)
-                    .map_err(CmdError::system("cannot serve counts")),
-                None => Ok(None),
-            };
             let mut asked = start_serving(&socket)?;
             let streaming = matches!(&counting, Counting::Ebpf(n) if n.has_port_groups());
             let mut drain = tokio::time::interval(super::DRAIN_EVERY);
@@ -190,12 +184,12 @@ pub(super) fn watch(
                         continue;
                     }
                     _ = drain.tick(), if streaming => {
-                    if let Counting::Ebpf(n) = &mut counting {
-                        n.drain_stream();
+                        if let Counting::Ebpf(n) = &mut counting {
+                            n.drain_stream();
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                _ = sig.usr1.recv() => {
+                    _ = sig.usr1.recv() => {
                         out.reopen();
                         continue;
                     }
