@@ -179,6 +179,17 @@ pub struct WatchArgs {
     /// under churn the two readings are moments apart.
     #[arg(long)]
     pub verify: bool,
+    /// Serve Prometheus / OpenMetrics metrics at http://ADDR:PORT/metrics
+    /// (e.g. 127.0.0.1:9470, or [::]:9470 for every address): the counts
+    /// read live at each scrape, the TCP figures as running totals.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `--listen`: an address and a port.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("expected ADDR:PORT (127.0.0.1:9470, [::1]:9470), got {s:?}"))
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,8 @@
 //!   sink, the daemon's writer thread), lines on stderr.
 //! - `namespaces`: choosing another network namespace, finding every one
 //!   on the host and what it belongs to.
-//! - `conntrack`, `plugin` (the Nagios check), `list`: one feature each.
+//! - `conntrack`, `plugin` (the Nagios check), `prometheus` (the metrics
+//!   endpoint), `list`: one feature each.
 //! - `cli`, `config`, `host`, and `cmd/`: one module per subcommand.
 
 pub mod cli;
@@ -28,4 +29,5 @@ pub mod model;
 pub mod namespaces;
 pub mod output;
 pub mod plugin;
+pub mod prometheus;
 pub mod tables;

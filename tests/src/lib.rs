@@ -199,6 +199,20 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker in the test's own namespace (the host's).
+    pub fn here() -> Worker {
+        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let handle = std::thread::spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        Worker {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
     /// Runs `f` in the namespace thread and returns its result.
     pub fn exec<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = mpsc::channel();

@@ -48,6 +48,23 @@ fn bad_input_is_one_clear_line() {
     );
     assert_one_line_error(&["snapshot", "--output", "/"], "--output /");
     assert_one_line_error(&["watch", "--interval", "-1s"], "expected a duration");
+    assert_one_line_error(&["watch", "--listen", "9470"], "ADDR:PORT");
+}
+
+/// A metrics address that cannot be had: one line, exit 1, before any
+/// program loads.
+#[test]
+fn a_taken_metrics_port_is_one_line() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let (code, stdout, stderr) = run(&["watch", "--listen", &addr, "-n", "1"]);
+    assert_eq!(code, 1, "exit {code}: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot serve metrics on {addr}")),
+        "{stderr}"
+    );
 }
 
 /// Run with a shell, for redirections.

@@ -99,7 +99,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 10] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -108,6 +108,9 @@ const TOOLS: [(&str, &str); 8] = [
     ("unshare", "util-linux"),
     ("ping", "iputils-ping"),
     ("python3", "python3"),
+    // A real Prometheus scrapes `watch --listen` in the tests.
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 fn debian_tools() -> Result<()> {

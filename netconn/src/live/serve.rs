@@ -190,31 +190,88 @@ pub struct Asked {
     pub reply: tokio::sync::oneshot::Sender<Vec<u8>>,
 }
 
-/// Accepts clients on a task of its own, each client on a task of its own
-/// with deadlines, at most [`MAX_CLIENTS`] at once; their requests come
-/// out of the returned receiver. Must be called inside the runtime.
-pub fn serve_clients(listener: &UnixListener) -> io::Result<tokio::sync::mpsc::Receiver<Asked>> {
-    let listener = tokio::net::UnixListener::from_std(listener.try_clone()?)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+/// A listening socket of the runtime, whatever its family.
+pub trait Listening: Send + 'static {
+    type Stream: Send + 'static;
+    fn next(&self) -> impl std::future::Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Listening for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next(&self) -> io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Listening for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn next(&self) -> io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+/// What becomes of a client past the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Closed at once, unanswered.
+    Close,
+    /// Left in the kernel's accept queue until a slot frees.
+    Wait,
+}
+
+/// Accepts clients on a task of its own, each on a task of its own
+/// (`client`, which must bound its own time), at most `max` at once.
+/// Inside the runtime.
+pub fn accept_clients<L, C, F>(listener: L, max: usize, full: WhenFull, client: C)
+where
+    L: Listening,
+    C: Fn(L::Stream) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
     tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let waited = match full {
+                WhenFull::Wait => match slots.clone().acquire_owned().await {
+                    Ok(slot) => Some(slot),
+                    Err(_) => return,
+                },
+                WhenFull::Close => None,
+            };
+            let stream = match listener.next().await {
+                Ok(stream) => stream,
                 Err(_) => {
                     // Out of descriptors, say: do not spin.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                continue;
+            let slot = match waited {
+                Some(slot) => slot,
+                None => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => continue,
+                },
             };
-            let tx = tx.clone();
+            let work = client(stream);
             tokio::spawn(async move {
-                let _ = client(stream, tx).await;
+                work.await;
                 drop(slot);
             });
+        }
+    });
+}
+
+/// Accepts clients of the counts socket, each with deadlines, at most
+/// [`MAX_CLIENTS`] at once; their requests come out of the returned
+/// receiver. Must be called inside the runtime.
+pub fn serve_clients(listener: &UnixListener) -> io::Result<tokio::sync::mpsc::Receiver<Asked>> {
+    let listener = tokio::net::UnixListener::from_std(listener.try_clone()?)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
+    accept_clients(listener, MAX_CLIENTS, WhenFull::Close, move |stream| {
+        let tx = tx.clone();
+        async move {
+            let _ = client(stream, tx).await;
         }
     });
     Ok(rx)

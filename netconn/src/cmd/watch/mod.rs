@@ -55,10 +55,9 @@ fn start_serving(
     }
 }
 
-/// The next request of a client of the counts socket; never, without one.
-async fn next_request(
-    asked: &mut Option<tokio::sync::mpsc::Receiver<serve::Asked>>,
-) -> serve::Asked {
+/// The next request of a client (of the counts socket, of the metrics
+/// endpoint); never, without a server.
+async fn next_request<T>(asked: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> T {
     match asked {
         Some(rx) => match rx.recv().await {
             Some(a) => a,
@@ -66,6 +65,48 @@ async fn next_request(
         },
         None => std::future::pending().await,
     }
+}
+
+/// `--listen`: the metrics endpoint's socket, bound before anything loads.
+fn bind_metrics(args: &WatchArgs) -> Result<Option<std::net::TcpListener>, CmdError> {
+    args.listen
+        .map(|addr| {
+            crate::prometheus::http::bind(addr)
+                .map_err(CmdError::system(format!("cannot serve metrics on {addr}")))
+        })
+        .transpose()
+}
+
+/// Starts serving scrapers; their scrapes come out of the receiver. Inside
+/// the runtime.
+fn start_metrics(
+    listener: Option<std::net::TcpListener>,
+) -> Result<Option<tokio::sync::mpsc::Receiver<crate::prometheus::http::Scrape>>, CmdError> {
+    listener
+        .map(|l| {
+            crate::prometheus::http::serve(l).map_err(CmdError::system("cannot serve metrics"))
+        })
+        .transpose()
+}
+
+/// The alerts of an interval as scrapers see them.
+fn raised<'a>(
+    conntrack: Option<&'a crate::output::conntrack::AlertRecord<'a>>,
+    listeners: &'a [crate::output::alert::ListenerAlert],
+) -> impl Iterator<Item = crate::prometheus::exporter::Raised> + 'a {
+    use crate::prometheus::exporter::Raised;
+    conntrack
+        .map(|a| Raised {
+            alert: a.alert,
+            key: "table".into(),
+            status: a.status,
+        })
+        .into_iter()
+        .chain(listeners.iter().map(|a| Raised {
+            alert: a.alert,
+            key: std::net::SocketAddr::new(a.addr, a.port).to_string(),
+            status: a.status,
+        }))
 }
 
 /// What `--events` reads directions by, in the calling thread's namespace:
@@ -207,6 +248,7 @@ fn watch(
     let groups = Groups(config.groups);
     let netns = super::own_netns()?;
     let host = host::hostname();
+    let metrics_listener = bind_metrics(args)?;
     // Conntrack's counter rates run from here.
     let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
     let mut counter = if args.poll {
@@ -242,6 +284,7 @@ fn watch(
         Counter::Ebpf(_) => serve(&serve::socket_path(netns), log, false),
         Counter::Poll(_) => (None, false),
     };
+    let mut exporter = crate::prometheus::exporter::Exporter::new();
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
@@ -256,6 +299,7 @@ fn watch(
         };
         let result = runtime.block_on(async {
             let mut asked = start_serving(&served)?;
+            let mut scrapes = start_metrics(metrics_listener)?;
             let mut ticker = tokio::time::interval(interval);
             let mut drain = tokio::time::interval(DRAIN_EVERY);
             drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -270,6 +314,12 @@ fn watch(
                     a = next_request(&mut asked) => {
                         // A client that gave up meanwhile just misses it.
                         let _ = a.reply.send(serve::answer(&mut counter, a.request, &host, netns, &tags)?);
+                        continue;
+                    }
+                    s = next_request(&mut scrapes) => {
+                        let live = counter.read(false, None)?;
+                        let page = exporter.page(&live, out.dropped()).encode(s.format);
+                        let _ = s.reply.send(page);
                         continue;
                     }
                     _ = drain.tick(), if streaming => {
@@ -325,6 +375,14 @@ fn watch(
                 let time = host::now_rfc3339();
                 let record = r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
                 let ct = conntrack.read(&host, netns, &time);
+                exporter.interval(crate::prometheus::exporter::Interval {
+                    tcp: r.tcp_metrics.as_ref(),
+                    raw: interval.as_ref().map(|i| &i.total),
+                    ports: r.ports.as_deref(),
+                    listeners: r.listeners.as_deref(),
+                    conntrack: Some(&ct.record),
+                    raised: raised(ct.alert.as_ref(), &alerts).collect(),
+                });
                 if out.send(&record.at(&time)) == Flow::Closed {
                     return Ok(());
                 }

@@ -3,7 +3,7 @@
 
 use tokio::time::MissedTickBehavior;
 
-use super::{Signals, next_request, serve, start_serving};
+use super::{Signals, bind_metrics, next_request, raised, serve, start_metrics, start_serving};
 use crate::cli::WatchArgs;
 use crate::cmd::CmdError;
 use crate::config::Config;
@@ -17,6 +17,8 @@ use crate::namespaces::owner::Owner;
 use crate::namespaces::target::run_in;
 use crate::output::record::{CountsRecord, HostRecord, NetnsRecord, Source};
 use crate::output::writer::{Flow, Writer};
+use crate::prometheus::exporter::{Exporter, Health, Interval, info};
+use crate::prometheus::page::{Family, Labels, Page, Value, labels};
 
 /// One namespace's reading.
 struct Reading {
@@ -108,6 +110,9 @@ pub(super) fn watch(
 ) -> Result<(), CmdError> {
     let groups = crate::live::ports::Groups(config.groups);
     let host = host::hostname();
+    let metrics_listener = bind_metrics(args)?;
+    // Each namespace's figures for scrapers.
+    let mut exporters: std::collections::HashMap<u32, Exporter> = Default::default();
     let mut counting = if args.poll {
         Counting::Poll
     } else {
@@ -165,6 +170,7 @@ pub(super) fn watch(
         let events_on = conn_thread.is_some();
         let result = runtime.block_on(async {
             let mut asked = start_serving(&socket)?;
+            let mut scrapes = start_metrics(metrics_listener)?;
             let streaming = matches!(&counting, Counting::Ebpf(n) if n.has_port_groups());
             let mut drain = tokio::time::interval(super::DRAIN_EVERY);
             drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -191,6 +197,11 @@ pub(super) fn watch(
                     }
                     _ = sig.usr1.recv() => {
                         out.reopen();
+                        continue;
+                    }
+                    s = next_request(&mut scrapes) => {
+                        let page = page(&mut counting, &groups, &exporters, events_on, out.dropped())?;
+                        let _ = s.reply.send(page.encode(s.format));
                         continue;
                     }
                     a = next_request(&mut asked) => {
@@ -348,6 +359,15 @@ pub(super) fn watch(
                         })
                     });
                     record.listeners = listening.as_deref();
+                    exporters.entry(r.netns).or_default().interval(Interval {
+                        tcp: figures.as_ref(),
+                        raw: interval.as_ref().map(|i| &i.total),
+                        ports: r.ports.as_deref(),
+                        listeners: listening.as_deref(),
+                        conntrack: ct.as_ref().map(|c| &c.record),
+                        raised: raised(ct.as_ref().and_then(|c| c.alert.as_ref()), &alerts)
+                            .collect(),
+                    });
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
                     }
@@ -363,6 +383,7 @@ pub(super) fn watch(
                     }
                 }
                 inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                exporters.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 let host_record = HostRecord {
                     kind: "host",
                     time: &time,
@@ -403,6 +424,94 @@ pub(super) fn watch(
     drop(socket);
     drop(counting);
     result
+}
+
+/// The labels of a namespace's series: its inode, class and owner.
+fn namespace_labels(netns: u32, owner: &Owner) -> Labels {
+    let known = |v: &Option<String>| v.clone().unwrap_or_default();
+    labels([
+        ("netns", netns.to_string()),
+        ("namespace", host::namespace_class(netns).into()),
+        ("netns_name", known(&owner.netns_name)),
+        ("runtime", owner.runtime.unwrap_or_default().into()),
+        ("container_id", known(&owner.container_id)),
+        ("pod", known(&owner.k8s_pod_name)),
+        ("pod_uid", known(&owner.k8s_pod_uid)),
+        ("k8s_namespace", known(&owner.k8s_namespace)),
+    ])
+}
+
+/// A scrape's page: every namespace's series (counts read now), labelled
+/// with the namespace, then netconn's own health.
+fn page(
+    counting: &mut Counting,
+    groups: &crate::live::ports::Groups,
+    exporters: &std::collections::HashMap<u32, Exporter>,
+    events: bool,
+    output_dropped: u64,
+) -> Result<Page, CmdError> {
+    let none = Exporter::new();
+    let source = match counting {
+        Counting::Ebpf(_) => Source::Ebpf,
+        Counting::Poll => Source::Poll,
+    };
+    let mut page = Page(vec![info(source)]);
+    let mut namespaces = 0;
+    let health = match counting {
+        Counting::Ebpf(node) => {
+            let inodes: Vec<u32> = node.spaces().keys().copied().collect();
+            for inode in inodes {
+                node.refresh_mini_sockets(inode)?;
+                let counts = node.counts(inode)?;
+                let ports = node.port_series(inode);
+                let labels = namespace_labels(inode, &node.spaces()[&inode].owner);
+                let exporter = exporters.get(&inode).unwrap_or(&none);
+                page.merge(exporter.families(&counts, ports.as_deref()), &labels);
+                namespaces += 1;
+            }
+            Health {
+                lost_events: node.lost_events()?,
+                resyncs: Some(node.resyncs()),
+                conn_records_lost: events.then(|| node.conn_records_lost()).transpose()?,
+                output_dropped,
+            }
+        }
+        Counting::Poll => {
+            // Polling: every namespace dumped now.
+            let (readings, _) = read(counting, groups, false, true)?;
+            for r in &readings {
+                let exporter = exporters.get(&r.netns).unwrap_or(&none);
+                let labels = namespace_labels(r.netns, &r.owner);
+                page.merge(exporter.families(&r.counts, r.ports.as_deref()), &labels);
+                namespaces += 1;
+            }
+            Health {
+                output_dropped,
+                ..Health::default()
+            }
+        }
+    };
+    page.merge(
+        vec![
+            Family::new("netconn_namespaces", "Network namespaces counted.")
+                .with(vec![], Value::Gauge(namespaces)),
+        ],
+        &Vec::new(),
+    );
+    if let Counting::Ebpf(node) = counting {
+        page.merge(
+            vec![
+                Family::new(
+                    "netconn_namespaces_untracked",
+                    "Namespaces past the bound of those counted apart in the kernel.",
+                )
+                .with(vec![], Value::Gauge(node.untracked() as i64)),
+            ],
+            &Vec::new(),
+        );
+    }
+    page.merge(crate::prometheus::exporter::health(health), &Vec::new());
+    Ok(page)
 }
 
 /// The answer to a client of `node.sock`: the counts record of the

@@ -1,0 +1,269 @@
+//! The smallest HTTP/1.1 server that serves `GET /metrics`. Connections
+//! are kept alive between scrapes, as Prometheus expects: a scraper that
+//! reconnected every time would leave a TIME_WAIT socket per scrape in the
+//! very tables netconn counts. It runs on the watch's runtime, each client
+//! on a task of its own with deadlines, at most [`MAX_CLIENTS`] at once,
+//! so no client, slow or silent, can hold up the loop that owns the counts
+//! (it only ever builds a page).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::prometheus::page::Format;
+
+/// Most clients served at once; more wait in the kernel's accept queue.
+pub const MAX_CLIENTS: usize = 16;
+/// A client has this long to send its first request, and to take a page.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// A kept-alive connection may wait this long for its next request
+/// (longer than any sensible scrape interval).
+pub const IDLE: Duration = Duration::from_secs(300);
+/// The longest request head read; a longer one is refused.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// A scrape, handed to the loop that owns the counts, which sends the
+/// page back through `reply`.
+pub struct Scrape {
+    pub format: Format,
+    pub reply: tokio::sync::oneshot::Sender<String>,
+}
+
+/// Binds `addr` (before the programs load, so a port in use is reported
+/// at once). Outside or inside the runtime.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Accepts scrapers on a task of its own, each with deadlines, at most
+/// [`MAX_CLIENTS`] at once (more wait in the kernel's accept queue); their
+/// scrapes come out of the returned receiver. Must be called inside the
+/// runtime.
+pub fn serve(listener: std::net::TcpListener) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
+    use crate::live::serve::{WhenFull, accept_clients};
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
+    accept_clients(listener, MAX_CLIENTS, WhenFull::Wait, move |stream| {
+        let tx = tx.clone();
+        async move {
+            let _ = client(stream, tx).await;
+        }
+    });
+    Ok(rx)
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    /// The page, in this format; `head`: without the body (HEAD).
+    Metrics { format: Format, head: bool },
+    /// Status line and a one-line body.
+    Refused(&'static str, &'static str),
+}
+
+/// A request head read: what it asks, and whether the connection stays
+/// open after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub asked: Asked,
+    pub keep_alive: bool,
+}
+
+/// Reads a request head: its request line, `Accept` and `Connection`.
+pub fn parse(head: &str) -> Request {
+    let mut lines = head.split("\r\n");
+    let mut parts = lines.next().unwrap_or_default().split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let refused = |status, body| Request {
+        asked: Asked::Refused(status, body),
+        keep_alive: false,
+    };
+    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
+        return refused("400 Bad Request", "bad request line\n");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return refused("505 HTTP Version Not Supported", "HTTP/1.x only\n");
+    }
+    let header = |wanted: &str| {
+        head.split("\r\n").skip(1).find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_ascii_lowercase())
+        })
+    };
+    let connection = header("connection");
+    // HTTP/1.1 keeps the connection unless told not to; 1.0 only if asked.
+    let keep_alive = match connection.as_deref() {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => version == "HTTP/1.1",
+    };
+    let path = target.split('?').next().unwrap_or_default();
+    let asked = if path != "/metrics" {
+        Asked::Refused("404 Not Found", "netconn serves /metrics\n")
+    } else {
+        match method {
+            "GET" | "HEAD" => Asked::Metrics {
+                format: Format::of_accept(header("accept").as_deref()),
+                head: method == "HEAD",
+            },
+            _ => Asked::Refused("405 Method Not Allowed", "GET /metrics\n"),
+        }
+    };
+    Request { asked, keep_alive }
+}
+
+/// The response to a request.
+fn response(status: &str, content_type: &str, body: &str, head: bool, keep: bool) -> Vec<u8> {
+    let connection = if keep { "keep-alive" } else { "close" };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// Reads the next request head from `stream` into `buf` (which may hold
+/// the start of it already); returns the head and leaves what follows it
+/// in `buf`. `None`: the client closed between requests.
+async fn read_head(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<String>> {
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            return Ok(Some(head));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One client: each request within its deadline (the first within
+/// [`CLIENT_DEADLINE`], later ones within [`IDLE`]), the page from the
+/// loop, written within the deadline; until it closes or asks to.
+async fn client(
+    mut stream: tokio::net::TcpStream,
+    scrapes: tokio::sync::mpsc::Sender<Scrape>,
+) -> io::Result<()> {
+    use tokio::time::timeout;
+    let late = |_| io::Error::from(io::ErrorKind::TimedOut);
+    let mut buf = Vec::new();
+    let mut wait = CLIENT_DEADLINE;
+    loop {
+        let (answer, keep) = match timeout(wait, read_head(&mut stream, &mut buf)).await {
+            Err(e) => return Err(late(e)),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => (
+                response(
+                    "431 Request Header Fields Too Large",
+                    "text/plain",
+                    "request head too large\n",
+                    false,
+                    false,
+                ),
+                false,
+            ),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(Some(head))) => {
+                let Request { asked, keep_alive } = parse(&head);
+                let answer = match asked {
+                    Asked::Refused(status, body) => {
+                        response(status, "text/plain", body, false, keep_alive)
+                    }
+                    Asked::Metrics { format, head } => {
+                        let (reply, page) = tokio::sync::oneshot::channel();
+                        let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
+                        scrapes
+                            .send(Scrape { format, reply })
+                            .await
+                            .map_err(|_| gone())?;
+                        let page = page.await.map_err(|_| gone())?;
+                        response("200 OK", format.content_type(), &page, head, keep_alive)
+                    }
+                };
+                (answer, keep_alive)
+            }
+        };
+        timeout(CLIENT_DEADLINE, stream.write_all(&answer))
+            .await
+            .map_err(late)??;
+        if !keep {
+            return timeout(CLIENT_DEADLINE, stream.shutdown())
+                .await
+                .map_err(late)?;
+        }
+        wait = IDLE;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+        assert_eq!(
+            parse(get),
+            Request {
+                asked: Asked::Metrics {
+                    format: Format::OpenMetrics,
+                    head: false
+                },
+                keep_alive: true
+            }
+        );
+        assert_eq!(
+            parse("HEAD /metrics?x=1 HTTP/1.0\r\nHost: x"),
+            Request {
+                asked: Asked::Metrics {
+                    format: Format::Text,
+                    head: true
+                },
+                keep_alive: false
+            }
+        );
+        assert!(!parse("GET /metrics HTTP/1.1\r\nConnection: Close").keep_alive);
+        assert!(parse("GET /metrics HTTP/1.0\r\nConnection: keep-alive").keep_alive);
+        let asked = |head| parse(head).asked;
+        assert!(matches!(
+            asked("GET / HTTP/1.1"),
+            Asked::Refused("404 Not Found", _)
+        ));
+        assert!(matches!(
+            asked("POST /metrics HTTP/1.1"),
+            Asked::Refused("405 Method Not Allowed", _)
+        ));
+        assert!(matches!(
+            asked("garbage"),
+            Asked::Refused("400 Bad Request", _)
+        ));
+        assert!(matches!(
+            asked("GET /metrics SPDY/3"),
+            Asked::Refused("505 HTTP Version Not Supported", _)
+        ));
+    }
+}
