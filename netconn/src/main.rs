@@ -6,11 +6,25 @@ use clap::Parser;
 use netconn::cli::{Cli, Command};
 use netconn::cmd;
 
+/// The subcommand named: the first word that is not one of netconn's own
+/// options (`--netns` takes a value).
+fn subcommand(mut args: impl Iterator<Item = String>) -> Option<String> {
+    while let Some(a) = args.next() {
+        if a == "--netns" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
 fn main() -> ExitCode {
     // Whether stdout was closed, before anything else happens.
     netconn::host::guard_std_fds();
-    // A monitoring plugin reports every failure on stdout, exit 3 (UNKNOWN).
-    let plugin = std::env::args().nth(1).as_deref() == Some("check");
+    // A monitoring plugin reports every failure on stdout, exit 3 (UNKNOWN):
+    // `check`, after netconn's own options if any.
+    let plugin = subcommand(std::env::args().skip(1)).as_deref() == Some("check");
     // `netconn help --help` (or `-h`): clap takes the flag for a
     // subcommand's name; it asks for the help, so give it.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

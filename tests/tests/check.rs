@@ -113,17 +113,89 @@ fn thresholds_set_the_exit_code() {
 #[test]
 fn bad_arguments_are_unknown() {
     let ns = Netns::new();
-    for args in [
-        &["-w", "10:5"][..],
-        &["-c", "abc"],
-        &["--conn-type", "sctp"],
-        &["--conn-status", "open"],
-        &["--bogus"],
+    for (args, says) in [
+        (
+            &["--conn-type", "sctp"][..],
+            "netconn check: argument --conn-type: invalid choice",
+        ),
+        (
+            &["--conn-status", "open"],
+            "netconn check: argument --conn-status: invalid choice",
+        ),
+        (
+            &["-w"],
+            "netconn check: argument -w/--warning: expected one argument",
+        ),
+        (
+            &["--conn"],
+            "netconn check: ambiguous option: --conn could match",
+        ),
+        // Bad ranges: the plugin's own messages.
+        (&["-w", "10:5"], "Start 10 must not be greater than end 5"),
+        (&["-c", "abc"], "Range format incorrect"),
+        (&["-c", "1:2:3"], "Not using range definition correctly"),
     ] {
         let (out, code) = check(&ns, args);
         assert_eq!(code, 3, "{args:?}: {out}");
-        assert!(out.starts_with("netconn check: "), "{args:?}: {out}");
+        assert!(out.starts_with(says), "{args:?}: {out}");
     }
+}
+
+/// What the Linuxfabrik plugin's users (and its Icinga Director command)
+/// pass, answered the way the plugin answers (checked side by side with
+/// the plugin, v2026071201, on the same sockets).
+#[test]
+fn the_plugins_invocations_answer_as_the_plugin_does() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let held = worker.exec(|| mix::build(24));
+    let want = truth(&ns);
+    let (plain, code) = check(&ns, &[]);
+    assert_eq!(code, 0);
+    // Perfdata as the plugin prints it: 'tcp_LISTEN'=2, nothing after.
+    let (_, perf) = plain.split_once('|').unwrap();
+    for item in perf.split(' ') {
+        let (label, n) = item.split_once('=').unwrap();
+        assert!(label.starts_with('\'') && label.ends_with('\''), "{item}");
+        assert!(n.parse::<i64>().is_ok(), "{item}");
+    }
+    assert_eq!(perfdata(&plain), want);
+
+    // Unknown options (with or without values) are ignored.
+    let (out, code) = check(&ns, &["--bogus", "x", "--timeout=3", "-x"]);
+    assert_eq!((out.as_str(), code), (plain.as_str(), 0));
+    // The last threshold wins; `none` is no threshold.
+    assert_eq!(check(&ns, &["-c", "0", "-c", "none"]).1, 0);
+    assert_eq!(check(&ns, &["-w", "none", "-w", "0"]).1, 1);
+    // Abbreviated and attached forms.
+    assert_eq!(check(&ns, &["--crit=0"]).1, 2);
+    assert_eq!(check(&ns, &["-c0"]).1, 2);
+    // `@` alone: every count (0 to infinity) is critical; `%` is ignored.
+    let (out, code) = check(&ns, &["-c", "@"]);
+    assert_eq!(code, 2);
+    assert_eq!(out.matches(" [CRITICAL]").count(), want.len(), "{out}");
+    assert_eq!(check(&ns, &["-w", "0%"]).1, 1);
+    // --always-ok: the marks stay, the exit code is 0, and it says so.
+    let (out, code) = check(&ns, &["--always-ok", "-c", "0"]);
+    assert_eq!(code, 0, "{out}");
+    let (msg, _) = out.split_once('|').unwrap();
+    assert!(msg.ends_with(" (always ok)"), "{out}");
+    assert!(msg.contains(" [CRITICAL]"), "{out}");
+    // --no-perfdata: the text alone, the state unchanged.
+    let (out, code) = check(&ns, &["--no-perfdata", "-c", "0"]);
+    assert_eq!(code, 2);
+    assert!(!out.contains('|'), "{out}");
+    let (plain_msg, _) = plain.split_once('|').unwrap();
+    let marked: Vec<String> = plain_msg
+        .split(", ")
+        .map(|pair| format!("{pair} [CRITICAL]"))
+        .collect();
+    assert_eq!(out, marked.join(", "));
+    // -V: a version line, exit 0.
+    let (out, code) = check(&ns, &["-V"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("network-connections"), "{out}");
+    drop(held);
 }
 
 fn netns_inode(ns: &Netns) -> u64 {

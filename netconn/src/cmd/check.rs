@@ -5,18 +5,66 @@ use std::time::Duration;
 use crate::cli::CheckArgs;
 use crate::model::counts::Counts;
 use crate::plugin::check::{Spec, report};
-use crate::plugin::nagios::Status;
+use crate::plugin::nagios::{Range, Status, threshold};
 
 /// How long to wait for a running daemon before dumping instead.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Prints the plugin's line and returns its state (the exit code).
 pub fn run(args: CheckArgs) -> Status {
+    let asked = match crate::plugin::args::parse(&args.options) {
+        Ok(asked) => asked,
+        Err(e) => {
+            return say(
+                &format!("netconn check: {e} (see netconn check --help)"),
+                Status::Unknown,
+            );
+        }
+    };
+    if asked.help {
+        use clap::CommandFactory;
+        let mut cli = crate::cli::Cli::command();
+        let help = cli
+            .find_subcommand_mut("check")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        // Help and version are no state: exit 0 (the plugin exits 3, a side
+        // effect of catching argparse's exit); a reader that stops early
+        // (`| head`) is no failure.
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{}", help.trim_end());
+        return Status::Ok;
+    }
+    if asked.version {
+        let text = format!(
+            "netconn check: v{} (a drop-in for the Linuxfabrik network-connections plugin v2026071201)",
+            env!("CARGO_PKG_VERSION")
+        );
+        return say(&text, Status::Ok);
+    }
+    if let Some(target) = &asked.netns {
+        let entered = target
+            .parse::<crate::namespaces::target::Target>()
+            .and_then(|t| t.enter().map_err(|e| e.to_string()));
+        if let Err(e) = entered {
+            return say(&format!("netconn check: {e}"), Status::Unknown);
+        }
+    }
+    let range = |spec: &Option<String>| -> Result<Option<Range>, String> {
+        spec.as_deref().map_or(Ok(None), threshold)
+    };
+    let (warning, critical) = match (range(&asked.warning), range(&asked.critical)) {
+        (Ok(w), Ok(c)) => (w, c),
+        // The plugin's message, as it prints it: alone, UNKNOWN.
+        (Err(e), _) | (_, Err(e)) => return say(&e, Status::Unknown),
+    };
     let spec = Spec {
-        conn_types: args.conn_type,
-        conn_status: args.conn_status,
-        warning: args.warning,
-        critical: args.critical,
+        conn_types: asked.conn_types,
+        conn_status: asked.conn_status,
+        warning,
+        critical,
+        always_ok: asked.always_ok,
+        no_perfdata: asked.no_perfdata,
     };
     let (text, status) = match counts() {
         Ok(counts) => report(&counts, &spec),

@@ -1,6 +1,8 @@
 //! `netconn check`: the Nagios/Icinga report, compatible with the
 //! Linuxfabrik `network-connections` plugin (same options, same text and
-//! perfdata), computed from counts.
+//! perfdata, same exit codes), computed from counts. Ties in the order
+//! (the plugin's follow psutil's socket order) are broken by conn-type
+//! and state.
 
 use crate::model::counts::Counts;
 use crate::model::state::ConnType;
@@ -15,6 +17,10 @@ pub struct Spec {
     pub conn_status: Vec<String>,
     pub warning: Option<Range>,
     pub critical: Option<Range>,
+    /// `--always-ok`: exit 0 whatever the state, said on the first line.
+    pub always_ok: bool,
+    /// `--no-perfdata`: the text alone (the state is unchanged).
+    pub no_perfdata: bool,
 }
 
 /// Every `--conn-type` value.
@@ -59,11 +65,14 @@ pub fn report(counts: &Counts, spec: &Spec) -> (String, Status) {
         })
         .collect();
     if pairs.is_empty() {
-        let text = format!(
+        let mut text = format!(
             "No connections of type \"{}\" in status \"{}\" found.",
             shown(&spec.conn_types),
             shown(&spec.conn_status)
         );
+        if spec.always_ok {
+            text.push_str(" (always ok)");
+        }
         return (text, Status::Ok);
     }
     // Most connections first; ties keep conn-type and state order.
@@ -80,12 +89,18 @@ pub fn report(counts: &Counts, spec: &Spec) -> (String, Status) {
             state.replace('_', " "),
             pair.suffix()
         ));
-        perfdata.push(format!("'{}_{state}'={n};;;;", ct.name()));
+        perfdata.push(format!("'{}_{state}'={n}", ct.name()));
     }
-    (
-        format!("{}|{}", message.join(", "), perfdata.join(" ")),
-        status,
-    )
+    let mut text = message.join(", ");
+    if spec.always_ok {
+        text.push_str(" (always ok)");
+        status = Status::Ok;
+    }
+    if !spec.no_perfdata {
+        text.push('|');
+        text.push_str(&perfdata.join(" "));
+    }
+    (text, status)
 }
 
 #[cfg(test)]
@@ -117,6 +132,7 @@ mod tests {
             conn_status: status.iter().map(|s| s.to_string()).collect(),
             warning: w.map(|r| r.parse().unwrap()),
             critical: c.map(|r| r.parse().unwrap()),
+            ..Spec::default()
         }
     }
 
@@ -126,8 +142,8 @@ mod tests {
         assert_eq!(
             text,
             "tcp ESTABLISHED: 19, udp NONE: 16, tcp LISTEN: 9, tcp CLOSE WAIT: 4, \
-             tcp6 LISTEN: 2|'tcp_ESTABLISHED'=19;;;; 'udp_NONE'=16;;;; \
-             'tcp_LISTEN'=9;;;; 'tcp_CLOSE_WAIT'=4;;;; 'tcp6_LISTEN'=2;;;;"
+             tcp6 LISTEN: 2|'tcp_ESTABLISHED'=19 'udp_NONE'=16 \
+             'tcp_LISTEN'=9 'tcp_CLOSE_WAIT'=4 'tcp6_LISTEN'=2"
         );
         assert_eq!(status, Status::Ok);
     }
@@ -144,7 +160,7 @@ mod tests {
         assert_eq!(status, Status::Warning);
         // A range that wants at least 3 of something: 2 is too few.
         let (text, status) = report(&sample(), &spec(&["tcp6"], &[], None, Some("3:")));
-        assert_eq!(text, "tcp6 LISTEN: 2 [CRITICAL]|'tcp6_LISTEN'=2;;;;");
+        assert_eq!(text, "tcp6 LISTEN: 2 [CRITICAL]|'tcp6_LISTEN'=2");
         assert_eq!(status, Status::Critical);
     }
 
@@ -154,10 +170,24 @@ mod tests {
         let (text, _) = report(&sample(), &s);
         assert_eq!(
             text,
-            "tcp LISTEN: 9, tcp CLOSE WAIT: 4|'tcp_LISTEN'=9;;;; 'tcp_CLOSE_WAIT'=4;;;;"
+            "tcp LISTEN: 9, tcp CLOSE WAIT: 4|'tcp_LISTEN'=9 'tcp_CLOSE_WAIT'=4"
         );
         let (text, _) = report(&sample(), &spec(&["udp"], &["none"], None, None));
-        assert_eq!(text, "udp NONE: 16|'udp_NONE'=16;;;;");
+        assert_eq!(text, "udp NONE: 16|'udp_NONE'=16");
+    }
+
+    #[test]
+    fn always_ok_and_no_perfdata() {
+        let mut s = spec(&["tcp6"], &[], None, Some("3:"));
+        s.always_ok = true;
+        s.no_perfdata = true;
+        assert_eq!(
+            report(&sample(), &s),
+            (
+                "tcp6 LISTEN: 2 [CRITICAL] (always ok)".to_owned(),
+                Status::Ok
+            )
+        );
     }
 
     #[test]

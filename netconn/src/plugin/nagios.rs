@@ -79,47 +79,85 @@ impl Range {
     }
 }
 
-fn number(s: &str, whole: &str) -> Result<f64, String> {
-    let n: f64 = s
-        .parse()
-        .map_err(|_| format!("bad range {whole:?}: {s:?} is not a number"))?;
-    if n.is_finite() {
-        Ok(n)
-    } else {
-        Err(format!("bad range {whole:?}: {s:?} is not a finite number"))
+/// One bound: the plugin library's grammar (`[+-]digits[.digits][e[+-]n]`,
+/// an optional trailing `%`, which is dropped); empty: `default`.
+fn bound(atom: &str, default: f64) -> Result<f64, ()> {
+    let atom = atom.trim();
+    if atom.is_empty() {
+        return Ok(default);
     }
+    let number = atom.strip_suffix('%').unwrap_or(atom);
+    let unsigned = number.strip_prefix(['+', '-']).unwrap_or(number);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        None => digits(mantissa),
+        Some((int, frac)) => {
+            (digits(int) && frac.bytes().all(|b| b.is_ascii_digit()))
+                || (int.is_empty() && digits(frac))
+        }
+    };
+    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
+    if !(mantissa_ok && exponent_ok) {
+        return Err(());
+    }
+    number.parse().map_err(|_| ())
+}
+
+/// A number as Python's `{:g}` writes it (in the plugin's messages).
+fn g(n: f64) -> String {
+    if n.is_infinite() {
+        return if n > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let text = format!("{n}");
+    text.strip_suffix(".0").map_or(text.clone(), str::to_owned)
+}
+
+/// A threshold as the Linuxfabrik plugins read `-w`/`-c`: leading
+/// backslashes dropped (Icinga's escape for a leading dash), `none` (any
+/// case) for no threshold, else a [`Range`].
+pub fn threshold(spec: &str) -> Result<Option<Range>, String> {
+    let spec = spec.trim_start_matches('\\');
+    if spec.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    spec.parse().map(Some)
 }
 
 impl FromStr for Range {
     type Err = String;
 
-    fn from_str(whole: &str) -> Result<Range, String> {
-        let s = whole.trim();
-        let (inside, s) = match s.strip_prefix('@') {
+    /// The Linuxfabrik library's grammar, with its messages: `10`, `10:`,
+    /// `:`, `~:10`, `10:20`, `@...` (an empty spec or a lone `@` is
+    /// 0 to infinity), `%` after a bound ignored.
+    fn from_str(spec: &str) -> Result<Range, String> {
+        let (inside, s) = match spec.strip_prefix('@') {
             Some(rest) => (true, rest),
-            None => (false, s),
+            None => (false, spec),
         };
-        if s.is_empty() {
-            return Err(format!("bad range {whole:?}: empty"));
-        }
-        let (start, end) = match s.split_once(':') {
-            None => (0.0, number(s, whole)?),
-            Some((start, end)) => {
-                let start = match start {
-                    "~" => f64::NEG_INFINITY,
-                    "" => 0.0,
-                    s => number(s, whole)?,
-                };
-                let end = match end {
-                    "" => f64::INFINITY,
-                    e => number(e, whole)?,
-                };
-                (start, end)
+        let (start, end) = if s.contains(':') {
+            match s.split(':').collect::<Vec<_>>().as_slice() {
+                [start, end] => (*start, *end),
+                _ => return Err("Not using range definition correctly".into()),
             }
+        } else {
+            ("", s)
         };
+        let incorrect = |_| "Range format incorrect".to_string();
+        let start = if start.trim() == "~" {
+            f64::NEG_INFINITY
+        } else {
+            bound(start, 0.0).map_err(incorrect)?
+        };
+        let end = bound(end, f64::INFINITY).map_err(incorrect)?;
         if start > end {
             return Err(format!(
-                "bad range {whole:?}: the start is greater than the end"
+                "Start {} must not be greater than end {}",
+                g(start),
+                g(end)
             ));
         }
         Ok(Range { start, end, inside })
@@ -193,13 +231,41 @@ mod tests {
     }
 
     #[test]
-    fn bad_ranges_are_refused_with_a_reason() {
+    fn bad_ranges_are_refused_with_the_plugins_reasons() {
         for bad in [
-            "", "@", "abc", "10:5", "1:2:3", "~", "10:x", "x:10", "nan", "inf", "@:~",
+            "abc", "~", "10:x", "x:10", "nan", "inf", "@:~", "1,5", "0x10", "1_000",
         ] {
             let err = bad.parse::<Range>().expect_err(bad);
-            assert!(err.contains("bad range"), "{bad}: {err}");
+            assert_eq!(err, "Range format incorrect", "{bad}");
         }
+        assert_eq!(
+            "1:2:3".parse::<Range>().unwrap_err(),
+            "Not using range definition correctly"
+        );
+        assert_eq!(
+            "10:5".parse::<Range>().unwrap_err(),
+            "Start 10 must not be greater than end 5"
+        );
+        assert_eq!(
+            "-10".parse::<Range>().unwrap_err(),
+            "Start 0 must not be greater than end -10"
+        );
+    }
+
+    #[test]
+    fn the_plugins_extra_forms() {
+        // A lone @ (or an empty spec): 0 to infinity, inverted or not.
+        assert!(r("@").alerts(0.0) && r("@").alerts(1e9) && !r("@").alerts(-1.0));
+        assert!(!r("").alerts(5.0) && r("").alerts(-1.0));
+        assert!(!r(":").alerts(5.0));
+        // A percent sign repeats the unit: ignored.
+        assert_eq!(r("90%:"), r("90:"));
+        assert_eq!(r("1:12%"), r("1:12"));
+        assert_eq!(r("1e3"), r("1000"));
+        assert_eq!(r(".5:"), r("0.5:"));
+        assert_eq!(threshold("none"), Ok(None));
+        assert_eq!(threshold("NONE"), Ok(None));
+        assert_eq!(threshold("\\-5:5"), Ok(Some(r("-5:5"))));
     }
 
     #[test]
