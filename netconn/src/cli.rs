@@ -196,6 +196,20 @@ pub struct WatchArgs {
     /// read live at each scrape, the TCP figures as running totals.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<std::net::SocketAddr>,
+    /// What each interval writes: netconn's records (json), DataKit's
+    /// netstat and netstat_port measurements as JSON points (datakit), or
+    /// the same points in InfluxDB line protocol (line).
+    #[arg(long, value_enum, default_value_t = Format::Json,
+          conflicts_with_all = ["events", "all_namespaces"])]
+    pub format: Format,
+}
+
+/// `watch --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Datakit,
+    Line,
 }
 
 /// `--listen`: an address and a port.

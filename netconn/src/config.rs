@@ -225,6 +225,33 @@ struct RawConfig {
     conntrack: Option<Spanned<RawConntrack>>,
     metrics: Option<RawMetrics>,
     alerts: Option<RawAlerts>,
+    /// DataKit's own file: `[[inputs.netstat]]` holding the keys above.
+    inputs: Option<RawInputs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInputs {
+    netstat: Vec<RawConfig>,
+}
+
+/// DataKit's netstat input takes intervals from 1 s to 1 min
+/// (`config.ProtectedInterval`), and so does netconn for its files and
+/// variables.
+const DATAKIT_INTERVALS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// An interval of DataKit's, brought within its bounds as DataKit does;
+/// the warning says so when it was out.
+fn datakit_interval(d: Duration, source: &str) -> (Duration, Option<String>) {
+    let (min, max) = DATAKIT_INTERVALS;
+    let kept = d.clamp(min, max);
+    let warning = (kept != d).then(|| {
+        format!(
+            "{source}: DataKit's netstat input takes 1s to 1m; using {}",
+            humantime::format_duration(kept)
+        )
+    });
+    (kept, warning)
 }
 
 #[derive(Deserialize)]
@@ -309,8 +336,39 @@ impl Config {
                 line_of(text, span.start)
             ))
         };
+        // DataKit's netstat.conf: its one [[inputs.netstat]] table is the
+        // configuration.
+        let (raw, datakit) = match raw.inputs {
+            None => (raw, false),
+            Some(inputs) => {
+                let mut tables = inputs.netstat;
+                let whole = |msg: &str| ConfigError(format!("{name}: inputs.netstat: {msg}"));
+                let own_keys =
+                    raw.interval.is_some() || !raw.tags.is_empty() || !raw.addr_ports.is_empty();
+                if tables.len() != 1 || own_keys {
+                    return Err(whole(
+                        "a DataKit file holds one [[inputs.netstat]] table and nothing beside it",
+                    ));
+                }
+                let inner = tables.pop().expect("one table");
+                if inner.inputs.is_some() {
+                    return Err(whole("an inputs table inside it is not DataKit's"));
+                }
+                (inner, true)
+            }
+        };
+        let mut warnings = Vec::new();
         let interval = match raw.interval {
-            Some(s) => Some(parse_interval(s.get_ref()).map_err(|e| at(s.span(), "interval", e))?),
+            Some(s) => {
+                let d = parse_interval(s.get_ref()).map_err(|e| at(s.span(), "interval", e))?;
+                if datakit {
+                    let (d, warning) = datakit_interval(d, &format!("{name}: interval"));
+                    warnings.extend(warning);
+                    Some(d)
+                } else {
+                    Some(d)
+                }
+            }
             None => None,
         };
         let mut groups = Vec::with_capacity(raw.addr_ports.len());
@@ -380,7 +438,7 @@ impl Config {
                     .map_err(|e| at(s.span(), "alerts.listeners.allow", e))
             })
             .collect::<Result<_, _>>()?;
-        let warnings = check_groups(&groups).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        warnings.extend(check_groups(&groups).map_err(|e| ConfigError(format!("{name}: {e}")))?);
         Ok(Config {
             interval,
             tags: raw.tags,
@@ -419,6 +477,7 @@ impl Config {
     /// replacing the groups with one), `NETCONN_TAGS` (`k=v,k=v`, added to
     /// the tags, replacing equal keys).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        self.apply_datakit_env(&env);
         if let Some(v) = env("NETCONN_INTERVAL") {
             let d =
                 parse_interval(&v).map_err(|e| ConfigError(format!("NETCONN_INTERVAL: {e}")))?;
@@ -440,14 +499,7 @@ impl Config {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(bad)?;
-            self.groups = if entries.is_empty() {
-                Vec::new()
-            } else {
-                vec![Group {
-                    entries,
-                    tags: Tags::new(),
-                }]
-            };
+            self.groups = one_group(entries);
             self.warnings = check_groups(&self.groups).map_err(bad)?;
         }
         if let Some(v) = env("NETCONN_TAGS") {
@@ -463,6 +515,66 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// DataKit's variables for its netstat input, read as DataKit reads
+    /// them (`ReadEnv`): `ENV_INPUT_NETSTAT_INTERVAL` (1s to 1m),
+    /// `ENV_INPUT_NETSTAT_ADDR_PORTS` (a JSON list of ports: one group, no
+    /// tags), `ENV_INPUT_NETSTAT_TAGS` (`k=v,k=v`, added). A value DataKit
+    /// would ignore is ignored, with a warning; netconn's own `NETCONN_*`
+    /// variables come after them and win.
+    fn apply_datakit_env(&mut self, env: &impl Fn(&str) -> Option<String>) {
+        if let Some(v) = env("ENV_INPUT_NETSTAT_TAGS") {
+            for pair in v.split(',') {
+                // DataKit skips what is not key=value.
+                if let Some((k, val)) = pair.split_once('=')
+                    && !k.trim().is_empty()
+                {
+                    self.tags.insert(k.trim().to_owned(), val.trim().to_owned());
+                }
+            }
+        }
+        if let Some(v) = env("ENV_INPUT_NETSTAT_INTERVAL") {
+            match parse_interval(&v) {
+                Ok(d) => {
+                    let (d, warning) = datakit_interval(d, "ENV_INPUT_NETSTAT_INTERVAL");
+                    self.warnings.extend(warning);
+                    self.interval = Some(d);
+                }
+                Err(e) => self.warnings.push(format!(
+                    "ENV_INPUT_NETSTAT_INTERVAL: {e}; ignored, as DataKit does"
+                )),
+            }
+        }
+        if let Some(v) = env("ENV_INPUT_NETSTAT_ADDR_PORTS") {
+            let entries = serde_json::from_str::<Vec<String>>(&v)
+                .map_err(|_| format!("expected a JSON list of strings, got {v:?}"))
+                .and_then(|list| {
+                    list.iter()
+                        .map(|p| parse_entry(p, false))
+                        .collect::<Result<Vec<_>, _>>()
+                });
+            match entries {
+                Ok(entries) => self.groups = one_group(entries),
+                Err(e) => self.warnings.push(format!(
+                    "ENV_INPUT_NETSTAT_ADDR_PORTS: {e}; ignored, as DataKit does"
+                )),
+            }
+        }
+    }
+}
+
+/// The groups a list of ports in a variable makes: one, without tags
+/// (none for an empty list).
+fn one_group(entries: Vec<Entry>) -> Vec<Group> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    vec![Group {
+        entries,
+        tags: Tags::new(),
+    }]
 }
 
 /// Parses `500ms`, `1s`, `1m`, `1m30s`...; zero is refused.
@@ -672,5 +784,80 @@ ports_match = ["*:5432"]
                 .0;
             assert!(err.starts_with(k), "{err}");
         }
+    }
+
+    /// DataKit's own netstat.conf (its sample, uncommented), as it is.
+    const DATAKIT_CONF: &str = r#"
+[[inputs.netstat]]
+  ##(Optional) Collect interval, default is 10 seconds
+  interval = '10s'
+
+[[inputs.netstat.addr_ports]]
+  ports = ["80","443"]
+[inputs.netstat.addr_ports.tags]
+  service = "http"
+
+[[inputs.netstat.addr_ports]]
+  ports = ["9529"]
+[inputs.netstat.addr_ports.tags]
+  service = "datakit"
+  foo = "bar"
+
+[[inputs.netstat.addr_ports]]
+  ports = ["1.1.1.1:80","2.2.2.2:80"]
+  ports_match = ["*:80","*:443"]
+
+[inputs.netstat.tags]
+  some_tag = "some_value"
+"#;
+
+    #[test]
+    fn datakits_own_file_is_read_as_it_is() {
+        let c = Config::parse(DATAKIT_CONF, "netstat.conf").unwrap();
+        assert_eq!(c.interval, Some(Duration::from_secs(10)));
+        assert_eq!(c.tags["some_tag"], "some_value");
+        assert_eq!(c.groups.len(), 3);
+        assert_eq!(c.groups[1].tags["foo"], "bar");
+        assert_eq!(c.groups[2].entries[0], Entry::EachAddress(80));
+        // Out of DataKit's bounds: brought in, with a warning.
+        let c = Config::parse("[[inputs.netstat]]\ninterval = '5m'\n", "n.conf").unwrap();
+        assert_eq!(c.interval, Some(Duration::from_secs(60)));
+        assert!(c.warnings[0].contains("1s to 1m"), "{:?}", c.warnings);
+        for bad in [
+            "[[inputs.netstat]]\n[[inputs.netstat]]\n",
+            "interval = '1s'\n[[inputs.netstat]]\n",
+            "[[inputs.cpu]]\n",
+        ] {
+            let e = Config::parse(bad, "n.conf").unwrap_err();
+            assert!(e.0.starts_with("n.conf:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn datakits_variables_as_datakit_reads_them() {
+        let env = |k: &str| match k {
+            "ENV_INPUT_NETSTAT_INTERVAL" => Some("2s".to_owned()),
+            "ENV_INPUT_NETSTAT_ADDR_PORTS" => Some(r#"["1.1.1.1:80","443"]"#.to_owned()),
+            "ENV_INPUT_NETSTAT_TAGS" => Some("a=b,junk,c=d".to_owned()),
+            _ => None,
+        };
+        let mut c = Config::default();
+        c.apply_env(env).unwrap();
+        assert_eq!(c.interval, Some(Duration::from_secs(2)));
+        assert_eq!(c.groups.len(), 1);
+        assert_eq!(c.groups[0].entries.len(), 2);
+        assert_eq!((c.tags["a"].as_str(), c.tags["c"].as_str()), ("b", "d"));
+        // What DataKit ignores is ignored, with a warning; ours win.
+        let env = |k: &str| match k {
+            "ENV_INPUT_NETSTAT_INTERVAL" => Some("soon".to_owned()),
+            "ENV_INPUT_NETSTAT_ADDR_PORTS" => Some("80".to_owned()),
+            "NETCONN_INTERVAL" => Some("3s".to_owned()),
+            _ => None,
+        };
+        let mut c = Config::default();
+        c.apply_env(env).unwrap();
+        assert_eq!(c.interval, Some(Duration::from_secs(3)));
+        assert!(c.groups.is_empty());
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
     }
 }

@@ -388,7 +388,15 @@ impl Watch {
     }
 
     /// Like [`Watch::start`], for a command built by the caller.
-    pub fn start_cmd(mut cmd: Command) -> (Watch, Value) {
+    pub fn start_cmd(cmd: Command) -> (Watch, Value) {
+        let mut w = Watch::start_raw(cmd);
+        let first = w.next_record(Duration::from_secs(60));
+        (w, first)
+    }
+
+    /// Starts a command built by the caller without waiting for anything
+    /// (its lines may not be netconn's records: `--format line`).
+    pub fn start_raw(mut cmd: Command) -> Watch {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -403,13 +411,23 @@ impl Watch {
                 }
             }
         });
-        let mut w = Watch {
+        Watch {
             child,
             lines,
             log: Vec::new(),
-        };
-        let first = w.next_record(Duration::from_secs(60));
-        (w, first)
+        }
+    }
+
+    /// The next line as written; panics after `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = self.child.kill();
+                let out = self.child.wait_with_output_stderr();
+                panic!("no line from netconn watch within {timeout:?}; stderr: {out}");
+            }
+        }
     }
 
     /// The next counts record, parsed; panics after `timeout` (a liveness
@@ -429,19 +447,11 @@ impl Watch {
     }
 
     fn next_any(&mut self, timeout: Duration) -> Value {
-        match self.lines.recv_timeout(timeout) {
-            Ok(line) => {
-                let record: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                self.log.push(record.clone());
-                record
-            }
-            Err(_) => {
-                let _ = self.child.kill();
-                let out = self.child.wait_with_output_stderr();
-                panic!("no record from netconn watch within {timeout:?}; stderr: {out}");
-            }
-        }
+        let line = self.next_line(timeout);
+        let record: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        self.log.push(record.clone());
+        record
     }
 
     /// A record computed after this call: drops what is queued, and the one

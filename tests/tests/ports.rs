@@ -290,3 +290,65 @@ fn every_namespace_has_its_own_series() {
     drop((early_a, late, more_b));
     let _ = std::fs::remove_file(config);
 }
+
+/// DataKit's `udp_socket`: UDP sockets bound to a group's port, per IP
+/// version, equal to `ss -uan` for that port, before and after the watch
+/// started and after some close.
+#[test]
+fn udp_sockets_count_in_their_group() {
+    use std::net::UdpSocket;
+    let ns = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-udp-ports-{}.toml", ns.name));
+    std::fs::write(&config, "[[addr_ports]]\nports = [\"5353\", \"5354\"]\n").unwrap();
+    let worker = ns.worker();
+    let before = worker.exec(|| UdpSocket::bind("127.0.0.1:5353").unwrap());
+    let (mut watch, first) = Watch::start(
+        &ns,
+        &["--interval", "300ms", "--config", config.to_str().unwrap()],
+    );
+    let udp_of = |record: &serde_json::Value, port: &str, version: u64| {
+        record["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["addr_port"] == port && s["ip_version"] == version)
+            .unwrap_or_else(|| panic!("no {port} v{version}: {record}"))["udp_socket"]
+            .as_i64()
+            .unwrap()
+    };
+    let ss_count = |port: u16, v6: bool| {
+        let family = if v6 { "-6" } else { "-4" };
+        ns.run_cmd("ss", &["-uanH", family, &format!("sport = :{port}")])
+            .lines()
+            .count() as i64
+    };
+    assert_eq!(udp_of(&first, "5353", 4), 1, "{first}");
+    let after = worker.exec(|| {
+        (
+            UdpSocket::bind("127.0.0.1:5354").unwrap(),
+            UdpSocket::bind("[::1]:5354").unwrap(),
+            UdpSocket::bind("127.0.0.2:5354").unwrap(),
+            // Not in a group.
+            UdpSocket::bind("127.0.0.1:5355").unwrap(),
+        )
+    });
+    watch.next_record(std::time::Duration::from_secs(30));
+    let record = watch.next_record(std::time::Duration::from_secs(30));
+    assert_eq!(
+        udp_of(&record, "5354", 4),
+        ss_count(5354, false),
+        "{record}"
+    );
+    assert_eq!(udp_of(&record, "5354", 4), 2);
+    assert_eq!(udp_of(&record, "5354", 6), ss_count(5354, true));
+    assert_eq!(udp_of(&record, "5354", 6), 1);
+    assert_eq!(udp_of(&record, "5353", 4), 1);
+    drop(before);
+    worker.exec(move || drop(after));
+    watch.next_record(std::time::Duration::from_secs(30));
+    let record = watch.next_record(std::time::Duration::from_secs(30));
+    for (port, v) in [("5353", 4), ("5354", 4), ("5354", 6)] {
+        assert_eq!(udp_of(&record, port, v), 0, "{port} v{v}: {record}");
+    }
+    let _ = std::fs::remove_file(config);
+}

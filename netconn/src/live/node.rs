@@ -22,7 +22,7 @@ use crate::live::ports::{Groups, PortTracker};
 use crate::live::tracker::{TrackerError, journal_window};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, merge};
-use crate::model::socket::{DumpedSocket, SocketKind};
+use crate::model::socket::DumpedSocket;
 use crate::model::state::{ConnType, TCP_SYN_RECV};
 use crate::namespaces::discover::{self, Namespace};
 use crate::namespaces::owner::Owner;
@@ -375,22 +375,18 @@ impl Node {
         let Some(file) = space.ns.open() else {
             return Ok(());
         };
-        let dump = run_in(&file, || {
-            let mut dump = Vec::new();
-            for ct in [ConnType::Tcp, ConnType::Tcp6] {
-                sockdiag::dump_states(ct, sockdiag::MINI_SOCKET_STATES, &mut dump)?;
-            }
-            Ok::<_, std::io::Error>(dump)
-        });
+        let with_udp = space.ports.is_some();
+        let dump = run_in(&file, || sockdiag::mini_dump(with_udp));
         let Ok(Ok(mut dump)) = dump else {
             return Ok(());
         };
-        dump.retain(|s| s.kind != SocketKind::Full);
+        let udp = sockdiag::split_udp(&mut dump);
         let space = self.spaces.get_mut(&inode).expect("tracked");
         space.mini_tcp = Counts::from_dump(&dump);
         space.requests = crate::live::listeners::requests(&dump);
         if let Some(ports) = &mut space.ports {
             ports.set_mini(&dump);
+            ports.set_udp(&udp);
         }
         space.mini_signature = signature;
         Ok(())

@@ -109,6 +109,8 @@ pub struct PortTracker {
     sockets: HashMap<u64, (u32, u8)>,
     full: Vec<[i64; 16]>,
     mini: Vec<[i64; 16]>,
+    /// UDP sockets bound to a series' port, from the last UDP dump.
+    udp: Vec<i64>,
 }
 
 impl PortTracker {
@@ -136,6 +138,7 @@ impl PortTracker {
         self.index.insert(key, i);
         self.full.push([0; 16]);
         self.mini.push([0; 16]);
+        self.udp.push(0);
         i
     }
 
@@ -210,6 +213,7 @@ impl PortTracker {
         {
             self.apply(e);
         }
+        self.set_udp(dump);
     }
 
     fn enter(&mut self, cookie: u64, series: u32, state: u8) {
@@ -256,6 +260,17 @@ impl PortTracker {
         }
     }
 
+    /// Replaces the UDP sockets from a dump of the UDP tables (DataKit's
+    /// `udp_socket`: sockets whose local port a group names).
+    pub fn set_udp(&mut self, udp: &[DumpedSocket]) {
+        self.udp.iter_mut().for_each(|n| *n = 0);
+        for s in udp.iter().filter(|s| !s.conn_type.is_tcp()) {
+            if let Some(series) = self.classify_dumped(s) {
+                self.udp[series as usize] += 1;
+            }
+        }
+    }
+
     /// Sockets tracked one by one (memory).
     pub fn tracked_sockets(&self) -> usize {
         self.sockets.len()
@@ -279,6 +294,7 @@ impl PortTracker {
                     ip_version: key.ip_version,
                     tags: self.groups.0[key.group].tags.clone(),
                     states,
+                    udp_socket: self.udp[i],
                     tcp_metrics: metrics
                         .map(|m| TcpFigures::of(&m.get(key).copied().unwrap_or_default())),
                 }

@@ -12,7 +12,7 @@ use crate::ebpf::{Losses, Probe, ProbeError};
 use crate::live::ports::{Groups, PortTracker};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, matrix_effect, merge};
-use crate::model::socket::{DumpedSocket, SocketKind};
+use crate::model::socket::DumpedSocket;
 use crate::model::state::{ConnType, TCP_SYN_RECV};
 use crate::tables::sockdiag;
 use crate::tables::totals::KernelTotals;
@@ -246,16 +246,14 @@ impl Tracker {
         if signature == self.mini_signature && !requests {
             return Ok(());
         }
-        let mut dump = Vec::new();
-        for ct in [ConnType::Tcp, ConnType::Tcp6] {
-            sockdiag::dump_states(ct, sockdiag::MINI_SOCKET_STATES, &mut dump)
-                .map_err(TrackerError::Dump)?;
-        }
-        dump.retain(|s| s.kind != SocketKind::Full);
+        let mut dump =
+            crate::tables::sockdiag::mini_dump(self.ports.is_some()).map_err(TrackerError::Dump)?;
+        let udp = crate::tables::sockdiag::split_udp(&mut dump);
         self.mini_tcp = Counts::from_dump(&dump);
         self.requests = crate::live::listeners::requests(&dump);
         if let Some(ports) = &mut self.ports {
             ports.set_mini(&dump);
+            ports.set_udp(&udp);
         }
         self.mini_signature = signature;
         Ok(())

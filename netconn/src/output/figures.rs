@@ -109,6 +109,8 @@ pub struct PortSeries {
     pub ip_version: u8,
     pub tags: crate::config::Tags,
     pub states: TcpStates,
+    /// UDP sockets bound to the port (DataKit's `udp_socket`).
+    pub udp_socket: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_metrics: Option<TcpFigures>,
 }

@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod conn;
 pub mod conntrack;
+pub mod datakit;
 pub mod figures;
 pub mod log;
 pub mod record;

@@ -41,6 +41,7 @@ fn counts_record() {
         ip_version: 4,
         tags: Default::default(),
         states: TcpStates::default(),
+        udp_socket: 0,
         tcp_metrics: Some(figures),
     }];
     let metrics = IntervalFigures {
@@ -101,7 +102,7 @@ fn counts_record() {
     );
     assert_eq!(
         shape(&v["ports"][0]),
-        "addr_port:string ip_version:number tags:object states:object tcp_metrics:object"
+        "addr_port:string ip_version:number tags:object states:object udp_socket:number tcp_metrics:object"
     );
     assert_eq!(
         shape(&v["connections"]),

@@ -158,10 +158,18 @@ impl Writer {
 
     /// Queues one record (a JSON line is added its newline). Never blocks.
     pub fn send(&self, record: &impl serde::Serialize) -> Flow {
+        self.queue(serde_json::to_vec(record).expect("records always serialize"))
+    }
+
+    /// Queues one line of text (line protocol), as [`Writer::send`].
+    pub fn send_text(&self, text: &str) -> Flow {
+        self.queue(text.as_bytes().to_vec())
+    }
+
+    fn queue(&self, mut line: Vec<u8>) -> Flow {
         if self.shared.closed.load(Ordering::Acquire) {
             return Flow::Closed;
         }
-        let mut line = serde_json::to_vec(record).expect("records always serialize");
         line.push(b'\n');
         let len = line.len();
         let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);

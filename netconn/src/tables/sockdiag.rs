@@ -125,6 +125,30 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     })
 }
 
+/// The calling thread's namespace's time-wait and request sockets (the
+/// TCP mini-sockets, which fire no event), and with `udp` every UDP
+/// socket (for the port groups' `udp_socket`).
+pub fn mini_dump(udp: bool) -> io::Result<Vec<DumpedSocket>> {
+    let mut dump = Vec::new();
+    for ct in [ConnType::Tcp, ConnType::Tcp6] {
+        dump_states(ct, MINI_SOCKET_STATES, &mut dump)?;
+    }
+    dump.retain(|s| s.kind != SocketKind::Full);
+    if udp {
+        for ct in [ConnType::Udp, ConnType::Udp6] {
+            dump_states(ct, ALL_STATES, &mut dump)?;
+        }
+    }
+    Ok(dump)
+}
+
+/// Takes the UDP sockets out of a dump.
+pub fn split_udp(dump: &mut Vec<DumpedSocket>) -> Vec<DumpedSocket> {
+    let (udp, tcp): (Vec<_>, Vec<_>) = dump.drain(..).partition(|s| !s.conn_type.is_tcp());
+    *dump = tcp;
+    udp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,30 @@ fn raised<'a>(
         }))
 }
 
+/// One reading as DataKit's points (`--format datakit|line`).
+fn write_points(
+    out: &Writer,
+    format: crate::cli::Format,
+    r: &crate::live::counter::Reading,
+    host: &str,
+    tags: &crate::config::Tags,
+) -> Flow {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let points = crate::output::datakit::points(&r.counts, r.ports.as_deref(), host, tags, now);
+    for p in &points {
+        let flow = match format {
+            crate::cli::Format::Line => out.send_text(&p.line()),
+            _ => out.send(p),
+        };
+        if flow == Flow::Closed {
+            return Flow::Closed;
+        }
+    }
+    Flow::Go
+}
+
 /// What `--events` reads directions by, in the calling thread's namespace:
 /// the ports listening now (for connections older than the watch) and the
 /// namespace's addresses (for "local").
@@ -373,7 +397,6 @@ fn watch(
                     None
                 };
                 let time = host::now_rfc3339();
-                let record = r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
                 let ct = conntrack.read(&host, netns, &time);
                 exporter.interval(crate::prometheus::exporter::Interval {
                     tcp: r.tcp_metrics.as_ref(),
@@ -383,13 +406,19 @@ fn watch(
                     conntrack: Some(&ct.record),
                     raised: raised(ct.alert.as_ref(), &alerts).collect(),
                 });
-                if out.send(&record.at(&time)) == Flow::Closed {
-                    return Ok(());
-                }
-                let closed = out.send(&ct.record) == Flow::Closed
-                    || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed)
-                    || alerts.iter().any(|a| out.send(a) == Flow::Closed);
-                if closed {
+                let flow = if args.format == crate::cli::Format::Json {
+                    let record =
+                        r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
+                    let closed = out.send(&record.at(&time)) == Flow::Closed
+                        || out.send(&ct.record) == Flow::Closed
+                        || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed)
+                        || alerts.iter().any(|a| out.send(a) == Flow::Closed);
+                    if closed { Flow::Closed } else { Flow::Go }
+                } else {
+                    // DataKit's measurements instead of netconn's records.
+                    write_points(out, args.format, &r, &host, &tags)
+                };
+                if flow == Flow::Closed {
                     return Ok(());
                 }
                 written += 1;
