@@ -66,6 +66,22 @@ pub enum Command {
     /// running `watch --events` (the TCP sockets it saw connect, listen or
     /// be accepted), and with --processes from /proc for the others.
     List(ListArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell).
+    ///
+    /// For example `netconn completions bash >
+    /// /usr/share/bash-completion/completions/netconn`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -88,6 +88,8 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => cmd::snapshot::run(args),
         Command::Conntrack(args) => cmd::conntrack::run(args),
         Command::List(args) => cmd::list::run(args),
+        Command::Completions(args) => cmd::docs::completions(args),
+        Command::Man => cmd::docs::man(),
         Command::Check(args) => return ExitCode::from(cmd::check::run(args).exit_code()),
     };
     match result {

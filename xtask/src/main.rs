@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | run | test`.
+//! Project tasks: `cargo xtask setup | run | test | deb | bench`.
 //!
 //! Every task installs what it needs first, so a fresh machine needs nothing
 //! but Rust (stable, with rustup) and root.
 
 mod bench;
+mod deb;
 mod lab;
 mod nodes;
 mod setup;
@@ -37,6 +38,9 @@ enum Task {
     /// Set up, then run every check: fmt, clippy, unit tests, and the root
     /// integration tests against the real kernel.
     Test,
+    /// Build the Debian package (target/debian/netconn.deb): the binary,
+    /// the systemd unit, the man page and shell completions.
+    Deb,
     /// Measure netconn side by side with ss, psutil and bpftrace, then a
     /// ten-minute soak (as root, about 30 minutes), and rewrite
     /// BENCHMARKS.md.
@@ -58,6 +62,9 @@ fn main() -> ExitCode {
         Task::Setup => setup::run().map(|_| ()),
         Task::Run { args } => run(args),
         Task::Test => test::run(),
+        Task::Deb => setup::run().and_then(|env| deb::run(&env)).map(|deb| {
+            eprintln!("xtask: {}", deb.display());
+        }),
         Task::Bench { soak, namespaces } => bench::run(soak, namespaces),
     };
     match result {

@@ -24,6 +24,7 @@ pub fn run() -> Result<Env> {
     let ebpf_toolchain = ebpf_toolchain()?;
     bpf_linker()?;
     debian_tools()?;
+    python_tools()?;
     Ok(Env { ebpf_toolchain })
 }
 
@@ -99,7 +100,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 10] = [
+const TOOLS: [(&str, &str); 14] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -111,6 +112,12 @@ const TOOLS: [(&str, &str); 10] = [
     // A real Prometheus scrapes `watch --listen` in the tests.
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    // The service test: the unit checked, the package installed, its man
+    // page read.
+    ("systemd-analyze", "systemd"),
+    ("dpkg-deb", "dpkg"),
+    ("man", "man-db"),
+    ("gzip", "gzip"),
 ];
 
 fn debian_tools() -> Result<()> {
@@ -132,6 +139,46 @@ fn debian_tools() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// kubernetes-validate (PyPI), which checks the DaemonSet against the
+/// Kubernetes schema, in a virtual environment of the project's own
+/// (`target/tools/venv`): Debian's Python refuses system-wide pip installs.
+fn python_tools() -> Result<()> {
+    let venv = crate::root().join("target/tools/venv");
+    let validate = venv.join("bin/kubernetes-validate");
+    if validate.exists() {
+        return Ok(());
+    }
+    let make = || {
+        Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+    };
+    if !make().is_ok_and(|s| s.success()) {
+        eprintln!("xtask: installing python3-venv");
+        run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "python3-venv",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    eprintln!("xtask: installing kubernetes-validate");
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "kubernetes-validate==1.37.0",
+    ]))
 }
 
 /// What `cargo xtask bench` compares netconn with: bpftrace (Debian),

@@ -22,6 +22,8 @@ pub fn run() -> Result<()> {
         bail!("the integration tests load eBPF and create network namespaces: run as root");
     }
     let bin = build_release(&env)?;
+    // The package the service test installs.
+    let deb = crate::deb::run(&env)?;
     // One test at a time: each loads the real program, and one checks that
     // no netconn program is left loaded.
     run_cmd(
@@ -33,6 +35,7 @@ pub fn run() -> Result<()> {
                 "--",
                 "--test-threads=1",
             ])
-            .env("NETCONN_BIN", bin),
+            .env("NETCONN_BIN", bin)
+            .env("NETCONN_DEB", deb),
     )
 }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod conntrack;
+pub mod docs;
 pub mod list;
 pub mod snapshot;
 pub mod watch;
