@@ -138,6 +138,10 @@ Options (those of the Linuxfabrik network-connections plugin):
   --always-ok           Always exit 0 (OK), with \"(always ok)\" in the text.
   --no-perfdata         Leave the performance data out (the state stays).
   --netns NS            Check that network namespace (netconn's own option).
+  --alerts              Report the running watch's active alerts instead of
+                        the counts: WARNING or CRITICAL by the worst, each
+                        alert and what it is about in the text (netconn's
+                        own option; UNKNOWN when no watch runs).
   -V, --version         The version.
   -h, --help            This help.
 

@@ -129,10 +129,37 @@ fn a_new_listener_is_an_alert_until_it_stops() {
     assert_eq!(alert["pid"], std::process::id());
     // SAFETY: getuid has no preconditions.
     assert_eq!(alert["uid"], unsafe { libc::getuid() });
+    // `check --alerts` asks the watch.
+    let check = |ns: &Netns| {
+        let out = ns.netconn(&["check", "--alerts"]).output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+            out.status.code(),
+        )
+    };
+    let (text, code) = check(&ns);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.starts_with("new_listener [::1]:7001 [WARNING]|'alerts_warning'=1"),
+        "{text}"
+    );
     worker.exec(move || drop(new));
     let clear = watch.next_of("alert", Duration::from_secs(30));
     assert_eq!(clear["status"], "clear", "{clear}");
     assert_eq!(clear["port"], 7001);
     assert_eq!(clear["since"], alert["since"]);
+    let (text, code) = check(&ns);
+    assert_eq!(
+        (text.as_str(), code),
+        (
+            "No active alerts|'alerts_warning'=0 'alerts_critical'=0",
+            Some(0)
+        )
+    );
+    // Without a watch there is no one to ask: UNKNOWN.
+    drop(watch);
+    let (text, code) = check(&ns);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("no running netconn watch"), "{text}");
     let _ = std::fs::remove_file(config);
 }

@@ -66,11 +66,41 @@ pub fn run(args: CheckArgs) -> Status {
         always_ok: asked.always_ok,
         no_perfdata: asked.no_perfdata,
     };
+    if asked.alerts {
+        let (text, status) = match alerts() {
+            Ok(records) => crate::plugin::check::alerts_report(&records, &spec),
+            Err(reason) => (reason, Status::Unknown),
+        };
+        return say(&text, status);
+    }
     let (text, status) = match counts() {
         Ok(counts) => report(&counts, &spec),
         Err(reason) => (reason, Status::Unknown),
     };
     say(&text, status)
+}
+
+/// The active alerts of the namespace's running watch (or of a watch of
+/// every namespace, this namespace's): only a daemon knows them.
+fn alerts() -> Result<Vec<serde_json::Value>, String> {
+    use crate::live::serve::{Request, node_socket_path, query, socket_path};
+    let netns = super::own_netns().map_err(|e| e.to_string())?;
+    let parse = |answer: String| -> Vec<serde_json::Value> {
+        answer
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["netns"] == netns)
+            .collect()
+    };
+    if let Ok(answer) = query(&socket_path(netns), Request::Alerts, DAEMON_TIMEOUT) {
+        return Ok(parse(answer));
+    }
+    if let Ok(answer) = query(&node_socket_path(), Request::Alerts, DAEMON_TIMEOUT) {
+        return Ok(parse(answer));
+    }
+    Err(format!(
+        "netconn check: UNKNOWN: no running netconn watch serves this namespace ({netns}); alerts come from one"
+    ))
 }
 
 /// Prints the plugin's line; when stdout cannot take it (closed, a full

@@ -131,6 +131,10 @@ pub fn bind(path: &Path) -> Result<Served, ServeError> {
 pub enum Request {
     Counts,
     Owners,
+    /// The alerts raised and not cleared (`check --alerts`): their last
+    /// records, one JSON line each (a watch of every namespace: all of
+    /// theirs).
+    Alerts,
     /// One namespace's counts, from the daemon counting every namespace.
     CountsOf(u32),
 }
@@ -140,6 +144,7 @@ impl Request {
         match self {
             Request::Counts => "counts\n".into(),
             Request::Owners => "owners\n".into(),
+            Request::Alerts => "alerts\n".into(),
             Request::CountsOf(netns) => format!("counts {netns}\n"),
         }
     }
@@ -150,6 +155,7 @@ impl Request {
         match line {
             b"counts" => Ok(Request::Counts),
             b"owners" => Ok(Request::Owners),
+            b"alerts" => Ok(Request::Alerts),
             _ => {
                 let netns = line.strip_prefix(b"counts ").ok_or_else(unknown)?;
                 let netns = std::str::from_utf8(netns).map_err(|_| unknown())?;
@@ -338,8 +344,8 @@ pub fn answer(
     tags: &Tags,
 ) -> Result<Vec<u8>, TrackerError> {
     Ok(match request {
-        // Not a daemon of every namespace.
-        Request::CountsOf(_) => Vec::new(),
+        // Not a daemon of every namespace; alerts are the loop's.
+        Request::CountsOf(_) | Request::Alerts => Vec::new(),
         Request::Counts => {
             let r = counter.read(false, None)?;
             let record = r.record(host, netns, tags, None, None);

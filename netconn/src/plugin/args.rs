@@ -23,12 +23,16 @@ pub struct Invocation {
     pub help: bool,
     /// `--netns`: netconn's own option, also accepted after `check`.
     pub netns: Option<String>,
+    /// `--alerts` (netconn's own): the running watch's active alerts
+    /// instead of the counts.
+    pub alerts: bool,
     /// What was ignored, for `--help`'s sake and the tests.
     pub ignored: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Opt {
+    Alerts,
     AlwaysOk,
     ConnStatus,
     ConnType,
@@ -52,7 +56,8 @@ impl Opt {
 }
 
 /// The long options, as argparse matches abbreviations against them.
-const LONG: [(&str, Opt); 10] = [
+const LONG: [(&str, Opt); 11] = [
+    ("--alerts", Opt::Alerts),
     ("--always-ok", Opt::AlwaysOk),
     ("--conn-status", Opt::ConnStatus),
     ("--conn-type", Opt::ConnType),
@@ -194,6 +199,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         };
         match (opt, value) {
             (Opt::AlwaysOk, _) => out.always_ok = true,
+            (Opt::Alerts, _) => out.alerts = true,
             (Opt::NoPerfdata, _) => out.no_perfdata = true,
             (Opt::Version, _) => out.version = true,
             (Opt::Help, _) => out.help = true,

@@ -103,6 +103,66 @@ pub fn report(counts: &Counts, spec: &Spec) -> (String, Status) {
     (text, status)
 }
 
+/// What an alert record is about, for the check's text: a listener's
+/// address and port, a port, or a figure.
+fn about(record: &serde_json::Value) -> String {
+    let port = record["port"].as_u64();
+    match (record["addr"].as_str(), port) {
+        (Some(addr), Some(port)) => match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, port as u16).to_string(),
+            Err(_) => format!("{addr}:{port}"),
+        },
+        (None, Some(port)) => format!("port {port}"),
+        _ => match record["utilization"].as_f64() {
+            Some(u) => format!("{u}%"),
+            None => String::new(),
+        },
+    }
+}
+
+/// `check --alerts`: the active alerts (their last records), worst first.
+pub fn alerts_report(records: &[serde_json::Value], spec: &Spec) -> (String, Status) {
+    let status_of = |r: &serde_json::Value| match r["status"].as_str() {
+        Some("critical") => Status::Critical,
+        Some("warning") => Status::Warning,
+        _ => Status::Ok,
+    };
+    let mut sorted: Vec<&serde_json::Value> = records.iter().collect();
+    sorted.sort_by_key(|r| std::cmp::Reverse(status_of(r).exit_code()));
+    let status = sorted
+        .iter()
+        .map(|r| status_of(r))
+        .fold(Status::Ok, Status::worst);
+    let mut text = if sorted.is_empty() {
+        "No active alerts".to_owned()
+    } else {
+        sorted
+            .iter()
+            .map(|r| {
+                let about = about(r);
+                let name = r["alert"].as_str().unwrap_or("alert");
+                let sep = if about.is_empty() { "" } else { " " };
+                format!("{name}{sep}{about}{}", status_of(r).suffix())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let count = |s: Status| sorted.iter().filter(|r| status_of(r) == s).count();
+    let mut status = status;
+    if spec.always_ok {
+        text.push_str(" (always ok)");
+        status = Status::Ok;
+    }
+    if !spec.no_perfdata {
+        text.push_str(&format!(
+            "|'alerts_warning'={} 'alerts_critical'={}",
+            count(Status::Warning),
+            count(Status::Critical)
+        ));
+    }
+    (text, status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +263,32 @@ mod tests {
         assert_eq!(
             text,
             "No connections of type \"all\" in status \"all\" found."
+        );
+    }
+
+    #[test]
+    fn alerts_worst_first_with_what_they_are_about() {
+        let records: Vec<serde_json::Value> = [
+            r#"{"alert":"new_listener","status":"warning","addr":"::1","port":7001}"#,
+            r#"{"alert":"conn_spike","status":"critical","port":8080}"#,
+            r#"{"alert":"conntrack_full","status":"warning","utilization":91.5}"#,
+        ]
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+        let (text, status) = alerts_report(&records, &Spec::default());
+        assert_eq!(status, Status::Critical);
+        assert_eq!(
+            text,
+            "conn_spike port 8080 [CRITICAL], new_listener [::1]:7001 [WARNING], \
+             conntrack_full 91.5% [WARNING]|'alerts_warning'=2 'alerts_critical'=1"
+        );
+        assert_eq!(
+            alerts_report(&[], &Spec::default()),
+            (
+                "No active alerts|'alerts_warning'=0 'alerts_critical'=0".to_owned(),
+                Status::Ok
+            )
         );
     }
 }

@@ -94,13 +94,31 @@ impl RttTotals {
     }
 }
 
-/// An alert as scrapers see it: active while its level is not `clear`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An alert record as the watch's readers see it (scrapers, `check
+/// --alerts`): active while its status is not `clear`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Raised {
-    pub alert: &'static str,
-    /// What it is about (`addr:port` of a listener, "table" for conntrack).
+    pub alert: String,
+    /// What it is about (`addr:port` of a listener, "table" for conntrack,
+    /// the port of a spike).
     pub key: String,
-    pub status: &'static str,
+    pub status: String,
+    /// The record as written.
+    pub record: serde_json::Value,
+}
+
+impl Raised {
+    /// An alert record (with `alert` and `status` fields) about `key`.
+    pub fn of(record: &impl serde::Serialize, key: String) -> Raised {
+        let record = serde_json::to_value(record).expect("alert records serialize");
+        let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
+        Raised {
+            alert: field("alert"),
+            status: field("status"),
+            key,
+            record,
+        }
+    }
 }
 
 /// The conntrack figures of the last interval.
@@ -123,9 +141,10 @@ pub struct Exporter {
     listeners: Vec<ListenerFigures>,
     listener_drops: HashMap<(IpAddr, u16), u64>,
     conntrack: Option<Conntrack>,
-    active: BTreeMap<(&'static str, String), &'static str>,
+    /// Alerts raised and not cleared: their last record.
+    active: BTreeMap<(String, String), Raised>,
     /// Alert records written, by alert and status.
-    records: BTreeMap<(&'static str, &'static str), u64>,
+    records: BTreeMap<(String, String), u64>,
 }
 
 /// What one interval of a namespace hands over.
@@ -212,13 +231,28 @@ impl Exporter {
             });
         }
         for r in got.raised {
-            *self.records.entry((r.alert, r.status)).or_default() += 1;
+            *self
+                .records
+                .entry((r.alert.clone(), r.status.clone()))
+                .or_default() += 1;
+            let key = (r.alert.clone(), r.key.clone());
             if r.status == "clear" {
-                self.active.remove(&(r.alert, r.key));
+                self.active.remove(&key);
             } else {
-                self.active.insert((r.alert, r.key), r.status);
+                self.active.insert(key, r);
             }
         }
+    }
+
+    /// The alerts raised and not cleared: their last records, one JSON
+    /// line each (`check --alerts` asks for them).
+    pub fn active_lines(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in self.active.values() {
+            out.extend(serde_json::to_vec(&r.record).expect("records serialize"));
+            out.push(b'\n');
+        }
+        out
     }
 
     /// The namespace's families: its `counts` and port groups' series
@@ -377,12 +411,12 @@ impl Exporter {
             "netconn_alert_active",
             "Alerts raised and not cleared: 1 per alert and key, its status as a label.",
         );
-        for ((alert, key), status) in &self.active {
+        for ((alert, key), r) in &self.active {
             active.push(
                 labels([
-                    ("alert", (*alert).into()),
+                    ("alert", alert.clone()),
                     ("key", key.clone()),
-                    ("status", (*status).into()),
+                    ("status", r.status.clone()),
                 ]),
                 Value::Gauge(1),
             );
@@ -393,7 +427,7 @@ impl Exporter {
         );
         for ((alert, status), n) in &self.records {
             records.push(
-                labels([("alert", (*alert).into()), ("status", (*status).into())]),
+                labels([("alert", alert.clone()), ("status", status.clone())]),
                 Value::Counter(*n),
             );
         }

@@ -89,24 +89,21 @@ fn start_metrics(
         .transpose()
 }
 
-/// The alerts of an interval as scrapers see them.
-fn raised<'a>(
-    conntrack: Option<&'a crate::output::conntrack::AlertRecord<'a>>,
-    listeners: &'a [crate::output::alert::ListenerAlert],
-) -> impl Iterator<Item = crate::prometheus::exporter::Raised> + 'a {
+/// The alerts of an interval as the watch's readers see them.
+fn raised(
+    conntrack: Option<&crate::output::conntrack::AlertRecord<'_>>,
+    listeners: &[crate::output::alert::ListenerAlert],
+) -> Vec<crate::prometheus::exporter::Raised> {
     use crate::prometheus::exporter::Raised;
     conntrack
-        .map(|a| Raised {
-            alert: a.alert,
-            key: "table".into(),
-            status: a.status,
-        })
+        .map(|a| Raised::of(a, "table".into()))
         .into_iter()
-        .chain(listeners.iter().map(|a| Raised {
-            alert: a.alert,
-            key: std::net::SocketAddr::new(a.addr, a.port).to_string(),
-            status: a.status,
-        }))
+        .chain(
+            listeners
+                .iter()
+                .map(|a| Raised::of(a, std::net::SocketAddr::new(a.addr, a.port).to_string())),
+        )
+        .collect()
 }
 
 /// One reading as DataKit's points (`--format datakit|line`).
@@ -336,8 +333,12 @@ fn watch(
                     _ = sig.int.recv() => true,
                     _ = sig.term.recv() => true,
                     a = next_request(&mut asked) => {
+                        let answer = match a.request {
+                            serve::Request::Alerts => exporter.active_lines(),
+                            request => serve::answer(&mut counter, request, &host, netns, &tags)?,
+                        };
                         // A client that gave up meanwhile just misses it.
-                        let _ = a.reply.send(serve::answer(&mut counter, a.request, &host, netns, &tags)?);
+                        let _ = a.reply.send(answer);
                         continue;
                     }
                     s = next_request(&mut scrapes) => {
@@ -404,7 +405,7 @@ fn watch(
                     ports: r.ports.as_deref(),
                     listeners: r.listeners.as_deref(),
                     conntrack: Some(&ct.record),
-                    raised: raised(ct.alert.as_ref(), &alerts).collect(),
+                    raised: raised(ct.alert.as_ref(), &alerts),
                 });
                 let flow = if args.format == crate::cli::Format::Json {
                     let record =

@@ -205,9 +205,12 @@ pub(super) fn watch(
                         continue;
                     }
                     a = next_request(&mut asked) => {
-                        let answer = match &mut counting {
-                            Counting::Ebpf(n) => answer(n, a.request, &host, &tags)?,
-                            Counting::Poll => Vec::new(),
+                        let answer = match (&mut counting, a.request) {
+                            (_, served::Request::Alerts) => {
+                                exporters.values().flat_map(Exporter::active_lines).collect()
+                            }
+                            (Counting::Ebpf(n), request) => answer(n, request, &host, &tags)?,
+                            (Counting::Poll, _) => Vec::new(),
                         };
                         // A client that gave up meanwhile just misses it.
                         let _ = a.reply.send(answer);
@@ -365,8 +368,7 @@ pub(super) fn watch(
                         ports: r.ports.as_deref(),
                         listeners: listening.as_deref(),
                         conntrack: ct.as_ref().map(|c| &c.record),
-                        raised: raised(ct.as_ref().and_then(|c| c.alert.as_ref()), &alerts)
-                            .collect(),
+                        raised: raised(ct.as_ref().and_then(|c| c.alert.as_ref()), &alerts),
                     });
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
@@ -526,7 +528,7 @@ fn answer(
     let inode = match request {
         served::Request::CountsOf(inode) => inode,
         served::Request::Counts => super::super::own_netns()?,
-        served::Request::Owners => return Ok(Vec::new()),
+        served::Request::Owners | served::Request::Alerts => return Ok(Vec::new()),
     };
     if !node.spaces().contains_key(&inode) {
         return Ok(Vec::new());
