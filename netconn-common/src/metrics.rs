@@ -21,6 +21,19 @@ pub const MAP_METRICS_PORTS: &str = "METRICS_PORTS";
 pub const MAP_METRICS_NS: &str = "METRICS_NS";
 /// Entries in [`MAP_METRICS_PORTS`] (both epochs).
 pub const METRICS_PORT_ENTRIES: u32 = 2048;
+/// Per-CPU hash of [`MetricsKey`] -> u32: connections established per
+/// peer in one metrics epoch, for the `conn_spike` alert. Inbound: `addr`
+/// is the remote address, `port` the local (service) port; outbound:
+/// `addr` and `port` are the remote ones. A plain hash, bounded by
+/// [`PEER_ENTRIES`]: what finds it full is counted in [`MAP_PEERS_LOST`]
+/// (an LRU would forget silently).
+pub const MAP_PEERS: &str = "PEERS";
+/// Per-CPU array of two u64 (per epoch parity): connections whose peer
+/// found [`MAP_PEERS`] full.
+pub const MAP_PEERS_LOST: &str = "PEERS_LOST";
+/// Entries in [`MAP_PEERS`] (both epochs): about 1 MiB of kernel memory at
+/// most, whatever the number of distinct peers.
+pub const PEER_ENTRIES: u32 = 8192;
 /// [`MetricsKey::direction`]: the local port is the service (a listener,
 /// or a connection it accepted), or the remote one (a connect()).
 pub const DIRECTION_INBOUND: u8 = 1;

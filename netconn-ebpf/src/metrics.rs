@@ -23,9 +23,9 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_SOCK_OPS_TCP_LISTEN_CB,
+        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RTT_CB,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
     macros::{btf_tracepoint, map, sock_ops},
     maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
@@ -33,8 +33,8 @@ use aya_ebpf::{
 };
 use netconn_common::{
     AF_INET, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FAILURE_REASONS, MAX_NAMESPACES,
-    METRICS_PORT_ENTRIES, MetricsKey, RTT_BUCKETS, SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK,
-    TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics, rtt_bucket,
+    METRICS_PORT_ENTRIES, MetricsKey, PEER_ENTRIES, RTT_BUCKETS, SOCK_OPS_FLAGS,
+    SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics, rtt_bucket,
 };
 
 use crate::{
@@ -61,6 +61,15 @@ static METRICS_NS: PerCpuHashMap<MetricsKey, TcpMetrics> =
 #[map]
 static METRICS_PORTS: LruPerCpuHashMap<MetricsKey, TcpMetrics> =
     LruPerCpuHashMap::with_max_entries(METRICS_PORT_ENTRIES, 0);
+
+/// Connections per peer and epoch (see `netconn_common::MAP_PEERS`).
+#[map]
+static PEERS: PerCpuHashMap<MetricsKey, u32> =
+    PerCpuHashMap::with_max_entries(PEER_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Connections whose peer found `PEERS` full, per epoch parity.
+#[map]
+static PEERS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// Never written: the zeroed value a new `METRICS_PORTS` entry starts from
 /// (too large for the 512-byte stack).
@@ -257,6 +266,50 @@ fn key_of(ctx: &SockOpsContext, inbound: bool) -> MetricsKey {
     key
 }
 
+/// Counts an established connection for its peer: inbound, the remote
+/// address on the local port; outbound, the remote address and port.
+#[inline(always)]
+fn note_peer(ctx: &SockOpsContext, inbound: bool) {
+    let family = ctx.family() as u16;
+    let mut key = MetricsKey {
+        family: family as u8,
+        netns: ops_netns(ctx),
+        epoch: epoch(),
+        ..MetricsKey::default()
+    };
+    if inbound {
+        key.direction = DIRECTION_INBOUND;
+        key.port = ctx.local_port() as u16;
+    } else {
+        key.direction = DIRECTION_OUTBOUND;
+        key.port = remote_port(ctx.remote_port());
+    }
+    if family == AF_INET {
+        key.addr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+    } else {
+        for (i, w) in ctx.remote_ip6().iter().enumerate() {
+            key.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    }
+    if let Some(n) = PEERS.get_ptr_mut(&key) {
+        add32(n, 1);
+        return;
+    }
+    // NOEXIST: another CPU may have made the entry meanwhile (then add to
+    // this CPU's value of it); any other failure is a full map.
+    if PEERS.insert(&key, &1, u64::from(BPF_NOEXIST)).is_ok() {
+        return;
+    }
+    match PEERS.get_ptr_mut(&key) {
+        Some(n) => add32(n, 1),
+        None => {
+            if let Some(lost) = PEERS_LOST.get_ptr_mut(u32::from(key.epoch)) {
+                add64(lost, 1);
+            }
+        }
+    }
+}
+
 /// Runs for every callback of every TCP socket of the host (a dozen per
 /// connection, most of which it ignores), so the op is looked at first;
 /// the namespace only where flags are given: the RTT and retransmission
@@ -293,6 +346,10 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
                 &mut key_of(&ctx, core::hint::black_box(true)),
                 Figure::Accepted,
             );
+            note_peer(&ctx, core::hint::black_box(true));
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if in_scope(&ctx) => {
+            note_peer(&ctx, core::hint::black_box(false));
         }
         _ => {}
     }

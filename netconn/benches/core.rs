@@ -117,6 +117,7 @@ fn benches(c: &mut Criterion) {
             listen_drops_per_s: 0.0,
         },
         top_ports: Some(Vec::new()),
+        peers_untracked: Some(0),
     };
     c.bench_function("render_tcp_metrics", |b| {
         b.iter(|| serde_json::to_string(&TcpFigures::of(black_box(&sampled))).unwrap())

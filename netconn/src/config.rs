@@ -44,6 +44,9 @@ pub struct Config {
     /// `[alerts.listeners] allow`: addresses and ports that may start
     /// listening without a `new_listener` alert.
     pub allowed_listeners: Vec<Entry>,
+    /// `[alerts.conn_spike]` and `[alerts.syn_flood]`.
+    pub conn_spike: SpikeConfig,
+    pub syn_flood: SynFloodConfig,
     /// What is allowed but probably not meant (an entry no socket can
     /// reach), one line each, for stderr.
     pub warnings: Vec<String>,
@@ -58,6 +61,8 @@ impl Default for Config {
             conntrack: Thresholds::default(),
             top_ports: DEFAULT_TOP_PORTS,
             allowed_listeners: Vec::new(),
+            conn_spike: Default::default(),
+            syn_flood: Default::default(),
             warnings: Vec::new(),
         }
     }
@@ -79,6 +84,65 @@ impl Default for Thresholds {
             warn: 90.0,
             crit: 95.0,
             clear: 85.0,
+        }
+    }
+}
+
+/// `[alerts.conn_spike]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpikeConfig {
+    pub enabled: bool,
+    /// How far back the baseline looks (an exponentially weighted mean
+    /// with this time constant).
+    pub window: Duration,
+    /// How long a port is watched before it may alert.
+    pub warmup: Duration,
+    /// Below this many new connections per second nothing alerts.
+    pub min_rate: f64,
+    /// Warning, critical and clear at these multiples of the baseline.
+    pub warning: f64,
+    pub critical: f64,
+    pub clear: f64,
+}
+
+impl Default for SpikeConfig {
+    fn default() -> SpikeConfig {
+        SpikeConfig {
+            enabled: true,
+            window: Duration::from_secs(300),
+            warmup: Duration::from_secs(60),
+            min_rate: 20.0,
+            warning: 5.0,
+            critical: 10.0,
+            clear: 2.0,
+        }
+    }
+}
+
+/// `[alerts.syn_flood]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SynFloodConfig {
+    pub enabled: bool,
+    /// Warning thresholds: request sockets waiting on one listener, its
+    /// SYN-ACK retransmissions and drops per second.
+    pub syn_recv: f64,
+    pub synack_retrans_per_s: f64,
+    pub drops_per_s: f64,
+    /// Critical at this many times a warning threshold.
+    pub critical: f64,
+    /// Clear once every figure is below this fraction of its threshold.
+    pub clear: f64,
+}
+
+impl Default for SynFloodConfig {
+    fn default() -> SynFloodConfig {
+        SynFloodConfig {
+            enabled: true,
+            syn_recv: 128.0,
+            synack_retrans_per_s: 100.0,
+            drops_per_s: 10.0,
+            critical: 4.0,
+            clear: 0.5,
         }
     }
 }
@@ -258,6 +322,102 @@ fn datakit_interval(d: Duration, source: &str) -> (Duration, Option<String>) {
 #[serde(deny_unknown_fields)]
 struct RawAlerts {
     listeners: Option<RawListenerAlerts>,
+    conn_spike: Option<Spanned<RawSpike>>,
+    syn_flood: Option<Spanned<RawSynFlood>>,
+}
+
+/// A number written as an integer or a float.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    fn get(self) -> f64 {
+        match self {
+            Number::Int(n) => n as f64,
+            Number::Float(f) => f,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpike {
+    enabled: Option<bool>,
+    window: Option<String>,
+    warmup: Option<String>,
+    min_rate: Option<Number>,
+    warning: Option<Number>,
+    critical: Option<Number>,
+    clear: Option<Number>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSynFlood {
+    enabled: Option<bool>,
+    syn_recv: Option<Number>,
+    synack_retrans_per_s: Option<Number>,
+    drops_per_s: Option<Number>,
+    critical: Option<Number>,
+    clear: Option<Number>,
+}
+
+impl RawSpike {
+    fn config(self) -> Result<SpikeConfig, String> {
+        let mut c = SpikeConfig::default();
+        c.enabled = self.enabled.unwrap_or(c.enabled);
+        if let Some(w) = self.window {
+            c.window = parse_interval(&w).map_err(|e| format!("window: {e}"))?;
+        }
+        if let Some(w) = self.warmup {
+            c.warmup = parse_interval(&w).map_err(|e| format!("warmup: {e}"))?;
+        }
+        c.min_rate = self.min_rate.map_or(c.min_rate, Number::get);
+        c.warning = self.warning.map_or(c.warning, Number::get);
+        c.critical = self.critical.map_or(c.critical, Number::get);
+        c.clear = self.clear.map_or(c.clear, Number::get);
+        let ordered = 0.0 < c.clear && c.clear < c.warning && c.warning <= c.critical;
+        if !(ordered && c.min_rate >= 0.0 && c.critical.is_finite() && c.min_rate.is_finite()) {
+            return Err(format!(
+                "need min_rate >= 0 and 0 < clear < warning <= critical (multiples of the baseline), got min_rate {} clear {} warning {} critical {}",
+                c.min_rate, c.clear, c.warning, c.critical
+            ));
+        }
+        Ok(c)
+    }
+}
+
+impl RawSynFlood {
+    fn config(self) -> Result<SynFloodConfig, String> {
+        let mut c = SynFloodConfig::default();
+        c.enabled = self.enabled.unwrap_or(c.enabled);
+        c.syn_recv = self.syn_recv.map_or(c.syn_recv, Number::get);
+        c.synack_retrans_per_s = self
+            .synack_retrans_per_s
+            .map_or(c.synack_retrans_per_s, Number::get);
+        c.drops_per_s = self.drops_per_s.map_or(c.drops_per_s, Number::get);
+        c.critical = self.critical.map_or(c.critical, Number::get);
+        c.clear = self.clear.map_or(c.clear, Number::get);
+        let positive = [c.syn_recv, c.synack_retrans_per_s, c.drops_per_s]
+            .iter()
+            .all(|t| *t > 0.0 && t.is_finite());
+        if !(positive
+            && c.critical >= 1.0
+            && c.critical.is_finite()
+            && 0.0 < c.clear
+            && c.clear < 1.0)
+        {
+            return Err(format!(
+                "need syn_recv, synack_retrans_per_s, drops_per_s > 0, critical >= 1 and 0 < clear < 1 (factors of the warning thresholds), got {} {} {} {} {}",
+                c.syn_recv, c.synack_retrans_per_s, c.drops_per_s, c.critical, c.clear
+            ));
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Deserialize)]
@@ -427,9 +587,29 @@ impl Config {
                     )
                 })?,
         };
-        let allowed_listeners = raw
-            .alerts
-            .and_then(|a| a.listeners)
+        let (listeners, spike, flood) = match raw.alerts {
+            Some(a) => (a.listeners, a.conn_spike, a.syn_flood),
+            None => (None, None, None),
+        };
+        let conn_spike = match spike {
+            Some(s) => {
+                let span = s.span();
+                s.into_inner()
+                    .config()
+                    .map_err(|e| at(span, "alerts.conn_spike", e))?
+            }
+            None => Default::default(),
+        };
+        let syn_flood = match flood {
+            Some(s) => {
+                let span = s.span();
+                s.into_inner()
+                    .config()
+                    .map_err(|e| at(span, "alerts.syn_flood", e))?
+            }
+            None => Default::default(),
+        };
+        let allowed_listeners = listeners
             .map(|l| l.allow)
             .unwrap_or_default()
             .into_iter()
@@ -446,6 +626,8 @@ impl Config {
             conntrack,
             top_ports,
             allowed_listeners,
+            conn_spike,
+            syn_flood,
             warnings,
         })
     }

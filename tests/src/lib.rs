@@ -446,6 +446,15 @@ impl Watch {
         }
     }
 
+    /// The next record of any type, or None after `timeout`.
+    pub fn try_next(&mut self, timeout: Duration) -> Option<Value> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        let record: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        self.log.push(record.clone());
+        Some(record)
+    }
+
     fn next_any(&mut self, timeout: Duration) -> Value {
         let line = self.next_line(timeout);
         let record: Value =

@@ -100,7 +100,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 14] = [
+const TOOLS: [(&str, &str); 15] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -118,6 +118,8 @@ const TOOLS: [(&str, &str); 14] = [
     ("dpkg-deb", "dpkg"),
     ("man", "man-db"),
     ("gzip", "gzip"),
+    // Raw SYNs for the syn_flood test.
+    ("hping3", "hping3"),
 ];
 
 fn debian_tools() -> Result<()> {

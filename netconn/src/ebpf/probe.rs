@@ -225,6 +225,9 @@ pub struct Probe {
     metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
     /// Each namespace's TCP metrics (`--all-namespaces`).
     metrics_ns: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
+    /// Connections per peer and epoch, and those the map had no room for.
+    peers: PerCpuHashMap<MapData, MetricsKey, u32>,
+    peers_lost: PerCpuArray<MapData, u64>,
     /// Per-namespace matrices and the namespaces waiting for one
     /// (`--all-namespaces`).
     ns_transitions: PerCpuHashMap<MapData, NsKey, NsCounts>,
@@ -349,6 +352,10 @@ impl Probe {
             .map_err(map_error(netconn_common::MAP_METRICS_NS))?;
         let ns_transitions = PerCpuHashMap::try_from(take(MAP_NS_TRANSITIONS)?)
             .map_err(map_error(MAP_NS_TRANSITIONS))?;
+        let peers = PerCpuHashMap::try_from(take(netconn_common::MAP_PEERS)?)
+            .map_err(map_error(netconn_common::MAP_PEERS))?;
+        let peers_lost = PerCpuArray::try_from(take(netconn_common::MAP_PEERS_LOST)?)
+            .map_err(map_error(netconn_common::MAP_PEERS_LOST))?;
         let conn_events = if watch_conns {
             let ring =
                 RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?;
@@ -376,6 +383,8 @@ impl Probe {
             metrics_total,
             metrics_ports,
             metrics_ns,
+            peers,
+            peers_lost,
             owners,
             ns_transitions,
             netns_of_cookie,
@@ -600,18 +609,54 @@ impl Probe {
 
     /// The per-port TCP metrics in slot `parity`, summed over CPUs.
     pub fn metrics_ports(&self, parity: u8) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
-        slot_entries(&self.metrics_ports, MAP_METRICS_PORTS, parity)
+        slot_entries(&self.metrics_ports, MAP_METRICS_PORTS, parity, |c| {
+            merged(c.iter())
+        })
     }
 
     /// Each namespace's TCP metrics in slot `parity` (`--all-namespaces`),
     /// summed over CPUs.
     pub fn metrics_ns(&self, parity: u8) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
-        slot_entries(&self.metrics_ns, netconn_common::MAP_METRICS_NS, parity)
+        slot_entries(
+            &self.metrics_ns,
+            netconn_common::MAP_METRICS_NS,
+            parity,
+            |c| merged(c.iter()),
+        )
     }
 
     /// Removes a namespace's entry once read.
     pub fn remove_metrics_ns(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
         remove_entry(&mut self.metrics_ns, netconn_common::MAP_METRICS_NS, key)
+    }
+
+    /// Connections per peer in slot `parity`, summed over CPUs.
+    pub fn peers(&self, parity: u8) -> Result<Vec<(MetricsKey, u32)>, ProbeError> {
+        slot_entries(&self.peers, netconn_common::MAP_PEERS, parity, |per_cpu| {
+            per_cpu.iter().sum()
+        })
+    }
+
+    /// Removes a peer's entry once read.
+    pub fn remove_peer(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
+        remove_entry(&mut self.peers, netconn_common::MAP_PEERS, key)
+    }
+
+    /// Connections whose peer found the map full, in slot `parity`; the
+    /// slot is zeroed (only while the programs add to the other).
+    pub fn take_peers_lost(&mut self, parity: u8) -> Result<u64, ProbeError> {
+        let name = netconn_common::MAP_PEERS_LOST;
+        let index = u32::from(parity & 1);
+        let lost: u64 = self
+            .peers_lost
+            .get(&index, 0)
+            .map_err(map_error(name))?
+            .iter()
+            .sum();
+        self.peers_lost
+            .set(index, on_every_cpu(0u64)?, 0)
+            .map_err(map_error(name))?;
+        Ok(lost)
     }
 
     /// Removes a per-port entry (of a slot the programs do not add to).
@@ -670,11 +715,12 @@ impl Probe {
 /// One value per possible CPU, for writing a per-CPU map entry.
 /// The entries of a per-CPU metrics hash in slot `parity`, summed over
 /// CPUs; an entry evicted during the walk is skipped.
-fn slot_entries(
-    map: &PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
+fn slot_entries<V: aya::Pod>(
+    map: &PerCpuHashMap<MapData, MetricsKey, V>,
     name: &'static str,
     parity: u8,
-) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
+    sum: impl Fn(&PerCpuValues<V>) -> V,
+) -> Result<Vec<(MetricsKey, V)>, ProbeError> {
     let mut out = Vec::new();
     for entry in map.iter() {
         let (key, per_cpu) = match entry {
@@ -683,15 +729,15 @@ fn slot_entries(
             Err(e) => return Err(map_error(name)(e)),
         };
         if key.epoch == parity & 1 {
-            out.push((key, merged(per_cpu.iter())));
+            out.push((key, sum(&per_cpu)));
         }
     }
     Ok(out)
 }
 
 /// Removes an entry of a per-CPU metrics hash; one already gone is fine.
-fn remove_entry(
-    map: &mut PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
+fn remove_entry<V: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, MetricsKey, V>,
     name: &'static str,
     key: &MetricsKey,
 ) -> Result<(), ProbeError> {

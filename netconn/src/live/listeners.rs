@@ -202,12 +202,14 @@ impl NewListeners {
             }
             let owner = owner(l.cookie);
             let alert = crate::output::alert::ListenerAlert {
-                kind: "alert",
-                alert: "new_listener",
-                status: "warning",
-                time: time.to_owned(),
-                host: host.to_owned(),
-                netns,
+                head: crate::output::alert::AlertHead {
+                    kind: "alert",
+                    alert: "new_listener",
+                    status: "warning",
+                    time: time.to_owned(),
+                    host: host.to_owned(),
+                    netns,
+                },
                 addr: l.addr,
                 port: l.port,
                 ip_version: k.0,
@@ -227,8 +229,8 @@ impl NewListeners {
             .collect();
         for k in gone {
             if let Some(mut alert) = self.active.remove(&k) {
-                alert.status = "clear";
-                alert.time = time.to_owned();
+                alert.head.status = "clear";
+                alert.head.time = time.to_owned();
                 out.push(alert);
             }
         }
@@ -271,7 +273,7 @@ mod alert_tests {
         ];
         let alerts = a.check(&now, owner, "h", 1, "t1");
         assert_eq!(alerts.len(), 1, "{alerts:?}");
-        assert_eq!((alerts[0].port, alerts[0].status), (4444, "warning"));
+        assert_eq!((alerts[0].port, alerts[0].head.status), (4444, "warning"));
         assert_eq!((alerts[0].pid, alerts[0].uid), (Some(42), 1000));
         // Once per listener while it listens.
         assert!(a.check(&now, owner, "h", 1, "t2").is_empty());
@@ -279,9 +281,9 @@ mod alert_tests {
         assert_eq!(cleared.len(), 1);
         assert_eq!(
             (
-                cleared[0].status,
+                cleared[0].head.status,
                 cleared[0].since.as_str(),
-                cleared[0].time.as_str()
+                cleared[0].head.time.as_str()
             ),
             ("clear", "t1", "t3")
         );

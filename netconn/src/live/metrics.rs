@@ -33,6 +33,11 @@ pub struct Interval {
     pub ports: HashMap<MetricsKey, TcpMetrics>,
     /// (`--all-namespaces`) each namespace's figures.
     pub by_netns: HashMap<u32, TcpMetrics>,
+    /// Connections established per peer (keys with `epoch` 0; see
+    /// `netconn_common::MAP_PEERS`), and those the kernel's map had no
+    /// room for.
+    pub peers: HashMap<MetricsKey, u32>,
+    pub peers_lost: u64,
 }
 
 impl Interval {
@@ -45,6 +50,26 @@ impl Interval {
         }
         for (key, m) in self.ports {
             out.entry(key.netns).or_default().ports.insert(key, m);
+        }
+        for (key, n) in self.peers {
+            out.entry(key.netns).or_default().peers.insert(key, n);
+        }
+        out
+    }
+
+    fn add_peer(&mut self, mut key: MetricsKey, n: u32) {
+        key.epoch = 0;
+        *self.peers.entry(key).or_default() += n;
+    }
+
+    /// Inbound connections per remote address on local port `port`.
+    pub fn peers_of_port(&self, port: u16) -> HashMap<IpAddr, u32> {
+        let mut out = HashMap::new();
+        for (k, n) in &self.peers {
+            if k.direction == DIRECTION_INBOUND && k.port == port {
+                let addr = crate::model::state::ip_addr(u16::from(k.family), k.addr);
+                *out.entry(addr).or_default() += n;
+            }
         }
         out
     }
@@ -106,6 +131,7 @@ pub struct Reader {
     left_total: TcpMetrics,
     left_ports: HashMap<MetricsKey, TcpMetrics>,
     left_ns: HashMap<MetricsKey, TcpMetrics>,
+    left_peers: HashMap<MetricsKey, u32>,
 }
 
 impl Reader {
@@ -138,6 +164,14 @@ impl Reader {
             }
             probe.remove_metrics_ns(&key)?;
         }
+        for (key, n) in probe.peers(old)? {
+            let late = n.saturating_sub(self.left_peers.get(&key).copied().unwrap_or(0));
+            if late > 0 {
+                interval.add_peer(key, late);
+            }
+            probe.remove_peer(&key)?;
+        }
+        interval.peers_lost += probe.take_peers_lost(old)?;
         probe.zero_metrics_total(old)?;
         probe.set_control(Control {
             metrics_epoch: old,
@@ -149,6 +183,10 @@ impl Reader {
         self.left_ports = probe.metrics_ports(self.active)?.into_iter().collect();
         for (key, m) in self.left_ports.iter() {
             interval.add_port(*key, m);
+        }
+        self.left_peers = probe.peers(self.active)?.into_iter().collect();
+        for (key, n) in self.left_peers.iter() {
+            interval.add_peer(*key, *n);
         }
         self.left_ns = probe.metrics_ns(self.active)?.into_iter().collect();
         for (key, m) in self.left_ns.iter() {
@@ -258,6 +296,7 @@ pub fn figures(
                 })
                 .collect()
         }),
+        peers_untracked: interval.map(|i| i.peers_lost),
     })
 }
 

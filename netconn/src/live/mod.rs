@@ -1,6 +1,8 @@
 //! What the running daemon keeps: live counts (the tracker), port groups,
-//! TCP metrics, connection records, and the socket it serves them on.
+//! TCP metrics, connection records, alerts on the interval figures, and
+//! the socket it serves them on.
 
+pub mod alerts;
 pub mod conns;
 pub mod counter;
 pub mod listeners;

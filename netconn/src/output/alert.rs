@@ -1,4 +1,5 @@
-//! Alert records other than conntrack's: `new_listener`.
+//! Alert records other than conntrack's: `new_listener`, `conn_spike`,
+//! `syn_flood`.
 
 use serde::Serialize;
 
@@ -7,14 +8,9 @@ use serde::Serialize;
 /// allowed by `[alerts.listeners] allow`); `clear` when it stops.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerAlert {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub alert: &'static str,
     /// `warning` when it starts, `clear` when it stops listening.
-    pub status: &'static str,
-    pub time: String,
-    pub host: String,
-    pub netns: u32,
+    #[serde(flatten)]
+    pub head: AlertHead,
     pub addr: std::net::IpAddr,
     pub port: u16,
     pub ip_version: u8,
@@ -26,4 +22,112 @@ pub struct ListenerAlert {
     pub uid: u32,
     /// When the alert started.
     pub since: String,
+}
+
+/// What every alert record starts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertHead {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub alert: &'static str,
+    pub status: &'static str,
+    pub time: String,
+    pub host: String,
+    pub netns: u32,
+}
+
+/// A peer behind an alert: its connections in the interval
+/// (`conn_spike`), or its request sockets on the port now (`syn_flood`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    pub addr: std::net::IpAddr,
+    pub sockets: u32,
+}
+
+/// `{"type":"alert","alert":"conn_spike",...}`: new inbound connections
+/// per second on a port against its baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpikeAlert {
+    #[serde(flatten)]
+    pub head: AlertHead,
+    pub direction: &'static str,
+    /// (outbound) The remote address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<std::net::IpAddr>,
+    /// The local port (inbound) or the remote one (outbound).
+    pub port: u16,
+    /// New connections per second in the interval.
+    pub rate: f64,
+    /// The learned rate (frozen while the alert holds).
+    pub baseline: f64,
+    pub thresholds: SpikeThresholds,
+    /// (inbound) The remote addresses that connected in the interval, most
+    /// connections first (empty in a `clear` record, and outbound).
+    pub top_remote: Vec<Peer>,
+    pub since: String,
+}
+
+/// A spike's thresholds, in connections per second.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpikeThresholds {
+    pub warning: f64,
+    pub critical: f64,
+    pub clear: f64,
+}
+
+/// `{"type":"alert","alert":"syn_flood",...}`: handshakes left
+/// uncompleted on a listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SynFloodAlert {
+    #[serde(flatten)]
+    pub head: AlertHead,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+    /// Request sockets waiting for their final ACK now.
+    pub syn_recv: u32,
+    pub synack_retrans_per_s: f64,
+    pub drops_per_s: f64,
+    pub thresholds: SynFloodThresholds,
+    /// The addresses the waiting handshakes came from (empty in a `clear`
+    /// record).
+    pub top_sources: Vec<Peer>,
+    pub since: String,
+}
+
+/// A SYN flood's warning thresholds, and the factors of its critical and
+/// clear levels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SynFloodThresholds {
+    pub syn_recv: f64,
+    pub synack_retrans_per_s: f64,
+    pub drops_per_s: f64,
+    pub critical: f64,
+    pub clear: f64,
+}
+
+/// An alert record as the watch's readers see it (scrapers, `check
+/// --alerts`): active while its status is not `clear`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raised {
+    pub alert: String,
+    /// What it is about (`addr:port` of a listener, "table" for conntrack,
+    /// the port of a spike).
+    pub key: String,
+    pub status: String,
+    /// The record as written.
+    pub record: serde_json::Value,
+}
+
+impl Raised {
+    /// An alert record (with `alert` and `status` fields) about `key`.
+    pub fn of(record: &impl serde::Serialize, key: String) -> Raised {
+        let record = serde_json::to_value(record).expect("alert records serialize");
+        let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
+        Raised {
+            alert: field("alert"),
+            status: field("status"),
+            key,
+            record,
+        }
+    }
 }

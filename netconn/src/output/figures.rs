@@ -161,6 +161,10 @@ pub struct IntervalFigures {
     pub listen: ListenFigures,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_ports: Option<Vec<TopPort>>,
+    /// (with eBPF) New connections whose peer the kernel's bounded table
+    /// for `conn_spike` had no room for (counted, not followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers_untracked: Option<u64>,
 }
 
 pub fn quantile(m: &TcpMetrics, q: f64) -> Option<u32> {
@@ -247,6 +251,7 @@ pub(crate) mod tests {
                 port: 80,
                 figures: TcpFigures::of(&TcpMetrics::default()),
             }]),
+            peers_untracked: Some(0),
         };
         let text = serde_json::to_string(&f).unwrap();
         assert!(

@@ -53,6 +53,7 @@ fn counts_record() {
             listen_drops_per_s: 0.0,
         },
         top_ports: Some(Vec::new()),
+        peers_untracked: Some(0),
     };
     let watch = CountsRecord {
         namespace: None,
@@ -98,7 +99,7 @@ fn counts_record() {
         "rtt_us:object retrans:number synack_retrans:number resets_sent:number \
          resets_received:number failed_connects:object accepted:number listen_overflows:number \
          listen_drops:number listen_overflows_per_s:number listen_drops_per_s:number \
-         top_ports:array"
+         top_ports:array peers_untracked:number"
     );
     assert_eq!(
         shape(&v["ports"][0]),
@@ -280,12 +281,7 @@ fn all_namespaces_records() {
 #[test]
 fn new_listener_alert() {
     let alert = super::alert::ListenerAlert {
-        kind: "alert",
-        alert: "new_listener",
-        status: "warning",
-        time: "t".into(),
-        host: "h".into(),
-        netns: 1,
+        head: head("new_listener"),
         addr: "::1".parse().unwrap(),
         port: 7001,
         ip_version: 6,
@@ -298,5 +294,73 @@ fn new_listener_alert() {
         shape(&alert),
         "type:string alert:string status:string time:string host:string netns:number \
          addr:string port:number ip_version:number pid:number comm:string uid:number since:string"
+    );
+}
+
+fn head(alert: &'static str) -> super::alert::AlertHead {
+    super::alert::AlertHead {
+        kind: "alert",
+        alert,
+        status: "warning",
+        time: "t".into(),
+        host: "h".into(),
+        netns: 1,
+    }
+}
+
+#[test]
+fn conn_spike_and_syn_flood_alerts() {
+    use super::alert::{Peer, SpikeAlert, SpikeThresholds, SynFloodAlert, SynFloodThresholds};
+    let peer = Peer {
+        addr: "127.0.0.2".parse().unwrap(),
+        sockets: 3,
+    };
+    let spike = SpikeAlert {
+        head: head("conn_spike"),
+        direction: "outbound",
+        addr: Some("10.0.0.1".parse().unwrap()),
+        port: 443,
+        rate: 100.0,
+        baseline: 9.5,
+        thresholds: SpikeThresholds {
+            warning: 47.5,
+            critical: 95.0,
+            clear: 19.0,
+        },
+        top_remote: vec![peer.clone()],
+        since: "t".into(),
+    };
+    assert_eq!(
+        shape(&spike),
+        "type:string alert:string status:string time:string host:string netns:number \
+         direction:string addr:string port:number rate:number baseline:number \
+         thresholds:object top_remote:array since:string"
+    );
+    assert_eq!(
+        shape(&serde_json::to_value(&spike).unwrap()["top_remote"][0]),
+        "addr:string sockets:number"
+    );
+    let flood = SynFloodAlert {
+        head: head("syn_flood"),
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 80,
+        syn_recv: 60,
+        synack_retrans_per_s: 0.0,
+        drops_per_s: 0.0,
+        thresholds: SynFloodThresholds {
+            syn_recv: 50.0,
+            synack_retrans_per_s: 100.0,
+            drops_per_s: 10.0,
+            critical: 4.0,
+            clear: 0.5,
+        },
+        top_sources: vec![peer],
+        since: "t".into(),
+    };
+    assert_eq!(
+        shape(&flood),
+        "type:string alert:string status:string time:string host:string netns:number \
+         addr:string port:number syn_recv:number synack_retrans_per_s:number \
+         drops_per_s:number thresholds:object top_sources:array since:string"
     );
 }

@@ -94,32 +94,7 @@ impl RttTotals {
     }
 }
 
-/// An alert record as the watch's readers see it (scrapers, `check
-/// --alerts`): active while its status is not `clear`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Raised {
-    pub alert: String,
-    /// What it is about (`addr:port` of a listener, "table" for conntrack,
-    /// the port of a spike).
-    pub key: String,
-    pub status: String,
-    /// The record as written.
-    pub record: serde_json::Value,
-}
-
-impl Raised {
-    /// An alert record (with `alert` and `status` fields) about `key`.
-    pub fn of(record: &impl serde::Serialize, key: String) -> Raised {
-        let record = serde_json::to_value(record).expect("alert records serialize");
-        let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
-        Raised {
-            alert: field("alert"),
-            status: field("status"),
-            key,
-            record,
-        }
-    }
-}
+use crate::output::alert::Raised;
 
 /// The conntrack figures of the last interval.
 #[derive(Debug, Clone, Default, PartialEq)]

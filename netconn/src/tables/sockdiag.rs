@@ -125,6 +125,33 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     })
 }
 
+/// Request sockets (SYN_RECV), as the kernel's state mask names them.
+pub const REQUEST_STATES: u32 = 1 << 3 | 1 << 12;
+
+/// The remote addresses of the calling thread's namespace's TCP sockets
+/// on local port `port` in `states`, with how many sockets each: who is
+/// behind an alert on that port.
+pub fn peers_of_port(
+    port: u16,
+    states: u32,
+) -> io::Result<std::collections::HashMap<std::net::IpAddr, u32>> {
+    let mut out = std::collections::HashMap::new();
+    for ct in [ConnType::Tcp, ConnType::Tcp6] {
+        dump_raw(ct, states, 0, |msg| {
+            let (Some(sport), Some(dst)) = (msg.get(4..6), msg.get(24..40)) else {
+                return;
+            };
+            if u16::from_be_bytes([sport[0], sport[1]]) != port {
+                return;
+            }
+            let dst: [u8; 16] = dst.try_into().expect("16 bytes");
+            let addr = crate::model::state::ip_addr(ct.family(), dst);
+            *out.entry(addr).or_insert(0) += 1;
+        })?;
+    }
+    Ok(out)
+}
+
 /// The calling thread's namespace's time-wait and request sockets (the
 /// TCP mini-sockets, which fire no event), and with `udp` every UDP
 /// socket (for the port groups' `udp_socket`).

@@ -93,8 +93,8 @@ fn start_metrics(
 fn raised(
     conntrack: Option<&crate::output::conntrack::AlertRecord<'_>>,
     listeners: &[crate::output::alert::ListenerAlert],
-) -> Vec<crate::prometheus::exporter::Raised> {
-    use crate::prometheus::exporter::Raised;
+) -> Vec<crate::output::alert::Raised> {
+    use crate::output::alert::Raised;
     conntrack
         .map(|a| Raised::of(a, "table".into()))
         .into_iter()
@@ -298,6 +298,7 @@ fn watch(
     let mut listen = crate::live::metrics::Listen::start()
         .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
     let mut listeners = crate::live::listeners::Listeners::start();
+    let mut alerting = crate::live::alerts::Alerting::new(config.conn_spike, config.syn_flood);
     let mut new_listeners =
         crate::live::listeners::NewListeners::new(config.allowed_listeners.clone());
 
@@ -399,13 +400,28 @@ fn watch(
                 };
                 let time = host::now_rfc3339();
                 let ct = conntrack.read(&host, netns, &time);
+                let stamp = crate::live::alerts::Stamp {
+                    host: &host,
+                    netns,
+                    time: &time,
+                };
+                let interval_alerts = alerting.interval(
+                    interval.as_ref(),
+                    r.listeners.as_deref().unwrap_or_default(),
+                    &stamp,
+                    |port, states| {
+                        crate::tables::sockdiag::peers_of_port(port, states).unwrap_or_default()
+                    },
+                );
+                let mut seen = raised(ct.alert.as_ref(), &alerts);
+                seen.extend(interval_alerts.seen());
                 exporter.interval(crate::prometheus::exporter::Interval {
                     tcp: r.tcp_metrics.as_ref(),
                     raw: interval.as_ref().map(|i| &i.total),
                     ports: r.ports.as_deref(),
                     listeners: r.listeners.as_deref(),
                     conntrack: Some(&ct.record),
-                    raised: raised(ct.alert.as_ref(), &alerts),
+                    raised: seen,
                 });
                 let flow = if args.format == crate::cli::Format::Json {
                     let record =
@@ -413,7 +429,9 @@ fn watch(
                     let closed = out.send(&record.at(&time)) == Flow::Closed
                         || out.send(&ct.record) == Flow::Closed
                         || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed)
-                        || alerts.iter().any(|a| out.send(a) == Flow::Closed);
+                        || alerts.iter().any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts.spikes.iter().any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed);
                     if closed { Flow::Closed } else { Flow::Go }
                 } else {
                     // DataKit's measurements instead of netconn's records.

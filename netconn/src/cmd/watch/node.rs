@@ -43,6 +43,8 @@ struct Inside {
     listeners: Option<crate::live::listeners::Listeners>,
     /// Listeners new since its first visit (`new_listener` alerts).
     new_listeners: Option<crate::live::listeners::NewListeners>,
+    /// Its `conn_spike` and `syn_flood` alerts.
+    alerting: Option<crate::live::alerts::Alerting>,
 }
 
 /// What the thread of `--events` learns of the namespaces.
@@ -133,6 +135,7 @@ pub(super) fn watch(
     let mut inside: std::collections::HashMap<u32, Inside> = Default::default();
     let top_ports = config.top_ports;
     let allowed = config.allowed_listeners;
+    let (spike_config, flood_config) = (config.conn_spike, config.syn_flood);
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -362,13 +365,42 @@ pub(super) fn watch(
                         })
                     });
                     record.listeners = listening.as_deref();
+                    let stamp = crate::live::alerts::Stamp {
+                        host: &host,
+                        netns: r.netns,
+                        time: &time,
+                    };
+                    let interval_alerts = state
+                        .alerting
+                        .get_or_insert_with(|| {
+                            crate::live::alerts::Alerting::new(spike_config, flood_config)
+                        })
+                        .interval(
+                            interval.as_ref(),
+                            listening.as_deref().unwrap_or_default(),
+                            &stamp,
+                            |port, states| {
+                                // Only for an alert record: into the namespace.
+                                r.ns.open()
+                                    .and_then(|file| {
+                                        run_in(&file, || {
+                                            crate::tables::sockdiag::peers_of_port(port, states)
+                                        })
+                                        .ok()?
+                                        .ok()
+                                    })
+                                    .unwrap_or_default()
+                            },
+                        );
+                    let mut seen = raised(ct.as_ref().and_then(|c| c.alert.as_ref()), &alerts);
+                    seen.extend(interval_alerts.seen());
                     exporters.entry(r.netns).or_default().interval(Interval {
                         tcp: figures.as_ref(),
                         raw: interval.as_ref().map(|i| &i.total),
                         ports: r.ports.as_deref(),
                         listeners: listening.as_deref(),
                         conntrack: ct.as_ref().map(|c| &c.record),
-                        raised: raised(ct.as_ref().and_then(|c| c.alert.as_ref()), &alerts),
+                        raised: seen,
                     });
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
@@ -380,7 +412,10 @@ pub(super) fn watch(
                             return Ok(());
                         }
                     }
-                    if alerts.iter().any(|a| out.send(a) == Flow::Closed) {
+                    let closed = alerts.iter().any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts.spikes.iter().any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed);
+                    if closed {
                         return Ok(());
                     }
                 }

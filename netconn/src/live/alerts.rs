@@ -1,0 +1,527 @@
+//! Alerts on the interval figures: `conn_spike` (new inbound connections
+//! per second on a port against a baseline learned while netconn runs) and
+//! `syn_flood` (handshakes left uncompleted on a listener). Each keeps one
+//! state machine per key with the conntrack alert's hysteresis, and says
+//! which peers are behind it (a dump of that port's sockets, taken only
+//! when an alert is raised or changes level).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::config::{SpikeConfig, SynFloodConfig, Thresholds};
+use crate::conntrack::{Alert, Level};
+use crate::output::alert::{
+    AlertHead, Peer, SpikeAlert, SpikeThresholds, SynFloodAlert, SynFloodThresholds,
+};
+use crate::output::figures::ListenerFigures;
+
+/// The most peers an alert names.
+pub const TOP_PEERS: usize = 5;
+
+/// The peers behind an alert, most sockets first.
+pub fn top(peers: HashMap<IpAddr, u32>) -> Vec<Peer> {
+    let mut v: Vec<Peer> = peers
+        .into_iter()
+        .map(|(addr, sockets)| Peer { addr, sockets })
+        .collect();
+    v.sort_by(|a, b| b.sockets.cmp(&a.sockets).then(a.addr.cmp(&b.addr)));
+    v.truncate(TOP_PEERS);
+    v
+}
+
+/// Where an alert record goes out: the host, namespace and time.
+pub struct Stamp<'a> {
+    pub host: &'a str,
+    pub netns: u32,
+    pub time: &'a str,
+}
+
+impl Stamp<'_> {
+    fn head(&self, alert: &'static str, level: Level) -> AlertHead {
+        AlertHead {
+            kind: "alert",
+            alert,
+            status: level.name(),
+            time: self.time.to_owned(),
+            host: self.host.to_owned(),
+            netns: self.netns,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SpikeState {
+    mean: f64,
+    watched: Duration,
+    alert: Alert,
+    since: Option<String>,
+}
+
+/// What a spike is about: new connections to a local port (inbound), or to
+/// a remote address and port (outbound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpikeKey {
+    Inbound(u16),
+    Outbound(IpAddr, u16),
+}
+
+/// The most keys followed at once (outbound destinations are many); past
+/// it, new ones wait until quiet ones are forgotten.
+pub const MAX_SPIKE_KEYS: usize = 8192;
+
+/// `conn_spike` for every inbound port and outbound destination of a
+/// namespace.
+#[derive(Debug)]
+pub struct ConnSpikes {
+    config: SpikeConfig,
+    keys: HashMap<SpikeKey, SpikeState>,
+}
+
+impl ConnSpikes {
+    pub fn new(config: SpikeConfig) -> ConnSpikes {
+        ConnSpikes {
+            config,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// One interval of `elapsed`: the new connections per key. `peers(key)`:
+    /// the remote addresses behind a spike (asked only for an alert
+    /// record).
+    pub fn update(
+        &mut self,
+        counts: &HashMap<SpikeKey, u64>,
+        elapsed: Duration,
+        stamp: &Stamp<'_>,
+        mut peers: impl FnMut(&SpikeKey) -> Vec<Peer>,
+    ) -> Vec<SpikeAlert> {
+        let c = self.config;
+        let seconds = elapsed.as_secs_f64();
+        if !c.enabled || seconds <= 0.0 {
+            return Vec::new();
+        }
+        for (key, n) in counts {
+            if self.keys.len() >= MAX_SPIKE_KEYS {
+                break;
+            }
+            self.keys.entry(*key).or_insert_with(|| SpikeState {
+                mean: *n as f64 / seconds,
+                watched: Duration::ZERO,
+                alert: Alert::new(Thresholds::default()),
+                since: None,
+            });
+        }
+        let mut out = Vec::new();
+        for (key, state) in &mut self.keys {
+            let rate = counts.get(key).copied().unwrap_or(0) as f64 / seconds;
+            state.watched += elapsed;
+            if state.watched >= c.warmup {
+                // The baseline, floored so that a quiet key's warning is
+                // min_rate.
+                let base = state.mean.max(c.min_rate / c.warning);
+                state.alert.thresholds = Thresholds {
+                    warn: c.warning * base,
+                    crit: c.critical * base,
+                    clear: c.clear * base,
+                };
+                if let Some(level) = state.alert.update(rate) {
+                    if level != Level::Clear && state.since.is_none() {
+                        state.since = Some(stamp.time.to_owned());
+                    }
+                    let t = state.alert.thresholds;
+                    let (direction, addr, port) = match *key {
+                        SpikeKey::Inbound(port) => ("inbound", None, port),
+                        SpikeKey::Outbound(addr, port) => ("outbound", Some(addr), port),
+                    };
+                    out.push(SpikeAlert {
+                        head: stamp.head("conn_spike", level),
+                        direction,
+                        addr,
+                        port,
+                        rate: round(rate),
+                        baseline: round(state.mean),
+                        thresholds: SpikeThresholds {
+                            warning: round(t.warn),
+                            critical: round(t.crit),
+                            clear: round(t.clear),
+                        },
+                        top_remote: if level == Level::Clear {
+                            Vec::new()
+                        } else {
+                            peers(key)
+                        },
+                        since: state.since.clone().unwrap_or_default(),
+                    });
+                    if level == Level::Clear {
+                        state.since = None;
+                    }
+                }
+            }
+            // The baseline learns only while nothing alerts: a spike does
+            // not become the normal. Until a window has passed it is the
+            // plain mean of what was seen (an exponential mean started
+            // from the first interval would lag a steady rate and alert on
+            // it); then an exponentially weighted one over the window.
+            if state.alert.level == Level::Clear {
+                let span = c.window.min(state.watched).as_secs_f64();
+                let alpha = (seconds / span.max(seconds)).min(1.0);
+                state.mean += alpha * (rate - state.mean);
+            }
+        }
+        // Keys gone quiet for good are forgotten.
+        self.keys.retain(|k, s| {
+            counts.contains_key(k) || s.mean >= 0.001 || s.alert.level != Level::Clear
+        });
+        out
+    }
+}
+
+fn thresholds(c: &SynFloodConfig) -> SynFloodThresholds {
+    SynFloodThresholds {
+        syn_recv: c.syn_recv,
+        synack_retrans_per_s: c.synack_retrans_per_s,
+        drops_per_s: c.drops_per_s,
+        critical: c.critical,
+        clear: c.clear,
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[derive(Debug)]
+struct FloodState {
+    alert: Alert,
+    since: Option<String>,
+}
+
+/// `syn_flood` for every listening address and port of a namespace.
+#[derive(Debug)]
+pub struct SynFloods {
+    config: SynFloodConfig,
+    listeners: HashMap<(IpAddr, u16), FloodState>,
+}
+
+impl SynFloods {
+    pub fn new(config: SynFloodConfig) -> SynFloods {
+        SynFloods {
+            config,
+            listeners: HashMap::new(),
+        }
+    }
+
+    /// One interval of `elapsed`: the listeners (their request sockets and
+    /// drops) and the SYN-ACKs retransmitted per port. `sources(port)`: the
+    /// peers of the port's request sockets now (asked only for a record).
+    pub fn update(
+        &mut self,
+        listeners: &[ListenerFigures],
+        synack_retrans: &HashMap<u16, u64>,
+        elapsed: Duration,
+        stamp: &Stamp<'_>,
+        mut sources: impl FnMut(u16) -> HashMap<IpAddr, u32>,
+    ) -> Vec<SynFloodAlert> {
+        let c = self.config;
+        let seconds = elapsed.as_secs_f64();
+        if !c.enabled || seconds <= 0.0 {
+            return Vec::new();
+        }
+        // SO_REUSEPORT siblings: one key; their drops add up.
+        let mut now: HashMap<(IpAddr, u16), (u32, u64)> = HashMap::new();
+        for l in listeners {
+            let e = now.entry((l.addr, l.port)).or_default();
+            e.0 = e.0.max(l.syn_backlog);
+            e.1 += u64::from(l.drops);
+        }
+        let mut out = Vec::new();
+        for (&(addr, port), &(syn_recv, drops)) in &now {
+            let synack = synack_retrans.get(&port).copied().unwrap_or(0) as f64 / seconds;
+            let drops = drops as f64 / seconds;
+            // Each figure against its warning threshold: 1.0 is a warning.
+            let pressure = (f64::from(syn_recv) / c.syn_recv)
+                .max(synack / c.synack_retrans_per_s)
+                .max(drops / c.drops_per_s);
+            let state = self
+                .listeners
+                .entry((addr, port))
+                .or_insert_with(|| FloodState {
+                    alert: Alert::new(Thresholds {
+                        warn: 1.0,
+                        crit: c.critical,
+                        clear: c.clear,
+                    }),
+                    since: None,
+                });
+            let Some(level) = state.alert.update(pressure) else {
+                continue;
+            };
+            if level != Level::Clear && state.since.is_none() {
+                state.since = Some(stamp.time.to_owned());
+            }
+            out.push(SynFloodAlert {
+                head: stamp.head("syn_flood", level),
+                addr,
+                port,
+                syn_recv,
+                synack_retrans_per_s: round(synack),
+                drops_per_s: round(drops),
+                thresholds: thresholds(&c),
+                top_sources: if level == Level::Clear {
+                    Vec::new()
+                } else {
+                    top(sources(port))
+                },
+                since: state.since.clone().unwrap_or_default(),
+            });
+            if level == Level::Clear {
+                state.since = None;
+            }
+        }
+        // A listener that went while alerting clears.
+        let gone: Vec<(IpAddr, u16)> = self
+            .listeners
+            .keys()
+            .filter(|k| !now.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            let state = self.listeners.remove(&k).expect("listed");
+            if state.alert.level != Level::Clear {
+                out.push(SynFloodAlert {
+                    head: stamp.head("syn_flood", Level::Clear),
+                    addr: k.0,
+                    port: k.1,
+                    syn_recv: 0,
+                    synack_retrans_per_s: 0.0,
+                    drops_per_s: 0.0,
+                    thresholds: thresholds(&c),
+                    top_sources: Vec::new(),
+                    since: state.since.unwrap_or_default(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Both alerts of one namespace, fed once per interval.
+#[derive(Debug)]
+pub struct Alerting {
+    spikes: ConnSpikes,
+    floods: SynFloods,
+    last: std::time::Instant,
+}
+
+/// Alert records of one interval.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub spikes: Vec<SpikeAlert>,
+    pub floods: Vec<SynFloodAlert>,
+}
+
+impl Alerting {
+    pub fn new(spike: SpikeConfig, flood: SynFloodConfig) -> Alerting {
+        Alerting {
+            spikes: ConnSpikes::new(spike),
+            floods: SynFloods::new(flood),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// One interval: its TCP metrics (without them, no spikes and no
+    /// SYN-ACK figures) and listeners. `peers(port, states)`: the remote
+    /// addresses of the namespace's sockets on a port
+    /// ([`crate::tables::sockdiag::peers_of_port`] in it), asked only for
+    /// an alert record.
+    pub fn interval(
+        &mut self,
+        metrics: Option<&crate::live::metrics::Interval>,
+        listeners: &[ListenerFigures],
+        stamp: &Stamp<'_>,
+        mut peers: impl FnMut(u16, u32) -> HashMap<IpAddr, u32>,
+    ) -> Records {
+        use crate::tables::sockdiag::REQUEST_STATES;
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.last);
+        self.last = now;
+        let per_port = |figure: fn(&netconn_common::TcpMetrics) -> u32| {
+            let mut out: HashMap<u16, u64> = HashMap::new();
+            for (k, m) in metrics.iter().flat_map(|i| i.ports.iter()) {
+                if k.direction == netconn_common::DIRECTION_INBOUND {
+                    *out.entry(k.port).or_default() += u64::from(figure(m));
+                }
+            }
+            out
+        };
+        let spikes = match metrics {
+            Some(m) => {
+                let mut counts: HashMap<SpikeKey, u64> = per_port(|m| m.accepted)
+                    .into_iter()
+                    .map(|(port, n)| (SpikeKey::Inbound(port), n))
+                    .collect();
+                for (k, n) in &m.peers {
+                    if k.direction == netconn_common::DIRECTION_OUTBOUND {
+                        let addr = crate::model::state::ip_addr(u16::from(k.family), k.addr);
+                        *counts.entry(SpikeKey::Outbound(addr, k.port)).or_default() +=
+                            u64::from(*n);
+                    }
+                }
+                self.spikes
+                    .update(&counts, elapsed, stamp, |key| match key {
+                        // Who connected in the interval: the kernel's count per
+                        // peer.
+                        SpikeKey::Inbound(port) => top(m.peers_of_port(*port)),
+                        SpikeKey::Outbound(..) => Vec::new(),
+                    })
+            }
+            None => Vec::new(),
+        };
+        let floods = self.floods.update(
+            listeners,
+            &per_port(|m| m.synack_retrans),
+            elapsed,
+            stamp,
+            |p| peers(p, REQUEST_STATES),
+        );
+        Records { spikes, floods }
+    }
+}
+
+impl Records {
+    /// The records as the watch's readers see them.
+    pub fn seen(&self) -> Vec<crate::output::alert::Raised> {
+        use crate::output::alert::Raised as Seen;
+        self.spikes
+            .iter()
+            .map(|a| match a.addr {
+                Some(addr) => {
+                    Seen::of(a, format!("to {}", std::net::SocketAddr::new(addr, a.port)))
+                }
+                None => Seen::of(a, format!("port {}", a.port)),
+            })
+            .chain(
+                self.floods
+                    .iter()
+                    .map(|a| Seen::of(a, std::net::SocketAddr::new(a.addr, a.port).to_string())),
+            )
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAMP: Stamp<'static> = Stamp {
+        host: "h",
+        netns: 1,
+        time: "t",
+    };
+
+    fn spikes() -> ConnSpikes {
+        ConnSpikes::new(SpikeConfig {
+            window: Duration::from_secs(20),
+            warmup: Duration::from_secs(5),
+            min_rate: 5.0,
+            ..SpikeConfig::default()
+        })
+    }
+
+    fn run(s: &mut ConnSpikes, rate: u64) -> Vec<SpikeAlert> {
+        let counts = HashMap::from([(SpikeKey::Inbound(8080), rate)]);
+        s.update(&counts, Duration::from_secs(1), &STAMP, |_| {
+            top(HashMap::from([("127.0.0.2".parse().unwrap(), 3)]))
+        })
+    }
+
+    #[test]
+    fn a_steady_rate_is_quiet_and_a_burst_alerts_then_clears() {
+        let mut s = spikes();
+        for _ in 0..60 {
+            assert!(run(&mut s, 30).is_empty());
+        }
+        let raised = run(&mut s, 600);
+        assert_eq!(raised.len(), 1);
+        assert_eq!((raised[0].head.status, raised[0].port), ("critical", 8080));
+        assert_eq!(raised[0].baseline, 30.0);
+        assert_eq!(raised[0].top_remote[0].sockets, 3);
+        // Held: no new record; the baseline does not learn the burst.
+        assert!(run(&mut s, 600).is_empty());
+        let cleared = run(&mut s, 30);
+        assert_eq!(cleared[0].head.status, "clear");
+        assert_eq!(cleared[0].since, "t");
+        assert!(cleared[0].top_remote.is_empty());
+    }
+
+    #[test]
+    fn a_churn_that_starts_after_netconn_is_quiet_once_warm() {
+        let mut s = spikes();
+        // A first interval half covered, then the steady rate.
+        assert!(run(&mut s, 15).is_empty());
+        for _ in 0..120 {
+            assert!(run(&mut s, 30).is_empty());
+        }
+    }
+
+    #[test]
+    fn quiet_ports_and_warm_up_do_not_alert() {
+        let mut s = spikes();
+        // A port's first connections: during its warm-up, nothing.
+        assert!(run(&mut s, 100).is_empty());
+        let mut s = spikes();
+        for _ in 0..10 {
+            run(&mut s, 0);
+        }
+        // Below min_rate, even from nothing: nothing.
+        assert!(run(&mut s, 4).is_empty());
+        assert_eq!(run(&mut s, 7)[0].head.status, "warning");
+    }
+
+    fn listener(syn_backlog: u32, drops: u32) -> ListenerFigures {
+        ListenerFigures {
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 80,
+            ip_version: 4,
+            pid: None,
+            comm: None,
+            accept_queue: 0,
+            backlog: 128,
+            syn_backlog,
+            accepted: None,
+            drops,
+        }
+    }
+
+    #[test]
+    fn syn_floods_by_any_figure_with_hysteresis() {
+        let mut f = SynFloods::new(SynFloodConfig {
+            syn_recv: 50.0,
+            ..SynFloodConfig::default()
+        });
+        let none = HashMap::new();
+        let src = |_| HashMap::from([("127.0.0.3".parse().unwrap(), 60)]);
+        let tick = Duration::from_secs(1);
+        assert!(
+            f.update(&[listener(10, 0)], &none, tick, &STAMP, src)
+                .is_empty()
+        );
+        let raised = f.update(&[listener(60, 0)], &none, tick, &STAMP, src);
+        assert_eq!(raised[0].head.status, "warning");
+        assert_eq!(raised[0].top_sources[0].addr.to_string(), "127.0.0.3");
+        // Retransmitted SYN-ACKs alone can make it critical.
+        let synack = HashMap::from([(80, 500)]);
+        let up = f.update(&[listener(60, 0)], &synack, tick, &STAMP, src);
+        assert_eq!(up[0].head.status, "critical");
+        // Between clear and warning: held (as a warning).
+        let down = f.update(&[listener(40, 0)], &none, tick, &STAMP, src);
+        assert_eq!(down[0].head.status, "warning");
+        assert!(
+            f.update(&[listener(30, 0)], &none, tick, &STAMP, src)
+                .is_empty()
+        );
+        let clear = f.update(&[listener(10, 0)], &none, tick, &STAMP, src);
+        assert_eq!(clear[0].head.status, "clear");
+    }
+}

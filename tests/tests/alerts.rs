@@ -1,0 +1,217 @@
+//! `conn_spike` and `syn_flood` on real traffic in a namespace of the
+//! test's own: a steady churn raises nothing, a burst on one port does
+//! (naming the burst's source) and clears when it ends; raw SYNs whose
+//! SYN-ACKs are dropped raise `syn_flood` naming their source.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use netconn_integration::{Netns, Watch, run_ok};
+use serde_json::Value;
+
+/// A listener on `port` in the worker's namespace that accepts and closes
+/// everything until `stop`.
+fn serve(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((s, _)) => drop(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    })
+}
+
+/// `n` connections to `port` from `source`, one every `every` (bounded:
+/// `n` is).
+fn churn(port: u16, source: [u8; 4], n: usize, every: Duration) {
+    use socket2::{Domain, Socket, Type};
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..n {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        let _ = s.connect(&to.into());
+        drop(s);
+        std::thread::sleep(every);
+    }
+}
+
+fn conn_spikes(records: &[Value]) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "alert" && r["alert"] == "conn_spike")
+        .collect()
+}
+
+/// Every record the watch wrote within `wait`.
+fn records_for(watch: &mut Watch, wait: Duration) -> Vec<Value> {
+    let end = Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match watch.try_next(left) {
+            Some(r) => out.push(r),
+            None => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn a_burst_on_one_port_is_a_spike_and_a_steady_churn_is_not() {
+    let ns = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-spike-{}.toml", ns.name));
+    std::fs::write(
+        &config,
+        "[alerts.conn_spike]\nwindow = \"20s\"\nwarmup = \"5s\"\nmin_rate = 5\n",
+    )
+    .unwrap();
+    let worker = ns.worker();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        worker.exec(move || serve(8080, stop))
+    };
+    let (mut watch, _) = Watch::start(
+        &ns,
+        &["--interval", "1s", "--config", config.to_str().unwrap()],
+    );
+    // A steady churn, 10 connections a second for 60 s, from 127.0.0.1.
+    let steady = ns.worker();
+    let steady_run = std::thread::spawn(move || {
+        steady.exec(|| churn(8080, [127, 0, 0, 1], 600, Duration::from_millis(100)))
+    });
+    let during = records_for(&mut watch, Duration::from_secs(62));
+    steady_run.join().unwrap();
+    assert!(
+        conn_spikes(&during).is_empty(),
+        "a steady churn alerted: {:?}",
+        conn_spikes(&during)
+    );
+    assert!(during.iter().filter(|r| r["type"] == "counts").count() >= 50);
+
+    // A burst: 20 times the rate for 3 s, from 127.0.0.2.
+    worker.exec(|| churn(8080, [127, 0, 0, 2], 600, Duration::from_millis(5)));
+    let after = records_for(&mut watch, Duration::from_secs(3));
+    let raised = conn_spikes(&after);
+    let inbound = raised
+        .iter()
+        .find(|r| r["direction"] == "inbound")
+        .expect("the burst raised conn_spike within two intervals");
+    assert_eq!(inbound["port"], 8080, "{inbound}");
+    assert!(["warning", "critical"].contains(&inbound["status"].as_str().unwrap()));
+    assert!(inbound["rate"].as_f64().unwrap() > 5.0 * inbound["baseline"].as_f64().unwrap());
+    // Who connected in the burst: the kernel's count per peer.
+    assert_eq!(inbound["top_remote"][0]["addr"], "127.0.0.2", "{inbound}");
+    // The clients are in the namespace too: their destination spiked.
+    let outbound = raised
+        .iter()
+        .find(|r| r["direction"] == "outbound")
+        .expect("an outbound spike to 127.0.0.1:8080");
+    assert_eq!(
+        (&outbound["addr"], &outbound["port"]),
+        (&"127.0.0.1".into(), &8080.into())
+    );
+    // Back to nothing: the alert clears.
+    // Back to nothing: the alert clears (the burst was over when the
+    // records above were read; its clear may be among them).
+    let mut all = after.clone();
+    all.extend(records_for(&mut watch, Duration::from_secs(4)));
+    let inbound: Vec<&Value> = conn_spikes(&all)
+        .into_iter()
+        .filter(|r| r["direction"] == "inbound")
+        .collect();
+    assert_eq!(
+        inbound.last().map(|r| r["status"].clone()),
+        Some("clear".into()),
+        "{inbound:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    let _ = std::fs::remove_file(config);
+}
+
+#[test]
+fn raw_syns_left_unanswered_are_a_syn_flood_naming_their_source() {
+    let ns = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-synflood-{}.toml", ns.name));
+    std::fs::write(&config, "[alerts.syn_flood]\nsyn_recv = 50\n").unwrap();
+    // SYN-ACKs dropped where they come back in: the request sockets stay
+    // (dropping them on output would free them at once).
+    let nft = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", &ns.name, "nft"];
+        all.extend_from_slice(args);
+        run_ok("ip", &all);
+    };
+    nft(&["add", "table", "inet", "netconn_flood"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "netconn_flood",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "netconn_flood",
+        "in",
+        "tcp flags & (syn | ack) == syn | ack drop",
+    ]);
+    let worker = ns.worker();
+    let _listener = worker.exec(|| {
+        use socket2::{Domain, Socket, Type};
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 9000)).into())
+            .unwrap();
+        l.listen(1024).unwrap();
+        l
+    });
+    let (mut watch, _) = Watch::start(
+        &ns,
+        &["--interval", "500ms", "--config", config.to_str().unwrap()],
+    );
+    // 200 raw SYNs from 127.0.0.3, 2 ms apart.
+    run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "hping3",
+            "-q",
+            "-I",
+            "lo",
+            "-S",
+            "-p",
+            "9000",
+            "-c",
+            "200",
+            "-i",
+            "u2000",
+            "-a",
+            "127.0.0.3",
+            "127.0.0.1",
+        ],
+    );
+    let records = records_for(&mut watch, Duration::from_secs(3));
+    let flood = records
+        .iter()
+        .find(|r| r["type"] == "alert" && r["alert"] == "syn_flood")
+        .unwrap_or_else(|| panic!("no syn_flood in {records:?}"));
+    assert_eq!(flood["port"], 9000, "{flood}");
+    assert_eq!(flood["addr"], "127.0.0.1");
+    assert!(flood["syn_recv"].as_u64().unwrap() >= 50, "{flood}");
+    assert_eq!(flood["top_sources"][0]["addr"], "127.0.0.3", "{flood}");
+    // `check --alerts` sees it.
+    let out = ns.netconn(&["check", "--alerts"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("syn_flood 127.0.0.1:9000"), "{text}");
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{text}");
+    let _ = std::fs::remove_file(config);
+}
