@@ -38,6 +38,10 @@ pub const PEER_ENTRIES: u32 = 8192;
 /// or a connection it accepted), or the remote one (a connect()).
 pub const DIRECTION_INBOUND: u8 = 1;
 pub const DIRECTION_OUTBOUND: u8 = 2;
+/// [`MAP_PEERS`] only: a reset sent for a segment no socket took (a closed
+/// port): `addr` is the segment's source, `port` its destination, the
+/// value the resets (`port_scan`).
+pub const DIRECTION_CLOSED_PORT: u8 = 3;
 
 /// Callback flags the sock_ops program gives the sockets it follows
 /// (`bpf_sock_ops_cb_flags_set`): an RTT callback per RTT sample and a

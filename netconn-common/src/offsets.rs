@@ -57,5 +57,11 @@ pub struct Offsets {
     pub dev_nd_net: u32,
     /// `struct sock.sk_err` (int): why a connect failed.
     pub sk_err: u32,
+    /// `struct sk_buff.head` (pointer), `.network_header` and
+    /// `.transport_header` (u16 offsets from `head`): the headers of the
+    /// segment a reset without a socket answers (`port_scan`).
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 88);
+const _: () = assert!(size_of::<Offsets>() == 100);

@@ -118,6 +118,9 @@ static OFFSETS: Offsets = Offsets {
     skb_dev: 0,
     dev_nd_net: 0,
     sk_err: 0,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_transport_header: 0,
 };
 
 #[map]

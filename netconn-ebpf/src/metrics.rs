@@ -32,9 +32,10 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, SockOpsContext},
 };
 use netconn_common::{
-    AF_INET, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FAILURE_REASONS, MAX_NAMESPACES,
-    METRICS_PORT_ENTRIES, MetricsKey, PEER_ENTRIES, RTT_BUCKETS, SOCK_OPS_FLAGS,
-    SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics, rtt_bucket,
+    AF_INET, AF_INET6, DIRECTION_CLOSED_PORT, DIRECTION_INBOUND, DIRECTION_OUTBOUND,
+    FAILURE_REASONS, MAX_NAMESPACES, METRICS_PORT_ENTRIES, MetricsKey, PEER_ENTRIES, RTT_BUCKETS,
+    SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics,
+    rtt_bucket,
 };
 
 use crate::{
@@ -291,16 +292,22 @@ fn note_peer(ctx: &SockOpsContext, inbound: bool) {
             key.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
     }
-    if let Some(n) = PEERS.get_ptr_mut(&key) {
+    count_peer(&key);
+}
+
+/// Adds one to a peer's entry, making it if needed; a full map is counted.
+#[inline(always)]
+fn count_peer(key: &MetricsKey) {
+    if let Some(n) = PEERS.get_ptr_mut(key) {
         add32(n, 1);
         return;
     }
     // NOEXIST: another CPU may have made the entry meanwhile (then add to
     // this CPU's value of it); any other failure is a full map.
-    if PEERS.insert(&key, &1, u64::from(BPF_NOEXIST)).is_ok() {
+    if PEERS.insert(key, &1, u64::from(BPF_NOEXIST)).is_ok() {
         return;
     }
-    match PEERS.get_ptr_mut(&key) {
+    match PEERS.get_ptr_mut(key) {
         Some(n) => add32(n, 1),
         None => {
             if let Some(lost) = PEERS_LOST.get_ptr_mut(u32::from(key.epoch)) {
@@ -419,11 +426,51 @@ pub fn on_reset(ctx: &BtfTracePointContext, sk: *const u8, sent: bool) {
     if sk.is_null() {
         if sent && let Some(netns) = skb_netns(ctx.arg(1)) {
             record_total(figure, netns);
+            note_closed_port(ctx.arg(1), netns);
         }
         return;
     }
     if let Some(netns) = target_netns(sk) {
         record_maybe(sock_key(sk, arg_address(ctx, 0)), figure, netns);
+    }
+}
+
+/// A reset answering a segment no socket took (a closed port): counted
+/// for the segment's source and destination port (`port_scan`), read from
+/// its headers.
+#[inline(always)]
+fn note_closed_port(skb: *const u8, netns: u32) {
+    if skb.is_null() {
+        return;
+    }
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    let headers = || -> Result<MetricsKey, i32> {
+        let head: u64 = read(skb, offsets.skb_head)?;
+        let nh: u16 = read(skb, offsets.skb_network_header)?;
+        let th: u16 = read(skb, offsets.skb_transport_header)?;
+        let ip = head.wrapping_add(u64::from(nh));
+        let version: u8 = probe(ip, 0)?;
+        let mut key = MetricsKey {
+            netns,
+            epoch: epoch(),
+            direction: DIRECTION_CLOSED_PORT,
+            ..MetricsKey::default()
+        };
+        if version >> 4 == 4 {
+            key.family = AF_INET as u8;
+            let source: [u8; 4] = probe(ip, 12)?;
+            key.addr[..4].copy_from_slice(&source);
+        } else {
+            key.family = AF_INET6 as u8;
+            key.addr = probe(ip, 8)?;
+        }
+        let dest: u16 = probe(head.wrapping_add(u64::from(th)), 2)?;
+        key.port = u16::from_be(dest);
+        Ok(key)
+    };
+    if let Ok(key) = headers() {
+        count_peer(&key);
     }
 }
 

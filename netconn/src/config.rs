@@ -47,6 +47,8 @@ pub struct Config {
     /// `[alerts.conn_spike]` and `[alerts.syn_flood]`.
     pub conn_spike: SpikeConfig,
     pub syn_flood: SynFloodConfig,
+    /// `[alerts.port_scan]`.
+    pub port_scan: ScanConfig,
     /// What is allowed but probably not meant (an entry no socket can
     /// reach), one line each, for stderr.
     pub warnings: Vec<String>,
@@ -63,6 +65,7 @@ impl Default for Config {
             allowed_listeners: Vec::new(),
             conn_spike: Default::default(),
             syn_flood: Default::default(),
+            port_scan: Default::default(),
             warnings: Vec::new(),
         }
     }
@@ -143,6 +146,28 @@ impl Default for SynFloodConfig {
             drops_per_s: 10.0,
             critical: 4.0,
             clear: 0.5,
+        }
+    }
+}
+
+/// `[alerts.port_scan]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScanConfig {
+    pub enabled: bool,
+    /// Distinct closed ports one address must touch within `window`.
+    pub ports: f64,
+    pub window: Duration,
+    /// Critical at this many times `ports`.
+    pub critical: f64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> ScanConfig {
+        ScanConfig {
+            enabled: true,
+            ports: 20.0,
+            window: Duration::from_secs(60),
+            critical: 5.0,
         }
     }
 }
@@ -324,6 +349,35 @@ struct RawAlerts {
     listeners: Option<RawListenerAlerts>,
     conn_spike: Option<Spanned<RawSpike>>,
     syn_flood: Option<Spanned<RawSynFlood>>,
+    port_scan: Option<Spanned<RawScan>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScan {
+    enabled: Option<bool>,
+    ports: Option<Number>,
+    window: Option<String>,
+    critical: Option<Number>,
+}
+
+impl RawScan {
+    fn config(self) -> Result<ScanConfig, String> {
+        let mut c = ScanConfig::default();
+        c.enabled = self.enabled.unwrap_or(c.enabled);
+        c.ports = self.ports.map_or(c.ports, Number::get);
+        c.critical = self.critical.map_or(c.critical, Number::get);
+        if let Some(w) = self.window {
+            c.window = parse_interval(&w).map_err(|e| format!("window: {e}"))?;
+        }
+        if !(c.ports >= 1.0 && c.ports.is_finite() && c.critical >= 1.0 && c.critical.is_finite()) {
+            return Err(format!(
+                "need ports >= 1 and critical >= 1 (times ports), got ports {} critical {}",
+                c.ports, c.critical
+            ));
+        }
+        Ok(c)
+    }
 }
 
 /// A number written as an integer or a float.
@@ -587,28 +641,28 @@ impl Config {
                     )
                 })?,
         };
-        let (listeners, spike, flood) = match raw.alerts {
-            Some(a) => (a.listeners, a.conn_spike, a.syn_flood),
-            None => (None, None, None),
+        let (listeners, spike, flood, scan) = match raw.alerts {
+            Some(a) => (a.listeners, a.conn_spike, a.syn_flood, a.port_scan),
+            None => (None, None, None, None),
         };
-        let conn_spike = match spike {
-            Some(s) => {
-                let span = s.span();
-                s.into_inner()
-                    .config()
-                    .map_err(|e| at(span, "alerts.conn_spike", e))?
+        // An alert's table: its values checked, its line named on error.
+        fn table<R, C: Default>(
+            raw: Option<Spanned<R>>,
+            key: &str,
+            config: impl FnOnce(R) -> Result<C, String>,
+            at: &impl Fn(std::ops::Range<usize>, &str, String) -> ConfigError,
+        ) -> Result<C, ConfigError> {
+            match raw {
+                Some(s) => {
+                    let span = s.span();
+                    config(s.into_inner()).map_err(|e| at(span, key, e))
+                }
+                None => Ok(C::default()),
             }
-            None => Default::default(),
-        };
-        let syn_flood = match flood {
-            Some(s) => {
-                let span = s.span();
-                s.into_inner()
-                    .config()
-                    .map_err(|e| at(span, "alerts.syn_flood", e))?
-            }
-            None => Default::default(),
-        };
+        }
+        let port_scan = table(scan, "alerts.port_scan", RawScan::config, &at)?;
+        let conn_spike = table(spike, "alerts.conn_spike", RawSpike::config, &at)?;
+        let syn_flood = table(flood, "alerts.syn_flood", RawSynFlood::config, &at)?;
         let allowed_listeners = listeners
             .map(|l| l.allow)
             .unwrap_or_default()
@@ -628,6 +682,7 @@ impl Config {
             allowed_listeners,
             conn_spike,
             syn_flood,
+            port_scan,
             warnings,
         })
     }
@@ -1041,5 +1096,37 @@ ports_match = ["*:5432"]
         assert_eq!(c.interval, Some(Duration::from_secs(3)));
         assert!(c.groups.is_empty());
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn alert_tables_are_checked_and_named() {
+        let c = Config::parse(
+            "[alerts.conn_spike]\nwindow = \"30s\"\nmin_rate = 2\n[alerts.port_scan]\nports = 8\n",
+            "n.toml",
+        )
+        .unwrap();
+        assert_eq!(c.conn_spike.window, Duration::from_secs(30));
+        assert_eq!(c.conn_spike.min_rate, 2.0);
+        assert_eq!(c.port_scan.ports, 8.0);
+        assert_eq!(c.syn_flood, SynFloodConfig::default());
+        for (bad, key) in [
+            (
+                "[alerts.conn_spike]\nwarning = 1\nclear = 2\n",
+                "alerts.conn_spike",
+            ),
+            (
+                "[alerts.conn_spike]\nwindow = \"soon\"\n",
+                "alerts.conn_spike",
+            ),
+            ("[alerts.syn_flood]\nclear = 1.5\n", "alerts.syn_flood"),
+            ("[alerts.port_scan]\nports = 0\n", "alerts.port_scan"),
+            ("[alerts.port_scan]\nbogus = 1\n", "bogus"),
+        ] {
+            let e = Config::parse(bad, "n.toml").unwrap_err();
+            assert!(
+                e.0.starts_with("n.toml:") && e.0.contains(key),
+                "{bad}: {e}"
+            );
+        }
     }
 }

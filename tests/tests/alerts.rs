@@ -215,3 +215,61 @@ fn raw_syns_left_unanswered_are_a_syn_flood_naming_their_source() {
     assert!(matches!(out.status.code(), Some(1 | 2)), "{text}");
     let _ = std::fs::remove_file(config);
 }
+
+#[test]
+fn one_address_touching_many_closed_ports_is_a_port_scan() {
+    let ns = Netns::new();
+    let config = std::env::temp_dir().join(format!("netconn-scan-{}.toml", ns.name));
+    std::fs::write(
+        &config,
+        "[alerts.port_scan]\nports = 50\ncritical = 3\nwindow = \"30s\"\n",
+    )
+    .unwrap();
+    let worker = ns.worker();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        worker.exec(move || serve(7000, stop))
+    };
+    let (mut watch, _) = Watch::start(
+        &ns,
+        &["--interval", "500ms", "--config", config.to_str().unwrap()],
+    );
+    worker.exec(|| {
+        use socket2::{Domain, Socket, Type};
+        // 200 closed ports from 127.0.0.2: each connect is refused.
+        for port in 1000..1200u16 {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+                .unwrap();
+            let to: SocketAddr = ([127, 0, 0, 1], port).into();
+            assert!(s.connect(&to.into()).is_err(), "port {port} is closed");
+        }
+        // 200 connections to one open port from 127.0.0.3: no scan.
+        churn(7000, [127, 0, 0, 3], 200, Duration::from_millis(1));
+    });
+    let records = records_for(&mut watch, Duration::from_secs(3));
+    let scans: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "alert" && r["alert"] == "port_scan")
+        .collect();
+    // Only 127.0.0.2 (a warning first, if the ports spanned intervals).
+    assert!(!scans.is_empty(), "no port_scan in {records:?}");
+    assert!(scans.iter().all(|s| s["addr"] == "127.0.0.2"), "{scans:?}");
+    let scan = scans[scans.len() - 1];
+    assert_eq!(
+        scan["status"], "critical",
+        "200 ports: past 3 times 50: {scan}"
+    );
+    assert_eq!(scan["ports"], 200, "{scan}");
+    let sample: Vec<u64> = scan["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(sample, (1000..1010).collect::<Vec<u64>>());
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    let _ = std::fs::remove_file(config);
+}

@@ -121,6 +121,9 @@ pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
         skb_dev: btf.offset_of("sk_buff.dev")?,
         dev_nd_net: btf.offset_of("net_device.nd_net")?,
         sk_err: btf.offset_of("sock.sk_err")?,
+        skb_head: btf.offset_of("sk_buff.head")?,
+        skb_network_header: btf.offset_of("sk_buff.network_header")?,
+        skb_transport_header: btf.offset_of("sk_buff.transport_header")?,
     })
 }
 

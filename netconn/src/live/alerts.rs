@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::{SpikeConfig, SynFloodConfig, Thresholds};
+use crate::config::{ScanConfig, SpikeConfig, SynFloodConfig, Thresholds};
 use crate::conntrack::{Alert, Level};
 use crate::output::alert::{
-    AlertHead, Peer, SpikeAlert, SpikeThresholds, SynFloodAlert, SynFloodThresholds,
+    AlertHead, Peer, ScanAlert, ScanThresholds, SpikeAlert, SpikeThresholds, SynFloodAlert,
+    SynFloodThresholds,
 };
 use crate::output::figures::ListenerFigures;
 
@@ -306,11 +307,117 @@ impl SynFloods {
     }
 }
 
+/// The most (address, port) pairs kept for `port_scan` windows (about
+/// 4 MiB); past it, new pairs are not followed until old ones age out.
+pub const MAX_SCAN_PAIRS: usize = 65536;
+/// Ports an alert record lists.
+pub const SCAN_SAMPLE: usize = 10;
+
+#[derive(Debug)]
+struct ScanState {
+    /// Closed ports it touched, and when last.
+    ports: HashMap<u16, std::time::Instant>,
+    alert: Alert,
+    since: Option<String>,
+}
+
+/// `port_scan` for every address that touched closed ports of a
+/// namespace.
+#[derive(Debug)]
+pub struct PortScans {
+    config: ScanConfig,
+    sources: HashMap<IpAddr, ScanState>,
+    pairs: usize,
+}
+
+impl PortScans {
+    pub fn new(config: ScanConfig) -> PortScans {
+        PortScans {
+            config,
+            sources: HashMap::new(),
+            pairs: 0,
+        }
+    }
+
+    /// One interval: the closed ports each address touched in it.
+    pub fn update(
+        &mut self,
+        touched: &[(IpAddr, u16)],
+        now: std::time::Instant,
+        stamp: &Stamp<'_>,
+    ) -> Vec<ScanAlert> {
+        let c = self.config;
+        if !c.enabled {
+            return Vec::new();
+        }
+        let thresholds = Thresholds {
+            warn: c.ports,
+            crit: c.critical * c.ports,
+            clear: c.ports / 2.0,
+        };
+        for (addr, port) in touched {
+            let known = self.sources.contains_key(addr);
+            if !known && self.pairs >= MAX_SCAN_PAIRS {
+                continue;
+            }
+            let state = self.sources.entry(*addr).or_insert_with(|| ScanState {
+                ports: HashMap::new(),
+                alert: Alert::new(thresholds),
+                since: None,
+            });
+            // A port already seen is refreshed; a new one only within the
+            // bound.
+            let room = self.pairs < MAX_SCAN_PAIRS;
+            if (room || state.ports.contains_key(port)) && state.ports.insert(*port, now).is_none()
+            {
+                self.pairs += 1;
+            }
+        }
+        let mut out = Vec::new();
+        for (addr, state) in &mut self.sources {
+            let before = state.ports.len();
+            state
+                .ports
+                .retain(|_, last| now.duration_since(*last) <= c.window);
+            self.pairs -= before - state.ports.len();
+            let Some(level) = state.alert.update(state.ports.len() as f64) else {
+                continue;
+            };
+            if level != Level::Clear && state.since.is_none() {
+                state.since = Some(stamp.time.to_owned());
+            }
+            let mut sample: Vec<u16> = state.ports.keys().copied().collect();
+            sample.sort_unstable();
+            sample.truncate(SCAN_SAMPLE);
+            out.push(ScanAlert {
+                head: stamp.head("port_scan", level),
+                addr: *addr,
+                ports: state.ports.len() as u32,
+                sample,
+                window_s: c.window.as_secs_f64(),
+                thresholds: ScanThresholds {
+                    warning: thresholds.warn,
+                    critical: thresholds.crit,
+                    clear: thresholds.clear,
+                },
+                since: state.since.clone().unwrap_or_default(),
+            });
+            if level == Level::Clear {
+                state.since = None;
+            }
+        }
+        self.sources
+            .retain(|_, s| !s.ports.is_empty() || s.alert.level != Level::Clear);
+        out
+    }
+}
+
 /// Both alerts of one namespace, fed once per interval.
 #[derive(Debug)]
 pub struct Alerting {
     spikes: ConnSpikes,
     floods: SynFloods,
+    scans: PortScans,
     last: std::time::Instant,
 }
 
@@ -319,13 +426,15 @@ pub struct Alerting {
 pub struct Records {
     pub spikes: Vec<SpikeAlert>,
     pub floods: Vec<SynFloodAlert>,
+    pub scans: Vec<ScanAlert>,
 }
 
 impl Alerting {
-    pub fn new(spike: SpikeConfig, flood: SynFloodConfig) -> Alerting {
+    pub fn new(spike: SpikeConfig, flood: SynFloodConfig, scan: ScanConfig) -> Alerting {
         Alerting {
             spikes: ConnSpikes::new(spike),
             floods: SynFloods::new(flood),
+            scans: PortScans::new(scan),
             last: std::time::Instant::now(),
         }
     }
@@ -385,7 +494,21 @@ impl Alerting {
             stamp,
             |p| peers(p, REQUEST_STATES),
         );
-        Records { spikes, floods }
+        let touched: Vec<(IpAddr, u16)> = metrics
+            .iter()
+            .flat_map(|m| m.peers.keys())
+            .filter(|k| k.direction == netconn_common::DIRECTION_CLOSED_PORT)
+            .map(|k| {
+                let addr = crate::model::state::ip_addr(u16::from(k.family), k.addr);
+                (addr, k.port)
+            })
+            .collect();
+        let scans = self.scans.update(&touched, now, stamp);
+        Records {
+            spikes,
+            floods,
+            scans,
+        }
     }
 }
 
@@ -523,5 +646,30 @@ mod tests {
         );
         let clear = f.update(&[listener(10, 0)], &none, tick, &STAMP, src);
         assert_eq!(clear[0].head.status, "clear");
+    }
+
+    #[test]
+    fn scans_count_distinct_ports_within_the_window() {
+        let mut scans = PortScans::new(ScanConfig {
+            ports: 5.0,
+            window: Duration::from_secs(10),
+            ..ScanConfig::default()
+        });
+        let start = std::time::Instant::now();
+        let scanner: IpAddr = "10.0.0.9".parse().unwrap();
+        let client: IpAddr = "10.0.0.8".parse().unwrap();
+        // The same port again and again is one port.
+        let same: Vec<(IpAddr, u16)> = (0..50).map(|_| (client, 80)).collect();
+        assert!(scans.update(&same, start, &STAMP).is_empty());
+        let many: Vec<(IpAddr, u16)> = (1..=6).map(|p| (scanner, p)).collect();
+        let raised = scans.update(&many, start, &STAMP);
+        assert_eq!(raised.len(), 1);
+        assert_eq!((raised[0].addr, raised[0].ports), (scanner, 6));
+        assert_eq!(raised[0].sample, vec![1, 2, 3, 4, 5, 6]);
+        // Past the window the ports age out: clear.
+        let later = start + Duration::from_secs(11);
+        let cleared = scans.update(&[], later, &STAMP);
+        assert_eq!(cleared[0].head.status, "clear");
+        assert_eq!(scans.pairs, 0);
     }
 }

@@ -1,5 +1,5 @@
 //! Alert records other than conntrack's: `new_listener`, `conn_spike`,
-//! `syn_flood`.
+//! `syn_flood`, `port_scan`.
 
 use serde::Serialize;
 
@@ -130,4 +130,29 @@ impl Raised {
             record,
         }
     }
+}
+
+/// `{"type":"alert","alert":"port_scan",...}`: one address sent segments
+/// to many closed ports (each answered with a reset) within the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanAlert {
+    #[serde(flatten)]
+    pub head: AlertHead,
+    /// The address the segments came from.
+    pub addr: std::net::IpAddr,
+    /// Distinct closed ports it touched within the window.
+    pub ports: u32,
+    /// Some of them, lowest first.
+    pub sample: Vec<u16>,
+    pub window_s: f64,
+    pub thresholds: ScanThresholds,
+    pub since: String,
+}
+
+/// A scan's thresholds, in distinct ports.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScanThresholds {
+    pub warning: f64,
+    pub critical: f64,
+    pub clear: f64,
 }

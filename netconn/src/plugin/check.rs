@@ -113,6 +113,7 @@ fn about(record: &serde_json::Value) -> String {
             Err(_) => format!("{addr}:{port}"),
         },
         (None, Some(port)) => format!("port {port}"),
+        (Some(addr), None) => addr.to_owned(),
         _ => match record["utilization"].as_f64() {
             Some(u) => format!("{u}%"),
             None => String::new(),
@@ -272,6 +273,7 @@ mod tests {
             r#"{"alert":"new_listener","status":"warning","addr":"::1","port":7001}"#,
             r#"{"alert":"conn_spike","status":"critical","port":8080}"#,
             r#"{"alert":"conntrack_full","status":"warning","utilization":91.5}"#,
+            r#"{"alert":"port_scan","status":"warning","addr":"127.0.0.2","ports":60}"#,
         ]
         .iter()
         .map(|r| serde_json::from_str(r).unwrap())
@@ -281,7 +283,8 @@ mod tests {
         assert_eq!(
             text,
             "conn_spike port 8080 [CRITICAL], new_listener [::1]:7001 [WARNING], \
-             conntrack_full 91.5% [WARNING]|'alerts_warning'=2 'alerts_critical'=1"
+             conntrack_full 91.5% [WARNING], port_scan 127.0.0.2 [WARNING]\
+             |'alerts_warning'=3 'alerts_critical'=1"
         );
         assert_eq!(
             alerts_report(&[], &Spec::default()),

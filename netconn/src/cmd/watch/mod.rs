@@ -298,7 +298,8 @@ fn watch(
     let mut listen = crate::live::metrics::Listen::start()
         .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
     let mut listeners = crate::live::listeners::Listeners::start();
-    let mut alerting = crate::live::alerts::Alerting::new(config.conn_spike, config.syn_flood);
+    let mut alerting =
+        crate::live::alerts::Alerting::new(config.conn_spike, config.syn_flood, config.port_scan);
     let mut new_listeners =
         crate::live::listeners::NewListeners::new(config.allowed_listeners.clone());
 
@@ -431,7 +432,8 @@ fn watch(
                         || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed)
                         || alerts.iter().any(|a| out.send(a) == Flow::Closed)
                         || interval_alerts.spikes.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed);
+                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts.scans.iter().any(|a| out.send(a) == Flow::Closed);
                     if closed { Flow::Closed } else { Flow::Go }
                 } else {
                     // DataKit's measurements instead of netconn's records.

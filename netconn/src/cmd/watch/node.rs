@@ -135,7 +135,8 @@ pub(super) fn watch(
     let mut inside: std::collections::HashMap<u32, Inside> = Default::default();
     let top_ports = config.top_ports;
     let allowed = config.allowed_listeners;
-    let (spike_config, flood_config) = (config.conn_spike, config.syn_flood);
+    let (spike_config, flood_config, scan_config) =
+        (config.conn_spike, config.syn_flood, config.port_scan);
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -373,7 +374,7 @@ pub(super) fn watch(
                     let interval_alerts = state
                         .alerting
                         .get_or_insert_with(|| {
-                            crate::live::alerts::Alerting::new(spike_config, flood_config)
+                            crate::live::alerts::Alerting::new(spike_config, flood_config, scan_config)
                         })
                         .interval(
                             interval.as_ref(),
@@ -414,7 +415,8 @@ pub(super) fn watch(
                     }
                     let closed = alerts.iter().any(|a| out.send(a) == Flow::Closed)
                         || interval_alerts.spikes.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed);
+                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts.scans.iter().any(|a| out.send(a) == Flow::Closed);
                     if closed {
                         return Ok(());
                     }
