@@ -273,3 +273,70 @@ fn one_address_touching_many_closed_ports_is_a_port_scan() {
     server.join().unwrap();
     let _ = std::fs::remove_file(config);
 }
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// 100,000 SYNs from 100,000 distinct loopback addresses to a closed port:
+/// the kernel's peer table fills, what it has no room for is counted in
+/// `peers_untracked`, and netconn's memory stays within its bounds.
+#[test]
+fn a_flood_of_distinct_sources_stays_within_the_bounds() {
+    let ns = Netns::new();
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms"]);
+    let before = rss_kib(watch.child.id());
+    // Raw SYNs from 127.x.y.z (every one a new source) to port 9, where
+    // nothing listens: each is answered with a reset.
+    let script = r#"
+import random, socket, struct
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+dst = socket.inet_aton('127.0.0.1')
+for i in range(100000):
+    src = bytes([127, 1 + (i >> 16) % 254, (i >> 8) & 255, i & 255])
+    tcp = struct.pack('!HHIIBBHHH', 40000, 9, i, 0, 5 << 4, 0x02, 1024, 0, 0)
+    pseudo = src + dst + struct.pack('!BBH', 0, socket.IPPROTO_TCP, len(tcp))
+    tcp = tcp[:16] + struct.pack('!H', csum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), i & 0xffff, 0, 64,
+                     socket.IPPROTO_TCP, 0, src, dst)
+    raw.sendto(ip + tcp, ('127.0.0.1', 0))
+"#;
+    run_ok("ip", &["netns", "exec", &ns.name, "python3", "-c", script]);
+    let records = records_for(&mut watch, Duration::from_secs(3));
+    let untracked: u64 = records
+        .iter()
+        .filter(|r| r["type"] == "counts")
+        .map(|r| r["tcp_metrics"]["peers_untracked"].as_u64().unwrap_or(0))
+        .sum();
+    let resets: u64 = records
+        .iter()
+        .filter(|r| r["type"] == "counts")
+        .map(|r| r["tcp_metrics"]["resets_sent"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(resets >= 90_000, "the SYNs were answered: {resets} resets");
+    // 8192 entries per two intervals: most of 100,000 sources found no room.
+    assert!(untracked > 0, "an overflow, counted: {untracked}");
+    // No source touched two ports: no scan.
+    assert!(
+        !records.iter().any(|r| r["alert"] == "port_scan"),
+        "a port_scan from single-port sources"
+    );
+    let after = rss_kib(watch.child.id());
+    eprintln!("{resets} resets, {untracked} untracked, RSS {before} -> {after} KiB");
+    assert!(
+        after < before + 32 * 1024,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+}
