@@ -340,3 +340,32 @@ for i in range(100000):
         "memory grew from {before} KiB to {after} KiB"
     );
 }
+
+/// With `--all-namespaces`, an alert names the namespace and its owner.
+#[test]
+fn every_namespace_alert_carries_its_owner() {
+    let ns = Netns::new();
+    let inode = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let mut cmd = std::process::Command::new(netconn_integration::netconn_bin());
+    cmd.args(["watch", "--all-namespaces", "-i", "500ms"]);
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    // Its first visit: what listens then is known.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watch.next_record(Duration::from_secs(30))["netns"] != inode {
+        assert!(Instant::now() < deadline, "namespace {inode} never counted");
+    }
+    let worker = ns.worker();
+    let _l = worker.exec(|| TcpListener::bind("127.0.0.1:7007").unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        let a = watch.next_of("alert", Duration::from_secs(30));
+        if a["netns"] == inode && a["alert"] == "new_listener" {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no new_listener in {inode}");
+    };
+    assert_eq!(alert["port"], 7007, "{alert}");
+    assert_eq!(alert["owner"]["netns_name"], ns.name.as_str(), "{alert}");
+}

@@ -36,6 +36,8 @@ pub struct Stamp<'a> {
     pub host: &'a str,
     pub netns: u32,
     pub time: &'a str,
+    /// (`--all-namespaces`) What the namespace belongs to.
+    pub owner: Option<&'a crate::namespaces::owner::Owner>,
 }
 
 impl Stamp<'_> {
@@ -47,6 +49,7 @@ impl Stamp<'_> {
             time: self.time.to_owned(),
             host: self.host.to_owned(),
             netns: self.netns,
+            owner: self.owner.cloned(),
         }
     }
 }
@@ -541,6 +544,7 @@ mod tests {
         host: "h",
         netns: 1,
         time: "t",
+        owner: None,
     };
 
     fn spikes() -> ConnSpikes {

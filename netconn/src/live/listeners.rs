@@ -209,6 +209,7 @@ impl NewListeners {
                     time: time.to_owned(),
                     host: host.to_owned(),
                     netns,
+                    owner: None,
                 },
                 addr: l.addr,
                 port: l.port,

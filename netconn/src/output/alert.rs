@@ -34,6 +34,9 @@ pub struct AlertHead {
     pub time: String,
     pub host: String,
     pub netns: u32,
+    /// (`--all-namespaces`) What the namespace belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::namespaces::owner::Owner>,
 }
 
 /// A peer behind an alert: its connections in the interval

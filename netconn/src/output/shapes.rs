@@ -305,6 +305,7 @@ fn head(alert: &'static str) -> super::alert::AlertHead {
         time: "t".into(),
         host: "h".into(),
         netns: 1,
+        owner: None,
     }
 }
 

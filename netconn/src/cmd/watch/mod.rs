@@ -405,6 +405,7 @@ fn watch(
                     host: &host,
                     netns,
                     time: &time,
+                    owner: None,
                 };
                 let interval_alerts = alerting.interval(
                     interval.as_ref(),

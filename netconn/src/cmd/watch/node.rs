@@ -349,7 +349,7 @@ pub(super) fn watch(
                     };
                     record.tcp_metrics = figures.as_ref();
                     let owner = |c| node.and_then(|n| n.owner_of(c));
-                    let alerts = now.as_ref().map_or_else(Vec::new, |now| {
+                    let mut alerts = now.as_ref().map_or_else(Vec::new, |now| {
                         state
                             .new_listeners
                             .get_or_insert_with(|| {
@@ -357,6 +357,9 @@ pub(super) fn watch(
                             })
                             .check(now, owner, &host, r.netns, &time)
                     });
+                    for a in &mut alerts {
+                        a.head.owner = Some(r.owner.clone());
+                    }
                     let listening = now.map(|now| {
                         let l = state
                             .listeners
@@ -370,6 +373,7 @@ pub(super) fn watch(
                         host: &host,
                         netns: r.netns,
                         time: &time,
+                        owner: Some(&r.owner),
                     };
                     let interval_alerts = state
                         .alerting
