@@ -135,6 +135,12 @@ pub struct SynFloodConfig {
     pub critical: f64,
     /// Clear once every figure is below this fraction of its threshold.
     pub clear: f64,
+    /// A figure's threshold is also at least this many times what the
+    /// listener usually has (a busy listener's normal is no flood)...
+    pub baseline: f64,
+    /// ...learned over this long (an exponentially weighted mean, the
+    /// plain mean until then; not while alerting).
+    pub window: Duration,
 }
 
 impl Default for SynFloodConfig {
@@ -146,6 +152,8 @@ impl Default for SynFloodConfig {
             drops_per_s: 10.0,
             critical: 4.0,
             clear: 0.5,
+            baseline: 3.0,
+            window: Duration::from_secs(300),
         }
     }
 }
@@ -361,9 +369,21 @@ struct RawScan {
     critical: Option<Number>,
 }
 
-impl RawScan {
-    fn config(self) -> Result<ScanConfig, String> {
-        let mut c = ScanConfig::default();
+/// An `[alerts.<name>]` table as written: its keys, and the values it
+/// gives over a configuration, checked.
+trait AlertTable: serde::de::DeserializeOwned {
+    type Config: Default;
+    const NAME: &'static str;
+    const KEYS: &'static [&'static str];
+    fn config(self, c: Self::Config) -> Result<Self::Config, String>;
+}
+
+impl AlertTable for RawScan {
+    type Config = ScanConfig;
+    const NAME: &'static str = "port_scan";
+    const KEYS: &'static [&'static str] = &["enabled", "ports", "window", "critical"];
+
+    fn config(self, mut c: ScanConfig) -> Result<ScanConfig, String> {
         c.enabled = self.enabled.unwrap_or(c.enabled);
         c.ports = self.ports.map_or(c.ports, Number::get);
         c.critical = self.critical.map_or(c.critical, Number::get);
@@ -418,11 +438,18 @@ struct RawSynFlood {
     drops_per_s: Option<Number>,
     critical: Option<Number>,
     clear: Option<Number>,
+    baseline: Option<Number>,
+    window: Option<String>,
 }
 
-impl RawSpike {
-    fn config(self) -> Result<SpikeConfig, String> {
-        let mut c = SpikeConfig::default();
+impl AlertTable for RawSpike {
+    type Config = SpikeConfig;
+    const NAME: &'static str = "conn_spike";
+    const KEYS: &'static [&'static str] = &[
+        "enabled", "window", "warmup", "min_rate", "warning", "critical", "clear",
+    ];
+
+    fn config(self, mut c: SpikeConfig) -> Result<SpikeConfig, String> {
         c.enabled = self.enabled.unwrap_or(c.enabled);
         if let Some(w) = self.window {
             c.window = parse_interval(&w).map_err(|e| format!("window: {e}"))?;
@@ -445,9 +472,21 @@ impl RawSpike {
     }
 }
 
-impl RawSynFlood {
-    fn config(self) -> Result<SynFloodConfig, String> {
-        let mut c = SynFloodConfig::default();
+impl AlertTable for RawSynFlood {
+    type Config = SynFloodConfig;
+    const NAME: &'static str = "syn_flood";
+    const KEYS: &'static [&'static str] = &[
+        "enabled",
+        "syn_recv",
+        "synack_retrans_per_s",
+        "drops_per_s",
+        "critical",
+        "clear",
+        "baseline",
+        "window",
+    ];
+
+    fn config(self, mut c: SynFloodConfig) -> Result<SynFloodConfig, String> {
         c.enabled = self.enabled.unwrap_or(c.enabled);
         c.syn_recv = self.syn_recv.map_or(c.syn_recv, Number::get);
         c.synack_retrans_per_s = self
@@ -456,6 +495,13 @@ impl RawSynFlood {
         c.drops_per_s = self.drops_per_s.map_or(c.drops_per_s, Number::get);
         c.critical = self.critical.map_or(c.critical, Number::get);
         c.clear = self.clear.map_or(c.clear, Number::get);
+        c.baseline = self.baseline.map_or(c.baseline, Number::get);
+        if let Some(w) = self.window {
+            c.window = parse_interval(&w).map_err(|e| format!("window: {e}"))?;
+        }
+        if !(c.baseline >= 1.0 && c.baseline.is_finite()) {
+            return Err(format!("need baseline >= 1, got {}", c.baseline));
+        }
         let positive = [c.syn_recv, c.synack_retrans_per_s, c.drops_per_s]
             .iter()
             .all(|t| *t > 0.0 && t.is_finite());
@@ -646,23 +692,9 @@ impl Config {
             None => (None, None, None, None),
         };
         // An alert's table: its values checked, its line named on error.
-        fn table<R, C: Default>(
-            raw: Option<Spanned<R>>,
-            key: &str,
-            config: impl FnOnce(R) -> Result<C, String>,
-            at: &impl Fn(std::ops::Range<usize>, &str, String) -> ConfigError,
-        ) -> Result<C, ConfigError> {
-            match raw {
-                Some(s) => {
-                    let span = s.span();
-                    config(s.into_inner()).map_err(|e| at(span, key, e))
-                }
-                None => Ok(C::default()),
-            }
-        }
-        let port_scan = table(scan, "alerts.port_scan", RawScan::config, &at)?;
-        let conn_spike = table(spike, "alerts.conn_spike", RawSpike::config, &at)?;
-        let syn_flood = table(flood, "alerts.syn_flood", RawSynFlood::config, &at)?;
+        let port_scan = alert_table(scan, &at)?;
+        let conn_spike = alert_table(spike, &at)?;
+        let syn_flood = alert_table(flood, &at)?;
         let allowed_listeners = listeners
             .map(|l| l.allow)
             .unwrap_or_default()
@@ -715,6 +747,10 @@ impl Config {
     /// the tags, replacing equal keys).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         self.apply_datakit_env(&env);
+        // NETCONN_ALERTS_<ALERT>_<KEY>: one key of an [alerts.<alert>] table.
+        self.conn_spike = alert_env::<RawSpike>(&env, self.conn_spike)?;
+        self.syn_flood = alert_env::<RawSynFlood>(&env, self.syn_flood)?;
+        self.port_scan = alert_env::<RawScan>(&env, self.port_scan)?;
         if let Some(v) = env("NETCONN_INTERVAL") {
             let d =
                 parse_interval(&v).map_err(|e| ConfigError(format!("NETCONN_INTERVAL: {e}")))?;
@@ -800,6 +836,56 @@ impl Config {
             }
         }
     }
+}
+
+/// An alert's table of a file, over the defaults; an error names its line.
+fn alert_table<R: AlertTable>(
+    raw: Option<Spanned<R>>,
+    at: &impl Fn(std::ops::Range<usize>, &str, String) -> ConfigError,
+) -> Result<R::Config, ConfigError> {
+    match raw {
+        Some(s) => {
+            let span = s.span();
+            let key = format!("alerts.{}", R::NAME);
+            s.into_inner()
+                .config(R::Config::default())
+                .map_err(|e| at(span, &key, e))
+        }
+        None => Ok(R::Config::default()),
+    }
+}
+
+/// The `NETCONN_ALERTS_<ALERT>_<KEY>` variables of one alert, read as the
+/// TOML table they stand for (numbers and booleans as such, anything else
+/// a string) and given over `c`; an error names the variables.
+fn alert_env<R: AlertTable>(
+    env: &impl Fn(&str) -> Option<String>,
+    c: R::Config,
+) -> Result<R::Config, ConfigError> {
+    let prefix = format!("NETCONN_ALERTS_{}_", R::NAME.to_uppercase());
+    let mut text = String::new();
+    let mut named = Vec::new();
+    for key in R::KEYS {
+        let var = format!("{prefix}{}", key.to_uppercase());
+        let Some(v) = env(&var) else { continue };
+        let v = v.trim();
+        let value = if v.parse::<f64>().is_ok() || v == "true" || v == "false" {
+            v.to_owned()
+        } else {
+            format!("{v:?}")
+        };
+        text.push_str(&format!("{key} = {value}\n"));
+        named.push(var);
+    }
+    if text.is_empty() {
+        return Ok(c);
+    }
+    let var = named.join(", ");
+    let bad = |e: String| ConfigError(format!("{var}: {e}"));
+    toml::from_str::<R>(&text)
+        .map_err(|e| bad(e.message().replace('\n', " ")))?
+        .config(c)
+        .map_err(bad)
 }
 
 /// The groups a list of ports in a variable makes: one, without tags
@@ -1127,6 +1213,33 @@ ports_match = ["*:5432"]
                 e.0.starts_with("n.toml:") && e.0.contains(key),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn alerts_from_the_environment() {
+        let env = |k: &str| match k {
+            "NETCONN_ALERTS_CONN_SPIKE_MIN_RATE" => Some("2".to_owned()),
+            "NETCONN_ALERTS_CONN_SPIKE_WINDOW" => Some("30s".to_owned()),
+            "NETCONN_ALERTS_PORT_SCAN_ENABLED" => Some("false".to_owned()),
+            _ => None,
+        };
+        let mut c = Config::parse("[alerts.conn_spike]\nwarning = 3\n", "n.toml").unwrap();
+        c.apply_env(env).unwrap();
+        assert_eq!(c.conn_spike.min_rate, 2.0);
+        assert_eq!(c.conn_spike.window, Duration::from_secs(30));
+        assert_eq!(c.conn_spike.warning, 3.0, "the file's value stays");
+        assert!(!c.port_scan.enabled);
+        for (var, value) in [
+            ("NETCONN_ALERTS_SYN_FLOOD_CLEAR", "2"),
+            ("NETCONN_ALERTS_PORT_SCAN_PORTS", "many"),
+            ("NETCONN_ALERTS_CONN_SPIKE_WARMUP", "0s"),
+        ] {
+            let mut c = Config::default();
+            let e = c
+                .apply_env(|k| (k == var).then(|| value.to_owned()))
+                .unwrap_err();
+            assert!(e.0.starts_with(var), "{var}: {e}");
         }
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::config::{ScanConfig, SpikeConfig, SynFloodConfig, Thresholds};
 use crate::conntrack::{Alert, Level};
 use crate::output::alert::{
-    AlertHead, Peer, ScanAlert, ScanThresholds, SpikeAlert, SpikeThresholds, SynFloodAlert,
-    SynFloodThresholds,
+    AlertHead, FloodFigures, Peer, ScanAlert, ScanThresholds, SpikeAlert, SpikeThresholds,
+    SynFloodAlert, SynFloodThresholds,
 };
 use crate::output::figures::ListenerFigures;
 
@@ -188,6 +188,7 @@ fn thresholds(c: &SynFloodConfig) -> SynFloodThresholds {
         drops_per_s: c.drops_per_s,
         critical: c.critical,
         clear: c.clear,
+        baseline: c.baseline,
     }
 }
 
@@ -199,6 +200,10 @@ fn round(x: f64) -> f64 {
 struct FloodState {
     alert: Alert,
     since: Option<String>,
+    /// Learned means of syn_recv, SYN-ACK retransmissions and drops per
+    /// second, and how long they have been learned.
+    means: [f64; 3],
+    watched: Duration,
 }
 
 /// `syn_flood` for every listening address and port of a namespace.
@@ -243,10 +248,7 @@ impl SynFloods {
         for (&(addr, port), &(syn_recv, drops)) in &now {
             let synack = synack_retrans.get(&port).copied().unwrap_or(0) as f64 / seconds;
             let drops = drops as f64 / seconds;
-            // Each figure against its warning threshold: 1.0 is a warning.
-            let pressure = (f64::from(syn_recv) / c.syn_recv)
-                .max(synack / c.synack_retrans_per_s)
-                .max(drops / c.drops_per_s);
+            let figures = [f64::from(syn_recv), synack, drops];
             let state = self
                 .listeners
                 .entry((addr, port))
@@ -257,8 +259,28 @@ impl SynFloods {
                         clear: c.clear,
                     }),
                     since: None,
+                    means: [0.0; 3],
+                    watched: Duration::ZERO,
                 });
-            let Some(level) = state.alert.update(pressure) else {
+            state.watched += elapsed;
+            // Each figure against its warning threshold (the absolute one,
+            // or the baseline's multiple if higher): 1.0 is a warning.
+            let absolute = [c.syn_recv, c.synack_retrans_per_s, c.drops_per_s];
+            let pressure = (0..3)
+                .map(|i| figures[i] / absolute[i].max(c.baseline * state.means[i]))
+                .fold(0.0, f64::max);
+            let changed = state.alert.update(pressure);
+            // The baseline learns while nothing alerts (see ConnSpikes): a
+            // flood never becomes the normal; a listener that grew busy
+            // while netconn watched has a higher bar.
+            if state.alert.level == Level::Clear {
+                let span = c.window.min(state.watched).as_secs_f64();
+                let alpha = (seconds / span.max(seconds)).min(1.0);
+                for (mean, figure) in state.means.iter_mut().zip(figures) {
+                    *mean += alpha * (figure - *mean);
+                }
+            }
+            let Some(level) = changed else {
                 continue;
             };
             if level != Level::Clear && state.since.is_none() {
@@ -272,6 +294,11 @@ impl SynFloods {
                 synack_retrans_per_s: round(synack),
                 drops_per_s: round(drops),
                 thresholds: thresholds(&c),
+                baseline: FloodFigures {
+                    syn_recv: round(state.means[0]),
+                    synack_retrans_per_s: round(state.means[1]),
+                    drops_per_s: round(state.means[2]),
+                },
                 top_sources: if level == Level::Clear {
                     Vec::new()
                 } else {
@@ -301,6 +328,11 @@ impl SynFloods {
                     synack_retrans_per_s: 0.0,
                     drops_per_s: 0.0,
                     thresholds: thresholds(&c),
+                    baseline: FloodFigures {
+                        syn_recv: round(state.means[0]),
+                        synack_retrans_per_s: round(state.means[1]),
+                        drops_per_s: round(state.means[2]),
+                    },
                     top_sources: Vec::new(),
                     since: state.since.unwrap_or_default(),
                 });
@@ -622,9 +654,38 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_that_grew_busy_is_no_flood() {
+        let mut f = SynFloods::new(SynFloodConfig {
+            syn_recv: 50.0,
+            window: Duration::from_secs(20),
+            ..SynFloodConfig::default()
+        });
+        let none = HashMap::new();
+        let src = |_| HashMap::new();
+        let tick = Duration::from_secs(1);
+        // From 10 to 80 request sockets, slowly: past the absolute 50, but
+        // never far from its learned normal.
+        for n in (10..=80).chain(std::iter::repeat_n(80, 30)) {
+            let raised = f.update(&[listener(n, 0)], &none, tick, &STAMP, src);
+            assert!(raised.is_empty(), "{n}: {raised:?}");
+        }
+        assert!(
+            f.update(&[listener(160, 0)], &none, tick, &STAMP, src)
+                .is_empty()
+        );
+        // Well past three times its normal is a flood.
+        let raised = f.update(&[listener(300, 0)], &none, tick, &STAMP, src);
+        assert_eq!(raised[0].head.status, "warning");
+        let learned = raised[0].baseline.syn_recv;
+        assert!((75.0..=90.0).contains(&learned), "{learned}");
+    }
+
+    #[test]
     fn syn_floods_by_any_figure_with_hysteresis() {
         let mut f = SynFloods::new(SynFloodConfig {
             syn_recv: 50.0,
+            // The baseline frozen from the second interval on.
+            window: Duration::from_secs(1),
             ..SynFloodConfig::default()
         });
         let none = HashMap::new();

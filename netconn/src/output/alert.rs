@@ -91,6 +91,8 @@ pub struct SynFloodAlert {
     pub synack_retrans_per_s: f64,
     pub drops_per_s: f64,
     pub thresholds: SynFloodThresholds,
+    /// What the listener usually has (each figure's learned mean).
+    pub baseline: FloodFigures,
     /// The addresses the waiting handshakes came from (empty in a `clear`
     /// record).
     pub top_sources: Vec<Peer>,
@@ -106,6 +108,16 @@ pub struct SynFloodThresholds {
     pub drops_per_s: f64,
     pub critical: f64,
     pub clear: f64,
+    /// A threshold is at least this many times the baseline.
+    pub baseline: f64,
+}
+
+/// A listener's handshake figures (learned means).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FloodFigures {
+    pub syn_recv: f64,
+    pub synack_retrans_per_s: f64,
+    pub drops_per_s: f64,
 }
 
 /// An alert record as the watch's readers see it (scrapers, `check

@@ -354,6 +354,12 @@ fn conn_spike_and_syn_flood_alerts() {
             drops_per_s: 10.0,
             critical: 4.0,
             clear: 0.5,
+            baseline: 3.0,
+        },
+        baseline: super::alert::FloodFigures {
+            syn_recv: 1.0,
+            synack_retrans_per_s: 0.0,
+            drops_per_s: 0.0,
         },
         top_sources: vec![peer],
         since: "t".into(),
@@ -362,6 +368,6 @@ fn conn_spike_and_syn_flood_alerts() {
         shape(&flood),
         "type:string alert:string status:string time:string host:string netns:number \
          addr:string port:number syn_recv:number synack_retrans_per_s:number \
-         drops_per_s:number thresholds:object top_sources:array since:string"
+         drops_per_s:number thresholds:object baseline:object top_sources:array since:string"
     );
 }
