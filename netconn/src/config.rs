@@ -584,7 +584,7 @@ impl Config {
     pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            let msg = e.message().replace('\n', " ");
+            let msg = plain(e.message());
             match line {
                 Some(l) => ConfigError(format!("{name}:{l}: {msg}")),
                 None => ConfigError(format!("{name}: {msg}")),
@@ -838,6 +838,20 @@ impl Config {
     }
 }
 
+/// A TOML error message on one line, in words a user knows.
+fn plain(message: &str) -> String {
+    message
+        .replace('\n', " ")
+        .replace(
+            "data did not match any variant of untagged enum Number",
+            "expected a number",
+        )
+        .replace(
+            "data did not match any variant of untagged enum PortValue",
+            "expected a port such as \"80\" or \"1.1.1.1:80\"",
+        )
+}
+
 /// An alert's table of a file, over the defaults; an error names its line.
 fn alert_table<R: AlertTable>(
     raw: Option<Spanned<R>>,
@@ -883,7 +897,7 @@ fn alert_env<R: AlertTable>(
     let var = named.join(", ");
     let bad = |e: String| ConfigError(format!("{var}: {e}"));
     toml::from_str::<R>(&text)
-        .map_err(|e| bad(e.message().replace('\n', " ")))?
+        .map_err(|e| bad(plain(e.message())))?
         .config(c)
         .map_err(bad)
 }
