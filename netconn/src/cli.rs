@@ -44,9 +44,10 @@ pub enum Command {
     /// A drop-in for the Linuxfabrik network-connections check: same
     /// options, output and perfdata. Counts come from a running `netconn
     /// watch` of this namespace when there is one (its live counts, from
-    /// memory), otherwise from a one-shot dump. Exit codes: 0 OK, 1
-    /// WARNING, 2 CRITICAL (the worst over all pairs), 3 UNKNOWN (bad
-    /// arguments, or the kernel could not be read).
+    /// memory), otherwise from a one-shot dump. With --alerts: the running
+    /// watch's active alerts instead. Exit codes: 0 OK, 1 WARNING, 2
+    /// CRITICAL (the worst over all pairs), 3 UNKNOWN (bad arguments, or
+    /// the kernel could not be read).
     Check(CheckArgs),
     /// Print one conntrack record: table count, max and utilization,
     /// per-second rates of the kernel's conntrack counters over a window.
