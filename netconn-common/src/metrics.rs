@@ -107,7 +107,10 @@ pub struct TcpMetrics {
     /// Connections a listener completed the handshake of
     /// (`PASSIVE_ESTABLISHED_CB`): inbound keys only.
     pub accepted: u32,
-    pub _pad: u32,
+    /// Handshakes a listener began: request sockets made
+    /// (`BPF_SOCK_OPS_TIMEOUT_INIT` on a request socket; a SYN answered
+    /// with a cookie makes none). Inbound keys only.
+    pub requests: u32,
     pub hist: [u32; RTT_BUCKETS],
 }
 const _: () = assert!(size_of::<TcpMetrics>() == 48 + 4 * FAILURE_REASONS + 4 * RTT_BUCKETS);
@@ -165,7 +168,7 @@ impl Default for TcpMetrics {
             resets_received: 0,
             failed: [0; FAILURE_REASONS],
             accepted: 0,
-            _pad: 0,
+            requests: 0,
             hist: [0; RTT_BUCKETS],
         }
     }
@@ -187,6 +190,7 @@ impl TcpMetrics {
         self.resets_sent += other.resets_sent;
         self.resets_received += other.resets_received;
         self.accepted += other.accepted;
+        self.requests += other.requests;
         for (a, b) in self.failed.iter_mut().zip(other.failed.iter()) {
             *a += b;
         }
@@ -206,6 +210,7 @@ impl TcpMetrics {
             || self.resets_sent < earlier.resets_sent
             || self.resets_received < earlier.resets_received
             || self.accepted < earlier.accepted
+            || self.requests < earlier.requests
             || self
                 .failed
                 .iter()
@@ -230,7 +235,7 @@ impl TcpMetrics {
             resets_received: self.resets_received - earlier.resets_received,
             failed: self.failed,
             accepted: self.accepted - earlier.accepted,
-            _pad: 0,
+            requests: self.requests - earlier.requests,
             hist: self.hist,
         };
         for (a, b) in d.failed.iter_mut().zip(earlier.failed.iter()) {

@@ -25,7 +25,7 @@ use aya_ebpf::{
     bindings::{
         BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RTT_CB,
-        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB, BPF_SOCK_OPS_TIMEOUT_INIT,
     },
     macros::{btf_tracepoint, map, sock_ops},
     maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
@@ -110,6 +110,8 @@ enum Figure {
     Failed(usize),
     /// A connection accepted (its handshake completed on a listener).
     Accepted,
+    /// A handshake begun: a request socket made.
+    Requested,
 }
 
 #[inline(always)]
@@ -139,6 +141,7 @@ fn apply(m: *mut TcpMetrics, figure: Figure) {
             Figure::ResetSent => add32(&raw mut (*m).resets_sent, 1),
             Figure::ResetReceived => add32(&raw mut (*m).resets_received, 1),
             Figure::Accepted => add32(&raw mut (*m).accepted, 1),
+            Figure::Requested => add32(&raw mut (*m).requests, 1),
             Figure::Failed(reason) => {
                 let i = core::hint::black_box(reason) & (FAILURE_REASONS - 1);
                 add32((*m).failed.as_mut_ptr().add(i), 1);
@@ -317,6 +320,13 @@ fn count_peer(key: &MetricsKey) {
     }
 }
 
+/// Whether the callback's socket is a full one (not a request socket).
+#[inline(always)]
+fn full_socket(ctx: &SockOpsContext) -> bool {
+    // SAFETY: the context the kernel passed; a field it lets programs read.
+    unsafe { (*ctx.ops).is_fullsock != 0 }
+}
+
 /// Runs for every callback of every TCP socket of the host (a dozen per
 /// connection, most of which it ignores), so the op is looked at first;
 /// the namespace only where flags are given: the RTT and retransmission
@@ -354,6 +364,14 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
                 Figure::Accepted,
             );
             note_peer(&ctx, core::hint::black_box(true));
+        }
+        // A request socket's timeout is asked for once, when a SYN makes
+        // it (a connecting full socket asks too: not counted).
+        BPF_SOCK_OPS_TIMEOUT_INIT if !full_socket(&ctx) && in_scope(&ctx) => {
+            record(
+                &mut key_of(&ctx, core::hint::black_box(true)),
+                Figure::Requested,
+            );
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if in_scope(&ctx) => {
             note_peer(&ctx, core::hint::black_box(false));

@@ -131,6 +131,14 @@ impl Netns {
         String::from_utf8(stdout_of(command)).expect("utf-8 output")
     }
 
+    /// Runs `ARGS...` in the namespace (`ip netns exec`); panics if it
+    /// fails.
+    pub fn exec_ok(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        run_ok("ip", &all);
+    }
+
     /// `netconn ARGS...` in the namespace as nobody, with no capabilities
     /// (setpriv drops them inside `ip netns exec`).
     pub fn netconn_unprivileged(&self, args: &[&str]) -> Command {
@@ -558,6 +566,46 @@ impl Drop for Watch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Drops, in `ns`, the SYN-ACKs that come back in (`matching`: more of
+/// the rule, e.g. `tcp sport 80`): request sockets stay (dropping them on
+/// output would free them at once). The rule goes with the namespace.
+pub fn drop_synacks(ns: &Netns, matching: &str) {
+    ns.exec_ok(&["nft", "add", "table", "inet", "netconn_synack"]);
+    ns.exec_ok(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "netconn_synack",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    let rule = format!("{matching} tcp flags & (syn | ack) == syn | ack drop");
+    ns.exec_ok(&["nft", "add", "rule", "inet", "netconn_synack", "in", &rule]);
+}
+
+/// `count` raw SYNs (hping3, 2 ms apart) from `source` to 127.0.0.1:`port`
+/// in `ns`.
+pub fn raw_syns(ns: &Netns, port: u16, count: u32, source: &str) {
+    let (port, count) = (port.to_string(), count.to_string());
+    ns.exec_ok(&[
+        "hping3",
+        "-q",
+        "-I",
+        "lo",
+        "-S",
+        "-p",
+        &port,
+        "-c",
+        &count,
+        "-i",
+        "u2000",
+        "-a",
+        source,
+        "127.0.0.1",
+    ]);
 }
 
 /// Makes conntrack track the namespace's flows.

@@ -141,28 +141,7 @@ fn raw_syns_left_unanswered_are_a_syn_flood_naming_their_source() {
     std::fs::write(&config, "[alerts.syn_flood]\nsyn_recv = 50\n").unwrap();
     // SYN-ACKs dropped where they come back in: the request sockets stay
     // (dropping them on output would free them at once).
-    let nft = |args: &[&str]| {
-        let mut all = vec!["netns", "exec", &ns.name, "nft"];
-        all.extend_from_slice(args);
-        run_ok("ip", &all);
-    };
-    nft(&["add", "table", "inet", "netconn_flood"]);
-    nft(&[
-        "add",
-        "chain",
-        "inet",
-        "netconn_flood",
-        "in",
-        "{ type filter hook input priority 0; }",
-    ]);
-    nft(&[
-        "add",
-        "rule",
-        "inet",
-        "netconn_flood",
-        "in",
-        "tcp flags & (syn | ack) == syn | ack drop",
-    ]);
+    netconn_integration::drop_synacks(&ns, "");
     let worker = ns.worker();
     let _listener = worker.exec(|| {
         use socket2::{Domain, Socket, Type};
@@ -177,28 +156,7 @@ fn raw_syns_left_unanswered_are_a_syn_flood_naming_their_source() {
         &["--interval", "500ms", "--config", config.to_str().unwrap()],
     );
     // 200 raw SYNs from 127.0.0.3, 2 ms apart.
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &ns.name,
-            "hping3",
-            "-q",
-            "-I",
-            "lo",
-            "-S",
-            "-p",
-            "9000",
-            "-c",
-            "200",
-            "-i",
-            "u2000",
-            "-a",
-            "127.0.0.3",
-            "127.0.0.1",
-        ],
-    );
+    netconn_integration::raw_syns(&ns, 9000, 200, "127.0.0.3");
     let records = records_for(&mut watch, Duration::from_secs(3));
     let flood = records
         .iter()

@@ -163,3 +163,52 @@ fn a_new_listener_is_an_alert_until_it_stops() {
     assert!(text.contains("no running netconn watch"), "{text}");
     let _ = std::fs::remove_file(config);
 }
+
+/// Handshakes begun and never completed, on their listener: raw SYNs whose
+/// SYN-ACKs are dropped (their request sockets expire after one
+/// retransmission), beside a listener whose connects complete.
+#[test]
+fn handshakes_that_never_complete_count_on_their_listener() {
+    let ns = Netns::new();
+    let in_ns = |args: &[&str]| ns.exec_ok(args);
+    in_ns(&["sysctl", "-q", "-w", "net.ipv4.tcp_synack_retries=1"]);
+    netconn_integration::drop_synacks(&ns, "tcp sport 9100");
+    let worker = ns.worker();
+    let listeners = worker.exec(|| {
+        (
+            std::net::TcpListener::bind("127.0.0.1:9100").unwrap(),
+            std::net::TcpListener::bind("127.0.0.1:9200").unwrap(),
+        )
+    });
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms"]);
+    netconn_integration::raw_syns(&ns, 9100, 100, "127.0.0.3");
+    let _clients = worker.exec(|| {
+        (0..5)
+            .map(|_| std::net::TcpStream::connect("127.0.0.1:9200").unwrap())
+            .collect::<Vec<_>>()
+    });
+    // Long enough for the request sockets to expire (1 s, then 2 s).
+    let mut sums: std::collections::BTreeMap<u64, (u64, u64, u64)> = Default::default();
+    let mut last_backlog = 0;
+    for _ in 0..14 {
+        let record = watch.next_record(Duration::from_secs(30));
+        for l in record["listeners"].as_array().unwrap() {
+            let port = l["port"].as_u64().unwrap();
+            let e = sums.entry(port).or_default();
+            e.0 += l["handshakes_started"].as_u64().unwrap();
+            e.1 += l["accepted"].as_u64().unwrap();
+            e.2 += l["handshakes_failed"].as_u64().unwrap();
+            if port == 9100 {
+                last_backlog = l["syn_backlog"].as_u64().unwrap();
+            }
+        }
+    }
+    assert_eq!(last_backlog, 0, "the request sockets expired");
+    assert_eq!(
+        sums[&9100],
+        (100, 0, 100),
+        "9100: started, accepted, failed"
+    );
+    assert_eq!(sums[&9200], (5, 5, 0), "9200: started, accepted, failed");
+    drop(listeners);
+}

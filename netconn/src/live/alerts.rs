@@ -649,6 +649,8 @@ mod tests {
             backlog: 128,
             syn_backlog,
             accepted: None,
+            handshakes_started: None,
+            handshakes_failed: None,
             drops,
         }
     }

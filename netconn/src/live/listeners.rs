@@ -39,6 +39,17 @@ fn serves(l: &ListenSocket, conn_type: ConnType, addr: IpAddr, port: u16) -> boo
 #[derive(Debug, Default)]
 pub struct Listeners {
     drops: HashMap<u64, u32>,
+    /// Each listener's handshakes since it was first seen, by cookie.
+    handshakes: HashMap<u64, Handshakes>,
+}
+
+/// Handshakes of one listener since it was first seen.
+#[derive(Debug, Default, Clone, Copy)]
+struct Handshakes {
+    started: u64,
+    accepted: u64,
+    /// Reported as failed so far.
+    failed: u64,
 }
 
 impl Listeners {
@@ -52,6 +63,7 @@ impl Listeners {
     pub fn from(now: &[ListenSocket]) -> Listeners {
         Listeners {
             drops: now.iter().map(|s| (s.cookie, s.drops)).collect(),
+            handshakes: HashMap::new(),
         }
     }
 
@@ -72,21 +84,41 @@ impl Listeners {
                 .filter(|((ct, addr, port), _)| serves(l, *ct, *addr, *port))
                 .map(|(_, n)| n)
                 .sum();
-            let accepted = metrics.map(|m| {
-                m.ports
-                    .iter()
-                    .filter(|(k, _)| k.direction == netconn_common::DIRECTION_INBOUND)
-                    .filter(|(k, _)| {
-                        let family = u16::from(k.family);
-                        let ct = if family == netconn_common::AF_INET {
-                            ConnType::Tcp
-                        } else {
-                            ConnType::Tcp6
-                        };
-                        serves(l, ct, crate::model::state::ip_addr(family, k.addr), k.port)
-                    })
-                    .map(|(_, m)| m.accepted)
-                    .sum()
+            // The listener's figures in the interval: what its inbound
+            // keys (its address and port, or any address it serves) hold.
+            let own = |figure: fn(&netconn_common::TcpMetrics) -> u32| {
+                metrics.map(|m| {
+                    m.ports
+                        .iter()
+                        .filter(|(k, _)| k.direction == netconn_common::DIRECTION_INBOUND)
+                        .filter(|(k, _)| {
+                            let family = u16::from(k.family);
+                            let ct = if family == netconn_common::AF_INET {
+                                ConnType::Tcp
+                            } else {
+                                ConnType::Tcp6
+                            };
+                            serves(l, ct, crate::model::state::ip_addr(family, k.addr), k.port)
+                        })
+                        .map(|(_, m)| figure(m))
+                        .sum::<u32>()
+                })
+            };
+            let accepted = own(|m| m.accepted);
+            let started = own(|m| m.requests);
+            // Handshakes that never completed: begun, minus completed,
+            // minus still waiting, since the listener was first seen.
+            // Counted as they become known, never twice, never below 0.
+            let failed = started.zip(accepted).map(|(started, accepted)| {
+                let h = self.handshakes.entry(l.cookie).or_default();
+                h.started += u64::from(started);
+                h.accepted += u64::from(accepted);
+                let known = h
+                    .started
+                    .saturating_sub(h.accepted + u64::from(syn_backlog));
+                let new = known.saturating_sub(h.failed);
+                h.failed += new;
+                new as u32
             });
             // A listener made since the last reading: all its drops are new.
             let before = self.drops.get(&l.cookie).copied().unwrap_or(0);
@@ -101,10 +133,14 @@ impl Listeners {
                 backlog: l.backlog,
                 syn_backlog,
                 accepted,
+                handshakes_started: started,
+                handshakes_failed: failed,
                 drops: l.drops.wrapping_sub(before),
             });
         }
         self.drops = now.iter().map(|s| (s.cookie, s.drops)).collect();
+        self.handshakes
+            .retain(|cookie, _| now.iter().any(|l| l.cookie == *cookie));
         out.sort_by_key(|l| (l.port, l.ip_version, l.addr));
         out
     }

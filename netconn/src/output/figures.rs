@@ -96,6 +96,12 @@ pub struct ListenerFigures {
     /// Handshakes it completed in the interval (TCP metrics on; null
     /// without them).
     pub accepted: Option<u32>,
+    /// Handshakes it began in the interval (request sockets made; a SYN
+    /// answered with a cookie makes none), and handshakes that never
+    /// completed (their request socket expired or was dropped), as they
+    /// became known. Null without TCP metrics.
+    pub handshakes_started: Option<u32>,
+    pub handshakes_failed: Option<u32>,
     /// Segments it dropped in the interval: every ListenDrops of the
     /// namespace, ListenOverflows included, is one of some listener's.
     pub drops: u32,
