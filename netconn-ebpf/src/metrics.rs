@@ -184,6 +184,13 @@ fn record_total(figure: Figure, netns: u32) {
 #[inline(always)]
 fn record(key: &mut MetricsKey, figure: Figure) {
     record_total(figure, key.netns);
+    record_port(key, figure);
+}
+
+/// Adds a figure to the port's slot alone (a figure only listeners
+/// report: no namespace total is kept of it).
+#[inline(always)]
+fn record_port(key: &mut MetricsKey, figure: Figure) {
     key.epoch = epoch();
     let m = match METRICS_PORTS.get_ptr_mut(&*key) {
         Some(m) => m,
@@ -368,7 +375,7 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
         // A request socket's timeout is asked for once, when a SYN makes
         // it (a connecting full socket asks too: not counted).
         BPF_SOCK_OPS_TIMEOUT_INIT if !full_socket(&ctx) && in_scope(&ctx) => {
-            record(
+            record_port(
                 &mut key_of(&ctx, core::hint::black_box(true)),
                 Figure::Requested,
             );
