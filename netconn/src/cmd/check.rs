@@ -83,24 +83,42 @@ pub fn run(args: CheckArgs) -> Status {
 /// The active alerts of the namespace's running watch (or of a watch of
 /// every namespace, this namespace's): only a daemon knows them.
 fn alerts() -> Result<Vec<serde_json::Value>, String> {
-    use crate::live::serve::{Request, node_socket_path, query, socket_path};
+    use crate::live::serve::Request;
     let netns = super::own_netns().map_err(|e| e.to_string())?;
-    let parse = |answer: String| -> Vec<serde_json::Value> {
-        answer
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|r| r["netns"] == netns)
-            .collect()
-    };
-    if let Ok(answer) = query(&socket_path(netns), Request::Alerts, DAEMON_TIMEOUT) {
-        return Ok(parse(answer));
-    }
-    if let Ok(answer) = query(&node_socket_path(), Request::Alerts, DAEMON_TIMEOUT) {
-        return Ok(parse(answer));
-    }
-    Err(format!(
-        "netconn check: UNKNOWN: no running netconn watch serves this namespace ({netns}); alerts come from one"
-    ))
+    ask_daemons(
+        netns,
+        |_| Request::Alerts,
+        |answer| {
+            Some(
+                answer
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|r| r["netns"] == netns)
+                    .collect(),
+            )
+        },
+    )
+    .ok_or_else(|| {
+        format!(
+            "netconn check: UNKNOWN: no running netconn watch serves this namespace ({netns}); alerts come from one"
+        )
+    })
+}
+
+/// Asks the daemons that can answer for namespace `netns`, in turn: its
+/// own watch, then a watch of every namespace (`request(true)` is what
+/// that one is asked). The first answer `read` takes wins; `None` when no
+/// daemon answers (none running, not root, a stale socket) or none of
+/// their answers is taken.
+fn ask_daemons<T>(
+    netns: u32,
+    request: impl Fn(bool) -> crate::live::serve::Request,
+    read: impl Fn(String) -> Option<T>,
+) -> Option<T> {
+    use crate::live::serve::{node_socket_path, query, socket_path};
+    [(socket_path(netns), false), (node_socket_path(), true)]
+        .into_iter()
+        .find_map(|(path, node)| read(query(&path, request(node), DAEMON_TIMEOUT).ok()?))
 }
 
 /// Prints the plugin's line; when stdout cannot take it (closed, a full
@@ -136,12 +154,19 @@ fn counts() -> Result<Counts, String> {
 /// stale socket) or its answer is not a counts record: the caller dumps
 /// instead.
 pub fn from_daemon(netns: u32) -> Option<Counts> {
-    use crate::live::serve::{Request, node_socket_path, query, socket_path};
-    let ask = |path: &std::path::Path, request| {
-        let answer = query(path, request, DAEMON_TIMEOUT).ok()?;
-        let record: serde_json::Value = serde_json::from_str(answer.trim()).ok()?;
-        Counts::from_json(&record["connections"])
-    };
-    ask(&socket_path(netns), Request::Counts)
-        .or_else(|| ask(&node_socket_path(), Request::CountsOf(netns)))
+    use crate::live::serve::Request;
+    ask_daemons(
+        netns,
+        |node| {
+            if node {
+                Request::CountsOf(netns)
+            } else {
+                Request::Counts
+            }
+        },
+        |answer| {
+            let record: serde_json::Value = serde_json::from_str(answer.trim()).ok()?;
+            Counts::from_json(&record["connections"])
+        },
+    )
 }

@@ -54,12 +54,53 @@ impl Stamp<'_> {
     }
 }
 
+/// One alert's level with hysteresis and when it was raised.
+#[derive(Debug)]
+struct Raising {
+    alert: Alert,
+    since: Option<String>,
+}
+
+impl Raising {
+    fn new(thresholds: Thresholds) -> Raising {
+        Raising {
+            alert: Alert::new(thresholds),
+            since: None,
+        }
+    }
+
+    fn level(&self) -> Level {
+        self.alert.level
+    }
+
+    /// The new level when `value` changes it, with when the alert was
+    /// raised (`time` for a new one); a clear ends it.
+    fn update(&mut self, value: f64, time: &str) -> Option<(Level, String)> {
+        let level = self.alert.update(value)?;
+        let since = self.since.get_or_insert_with(|| time.to_owned()).clone();
+        if level == Level::Clear {
+            self.since = None;
+        }
+        Some((level, since))
+    }
+}
+
+/// Moves a learned mean toward `value`: the plain mean of what was seen
+/// until `window` has passed (an exponential mean started from the first
+/// interval would lag a steady rate), then an exponentially weighted one
+/// over the window. `watched`: how long it has learned, this interval
+/// included.
+fn learn(mean: &mut f64, value: f64, seconds: f64, window: Duration, watched: Duration) {
+    let span = window.min(watched).as_secs_f64();
+    let alpha = (seconds / span.max(seconds)).min(1.0);
+    *mean += alpha * (value - *mean);
+}
+
 #[derive(Debug)]
 struct SpikeState {
     mean: f64,
     watched: Duration,
-    alert: Alert,
-    since: Option<String>,
+    raising: Raising,
 }
 
 /// What a spike is about: new connections to a local port (inbound), or to
@@ -112,8 +153,7 @@ impl ConnSpikes {
             self.keys.entry(*key).or_insert_with(|| SpikeState {
                 mean: *n as f64 / seconds,
                 watched: Duration::ZERO,
-                alert: Alert::new(Thresholds::default()),
-                since: None,
+                raising: Raising::new(Thresholds::default()),
             });
         }
         let mut out = Vec::new();
@@ -124,16 +164,13 @@ impl ConnSpikes {
                 // The baseline, floored so that a quiet key's warning is
                 // min_rate.
                 let base = state.mean.max(c.min_rate / c.warning);
-                state.alert.thresholds = Thresholds {
+                state.raising.alert.thresholds = Thresholds {
                     warn: c.warning * base,
                     crit: c.critical * base,
                     clear: c.clear * base,
                 };
-                if let Some(level) = state.alert.update(rate) {
-                    if level != Level::Clear && state.since.is_none() {
-                        state.since = Some(stamp.time.to_owned());
-                    }
-                    let t = state.alert.thresholds;
+                if let Some((level, since)) = state.raising.update(rate, stamp.time) {
+                    let t = state.raising.alert.thresholds;
                     let (direction, addr, port) = match *key {
                         SpikeKey::Inbound(port) => ("inbound", None, port),
                         SpikeKey::Outbound(addr, port) => ("outbound", Some(addr), port),
@@ -155,40 +192,21 @@ impl ConnSpikes {
                         } else {
                             peers(key)
                         },
-                        since: state.since.clone().unwrap_or_default(),
+                        since,
                     });
-                    if level == Level::Clear {
-                        state.since = None;
-                    }
                 }
             }
             // The baseline learns only while nothing alerts: a spike does
-            // not become the normal. Until a window has passed it is the
-            // plain mean of what was seen (an exponential mean started
-            // from the first interval would lag a steady rate and alert on
-            // it); then an exponentially weighted one over the window.
-            if state.alert.level == Level::Clear {
-                let span = c.window.min(state.watched).as_secs_f64();
-                let alpha = (seconds / span.max(seconds)).min(1.0);
-                state.mean += alpha * (rate - state.mean);
+            // not become the normal.
+            if state.raising.level() == Level::Clear {
+                learn(&mut state.mean, rate, seconds, c.window, state.watched);
             }
         }
         // Keys gone quiet for good are forgotten.
         self.keys.retain(|k, s| {
-            counts.contains_key(k) || s.mean >= 0.001 || s.alert.level != Level::Clear
+            counts.contains_key(k) || s.mean >= 0.001 || s.raising.level() != Level::Clear
         });
         out
-    }
-}
-
-fn thresholds(c: &SynFloodConfig) -> SynFloodThresholds {
-    SynFloodThresholds {
-        syn_recv: c.syn_recv,
-        synack_retrans_per_s: c.synack_retrans_per_s,
-        drops_per_s: c.drops_per_s,
-        critical: c.critical,
-        clear: c.clear,
-        baseline: c.baseline,
     }
 }
 
@@ -198,8 +216,7 @@ fn round(x: f64) -> f64 {
 
 #[derive(Debug)]
 struct FloodState {
-    alert: Alert,
-    since: Option<String>,
+    raising: Raising,
     /// Learned means of syn_recv, SYN-ACK retransmissions and drops per
     /// second, and how long they have been learned.
     means: [f64; 3],
@@ -253,12 +270,11 @@ impl SynFloods {
                 .listeners
                 .entry((addr, port))
                 .or_insert_with(|| FloodState {
-                    alert: Alert::new(Thresholds {
+                    raising: Raising::new(Thresholds {
                         warn: 1.0,
                         crit: c.critical,
                         clear: c.clear,
                     }),
-                    since: None,
                     means: [0.0; 3],
                     watched: Duration::ZERO,
                 });
@@ -269,46 +285,33 @@ impl SynFloods {
             let pressure = (0..3)
                 .map(|i| figures[i] / absolute[i].max(c.baseline * state.means[i]))
                 .fold(0.0, f64::max);
-            let changed = state.alert.update(pressure);
+            let changed = state.raising.update(pressure, stamp.time);
             // The baseline learns while nothing alerts (see ConnSpikes): a
             // flood never becomes the normal; a listener that grew busy
             // while netconn watched has a higher bar.
-            if state.alert.level == Level::Clear {
-                let span = c.window.min(state.watched).as_secs_f64();
-                let alpha = (seconds / span.max(seconds)).min(1.0);
+            if state.raising.level() == Level::Clear {
                 for (mean, figure) in state.means.iter_mut().zip(figures) {
-                    *mean += alpha * (figure - *mean);
+                    learn(mean, figure, seconds, c.window, state.watched);
                 }
             }
-            let Some(level) = changed else {
+            let Some((level, since)) = changed else {
                 continue;
             };
-            if level != Level::Clear && state.since.is_none() {
-                state.since = Some(stamp.time.to_owned());
-            }
-            out.push(SynFloodAlert {
-                head: stamp.head("syn_flood", level),
-                addr,
-                port,
-                syn_recv,
-                synack_retrans_per_s: round(synack),
-                drops_per_s: round(drops),
-                thresholds: thresholds(&c),
-                baseline: FloodFigures {
-                    syn_recv: round(state.means[0]),
-                    synack_retrans_per_s: round(state.means[1]),
-                    drops_per_s: round(state.means[2]),
-                },
-                top_sources: if level == Level::Clear {
-                    Vec::new()
-                } else {
-                    top(sources(port))
-                },
-                since: state.since.clone().unwrap_or_default(),
-            });
-            if level == Level::Clear {
-                state.since = None;
-            }
+            let top_sources = if level == Level::Clear {
+                Vec::new()
+            } else {
+                top(sources(port))
+            };
+            out.push(flood_record(
+                stamp,
+                level,
+                (addr, port),
+                figures,
+                state,
+                &c,
+                top_sources,
+                since,
+            ));
         }
         // A listener that went while alerting clears.
         let gone: Vec<(IpAddr, u16)> = self
@@ -318,27 +321,58 @@ impl SynFloods {
             .copied()
             .collect();
         for k in gone {
-            let state = self.listeners.remove(&k).expect("listed");
-            if state.alert.level != Level::Clear {
-                out.push(SynFloodAlert {
-                    head: stamp.head("syn_flood", Level::Clear),
-                    addr: k.0,
-                    port: k.1,
-                    syn_recv: 0,
-                    synack_retrans_per_s: 0.0,
-                    drops_per_s: 0.0,
-                    thresholds: thresholds(&c),
-                    baseline: FloodFigures {
-                        syn_recv: round(state.means[0]),
-                        synack_retrans_per_s: round(state.means[1]),
-                        drops_per_s: round(state.means[2]),
-                    },
-                    top_sources: Vec::new(),
-                    since: state.since.unwrap_or_default(),
-                });
+            let mut state = self.listeners.remove(&k).expect("listed");
+            if let Some((level, since)) = state.raising.update(0.0, stamp.time) {
+                out.push(flood_record(
+                    stamp,
+                    level,
+                    k,
+                    [0.0; 3],
+                    &state,
+                    &c,
+                    Vec::new(),
+                    since,
+                ));
             }
         }
         out
+    }
+}
+
+/// A `syn_flood` record of a listener's figures now.
+#[allow(clippy::too_many_arguments)]
+fn flood_record(
+    stamp: &Stamp<'_>,
+    level: Level,
+    (addr, port): (IpAddr, u16),
+    figures: [f64; 3],
+    state: &FloodState,
+    c: &SynFloodConfig,
+    top_sources: Vec<Peer>,
+    since: String,
+) -> SynFloodAlert {
+    SynFloodAlert {
+        head: stamp.head("syn_flood", level),
+        addr,
+        port,
+        syn_recv: figures[0] as u32,
+        synack_retrans_per_s: round(figures[1]),
+        drops_per_s: round(figures[2]),
+        thresholds: SynFloodThresholds {
+            syn_recv: c.syn_recv,
+            synack_retrans_per_s: c.synack_retrans_per_s,
+            drops_per_s: c.drops_per_s,
+            critical: c.critical,
+            clear: c.clear,
+            baseline: c.baseline,
+        },
+        baseline: FloodFigures {
+            syn_recv: round(state.means[0]),
+            synack_retrans_per_s: round(state.means[1]),
+            drops_per_s: round(state.means[2]),
+        },
+        top_sources,
+        since,
     }
 }
 
@@ -352,8 +386,7 @@ pub const SCAN_SAMPLE: usize = 10;
 struct ScanState {
     /// Closed ports it touched, and when last.
     ports: HashMap<u16, std::time::Instant>,
-    alert: Alert,
-    since: Option<String>,
+    raising: Raising,
 }
 
 /// `port_scan` for every address that touched closed ports of a
@@ -397,8 +430,7 @@ impl PortScans {
             }
             let state = self.sources.entry(*addr).or_insert_with(|| ScanState {
                 ports: HashMap::new(),
-                alert: Alert::new(thresholds),
-                since: None,
+                raising: Raising::new(thresholds),
             });
             // A port already seen is refreshed; a new one only within the
             // bound.
@@ -415,12 +447,10 @@ impl PortScans {
                 .ports
                 .retain(|_, last| now.duration_since(*last) <= c.window);
             self.pairs -= before - state.ports.len();
-            let Some(level) = state.alert.update(state.ports.len() as f64) else {
+            let Some((level, since)) = state.raising.update(state.ports.len() as f64, stamp.time)
+            else {
                 continue;
             };
-            if level != Level::Clear && state.since.is_none() {
-                state.since = Some(stamp.time.to_owned());
-            }
             let mut sample: Vec<u16> = state.ports.keys().copied().collect();
             sample.sort_unstable();
             sample.truncate(SCAN_SAMPLE);
@@ -435,14 +465,11 @@ impl PortScans {
                     critical: thresholds.crit,
                     clear: thresholds.clear,
                 },
-                since: state.since.clone().unwrap_or_default(),
+                since,
             });
-            if level == Level::Clear {
-                state.since = None;
-            }
         }
         self.sources
-            .retain(|_, s| !s.ports.is_empty() || s.alert.level != Level::Clear);
+            .retain(|_, s| !s.ports.is_empty() || s.raising.level() != Level::Clear);
         out
     }
 }

@@ -86,26 +86,26 @@ impl Listeners {
                 .sum();
             // The listener's figures in the interval: what its inbound
             // keys (its address and port, or any address it serves) hold.
-            let own = |figure: fn(&netconn_common::TcpMetrics) -> u32| {
-                metrics.map(|m| {
-                    m.ports
-                        .iter()
-                        .filter(|(k, _)| k.direction == netconn_common::DIRECTION_INBOUND)
-                        .filter(|(k, _)| {
-                            let family = u16::from(k.family);
-                            let ct = if family == netconn_common::AF_INET {
-                                ConnType::Tcp
-                            } else {
-                                ConnType::Tcp6
-                            };
-                            serves(l, ct, crate::model::state::ip_addr(family, k.addr), k.port)
-                        })
-                        .map(|(_, m)| figure(m))
-                        .sum::<u32>()
-                })
-            };
-            let accepted = own(|m| m.accepted);
-            let started = own(|m| m.requests);
+            let own = metrics.map(|m| {
+                let mut sum = netconn_common::TcpMetrics::default();
+                for (k, figures) in &m.ports {
+                    let family = u16::from(k.family);
+                    let ct = if family == netconn_common::AF_INET {
+                        ConnType::Tcp
+                    } else {
+                        ConnType::Tcp6
+                    };
+                    let addr = crate::model::state::ip_addr(family, k.addr);
+                    if k.direction == netconn_common::DIRECTION_INBOUND
+                        && serves(l, ct, addr, k.port)
+                    {
+                        sum.merge(figures);
+                    }
+                }
+                sum
+            });
+            let accepted = own.map(|m| m.accepted);
+            let started = own.map(|m| m.requests);
             // Handshakes that never completed: begun, minus completed,
             // minus still waiting, since the listener was first seen.
             // Counted as they become known, never twice, never below 0.

@@ -226,14 +226,22 @@ pub enum WhenFull {
 }
 
 /// Accepts clients on a task of its own, each on a task of its own
-/// (`client`, which must bound its own time), at most `max` at once.
-/// Inside the runtime.
-pub fn accept_clients<L, C, F>(listener: L, max: usize, full: WhenFull, client: C)
+/// (`client`, which must bound its own time) with a sender for what it
+/// asks, at most `max` at once; what they ask comes out of the returned
+/// receiver. Inside the runtime.
+pub fn accept_clients<L, M, C, F>(
+    listener: L,
+    max: usize,
+    full: WhenFull,
+    client: C,
+) -> tokio::sync::mpsc::Receiver<M>
 where
     L: Listening,
-    C: Fn(L::Stream) -> F + Send + 'static,
+    M: Send + 'static,
+    C: Fn(L::Stream, tokio::sync::mpsc::Sender<M>) -> F + Send + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    let (tx, rx) = tokio::sync::mpsc::channel(max);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
     tokio::spawn(async move {
         loop {
@@ -259,13 +267,14 @@ where
                     Err(_) => continue,
                 },
             };
-            let work = client(stream);
+            let work = client(stream, tx.clone());
             tokio::spawn(async move {
                 work.await;
                 drop(slot);
             });
         }
     });
+    rx
 }
 
 /// Accepts clients of the counts socket, each with deadlines, at most
@@ -273,14 +282,14 @@ where
 /// receiver. Must be called inside the runtime.
 pub fn serve_clients(listener: &UnixListener) -> io::Result<tokio::sync::mpsc::Receiver<Asked>> {
     let listener = tokio::net::UnixListener::from_std(listener.try_clone()?)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
-    accept_clients(listener, MAX_CLIENTS, WhenFull::Close, move |stream| {
-        let tx = tx.clone();
-        async move {
-            let _ = client(stream, tx).await;
-        }
-    });
-    Ok(rx)
+    Ok(accept_clients(
+        listener,
+        MAX_CLIENTS,
+        WhenFull::Close,
+        |stream, asked| async move {
+            let _ = client(stream, asked).await;
+        },
+    ))
 }
 
 /// One client: its request within the deadline, the answer from the loop,

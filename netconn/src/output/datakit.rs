@@ -83,6 +83,19 @@ fn merged(host: &str, tags: &Tags) -> BTreeMap<String, String> {
     out
 }
 
+/// DataKit's fields of a set of sockets: each TCP state (`tcp(code)`),
+/// `tcp_none` (0: netconn counts no Unix sockets) and `udp_socket`.
+fn fields(tcp: impl Fn(u8) -> i64, udp: i64) -> BTreeMap<&'static str, i64> {
+    let mut fields: BTreeMap<&'static str, i64> = TCP_FIELDS
+        .iter()
+        .zip(1u8..)
+        .map(|(name, code)| (*name, tcp(code)))
+        .collect();
+    fields.insert("tcp_none", 0);
+    fields.insert("udp_socket", udp);
+    fields
+}
+
 /// The points of one reading.
 pub fn points(
     counts: &Counts,
@@ -96,13 +109,7 @@ pub fn points(
         (4, ConnType::Tcp, ConnType::Udp),
         (6, ConnType::Tcp6, ConnType::Udp6),
     ] {
-        let mut fields: BTreeMap<&'static str, i64> = TCP_FIELDS
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (*name, counts.get(tcp, i as u8 + 1)))
-            .collect();
-        fields.insert("tcp_none", 0);
-        fields.insert("udp_socket", counts.get(udp, 0));
+        let fields = fields(|code| counts.get(tcp, code), counts.get(udp, 0));
         // DataKit makes a point for an IP version once it sees a socket.
         if fields.values().all(|n| *n == 0) {
             continue;
@@ -117,13 +124,7 @@ pub fn points(
         });
     }
     for s in ports.into_iter().flatten() {
-        let mut fields: BTreeMap<&'static str, i64> = TCP_FIELDS
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (*name, s.states.0[i + 1]))
-            .collect();
-        fields.insert("tcp_none", 0);
-        fields.insert("udp_socket", s.udp_socket);
+        let mut fields = fields(|code| s.states.0[code as usize], s.udp_socket);
         // A series DataKit has not seen a socket of has no point.
         if fields.values().all(|n| *n == 0) {
             continue;

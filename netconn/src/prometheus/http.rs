@@ -46,14 +46,14 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub fn serve(listener: std::net::TcpListener) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
     use crate::live::serve::{WhenFull, accept_clients};
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
-    accept_clients(listener, MAX_CLIENTS, WhenFull::Wait, move |stream| {
-        let tx = tx.clone();
-        async move {
-            let _ = client(stream, tx).await;
-        }
-    });
-    Ok(rx)
+    Ok(accept_clients(
+        listener,
+        MAX_CLIENTS,
+        WhenFull::Wait,
+        |stream, scrapes| async move {
+            let _ = client(stream, scrapes).await;
+        },
+    ))
 }
 
 /// What a request asks for.
