@@ -10,6 +10,7 @@
 
 pub mod conns;
 pub mod counting;
+pub mod ephemeral;
 pub mod kernel;
 pub mod metrics;
 pub mod offsets;
@@ -17,6 +18,7 @@ pub mod udp;
 
 pub use conns::*;
 pub use counting::*;
+pub use ephemeral::*;
 pub use kernel::*;
 pub use metrics::*;
 pub use offsets::*;
@@ -37,6 +39,9 @@ mod user {
     unsafe impl aya::Pod for Owner {}
     unsafe impl aya::Pod for NsKey {}
     unsafe impl aya::Pod for NsCounts {}
+    unsafe impl aya::Pod for Destination {}
+    unsafe impl aya::Pod for DestinationKey {}
+    unsafe impl aya::Pod for EphemeralControl {}
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ use netconn_common::{
 };
 
 mod conn;
+mod ephemeral;
 mod metrics;
 mod udp;
 
@@ -88,6 +89,11 @@ static WATCH_CONNS: u8 = 0;
 /// Non-zero: the TCP metrics are on (failed connects count into them).
 #[unsafe(no_mangle)]
 static WATCH_METRICS: u8 = 0;
+
+/// Non-zero: ephemeral ports are counted per destination (see the
+/// ephemeral module).
+#[unsafe(no_mangle)]
+static WATCH_EPHEMERAL: u8 = 0;
 
 /// Non-zero: port groups are configured (see `WATCHED_PORTS`).
 #[unsafe(no_mangle)]
@@ -372,6 +378,18 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
     {
         let error: i32 = read(sk, offsets.sk_err).unwrap_or(0);
         metrics::on_failed(sk, addr, failure_reason(error), netns);
+    }
+    // SAFETY: see above.
+    if unsafe { core::ptr::read_volatile(&WATCH_EPHEMERAL) } != 0 {
+        ephemeral::on_state(
+            sk,
+            addr,
+            netns,
+            family,
+            (ports || conns).then_some(lport),
+            oldstate as u8,
+            newstate as u8,
+        )?;
     }
     if conns {
         let socket = conn::Socket {

@@ -38,6 +38,8 @@ fn dump(n: u64) -> Vec<DumpedSocket> {
             cookie: i + 1,
             local_port: (i % 50_000) as u16,
             local_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            remote_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            remote_port: 8080,
             inode: i as u32,
         })
         .collect()
@@ -140,6 +142,7 @@ fn benches(c: &mut Criterion) {
                 ports: None,
                 tcp_metrics: Some(&tcp_metrics),
                 listeners: None,
+                ephemeral_ports: None,
             };
             serde_json::to_string(&r.at("2026-11-21T12:00:00.000Z")).unwrap()
         })

@@ -49,6 +49,8 @@ pub struct Config {
     pub syn_flood: SynFloodConfig,
     /// `[alerts.port_scan]`.
     pub port_scan: ScanConfig,
+    /// `[alerts.port_exhaustion]`.
+    pub port_exhaustion: ExhaustionConfig,
     /// What is allowed but probably not meant (an entry no socket can
     /// reach), one line each, for stderr.
     pub warnings: Vec<String>,
@@ -66,7 +68,30 @@ impl Default for Config {
             conn_spike: Default::default(),
             syn_flood: Default::default(),
             port_scan: Default::default(),
+            port_exhaustion: Default::default(),
             warnings: Vec::new(),
+        }
+    }
+}
+
+/// `[alerts.port_exhaustion]`: how much of the ephemeral port range one
+/// destination may use, in % of it, with the conntrack alert's
+/// hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExhaustionConfig {
+    pub enabled: bool,
+    pub levels: Thresholds,
+}
+
+impl Default for ExhaustionConfig {
+    fn default() -> ExhaustionConfig {
+        ExhaustionConfig {
+            enabled: true,
+            levels: Thresholds {
+                warn: 80.0,
+                crit: 95.0,
+                clear: 75.0,
+            },
         }
     }
 }
@@ -358,6 +383,38 @@ struct RawAlerts {
     conn_spike: Option<Spanned<RawSpike>>,
     syn_flood: Option<Spanned<RawSynFlood>>,
     port_scan: Option<Spanned<RawScan>>,
+    port_exhaustion: Option<Spanned<RawExhaustion>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExhaustion {
+    enabled: Option<bool>,
+    warning: Option<Number>,
+    critical: Option<Number>,
+    clear: Option<Number>,
+}
+
+impl AlertTable for RawExhaustion {
+    type Config = ExhaustionConfig;
+    const NAME: &'static str = "port_exhaustion";
+    const KEYS: &'static [&'static str] = &["enabled", "warning", "critical", "clear"];
+
+    fn config(self, mut c: ExhaustionConfig) -> Result<ExhaustionConfig, String> {
+        c.enabled = self.enabled.unwrap_or(c.enabled);
+        let t = &mut c.levels;
+        t.warn = self.warning.map_or(t.warn, Number::get);
+        t.crit = self.critical.map_or(t.crit, Number::get);
+        t.clear = self.clear.map_or(t.clear, Number::get);
+        let t = c.levels;
+        if !(0.0 <= t.clear && t.clear <= t.warn && t.warn <= t.crit && t.crit <= 100.0) {
+            return Err(format!(
+                "need 0 <= clear <= warning <= critical <= 100 (% of the range), got clear {} warning {} critical {}",
+                t.clear, t.warn, t.crit
+            ));
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Deserialize)]
@@ -687,14 +744,21 @@ impl Config {
                     )
                 })?,
         };
-        let (listeners, spike, flood, scan) = match raw.alerts {
-            Some(a) => (a.listeners, a.conn_spike, a.syn_flood, a.port_scan),
-            None => (None, None, None, None),
+        let (listeners, spike, flood, scan, exhaustion) = match raw.alerts {
+            Some(a) => (
+                a.listeners,
+                a.conn_spike,
+                a.syn_flood,
+                a.port_scan,
+                a.port_exhaustion,
+            ),
+            None => (None, None, None, None, None),
         };
         // An alert's table: its values checked, its line named on error.
         let port_scan = alert_table(scan, &at)?;
         let conn_spike = alert_table(spike, &at)?;
         let syn_flood = alert_table(flood, &at)?;
+        let port_exhaustion = alert_table(exhaustion, &at)?;
         let allowed_listeners = listeners
             .map(|l| l.allow)
             .unwrap_or_default()
@@ -715,6 +779,7 @@ impl Config {
             conn_spike,
             syn_flood,
             port_scan,
+            port_exhaustion,
             warnings,
         })
     }
@@ -751,6 +816,7 @@ impl Config {
         self.conn_spike = alert_env::<RawSpike>(&env, self.conn_spike)?;
         self.syn_flood = alert_env::<RawSynFlood>(&env, self.syn_flood)?;
         self.port_scan = alert_env::<RawScan>(&env, self.port_scan)?;
+        self.port_exhaustion = alert_env::<RawExhaustion>(&env, self.port_exhaustion)?;
         if let Some(v) = env("NETCONN_INTERVAL") {
             let d =
                 parse_interval(&v).map_err(|e| ConfigError(format!("NETCONN_INTERVAL: {e}")))?;
@@ -1209,6 +1275,13 @@ ports_match = ["*:5432"]
         assert_eq!(c.conn_spike.min_rate, 2.0);
         assert_eq!(c.port_scan.ports, 8.0);
         assert_eq!(c.syn_flood, SynFloodConfig::default());
+        let c = Config::parse(
+            "[alerts.port_exhaustion]\nwarning = 60\nclear = 50\n",
+            "n.toml",
+        )
+        .unwrap();
+        let t = c.port_exhaustion.levels;
+        assert_eq!((t.clear, t.warn, t.crit), (50.0, 60.0, 95.0));
         for (bad, key) in [
             (
                 "[alerts.conn_spike]\nwarning = 1\nclear = 2\n",
@@ -1220,6 +1293,10 @@ ports_match = ["*:5432"]
             ),
             ("[alerts.syn_flood]\nclear = 1.5\n", "alerts.syn_flood"),
             ("[alerts.port_scan]\nports = 0\n", "alerts.port_scan"),
+            (
+                "[alerts.port_exhaustion]\nwarning = 70\nclear = 80\n",
+                "alerts.port_exhaustion",
+            ),
             ("[alerts.port_scan]\nbogus = 1\n", "bogus"),
         ] {
             let e = Config::parse(bad, "n.toml").unwrap_err();

@@ -27,6 +27,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
         ports: None,
         tcp_metrics: None,
         listeners: None,
+        ephemeral_ports: None,
     };
     super::written(sink.write(&record.at(&host::now_rfc3339())))
 }

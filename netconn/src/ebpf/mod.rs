@@ -1,6 +1,7 @@
 pub mod btf;
 pub mod cgroup;
+pub mod ephemeral;
 pub mod probe;
 pub mod prog_info;
 
-pub use probe::{ConnRing, Journal, Losses, Probe, ProbeError};
+pub use probe::{ConnRing, Features, Journal, Losses, Probe, ProbeError};

@@ -166,7 +166,7 @@ fn describe(err: &dyn std::error::Error) -> String {
 }
 
 /// Wraps a map error with the map's name.
-fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> ProbeError {
+pub(super) fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> ProbeError {
     move |source| ProbeError::Map { map, source }
 }
 
@@ -208,6 +208,19 @@ impl Losses {
     }
 }
 
+/// What the programs do besides counting states.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Features {
+    /// Port groups are configured (see [`Probe::watch_ports`]).
+    pub port_groups: bool,
+    /// Connection records (see [`Probe::take_conn_events`]).
+    pub conns: bool,
+    /// The TCP metrics' programs (see [`Probe::metrics_total`]).
+    pub tcp_metrics: bool,
+    /// Ephemeral ports per destination (see [`Probe::take_ephemeral`]).
+    pub ephemeral: bool,
+}
+
 /// The loaded and attached programs with their maps.
 pub struct Probe {
     // Field order matters for drop: maps, then the object (which detaches).
@@ -223,6 +236,8 @@ pub struct Probe {
     /// takes them ([`Probe::take_conn_events`]).
     conn_events: Option<ConnRing>,
     conn_lost: PerCpuArray<MapData, u64>,
+    /// Ephemeral ports' maps, until the tracker takes them.
+    ephemeral: Option<super::ephemeral::EphemeralMaps>,
     metrics_total: PerCpuArray<MapData, TcpMetrics>,
     owners: HashMap<MapData, u64, Owner>,
     metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
@@ -244,17 +259,15 @@ pub struct Probe {
 impl Probe {
     /// Loads the programs counting sockets of network namespace `netns`
     /// (the caller's own), or with `all_namespaces` of every namespace,
-    /// each in a matrix of its own (see [`Probe::adopt`]), and attaches them. `watch_ports`: port groups
-    /// are configured (see [`Probe::watch_ports`]); `watch_conns`: also
-    /// connection records (see [`Probe::take_conn_events`]); `tcp_metrics`: also
-    /// the TCP metrics' programs (see [`Probe::metrics_total`]).
-    pub fn load(
-        netns: u32,
-        all_namespaces: bool,
-        watch_ports: bool,
-        watch_conns: bool,
-        tcp_metrics: bool,
-    ) -> Result<Probe, ProbeError> {
+    /// each in a matrix of its own (see [`Probe::adopt`]), with the
+    /// optional `features`, and attaches them.
+    pub fn load(netns: u32, all_namespaces: bool, features: Features) -> Result<Probe, ProbeError> {
+        let Features {
+            port_groups: watch_ports,
+            conns: watch_conns,
+            tcp_metrics,
+            ephemeral,
+        } = features;
         let (netns, netns_cookie) = match all_namespaces {
             true => (0, 0),
             false => (
@@ -282,6 +295,7 @@ impl Probe {
         let conns_flag = u8::from(watch_conns);
         let metrics_flag = u8::from(tcp_metrics);
         let all_flag = u8::from(all_namespaces);
+        let ephemeral_flag = u8::from(ephemeral);
         loader
             .override_global(GLOBAL_ALL_NAMESPACES, &all_flag, true)
             .override_global(GLOBAL_TARGET_NETNS, &netns, true)
@@ -289,7 +303,16 @@ impl Probe {
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .override_global(GLOBAL_WATCH_PORTS, &watch_flag, true)
             .override_global(GLOBAL_WATCH_CONNS, &conns_flag, true)
-            .override_global(netconn_common::GLOBAL_WATCH_METRICS, &metrics_flag, true);
+            .override_global(netconn_common::GLOBAL_WATCH_METRICS, &metrics_flag, true)
+            .override_global(
+                netconn_common::GLOBAL_WATCH_EPHEMERAL,
+                &ephemeral_flag,
+                true,
+            );
+        if !ephemeral {
+            loader.map_max_entries(netconn_common::MAP_EPHEMERAL_MARKED, 1);
+            loader.map_max_entries(netconn_common::MAP_EPHEMERAL_COUNTS, 1);
+        }
         if !all_namespaces {
             loader.map_max_entries(MAP_NS_TRANSITIONS, 1);
             loader.map_max_entries(netconn_common::MAP_METRICS_NS, 1);
@@ -368,6 +391,10 @@ impl Probe {
         };
         let conn_lost =
             PerCpuArray::try_from(take(MAP_CONN_LOST)?).map_err(map_error(MAP_CONN_LOST))?;
+        let ephemeral = match ephemeral {
+            true => Some(super::ephemeral::EphemeralMaps::take(&mut ebpf)?),
+            false => None,
+        };
         drop(btf);
         // Parsing BTF three times leaves tens of MiB free but resident in
         // the allocator; a long-running daemon should not keep them.
@@ -383,6 +410,7 @@ impl Probe {
             watched_ports,
             conn_events,
             conn_lost,
+            ephemeral,
             metrics_total,
             metrics_ports,
             metrics_ns,
@@ -469,6 +497,11 @@ impl Probe {
     /// thread that drains it: the first call only.
     pub fn take_conn_events(&mut self) -> Option<ConnRing> {
         self.conn_events.take()
+    }
+
+    /// The ephemeral ports' maps, for their tracker: the first call only.
+    pub fn take_ephemeral(&mut self) -> Option<super::ephemeral::EphemeralMaps> {
+        self.ephemeral.take()
     }
 
     /// Connection records the ring buffer could not take, since load.

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::{ScanConfig, SpikeConfig, SynFloodConfig, Thresholds};
+use crate::config::{ExhaustionConfig, ScanConfig, SpikeConfig, SynFloodConfig, Thresholds};
 use crate::conntrack::{Alert, Level};
 use crate::output::alert::{
-    AlertHead, FloodFigures, Peer, ScanAlert, ScanThresholds, SpikeAlert, SpikeThresholds,
+    AlertHead, ExhaustionAlert, FloodFigures, Levels, Peer, ScanAlert, ScanThresholds, SpikeAlert,
     SynFloodAlert, SynFloodThresholds,
 };
 use crate::output::figures::ListenerFigures;
@@ -182,7 +182,7 @@ impl ConnSpikes {
                         port,
                         rate: round(rate),
                         baseline: round(state.mean),
-                        thresholds: SpikeThresholds {
+                        thresholds: Levels {
                             warning: round(t.warn),
                             critical: round(t.crit),
                             clear: round(t.clear),
@@ -480,6 +480,7 @@ pub struct Alerting {
     spikes: ConnSpikes,
     floods: SynFloods,
     scans: PortScans,
+    exhaustion: PortExhaustion,
     last: std::time::Instant,
 }
 
@@ -489,14 +490,107 @@ pub struct Records {
     pub spikes: Vec<SpikeAlert>,
     pub floods: Vec<SynFloodAlert>,
     pub scans: Vec<ScanAlert>,
+    pub exhaustion: Vec<ExhaustionAlert>,
+}
+
+/// The destinations a port_exhaustion alert is about.
+type DestinationKey = (IpAddr, IpAddr, u16);
+
+/// `port_exhaustion` for every destination of the ephemeral port range.
+#[derive(Debug)]
+pub struct PortExhaustion {
+    config: ExhaustionConfig,
+    /// Destinations with an alert raised.
+    raised: HashMap<DestinationKey, Raising>,
+}
+
+impl PortExhaustion {
+    pub fn new(config: ExhaustionConfig) -> PortExhaustion {
+        PortExhaustion {
+            config,
+            raised: HashMap::new(),
+        }
+    }
+
+    /// One interval's destinations (every one, most sockets first): a
+    /// record for each whose level changed; one no longer listed clears.
+    pub fn update(
+        &mut self,
+        reading: &crate::live::tracker::EphemeralReading,
+        stamp: &Stamp<'_>,
+    ) -> Vec<ExhaustionAlert> {
+        if !self.config.enabled {
+            return Vec::new();
+        }
+        let t = self.config.levels;
+        let mut out = Vec::new();
+        let listed: std::collections::HashSet<DestinationKey> = reading
+            .destinations
+            .iter()
+            .map(|d| (d.laddr, d.raddr, d.rport))
+            .collect();
+        // A destination whose sockets are all gone is at 0.
+        let gone: Vec<_> = (self.raised.keys())
+            .filter(|k| !listed.contains(*k))
+            .map(
+                |&(laddr, raddr, rport)| crate::output::figures::DestinationFigures {
+                    laddr,
+                    raddr,
+                    rport,
+                    in_use: 0,
+                    time_wait: 0,
+                    utilization: 0.0,
+                },
+            )
+            .collect();
+        for d in reading.destinations.iter().chain(&gone) {
+            let key = (d.laddr, d.raddr, d.rport);
+            let percent = d.utilization * 100.0;
+            let raising = match self.raised.get_mut(&key) {
+                Some(r) => r,
+                // Below warning nothing starts.
+                None if percent < t.warn => continue,
+                None => self.raised.entry(key).or_insert_with(|| Raising::new(t)),
+            };
+            let Some((level, since)) = raising.update(percent, stamp.time) else {
+                continue;
+            };
+            if level == Level::Clear {
+                self.raised.remove(&key);
+            }
+            out.push(ExhaustionAlert {
+                head: stamp.head("port_exhaustion", level),
+                laddr: d.laddr,
+                raddr: d.raddr,
+                rport: d.rport,
+                in_use: d.in_use,
+                time_wait: d.time_wait,
+                size: reading.range.size,
+                utilization: d.utilization,
+                thresholds: Levels {
+                    warning: t.warn,
+                    critical: t.crit,
+                    clear: t.clear,
+                },
+                since,
+            });
+        }
+        out
+    }
 }
 
 impl Alerting {
-    pub fn new(spike: SpikeConfig, flood: SynFloodConfig, scan: ScanConfig) -> Alerting {
+    pub fn new(
+        spike: SpikeConfig,
+        flood: SynFloodConfig,
+        scan: ScanConfig,
+        exhaustion: ExhaustionConfig,
+    ) -> Alerting {
         Alerting {
             spikes: ConnSpikes::new(spike),
             floods: SynFloods::new(flood),
             scans: PortScans::new(scan),
+            exhaustion: PortExhaustion::new(exhaustion),
             last: std::time::Instant::now(),
         }
     }
@@ -510,6 +604,7 @@ impl Alerting {
         &mut self,
         metrics: Option<&crate::live::metrics::Interval>,
         listeners: &[ListenerFigures],
+        ephemeral: Option<&crate::live::tracker::EphemeralReading>,
         stamp: &Stamp<'_>,
         mut peers: impl FnMut(u16, u32) -> HashMap<IpAddr, u32>,
     ) -> Records {
@@ -566,10 +661,14 @@ impl Alerting {
             })
             .collect();
         let scans = self.scans.update(&touched, now, stamp);
+        let exhaustion = ephemeral
+            .map(|e| self.exhaustion.update(e, stamp))
+            .unwrap_or_default();
         Records {
             spikes,
             floods,
             scans,
+            exhaustion,
         }
     }
 }
@@ -591,6 +690,10 @@ impl Records {
                     .iter()
                     .map(|a| Seen::of(a, std::net::SocketAddr::new(a.addr, a.port).to_string())),
             )
+            .chain(self.exhaustion.iter().map(|a| {
+                let to = std::net::SocketAddr::new(a.raddr, a.rport);
+                Seen::of(a, format!("{} to {to}", a.laddr))
+            }))
             .collect()
     }
 }
@@ -765,5 +868,51 @@ mod tests {
         let cleared = scans.update(&[], later, &STAMP);
         assert_eq!(cleared[0].head.status, "clear");
         assert_eq!(scans.pairs, 0);
+    }
+
+    #[test]
+    fn port_exhaustion_has_the_conntrack_hysteresis_and_clears_when_gone() {
+        use crate::live::tracker::EphemeralReading;
+        use crate::tables::port_range::PortRange;
+        let range = PortRange {
+            low: 1000,
+            high: 1199,
+            size: 200,
+        };
+        let at = |in_use: u64| {
+            let d = crate::output::figures::DestinationFigures {
+                laddr: "10.0.0.1".parse().unwrap(),
+                raddr: "10.0.0.2".parse().unwrap(),
+                rport: 80,
+                in_use,
+                time_wait: 0,
+                utilization: in_use as f64 / 200.0,
+            };
+            EphemeralReading::new(range, vec![d], None)
+        };
+        let mut p = PortExhaustion::new(ExhaustionConfig::default());
+        let mut statuses = Vec::new();
+        for in_use in [150, 160, 180, 192, 170, 151, 149] {
+            let out = p.update(&at(in_use), &STAMP);
+            statuses.push(out.first().map(|a| a.head.status));
+        }
+        assert_eq!(
+            statuses,
+            [
+                None,
+                Some("warning"),
+                None,
+                Some("critical"),
+                Some("warning"),
+                None,
+                Some("clear")
+            ]
+        );
+        // Raised, then every socket gone: cleared at 0.
+        p.update(&at(190), &STAMP);
+        let out = p.update(&EphemeralReading::new(range, Vec::new(), None), &STAMP);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].head.status, out[0].in_use), ("clear", 0));
+        assert!(p.raised.is_empty());
     }
 }

@@ -32,6 +32,8 @@ pub struct Reading {
     /// Request sockets per listening address and port, from the last dump
     /// that read them.
     pub requests: crate::live::listeners::Requests,
+    /// Ephemeral ports (interval records; see [`Counter::ephemeral`]).
+    pub ephemeral: Option<tracker::EphemeralReading>,
 }
 
 impl Counter {
@@ -62,6 +64,7 @@ impl Counter {
                     conn_records_lost: t.conn_records_lost()?,
                     resyncs: Some(t.resyncs()),
                     correction: t.last_correction().cloned(),
+                    ephemeral: None,
                 })
             }
             Counter::Poll(groups) => {
@@ -85,9 +88,29 @@ impl Counter {
                     tcp_metrics: None,
                     listeners: None,
                     requests: crate::live::listeners::requests(&dump),
+                    // A poll has the whole table at hand.
+                    ephemeral: crate::tables::port_range::PortRange::read()
+                        .ok()
+                        .map(|range| {
+                            let all = crate::live::ephemeral::from_dump(&dump, &range);
+                            tracker::EphemeralReading::new(range, all, None)
+                        }),
                 })
             }
         }
+    }
+
+    /// Ephemeral ports for an interval record (`listening`: the ports
+    /// listeners have now); a poll read them with its dump.
+    pub fn ephemeral(
+        &mut self,
+        reading: &mut Reading,
+        listening: &std::collections::HashSet<u16>,
+    ) -> Result<(), TrackerError> {
+        if let Counter::Ebpf(t) = self {
+            reading.ephemeral = t.ephemeral(listening)?;
+        }
+        Ok(())
     }
 
     /// Applies streamed events (port groups) between readings.
@@ -113,6 +136,7 @@ impl Reading {
             ports: self.ports.as_deref(),
             tcp_metrics: self.tcp_metrics.as_ref(),
             listeners: self.listeners.as_deref(),
+            ephemeral_ports: self.ephemeral.as_ref().map(|e| &e.figures),
             host,
             source: self.source,
             netns,

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod conns;
 pub mod counter;
+pub mod ephemeral;
 pub mod listeners;
 pub mod metrics;
 pub mod node;

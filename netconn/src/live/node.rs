@@ -88,7 +88,13 @@ impl Node {
     /// [`Node::take_conn_events`]); `groups`: port groups, each namespace's
     /// series apart.
     pub fn start(groups: Groups, conns: bool, tcp_metrics: bool) -> Result<Node, TrackerError> {
-        let mut probe = Probe::load(0, true, !groups.is_empty(), conns, tcp_metrics)?;
+        let features = crate::ebpf::Features {
+            port_groups: !groups.is_empty(),
+            conns,
+            tcp_metrics,
+            ephemeral: false,
+        };
+        let mut probe = Probe::load(0, true, features)?;
         if !groups.is_empty() {
             probe.watch_ports(&groups.watched_ports())?;
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use netconn_common::Control;
 
-use crate::ebpf::{Losses, Probe, ProbeError};
+use crate::ebpf::{Features, Losses, Probe, ProbeError};
+use crate::live::ephemeral::{EphemeralError, EphemeralPorts};
 use crate::live::ports::{Groups, PortTracker};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, matrix_effect, merge};
@@ -92,6 +93,8 @@ pub enum TrackerError {
     Dump(#[source] std::io::Error),
     #[error("reading /proc/net/sockstat or snmp failed: {0}")]
     Totals(#[source] std::io::Error),
+    #[error(transparent)]
+    Ephemeral(#[from] EphemeralError),
 }
 
 pub struct Tracker {
@@ -117,6 +120,39 @@ pub struct Tracker {
     metrics: Option<crate::live::metrics::Reader>,
     /// Connection records (`--events`) are on.
     conns: bool,
+    /// Ephemeral ports per destination.
+    ephemeral: Option<EphemeralPorts>,
+}
+
+/// Ephemeral ports now (see [`crate::live::ephemeral`]).
+#[derive(Debug, Clone)]
+pub struct EphemeralReading {
+    pub range: crate::tables::port_range::PortRange,
+    /// Every destination, most sockets first (for the alerts).
+    pub destinations: Vec<crate::output::figures::DestinationFigures>,
+    /// What the record shows: the first destinations and the rest summed.
+    pub figures: crate::output::figures::EphemeralFigures,
+}
+
+impl EphemeralReading {
+    /// `untracked`: sockets a full table kept out (None when polling).
+    pub fn new(
+        range: crate::tables::port_range::PortRange,
+        destinations: Vec<crate::output::figures::DestinationFigures>,
+        untracked: Option<u64>,
+    ) -> EphemeralReading {
+        let figures = crate::live::ephemeral::figures(
+            &range,
+            &destinations,
+            crate::live::ephemeral::TOP_DESTINATIONS,
+            untracked,
+        );
+        EphemeralReading {
+            range,
+            destinations,
+            figures,
+        }
+    }
 }
 
 /// What a resync changed in the live counts.
@@ -150,7 +186,17 @@ impl Tracker {
         conns: bool,
         tcp_metrics: bool,
     ) -> Result<Tracker, TrackerError> {
-        let mut probe = Probe::load(netns, false, !groups.is_empty(), conns, tcp_metrics)?;
+        let features = Features {
+            port_groups: !groups.is_empty(),
+            conns,
+            tcp_metrics,
+            ephemeral: true,
+        };
+        let mut probe = Probe::load(netns, false, features)?;
+        let ephemeral = match probe.take_ephemeral() {
+            Some(maps) => Some(EphemeralPorts::start(maps, netns)?),
+            None => None,
+        };
         let ports = if groups.is_empty() {
             None
         } else {
@@ -171,6 +217,7 @@ impl Tracker {
             stream: Vec::new(),
             metrics: tcp_metrics.then(crate::live::metrics::Reader::default),
             conns,
+            ephemeral,
         };
         tracker.resync()?;
         // The first snapshot is the start, not a correction.
@@ -250,6 +297,9 @@ impl Tracker {
             crate::tables::sockdiag::mini_dump(self.ports.is_some()).map_err(TrackerError::Dump)?;
         let udp = crate::tables::sockdiag::split_udp(&mut dump);
         self.mini_tcp = Counts::from_dump(&dump);
+        if let Some(e) = &mut self.ephemeral {
+            e.set_mini(&dump);
+        }
         self.requests = crate::live::listeners::requests(&dump);
         if let Some(ports) = &mut self.ports {
             ports.set_mini(&dump);
@@ -303,6 +353,9 @@ impl Tracker {
         });
         self.probe.put_journal(journal);
         let dumped = dumped?;
+        if let Some(e) = &mut self.ephemeral {
+            e.settle(&events);
+        }
         if self.probe.control().udp_known == 0 {
             // The UDP sockets bound before the programs came (see the
             // eBPF crate's udp module).
@@ -393,14 +446,19 @@ impl Tracker {
 
     /// The control-word changes around the dump; returns the dump.
     fn journal_window(&mut self, epoch: u8, next: u8) -> Result<Vec<DumpedSocket>, TrackerError> {
+        let ephemeral = &mut self.ephemeral;
         journal_window(&mut self.probe, epoch, next, || {
             // sock_diag, not /proc/net: the merge needs the cookies.
             let mut dump = Vec::new();
             ConnType::ALL
                 .into_iter()
                 .try_for_each(|ct| sockdiag::dump(ct, &mut dump))
-                .map_err(TrackerError::Dump)
-                .map(|()| dump)
+                .map_err(TrackerError::Dump)?;
+            // Claimed while the journal is on (see EphemeralPorts::adopt).
+            if let Some(e) = ephemeral {
+                e.adopt(&dump)?;
+            }
+            Ok(dump)
         })?
     }
 
@@ -420,6 +478,24 @@ impl Tracker {
     /// dropped, and state changes no program counted.
     pub fn lost_events(&self) -> Result<u64, TrackerError> {
         Ok(self.probe.lost_events()?)
+    }
+
+    /// Ephemeral ports: the range and every destination, most sockets
+    /// first, and the sockets left out of the counts. `listening`: the
+    /// ports listeners have now.
+    pub fn ephemeral(
+        &mut self,
+        listening: &std::collections::HashSet<u16>,
+    ) -> Result<Option<EphemeralReading>, TrackerError> {
+        let Some(e) = &mut self.ephemeral else {
+            return Ok(None);
+        };
+        let (range, destinations) = e.read(listening)?;
+        Ok(Some(EphemeralReading::new(
+            range,
+            destinations,
+            Some(e.untracked()?),
+        )))
     }
 
     /// Snapshots taken after the first one.

@@ -20,6 +20,9 @@ pub struct DumpedSocket {
     pub cookie: u64,
     pub local_port: u16,
     pub local_addr: IpAddr,
+    /// The peer (unspecified and 0 for listeners and unconnected sockets).
+    pub remote_addr: IpAddr,
+    pub remote_port: u16,
     pub inode: u32,
 }
 
@@ -35,6 +38,8 @@ impl DumpedSocket {
             cookie: 0,
             local_port: 0,
             local_addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            remote_addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            remote_port: 0,
             inode: 0,
         }
     }

@@ -63,16 +63,17 @@ pub struct SpikeAlert {
     pub rate: f64,
     /// The learned rate (frozen while the alert holds).
     pub baseline: f64,
-    pub thresholds: SpikeThresholds,
+    pub thresholds: Levels,
     /// (inbound) The remote addresses that connected in the interval, most
     /// connections first (empty in a `clear` record, and outbound).
     pub top_remote: Vec<Peer>,
     pub since: String,
 }
 
-/// A spike's thresholds, in connections per second.
+/// An alert's warning, critical and clear levels (a spike's in
+/// connections per second, port_exhaustion's in % of the range).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct SpikeThresholds {
+pub struct Levels {
     pub warning: f64,
     pub critical: f64,
     pub clear: f64,
@@ -118,6 +119,25 @@ pub struct FloodFigures {
     pub syn_recv: f64,
     pub synack_retrans_per_s: f64,
     pub drops_per_s: f64,
+}
+
+/// `{"type":"alert","alert":"port_exhaustion",...}`: one destination
+/// uses this much of the ephemeral port range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExhaustionAlert {
+    #[serde(flatten)]
+    pub head: AlertHead,
+    pub laddr: std::net::IpAddr,
+    pub raddr: std::net::IpAddr,
+    pub rport: u16,
+    pub in_use: u64,
+    pub time_wait: u64,
+    /// Ports of the range `connect()` may use.
+    pub size: u32,
+    pub utilization: f64,
+    /// In % of the range.
+    pub thresholds: Levels,
+    pub since: String,
 }
 
 /// An alert record as the watch's readers see it (scrapers, `check

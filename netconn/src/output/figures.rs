@@ -107,6 +107,41 @@ pub struct ListenerFigures {
     pub drops: u32,
 }
 
+/// `"ephemeral_ports"` of an interval record: the range `connect()` takes
+/// local ports from, and the destinations using most of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EphemeralFigures {
+    pub range: [u16; 2],
+    /// Ports of the range not reserved (`ip_local_reserved_ports`).
+    pub size: u32,
+    pub top: Vec<DestinationFigures>,
+    /// The destinations past `top`, and their sockets.
+    pub others: OtherDestinations,
+    /// Connected sockets a full table kept out of the counts since start
+    /// (null when polling).
+    pub untracked: Option<u64>,
+}
+
+/// One destination of `ephemeral_ports`: sockets from `laddr` to `raddr`
+/// port `rport` whose local port is in the range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DestinationFigures {
+    pub laddr: std::net::IpAddr,
+    pub raddr: std::net::IpAddr,
+    pub rport: u16,
+    /// Every state, TIME_WAIT included.
+    pub in_use: u64,
+    pub time_wait: u64,
+    /// `in_use / size`.
+    pub utilization: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OtherDestinations {
+    pub destinations: u64,
+    pub in_use: u64,
+}
+
 /// A port group series of a counts record (DataKit's `addr_port`
 /// series): every TCP state, and with `watch` its TCP figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]

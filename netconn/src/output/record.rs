@@ -49,6 +49,8 @@ pub struct CountsRecord<'a> {
     pub tcp_metrics: Option<&'a IntervalFigures>,
     /// The listening sockets (interval records of `watch`).
     pub listeners: Option<&'a [crate::output::figures::ListenerFigures]>,
+    /// Ephemeral ports per destination (interval records of `watch`).
+    pub ephemeral_ports: Option<&'a crate::output::figures::EphemeralFigures>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +77,7 @@ impl<'a> CountsRecord<'a> {
             ports: self.ports,
             tcp_metrics: self.tcp_metrics,
             listeners: self.listeners,
+            ephemeral_ports: self.ephemeral_ports,
             lost_events: self.lost_events,
             conn_records_lost: self.conn_records_lost,
             output_dropped: self.output_dropped,
@@ -118,6 +121,8 @@ struct CountsOut<'a> {
     tcp_metrics: Option<&'a IntervalFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     listeners: Option<&'a [crate::output::figures::ListenerFigures]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephemeral_ports: Option<&'a crate::output::figures::EphemeralFigures>,
     lost_events: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     conn_records_lost: Option<u64>,
@@ -227,6 +232,7 @@ mod tests {
             ports: None,
             tcp_metrics: None,
             listeners: None,
+            ephemeral_ports: None,
         };
         let line = serde_json::to_string(&r.at("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(

@@ -71,6 +71,7 @@ fn counts_record() {
         ports: Some(&ports),
         tcp_metrics: Some(&metrics),
         listeners: None,
+        ephemeral_ports: None,
     };
     assert_eq!(
         shape(&watch.at("t")),
@@ -122,6 +123,7 @@ fn counts_record() {
         ports: None,
         tcp_metrics: None,
         listeners: None,
+        ephemeral_ports: None,
         ..watch
     };
     assert_eq!(
@@ -235,6 +237,7 @@ fn all_namespaces_records() {
         ports: None,
         tcp_metrics: None,
         listeners: None,
+        ephemeral_ports: None,
     };
     assert_eq!(
         shape(&record.at("t")),
@@ -311,7 +314,7 @@ fn head(alert: &'static str) -> super::alert::AlertHead {
 
 #[test]
 fn conn_spike_and_syn_flood_alerts() {
-    use super::alert::{Peer, SpikeAlert, SpikeThresholds, SynFloodAlert, SynFloodThresholds};
+    use super::alert::{Levels, Peer, SpikeAlert, SynFloodAlert, SynFloodThresholds};
     let peer = Peer {
         addr: "127.0.0.2".parse().unwrap(),
         sockets: 3,
@@ -323,7 +326,7 @@ fn conn_spike_and_syn_flood_alerts() {
         port: 443,
         rate: 100.0,
         baseline: 9.5,
-        thresholds: SpikeThresholds {
+        thresholds: Levels {
             warning: 47.5,
             critical: 95.0,
             clear: 19.0,
@@ -369,5 +372,82 @@ fn conn_spike_and_syn_flood_alerts() {
         "type:string alert:string status:string time:string host:string netns:number \
          addr:string port:number syn_recv:number synack_retrans_per_s:number \
          drops_per_s:number thresholds:object baseline:object top_sources:array since:string"
+    );
+}
+
+#[test]
+fn ephemeral_ports_and_port_exhaustion() {
+    use super::alert::{ExhaustionAlert, Levels};
+    use super::figures::{DestinationFigures, EphemeralFigures, OtherDestinations};
+    let dest = DestinationFigures {
+        laddr: "10.0.0.1".parse().unwrap(),
+        raddr: "10.0.0.2".parse().unwrap(),
+        rport: 443,
+        in_use: 180,
+        time_wait: 20,
+        utilization: 0.9,
+    };
+    let figures = EphemeralFigures {
+        range: [40000, 40199],
+        size: 200,
+        top: vec![dest.clone()],
+        others: OtherDestinations::default(),
+        untracked: Some(0),
+    };
+    assert_eq!(
+        shape(&figures),
+        "range:array size:number top:array others:object untracked:number"
+    );
+    let v = serde_json::to_value(&figures).unwrap();
+    assert_eq!(
+        shape(&v["top"][0]),
+        "laddr:string raddr:string rport:number in_use:number time_wait:number utilization:number"
+    );
+    assert_eq!(shape(&v["others"]), "destinations:number in_use:number");
+    let counts = Counts::default();
+    let record = CountsRecord {
+        namespace: None,
+        host: "h",
+        source: Source::Ebpf,
+        netns: 1,
+        counts: &counts,
+        lost_events: 0,
+        conn_records_lost: None,
+        output_dropped: Some(0),
+        resyncs: Some(0),
+        last_correction: None,
+        verify: None,
+        tags: None,
+        ports: None,
+        tcp_metrics: None,
+        listeners: Some(&[]),
+        ephemeral_ports: Some(&figures),
+    };
+    assert!(
+        shape(&record.at("t")).contains(" listeners:array ephemeral_ports:object lost_events:"),
+        "{}",
+        shape(&record.at("t"))
+    );
+    let alert = ExhaustionAlert {
+        head: head("port_exhaustion"),
+        laddr: dest.laddr,
+        raddr: dest.raddr,
+        rport: 443,
+        in_use: 180,
+        time_wait: 20,
+        size: 200,
+        utilization: 0.9,
+        thresholds: Levels {
+            warning: 80.0,
+            critical: 95.0,
+            clear: 75.0,
+        },
+        since: "t".into(),
+    };
+    assert_eq!(
+        shape(&alert),
+        "type:string alert:string status:string time:string host:string netns:number \
+         laddr:string raddr:string rport:number in_use:number time_wait:number size:number \
+         utilization:number thresholds:object since:string"
     );
 }

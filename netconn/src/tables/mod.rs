@@ -3,6 +3,7 @@
 
 pub mod listeners;
 pub mod netlink;
+pub mod port_range;
 pub mod procnet;
 pub mod snapshot;
 pub mod sockdiag;

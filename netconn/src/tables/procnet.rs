@@ -38,6 +38,9 @@ pub fn parse(text: &str, conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io
         let (addr, port) = cols[1].split_once(':').ok_or_else(|| bad(line))?;
         let local_port = u16::from_str_radix(port, 16).map_err(|_| bad(line))?;
         let local_addr = parse_addr(addr).ok_or_else(|| bad(line))?;
+        let (raddr, rport) = cols[2].split_once(':').ok_or_else(|| bad(line))?;
+        let remote_port = u16::from_str_radix(rport, 16).map_err(|_| bad(line))?;
+        let remote_addr = parse_addr(raddr).ok_or_else(|| bad(line))?;
         let inode = cols[9].parse().map_err(|_| bad(line))?;
         let timer = cols[5].split(':').next().unwrap_or_default();
         let time_wait = timer == TIMER_TIME_WAIT || state == TCP_TIME_WAIT;
@@ -49,6 +52,8 @@ pub fn parse(text: &str, conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io
             cookie: 0,
             local_port,
             local_addr,
+            remote_addr,
+            remote_port,
             inode,
         });
     }

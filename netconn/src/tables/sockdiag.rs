@@ -103,6 +103,9 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
     // inet_diag_sockid starts at 4: sport(be16) dport(be16) src[16] dst[16] if(4) cookie[2 x u32]
     let local_port = u16::from_be_bytes([msg[4], msg[5]]);
     let local_addr = crate::model::state::ip_addr(conn_type.family(), msg[8..24].try_into().ok()?);
+    let remote_port = u16::from_be_bytes([msg[6], msg[7]]);
+    let remote_addr =
+        crate::model::state::ip_addr(conn_type.family(), msg[24..40].try_into().ok()?);
     let c0 = u32::from_ne_bytes(msg[44..48].try_into().ok()?) as u64;
     let c1 = u32::from_ne_bytes(msg[48..52].try_into().ok()?) as u64;
     let inode = u32::from_ne_bytes(msg[68..72].try_into().ok()?);
@@ -121,6 +124,8 @@ pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
         cookie: c0 | (c1 << 32),
         local_port,
         local_addr,
+        remote_addr,
+        remote_port,
         inode,
     })
 }

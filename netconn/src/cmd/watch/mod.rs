@@ -298,8 +298,12 @@ fn watch(
     let mut listen = crate::live::metrics::Listen::start()
         .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
     let mut listeners = crate::live::listeners::Listeners::start();
-    let mut alerting =
-        crate::live::alerts::Alerting::new(config.conn_spike, config.syn_flood, config.port_scan);
+    let mut alerting = crate::live::alerts::Alerting::new(
+        config.conn_spike,
+        config.syn_flood,
+        config.port_scan,
+        config.port_exhaustion,
+    );
     let mut new_listeners =
         crate::live::listeners::NewListeners::new(config.allowed_listeners.clone());
 
@@ -387,11 +391,13 @@ fn watch(
                     .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
                     r.tcp_metrics = Some(m);
                 }
+                let now = crate::tables::listeners::dump().map_err(CmdError::Dump)?;
+                let listening = now.iter().map(|l| l.port).collect();
+                counter.ephemeral(&mut r, &listening)?;
                 let owner = |cookie| match &counter {
                     Counter::Ebpf(t) if args.events => t.owner_of(cookie),
                     _ => None,
                 };
-                let now = crate::tables::listeners::dump().map_err(CmdError::Dump)?;
                 let alerts = new_listeners.check(&now, owner, &host, netns, &host::now_rfc3339());
                 r.listeners = Some(listeners.figures(now, &r.requests, interval.as_ref(), owner));
                 let verify = if args.verify {
@@ -410,6 +416,7 @@ fn watch(
                 let interval_alerts = alerting.interval(
                     interval.as_ref(),
                     r.listeners.as_deref().unwrap_or_default(),
+                    r.ephemeral.as_ref(),
                     &stamp,
                     |port, states| {
                         crate::tables::sockdiag::peers_of_port(port, states).unwrap_or_default()
@@ -434,7 +441,8 @@ fn watch(
                         || alerts.iter().any(|a| out.send(a) == Flow::Closed)
                         || interval_alerts.spikes.iter().any(|a| out.send(a) == Flow::Closed)
                         || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.scans.iter().any(|a| out.send(a) == Flow::Closed);
+                        || interval_alerts.scans.iter().any(|a| out.send(a) == Flow::Closed)
+                        || (interval_alerts.exhaustion.iter()).any(|a| out.send(a) == Flow::Closed);
                     if closed { Flow::Closed } else { Flow::Go }
                 } else {
                     // DataKit's measurements instead of netconn's records.

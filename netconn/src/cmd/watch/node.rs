@@ -135,8 +135,12 @@ pub(super) fn watch(
     let mut inside: std::collections::HashMap<u32, Inside> = Default::default();
     let top_ports = config.top_ports;
     let allowed = config.allowed_listeners;
-    let (spike_config, flood_config, scan_config) =
-        (config.conn_spike, config.syn_flood, config.port_scan);
+    let (spike_config, flood_config, scan_config, exhaustion_config) = (
+        config.conn_spike,
+        config.syn_flood,
+        config.port_scan,
+        config.port_exhaustion,
+    );
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -378,11 +382,18 @@ pub(super) fn watch(
                     let interval_alerts = state
                         .alerting
                         .get_or_insert_with(|| {
-                            crate::live::alerts::Alerting::new(spike_config, flood_config, scan_config)
+                            crate::live::alerts::Alerting::new(
+                                spike_config,
+                                flood_config,
+                                scan_config,
+                                exhaustion_config,
+                            )
                         })
                         .interval(
                             interval.as_ref(),
                             listening.as_deref().unwrap_or_default(),
+                            // Not kept per namespace (see the README).
+                            None,
                             &stamp,
                             |port, states| {
                                 // Only for an alert record: into the namespace.
@@ -620,6 +631,7 @@ fn counts_record<'a>(
         ports: None,
         tcp_metrics: None,
         listeners: None,
+        ephemeral_ports: None,
     })
 }
 

@@ -1,0 +1,130 @@
+//! Ephemeral ports: connected sockets per destination whose local port is
+//! in the namespace's `ip_local_port_range` (see the common crate's
+//! `ephemeral` module for the claim rule). Only two events of a socket's
+//! life do anything here: SYN_SENT -> ESTABLISHED (counted, once its port
+//! is in the range) and an established state -> CLOSE (uncounted, when
+//! the socket was counted).
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::bpf_get_socket_cookie,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use netconn_common::{
+    Destination, DestinationKey, EPHEMERAL_MAX_DESTINATIONS, EPHEMERAL_MAX_SOCKETS,
+    EphemeralControl, ephemeral_enters, ephemeral_leaves,
+};
+
+use crate::{OFFSETS, add, bump, probe, read, sock_addr};
+
+/// Every counted socket's destination, by cookie (not preallocated).
+#[map]
+static EPHEMERAL_MARKED: HashMap<u64, Destination> =
+    HashMap::with_max_entries(EPHEMERAL_MAX_SOCKETS, BPF_F_NO_PREALLOC);
+
+/// Sockets added minus removed per destination and generation.
+#[map]
+static EPHEMERAL_COUNTS: HashMap<DestinationKey, u64> =
+    HashMap::with_max_entries(EPHEMERAL_MAX_DESTINATIONS, BPF_F_NO_PREALLOC);
+
+#[map]
+static EPHEMERAL_CONTROL: Array<EphemeralControl> = Array::with_max_entries(1, 0);
+
+/// Sockets a full map kept out of the count (or, at close, out of the
+/// removal).
+#[map]
+static EPHEMERAL_UNTRACKED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// One state change of a TCP socket of the counted namespace; `lport`
+/// when the caller already read it.
+#[inline(always)]
+pub fn on_state(
+    sk: *const u8,
+    addr: u64,
+    netns: u32,
+    family: u16,
+    lport: Option<u16>,
+    old: u8,
+    new: u8,
+) -> Result<(), i32> {
+    let enters = ephemeral_enters(old, new);
+    if !enters && !ephemeral_leaves(old, new) {
+        return Ok(());
+    }
+    // SAFETY: see crate::count.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    let control = EPHEMERAL_CONTROL.get(0).copied().unwrap_or_default();
+    let lport = match lport {
+        Some(p) => p,
+        None => u16::from_be(probe(addr, offsets.inet_sport)?),
+    };
+    let in_range = control.low != 0 && lport >= control.low && lport <= control.high;
+    if enters {
+        if !in_range {
+            return Ok(());
+        }
+        let dest = Destination {
+            netns,
+            family,
+            rport: u16::from_be(read(sk, offsets.skc_dport)?),
+            laddr: sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr)?,
+            raddr: sock_addr(sk, family, offsets.skc_daddr, offsets.skc_v6_daddr)?,
+        };
+        // SAFETY: the tracepoint's BTF-typed socket (see crate::count).
+        let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+        if EPHEMERAL_MARKED
+            .insert(&cookie, &dest, u64::from(BPF_NOEXIST))
+            .is_err()
+        {
+            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+            return Ok(());
+        }
+        if !count(&dest, control.generation, 1) {
+            let _ = EPHEMERAL_MARKED.remove(&cookie);
+            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+        }
+    } else {
+        // A socket counted under a range that changed since may lie
+        // outside the current one: once the range moved, every close looks.
+        if !in_range && control.any_port == 0 {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+        // SAFETY: a copy is taken at once; the entry may go meanwhile.
+        let Some(dest) = (unsafe { EPHEMERAL_MARKED.get(&cookie) }).copied() else {
+            return Ok(());
+        };
+        // The delete is the claim: userspace may be undoing the same entry.
+        if EPHEMERAL_MARKED.remove(&cookie).is_ok() && !count(&dest, control.generation, u64::MAX) {
+            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+        }
+    }
+    Ok(())
+}
+
+/// Adds `n` (wrapping) to the destination's count in `generation`.
+#[inline(always)]
+fn count(dest: &Destination, generation: u8, n: u64) -> bool {
+    let key = DestinationKey {
+        dest: *dest,
+        generation,
+        _pad: [0; 7],
+    };
+    if EPHEMERAL_COUNTS.get_ptr_mut(&key).is_none() {
+        // Another CPU may make it first: then this insert fails, harmlessly.
+        // The zero lives on the stack: a constant may be merged into a
+        // zero-initialised global of .rodata that userspace overrides.
+        let zero = core::hint::black_box(0u64);
+        let _ = EPHEMERAL_COUNTS.insert(&key, &zero, u64::from(BPF_NOEXIST));
+    }
+    match EPHEMERAL_COUNTS.get_ptr_mut(&key) {
+        // SAFETY: a valid map value; atomic, other CPUs add too.
+        Some(at) => {
+            unsafe { add(at, n) };
+            true
+        }
+        None => false,
+    }
+}
