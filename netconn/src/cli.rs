@@ -199,6 +199,11 @@ pub struct WatchArgs {
     /// where connection churn is the bottleneck.
     #[arg(long)]
     pub no_tcp_metrics: bool,
+    /// Leave out `ephemeral_ports` and the `port_exhaustion` alert: the
+    /// state program then stops counting connections per destination
+    /// (about 0.6 µs of kernel time per outbound connection).
+    #[arg(long)]
+    pub no_ephemeral_ports: bool,
     /// Count every network namespace of the host: one counts record per
     /// namespace each interval, with "namespace" (system or container) and
     /// its "owner" (container, pod, cgroup, processes), then a "host"

@@ -180,18 +180,12 @@ impl Tracker {
     /// Loads and attaches the program for namespace `netns`, then takes the
     /// first snapshot. Programs are attached before the dump. With port
     /// groups, their ports' events are streamed from the start.
-    pub fn start(
-        netns: u32,
-        groups: Groups,
-        conns: bool,
-        tcp_metrics: bool,
-    ) -> Result<Tracker, TrackerError> {
+    pub fn start(netns: u32, groups: Groups, features: Features) -> Result<Tracker, TrackerError> {
         let features = Features {
             port_groups: !groups.is_empty(),
-            conns,
-            tcp_metrics,
-            ephemeral: true,
+            ..features
         };
+        let (conns, tcp_metrics) = (features.conns, features.tcp_metrics);
         let mut probe = Probe::load(netns, false, features)?;
         let ephemeral = match probe.take_ephemeral() {
             Some(maps) => Some(EphemeralPorts::start(maps, netns)?),

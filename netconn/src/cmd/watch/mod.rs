@@ -275,7 +275,13 @@ fn watch(
     let mut counter = if args.poll {
         Counter::Poll(groups)
     } else {
-        match Tracker::start(netns, groups.clone(), args.events, !args.no_tcp_metrics) {
+        let features = crate::ebpf::Features {
+            port_groups: !groups.is_empty(),
+            conns: args.events,
+            tcp_metrics: !args.no_tcp_metrics,
+            ephemeral: !args.no_ephemeral_ports,
+        };
+        match Tracker::start(netns, groups.clone(), features) {
             Ok(t) => Counter::Ebpf(Box::new(t)),
             Err(e) => {
                 log.line(format!(
