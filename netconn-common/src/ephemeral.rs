@@ -1,13 +1,22 @@
 //! Ephemeral ports: connected sockets per destination whose local port
-//! lies in `ip_local_port_range`, counted by the state program as they
-//! become ESTABLISHED from SYN_SENT and as they close.
+//! lies in `ip_local_port_range`, counted as they become ESTABLISHED from
+//! SYN_SENT and as they close.
 //!
-//! A socket is counted once, by whoever claims it in [`MAP_EPHEMERAL_MARKED`]
-//! (cookie -> its [`Destination`]): the program when it sees the socket
-//! connect, or userspace for a socket its first dump found connected. The
-//! program's close path deletes the entry and counts -1 only if the delete
-//! succeeded; userspace undoes its own entries the same way, so a socket is
-//! uncounted exactly once whichever side sees it go.
+//! With the TCP metrics' sock_ops program attached, it counts a socket
+//! when the connect completes and marks it with a callback flag
+//! ([`SOCK_OPS_EPHEMERAL_MARK`]); the state program uncounts a marked
+//! socket when it closes. No per-socket entry is made: the flag is the
+//! socket's own. Without that program, the state program counts and
+//! claims each socket in [`MAP_EPHEMERAL_MARKED`] (cookie -> its
+//! [`Destination`]) and uncounts what it claimed.
+//!
+//! Sockets connected before netconn are claimed there by userspace from
+//! its first dump. Whoever deletes a claim (the state program at the
+//! socket's close, or userspace undoing a claim of a socket that closed
+//! before it) uncounts it, so a socket is uncounted exactly once. While
+//! that first dump is taken ([`EphemeralControl::window`]) the sock_ops
+//! program also claims what it counts, so that userspace sees which of
+//! the sockets it lists are counted already.
 
 use core::mem::size_of;
 
@@ -24,7 +33,11 @@ pub const MAP_EPHEMERAL_UNTRACKED: &str = "EPHEMERAL_UNTRACKED";
 /// Global (u8): non-zero when the programs count ephemeral ports.
 pub const GLOBAL_WATCH_EPHEMERAL: &str = "WATCH_EPHEMERAL";
 
-/// Sockets counted at once (entries of [`MAP_EPHEMERAL_MARKED`]).
+/// The callback flag (`BPF_SOCK_OPS_RTO_CB_FLAG`, whose callback the
+/// program ignores) that marks a socket the sock_ops program counted.
+pub const SOCK_OPS_EPHEMERAL_MARK: u8 = 1 << 0;
+
+/// Sockets claimed at once (entries of [`MAP_EPHEMERAL_MARKED`]).
 pub const EPHEMERAL_MAX_SOCKETS: u32 = 1 << 18;
 /// Destinations counted at once, over both generations.
 pub const EPHEMERAL_MAX_DESTINATIONS: u32 = 1 << 14;
@@ -68,7 +81,12 @@ pub struct EphemeralControl {
     /// Non-zero once the range changed while counting: every close is then
     /// looked up, not only those of ports in the current range.
     pub any_port: u8,
-    pub _pad: [u8; 2],
+    /// Non-zero while userspace takes its first dump: the sock_ops program
+    /// also claims the sockets it counts.
+    pub window: u8,
+    /// Non-zero while userspace holds claims: the state program looks up
+    /// the closes of unmarked sockets.
+    pub claims: u8,
 }
 const _: () = assert!(size_of::<EphemeralControl>() == 8);
 

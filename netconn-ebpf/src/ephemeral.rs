@@ -1,22 +1,24 @@
 //! Ephemeral ports: connected sockets per destination whose local port is
 //! in the namespace's `ip_local_port_range` (see the common crate's
-//! `ephemeral` module for the claim rule). Only two events of a socket's
-//! life do anything here: SYN_SENT -> ESTABLISHED (counted, once its port
-//! is in the range) and an established state -> CLOSE (uncounted, when
-//! the socket was counted).
+//! `ephemeral` module for the marks and claims). Two moments of a
+//! socket's life count: its connect completing (SYN_SENT -> ESTABLISHED:
+//! in the sock_ops program when it runs, else in the state program) and
+//! its close from an established state.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::bpf_get_socket_cookie,
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
+    programs::SockOpsContext,
 };
 use netconn_common::{
-    Destination, DestinationKey, EPHEMERAL_MAX_DESTINATIONS, EPHEMERAL_MAX_SOCKETS,
-    EphemeralControl, ephemeral_enters, ephemeral_leaves,
+    AF_INET, Destination, DestinationKey, EPHEMERAL_MAX_DESTINATIONS, EPHEMERAL_MAX_SOCKETS,
+    EphemeralControl, SOCK_OPS_EPHEMERAL_MARK, SOCK_OPS_FLAGS, ephemeral_enters, ephemeral_leaves,
 };
 
-use crate::{OFFSETS, add, bump, probe, read, sock_addr};
+use crate::{OFFSETS, TARGET_NETNS, WATCH_METRICS, add, bump, probe, read, sock_addr};
 
 /// Every counted socket's destination, by cookie (not preallocated).
 #[map]
@@ -36,6 +38,62 @@ static EPHEMERAL_CONTROL: Array<EphemeralControl> = Array::with_max_entries(1, 0
 #[map]
 static EPHEMERAL_UNTRACKED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// A connect completed (sock_ops `ACTIVE_ESTABLISHED_CB`, in scope):
+/// counts the socket if its port is in the range, and marks it.
+#[inline(always)]
+pub fn on_connected(ctx: &SockOpsContext) {
+    // SAFETY: see crate::count.
+    if unsafe { core::ptr::read_volatile(&crate::WATCH_EPHEMERAL) } == 0 {
+        return;
+    }
+    let control = EPHEMERAL_CONTROL.get(0).copied().unwrap_or_default();
+    let lport = ctx.local_port() as u16;
+    if control.low == 0 || lport < control.low || lport > control.high {
+        return;
+    }
+    let family = ctx.family() as u16;
+    let mut dest = Destination {
+        // SAFETY: see crate::count.
+        netns: unsafe { core::ptr::read_volatile(&TARGET_NETNS) },
+        family,
+        rport: crate::metrics::remote_port(ctx.remote_port()),
+        ..Destination::default()
+    };
+    if family == AF_INET {
+        dest.laddr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+        dest.raddr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+    } else {
+        for (i, w) in ctx.local_ip6().iter().enumerate() {
+            dest.laddr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        for (i, w) in ctx.remote_ip6().iter().enumerate() {
+            dest.raddr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    }
+    // While userspace takes its first dump, it must see what is counted.
+    let cookie = match control.window {
+        0 => None,
+        // SAFETY: the sock_ops context is accepted by the helper.
+        _ => Some(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }),
+    };
+    if let Some(c) = cookie
+        && EPHEMERAL_MARKED
+            .insert(&c, &dest, u64::from(BPF_NOEXIST))
+            .is_err()
+    {
+        bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+        return;
+    }
+    if !count(&dest, control.generation, 1) {
+        if let Some(c) = cookie {
+            let _ = EPHEMERAL_MARKED.remove(&c);
+        }
+        bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+        return;
+    }
+    let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_EPHEMERAL_MARK));
+}
+
 /// One state change of a TCP socket of the counted namespace; `lport`
 /// when the caller already read it.
 #[inline(always)]
@@ -48,13 +106,38 @@ pub fn on_state(
     old: u8,
     new: u8,
 ) -> Result<(), i32> {
+    // SAFETY: see crate::count.
+    let marks = unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0;
     let enters = ephemeral_enters(old, new);
-    if !enters && !ephemeral_leaves(old, new) {
+    // With sock_ops, the connect is counted there.
+    if (enters && marks) || (!enters && !ephemeral_leaves(old, new)) {
         return Ok(());
     }
     // SAFETY: see crate::count.
     let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let control = EPHEMERAL_CONTROL.get(0).copied().unwrap_or_default();
+    let destination = || -> Result<Destination, i32> {
+        Ok(Destination {
+            netns,
+            family,
+            rport: u16::from_be(read(sk, offsets.skc_dport)?),
+            laddr: sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr)?,
+            raddr: sock_addr(sk, family, offsets.skc_daddr, offsets.skc_v6_daddr)?,
+        })
+    };
+    if !enters && marks {
+        let flags: u8 = probe(addr, offsets.sock_ops_cb_flags)?;
+        if flags & SOCK_OPS_EPHEMERAL_MARK != 0 {
+            if !count(&destination()?, control.generation, u64::MAX) {
+                bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+            }
+            return Ok(());
+        }
+        // Unmarked: only userspace's claims are left to look up.
+        if control.claims == 0 {
+            return Ok(());
+        }
+    }
     let lport = match lport {
         Some(p) => p,
         None => u16::from_be(probe(addr, offsets.inet_sport)?),
@@ -64,13 +147,7 @@ pub fn on_state(
         if !in_range {
             return Ok(());
         }
-        let dest = Destination {
-            netns,
-            family,
-            rport: u16::from_be(read(sk, offsets.skc_dport)?),
-            laddr: sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr)?,
-            raddr: sock_addr(sk, family, offsets.skc_daddr, offsets.skc_v6_daddr)?,
-        };
+        let dest = destination()?;
         // SAFETY: the tracepoint's BTF-typed socket (see crate::count).
         let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
         if EPHEMERAL_MARKED

@@ -221,7 +221,7 @@ fn record_maybe(key: Option<MetricsKey>, figure: Figure, netns: u32) {
 /// sock_ops' `remote_port` holds it in the upper half of the word on
 /// little-endian machines (older kernels: the lower half).
 #[inline(always)]
-fn remote_port(raw: u32) -> u16 {
+pub fn remote_port(raw: u32) -> u16 {
     let be = if raw > 0xffff {
         (raw >> 16) as u16
     } else {
@@ -382,6 +382,7 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if in_scope(&ctx) => {
             note_peer(&ctx, core::hint::black_box(false));
+            crate::ephemeral::on_connected(&ctx);
         }
         _ => {}
     }

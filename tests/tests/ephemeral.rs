@@ -179,8 +179,19 @@ fn ninety_percent_of_the_range_to_one_destination_warns_until_time_wait_expires(
     drop(server);
 }
 
+/// With TCP metrics the sock_ops program counts connects and marks the
+/// sockets; without, the state program counts and claims them.
 #[test]
 fn churn_leaves_every_destination_equal_to_ss_at_rest() {
+    churn_case(&[]);
+}
+
+#[test]
+fn churn_without_tcp_metrics_leaves_every_destination_equal_to_ss_at_rest() {
+    churn_case(&["--no-tcp-metrics"]);
+}
+
+fn churn_case(extra: &[&str]) {
     let ns = Netns::new();
     let (low, high) = (30000, 60999);
     narrow(&ns, low, high);
@@ -195,7 +206,7 @@ fn churn_leaves_every_destination_equal_to_ss_at_rest() {
             .collect();
         (held, servers)
     });
-    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms"]);
+    let (mut watch, _) = Watch::start(&ns, &[&["--interval", "500ms"], extra].concat());
     // Churn to three destinations: some closed by the client (TIME_WAIT
     // on its side), some reset (no TIME_WAIT), some closed by the server
     // (TIME_WAIT on the listener's port, not ephemeral).

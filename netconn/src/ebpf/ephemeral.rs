@@ -79,6 +79,16 @@ impl EphemeralMaps {
         self.marked.remove(&cookie).is_ok()
     }
 
+    /// Whether a socket is claimed (by userspace or the programs).
+    pub fn is_claimed(&self, cookie: u64) -> bool {
+        self.marked.get(&cookie, 0).is_ok()
+    }
+
+    /// The cookies of every claim.
+    pub fn claimed(&self) -> Vec<u64> {
+        self.marked.keys().filter_map(Result::ok).collect()
+    }
+
     /// Every destination's count per generation (entries made meanwhile
     /// may be missed: they are read at the next call).
     pub fn counts(&self) -> Vec<(DestinationKey, i64)> {

@@ -24,6 +24,8 @@ use crate::tables::port_range::PortRange;
 
 /// Destinations an interval record names.
 pub const TOP_DESTINATIONS: usize = 10;
+/// Readings between two looks at which claims are left.
+const CHECK_CLAIMS_EVERY: u32 = 10;
 /// Readings between two generation flips (see [`EphemeralPorts::read`]).
 const FLIP_EVERY: u32 = 60;
 
@@ -169,11 +171,21 @@ pub struct EphemeralPorts {
     /// Claims a full table refused.
     refused: u64,
     readings: u32,
+    /// The sock_ops program counts connects and marks the sockets (TCP
+    /// metrics on): the programs' claims are only the first dump's.
+    marks: bool,
+    /// The first dump was adopted: later ones claim nothing.
+    adopted: bool,
 }
 
 impl EphemeralPorts {
-    /// Tells the programs the range: they count from now on.
-    pub fn start(maps: EphemeralMaps, netns: u32) -> Result<EphemeralPorts, EphemeralError> {
+    /// Tells the programs the range: they count from now on. `marks`: the
+    /// sock_ops program runs (see [`netconn_common::ephemeral`]).
+    pub fn start(
+        maps: EphemeralMaps,
+        netns: u32,
+        marks: bool,
+    ) -> Result<EphemeralPorts, EphemeralError> {
         let range = PortRange::read().map_err(EphemeralError::Range)?;
         let mut e = EphemeralPorts {
             maps,
@@ -184,21 +196,27 @@ impl EphemeralPorts {
             minis: Vec::new(),
             refused: 0,
             readings: 0,
+            marks,
+            adopted: false,
         };
-        let control = e.maps.control();
+        // Claims from the start: one made for a socket that closes before
+        // the journal goes off is then looked up at its close.
         e.maps.set_control(netconn_common::EphemeralControl {
             low: range.low,
             high: range.high,
-            ..control
+            window: 1,
+            claims: 1,
+            ..e.maps.control()
         })?;
         Ok(e)
     }
 
-    /// Claims the connected sockets of a dump the programs did not count
-    /// (they connected before the programs came), and gives back the
-    /// claims of sockets the dump no longer lists whose close the programs
-    /// did not see. Runs while the journal is on, so that [`Self::settle`]
-    /// sees every socket that closed before its claim.
+    /// The first time: claims the connected sockets of a dump the
+    /// programs did not count (they connected before the programs came).
+    /// Every time: gives back the claims of sockets the dump no longer
+    /// lists whose close the programs did not see. Runs while the journal
+    /// is on, so that [`Self::settle`] sees every socket that closed
+    /// before its claim.
     pub fn adopt(&mut self, dump: &[DumpedSocket]) -> Result<(), ProbeError> {
         let listed: HashSet<u64> = dump.iter().map(|s| s.cookie).collect();
         let gone: Vec<u64> = self
@@ -210,6 +228,11 @@ impl EphemeralPorts {
         for cookie in gone {
             self.give_back(cookie);
         }
+        self.set_mini(dump);
+        if self.adopted {
+            return Ok(());
+        }
+        self.adopted = true;
         let listening = listening_ports(dump);
         for s in dump {
             if s.kind != SocketKind::Full || !holds_port(s, &self.range, &listening) {
@@ -228,18 +251,55 @@ impl EphemeralPorts {
                 Claim::Full => self.refused += 1,
             }
         }
-        self.set_mini(dump);
         Ok(())
     }
 
     /// After the journal went off: gives back the claims of sockets that
-    /// closed during the dump (the programs found no claim at their close).
-    pub fn settle(&mut self, journal: &[StateEvent]) {
+    /// closed during the dump (the programs found no claim at their
+    /// close); after the first dump, ends the window in which the sock_ops
+    /// program claims what it counts, and drops those claims (its marks
+    /// say the same from now on).
+    pub fn settle(&mut self, journal: &[StateEvent]) -> Result<(), ProbeError> {
         for e in journal.iter().filter(|e| e.newstate == TCP_CLOSE) {
             if self.claimed.contains_key(&e.cookie) {
                 self.give_back(e.cookie);
             }
         }
+        let control = self.maps.control();
+        if control.window == 0 {
+            return Ok(());
+        }
+        self.maps.set_control(netconn_common::EphemeralControl {
+            window: 0,
+            ..control
+        })?;
+        if self.marks {
+            crate::live::tracker::quiesce();
+            for cookie in self.maps.claimed() {
+                if !self.claimed.contains_key(&cookie) {
+                    self.maps.unclaim(cookie);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the claims the programs took back (at the sockets'
+    /// closes); once none is left, the programs stop looking closes up.
+    fn forget_taken_back(&mut self) -> Result<(), ProbeError> {
+        let control = self.maps.control();
+        if control.claims == 0 {
+            return Ok(());
+        }
+        let maps = &self.maps;
+        self.claimed.retain(|cookie, _| maps.is_claimed(*cookie));
+        if self.claimed.is_empty() {
+            self.maps.set_control(netconn_common::EphemeralControl {
+                claims: 0,
+                ..control
+            })?;
+        }
+        Ok(())
     }
 
     /// Removes a claim; uncounts it if the programs had not.
@@ -277,6 +337,9 @@ impl EphemeralPorts {
     ) -> Result<(PortRange, Vec<DestinationFigures>), EphemeralError> {
         self.follow_range()?;
         self.readings = self.readings.wrapping_add(1);
+        if self.readings.is_multiple_of(CHECK_CLAIMS_EVERY) {
+            self.forget_taken_back()?;
+        }
         let mut entries = self.maps.counts();
         let crowded = entries.len() as u32 > netconn_common::EPHEMERAL_MAX_DESTINATIONS / 4;
         if crowded || self.readings.is_multiple_of(FLIP_EVERY) {

@@ -188,7 +188,7 @@ impl Tracker {
         let (conns, tcp_metrics) = (features.conns, features.tcp_metrics);
         let mut probe = Probe::load(netns, false, features)?;
         let ephemeral = match probe.take_ephemeral() {
-            Some(maps) => Some(EphemeralPorts::start(maps, netns)?),
+            Some(maps) => Some(EphemeralPorts::start(maps, netns, tcp_metrics)?),
             None => None,
         };
         let ports = if groups.is_empty() {
@@ -348,7 +348,7 @@ impl Tracker {
         self.probe.put_journal(journal);
         let dumped = dumped?;
         if let Some(e) = &mut self.ephemeral {
-            e.settle(&events);
+            e.settle(&events)?;
         }
         if self.probe.control().udp_known == 0 {
             // The UDP sockets bound before the programs came (see the
