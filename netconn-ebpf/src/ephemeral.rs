@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::bpf_get_socket_cookie,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::SockOpsContext,
 };
 use netconn_common::{
@@ -25,10 +25,11 @@ use crate::{OFFSETS, TARGET_NETNS, WATCH_METRICS, add, bump, probe, read, sock_a
 static EPHEMERAL_MARKED: HashMap<u64, Destination> =
     HashMap::with_max_entries(EPHEMERAL_MAX_SOCKETS, BPF_F_NO_PREALLOC);
 
-/// Sockets added minus removed per destination and generation.
+/// Sockets added minus removed per destination and generation, per CPU
+/// (a busy destination's count is not bounced between CPUs).
 #[map]
-static EPHEMERAL_COUNTS: HashMap<DestinationKey, u64> =
-    HashMap::with_max_entries(EPHEMERAL_MAX_DESTINATIONS, BPF_F_NO_PREALLOC);
+static EPHEMERAL_COUNTS: PerCpuHashMap<DestinationKey, u64> =
+    PerCpuHashMap::with_max_entries(EPHEMERAL_MAX_DESTINATIONS, BPF_F_NO_PREALLOC);
 
 #[map]
 static EPHEMERAL_CONTROL: Array<EphemeralControl> = Array::with_max_entries(1, 0);
@@ -197,7 +198,8 @@ fn count(dest: &Destination, generation: u8, n: u64) -> bool {
         let _ = EPHEMERAL_COUNTS.insert(&key, &zero, u64::from(BPF_NOEXIST));
     }
     match EPHEMERAL_COUNTS.get_ptr_mut(&key) {
-        // SAFETY: a valid map value; atomic, other CPUs add too.
+        // SAFETY: this CPU's value; atomic, as a program run nested on
+        // this CPU may add too.
         Some(at) => {
             unsafe { add(at, n) };
             true

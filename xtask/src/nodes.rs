@@ -24,8 +24,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Kernel time per connection of netconn's programs over a 5 s churn in a
 /// namespace of its own, with `watch` in that namespace (`all` false) or
-/// `watch --all-namespaces` in the host's; `metrics`: TCP metrics on.
-fn counting_cost(paths: &Paths, all: bool, metrics: bool) -> Result<Vec<(String, f64)>> {
+/// `watch --all-namespaces` in the host's; `metrics`: TCP metrics on;
+/// `ephemeral`: ephemeral ports counted (one namespace only).
+fn counting_cost(
+    paths: &Paths,
+    all: bool,
+    metrics: bool,
+    ephemeral: bool,
+) -> Result<Vec<(String, f64)>> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
@@ -41,6 +47,9 @@ fn counting_cost(paths: &Paths, all: bool, metrics: bool) -> Result<Vec<(String,
     };
     if !metrics {
         cmd.arg("--no-tcp-metrics");
+    }
+    if !ephemeral && !all {
+        cmd.arg("--no-ephemeral-ports");
     }
     let watch = start(cmd.args(["--interval", "1h"]))?;
     let out = ns
@@ -113,6 +122,9 @@ pub struct Result_ {
     /// The same with TCP metrics on.
     single_metrics: Vec<(String, f64)>,
     all_metrics: Vec<(String, f64)>,
+    /// One namespace without ephemeral ports, TCP metrics off and on.
+    single_plain: Vec<(String, f64)>,
+    single_metrics_plain: Vec<(String, f64)>,
     first_host: f64,
     namespaces_seen: u64,
     sockets_seen: u64,
@@ -127,11 +139,15 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     let mut all = Vec::new();
     let mut single_metrics = Vec::new();
     let mut all_metrics = Vec::new();
+    let mut single_plain = Vec::new();
+    let mut single_metrics_plain = Vec::new();
     for round in 0..COST_ROUNDS {
-        single.push(counting_cost(paths, false, false)?);
-        all.push(counting_cost(paths, true, false)?);
-        single_metrics.push(counting_cost(paths, false, true)?);
-        all_metrics.push(counting_cost(paths, true, true)?);
+        single.push(counting_cost(paths, false, false, true)?);
+        all.push(counting_cost(paths, true, false, false)?);
+        single_plain.push(counting_cost(paths, false, false, false)?);
+        single_metrics.push(counting_cost(paths, false, true, true)?);
+        all_metrics.push(counting_cost(paths, true, true, false)?);
+        single_metrics_plain.push(counting_cost(paths, false, true, false)?);
         eprintln!(
             "xtask bench: namespaces: kernel cost round {} done",
             round + 1
@@ -151,6 +167,8 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     };
     let (single, all) = (medians(&single), medians(&all));
     let (single_metrics, all_metrics) = (medians(&single_metrics), medians(&all_metrics));
+    let (single_plain, single_metrics_plain) =
+        (medians(&single_plain), medians(&single_metrics_plain));
 
     // 2. Memory with the host's namespace only, then at scale.
     let rss_base_kib = daemon_rss(paths)?;
@@ -193,6 +211,8 @@ pub fn run(paths: &Paths) -> Result<Result_> {
         all,
         single_metrics,
         all_metrics,
+        single_plain,
+        single_metrics_plain,
         first_host: median(firsts),
         namespaces_seen: seen["namespaces"].as_u64().context("namespaces")?,
         sockets_seen: seen["total"].as_u64().context("total")?,
@@ -209,29 +229,38 @@ pub fn render(r: &Result_) -> String {
         "`cargo xtask bench --namespaces` (also part of `cargo xtask bench`). Kernel time of the \
          programs per connection of a 4-thread, 5 s loopback churn in one namespace \
          (kernel.bpf_stats_enabled, run_time_ns / connections, median of 3 alternated rounds), \
-         with `watch` in that namespace and with one `watch --all-namespaces` in the host's.\n\n",
+         with `watch` in that namespace (with and without `--no-ephemeral-ports`: what counting \
+         ephemeral ports per destination costs) and with one `watch --all-namespaces` in the \
+         host's (which does not count them).\n\n",
     );
-    for (title, one, every) in [
-        ("TCP metrics off (`--no-tcp-metrics`)", &r.single, &r.all),
+    for (title, one, plain, every) in [
+        (
+            "TCP metrics off (`--no-tcp-metrics`)",
+            &r.single,
+            &r.single_plain,
+            &r.all,
+        ),
         (
             "TCP metrics on (the default)",
             &r.single_metrics,
+            &r.single_metrics_plain,
             &r.all_metrics,
         ),
     ] {
         s.push_str(&format!(
-            "{title}:\n\n| program | one namespace, ns/conn | every namespace, ns/conn |\n| --- | ---: | ---: |\n"
+            "{title}:\n\n| program | one namespace, ns/conn | one namespace, `--no-ephemeral-ports` | every namespace, ns/conn |\n| --- | ---: | ---: | ---: |\n"
         ));
+        let of = |runs: &[(String, f64)], name: &str| {
+            runs.iter().find(|a| a.0 == name).map_or(f64::NAN, |a| a.1)
+        };
         for (name, single) in one.iter() {
-            let all = every
-                .iter()
-                .find(|a| &a.0 == name)
-                .map_or(f64::NAN, |a| a.1);
-            s.push_str(&format!("| `{name}` | {single:.0} | {all:.0} |\n"));
+            let (p, all) = (of(plain, name), of(every, name));
+            s.push_str(&format!("| `{name}` | {single:.0} | {p:.0} | {all:.0} |\n"));
         }
-        let (a, b) = (counting(one), counting(every));
+        let (a, p, b) = (counting(one), counting(plain), counting(every));
         s.push_str(&format!(
-            "| **all** | **{a:.0}** | **{b:.0}** ({:+.0} %) |\n\n",
+            "| **all** | **{a:.0}** | **{p:.0}** ({:+.0} %) | **{b:.0}** ({:+.0} %) |\n\n",
+            (p / a - 1.0) * 100.0,
             (b / a - 1.0) * 100.0
         ));
     }

@@ -2,7 +2,7 @@
 //! of the probe: only the live ephemeral-port tracker reads and writes them.
 
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use netconn_common::{
     Destination, DestinationKey, EphemeralControl, MAP_EPHEMERAL_CONTROL, MAP_EPHEMERAL_COUNTS,
     MAP_EPHEMERAL_MARKED, MAP_EPHEMERAL_UNTRACKED,
@@ -14,7 +14,7 @@ const BPF_NOEXIST: u64 = 1;
 
 pub struct EphemeralMaps {
     marked: HashMap<MapData, u64, Destination>,
-    counts: HashMap<MapData, DestinationKey, u64>,
+    counts: PerCpuHashMap<MapData, DestinationKey, u64>,
     control: Array<MapData, EphemeralControl>,
     untracked: PerCpuArray<MapData, u64>,
     current: EphemeralControl,
@@ -37,7 +37,7 @@ impl EphemeralMaps {
         Ok(EphemeralMaps {
             marked: HashMap::try_from(take(MAP_EPHEMERAL_MARKED)?)
                 .map_err(map_error(MAP_EPHEMERAL_MARKED))?,
-            counts: HashMap::try_from(take(MAP_EPHEMERAL_COUNTS)?)
+            counts: PerCpuHashMap::try_from(take(MAP_EPHEMERAL_COUNTS)?)
                 .map_err(map_error(MAP_EPHEMERAL_COUNTS))?,
             control: Array::try_from(take(MAP_EPHEMERAL_CONTROL)?)
                 .map_err(map_error(MAP_EPHEMERAL_CONTROL))?,
@@ -95,7 +95,12 @@ impl EphemeralMaps {
         self.counts
             .iter()
             .filter_map(Result::ok)
-            .map(|(k, v)| (k, v as i64))
+            .map(|(k, per_cpu)| {
+                (
+                    k,
+                    per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v)) as i64,
+                )
+            })
             .collect()
     }
 

@@ -281,7 +281,8 @@ impl EphemeralPorts {
                 }
             }
         }
-        Ok(())
+        // With no claim (nothing older than netconn), no close is looked up.
+        self.forget_taken_back()
     }
 
     /// Forgets the claims the programs took back (at the sockets'
