@@ -15,13 +15,19 @@
 //! socket's close, or userspace undoing a claim of a socket that closed
 //! before it) uncounts it, so a socket is uncounted exactly once. While
 //! that first dump is taken ([`EphemeralControl::window`]) the sock_ops
-//! program also claims what it counts, so that userspace sees which of
-//! the sockets it lists are counted already.
+//! program also notes the cookies it counts ([`MAP_EPHEMERAL_WINDOW`]),
+//! so that userspace sees which of the sockets it lists are counted
+//! already.
 
 use core::mem::size_of;
 
 /// Hash: socket cookie -> [`Destination`] of every counted socket.
 pub const MAP_EPHEMERAL_MARKED: &str = "EPHEMERAL_MARKED";
+/// Hash: cookie -> 1 of the sockets the sock_ops program counted while
+/// [`EphemeralControl::window`] is set (userspace's first dump).
+pub const MAP_EPHEMERAL_WINDOW: &str = "EPHEMERAL_WINDOW";
+/// Entries of [`MAP_EPHEMERAL_WINDOW`]: connects during one dump.
+pub const EPHEMERAL_MAX_WINDOW: u32 = 1 << 16;
 /// Hash: [`DestinationKey`] -> i64 (as u64, wrapping) sockets added minus
 /// removed by the programs, per generation.
 pub const MAP_EPHEMERAL_COUNTS: &str = "EPHEMERAL_COUNTS";
@@ -82,7 +88,7 @@ pub struct EphemeralControl {
     /// looked up, not only those of ports in the current range.
     pub any_port: u8,
     /// Non-zero while userspace takes its first dump: the sock_ops program
-    /// also claims the sockets it counts.
+    /// also notes the sockets it counts in [`MAP_EPHEMERAL_WINDOW`].
     pub window: u8,
     /// Non-zero while userspace holds claims: the state program looks up
     /// the closes of unmarked sockets.

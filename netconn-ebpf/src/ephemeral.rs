@@ -15,7 +15,8 @@ use aya_ebpf::{
 };
 use netconn_common::{
     AF_INET, Destination, DestinationKey, EPHEMERAL_MAX_DESTINATIONS, EPHEMERAL_MAX_SOCKETS,
-    EphemeralControl, SOCK_OPS_EPHEMERAL_MARK, SOCK_OPS_FLAGS, ephemeral_enters, ephemeral_leaves,
+    EPHEMERAL_MAX_WINDOW, EphemeralControl, SOCK_OPS_EPHEMERAL_MARK, SOCK_OPS_FLAGS,
+    ephemeral_enters, ephemeral_leaves,
 };
 
 use crate::{OFFSETS, TARGET_NETNS, WATCH_METRICS, add, bump, probe, read, sock_addr};
@@ -24,6 +25,11 @@ use crate::{OFFSETS, TARGET_NETNS, WATCH_METRICS, add, bump, probe, read, sock_a
 #[map]
 static EPHEMERAL_MARKED: HashMap<u64, Destination> =
     HashMap::with_max_entries(EPHEMERAL_MAX_SOCKETS, BPF_F_NO_PREALLOC);
+
+/// Cookies the sock_ops program counted during userspace's first dump.
+#[map]
+static EPHEMERAL_WINDOW: HashMap<u64, u8> =
+    HashMap::with_max_entries(EPHEMERAL_MAX_WINDOW, BPF_F_NO_PREALLOC);
 
 /// Sockets added minus removed per destination and generation, per CPU
 /// (a busy destination's count is not bounced between CPUs).
@@ -60,39 +66,55 @@ pub fn on_connected(ctx: &SockOpsContext) {
         rport: crate::metrics::remote_port(ctx.remote_port()),
         ..Destination::default()
     };
+    // Each field read on its own (volatile): folded into one address
+    // computed from the family, the reads are refused by the verifier.
+    // SAFETY: fields of the context the kernel passed.
+    let ops = ctx.ops;
     if family == AF_INET {
-        dest.laddr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
-        dest.raddr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+        let (l, r) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*ops).local_ip4),
+                core::ptr::read_volatile(&raw const (*ops).remote_ip4),
+            )
+        };
+        dest.laddr[..4].copy_from_slice(&l.to_ne_bytes());
+        dest.raddr[..4].copy_from_slice(&r.to_ne_bytes());
     } else {
-        for (i, w) in ctx.local_ip6().iter().enumerate() {
-            dest.laddr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        for (i, w) in ctx.remote_ip6().iter().enumerate() {
-            dest.raddr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        for i in 0..4 {
+            // SAFETY: as above; i < 4.
+            let (l, r) = unsafe {
+                (
+                    core::ptr::read_volatile(&raw const (*ops).local_ip6[i]),
+                    core::ptr::read_volatile(&raw const (*ops).remote_ip6[i]),
+                )
+            };
+            dest.laddr[i * 4..i * 4 + 4].copy_from_slice(&l.to_ne_bytes());
+            dest.raddr[i * 4..i * 4 + 4].copy_from_slice(&r.to_ne_bytes());
         }
     }
-    // While userspace takes its first dump, it must see what is counted.
-    let cookie = match control.window {
-        0 => None,
+    // While userspace takes its first dump, it must see what is counted;
+    // with no room to say so, the socket is left to it (uncounted here).
+    if control.window != 0 {
         // SAFETY: the sock_ops context is accepted by the helper.
-        _ => Some(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }),
-    };
-    if let Some(c) = cookie
-        && EPHEMERAL_MARKED
-            .insert(&c, &dest, u64::from(BPF_NOEXIST))
-            .is_err()
-    {
-        bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
-        return;
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        let one = core::hint::black_box(1u8);
+        if EPHEMERAL_WINDOW.insert(&cookie, &one, 0).is_err() {
+            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+            return;
+        }
     }
     if !count(&dest, control.generation, 1) {
-        if let Some(c) = cookie {
-            let _ = EPHEMERAL_MARKED.remove(&c);
-        }
         bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
         return;
     }
-    let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_EPHEMERAL_MARK));
+    // Unmarked, its close would not uncount it: undo the count.
+    if ctx
+        .set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_EPHEMERAL_MARK))
+        .is_err()
+    {
+        count(&dest, control.generation, u64::MAX);
+        bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
+    }
 }
 
 /// One state change of a TCP socket of the counted namespace; `lport`

@@ -312,6 +312,7 @@ impl Probe {
         if !ephemeral {
             loader.map_max_entries(netconn_common::MAP_EPHEMERAL_MARKED, 1);
             loader.map_max_entries(netconn_common::MAP_EPHEMERAL_COUNTS, 1);
+            loader.map_max_entries(netconn_common::MAP_EPHEMERAL_WINDOW, 1);
         }
         if !all_namespaces {
             loader.map_max_entries(MAP_NS_TRANSITIONS, 1);

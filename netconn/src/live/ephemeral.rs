@@ -160,8 +160,9 @@ pub struct EphemeralPorts {
     maps: EphemeralMaps,
     netns: u32,
     range: PortRange,
-    /// Sockets userspace claimed, by cookie.
-    claimed: HashMap<u64, Destination>,
+    /// Sockets userspace claimed, by cookie (their destinations are in
+    /// the claims themselves).
+    claimed: HashSet<u64>,
     /// Userspace's part of each count: its claims, and the programs'
     /// counts of the generations folded in.
     base: HashMap<Destination, i64>,
@@ -191,7 +192,7 @@ impl EphemeralPorts {
             maps,
             netns,
             range,
-            claimed: HashMap::new(),
+            claimed: HashSet::new(),
             base: HashMap::new(),
             minis: Vec::new(),
             refused: 0,
@@ -221,7 +222,7 @@ impl EphemeralPorts {
         let listed: HashSet<u64> = dump.iter().map(|s| s.cookie).collect();
         let gone: Vec<u64> = self
             .claimed
-            .keys()
+            .iter()
             .filter(|c| !listed.contains(c))
             .copied()
             .collect();
@@ -234,17 +235,28 @@ impl EphemeralPorts {
         }
         self.adopted = true;
         let listening = listening_ports(dump);
-        for s in dump {
-            if s.kind != SocketKind::Full || !holds_port(s, &self.range, &listening) {
-                continue;
-            }
-            if self.claimed.contains_key(&s.cookie) {
-                continue;
-            }
-            let dest = destination(s, self.netns);
-            match self.maps.claim(s.cookie, &dest)? {
+        // The sock_ops program notes what it counts (its counts are
+        // marks); the state program claims it (see the common crate).
+        let counted: HashSet<u64> = match self.marks {
+            true => self.maps.window().into_iter().collect(),
+            false => HashSet::new(),
+        };
+        let wanted: Vec<(u64, Destination)> = dump
+            .iter()
+            .filter(|s| s.kind == SocketKind::Full && holds_port(s, &self.range, &listening))
+            .filter(|s| !counted.contains(&s.cookie))
+            .map(|s| (s.cookie, destination(s, self.netns)))
+            .collect();
+        let answers = match self.marks {
+            true => self.maps.claim_unclaimed(&wanted)?,
+            false => (wanted.iter())
+                .map(|(cookie, dest)| self.maps.claim(*cookie, dest))
+                .collect::<Result<_, _>>()?,
+        };
+        for ((cookie, dest), answer) in wanted.into_iter().zip(answers) {
+            match answer {
                 Claim::Claimed => {
-                    self.claimed.insert(s.cookie, dest);
+                    self.claimed.insert(cookie);
                     *self.base.entry(dest).or_insert(0) += 1;
                 }
                 Claim::Taken => {}
@@ -261,7 +273,7 @@ impl EphemeralPorts {
     /// say the same from now on).
     pub fn settle(&mut self, journal: &[StateEvent]) -> Result<(), ProbeError> {
         for e in journal.iter().filter(|e| e.newstate == TCP_CLOSE) {
-            if self.claimed.contains_key(&e.cookie) {
+            if self.claimed.contains(&e.cookie) {
                 self.give_back(e.cookie);
             }
         }
@@ -274,15 +286,25 @@ impl EphemeralPorts {
             ..control
         })?;
         if self.marks {
+            // A socket the dump listed established before the sock_ops
+            // program counted it (it runs right after the state changes)
+            // was claimed too: its note is there now. Undo such claims.
             crate::live::tracker::quiesce();
-            for cookie in self.maps.claimed() {
-                if !self.claimed.contains_key(&cookie) {
-                    self.maps.unclaim(cookie);
+            for cookie in self.maps.window() {
+                if self.claimed.contains(&cookie) {
+                    self.give_back(cookie);
                 }
             }
+            self.maps.clear_window();
         }
         // With no claim (nothing older than netconn), no close is looked up.
-        self.forget_taken_back()
+        if self.claimed.is_empty() {
+            self.maps.set_control(netconn_common::EphemeralControl {
+                claims: 0,
+                ..self.maps.control()
+            })?;
+        }
+        Ok(())
     }
 
     /// Forgets the claims the programs took back (at the sockets'
@@ -293,7 +315,7 @@ impl EphemeralPorts {
             return Ok(());
         }
         let maps = &self.maps;
-        self.claimed.retain(|cookie, _| maps.is_claimed(*cookie));
+        self.claimed.retain(|cookie| maps.is_claimed(*cookie));
         if self.claimed.is_empty() {
             self.maps.set_control(netconn_common::EphemeralControl {
                 claims: 0,
@@ -305,10 +327,10 @@ impl EphemeralPorts {
 
     /// Removes a claim; uncounts it if the programs had not.
     fn give_back(&mut self, cookie: u64) {
-        let Some(dest) = self.claimed.remove(&cookie) else {
+        if !self.claimed.remove(&cookie) {
             return;
-        };
-        if self.maps.unclaim(cookie) {
+        }
+        if let Some(dest) = self.maps.unclaim(cookie) {
             *self.base.entry(dest).or_insert(0) -= 1;
         }
     }

@@ -216,6 +216,9 @@ impl Tracker {
         tracker.resync()?;
         // The first snapshot is the start, not a correction.
         tracker.resyncs = 0;
+        // Its dump and claims are gone; a daemon should not keep the pages.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
         Ok(tracker)
     }
 
