@@ -166,9 +166,13 @@ pub struct EphemeralPorts {
     /// Userspace's part of each count: its claims, and the programs'
     /// counts of the generations folded in.
     base: HashMap<Destination, i64>,
-    /// Time-wait mini-sockets on a port of the range, from the last dump
-    /// (and whether in TIME_WAIT: an orphaned FIN_WAIT2 is one too).
-    minis: Vec<(Destination, u16, bool)>,
+    /// Time-wait mini-sockets on a port of the range and of no listener,
+    /// from the last dump, per destination: all of them (an orphaned
+    /// FIN_WAIT2 is one too) and those in TIME_WAIT. Kept summed: under
+    /// churn they are tens of thousands.
+    minis: HashMap<Destination, (i64, u64)>,
+    /// The listening ports at the last reading.
+    listening: HashSet<u16>,
     /// Claims a full table refused.
     refused: u64,
     readings: u32,
@@ -194,7 +198,8 @@ impl EphemeralPorts {
             range,
             claimed: HashSet::new(),
             base: HashMap::new(),
-            minis: Vec::new(),
+            minis: HashMap::new(),
+            listening: HashSet::new(),
             refused: 0,
             readings: 0,
             marks,
@@ -229,12 +234,13 @@ impl EphemeralPorts {
         for cookie in gone {
             self.give_back(cookie);
         }
+        self.listening = listening_ports(dump);
         self.set_mini(dump);
         if self.adopted {
             return Ok(());
         }
         self.adopted = true;
-        let listening = listening_ports(dump);
+        let listening = &self.listening;
         // The sock_ops program notes what it counts (its counts are
         // marks); the state program claims it (see the common crate).
         let counted: HashSet<u64> = match self.marks {
@@ -243,7 +249,7 @@ impl EphemeralPorts {
         };
         let wanted: Vec<(u64, Destination)> = dump
             .iter()
-            .filter(|s| s.kind == SocketKind::Full && holds_port(s, &self.range, &listening))
+            .filter(|s| s.kind == SocketKind::Full && holds_port(s, &self.range, listening))
             .filter(|s| !counted.contains(&s.cookie))
             .map(|s| (s.cookie, destination(s, self.netns)))
             .collect();
@@ -338,20 +344,24 @@ impl EphemeralPorts {
     /// Takes the time-wait sockets of a dump (a mini-socket dump, or a
     /// snapshot's).
     pub fn set_mini(&mut self, dump: &[DumpedSocket]) {
-        let range = self.range;
-        self.minis = dump
-            .iter()
-            .filter(|s| s.kind == SocketKind::TimeWait && range.contains(s.local_port))
-            .map(|s| {
-                let tw = s.state == TCP_TIME_WAIT;
-                (destination(s, self.netns), s.local_port, tw)
-            })
-            .collect();
+        self.minis.clear();
+        for s in dump {
+            if s.kind != SocketKind::TimeWait
+                || !self.range.contains(s.local_port)
+                || self.listening.contains(&s.local_port)
+            {
+                continue;
+            }
+            let e = self.minis.entry(destination(s, self.netns)).or_default();
+            e.0 += 1;
+            e.1 += u64::from(s.state == TCP_TIME_WAIT);
+        }
+        self.minis.shrink_to_fit();
     }
 
     /// Every destination now, most sockets first. `listening`: the ports
     /// listeners have now (their accepted sockets' time-wait sockets are
-    /// not ephemeral). Every [`FLIP_EVERY`] readings the programs move to
+    /// not ephemeral; the next mini-socket dump leaves them out). Every [`FLIP_EVERY`] readings the programs move to
     /// the other generation and the one they left is folded into the
     /// base, so destinations no longer used leave the map.
     pub fn read(
@@ -386,14 +396,11 @@ impl EphemeralPorts {
         for (key, n) in entries {
             *held.entry(key.dest).or_insert(0) += n;
         }
+        self.listening.clone_from(listening);
         let mut time_wait = HashMap::new();
-        for (dest, port, tw) in &self.minis {
-            if self.range.contains(*port) && !listening.contains(port) {
-                *held.entry(*dest).or_insert(0) += 1;
-                if *tw {
-                    *time_wait.entry(*dest).or_insert(0) += 1;
-                }
-            }
+        for (dest, (all, tw)) in &self.minis {
+            *held.entry(*dest).or_insert(0) += all;
+            time_wait.insert(*dest, *tw);
         }
         Ok((self.range, destinations(&self.range, &held, &time_wait)))
     }
