@@ -63,7 +63,7 @@ pub fn on_connected(ctx: &SockOpsContext) {
         // SAFETY: see crate::count.
         netns: unsafe { core::ptr::read_volatile(&TARGET_NETNS) },
         family,
-        rport: crate::metrics::remote_port(ctx.remote_port()),
+        rport: crate::remote_port(ctx.remote_port()),
         ..Destination::default()
     };
     // Each field read on its own (volatile): folded into one address

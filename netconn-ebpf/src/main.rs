@@ -176,6 +176,19 @@ fn mark_slot(sk: u64) -> u32 {
     (sk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as u32 & (MARK_SLOTS - 1)
 }
 
+/// A port the kernel hands over in network order, as a host-order port.
+/// sock_ops' `remote_port` holds it in the upper half of the word on
+/// little-endian machines (older kernels: the lower half).
+#[inline(always)]
+pub fn remote_port(raw: u32) -> u16 {
+    let be = if raw > 0xffff {
+        (raw >> 16) as u16
+    } else {
+        raw as u16
+    };
+    u16::from_be(be)
+}
+
 /// Argument `n`'s address as a plain number: the verifier allows no
 /// arithmetic (not even a comparison by XOR) on the trusted pointer itself.
 #[inline(always)]

@@ -40,7 +40,7 @@ use netconn_common::{
 
 use crate::{
     ALL_NAMESPACES, CONTROL, OFFSETS, arg_address, in_scope, is_target, net_inum, probe, read,
-    sock_addr, sock_netns,
+    remote_port, sock_addr, sock_netns,
 };
 
 /// Whether every namespace is counted apart (`--all-namespaces`).
@@ -215,19 +215,6 @@ fn record_maybe(key: Option<MetricsKey>, figure: Figure, netns: u32) {
         Some(mut k) => record(&mut k, figure),
         None => record_total(figure, netns),
     }
-}
-
-/// A port the kernel hands over in network order, as a host-order port.
-/// sock_ops' `remote_port` holds it in the upper half of the word on
-/// little-endian machines (older kernels: the lower half).
-#[inline(always)]
-pub fn remote_port(raw: u32) -> u16 {
-    let be = if raw > 0xffff {
-        (raw >> 16) as u16
-    } else {
-        raw as u16
-    };
-    u16::from_be(be)
 }
 
 #[inline(always)]

@@ -8,7 +8,7 @@ use netconn_common::{
     MAP_EPHEMERAL_MARKED, MAP_EPHEMERAL_UNTRACKED, MAP_EPHEMERAL_WINDOW,
 };
 
-use super::probe::{ProbeError, map_error};
+use super::error::{ProbeError, map_error};
 
 const BPF_NOEXIST: u64 = 1;
 /// The kernel's own "not supported" (not in libc).

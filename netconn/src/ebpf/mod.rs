@@ -1,6 +1,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod ephemeral;
+pub mod error;
 pub mod probe;
 pub mod prog_info;
 

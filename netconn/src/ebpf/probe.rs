@@ -3,15 +3,13 @@
 //! Dropping a [`Probe`] detaches the program and frees its maps: nothing is
 //! pinned, so nothing outlives the process.
 
-use std::io;
-
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::thread::sleep;
+use std::time::Duration;
 
 use crate::model::counts::Counts;
-use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SockOps,
-};
+use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, SockOps};
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
     ConnEvent, Control, GLOBAL_ALL_NAMESPACES, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS,
@@ -24,76 +22,13 @@ use netconn_common::{
     TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
 };
 
-use super::btf::{Btf as BtfReader, BtfError};
+use super::btf::Btf as BtfReader;
 
 /// The eBPF object built from `netconn-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
 
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// A load or attach error of aya, boxed: the object's loader and the
-/// programs fail with different types.
-pub type AyaError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Why the programs could not be loaded, attached or read. Each variant
-/// keeps its cause as a source; messages are one line, a verifier log cut
-/// to the line that refused the program (see `describe`).
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("cannot read {VMLINUX_BTF} ({0}): the kernel needs CONFIG_DEBUG_INFO_BTF=y")]
-    NoBtf(#[source] io::Error),
-    #[error("kernel BTF: {0}")]
-    Btf(#[from] BtfError),
-    #[error("parsing the kernel BTF failed: {}", describe(.0.as_ref()))]
-    ParseBtf(#[source] AyaError),
-    #[error("{0} panicked")]
-    Panicked(&'static str),
-    #[error(
-        "loading eBPF failed: {} (netconn needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN)",
-        describe(.0.as_ref())
-    )]
-    Permission(#[source] AyaError),
-    #[error("loading eBPF failed: {}", describe(.0.as_ref()))]
-    Load(#[source] AyaError),
-    #[error("program {0} missing from the object")]
-    MissingProgram(String),
-    #[error("program {name}: {}", describe(.source))]
-    Program {
-        name: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("{0}: not a cgroup program")]
-    NotCgroup(&'static str),
-    #[error("attaching to tracepoint {tracepoint} failed: {}", describe(.source))]
-    Attach {
-        tracepoint: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("cannot open the cgroup v2 root for the UDP programs: {0}")]
-    Cgroup(#[source] io::Error),
-    #[error("attaching {name} at the cgroup v2 root failed: {}", describe(.source))]
-    AttachCgroup {
-        name: &'static str,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("reading program info: {0}")]
-    ProgramInfo(#[source] io::Error),
-    #[error("cannot read the network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+): {0}")]
-    NetnsCookie(#[source] io::Error),
-    #[error("cannot count CPUs: {0}")]
-    Cpus(#[source] io::Error),
-    #[error("eBPF map {0} missing from the object")]
-    MissingMap(&'static str),
-    #[error("eBPF map {map}: {source}")]
-    Map {
-        map: &'static str,
-        #[source]
-        source: aya::maps::MapError,
-    },
-}
+pub use super::error::{AyaError, ProbeError};
+use super::error::{VMLINUX_BTF, describe, map_error};
 
 /// Struct offsets the program reads, resolved in the kernel's BTF.
 pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
@@ -125,49 +60,6 @@ pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
         skb_network_header: btf.offset_of("sk_buff.network_header")?,
         skb_transport_header: btf.offset_of("sk_buff.transport_header")?,
     })
-}
-
-/// An error and its sources on one line. A verifier log (hundreds of
-/// lines) is cut to its last line, which says why the program was refused.
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        // Some errors already print their source: say it once.
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    if std::env::var_os("NETCONN_VERIFIER_LOG").is_some() {
-        eprintln!("{msg}");
-    }
-    if let Some(at) = msg.find("Verifier output:") {
-        let reason = msg[at..]
-            .lines()
-            .rev()
-            .find(|l| {
-                !l.trim().is_empty()
-                    && !l.contains("processed ")
-                    && !l.contains("verification time")
-                    && !l.contains("stack depth")
-                    && !l.starts_with(':')
-            })
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        msg.truncate(at);
-        msg.push_str("the verifier refused it: ");
-        msg.push_str(&reason);
-    }
-    msg.replace('\n', " ")
-}
-
-/// Wraps a map error with the map's name.
-pub(super) fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> ProbeError {
-    move |source| ProbeError::Map { map, source }
 }
 
 /// A load failure, told apart: missing privileges, or anything else.
@@ -1024,6 +916,27 @@ pub fn decode_event(bytes: &[u8]) -> Option<StateEvent> {
     // SAFETY: length checked; StateEvent is repr(C) plain integers, and
     // read_unaligned makes no alignment assumption.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<StateEvent>()) })
+}
+
+/// Long enough for every program run that read the previous control word to
+/// finish, and for the state store that follows the tracepoint to land,
+/// where the kernel cannot say so itself (see [`quiesce`]).
+const GRACE: Duration = Duration::from_millis(20);
+/// After an RCU grace period: the state store that follows the tracepoint
+/// (the next instructions of `tcp_set_state()`).
+const STORE_MARGIN: Duration = Duration::from_millis(1);
+
+/// Returns once every program run that started before the call has
+/// finished. BPF programs run inside RCU read-side sections (tracing ones
+/// in `__bpf_trace_run()`, cgroup ones in `bpf_prog_run_array_cg()`), and
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`: a guarantee,
+/// and about 8 ms here where a fixed sleep had to guess 20. Kernels that
+/// refuse it (nohz_full) get the fixed sleep.
+pub fn quiesce() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers.
+    let synced = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) } == 0;
+    sleep(if synced { STORE_MARGIN } else { GRACE });
 }
 
 #[cfg(test)]

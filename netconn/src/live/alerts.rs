@@ -516,7 +516,7 @@ impl PortExhaustion {
     /// record for each whose level changed; one no longer listed clears.
     pub fn update(
         &mut self,
-        reading: &crate::live::tracker::EphemeralReading,
+        reading: &crate::live::ephemeral::EphemeralReading,
         stamp: &Stamp<'_>,
     ) -> Vec<ExhaustionAlert> {
         if !self.config.enabled {
@@ -604,7 +604,7 @@ impl Alerting {
         &mut self,
         metrics: Option<&crate::live::metrics::Interval>,
         listeners: &[ListenerFigures],
-        ephemeral: Option<&crate::live::tracker::EphemeralReading>,
+        ephemeral: Option<&crate::live::ephemeral::EphemeralReading>,
         stamp: &Stamp<'_>,
         mut peers: impl FnMut(u16, u32) -> HashMap<IpAddr, u32>,
     ) -> Records {
@@ -872,7 +872,7 @@ mod tests {
 
     #[test]
     fn port_exhaustion_has_the_conntrack_hysteresis_and_clears_when_gone() {
-        use crate::live::tracker::EphemeralReading;
+        use crate::live::ephemeral::EphemeralReading;
         use crate::tables::port_range::PortRange;
         let range = PortRange {
             low: 1000,

@@ -33,7 +33,7 @@ pub struct Reading {
     /// that read them.
     pub requests: crate::live::listeners::Requests,
     /// Ephemeral ports (interval records; see [`Counter::ephemeral`]).
-    pub ephemeral: Option<tracker::EphemeralReading>,
+    pub ephemeral: Option<crate::live::ephemeral::EphemeralReading>,
 }
 
 impl Counter {
@@ -93,7 +93,7 @@ impl Counter {
                         .ok()
                         .map(|range| {
                             let all = crate::live::ephemeral::from_dump(&dump, &range);
-                            tracker::EphemeralReading::new(range, all, None)
+                            crate::live::ephemeral::EphemeralReading::new(range, all, None)
                         }),
                 })
             }

@@ -295,7 +295,7 @@ impl EphemeralPorts {
             // A socket the dump listed established before the sock_ops
             // program counted it (it runs right after the state changes)
             // was claimed too: its note is there now. Undo such claims.
-            crate::live::tracker::quiesce();
+            crate::ebpf::probe::quiesce();
             for cookie in self.maps.window() {
                 if self.claimed.contains(&cookie) {
                     self.give_back(cookie);
@@ -382,7 +382,7 @@ impl EphemeralPorts {
                 generation: old ^ 1,
                 ..control
             })?;
-            crate::live::tracker::quiesce();
+            crate::ebpf::probe::quiesce();
             for (key, n) in self.maps.counts() {
                 if key.generation == old {
                     *self.base.entry(key.dest).or_insert(0) += n;
@@ -433,6 +433,32 @@ impl EphemeralPorts {
         }
         self.range = range;
         Ok(())
+    }
+}
+
+/// Ephemeral ports now (see [`crate::live::ephemeral`]).
+#[derive(Debug, Clone)]
+pub struct EphemeralReading {
+    pub range: crate::tables::port_range::PortRange,
+    /// Every destination, most sockets first (for the alerts).
+    pub destinations: Vec<crate::output::figures::DestinationFigures>,
+    /// What the record shows: the first destinations and the rest summed.
+    pub figures: crate::output::figures::EphemeralFigures,
+}
+
+impl EphemeralReading {
+    /// `untracked`: sockets a full table kept out (None when polling).
+    pub fn new(
+        range: crate::tables::port_range::PortRange,
+        destinations: Vec<crate::output::figures::DestinationFigures>,
+        untracked: Option<u64>,
+    ) -> EphemeralReading {
+        let figures = figures(&range, &destinations, TOP_DESTINATIONS, untracked);
+        EphemeralReading {
+            range,
+            destinations,
+            figures,
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use netconn_common::Control;
 
 use crate::ebpf::{Features, Losses, Probe, ProbeError};
-use crate::live::ephemeral::{EphemeralError, EphemeralPorts};
+use crate::live::ephemeral::{EphemeralError, EphemeralPorts, EphemeralReading};
 use crate::live::ports::{Groups, PortTracker};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, matrix_effect, merge};
@@ -18,26 +18,8 @@ use crate::model::state::{ConnType, TCP_SYN_RECV};
 use crate::tables::sockdiag;
 use crate::tables::totals::KernelTotals;
 
-/// Long enough for every program run that read the previous control word to
-/// finish, and for the state store that follows the tracepoint to land,
-/// where the kernel cannot say so itself (see [`quiesce`]).
-const GRACE: Duration = Duration::from_millis(20);
-/// After an RCU grace period: the state store that follows the tracepoint
-/// (the next instructions of `tcp_set_state()`).
-const STORE_MARGIN: Duration = Duration::from_millis(1);
+pub(crate) use crate::ebpf::probe::quiesce;
 
-/// Returns once every program run that started before the call has
-/// finished. BPF programs run inside RCU read-side sections (tracing ones
-/// in `__bpf_trace_run()`, cgroup ones in `bpf_prog_run_array_cg()`), and
-/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`: a guarantee,
-/// and about 8 ms here where a fixed sleep had to guess 20. Kernels that
-/// refuse it (nohz_full) get the fixed sleep.
-pub(crate) fn quiesce() {
-    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    // SAFETY: membarrier takes no pointers.
-    let synced = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) } == 0;
-    sleep(if synced { STORE_MARGIN } else { GRACE });
-}
 /// The control-word changes around a dump (steps 1 to 4 of the rule in
 /// [`crate::model::merge`]): journal on, the new epoch, `dump`, journal
 /// off, each change given time to reach every program run.
@@ -122,37 +104,6 @@ pub struct Tracker {
     conns: bool,
     /// Ephemeral ports per destination.
     ephemeral: Option<EphemeralPorts>,
-}
-
-/// Ephemeral ports now (see [`crate::live::ephemeral`]).
-#[derive(Debug, Clone)]
-pub struct EphemeralReading {
-    pub range: crate::tables::port_range::PortRange,
-    /// Every destination, most sockets first (for the alerts).
-    pub destinations: Vec<crate::output::figures::DestinationFigures>,
-    /// What the record shows: the first destinations and the rest summed.
-    pub figures: crate::output::figures::EphemeralFigures,
-}
-
-impl EphemeralReading {
-    /// `untracked`: sockets a full table kept out (None when polling).
-    pub fn new(
-        range: crate::tables::port_range::PortRange,
-        destinations: Vec<crate::output::figures::DestinationFigures>,
-        untracked: Option<u64>,
-    ) -> EphemeralReading {
-        let figures = crate::live::ephemeral::figures(
-            &range,
-            &destinations,
-            crate::live::ephemeral::TOP_DESTINATIONS,
-            untracked,
-        );
-        EphemeralReading {
-            range,
-            destinations,
-            figures,
-        }
-    }
 }
 
 /// What a resync changed in the live counts.
