@@ -106,6 +106,30 @@ pub struct Thresholds {
     pub clear: f64,
 }
 
+impl Thresholds {
+    /// These levels with the ones given over them, checked (percentages:
+    /// `[conntrack]` and `[alerts.port_exhaustion]`).
+    fn over(
+        self,
+        warning: Option<f64>,
+        critical: Option<f64>,
+        clear: Option<f64>,
+    ) -> Result<Thresholds, String> {
+        let t = Thresholds {
+            warn: warning.unwrap_or(self.warn),
+            crit: critical.unwrap_or(self.crit),
+            clear: clear.unwrap_or(self.clear),
+        };
+        if !(0.0 <= t.clear && t.clear <= t.warn && t.warn <= t.crit && t.crit <= 100.0) {
+            return Err(format!(
+                "need 0 <= clear <= warning <= critical <= 100, got clear {} warning {} critical {}",
+                t.clear, t.warn, t.crit
+            ));
+        }
+        Ok(t)
+    }
+}
+
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
@@ -402,17 +426,10 @@ impl AlertTable for RawExhaustion {
 
     fn config(self, mut c: ExhaustionConfig) -> Result<ExhaustionConfig, String> {
         c.enabled = self.enabled.unwrap_or(c.enabled);
-        let t = &mut c.levels;
-        t.warn = self.warning.map_or(t.warn, Number::get);
-        t.crit = self.critical.map_or(t.crit, Number::get);
-        t.clear = self.clear.map_or(t.clear, Number::get);
-        let t = c.levels;
-        if !(0.0 <= t.clear && t.clear <= t.warn && t.warn <= t.crit && t.crit <= 100.0) {
-            return Err(format!(
-                "need 0 <= clear <= warning <= critical <= 100 (% of the range), got clear {} warning {} critical {}",
-                t.clear, t.warn, t.crit
-            ));
-        }
+        let get = |n: Option<Number>| n.map(Number::get);
+        c.levels = c
+            .levels
+            .over(get(self.warning), get(self.critical), get(self.clear))?;
         Ok(c)
     }
 }
@@ -716,20 +733,9 @@ impl Config {
         if let Some(c) = raw.conntrack {
             let span = c.span();
             let c = c.into_inner();
-            conntrack.warn = c.warning.unwrap_or(conntrack.warn);
-            conntrack.crit = c.critical.unwrap_or(conntrack.crit);
-            conntrack.clear = c.clear.unwrap_or(conntrack.clear);
-            let t = conntrack;
-            if !(0.0 <= t.clear && t.clear <= t.warn && t.warn <= t.crit && t.crit <= 100.0) {
-                return Err(at(
-                    span,
-                    "conntrack",
-                    format!(
-                        "need 0 <= clear <= warning <= critical <= 100, got clear {} warning {} critical {}",
-                        t.clear, t.warn, t.crit
-                    ),
-                ));
-            }
+            conntrack = conntrack
+                .over(c.warning, c.critical, c.clear)
+                .map_err(|e| at(span, "conntrack", e))?;
         }
         let top_ports = match raw.metrics.and_then(|m| m.top_ports) {
             None => DEFAULT_TOP_PORTS,

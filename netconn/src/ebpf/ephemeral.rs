@@ -8,7 +8,7 @@ use netconn_common::{
     MAP_EPHEMERAL_MARKED, MAP_EPHEMERAL_UNTRACKED, MAP_EPHEMERAL_WINDOW,
 };
 
-use super::error::{ProbeError, map_error};
+use super::error::{ProbeError, map_error, take_map};
 
 const BPF_NOEXIST: u64 = 1;
 /// The kernel's own "not supported" (not in libc).
@@ -38,8 +38,9 @@ pub enum Claim {
 
 impl EphemeralMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<EphemeralMaps, ProbeError> {
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
-        let marked = take(MAP_EPHEMERAL_MARKED)?;
+        // Untyped first: its descriptor is kept for batched updates.
+        let marked = (ebpf.take_map(MAP_EPHEMERAL_MARKED))
+            .ok_or(ProbeError::MissingMap(MAP_EPHEMERAL_MARKED))?;
         let marked_fd = match &marked {
             aya::maps::Map::HashMap(data) => {
                 use std::os::fd::AsFd;
@@ -59,14 +60,10 @@ impl EphemeralMaps {
         Ok(EphemeralMaps {
             marked: HashMap::try_from(marked).map_err(map_error(MAP_EPHEMERAL_MARKED))?,
             marked_fd,
-            counts: PerCpuHashMap::try_from(take(MAP_EPHEMERAL_COUNTS)?)
-                .map_err(map_error(MAP_EPHEMERAL_COUNTS))?,
-            window: HashMap::try_from(take(MAP_EPHEMERAL_WINDOW)?)
-                .map_err(map_error(MAP_EPHEMERAL_WINDOW))?,
-            control: Array::try_from(take(MAP_EPHEMERAL_CONTROL)?)
-                .map_err(map_error(MAP_EPHEMERAL_CONTROL))?,
-            untracked: PerCpuArray::try_from(take(MAP_EPHEMERAL_UNTRACKED)?)
-                .map_err(map_error(MAP_EPHEMERAL_UNTRACKED))?,
+            counts: take_map(ebpf, MAP_EPHEMERAL_COUNTS)?,
+            window: take_map(ebpf, MAP_EPHEMERAL_WINDOW)?,
+            control: take_map(ebpf, MAP_EPHEMERAL_CONTROL)?,
+            untracked: take_map(ebpf, MAP_EPHEMERAL_UNTRACKED)?,
             current: EphemeralControl::default(),
         })
     }

@@ -115,3 +115,12 @@ pub(super) fn describe(err: &dyn std::error::Error) -> String {
 pub(super) fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> ProbeError {
     move |source| ProbeError::Map { map, source }
 }
+
+/// Takes map `name` out of the loaded object as its typed handle.
+pub(super) fn take_map<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    T::try_from(map).map_err(map_error(name))
+}

@@ -28,7 +28,7 @@ use super::btf::Btf as BtfReader;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
 
 pub use super::error::{AyaError, ProbeError};
-use super::error::{VMLINUX_BTF, describe, map_error};
+use super::error::{VMLINUX_BTF, describe, map_error, take_map};
 
 /// Struct offsets the program reads, resolved in the kernel's BTF.
 pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
@@ -249,41 +249,28 @@ impl Probe {
         let primary_fd =
             primary_fd.ok_or_else(|| ProbeError::MissingProgram(PROG_STATE_CHANGE.into()))?;
 
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(ProbeError::MissingMap(name));
-        let transitions =
-            PerCpuArray::try_from(take(MAP_TRANSITIONS)?).map_err(map_error(MAP_TRANSITIONS))?;
-        let control = Array::try_from(take(MAP_CONTROL)?).map_err(map_error(MAP_CONTROL))?;
-        let events = RingBuf::try_from(take(MAP_EVENTS)?).map_err(map_error(MAP_EVENTS))?;
-        let lost = PerCpuArray::try_from(take(MAP_LOST)?).map_err(map_error(MAP_LOST))?;
-        let rescued = PerCpuArray::try_from(take(MAP_RESCUED)?).map_err(map_error(MAP_RESCUED))?;
-        let udp_sockets =
-            HashMap::try_from(take(MAP_UDP_SOCKETS)?).map_err(map_error(MAP_UDP_SOCKETS))?;
-        let watched_ports =
-            Array::try_from(take(MAP_WATCHED_PORTS)?).map_err(map_error(MAP_WATCHED_PORTS))?;
-        let metrics_total = PerCpuArray::try_from(take(MAP_METRICS_TOTAL)?)
-            .map_err(map_error(MAP_METRICS_TOTAL))?;
-        let metrics_ports = PerCpuHashMap::try_from(take(MAP_METRICS_PORTS)?)
-            .map_err(map_error(MAP_METRICS_PORTS))?;
-        let owners = HashMap::try_from(take(MAP_OWNERS)?).map_err(map_error(MAP_OWNERS))?;
-        let netns_of_cookie = HashMap::try_from(take(netconn_common::MAP_NETNS_OF_COOKIE)?)
-            .map_err(map_error(netconn_common::MAP_NETNS_OF_COOKIE))?;
-        let metrics_ns = PerCpuHashMap::try_from(take(netconn_common::MAP_METRICS_NS)?)
-            .map_err(map_error(netconn_common::MAP_METRICS_NS))?;
-        let ns_transitions = PerCpuHashMap::try_from(take(MAP_NS_TRANSITIONS)?)
-            .map_err(map_error(MAP_NS_TRANSITIONS))?;
-        let peers = PerCpuHashMap::try_from(take(netconn_common::MAP_PEERS)?)
-            .map_err(map_error(netconn_common::MAP_PEERS))?;
-        let peers_lost = PerCpuArray::try_from(take(netconn_common::MAP_PEERS_LOST)?)
-            .map_err(map_error(netconn_common::MAP_PEERS_LOST))?;
+        let transitions = take_map(&mut ebpf, MAP_TRANSITIONS)?;
+        let control = take_map(&mut ebpf, MAP_CONTROL)?;
+        let events: RingBuf<MapData> = take_map(&mut ebpf, MAP_EVENTS)?;
+        let lost = take_map(&mut ebpf, MAP_LOST)?;
+        let rescued = take_map(&mut ebpf, MAP_RESCUED)?;
+        let udp_sockets = take_map(&mut ebpf, MAP_UDP_SOCKETS)?;
+        let watched_ports = take_map(&mut ebpf, MAP_WATCHED_PORTS)?;
+        let metrics_total = take_map(&mut ebpf, MAP_METRICS_TOTAL)?;
+        let metrics_ports = take_map(&mut ebpf, MAP_METRICS_PORTS)?;
+        let owners = take_map(&mut ebpf, MAP_OWNERS)?;
+        let netns_of_cookie = take_map(&mut ebpf, netconn_common::MAP_NETNS_OF_COOKIE)?;
+        let metrics_ns = take_map(&mut ebpf, netconn_common::MAP_METRICS_NS)?;
+        let ns_transitions = take_map(&mut ebpf, MAP_NS_TRANSITIONS)?;
+        let peers = take_map(&mut ebpf, netconn_common::MAP_PEERS)?;
+        let peers_lost = take_map(&mut ebpf, netconn_common::MAP_PEERS_LOST)?;
         let conn_events = if watch_conns {
-            let ring =
-                RingBuf::try_from(take(MAP_CONN_EVENTS)?).map_err(map_error(MAP_CONN_EVENTS))?;
+            let ring = take_map(&mut ebpf, MAP_CONN_EVENTS)?;
             Some(ConnRing(ring))
         } else {
             None
         };
-        let conn_lost =
-            PerCpuArray::try_from(take(MAP_CONN_LOST)?).map_err(map_error(MAP_CONN_LOST))?;
+        let conn_lost = take_map(&mut ebpf, MAP_CONN_LOST)?;
         let ephemeral = match ephemeral {
             true => Some(super::ephemeral::EphemeralMaps::take(&mut ebpf)?),
             false => None,

@@ -31,6 +31,29 @@ fn shape(record: &impl serde::Serialize) -> String {
         .join(" ")
 }
 
+/// A daemon's counts record with every optional part left out; tests
+/// add theirs with struct update syntax.
+fn daemon_record(counts: &Counts) -> CountsRecord<'_> {
+    CountsRecord {
+        namespace: None,
+        host: "h",
+        source: Source::Ebpf,
+        netns: 1,
+        counts,
+        lost_events: 0,
+        conn_records_lost: None,
+        output_dropped: Some(0),
+        resyncs: Some(0),
+        last_correction: None,
+        verify: None,
+        tags: None,
+        ports: None,
+        tcp_metrics: None,
+        listeners: None,
+        ephemeral_ports: None,
+    }
+}
+
 #[test]
 fn counts_record() {
     let counts = Counts::default();
@@ -223,21 +246,7 @@ fn all_namespaces_records() {
     assert_eq!(shape(&Owner::default()), "");
     let record = CountsRecord {
         namespace: Some(("container", &owner)),
-        host: "h",
-        source: Source::Ebpf,
-        netns: 1,
-        counts: &counts,
-        lost_events: 0,
-        conn_records_lost: None,
-        output_dropped: Some(0),
-        resyncs: Some(0),
-        last_correction: None,
-        verify: None,
-        tags: None,
-        ports: None,
-        tcp_metrics: None,
-        listeners: None,
-        ephemeral_ports: None,
+        ..daemon_record(&counts)
     };
     assert_eq!(
         shape(&record.at("t")),
@@ -406,22 +415,9 @@ fn ephemeral_ports_and_port_exhaustion() {
     assert_eq!(shape(&v["others"]), "destinations:number in_use:number");
     let counts = Counts::default();
     let record = CountsRecord {
-        namespace: None,
-        host: "h",
-        source: Source::Ebpf,
-        netns: 1,
-        counts: &counts,
-        lost_events: 0,
-        conn_records_lost: None,
-        output_dropped: Some(0),
-        resyncs: Some(0),
-        last_correction: None,
-        verify: None,
-        tags: None,
-        ports: None,
-        tcp_metrics: None,
         listeners: Some(&[]),
         ephemeral_ports: Some(&figures),
+        ..daemon_record(&counts)
     };
     assert!(
         shape(&record.at("t")).contains(" listeners:array ephemeral_ports:object lost_events:"),
