@@ -94,6 +94,13 @@ impl Netns {
         ns
     }
 
+    /// The namespace's inode number (what netconn's records call `netns`).
+    pub fn inode(&self) -> u64 {
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap()
+    }
+
     /// Runs `f` on a new thread that has joined this namespace; sockets it
     /// creates live in the namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -495,6 +502,19 @@ impl Watch {
         while self.lines.try_recv().is_ok() {}
         let _in_flight = self.next_record(Duration::from_secs(60));
         self.next_record(Duration::from_secs(60))
+    }
+
+    /// `watch --all-namespaces`: the counts record of namespace `inode`
+    /// from a round computed after this call.
+    pub fn fresh_record_of(&mut self, inode: u64) -> Value {
+        while self.lines.try_recv().is_ok() {}
+        let _in_flight = self.next_round(Duration::from_secs(60));
+        loop {
+            let record = self.next_record(Duration::from_secs(60));
+            if record["netns"] == inode {
+                return record;
+            }
+        }
     }
 
     /// Sends `signal` to netconn (`ip netns exec` execs it: same pid).

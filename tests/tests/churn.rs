@@ -199,3 +199,58 @@ fn verify_shows_no_difference_at_rest_after_churn() {
     assert_eq!(table_of(&record), want);
     drop(held);
 }
+
+/// A FIN that turns an orphaned FIN_WAIT2 into TIME_WAIT while a resync
+/// dumps and merges fires no state event: the next reading must still
+/// re-read the mini-sockets. Rounds of one such FIN at a random moment of
+/// a SIGHUP resync (made long by a few thousand other sockets), each
+/// checked against /proc at rest. `all`: with `--all-namespaces`.
+fn fin_during_resync(all: bool, rounds: usize) {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let (_bulk, mut servers) = worker.exec(move || {
+        let listener = mix::listener("127.0.0.1:0");
+        let mut bulk = mix::Held::default();
+        mix::established(&listener, 3000, &mut bulk);
+        let mut orphans = mix::Held::default();
+        for _ in 0..rounds {
+            mix::orphaned_close(&listener, &mut orphans);
+        }
+        bulk.listeners.push(listener);
+        (bulk, orphans.streams)
+    });
+    ns.run(mix::settle);
+    let mut watch = if all {
+        let mut cmd = std::process::Command::new(netconn_integration::netconn_bin());
+        cmd.args(["watch", "--all-namespaces", "--interval", "300ms"]);
+        Watch::start_cmd(cmd).0
+    } else {
+        Watch::start(&ns, &["--interval", "300ms"]).0
+    };
+    let inode = ns.inode();
+    let mut rng = churn::Rng::new(7);
+    for round in 0..rounds {
+        watch.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(rng.below(40)));
+        // The server's close sends the FIN the orphaned client waits for.
+        drop(servers.pop());
+        ns.run(mix::settle);
+        let record = if all {
+            watch.fresh_record_of(inode)
+        } else {
+            watch.fresh_record()
+        };
+        let want = truth(&ns);
+        assert_eq!(table_of(&record), want, "round {round}: {record}");
+    }
+}
+
+#[test]
+fn a_time_wait_change_during_a_resync_is_seen() {
+    fin_during_resync(false, 30);
+}
+
+#[test]
+fn a_time_wait_change_during_a_resync_of_every_namespace_is_seen() {
+    fin_during_resync(true, 20);
+}

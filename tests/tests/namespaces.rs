@@ -175,12 +175,6 @@ impl Drop for Cgroups {
     }
 }
 
-fn inode_of(ns: &Netns) -> u64 {
-    std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap()
-}
-
 #[test]
 fn list_all_namespaces_names_containers_and_pods() {
     const ID: &str = "9a3f0c1d2e4b5a6978877665544332211000ffeeddccbbaa0099887766554433";
@@ -207,9 +201,8 @@ fn list_all_namespaces_names_containers_and_pods() {
 
     let rows = json(netconn(&["list", "--all-namespaces", "--json"]));
     let rows = rows.as_array().unwrap();
-    let of = |ns: &Netns| -> Vec<&Value> {
-        rows.iter().filter(|r| r["netns"] == inode_of(ns)).collect()
-    };
+    let of =
+        |ns: &Netns| -> Vec<&Value> { rows.iter().filter(|r| r["netns"] == ns.inode()).collect() };
     let d = of(&docker);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0]["lport"], 8080);
@@ -292,7 +285,7 @@ fn all_namespaces_each_exact_and_followed_as_they_come_and_go() {
     let sixth = Netns::new();
     let sixth_worker = sixth.worker();
     let _sixth_held = sixth_worker.exec(|| mix::build(99));
-    let sixth_inode = inode_of(&sixth);
+    let sixth_inode = sixth.inode();
     let mut news = Vec::new();
     for _ in 0..20 {
         let (round, _) = watch.next_round(timeout);
@@ -310,7 +303,7 @@ fn all_namespaces_each_exact_and_followed_as_they_come_and_go() {
 
     // One namespace deleted while it runs: its sockets closed, its
     // thread gone, its name removed.
-    let fifth_inode = inode_of(&spaces[4]);
+    let fifth_inode = spaces[4].inode();
     drop(held[4].take());
     let mut workers = workers;
     drop(workers.pop());
@@ -334,7 +327,7 @@ fn all_namespaces_each_exact_and_followed_as_they_come_and_go() {
 
     // At rest, every namespace equals its own /proc/net, and the host
     // record is the sum of all.
-    let mut checked: Vec<(&Netns, u64)> = spaces.iter().map(|n| (n, inode_of(n))).collect();
+    let mut checked: Vec<(&Netns, u64)> = spaces.iter().map(|n| (n, n.inode())).collect();
     checked.push((&sixth, sixth_inode));
     for (ns, _) in &checked {
         ns.run(mix::settle);
@@ -407,7 +400,7 @@ fn all_namespaces_by_polling_too() {
         let records = by_netns(&round);
         last.clear();
         for ns in &spaces {
-            let record = records[&inode_of(ns)];
+            let record = records[&ns.inode()];
             if table_of(record) != truth(ns) {
                 last += &format!("\n{}: {record}", ns.name);
             }
@@ -432,7 +425,7 @@ fn a_node_daemon_answers_for_every_namespace() {
     let ns = Netns::new();
     let worker = ns.worker();
     let _held = worker.exec(|| mix::build(41));
-    let inode = inode_of(&ns);
+    let inode = ns.inode();
     let mut cmd = netconn(&["watch", "-A", "-i", "1h"]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let (watch, _) = Watch::start_cmd(cmd);
@@ -508,7 +501,7 @@ fn all_namespaces_events_carry_each_namespace_and_its_directions() {
     });
     in_a.exec(move || drop(old_server));
 
-    let (ia, ib) = (inode_of(&a), inode_of(&b));
+    let (ia, ib) = (a.inode(), b.inode());
     let mut conns: Vec<Value> = Vec::new();
     let wanted = |conns: &[Value]| {
         let closes = conns.iter().filter(|c| c["event"] == "close").count();
@@ -575,7 +568,7 @@ fn all_namespaces_conntrack_per_namespace() {
     let of = |ns: &Netns| -> &Value {
         round
             .iter()
-            .find(|r| r["type"] == "conntrack" && r["netns"] == inode_of(ns))
+            .find(|r| r["type"] == "conntrack" && r["netns"] == ns.inode())
             .unwrap_or_else(|| panic!("no conntrack record for {}: {round:?}", ns.name))
     };
     let t = of(&tracked);
@@ -619,7 +612,7 @@ fn all_namespaces_tcp_metrics_per_namespace() {
         (port, l)
     });
     let rsts = snmp(&busy, "OutRsts") - rsts_before;
-    let (ib, ii) = (inode_of(&busy), inode_of(&idle));
+    let (ib, ii) = (busy.inode(), idle.inode());
     let mut sum = std::collections::BTreeMap::<(u64, &str), u64>::new();
     let mut accepted_on_port = 0;
     for _ in 0..6 {
@@ -686,7 +679,7 @@ fn a_reused_inode_is_a_new_namespace() {
     // Until the kernel hands a dead namespace's inode to the next one.
     for _ in 0..10 {
         let old = Netns::new();
-        let old_inode = inode_of(&old);
+        let old_inode = old.inode();
         let (w, held) = hold(&old, 3);
         // Counted first.
         for _ in 0..10 {
@@ -706,12 +699,12 @@ fn a_reused_inode_is_a_new_namespace() {
         // gets it, for up to 3 s.
         let started = std::time::Instant::now();
         let mut new = Netns::new();
-        while inode_of(&new) != old_inode && started.elapsed() < Duration::from_secs(3) {
+        while new.inode() != old_inode && started.elapsed() < Duration::from_secs(3) {
             drop(new);
             std::thread::sleep(Duration::from_millis(50));
             new = Netns::new();
         }
-        if inode_of(&new) != old_inode {
+        if new.inode() != old_inode {
             continue;
         }
         let (w, held) = hold(&new, 1);

@@ -320,12 +320,6 @@ fn a_silent_client_blocks_nothing() {
     drop(silent);
 }
 
-fn inode_of(ns: &Netns) -> u64 {
-    std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap()
-}
-
 /// A free port on the host's loopback (bound, then let go).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -375,7 +369,7 @@ fn every_namespace_is_a_labelled_series() {
     watch.next_of("host", Duration::from_secs(30));
     prometheus.scraped_after(&host, now());
     for (ns, established) in spaces.iter().zip([2.0, 4.0]) {
-        let inode = inode_of(ns);
+        let inode = ns.inode();
         let truth = truth(ns);
         let q = format!(
             "netconn_connections{{netns=\"{inode}\",netns_name=\"{}\",namespace=\"container\",conn_type=\"tcp\",state=\"ESTABLISHED\"}}",

@@ -179,6 +179,11 @@ impl Node {
             .probe
             .take_journal()
             .expect("the journal is back after every snapshot");
+        // Read before the dumps (see the single-namespace tracker's resync).
+        let early: BTreeMap<u32, KernelTotals> = dump
+            .iter()
+            .filter_map(|i| Some((*i, self.spaces.get(i)?.totals()?)))
+            .collect();
         let stop = AtomicBool::new(false);
         let targets: Vec<(u32, Option<std::fs::File>)> = dump
             .iter()
@@ -241,7 +246,9 @@ impl Node {
         // namespace was adopted (see the eBPF crate's udp module).
         self.probe.know_udp_sockets(udp.into_iter())?;
         for inode in merged {
-            let signature = self.mini_signature_now(inode);
+            let signature = early
+                .get(&inode)
+                .and_then(|k| self.mini_signature_with(inode, k));
             if let (Some(s), Some(sig)) = (self.spaces.get_mut(&inode), signature) {
                 s.mini_signature = sig;
             }
@@ -252,7 +259,12 @@ impl Node {
     /// (time-wait sockets, events counted this epoch, segments received)
     /// of one namespace, or None when its files cannot be read (gone).
     fn mini_signature_now(&self, inode: u32) -> Option<(i64, u64, i64)> {
-        let k = self.spaces.get(&inode)?.totals()?;
+        self.mini_signature_with(inode, &self.spaces.get(&inode)?.totals()?)
+    }
+
+    /// The signature with kernel totals read before a dump (see the
+    /// single-namespace tracker's).
+    fn mini_signature_with(&self, inode: u32, k: &KernelTotals) -> Option<(i64, u64, i64)> {
         let epoch = self.probe.control().epoch;
         let (_, events) = self.probe.read_ns_counts(inode, epoch).ok()?;
         Some((k.time_wait, events, k.in_segs))

@@ -180,13 +180,17 @@ impl Tracker {
     pub fn resync(&mut self) -> Result<(), TrackerError> {
         for _ in 0..RESYNC_ATTEMPTS {
             let before = self.probe.losses()?;
+            // Read before the dump: a mini-socket that changes between
+            // the dump and this reading (a FIN turning an orphaned
+            // FIN_WAIT2 into TIME_WAIT) must show as a changed signature.
+            let totals = KernelTotals::read().map_err(TrackerError::Totals)?;
             let baseline = self.snapshot_once()?;
             let after = self.probe.losses()?;
             self.base = baseline;
             // The snapshot just read the mini-sockets: no need to again
-            // until the kernel shows a change.
+            // until the kernel shows a change since it began.
             self.mini_tcp = baseline.mini;
-            self.mini_signature = self.mini_signature_now()?;
+            self.mini_signature = self.mini_signature_with(&totals)?;
             self.resyncs += 1;
             if after.journal == before.journal && after.uncounted() == before.uncounted() {
                 self.synced = after;
@@ -259,7 +263,13 @@ impl Tracker {
 
     /// (time-wait sockets, events counted this epoch, segments received).
     fn mini_signature_now(&self) -> Result<(i64, u64, i64), TrackerError> {
-        let k = KernelTotals::read().map_err(TrackerError::Totals)?;
+        self.mini_signature_with(&KernelTotals::read().map_err(TrackerError::Totals)?)
+    }
+
+    /// The signature with kernel totals read earlier. The events are
+    /// read now: every event that makes or ends a mini-socket also moves
+    /// the time-wait count or the segments received.
+    fn mini_signature_with(&self, k: &KernelTotals) -> Result<(i64, u64, i64), TrackerError> {
         let epoch = self.probe.control().epoch;
         let events: u64 = self.probe.read_matrix(epoch)?.counts.iter().sum();
         Ok((k.time_wait, events, k.in_segs))
