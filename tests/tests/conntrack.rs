@@ -130,9 +130,18 @@ fn overflow_is_counted_and_repaired() {
     cmd.env("NETCONN_CONNTRACK_RCVBUF", "2048");
     let (mut watch, _) = Watch::start_cmd(cmd);
     let worker = ns.worker();
-    let held = worker.exec(|| flows(400, 0));
+    // TCP flows, then a burst of UDP flows from one socket: sent in a
+    // tight loop, their NEW events outrun any reader of a 2 KiB buffer.
+    let held = worker.exec(|| {
+        let tcp = flows(400, 0);
+        let burst = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for port in 20_000..22_000u16 {
+            burst.send_to(b"x", ("127.0.0.1", port)).unwrap();
+        }
+        (tcp, burst)
+    });
     let count = kernel_count(&ns);
-    assert_eq!(count, 400);
+    assert_eq!(count, 2400);
     // At rest the live entries come back to the kernel's count.
     let mut record = watch.next_of("conntrack", Duration::from_secs(60));
     for _ in 0..50 {
@@ -145,6 +154,7 @@ fn overflow_is_counted_and_repaired() {
     assert!(record["lost_events"].as_u64().unwrap() > 0, "{record}");
     assert!(record["resyncs"].as_u64().unwrap() > 0, "{record}");
     assert_eq!(record["entries"]["tcp"], 400, "{record}");
+    assert_eq!(record["entries"]["udp"], 2000, "{record}");
     assert_eq!(record["count"], count);
     drop(held);
 }
