@@ -1,6 +1,7 @@
 //! Userspace hot paths: decoding a ring-buffer record, folding the
 //! transition matrix into counts, merging a dump with a journal, rendering
-//! a record. Run by `cargo xtask bench` (results in BENCHMARKS.md).
+//! a record, reading sock_diag and ctnetlink messages. Run by `cargo xtask
+//! bench` (results in BENCHMARKS.md).
 
 use std::hint::black_box;
 
@@ -149,5 +150,105 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(core, benches);
+/// `n` sock_diag answers as the kernel sends them (emitted by the
+/// rust-netlink crate), in one receive buffer.
+fn sock_diag_batch(n: u64) -> Vec<u8> {
+    use netlink_packet_core::{Emitable, NetlinkHeader};
+    use netlink_packet_sock_diag::inet::{InetResponseHeader, SocketId};
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let mut socket_id = SocketId::new_v4();
+        socket_id.source_port = (i % 50_000) as u16;
+        socket_id.source_address = std::net::Ipv4Addr::LOCALHOST.into();
+        socket_id.destination_port = 8080;
+        socket_id.destination_address = std::net::Ipv4Addr::LOCALHOST.into();
+        socket_id.cookie = (i + 1).to_le_bytes();
+        let body = InetResponseHeader {
+            family: libc::AF_INET as u8,
+            state: 1,
+            timer: None,
+            socket_id,
+            recv_queue: 0,
+            send_queue: 0,
+            uid: 0,
+            inode: i as u32,
+        };
+        let mut header = NetlinkHeader::default();
+        header.length = (header.buffer_len() + body.buffer_len()) as u32;
+        header.message_type = netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY;
+        let at = batch.len();
+        batch.resize(at + header.length as usize, 0);
+        header.emit(&mut batch[at..]);
+        body.emit(&mut batch[at + header.buffer_len()..]);
+    }
+    batch
+}
+
+/// A conntrack entry as ctnetlink sends it (emitted by the crate): both
+/// tuples, status, timeout, mark, TCP state.
+fn conntrack_entry() -> Vec<u8> {
+    use netlink_packet_core::Emitable;
+    use netlink_packet_netfilter::conntrack::{
+        ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple,
+        Protocol, Status, Tuple,
+    };
+    use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+    let tuple = |a: &str, b: &str, sport, dport| {
+        vec![
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress(a.parse().unwrap()),
+                IPTuple::DestinationAddress(b.parse().unwrap()),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(Protocol::Tcp),
+                ProtoTuple::SourcePort(sport),
+                ProtoTuple::DestinationPort(dport),
+            ]),
+        ]
+    };
+    let entry = ConntrackMessage::New(vec![
+        ConntrackAttribute::CtaTupleOrig(tuple("10.0.0.1", "10.0.0.2", 40000, 80)),
+        ConntrackAttribute::CtaTupleReply(tuple("10.0.0.2", "10.0.0.1", 80, 40000)),
+        ConntrackAttribute::CtaStatus(Status::from_bits_retain(0x19e)),
+        ConntrackAttribute::CtaTimeout(431_999),
+        ConntrackAttribute::CtaMark(0),
+        ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![ProtoInfoTCP::State(3)])]),
+    ]);
+    let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0);
+    let message = NetfilterMessage::new(header, entry);
+    let mut payload = vec![0u8; message.buffer_len()];
+    message.emit(&mut payload);
+    payload
+}
+
+fn tables(c: &mut Criterion) {
+    use netconn::tables::sockdiag::{parse_batch, parse_msg};
+    let batch = sock_diag_batch(1000);
+    let mut out = Vec::with_capacity(1000);
+    c.bench_function("sock_diag_1000_sockets", |b| {
+        b.iter(|| {
+            out.clear();
+            parse_batch(black_box(&batch), &mut |m: &[u8]| {
+                out.extend(parse_msg(m, ConnType::Tcp))
+            })
+            .unwrap();
+            out.len()
+        })
+    });
+
+    // The protocol of a conntrack entry (every event, every entry of a
+    // dump): read in place, and by the crate's typed parse.
+    let entry = conntrack_entry();
+    let kind = 1 << 8; // IPCTNL_MSG_CT_NEW of ctnetlink
+    c.bench_function("conntrack_entry_in_place", |b| {
+        b.iter(|| netconn::conntrack::message_protocol(black_box(&entry)))
+    });
+    c.bench_function("conntrack_entry_typed_parse", |b| {
+        use netlink_packet_core::ParseableParametrized;
+        use netlink_packet_netfilter::NetfilterMessage;
+        b.iter(|| NetfilterMessage::parse_with_param(black_box(&entry[..]), kind).unwrap())
+    });
+}
+
+criterion_group!(core, benches, tables);
 criterion_main!(core);

@@ -7,9 +7,9 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::model::socket::{Direction, DumpedSocket, SocketKind, direction};
-use crate::model::state::{ConnType, TCP_LISTEN, endpoint, ip_addr};
-use crate::tables::netlink;
-use crate::tables::sockdiag::{self, EXT_INFO, INET_DIAG_INFO};
+use crate::model::state::{ConnType, TCP_LISTEN, endpoint};
+use crate::tables::sockdiag::{self, DiagMessage, INET_DIAG_INFO};
+use netlink_packet_sock_diag::inet::ExtensionFlags;
 
 /// TCP figures from `tcp_info`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,20 +22,29 @@ pub struct TcpInfo {
     pub bytes_received: u64,
 }
 
-/// Offsets in `struct tcp_info` (include/uapi/linux/tcp.h).
-const TCPI_RTT: usize = 68;
-const TCPI_TOTAL_RETRANS: usize = 100;
-const TCPI_BYTES_ACKED: usize = 120;
-const TCPI_BYTES_RECEIVED: usize = 128;
+/// The shortest `tcp_info` a kernel sends: up to `tcpi_total_retrans`
+/// (Linux 2.6). Fields a kernel's shorter struct lacks read as 0.
+const TCP_INFO_MIN: usize = 104;
 
 pub fn parse_tcp_info(b: &[u8]) -> Option<TcpInfo> {
-    let u32_at = |o: usize| Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_ne_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    use netlink_packet_sock_diag::inet::nlas::{TcpInfo as Info, TcpInfoBuffer};
+    if b.len() < TCP_INFO_MIN {
+        return None;
+    }
+    // The crate reads its full struct: pad an older kernel's shorter one.
+    let mut full = [0u8; std::mem::size_of::<TcpInfoBuffer>()];
+    let b = if b.len() < full.len() {
+        full[..b.len()].copy_from_slice(b);
+        &full[..]
+    } else {
+        b
+    };
+    let i = Info::parse(b).ok()?;
     Some(TcpInfo {
-        rtt_us: u32_at(TCPI_RTT)?,
-        retrans: u32_at(TCPI_TOTAL_RETRANS)?,
-        bytes_acked: u64_at(TCPI_BYTES_ACKED).unwrap_or(0),
-        bytes_received: u64_at(TCPI_BYTES_RECEIVED).unwrap_or(0),
+        rtt_us: i.rtt,
+        retrans: i.total_retrans,
+        bytes_acked: i.bytes_acked,
+        bytes_received: i.bytes_received,
     })
 }
 
@@ -53,9 +62,6 @@ pub struct Row {
     pub queue: Option<(u32, u32)>,
 }
 
-/// Length of the fixed `inet_diag_msg`.
-const MSG_LEN: usize = 72;
-
 /// A socket, its remote end, `tcp_info` and (listeners) queue.
 type Detail = (
     DumpedSocket,
@@ -65,20 +71,15 @@ type Detail = (
     Option<(u32, u32)>,
 );
 
-/// The remote end and `tcp_info` of an `inet_diag_msg` with attributes.
-fn parse_detail(msg: &[u8], conn_type: ConnType) -> Option<Detail> {
-    let socket = sockdiag::parse_msg(msg, conn_type)?;
-    let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
-    // idiag_rqueue and idiag_wqueue: for a listener, its accept queue and
-    // backlog.
+/// The remote end and `tcp_info` of a socket's message.
+fn detail(m: &DiagMessage, conn_type: ConnType) -> Detail {
+    let socket = m.socket(conn_type);
+    // For a listener, recv/send queue are its accept queue and backlog.
     let queue = (conn_type.is_tcp() && socket.state == TCP_LISTEN)
-        .then(|| Some((u32_at(56)?, u32_at(60)?)))
-        .flatten();
-    let remote_port = u16::from_be_bytes([msg[6], msg[7]]);
-    let remote_addr = ip_addr(conn_type.family(), msg.get(24..40)?.try_into().ok()?);
-    let info = netlink::attr(msg.get(MSG_LEN..).unwrap_or_default(), INET_DIAG_INFO)
-        .and_then(parse_tcp_info);
-    Some((socket, remote_addr, remote_port, info, queue))
+        .then_some((m.header.recv_queue, m.header.send_queue));
+    let info = m.attr(INET_DIAG_INFO).and_then(parse_tcp_info);
+    let (remote_addr, remote_port) = (socket.remote_addr, socket.remote_port);
+    (socket, remote_addr, remote_port, info, queue)
 }
 
 /// The namespace's own addresses (getifaddrs), canonical form.
@@ -215,10 +216,12 @@ impl Processes {
 pub fn rows(procs: &Processes, netns: u32) -> io::Result<Vec<Row>> {
     let mut raw = Vec::new();
     for ct in ConnType::ALL {
-        let ext = if ct.is_tcp() { EXT_INFO } else { 0 };
-        sockdiag::dump_raw(ct, sockdiag::ALL_STATES, ext, |m| {
-            raw.extend(parse_detail(m, ct))
-        })?;
+        let ext = if ct.is_tcp() {
+            ExtensionFlags::INFO
+        } else {
+            ExtensionFlags::empty()
+        };
+        sockdiag::dump_each(ct, sockdiag::ALL_STATES, ext, |m| raw.push(detail(m, ct)))?;
     }
     let listening: HashSet<u16> = raw
         .iter()
@@ -587,12 +590,17 @@ mod tests {
 
     #[test]
     fn tcp_info_fields() {
-        let mut b = vec![0u8; 232];
-        b[TCPI_RTT..TCPI_RTT + 4].copy_from_slice(&1234u32.to_ne_bytes());
-        b[TCPI_TOTAL_RETRANS..TCPI_TOTAL_RETRANS + 4].copy_from_slice(&5u32.to_ne_bytes());
-        b[TCPI_BYTES_ACKED..TCPI_BYTES_ACKED + 8].copy_from_slice(&99u64.to_ne_bytes());
-        let i = parse_tcp_info(&b).unwrap();
-        assert_eq!((i.rtt_us, i.retrans, i.bytes_acked), (1234, 5, 99));
+        use netlink_packet_core::Emitable;
+        use netlink_packet_sock_diag::inet::nlas::TcpInfo as Info;
+        let mut i = Info::parse(&[0u8; 512]).unwrap();
+        (i.rtt, i.total_retrans, i.bytes_acked) = (1234, 5, 99);
+        let mut b = vec![0u8; i.buffer_len()];
+        i.emit(&mut b);
+        let got = parse_tcp_info(&b).unwrap();
+        assert_eq!((got.rtt_us, got.retrans, got.bytes_acked), (1234, 5, 99));
+        // An older kernel's shorter struct: the fields it has.
+        let got = parse_tcp_info(&b[..TCP_INFO_MIN]).unwrap();
+        assert_eq!((got.rtt_us, got.retrans, got.bytes_acked), (1234, 5, 0));
         assert!(parse_tcp_info(&b[..50]).is_none());
     }
 

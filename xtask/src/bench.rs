@@ -173,6 +173,56 @@ fn time_first_record(runs: usize, paths: &Paths, ns: &Netns) -> Result<f64> {
     Ok(median(times))
 }
 
+const AGAINST_HEADING: &str = "## Against another build";
+
+/// `--against`: the first counts at 200,000 sockets from this build and
+/// from `other`, in alternated rounds (the machine's drift hits both);
+/// returns its section of BENCHMARKS.md.
+fn first_counts_against(paths: &Paths, other: &str) -> Result<String> {
+    const PAIRS_PER_HOLDER: u64 = 5000;
+    const ROUNDS: usize = 7;
+    let ns = Netns::new("against")?;
+    let _holders = (0..20)
+        .map(|_| crate::lab::hold(paths, &ns, PAIRS_PER_HOLDER))
+        .collect::<Result<Vec<_>>>()?;
+    let theirs = Paths {
+        netconn: other.to_owned(),
+        churn: paths.churn.clone(),
+    };
+    let builds = [("this build", paths), (other, &theirs)];
+    let mut times = vec![(Vec::new(), Vec::new()); builds.len()];
+    for _ in 0..ROUNDS {
+        for ((_, p), (snapshot, first)) in builds.iter().zip(times.iter_mut()) {
+            snapshot.push(time_cmd(1, || {
+                let mut c = ns.cmd(&p.netconn);
+                c.arg("snapshot");
+                c
+            })?);
+            first.push(time_first_record(1, p, &ns)?);
+        }
+    }
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        format!(
+            "{:.0} ms ({:.0}-{:.0})",
+            median(v.to_vec()) * 1e3,
+            lo * 1e3,
+            hi * 1e3
+        )
+    };
+    let mut s = format!(
+        "{AGAINST_HEADING}\n\n`cargo xtask bench --against {other}` on {}: 200,000 sockets held in one namespace, wall time of each command, medians of {ROUNDS} alternated rounds (min-max).\n\n| build | netconn snapshot | netconn watch, first record |\n| --- | ---: | ---: |\n",
+        machine()
+    );
+    for ((name, _), (snapshot, first)) in builds.iter().zip(&times) {
+        let _ = writeln!(s, "| {name} | {} | {} |", spread(snapshot), spread(first));
+    }
+    s.push('\n');
+    Ok(s)
+}
+
 struct SnapshotRow {
     sockets: u64,
     netconn_snapshot: f64,
@@ -320,7 +370,7 @@ fn machine() -> String {
 
 /// The whole bench, or (`soak_only`) only the soak, whose section then
 /// replaces the one in BENCHMARKS.md.
-pub fn run(soak_only: bool, namespaces_only: bool) -> Result<()> {
+pub fn run(soak_only: bool, namespaces_only: bool, against: Option<&str>) -> Result<()> {
     let env = setup::run()?;
     setup::bench_tools()?;
     run_cmd(cargo(&env).args([
@@ -340,6 +390,18 @@ pub fn run(soak_only: bool, namespaces_only: bool) -> Result<()> {
             .to_string(),
     };
 
+    if let Some(other) = against {
+        let section = first_counts_against(&paths, other)?;
+        print!("{section}");
+        let path = root().join("BENCHMARKS.md");
+        let report = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(
+            &path,
+            crate::soak::splice_at(&report, AGAINST_HEADING, &section),
+        )?;
+        eprintln!("xtask bench: wrote the comparison into BENCHMARKS.md");
+        return Ok(());
+    }
     if namespaces_only {
         let section = namespaces(&paths)?;
         let path = root().join("BENCHMARKS.md");
@@ -484,6 +546,12 @@ pub fn run(soak_only: bool, namespaces_only: bool) -> Result<()> {
     let report = crate::soak::splice(&report, &soak(&paths)?);
     // 5. Every namespace at once.
     let report = crate::soak::splice_at(&report, NAMESPACES_HEADING, &namespaces(&paths)?);
+    // The last `--against` comparison stays until the next one.
+    let before = std::fs::read_to_string(root().join("BENCHMARKS.md")).unwrap_or_default();
+    let report = match crate::soak::section(&before, AGAINST_HEADING) {
+        Some(kept) => crate::soak::splice_at(&report, AGAINST_HEADING, kept),
+        None => report,
+    };
     print!("{report}");
     std::fs::write(root().join("BENCHMARKS.md"), report)?;
     eprintln!("xtask bench: wrote BENCHMARKS.md");
@@ -839,7 +907,7 @@ fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{}\n## Userspace hot paths\n\n`cargo bench -p netconn --bench core` (criterion):\n\n```\n{}\n```",
+        "{}\n## Userspace hot paths\n\n`cargo bench -p netconn --bench core` (criterion). `sock_diag_1000_sockets`: a receive buffer of 1000 sock_diag answers read into sockets (netlink-packet-sock-diag, in place); `conntrack_entry_in_place` and `conntrack_entry_typed_parse`: the protocol of one ctnetlink entry, read in place as netconn does and by netlink-packet-netfilter's typed parse (a Vec per attribute list), the reason ctnetlink messages are read in place:\n\n```\n{}\n```",
         first_counts_gap(rows),
         micro.join("\n")
     );

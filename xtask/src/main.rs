@@ -54,6 +54,12 @@ enum Task {
         /// record at 100 namespaces, memory per namespace.
         #[arg(long, conflicts_with = "soak")]
         namespaces: bool,
+        /// Only the first counts at 200,000 sockets (`snapshot`, and
+        /// `watch` until its first record), this build against the netconn
+        /// binary BIN in alternated rounds; prints the medians and writes
+        /// nothing (about 3 minutes).
+        #[arg(long, value_name = "BIN", conflicts_with_all = ["soak", "namespaces"])]
+        against: Option<String>,
     },
 }
 
@@ -65,7 +71,11 @@ fn main() -> ExitCode {
         Task::Deb => setup::run().and_then(|env| deb::run(&env)).map(|deb| {
             eprintln!("xtask: {}", deb.display());
         }),
-        Task::Bench { soak, namespaces } => bench::run(soak, namespaces),
+        Task::Bench {
+            soak,
+            namespaces,
+            against,
+        } => bench::run(soak, namespaces, against.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -315,20 +315,49 @@ pub fn splice(report: &str, section: &str) -> String {
     splice_at(report, "## Soak\n", section)
 }
 
+/// Where the section that starts with `heading` lies in `report` (up to
+/// the next `## `), if there is one.
+fn section_range(report: &str, heading: &str) -> Option<std::ops::Range<usize>> {
+    let at = report.find(heading)?;
+    let end = report[at + 1..]
+        .find("\n## ")
+        .map_or(report.len(), |e| at + 1 + e + 1);
+    Some(at..end)
+}
+
+/// The section that starts with `heading`, if `report` has one.
+pub fn section<'a>(report: &'a str, heading: &str) -> Option<&'a str> {
+    section_range(report, heading).map(|r| report[r].trim_end_matches('\n'))
+}
+
 /// Replaces the section that starts with `heading` (up to the next `## `)
 /// with `section`, or appends it.
 pub fn splice_at(report: &str, heading: &str, section: &str) -> String {
-    let start = report.find(heading);
-    match start {
-        Some(at) => {
-            let end = report[at + 1..]
-                .find("\n## ")
-                .map_or(report.len(), |e| at + 1 + e + 1);
-            format!("{}{section}\n{}", &report[..at], &report[end..])
-        }
+    match section_range(report, heading) {
+        Some(r) => format!("{}{section}\n{}", &report[..r.start], &report[r.end..]),
         None => format!(
             "{}\n{section}",
             report.trim_end_matches('\n').to_owned() + "\n"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_found_replaced_and_kept() {
+        let report = "# B\n\n## One\n\na\n\n## Two\n\nb\n";
+        assert_eq!(section(report, "## One"), Some("## One\n\na"));
+        assert_eq!(section(report, "## Two"), Some("## Two\n\nb"));
+        assert_eq!(section(report, "## Three"), None);
+        let replaced = splice_at(report, "## One", "## One\n\nc\n");
+        assert_eq!(replaced, "# B\n\n## One\n\nc\n\n## Two\n\nb\n");
+        let added = splice_at(report, "## Three", "## Three\n\nd\n");
+        assert_eq!(
+            added,
+            "# B\n\n## One\n\na\n\n## Two\n\nb\n\n## Three\n\nd\n"
+        );
     }
 }

@@ -15,6 +15,8 @@ pub fn run() -> Result<()> {
         "netconn",
         "--package",
         "netconn-common",
+        "--package",
+        "xtask",
     ]))?;
 
     // SAFETY: geteuid has no preconditions.

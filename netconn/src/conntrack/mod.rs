@@ -10,16 +10,24 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use netlink_packet_netfilter::conntrack::{ConntrackMessage, ConntrackMessageType};
+use netlink_packet_netfilter::nftables::{NfTablesMessage, RuleMessage};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    NetfilterSubsystem,
+};
+use netlink_sys::Socket;
+use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use crate::config::Thresholds;
 use crate::output::conntrack::{
     AlertRecord, AlertThresholds, ConntrackRecord, Events, LiveFigures, Table,
 };
 
-use crate::tables::netlink::{self, NLMSG_HDR};
+use crate::tables::netlink;
 
 const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
@@ -151,50 +159,46 @@ pub struct Live {
     pub resync_requested: bool,
 }
 
-const NETLINK_NETFILTER: i32 = 12;
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const IPCTNL_MSG_CT_NEW: u16 = 0;
-const IPCTNL_MSG_CT_GET: u16 = 1;
-const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+// The attributes read in place (`linux/netfilter/nfnetlink_conntrack.h`):
+// the crate's typed parse builds every attribute of every entry, see
+// message_protocol().
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
-fn netlink_socket(groups: &[u32]) -> io::Result<OwnedFd> {
-    let sock = netlink::socket(libc::SOCK_RAW, NETLINK_NETFILTER)?;
-    // Subscribing by bind() (not NETLINK_ADD_MEMBERSHIP) is what tells
-    // conntrack a listener exists (nf_conntrack_events = 2 only reports
-    // events while one does).
-    // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    addr.nl_groups = groups.iter().fold(0, |m, g| m | 1 << (g - 1));
-    // SAFETY: addr is a valid sockaddr_nl of the size given.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+/// The `nfgenmsg` ahead of a netfilter message's attributes.
+const NFGENMSG_LEN: usize = 4;
+
+/// A ctnetlink socket; subscribed to `groups` when given.
+fn netlink_socket(groups: &[u32]) -> io::Result<Socket> {
+    let sock = netlink::subscribed(NETLINK_NETFILTER, groups)?;
     // A large buffer makes overflows rare; they are handled anyway.
     // NETCONN_CONNTRACK_RCVBUF shrinks it, for tests that need overflows.
     let size: libc::c_int = std::env::var("NETCONN_CONNTRACK_RCVBUF")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4 << 20);
-    netlink::set_socket_option(sock.as_fd(), libc::SO_RCVBUF, &size);
+    // Best effort: a refused size leaves the kernel's default.
+    let _ = sock.set_rx_buf_sz(size);
     Ok(sock)
 }
 
-/// The protocol number of a conntrack message's original tuple.
+/// Asks for a dump of a netfilter subsystem's objects: `nfgenmsg` for
+/// both families (AF_UNSPEC), NFNETLINK_V0, no attributes.
+fn request_dump(sock: &Socket, inner: impl Into<NetfilterMessageInner>) -> io::Result<()> {
+    let header = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0);
+    let message = NetfilterMessage::new(header, inner);
+    let kind = netlink_packet_core::NetlinkSerializable::message_type(&message);
+    netlink::request_dump(sock, kind, &message)
+}
+
+/// The protocol number of a conntrack message's original tuple. Read in
+/// place: with `netlink-packet-netfilter`'s typed parse each entry costs
+/// a dozen allocations (see BENCHMARKS.md), at every event and for every
+/// entry of a dump that can hold millions.
 pub fn message_protocol(payload: &[u8]) -> Option<u8> {
-    // nfgenmsg (4 bytes), then attributes.
-    let tuple = netlink::attr(payload.get(4..)?, CTA_TUPLE_ORIG)?;
+    let tuple = netlink::attr(payload.get(NFGENMSG_LEN..)?, CTA_TUPLE_ORIG)?;
     let proto = netlink::attr(tuple, CTA_TUPLE_PROTO)?;
     netlink::attr(proto, CTA_PROTO_NUM)?.first().copied()
 }
@@ -202,13 +206,9 @@ pub fn message_protocol(payload: &[u8]) -> Option<u8> {
 /// Entries per protocol, from a ctnetlink dump of the namespace's table.
 pub fn dump_entries() -> io::Result<BTreeMap<&'static str, i64>> {
     let sock = netlink_socket(&[])?;
-    let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
-    // Header, then nfgenmsg: AF_UNSPEC (both families), NFNETLINK_V0.
-    let mut req = [0u8; NLMSG_HDR + 4];
-    req[..NLMSG_HDR].copy_from_slice(&netlink::dump_header(NLMSG_HDR + 4, kind));
-    netlink::send(sock.as_fd(), &req)?;
+    request_dump(&sock, ConntrackMessage::Get(Vec::new()))?;
     let mut entries = BTreeMap::new();
-    netlink::recv_dump(sock.as_fd(), |_, payload| {
+    netlink::recv_dump(&sock, |_, payload| {
         if let Some(p) = message_protocol(payload) {
             *entries.entry(proto_name(p)).or_default() += 1;
         }
@@ -216,8 +216,6 @@ pub fn dump_entries() -> io::Result<BTreeMap<&'static str, i64>> {
     Ok(entries)
 }
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_GETRULE: u16 = 7;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -233,10 +231,13 @@ const CONNTRACK_EXPRESSIONS: [&[u8]; 7] = [
     b"synproxy",
 ];
 
-/// The names of the expressions of one nftables rule message.
+/// The names of the expressions of one nftables rule message. Read in
+/// place too: the crate's typed parse of a rule also types each
+/// expression's data, and rejects the whole rule when it cannot; only
+/// the names matter here.
 fn rule_expressions(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
     let exprs = payload
-        .get(4..)
+        .get(NFGENMSG_LEN..)
         .and_then(|a| netlink::attr(a, NFTA_RULE_EXPRESSIONS))
         .unwrap_or_default();
     netlink::attrs(exprs)
@@ -249,13 +250,13 @@ fn rule_expressions(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// `connlimit`... expression); None when nftables cannot be asked. Rules
 /// of the legacy iptables are not seen.
 pub fn nft_needs_conntrack() -> Option<bool> {
-    let sock = netlink::socket(libc::SOCK_RAW, NETLINK_NETFILTER).ok()?;
-    let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
-    let mut req = [0u8; NLMSG_HDR + 4];
-    req[..NLMSG_HDR].copy_from_slice(&netlink::dump_header(NLMSG_HDR + 4, kind));
-    netlink::send(sock.as_fd(), &req).ok()?;
+    let sock = netlink::socket(NETLINK_NETFILTER).ok()?;
+    let rules = RuleMessage {
+        attributes: Vec::new(),
+    };
+    request_dump(&sock, NfTablesMessage::GetRule(rules)).ok()?;
     let mut needs = false;
-    netlink::recv_dump(sock.as_fd(), |_, payload| {
+    netlink::recv_dump(&sock, |_, payload| {
         needs |= rule_expressions(payload).any(|n| CONNTRACK_EXPRESSIONS.contains(&n));
     })
     .ok()?;
@@ -280,21 +281,18 @@ pub fn listen() -> io::Result<Arc<Mutex<Live>>> {
 /// How often the event thread looks for a resync request when idle.
 const POLL_REQUESTS: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: POLL_REQUESTS.as_micros() as libc::suseconds_t,
-    };
-    netlink::set_socket_option(sock.as_fd(), libc::SO_RCVTIMEO, &timeout);
-    let mut buf = vec![0u8; 256 * 1024];
+fn event_loop(sock: Socket, live: &Mutex<Live>) {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    let timeout = nix::sys::time::TimeVal::new(0, POLL_REQUESTS.as_micros() as _);
+    // Without it the thread still works, only looks for requests later.
+    let _ = setsockopt(&sock, ReceiveTimeout, &timeout);
+    let mut buf = Vec::with_capacity(256 * 1024);
     loop {
         if live.lock().expect("conntrack state").resync_requested {
             resync(&sock, &mut buf, live);
         }
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
+        buf.clear();
+        if let Err(err) = sock.recv(&mut buf, 0) {
             match err.raw_os_error() {
                 // Events were dropped: count it and recount the table.
                 Some(libc::ENOBUFS) => {
@@ -307,19 +305,19 @@ fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
             continue;
         }
         let mut l = live.lock().expect("conntrack state");
-        for (kind, payload) in netlink::messages(&buf[..n as usize]).map_while(Result::ok) {
-            if kind >> 8 != NFNL_SUBSYS_CTNETLINK {
+        for (kind, payload) in netlink::messages(&buf).map_while(Result::ok) {
+            if NetfilterSubsystem::from((kind >> 8) as u8) != NetfilterSubsystem::Conntrack {
                 continue;
             }
             let Some(proto) = message_protocol(payload).map(proto_name) else {
                 continue;
             };
-            match kind & 0xff {
-                IPCTNL_MSG_CT_NEW => {
+            match ConntrackMessageType::from(kind as u8) {
+                ConntrackMessageType::New => {
                     *l.new.entry(proto).or_default() += 1;
                     *l.entries.entry(proto).or_default() += 1;
                 }
-                IPCTNL_MSG_CT_DELETE => {
+                ConntrackMessageType::Delete => {
                     *l.destroy.entry(proto).or_default() += 1;
                     *l.entries.entry(proto).or_default() -= 1;
                 }
@@ -331,19 +329,13 @@ fn event_loop(sock: OwnedFd, live: &Mutex<Live>) {
 
 /// Drops the queued events (the dump that follows includes their effect)
 /// and recounts the table.
-fn resync(sock: &OwnedFd, buf: &mut [u8], live: &Mutex<Live>) {
+fn resync(sock: &Socket, buf: &mut Vec<u8>, live: &Mutex<Live>) {
     loop {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe {
-            libc::recv(
-                sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOBUFS) {
-            break;
+        buf.clear();
+        match sock.recv(buf, libc::MSG_DONTWAIT) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+            Err(_) => break,
         }
     }
     let fresh = dump_entries();
@@ -567,22 +559,23 @@ mod tests {
 
     #[test]
     fn expression_names_of_a_rule() {
-        // nfgenmsg + NFTA_RULE_EXPRESSIONS{ ELEM{ NAME "ct\0" }, ELEM{ NAME "cmp\0" } }
-        let elem = |name: &[u8]| {
-            let mut n = vec![(4 + name.len()) as u8, 0, NFTA_EXPR_NAME as u8, 0];
-            n.extend_from_slice(name);
-            while n.len() % 4 != 0 {
-                n.push(0);
-            }
-            let mut e = vec![(4 + n.len()) as u8, 0, NFTA_LIST_ELEM as u8, 0x80];
-            e.extend_from_slice(&n);
-            e
+        use netlink_packet_core::Emitable;
+        use netlink_packet_netfilter::nftables::{
+            ExpressionAttribute, ListAttribute, RuleAttribute,
         };
-        let mut list = elem(b"ct\0");
-        list.extend(elem(b"cmp\0"));
-        let mut payload = vec![1u8, 0, 0, 0, (4 + list.len()) as u8, 0];
-        payload.extend_from_slice(&[NFTA_RULE_EXPRESSIONS as u8, 0x80]);
-        payload.extend_from_slice(&list);
+        // A rule as the kernel sends it, emitted by the crate.
+        let element =
+            |name: &str| ListAttribute::Element(vec![ExpressionAttribute::Name(name.to_owned())]);
+        let rule = RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table("filter".into()),
+                RuleAttribute::Expressions(vec![element("ct"), element("cmp")]),
+            ],
+        };
+        let header = NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0);
+        let message = NetfilterMessage::new(header, NfTablesMessage::NewRule(rule));
+        let mut payload = vec![0u8; message.buffer_len()];
+        message.emit(&mut payload);
         let names: Vec<&[u8]> = rule_expressions(&payload).collect();
         assert_eq!(names, [&b"ct"[..], &b"cmp"[..]]);
         assert_eq!(rule_expressions(&payload[..3]).count(), 0);
@@ -590,16 +583,39 @@ mod tests {
 
     #[test]
     fn protocol_of_a_conntrack_message() {
-        // nfgenmsg + CTA_TUPLE_ORIG{ CTA_TUPLE_PROTO{ CTA_PROTO_NUM=6 } }
-        let proto_num = [5u8, 0, 1, 0, 6, 0, 0, 0]; // len 5, type 1, value 6, pad
-        let mut proto = vec![12u8, 0, (CTA_TUPLE_PROTO as u8), 0x80];
-        proto.extend_from_slice(&proto_num);
-        let mut orig = vec![16u8, 0, (CTA_TUPLE_ORIG as u8), 0x80];
-        orig.extend_from_slice(&proto);
-        let mut payload = vec![2u8, 0, 0, 0];
-        payload.extend_from_slice(&orig);
-        assert_eq!(message_protocol(&payload), Some(6));
-        assert_eq!(message_protocol(&payload[..10]), None);
+        use netlink_packet_core::Emitable;
+        use netlink_packet_netfilter::conntrack::{
+            ConntrackAttribute, IPTuple, ProtoTuple, Protocol, Tuple,
+        };
+        // An entry as the kernel sends it, emitted by the crate.
+        let tuple = |proto| {
+            vec![
+                Tuple::Ip(vec![
+                    IPTuple::SourceAddress("10.0.0.1".parse().unwrap()),
+                    IPTuple::DestinationAddress("10.0.0.2".parse().unwrap()),
+                ]),
+                Tuple::Proto(vec![
+                    ProtoTuple::Protocol(proto),
+                    ProtoTuple::SourcePort(40000),
+                    ProtoTuple::DestinationPort(80),
+                ]),
+            ]
+        };
+        let entry = |proto| {
+            let ct = ConntrackMessage::New(vec![
+                ConntrackAttribute::CtaTupleOrig(tuple(proto)),
+                ConntrackAttribute::CtaTupleReply(tuple(proto)),
+                ConntrackAttribute::CtaTimeout(120),
+            ]);
+            let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0);
+            let message = NetfilterMessage::new(header, ct);
+            let mut payload = vec![0u8; message.buffer_len()];
+            message.emit(&mut payload);
+            payload
+        };
+        assert_eq!(message_protocol(&entry(Protocol::Tcp)), Some(6));
+        assert_eq!(message_protocol(&entry(Protocol::Udp)), Some(17));
+        assert_eq!(message_protocol(&entry(Protocol::Tcp)[..10]), None);
         assert_eq!(proto_name(6), "tcp");
         assert_eq!(proto_name(1), "icmp");
         assert_eq!(proto_name(58), "icmpv6");

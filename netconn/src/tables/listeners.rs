@@ -7,15 +7,11 @@
 use std::io;
 use std::net::IpAddr;
 
-use crate::model::state::{ConnType, TCP_LISTEN, ip_addr};
-use crate::tables::netlink;
-use crate::tables::sockdiag::dump_raw;
+use netlink_packet_sock_diag::inet::ExtensionFlags;
+use netlink_packet_sock_diag::inet::nlas::MemInfo;
 
-/// `INET_DIAG_SKMEMINFO`: the socket's memory counters, `u32` each.
-const INET_DIAG_SKMEMINFO: u16 = 7;
-const EXT_SKMEMINFO: u8 = 1 << (INET_DIAG_SKMEMINFO - 1);
-/// `SK_MEMINFO_DROPS`: index of `sk_drops` in those counters.
-const SK_MEMINFO_DROPS: usize = 8;
+use crate::model::state::{ConnType, TCP_LISTEN};
+use crate::tables::sockdiag::{DiagMessage, INET_DIAG_SKMEMINFO, dump_each};
 
 /// One listening socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,30 +34,26 @@ pub struct ListenSocket {
     pub uid: u32,
 }
 
-/// Parses one `inet_diag_msg` of a listener with its attributes.
-pub fn parse(msg: &[u8], conn_type: ConnType) -> Option<ListenSocket> {
-    const MSG_LEN: usize = 72;
-    let u32_at = |o: usize| Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?));
-    if *msg.get(1)? != TCP_LISTEN {
+/// Reads the message of a listener with its attributes.
+pub fn parse(m: &DiagMessage, conn_type: ConnType) -> Option<ListenSocket> {
+    let h = &m.header;
+    if h.state != TCP_LISTEN {
         return None;
     }
-    let port = u16::from_be_bytes(msg.get(4..6)?.try_into().ok()?);
-    let addr = ip_addr(conn_type.family(), msg.get(8..24)?.try_into().ok()?);
-    let cookie = u64::from(u32_at(44)?) | u64::from(u32_at(48)?) << 32;
-    let drops = netlink::attr(msg.get(MSG_LEN..).unwrap_or_default(), INET_DIAG_SKMEMINFO)
-        .and_then(|mem| mem.get(SK_MEMINFO_DROPS * 4..SK_MEMINFO_DROPS * 4 + 4))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_ne_bytes);
+    let drops = m
+        .attr(INET_DIAG_SKMEMINFO)
+        .and_then(|mem| MemInfo::parse(mem).ok())
+        .map_or(0, |mem| mem.drops);
     Some(ListenSocket {
         conn_type,
-        addr,
-        port,
-        accept_queue: u32_at(56)?,
-        backlog: u32_at(60)?,
+        addr: h.socket_id.source_address,
+        port: h.socket_id.source_port,
+        accept_queue: h.recv_queue,
+        backlog: h.send_queue,
         drops,
-        cookie,
-        inode: u32_at(68)?,
-        uid: u32_at(64)?,
+        cookie: m.cookie(),
+        inode: h.inode,
+        uid: h.uid,
     })
 }
 
@@ -69,8 +61,8 @@ pub fn parse(msg: &[u8], conn_type: ConnType) -> Option<ListenSocket> {
 pub fn dump() -> io::Result<Vec<ListenSocket>> {
     let mut out = Vec::new();
     for ct in [ConnType::Tcp, ConnType::Tcp6] {
-        dump_raw(ct, 1 << TCP_LISTEN, EXT_SKMEMINFO, |msg| {
-            out.extend(parse(msg, ct));
+        dump_each(ct, 1 << TCP_LISTEN, ExtensionFlags::SKMEMINFO, |m| {
+            out.extend(parse(m, ct));
         })?;
     }
     Ok(out)
@@ -82,25 +74,37 @@ mod tests {
 
     #[test]
     fn parses_queue_backlog_and_drops() {
-        let mut msg = vec![0u8; 72];
-        msg[0] = libc::AF_INET as u8;
-        msg[1] = TCP_LISTEN;
-        msg[4..6].copy_from_slice(&8080u16.to_be_bytes());
-        msg[8..12].copy_from_slice(&[127, 0, 0, 1]);
-        msg[44..48].copy_from_slice(&7u32.to_ne_bytes());
-        msg[56..60].copy_from_slice(&5u32.to_ne_bytes());
-        msg[60..64].copy_from_slice(&4u32.to_ne_bytes());
-        msg[64..68].copy_from_slice(&1000u32.to_ne_bytes());
-        msg[68..72].copy_from_slice(&99u32.to_ne_bytes());
-        // The SKMEMINFO attribute: nine u32 counters, drops last.
-        let mut mem = Vec::new();
-        for i in 0..9u32 {
-            mem.extend_from_slice(&(if i == 8 { 31 } else { i }).to_ne_bytes());
-        }
-        msg.extend_from_slice(&((4 + mem.len()) as u16).to_ne_bytes());
-        msg.extend_from_slice(&INET_DIAG_SKMEMINFO.to_ne_bytes());
-        msg.extend_from_slice(&mem);
-        let l = parse(&msg, ConnType::Tcp).unwrap();
+        use netlink_packet_core::{DefaultNla, Emitable};
+        use netlink_packet_sock_diag::inet::{InetResponseHeader, SocketId};
+        let mut socket_id = SocketId::new_v4();
+        socket_id.source_port = 8080;
+        socket_id.source_address = "127.0.0.1".parse().unwrap();
+        socket_id.cookie = [7, 0, 0, 0, 0, 0, 0, 0];
+        let mut header = InetResponseHeader {
+            family: libc::AF_INET as u8,
+            state: TCP_LISTEN,
+            timer: None,
+            socket_id,
+            recv_queue: 5,
+            send_queue: 4,
+            uid: 1000,
+            inode: 99,
+        };
+        let mut mem = MemInfo::parse(&[0u8; 64]).unwrap();
+        mem.drops = 31;
+        let msg = |header: &InetResponseHeader| {
+            let mut value = vec![0u8; mem.buffer_len()];
+            mem.emit(&mut value);
+            let nla = DefaultNla::new(INET_DIAG_SKMEMINFO, value);
+            let mut m = vec![0u8; header.buffer_len()];
+            header.emit(&mut m);
+            let mut a = vec![0u8; nla.buffer_len()];
+            nla.emit(&mut a);
+            m.extend(a);
+            m
+        };
+        let bytes = msg(&header);
+        let l = parse(&DiagMessage::parse(&bytes).unwrap(), ConnType::Tcp).unwrap();
         assert_eq!(l.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(
             (
@@ -115,8 +119,9 @@ mod tests {
         );
         assert_eq!(l.uid, 1000);
         // Not a listener: nothing.
-        msg[1] = 1;
-        assert!(parse(&msg, ConnType::Tcp).is_none());
+        header.state = 1;
+        let bytes = msg(&header);
+        assert!(parse(&DiagMessage::parse(&bytes).unwrap(), ConnType::Tcp).is_none());
     }
 
     #[test]

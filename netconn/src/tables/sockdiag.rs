@@ -1,24 +1,30 @@
 //! One-shot dump of the namespace's TCP and UDP sockets over
 //! NETLINK_SOCK_DIAG, the interface `ss` uses (`net/ipv4/inet_diag.c`).
 //!
-//! Written against the raw ABI (`linux/inet_diag.h`) rather than a netlink
-//! crate: each socket costs one fixed 72-byte `inet_diag_msg` read in place,
-//! with no per-socket allocation, which is what keeps a 200k-socket dump
-//! fast. The dump always covers the namespace of the calling thread.
+//! Requests and the fixed `inet_diag_msg` of every answer are
+//! `netlink-packet-sock-diag`'s types; each answer is read in place from
+//! the receive buffer (its header into a plain struct, its attributes
+//! walked where they lie), with no allocation per socket, which is what
+//! keeps a 200k-socket dump fast. The dump always covers the namespace of
+//! the calling thread.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::mem::size_of;
+
+use netlink_packet_core::Parseable;
+use netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY;
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponseBuffer, InetResponseHeader, SocketId, StateFlags,
+    Timer,
+};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 use crate::model::socket::{DumpedSocket, SocketKind, socket_kind};
 use crate::model::state::ConnType;
-use crate::tables::netlink::{self, NLMSG_HDR};
+use crate::tables::netlink;
 
-const NETLINK_SOCK_DIAG: libc::c_int = 4;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const REQ_LEN: usize = NLMSG_HDR + 56;
-const MSG_LEN: usize = 72;
-/// `idiag_timer` value inet_twsk_diag_fill() gives time-wait mini-sockets.
-const TIMER_TIME_WAIT: u8 = 3;
+pub use netlink_packet_sock_diag::{INET_DIAG_INFO, INET_DIAG_SKMEMINFO};
+
 /// All TCP states 1..=12 (TCP_NEW_SYN_RECV is 12: request sockets), and
 /// not 13, TCP_BOUND_INACTIVE: a TCP socket that is only bound (no listen,
 /// no connect) is in no connection table, not in /proc/net/tcp, psutil or
@@ -28,6 +34,63 @@ pub const ALL_STATES: u32 = 0x1ffe;
 /// sockets), SYN_RECV (request sockets). The kernel still walks every
 /// socket, but sends only these.
 pub const MINI_SOCKET_STATES: u32 = 1 << 6 | 1 << 5 | 1 << 3 | 1 << 12;
+
+/// One socket as the kernel describes it: the fixed `inet_diag_msg` and
+/// the attributes that follow it in the receive buffer.
+pub struct DiagMessage<'a> {
+    pub header: InetResponseHeader,
+    attrs: &'a [u8],
+}
+
+impl<'a> DiagMessage<'a> {
+    /// Reads one `SOCK_DIAG_BY_FAMILY` message; None when it is short or
+    /// of an unknown family.
+    pub fn parse(msg: &'a [u8]) -> Option<DiagMessage<'a>> {
+        let header = InetResponseHeader::parse(msg).ok()?;
+        let attrs = msg
+            .get(size_of::<InetResponseBuffer>()..)
+            .unwrap_or_default();
+        Some(DiagMessage { header, attrs })
+    }
+
+    /// The payload of attribute `kind` (`INET_DIAG_INFO`...), if sent.
+    pub fn attr(&self, kind: u16) -> Option<&'a [u8]> {
+        netlink::attr(self.attrs, kind)
+    }
+
+    /// The socket's cookie, as the eBPF programs read it.
+    pub fn cookie(&self) -> u64 {
+        // Two u32 in the kernel's byte order, low word first.
+        let c = self.header.socket_id.cookie;
+        let low = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+        let high = u32::from_ne_bytes([c[4], c[5], c[6], c[7]]);
+        u64::from(low) | u64::from(high) << 32
+    }
+
+    /// The socket as counting and merging know it.
+    pub fn socket(&self, conn_type: ConnType) -> DumpedSocket {
+        let h = &self.header;
+        let kind = socket_kind(conn_type, h.state, h.timer == Some(Timer::TimeWait));
+        // inet_req_diag_fill() reports request sockets as TCP_SYN_RECV
+        // already; normalise in case a kernel passes the internal state.
+        let state = if kind == SocketKind::Request {
+            crate::model::state::TCP_SYN_RECV
+        } else {
+            h.state
+        };
+        DumpedSocket {
+            conn_type,
+            state,
+            kind,
+            cookie: self.cookie(),
+            local_port: h.socket_id.source_port,
+            local_addr: h.socket_id.source_address,
+            remote_addr: h.socket_id.destination_address,
+            remote_port: h.socket_id.destination_port,
+            inode: h.inode,
+        }
+    }
+}
 
 /// Dumps the sockets of one conn-type into `out`.
 pub fn dump(conn_type: ConnType, out: &mut Vec<DumpedSocket>) -> io::Result<()> {
@@ -41,46 +104,40 @@ pub fn dump_states(
     states: u32,
     out: &mut Vec<DumpedSocket>,
 ) -> io::Result<()> {
-    dump_raw(conn_type, states, 0, |msg| {
-        if let Some(s) = parse_msg(msg, conn_type) {
-            out.push(s);
-        }
+    dump_each(conn_type, states, ExtensionFlags::empty(), |m| {
+        out.push(m.socket(conn_type));
     })
 }
 
-/// `idiag_ext` bit asking for `struct tcp_info` (INET_DIAG_INFO).
-pub const EXT_INFO: u8 = 1 << (INET_DIAG_INFO - 1);
-/// The attribute carrying `struct tcp_info`.
-pub const INET_DIAG_INFO: u16 = 2;
-
-/// Dumps one conn-type, handing each `inet_diag_msg` (with its attributes)
-/// to `each`. `ext`: the extensions to ask for (e.g. [`EXT_INFO`]).
-pub fn dump_raw(
+/// Dumps one conn-type, handing each socket's message to `each`. `ext`:
+/// the extensions to ask for (`ExtensionFlags::INFO`...).
+pub fn dump_each(
     conn_type: ConnType,
     states: u32,
-    ext: u8,
-    mut each: impl FnMut(&[u8]),
+    ext: ExtensionFlags,
+    mut each: impl FnMut(&DiagMessage),
 ) -> io::Result<()> {
-    let sock = netlink::socket(libc::SOCK_DGRAM, NETLINK_SOCK_DIAG)?;
-    netlink::send(sock.as_fd(), &request(conn_type, states, ext))?;
-    netlink::recv_dump(sock.as_fd(), |kind, msg| {
-        if kind == SOCK_DIAG_BY_FAMILY {
-            each(msg);
+    let sock = netlink::socket(NETLINK_SOCK_DIAG)?;
+    netlink::request_dump(&sock, SOCK_DIAG_BY_FAMILY, &request(conn_type, states, ext))?;
+    netlink::recv_dump(&sock, |kind, msg| {
+        if kind == SOCK_DIAG_BY_FAMILY
+            && let Some(m) = DiagMessage::parse(msg)
+        {
+            each(&m);
         }
     })
 }
 
-/// Builds `nlmsghdr` + `inet_diag_req_v2` asking for the sockets of a type
-/// in `states`.
-fn request(conn_type: ConnType, states: u32, ext: u8) -> [u8; REQ_LEN] {
-    let mut req = [0u8; REQ_LEN];
-    req[..NLMSG_HDR].copy_from_slice(&netlink::dump_header(REQ_LEN, SOCK_DIAG_BY_FAMILY));
-    let body = &mut req[NLMSG_HDR..];
-    body[0] = conn_type.family() as u8;
-    body[1] = conn_type.protocol();
-    body[2] = ext;
-    body[4..8].copy_from_slice(&states.to_ne_bytes());
-    req
+/// The `inet_diag_req_v2` asking for the sockets of a type in `states`.
+fn request(conn_type: ConnType, states: u32, ext: ExtensionFlags) -> InetRequest {
+    InetRequest {
+        family: conn_type.family() as u8,
+        protocol: conn_type.protocol(),
+        extensions: ext,
+        // Bit 12 (request sockets) has no name in the crate's flags.
+        states: StateFlags::from_bits_retain(states),
+        socket_id: SocketId::new_v4(),
+    }
 }
 
 /// Parses one `recv()` worth of netlink messages, handing each socket's
@@ -95,39 +152,7 @@ pub fn parse_batch(data: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<bool
 
 /// Decodes the fixed part of an `inet_diag_msg`.
 pub fn parse_msg(msg: &[u8], conn_type: ConnType) -> Option<DumpedSocket> {
-    if msg.len() < MSG_LEN {
-        return None;
-    }
-    let state = msg[1];
-    let timer = msg[2];
-    // inet_diag_sockid starts at 4: sport(be16) dport(be16) src[16] dst[16] if(4) cookie[2 x u32]
-    let local_port = u16::from_be_bytes([msg[4], msg[5]]);
-    let local_addr = crate::model::state::ip_addr(conn_type.family(), msg[8..24].try_into().ok()?);
-    let remote_port = u16::from_be_bytes([msg[6], msg[7]]);
-    let remote_addr =
-        crate::model::state::ip_addr(conn_type.family(), msg[24..40].try_into().ok()?);
-    let c0 = u32::from_ne_bytes(msg[44..48].try_into().ok()?) as u64;
-    let c1 = u32::from_ne_bytes(msg[48..52].try_into().ok()?) as u64;
-    let inode = u32::from_ne_bytes(msg[68..72].try_into().ok()?);
-    let kind = socket_kind(conn_type, state, timer == TIMER_TIME_WAIT);
-    // inet_req_diag_fill() reports request sockets as TCP_SYN_RECV already;
-    // normalise in case a kernel passes the internal state through.
-    let state = if kind == SocketKind::Request {
-        crate::model::state::TCP_SYN_RECV
-    } else {
-        state
-    };
-    Some(DumpedSocket {
-        conn_type,
-        state,
-        kind,
-        cookie: c0 | (c1 << 32),
-        local_port,
-        local_addr,
-        remote_addr,
-        remote_port,
-        inode,
-    })
+    Some(DiagMessage::parse(msg)?.socket(conn_type))
 }
 
 /// Request sockets (SYN_RECV), as the kernel's state mask names them.
@@ -142,16 +167,11 @@ pub fn peers_of_port(
 ) -> io::Result<std::collections::HashMap<std::net::IpAddr, u32>> {
     let mut out = std::collections::HashMap::new();
     for ct in [ConnType::Tcp, ConnType::Tcp6] {
-        dump_raw(ct, states, 0, |msg| {
-            let (Some(sport), Some(dst)) = (msg.get(4..6), msg.get(24..40)) else {
-                return;
-            };
-            if u16::from_be_bytes([sport[0], sport[1]]) != port {
-                return;
+        dump_each(ct, states, ExtensionFlags::empty(), |m| {
+            let id = &m.header.socket_id;
+            if id.source_port == port {
+                *out.entry(id.destination_address).or_insert(0) += 1;
             }
-            let dst: [u8; 16] = dst.try_into().expect("16 bytes");
-            let addr = crate::model::state::ip_addr(ct.family(), dst);
-            *out.entry(addr).or_insert(0) += 1;
         })?;
     }
     Ok(out)
@@ -184,24 +204,41 @@ pub fn split_udp(dump: &mut Vec<DumpedSocket>) -> Vec<DumpedSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::netlink::{NLMSG_DONE, NLMSG_ERROR};
+    use netlink_packet_core::{Emitable, NLMSG_DONE, NLMSG_ERROR};
+    use std::net::{IpAddr, Ipv4Addr};
 
-    fn msg(state: u8, timer: u8, port: u16, cookie: u64) -> Vec<u8> {
-        let mut m = vec![0u8; MSG_LEN];
-        m[0] = 2;
-        m[1] = state;
-        m[2] = timer;
-        m[4..6].copy_from_slice(&port.to_be_bytes());
-        m[44..48].copy_from_slice(&(cookie as u32).to_ne_bytes());
-        m[48..52].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+    /// An `inet_diag_msg` as the kernel sends it (emitted by the crate).
+    fn msg(state: u8, timer: Option<Timer>, port: u16, cookie: u64) -> Vec<u8> {
+        let mut socket_id = SocketId::new_v4();
+        socket_id.source_port = port;
+        socket_id.source_address = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        socket_id.destination_port = 40000;
+        socket_id.destination_address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        let low = (cookie as u32).to_ne_bytes();
+        let high = ((cookie >> 32) as u32).to_ne_bytes();
+        socket_id.cookie = [low, high].concat().try_into().unwrap();
+        let header = InetResponseHeader {
+            family: libc::AF_INET as u8,
+            state,
+            timer,
+            socket_id,
+            recv_queue: 0,
+            send_queue: 0,
+            uid: 0,
+            inode: 77,
+        };
+        let mut m = vec![0u8; header.buffer_len()];
+        header.emit(&mut m);
         m
     }
 
+    /// A netlink message around `payload`.
     fn frame(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let len = NLMSG_HDR + payload.len();
-        let mut f = vec![0u8; NLMSG_HDR];
-        f[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
-        f[4..6].copy_from_slice(&ty.to_ne_bytes());
+        let mut header = netlink_packet_core::NetlinkHeader::default();
+        header.length = (header.buffer_len() + payload.len()) as u32;
+        header.message_type = ty;
+        let mut f = vec![0u8; header.buffer_len()];
+        header.emit(&mut f);
         f.extend_from_slice(payload);
         while !f.len().is_multiple_of(4) {
             f.push(0);
@@ -216,16 +253,21 @@ mod tests {
 
     #[test]
     fn decodes_sockets_until_done() {
-        let mut batch = frame(SOCK_DIAG_BY_FAMILY, &msg(10, 0, 80, 7));
+        let mut batch = frame(SOCK_DIAG_BY_FAMILY, &msg(10, None, 80, 7));
         batch.extend(frame(
             SOCK_DIAG_BY_FAMILY,
-            &msg(6, TIMER_TIME_WAIT, 4000, 1 << 40 | 9),
+            &msg(6, Some(Timer::TimeWait), 4000, 1 << 40 | 9),
         ));
         let mut out = Vec::new();
         assert!(!decode(&batch, ConnType::Tcp, &mut out).unwrap());
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].state, 10);
         assert_eq!(out[0].local_port, 80);
+        assert_eq!(out[0].local_addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(out[0].remote_port, 40000);
+        assert_eq!(out[0].remote_addr, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(out[0].inode, 77);
+        assert_eq!(out[0].cookie, 7);
         assert_eq!(out[0].kind, SocketKind::Full);
         assert_eq!(out[1].kind, SocketKind::TimeWait);
         assert_eq!(out[1].cookie, 1 << 40 | 9);
@@ -234,10 +276,12 @@ mod tests {
 
     #[test]
     fn netlink_errors_and_truncation_are_errors() {
-        let err = frame(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
-        let e = decode(&err, ConnType::Tcp, &mut Vec::new()).unwrap_err();
+        let mut err = (-libc::EPERM).to_ne_bytes().to_vec();
+        // The request that failed follows the code (its header at least).
+        err.extend_from_slice(&[0; 16]);
+        let e = decode(&frame(NLMSG_ERROR, &err), ConnType::Tcp, &mut Vec::new()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EPERM));
-        let mut bad = frame(SOCK_DIAG_BY_FAMILY, &msg(1, 0, 1, 1));
+        let mut bad = frame(SOCK_DIAG_BY_FAMILY, &msg(1, None, 1, 1));
         bad[0..4].copy_from_slice(&9999u32.to_ne_bytes());
         assert!(decode(&bad, ConnType::Tcp, &mut Vec::new()).is_err());
     }
@@ -248,12 +292,8 @@ mod tests {
         // As inet_req_diag_fill() reports them (state 3), and as the
         // internal state (12) would be.
         for state in [3, 12] {
-            decode(
-                &frame(SOCK_DIAG_BY_FAMILY, &msg(state, 1, 80, 3)),
-                ConnType::Tcp6,
-                &mut out,
-            )
-            .unwrap();
+            let m = msg(state, Some(Timer::Retransmit(Default::default(), 0)), 80, 3);
+            decode(&frame(SOCK_DIAG_BY_FAMILY, &m), ConnType::Tcp, &mut out).unwrap();
         }
         for s in &out {
             assert_eq!(s.kind, SocketKind::Request);
@@ -261,5 +301,20 @@ mod tests {
         }
         assert_eq!(socket_kind(ConnType::Udp, 3, false), SocketKind::Full);
         assert_eq!(socket_kind(ConnType::Tcp, 1, false), SocketKind::Full);
+    }
+
+    #[test]
+    fn the_request_asks_for_request_sockets_too() {
+        use netlink_packet_core::Emitable;
+        let req = request(ConnType::Tcp6, ALL_STATES, ExtensionFlags::INFO);
+        let mut buf = vec![0u8; req.buffer_len()];
+        req.emit(&mut buf);
+        assert_eq!(buf[0], libc::AF_INET6 as u8);
+        assert_eq!(buf[1], libc::IPPROTO_TCP as u8);
+        assert_eq!(buf[2], 1 << (INET_DIAG_INFO - 1));
+        assert_eq!(
+            u32::from_ne_bytes(buf[4..8].try_into().unwrap()),
+            ALL_STATES
+        );
     }
 }
