@@ -84,34 +84,17 @@ fn detail(m: &DiagMessage, conn_type: ConnType) -> Detail {
 
 /// The namespace's own addresses (getifaddrs), canonical form.
 pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
-    let mut out = HashSet::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills ifap with a list freed below.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut cur = ifap;
-    while !cur.is_null() {
-        // SAFETY: a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr of its family.
-            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-            if family == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.insert(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
-            } else if family == libc::AF_INET6 {
-                // SAFETY: an AF_INET6 address is a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
+    let addrs = nix::ifaddrs::getifaddrs()?;
+    Ok(addrs
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(IpAddr::from(v4.ip())),
+                (_, Some(v6)) => Some(IpAddr::from(v6.ip())),
+                _ => None,
             }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: the list getifaddrs allocated.
-    unsafe { libc::freeifaddrs(ifap) };
-    Ok(out)
+        })
+        .collect())
 }
 
 /// Socket cookie -> (pid, comm) from the namespace's running `watch`, if

@@ -1,10 +1,9 @@
 //! The cgroup v2 root the socket lifecycle programs attach to, and the
 //! namespace cookie they filter on.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// Opens the root of the cgroup v2 hierarchy. Its mount point is taken from
@@ -54,71 +53,52 @@ fn unescape_mount_path(s: &str) -> String {
 }
 
 fn mount_privately() -> io::Result<OwnedFd> {
-    let template = CString::new("/tmp/netconn-cgroup2-XXXXXX").expect("no NUL");
-    let mut template = template.into_bytes_with_nul();
-    // SAFETY: a NUL-terminated, writable template.
-    let dir = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
-    if dir.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    template.pop();
-    let path = PathBuf::from(String::from_utf8_lossy(&template).into_owned());
+    let path = nix::unistd::mkdtemp("/tmp/netconn-cgroup2-XXXXXX")?;
     let result = mount_and_open(&path);
     let _ = std::fs::remove_dir(&path);
     result
 }
 
 fn mount_and_open(path: &Path) -> io::Result<OwnedFd> {
-    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    let fstype = c"cgroup2";
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            c_path.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    mount(
+        Some("cgroup2"),
+        path,
+        Some("cgroup2"),
+        MsFlags::empty(),
+        None::<&str>,
+    )?;
     let opened = File::open(path);
-    // SAFETY: a valid path; detaching leaves the open directory usable.
-    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+    // Detaching leaves the open directory usable.
+    let _ = umount2(path, MntFlags::MNT_DETACH);
     Ok(opened?.into())
 }
 
 /// `SO_NETNS_COOKIE` (Linux 5.14), not in every libc crate yet.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
+// The macro calls itself and its getter by name.
+use nix::{getsockopt_impl, sockopt_impl};
+sockopt_impl!(
+    /// The cookie of the socket's network namespace.
+    NetnsCookie,
+    GetOnly,
+    libc::SOL_SOCKET,
+    SO_NETNS_COOKIE,
+    u64
+);
+
 /// Cookie of the calling thread's network namespace: what
 /// `bpf_get_netns_cookie()` returns for its sockets.
 pub fn netns_cookie() -> io::Result<u64> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: cookie and len are valid for the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cookie)
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, getsockopt, socket};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    Ok(getsockopt(&sock, NetnsCookie)?)
 }
 
 #[cfg(test)]

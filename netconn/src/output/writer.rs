@@ -340,24 +340,20 @@ fn write_line(out: &mut Out, kind: libc::mode_t, line: &[u8]) -> io::Result<()> 
 /// pipe grows the pipe if it can (up to /proc/sys/fs/pipe-max-size), else
 /// it is written as it comes.
 fn wait_for_pipe_room(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: F_GETPIPE_SZ takes no pointer.
-    let mut size = unsafe { libc::fcntl(raw, libc::F_GETPIPE_SZ) };
-    if size < 0 {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let Ok(mut size) = fcntl(fd, FcntlArg::F_GETPIPE_SZ) else {
         return Ok(());
-    }
+    };
     if len > size as usize {
-        // SAFETY: F_SETPIPE_SZ takes an int.
-        let grown = unsafe { libc::fcntl(raw, libc::F_SETPIPE_SZ, len as libc::c_int) };
-        if grown < len as i32 {
-            return Ok(());
+        match fcntl(fd, FcntlArg::F_SETPIPE_SZ(len as libc::c_int)) {
+            Ok(grown) if grown >= len as i32 => size = grown,
+            _ => return Ok(()),
         }
-        size = grown;
     }
     loop {
         let mut unread: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int to the pointer given.
-        if unsafe { libc::ioctl(raw, libc::FIONREAD, &mut unread) } < 0 {
+        if unsafe { fionread(fd.as_raw_fd(), &mut unread) }.is_err() {
             return Ok(());
         }
         if (size - unread) as usize >= len {
@@ -369,6 +365,9 @@ fn wait_for_pipe_room(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
         std::thread::sleep(ROOM_POLL);
     }
 }
+
+// The bytes waiting in a pipe.
+nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
 
 /// The pipe's read end is closed (POLLERR on the write end).
 fn reader_gone(fd: BorrowedFd<'_>) -> bool {
