@@ -14,15 +14,16 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
     ConnEvent, Control, GLOBAL_ALL_NAMESPACES, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS,
     GLOBAL_TARGET_NETNS_COOKIE, GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS,
-    MAP_CONN_LOST, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_METRICS_PORTS, MAP_METRICS_TOTAL,
-    MAP_NS_TRANSITIONS, MAP_OWNERS, MAP_RESCUED, MAP_RESETS, MAP_TRANSITIONS, MAP_UDP_SOCKETS,
-    MAP_WATCHED_PORTS, MetricsKey, NsCounts, NsKey, Offsets, Owner, PROG_RESET_RECEIVED,
-    PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE, PROG_SYNACK_RETRANS, PROG_TCP_OPS,
-    StateEvent, TRACEPOINT_RESET_RECEIVED, TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE,
-    TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS, TcpMetrics, Transitions, UDP_PROGRAMS,
+    MAP_CONN_LOST, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_NS_TRANSITIONS, MAP_OWNERS, MAP_RESCUED,
+    MAP_RESETS, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, NsCounts, NsKey, Offsets,
+    Owner, PROG_RESET_RECEIVED, PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE,
+    PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent, TRACEPOINT_RESET_RECEIVED,
+    TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS,
+    Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::Btf as BtfReader;
+use super::metrics::MetricsMaps;
 
 /// The eBPF object built from `netconn-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
@@ -107,7 +108,7 @@ pub struct Features {
     pub port_groups: bool,
     /// Connection records (see [`Probe::take_conn_events`]).
     pub conns: bool,
-    /// The TCP metrics' programs (see [`Probe::metrics_total`]).
+    /// The TCP metrics' programs (see [`super::metrics`]).
     pub tcp_metrics: bool,
     /// Ephemeral ports per destination (see [`Probe::take_ephemeral`]).
     pub ephemeral: bool,
@@ -130,14 +131,8 @@ pub struct Probe {
     conn_lost: PerCpuArray<MapData, u64>,
     /// Ephemeral ports' maps, until the tracker takes them.
     ephemeral: Option<super::ephemeral::EphemeralMaps>,
-    metrics_total: PerCpuArray<MapData, TcpMetrics>,
+    metrics: MetricsMaps,
     owners: HashMap<MapData, u64, Owner>,
-    metrics_ports: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
-    /// Each namespace's TCP metrics (`--all-namespaces`).
-    metrics_ns: PerCpuHashMap<MapData, MetricsKey, TcpMetrics>,
-    /// Connections per peer and epoch, and those the map had no room for.
-    peers: PerCpuHashMap<MapData, MetricsKey, u32>,
-    peers_lost: PerCpuArray<MapData, u64>,
     /// Per-namespace matrices and the namespaces waiting for one
     /// (`--all-namespaces`).
     ns_transitions: PerCpuHashMap<MapData, NsKey, NsCounts>,
@@ -256,14 +251,10 @@ impl Probe {
         let rescued = take_map(&mut ebpf, MAP_RESCUED)?;
         let udp_sockets = take_map(&mut ebpf, MAP_UDP_SOCKETS)?;
         let watched_ports = take_map(&mut ebpf, MAP_WATCHED_PORTS)?;
-        let metrics_total = take_map(&mut ebpf, MAP_METRICS_TOTAL)?;
-        let metrics_ports = take_map(&mut ebpf, MAP_METRICS_PORTS)?;
+        let metrics = MetricsMaps::take(&mut ebpf)?;
         let owners = take_map(&mut ebpf, MAP_OWNERS)?;
         let netns_of_cookie = take_map(&mut ebpf, netconn_common::MAP_NETNS_OF_COOKIE)?;
-        let metrics_ns = take_map(&mut ebpf, netconn_common::MAP_METRICS_NS)?;
         let ns_transitions = take_map(&mut ebpf, MAP_NS_TRANSITIONS)?;
-        let peers = take_map(&mut ebpf, netconn_common::MAP_PEERS)?;
-        let peers_lost = take_map(&mut ebpf, netconn_common::MAP_PEERS_LOST)?;
         let conn_events = if watch_conns {
             let ring = take_map(&mut ebpf, MAP_CONN_EVENTS)?;
             Some(ConnRing(ring))
@@ -291,11 +282,7 @@ impl Probe {
             conn_events,
             conn_lost,
             ephemeral,
-            metrics_total,
-            metrics_ports,
-            metrics_ns,
-            peers,
-            peers_lost,
+            metrics,
             owners,
             ns_transitions,
             netns_of_cookie,
@@ -505,79 +492,17 @@ impl Probe {
             .map_err(map_error(MAP_NS_TRANSITIONS))
     }
 
-    /// The namespace's TCP metrics in slot `parity`, summed over CPUs.
-    pub fn metrics_total(&self, parity: u8) -> Result<TcpMetrics, ProbeError> {
-        let per_cpu = self
-            .metrics_total
-            .get(&u32::from(parity & 1), 0)
-            .map_err(map_error(MAP_METRICS_TOTAL))?;
-        Ok(merged(per_cpu.iter()))
+    /// The TCP metrics' maps (see [`super::metrics`]).
+    pub fn metrics(&mut self) -> &mut MetricsMaps {
+        &mut self.metrics
     }
 
-    /// Zeroes the namespace's slot `parity` (only while the programs add
-    /// to the other).
-    pub fn zero_metrics_total(&mut self, parity: u8) -> Result<(), ProbeError> {
-        let values = on_every_cpu(TcpMetrics::default())?;
-        self.metrics_total
-            .set(u32::from(parity & 1), values, 0)
-            .map_err(map_error(MAP_METRICS_TOTAL))
-    }
-
-    /// The per-port TCP metrics in slot `parity`, summed over CPUs.
-    pub fn metrics_ports(&self, parity: u8) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
-        slot_entries(&self.metrics_ports, MAP_METRICS_PORTS, parity, |c| {
-            merged(c.iter())
+    /// Tells the programs to add TCP metrics to slot `parity` from now on.
+    pub fn flip_metrics(&mut self, parity: u8) -> Result<(), ProbeError> {
+        self.set_control(Control {
+            metrics_epoch: parity,
+            ..self.control()
         })
-    }
-
-    /// Each namespace's TCP metrics in slot `parity` (`--all-namespaces`),
-    /// summed over CPUs.
-    pub fn metrics_ns(&self, parity: u8) -> Result<Vec<(MetricsKey, TcpMetrics)>, ProbeError> {
-        slot_entries(
-            &self.metrics_ns,
-            netconn_common::MAP_METRICS_NS,
-            parity,
-            |c| merged(c.iter()),
-        )
-    }
-
-    /// Removes a namespace's entry once read.
-    pub fn remove_metrics_ns(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
-        remove_entry(&mut self.metrics_ns, netconn_common::MAP_METRICS_NS, key)
-    }
-
-    /// Connections per peer in slot `parity`, summed over CPUs.
-    pub fn peers(&self, parity: u8) -> Result<Vec<(MetricsKey, u32)>, ProbeError> {
-        slot_entries(&self.peers, netconn_common::MAP_PEERS, parity, |per_cpu| {
-            per_cpu.iter().sum()
-        })
-    }
-
-    /// Removes a peer's entry once read.
-    pub fn remove_peer(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
-        remove_entry(&mut self.peers, netconn_common::MAP_PEERS, key)
-    }
-
-    /// Connections whose peer found the map full, in slot `parity`; the
-    /// slot is zeroed (only while the programs add to the other).
-    pub fn take_peers_lost(&mut self, parity: u8) -> Result<u64, ProbeError> {
-        let name = netconn_common::MAP_PEERS_LOST;
-        let index = u32::from(parity & 1);
-        let lost: u64 = self
-            .peers_lost
-            .get(&index, 0)
-            .map_err(map_error(name))?
-            .iter()
-            .sum();
-        self.peers_lost
-            .set(index, on_every_cpu(0u64)?, 0)
-            .map_err(map_error(name))?;
-        Ok(lost)
-    }
-
-    /// Removes a per-port entry (of a slot the programs do not add to).
-    pub fn remove_metrics_port(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
-        remove_entry(&mut self.metrics_ports, MAP_METRICS_PORTS, key)
     }
 
     /// The processes behind the TCP sockets the programs saw connect,
@@ -628,46 +553,6 @@ impl Probe {
     }
 }
 
-/// One value per possible CPU, for writing a per-CPU map entry.
-/// The entries of a per-CPU metrics hash in slot `parity`, summed over
-/// CPUs; an entry evicted during the walk is skipped.
-fn slot_entries<V: aya::Pod>(
-    map: &PerCpuHashMap<MapData, MetricsKey, V>,
-    name: &'static str,
-    parity: u8,
-    sum: impl Fn(&PerCpuValues<V>) -> V,
-) -> Result<Vec<(MetricsKey, V)>, ProbeError> {
-    let mut out = Vec::new();
-    for entry in map.iter() {
-        let (key, per_cpu) = match entry {
-            Ok(e) => e,
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(map_error(name)(e)),
-        };
-        if key.epoch == parity & 1 {
-            out.push((key, sum(&per_cpu)));
-        }
-    }
-    Ok(out)
-}
-
-/// Removes an entry of a per-CPU metrics hash; one already gone is fine.
-fn remove_entry<V: aya::Pod>(
-    map: &mut PerCpuHashMap<MapData, MetricsKey, V>,
-    name: &'static str,
-    key: &MetricsKey,
-) -> Result<(), ProbeError> {
-    match map.remove(key) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(map_error(name)(e)),
-    }
-}
-
 /// A namespace's counts, zero on every CPU.
 fn zero_ns_counts() -> Result<PerCpuValues<NsCounts>, ProbeError> {
     on_every_cpu(NsCounts {
@@ -676,16 +561,10 @@ fn zero_ns_counts() -> Result<PerCpuValues<NsCounts>, ProbeError> {
     })
 }
 
-fn on_every_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, ProbeError> {
+/// One value per possible CPU, for writing a per-CPU map entry.
+pub(super) fn on_every_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, ProbeError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
     PerCpuValues::try_from(vec![value; cpus]).map_err(ProbeError::Cpus)
-}
-
-/// TCP metrics of every CPU, added up.
-fn merged<'a>(per_cpu: impl Iterator<Item = &'a TcpMetrics>) -> TcpMetrics {
-    let mut sum = TcpMetrics::default();
-    per_cpu.for_each(|m| sum.merge(m));
-    sum
 }
 
 /// The ring buffer the programs journal events into.

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use netconn_common::{Control, DIRECTION_INBOUND, MetricsKey, TcpMetrics};
+use netconn_common::{DIRECTION_INBOUND, MetricsKey, TcpMetrics};
 
 use crate::output::figures::{IntervalFigures, ListenFigures, TcpFigures, TopPort};
 
@@ -138,13 +138,14 @@ impl Reader {
     /// The figures since the previous call (since load, the first time).
     pub fn next(&mut self, probe: &mut Probe) -> Result<Interval, ProbeError> {
         let old = self.active ^ 1;
+        let maps = probe.metrics();
         // What reached the slot left last time after it was read; then it
         // is cleared, while nothing adds to it.
         let mut interval = Interval {
-            total: probe.metrics_total(old)?.since(&self.left_total),
+            total: maps.total(old)?.since(&self.left_total),
             ..Interval::default()
         };
-        for (key, m) in probe.metrics_ports(old)? {
+        for (key, m) in maps.ports(old)? {
             let late = match self.left_ports.get(&key) {
                 Some(before) => m.since(before),
                 None => m,
@@ -152,9 +153,9 @@ impl Reader {
             if !late.is_empty() {
                 interval.add_port(key, &late);
             }
-            probe.remove_metrics_port(&key)?;
+            maps.remove_port(&key)?;
         }
-        for (key, m) in probe.metrics_ns(old)? {
+        for (key, m) in maps.namespaces(old)? {
             let late = match self.left_ns.get(&key) {
                 Some(before) => m.since(before),
                 None => m,
@@ -162,33 +163,31 @@ impl Reader {
             if !late.is_empty() {
                 interval.by_netns.entry(key.netns).or_default().merge(&late);
             }
-            probe.remove_metrics_ns(&key)?;
+            maps.remove_namespace(&key)?;
         }
-        for (key, n) in probe.peers(old)? {
+        for (key, n) in maps.peers(old)? {
             let late = n.saturating_sub(self.left_peers.get(&key).copied().unwrap_or(0));
             if late > 0 {
                 interval.add_peer(key, late);
             }
-            probe.remove_peer(&key)?;
+            maps.remove_peer(&key)?;
         }
-        interval.peers_lost += probe.take_peers_lost(old)?;
-        probe.zero_metrics_total(old)?;
-        probe.set_control(Control {
-            metrics_epoch: old,
-            ..probe.control()
-        })?;
+        interval.peers_lost += maps.take_peers_lost(old)?;
+        maps.zero_total(old)?;
+        probe.flip_metrics(old)?;
         // The slot just left.
-        self.left_total = probe.metrics_total(self.active)?;
+        let maps = probe.metrics();
+        self.left_total = maps.total(self.active)?;
         interval.total.merge(&self.left_total);
-        self.left_ports = probe.metrics_ports(self.active)?.into_iter().collect();
+        self.left_ports = maps.ports(self.active)?.into_iter().collect();
         for (key, m) in self.left_ports.iter() {
             interval.add_port(*key, m);
         }
-        self.left_peers = probe.peers(self.active)?.into_iter().collect();
+        self.left_peers = maps.peers(self.active)?.into_iter().collect();
         for (key, n) in self.left_peers.iter() {
             interval.add_peer(*key, *n);
         }
-        self.left_ns = probe.metrics_ns(self.active)?.into_iter().collect();
+        self.left_ns = maps.namespaces(self.active)?.into_iter().collect();
         for (key, m) in self.left_ns.iter() {
             interval.by_netns.entry(key.netns).or_default().merge(m);
         }
