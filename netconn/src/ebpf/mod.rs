@@ -1,9 +1,11 @@
 pub mod btf;
 pub mod cgroup;
+pub mod conns;
 pub mod ephemeral;
 pub mod error;
 pub mod metrics;
 pub mod probe;
 pub mod prog_info;
 
-pub use probe::{ConnRing, Features, Journal, Losses, Probe, ProbeError};
+pub use conns::ConnRing;
+pub use probe::{Features, Journal, Losses, Probe, ProbeError};

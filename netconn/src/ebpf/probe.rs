@@ -12,17 +12,18 @@ use crate::model::counts::Counts;
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, SockOps};
 use aya::{Btf, Ebpf, EbpfLoader};
 use netconn_common::{
-    ConnEvent, Control, GLOBAL_ALL_NAMESPACES, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS,
+    Control, GLOBAL_ALL_NAMESPACES, GLOBAL_OFFSETS, GLOBAL_TARGET_NETNS,
     GLOBAL_TARGET_NETNS_COOKIE, GLOBAL_WATCH_CONNS, GLOBAL_WATCH_PORTS, MAP_CONN_EVENTS,
-    MAP_CONN_LOST, MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_NS_TRANSITIONS, MAP_OWNERS, MAP_RESCUED,
-    MAP_RESETS, MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, NsCounts, NsKey, Offsets,
-    Owner, PROG_RESET_RECEIVED, PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE,
+    MAP_CONTROL, MAP_EVENTS, MAP_LOST, MAP_NS_TRANSITIONS, MAP_RESCUED, MAP_RESETS,
+    MAP_TRANSITIONS, MAP_UDP_SOCKETS, MAP_WATCHED_PORTS, NsCounts, NsKey, Offsets,
+    PROG_RESET_RECEIVED, PROG_RESET_SENT, PROG_STATE_BACKUP, PROG_STATE_CHANGE,
     PROG_SYNACK_RETRANS, PROG_TCP_OPS, StateEvent, TRACEPOINT_RESET_RECEIVED,
     TRACEPOINT_RESET_SENT, TRACEPOINT_STATE_CHANGE, TRACEPOINT_SYNACK_RETRANS, TRANSITION_SLOTS,
     Transitions, UDP_PROGRAMS,
 };
 
 use super::btf::Btf as BtfReader;
+use super::conns::ConnMaps;
 use super::metrics::MetricsMaps;
 
 /// The eBPF object built from `netconn-ebpf`.
@@ -106,7 +107,7 @@ impl Losses {
 pub struct Features {
     /// Port groups are configured (see [`Probe::watch_ports`]).
     pub port_groups: bool,
-    /// Connection records (see [`Probe::take_conn_events`]).
+    /// Connection records (see [`super::conns`]).
     pub conns: bool,
     /// The TCP metrics' programs (see [`super::metrics`]).
     pub tcp_metrics: bool,
@@ -125,14 +126,10 @@ pub struct Probe {
     rescued: PerCpuArray<MapData, u64>,
     udp_sockets: HashMap<MapData, u64, u8>,
     watched_ports: Array<MapData, u64>,
-    /// Connection records, with `watch --events`, until a drain thread
-    /// takes them ([`Probe::take_conn_events`]).
-    conn_events: Option<ConnRing>,
-    conn_lost: PerCpuArray<MapData, u64>,
+    conns: ConnMaps,
     /// Ephemeral ports' maps, until the tracker takes them.
     ephemeral: Option<super::ephemeral::EphemeralMaps>,
     metrics: MetricsMaps,
-    owners: HashMap<MapData, u64, Owner>,
     /// Per-namespace matrices and the namespaces waiting for one
     /// (`--all-namespaces`).
     ns_transitions: PerCpuHashMap<MapData, NsKey, NsCounts>,
@@ -252,16 +249,9 @@ impl Probe {
         let udp_sockets = take_map(&mut ebpf, MAP_UDP_SOCKETS)?;
         let watched_ports = take_map(&mut ebpf, MAP_WATCHED_PORTS)?;
         let metrics = MetricsMaps::take(&mut ebpf)?;
-        let owners = take_map(&mut ebpf, MAP_OWNERS)?;
         let netns_of_cookie = take_map(&mut ebpf, netconn_common::MAP_NETNS_OF_COOKIE)?;
         let ns_transitions = take_map(&mut ebpf, MAP_NS_TRANSITIONS)?;
-        let conn_events = if watch_conns {
-            let ring = take_map(&mut ebpf, MAP_CONN_EVENTS)?;
-            Some(ConnRing(ring))
-        } else {
-            None
-        };
-        let conn_lost = take_map(&mut ebpf, MAP_CONN_LOST)?;
+        let conns = ConnMaps::take(&mut ebpf, watch_conns)?;
         let ephemeral = match ephemeral {
             true => Some(super::ephemeral::EphemeralMaps::take(&mut ebpf)?),
             false => None,
@@ -279,11 +269,9 @@ impl Probe {
             rescued,
             udp_sockets,
             watched_ports,
-            conn_events,
-            conn_lost,
+            conns,
             ephemeral,
             metrics,
-            owners,
             ns_transitions,
             netns_of_cookie,
             primary_fd,
@@ -360,24 +348,19 @@ impl Probe {
         Ok(())
     }
 
-    /// The connection records' ring buffer (`watch --events`), for a
-    /// thread that drains it: the first call only.
-    pub fn take_conn_events(&mut self) -> Option<ConnRing> {
-        self.conn_events.take()
+    /// The connection records' maps (owners, the ring buffer, losses).
+    pub fn conns(&self) -> &ConnMaps {
+        &self.conns
+    }
+
+    /// The same, to take the ring buffer ([`ConnMaps::take_ring`]).
+    pub fn conns_mut(&mut self) -> &mut ConnMaps {
+        &mut self.conns
     }
 
     /// The ephemeral ports' maps, for their tracker: the first call only.
     pub fn take_ephemeral(&mut self) -> Option<super::ephemeral::EphemeralMaps> {
         self.ephemeral.take()
-    }
-
-    /// Connection records the ring buffer could not take, since load.
-    pub fn conn_records_lost(&self) -> Result<u64, ProbeError> {
-        let v = self
-            .conn_lost
-            .get(&0, 0)
-            .map_err(map_error(MAP_CONN_LOST))?;
-        Ok(v.iter().sum())
     }
 
     /// Moves the events waiting in the ring buffer into `out` (outside a
@@ -505,23 +488,6 @@ impl Probe {
         })
     }
 
-    /// The processes behind the TCP sockets the programs saw connect,
-    /// listen or be accepted, by socket cookie.
-    pub fn owners(&self) -> Vec<(u64, Owner)> {
-        // An entry removed during the walk is skipped.
-        self.owners.iter().filter_map(Result::ok).collect()
-    }
-
-    /// The process behind one socket (pid, comm), if the programs
-    /// recorded it (`watch --events`).
-    pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
-        let o = self.owners.get(&cookie, 0).ok()?;
-        Some((
-            o.pid,
-            crate::model::socket::comm(&o.comm).unwrap_or_default(),
-        ))
-    }
-
     /// Whether an event went uncounted or out of the journal since the
     /// losses were `synced`. A nested run bumps the primary's misses a
     /// moment before the backup counts its rescue: a difference is looked
@@ -589,32 +555,6 @@ impl Journal {
         }
         self.drain(&mut out);
         out
-    }
-}
-
-/// The ring buffer of connection records (`watch --events`).
-pub struct ConnRing(RingBuf<MapData>);
-
-impl ConnRing {
-    /// Moves every record waiting in the ring buffer into `out`.
-    pub fn drain(&mut self, out: &mut Vec<ConnEvent>) {
-        while let Some(item) = self.0.next() {
-            if item.len() >= std::mem::size_of::<ConnEvent>() {
-                // SAFETY: length checked; ConnEvent is repr(C) plain
-                // integers; read_unaligned makes no alignment assumption.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-            }
-        }
-    }
-
-    /// Waits until records are waiting (the kernel wakes the ring's fd),
-    /// or `timeout` has passed.
-    pub fn wait(&self, timeout: std::time::Duration) {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
-        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        let _ = poll(&mut fds, ms);
     }
 }
 

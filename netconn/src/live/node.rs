@@ -413,12 +413,12 @@ impl Node {
     /// The connection records' ring buffer, for the thread that drains
     /// it; the first call only.
     pub fn take_conn_events(&mut self) -> Option<crate::ebpf::ConnRing> {
-        self.probe.take_conn_events()
+        self.probe.conns_mut().take_ring()
     }
 
     /// Connection records the kernel could not hand over, since start.
     pub fn conn_records_lost(&self) -> Result<u64, TrackerError> {
-        Ok(self.probe.conn_records_lost()?)
+        Ok(self.probe.conns().records_lost()?)
     }
 
     /// Applies the events streamed for watched ports to each namespace's
@@ -458,7 +458,7 @@ impl Node {
     /// The process behind one socket (pid, comm), if the programs
     /// recorded it (`--events`).
     pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
-        self.probe.owner_of(cookie)
+        self.probe.conns().owner_of(cookie)
     }
 
     /// Whether port groups are counted.

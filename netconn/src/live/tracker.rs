@@ -349,14 +349,14 @@ impl Tracker {
     /// The connection records' ring buffer (`watch --events`), for the
     /// thread that drains it; the first call only.
     pub fn take_conn_events(&mut self) -> Option<crate::ebpf::ConnRing> {
-        self.probe.take_conn_events()
+        self.probe.conns_mut().take_ring()
     }
 
     /// Connection records the kernel could not hand over, since start;
     /// None when started without them.
     pub fn conn_records_lost(&self) -> Result<Option<u64>, TrackerError> {
         match self.conns {
-            true => Ok(Some(self.probe.conn_records_lost()?)),
+            true => Ok(Some(self.probe.conns().records_lost()?)),
             false => Ok(None),
         }
     }
@@ -385,12 +385,12 @@ impl Tracker {
     /// The process behind one socket (pid, comm), if the programs
     /// recorded it (`watch --events`).
     pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
-        self.probe.owner_of(cookie)
+        self.probe.conns().owner_of(cookie)
     }
 
     /// Processes behind TCP sockets, by cookie (see [`Probe::owners`]).
     pub fn owners(&self) -> Vec<(u64, netconn_common::Owner)> {
-        self.probe.owners()
+        self.probe.conns().owners()
     }
 
     /// The TCP metrics since the last call (since start, the first time);

@@ -1,0 +1,87 @@
+//! The connection records' maps (`watch --events`), kept by the probe:
+//! the ring buffer the programs write a record to at every open and close
+//! (taken by the thread that drains it), the records it had no room for,
+//! and the process behind each socket the programs saw connect, listen or
+//! be accepted.
+
+use aya::Ebpf;
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use netconn_common::{ConnEvent, MAP_CONN_EVENTS, MAP_CONN_LOST, MAP_OWNERS, Owner};
+
+use super::error::{ProbeError, map_error, take_map};
+
+pub struct ConnMaps {
+    /// With `watch --events`, until a drain thread takes it.
+    ring: Option<ConnRing>,
+    lost: PerCpuArray<MapData, u64>,
+    owners: HashMap<MapData, u64, Owner>,
+}
+
+impl ConnMaps {
+    pub(super) fn take(ebpf: &mut Ebpf, records: bool) -> Result<ConnMaps, ProbeError> {
+        let ring = match records {
+            true => Some(ConnRing(take_map(ebpf, MAP_CONN_EVENTS)?)),
+            false => None,
+        };
+        Ok(ConnMaps {
+            ring,
+            lost: take_map(ebpf, MAP_CONN_LOST)?,
+            owners: take_map(ebpf, MAP_OWNERS)?,
+        })
+    }
+
+    /// The ring buffer of connection records, for a thread that drains
+    /// it: the first call only.
+    pub fn take_ring(&mut self) -> Option<ConnRing> {
+        self.ring.take()
+    }
+
+    /// Connection records the ring buffer could not take, since load.
+    pub fn records_lost(&self) -> Result<u64, ProbeError> {
+        let v = self.lost.get(&0, 0).map_err(map_error(MAP_CONN_LOST))?;
+        Ok(v.iter().sum())
+    }
+
+    /// The processes behind the TCP sockets the programs saw connect,
+    /// listen or be accepted, by socket cookie.
+    pub fn owners(&self) -> Vec<(u64, Owner)> {
+        // An entry removed during the walk is skipped.
+        self.owners.iter().filter_map(Result::ok).collect()
+    }
+
+    /// The process behind one socket (pid, comm), if the programs
+    /// recorded it.
+    pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
+        let o = self.owners.get(&cookie, 0).ok()?;
+        Some((
+            o.pid,
+            crate::model::socket::comm(&o.comm).unwrap_or_default(),
+        ))
+    }
+}
+
+/// The ring buffer of connection records (`watch --events`).
+pub struct ConnRing(RingBuf<MapData>);
+
+impl ConnRing {
+    /// Moves every record waiting in the ring buffer into `out`.
+    pub fn drain(&mut self, out: &mut Vec<ConnEvent>) {
+        while let Some(item) = self.0.next() {
+            if item.len() >= std::mem::size_of::<ConnEvent>() {
+                // SAFETY: length checked; ConnEvent is repr(C) plain
+                // integers; read_unaligned makes no alignment assumption.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+            }
+        }
+    }
+
+    /// Waits until records are waiting (the kernel wakes the ring's fd),
+    /// or `timeout` has passed.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let _ = poll(&mut fds, ms);
+    }
+}
