@@ -89,3 +89,22 @@ pub struct ConnEvent {
     pub comm: [u8; 16],
 }
 const _: () = assert!(size_of::<ConnEvent>() == 120);
+
+#[cfg(feature = "user")]
+impl ConnEvent {
+    /// Decodes one connection record, checking its length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<ConnEvent> {
+        crate::kernel::from_record(bytes)
+    }
+}
+
+#[cfg(feature = "user")]
+impl Owner {
+    /// The process: pid and name.
+    pub fn process(&self) -> (u32, String) {
+        (
+            self.pid,
+            crate::kernel::comm(&self.comm).unwrap_or_default(),
+        )
+    }
+}

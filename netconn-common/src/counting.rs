@@ -203,3 +203,11 @@ pub struct NsKey {
     pub parity: u32,
 }
 const _: () = assert!(size_of::<NsKey>() == 8);
+
+#[cfg(feature = "user")]
+impl StateEvent {
+    /// Decodes one journal record, checking its length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<StateEvent> {
+        crate::kernel::from_record(bytes)
+    }
+}

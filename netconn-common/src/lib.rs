@@ -4,7 +4,9 @@
 //! `#[repr(C)]`, explicit padding, and a compile-time size check, so both
 //! sides agree byte for byte. Map, program and global names are constants so
 //! that a typo is a compile error instead of a load failure.
-#![no_std]
+// The kernel side has no std; the userspace side (`user`) has, for the
+// conversions that sit beside each wire type.
+#![cfg_attr(not(feature = "user"), no_std)]
 
 //! One module per feature; everything is also at the crate root.
 

@@ -6,7 +6,6 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use netconn::ebpf::probe::decode_event;
 use netconn::model::counts::Counts;
 use netconn::model::merge::{matrix_effect, merge};
 use netconn::model::socket::DumpedSocket;
@@ -71,7 +70,7 @@ fn benches(c: &mut Criterion) {
         )
     };
     c.bench_function("decode_event", |b| {
-        b.iter(|| decode_event(black_box(bytes)))
+        b.iter(|| StateEvent::from_bytes(black_box(bytes)))
     });
 
     let mut m = Transitions {

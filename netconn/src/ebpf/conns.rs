@@ -52,11 +52,7 @@ impl ConnMaps {
     /// The process behind one socket (pid, comm), if the programs
     /// recorded it.
     pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
-        let o = self.owners.get(&cookie, 0).ok()?;
-        Some((
-            o.pid,
-            crate::model::socket::comm(&o.comm).unwrap_or_default(),
-        ))
+        Some(self.owners.get(&cookie, 0).ok()?.process())
     }
 }
 
@@ -67,11 +63,7 @@ impl ConnRing {
     /// Moves every record waiting in the ring buffer into `out`.
     pub fn drain(&mut self, out: &mut Vec<ConnEvent>) {
         while let Some(item) = self.0.next() {
-            if item.len() >= std::mem::size_of::<ConnEvent>() {
-                // SAFETY: length checked; ConnEvent is repr(C) plain
-                // integers; read_unaligned makes no alignment assumption.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-            }
+            out.extend(ConnEvent::from_bytes(&item));
         }
     }
 

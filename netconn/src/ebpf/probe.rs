@@ -540,7 +540,7 @@ impl Journal {
     /// Moves every event waiting in the ring buffer into `out`.
     pub fn drain(&mut self, out: &mut Vec<StateEvent>) {
         while let Some(item) = self.0.next() {
-            if let Some(e) = decode_event(&item) {
+            if let Some(e) = StateEvent::from_bytes(&item) {
                 out.push(e);
             }
         }
@@ -714,16 +714,6 @@ fn attach_cgroup_programs(
     Ok(())
 }
 
-/// Decodes one ring-buffer record, checking its length.
-pub fn decode_event(bytes: &[u8]) -> Option<StateEvent> {
-    if bytes.len() < std::mem::size_of::<StateEvent>() {
-        return None;
-    }
-    // SAFETY: length checked; StateEvent is repr(C) plain integers, and
-    // read_unaligned makes no alignment assumption.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<StateEvent>()) })
-}
-
 /// Long enough for every program run that read the previous control word to
 /// finish, and for the state store that follows the tracepoint to land,
 /// where the kernel cannot say so itself (see [`quiesce`]).
@@ -765,8 +755,8 @@ mod tests {
                 std::mem::size_of::<StateEvent>(),
             )
         };
-        assert_eq!(decode_event(bytes), Some(e));
-        assert_eq!(decode_event(&bytes[..47]), None);
+        assert_eq!(StateEvent::from_bytes(bytes), Some(e));
+        assert_eq!(StateEvent::from_bytes(&bytes[..47]), None);
     }
 
     #[test]

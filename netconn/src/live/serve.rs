@@ -369,8 +369,8 @@ pub fn answer(
             };
             let mut text = String::new();
             for (cookie, owner) in t.owners() {
-                let comm = crate::model::socket::comm(&owner.comm).unwrap_or_default();
-                text.push_str(&owner_line(cookie, owner.pid, &comm));
+                let (pid, comm) = owner.process();
+                text.push_str(&owner_line(cookie, pid, &comm));
             }
             text.into_bytes()
         }

@@ -122,8 +122,4 @@ pub fn direction(
     }
 }
 
-/// A task name as the kernel stores it (NUL-padded); None when empty.
-pub fn comm(bytes: &[u8; 16]) -> Option<String> {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
-}
+pub use netconn_common::comm;

@@ -41,20 +41,8 @@ pub fn tcp_state_names() -> impl Iterator<Item = &'static str> {
     NAMES.iter().copied().filter(|n| !n.is_empty())
 }
 
-/// 4 for AF_INET, 6 for anything else (AF_INET6).
-pub fn ip_version(family: u16) -> u8 {
-    if family == AF_INET { 4 } else { 6 }
-}
-
-/// An address as the kernel lays it out in 16 bytes: IPv4 in the first 4
-/// (`family` AF_INET), else IPv6.
-pub fn ip_addr(family: u16, bytes: [u8; 16]) -> std::net::IpAddr {
-    if family == AF_INET {
-        std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        std::net::IpAddr::from(bytes)
-    }
-}
+// The kernel's address layout, read where the wire types are.
+pub use netconn_common::{ip_addr, ip_version};
 
 /// `1.2.3.4:80` or `[::1]:80`.
 pub fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
