@@ -47,9 +47,10 @@ pub fn require_root() {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 static SWEEP: std::sync::Once = std::sync::Once::new();
 
-/// Namespaces a test made are removed on drop, but not when its process
-/// was killed (a hung test stopped by hand or a timeout): remove those of
-/// test processes that no longer exist, once per test binary.
+/// Namespaces a test (or a benchmark) made are removed on drop, but not
+/// when its process was killed (a hung test stopped by hand or a
+/// timeout): remove those of processes that no longer exist, once per
+/// test binary.
 fn sweep_dead_namespaces() {
     let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
         return;
@@ -58,13 +59,17 @@ fn sweep_dead_namespaces() {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
     {
-        let Some(pid) = name
-            .strip_prefix("netconn-test-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<i32>().ok())
-        else {
+        // netconn-KIND-PID-N (see Netns::try_named).
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(_), Some(pid), Some(prefix)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        if !prefix.starts_with("netconn-") {
+            continue;
+        }
         // SAFETY: signal 0 only checks that the process exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
@@ -80,18 +85,33 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// A namespace for one test (`netconn-test-PID-N`); panics when it
+    /// cannot be made.
     pub fn new() -> Netns {
         require_root();
         SWEEP.call_once(sweep_dead_namespaces);
+        Netns::try_named("test").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A namespace `netconn-KIND-PID-N` with `lo` up, removed on drop (the
+    /// benchmarks' too).
+    pub fn try_named(kind: &str) -> Result<Netns, String> {
         let name = format!(
-            "netconn-test-{}-{}",
+            "netconn-{kind}-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        run_ok("ip", &["netns", "add", &name]);
+        try_run("ip", &["netns", "add", &name])?;
         let ns = Netns { name };
-        run_ok("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+        try_run("ip", &["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip netns exec NAME PROGRAM`, for the caller to add arguments to.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
     }
 
     /// The namespace's inode number (what netconn's records call `netns`).
@@ -252,11 +272,19 @@ impl Drop for Worker {
 }
 
 pub fn run_ok(cmd: &str, args: &[&str]) {
+    try_run(cmd, args).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs `cmd ARGS`; an error says which command failed and how.
+pub fn try_run(cmd: &str, args: &[&str]) -> Result<(), String> {
     let status = Command::new(cmd)
         .args(args)
         .status()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(status.success(), "{cmd} {args:?} failed: {status}");
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("{cmd} {args:?} failed: {status}")),
+    }
 }
 
 /// Counts keyed by (conn-type, state name), zeros left out.

@@ -48,7 +48,7 @@ fn cpu_steal() -> Result<(u64, u64)> {
 
 /// One churn run in a fresh namespace; returns connections per second.
 fn churn_rate(paths: &Paths, with: &str, threads: u32, seconds: u32) -> Result<ChurnRun> {
-    let ns = Netns::new("churn")?;
+    let ns = crate::lab::netns("churn")?;
     let mut daemon = None;
     let mut record_file = None;
     match with {
@@ -181,7 +181,7 @@ const AGAINST_HEADING: &str = "## Against another build";
 fn first_counts_against(paths: &Paths, other: &str) -> Result<String> {
     const PAIRS_PER_HOLDER: u64 = 5000;
     const ROUNDS: usize = 7;
-    let ns = Netns::new("against")?;
+    let ns = crate::lab::netns("against")?;
     let _holders = (0..20)
         .map(|_| crate::lab::hold(paths, &ns, PAIRS_PER_HOLDER))
         .collect::<Result<Vec<_>>>()?;
@@ -249,7 +249,7 @@ struct SnapshotRow {
 fn daemon_answer(ns: &Netns) -> Result<f64> {
     use std::io::{Read, Write};
     use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(format!("/var/run/netns/{}", ns.0))?.ino();
+    let inode = std::fs::metadata(format!("/var/run/netns/{}", ns.name))?.ino();
     let path = format!("/run/netconn/netns-{inode}.sock");
     let mut times = Vec::new();
     for _ in 0..21 {
@@ -266,7 +266,7 @@ fn daemon_answer(ns: &Netns) -> Result<f64> {
 
 fn snapshot_at(paths: &Paths, sockets: u64) -> Result<SnapshotRow> {
     const PAIRS_PER_HOLDER: u64 = 5000; // 10k fds: under the 20k per-process limit
-    let ns = Netns::new("snap")?;
+    let ns = crate::lab::netns("snap")?;
     // A daemon that sees the sockets created, for `list` through it.
     let early = start_watch(paths, &ns, &["--events"])?;
     let mut holders = Vec::new();
@@ -370,7 +370,12 @@ fn machine() -> String {
 
 /// The whole bench, or (`soak_only`) only the soak, whose section then
 /// replaces the one in BENCHMARKS.md.
-pub fn run(soak_only: bool, namespaces_only: bool, against: Option<&str>) -> Result<()> {
+pub fn run(
+    soak_only: bool,
+    namespaces_only: bool,
+    micro_only: bool,
+    against: Option<&str>,
+) -> Result<()> {
     let env = setup::run()?;
     setup::bench_tools()?;
     run_cmd(cargo(&env).args([
@@ -390,6 +395,18 @@ pub fn run(soak_only: bool, namespaces_only: bool, against: Option<&str>) -> Res
             .to_string(),
     };
 
+    if micro_only {
+        let section = micro_section(&micro(&env)?);
+        print!("{section}");
+        let path = root().join("BENCHMARKS.md");
+        let report = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(
+            &path,
+            crate::soak::splice_at(&report, MICRO_HEADING, &section),
+        )?;
+        eprintln!("xtask bench: wrote the userspace hot paths into BENCHMARKS.md");
+        return Ok(());
+    }
     if let Some(other) = against {
         let section = first_counts_against(&paths, other)?;
         print!("{section}");
@@ -509,23 +526,7 @@ pub fn run(soak_only: bool, namespaces_only: bool, against: Option<&str>) -> Res
     }
 
     // 3. Userspace hot paths (criterion).
-    let out = cargo(&env)
-        .args([
-            "bench",
-            "--package",
-            "netconn",
-            "--bench",
-            "core",
-            "--",
-            "--output-format",
-            "bencher",
-        ])
-        .output()?;
-    let micro: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("test "))
-        .map(|l| l.trim_start_matches("test ").to_owned())
-        .collect();
+    let micro = micro(&env)?;
 
     let report = render(&Report {
         machine: machine(),
@@ -597,7 +598,7 @@ fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
-    let ns = Netns::new("stats")?;
+    let ns = crate::lab::netns("stats")?;
     let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
     let watch = Guard(
         ns.cmd(&paths.netconn)
@@ -905,13 +906,39 @@ fn render(r: &Report) -> String {
             verdict(worst <= 1e-3)
         );
     }
-    let _ = writeln!(
-        s,
-        "{}\n## Userspace hot paths\n\n`cargo bench -p netconn --bench core` (criterion). `sock_diag_1000_sockets`: a receive buffer of 1000 sock_diag answers read into sockets (netlink-packet-sock-diag, in place); `conntrack_entry_in_place` and `conntrack_entry_typed_parse`: the protocol of one ctnetlink entry, read in place as netconn does and by netlink-packet-netfilter's typed parse (a Vec per attribute list), the reason ctnetlink messages are read in place:\n\n```\n{}\n```",
-        first_counts_gap(rows),
-        micro.join("\n")
-    );
+    let _ = writeln!(s, "{}\n{}", first_counts_gap(rows), micro_section(micro));
     s
+}
+
+const MICRO_HEADING: &str = "## Userspace hot paths";
+
+/// The criterion benches of the userspace hot paths, one line each.
+fn micro(env: &crate::setup::Env) -> Result<Vec<String>> {
+    let out = cargo(env)
+        .args([
+            "bench",
+            "--package",
+            "netconn",
+            "--bench",
+            "core",
+            "--",
+            "--output-format",
+            "bencher",
+        ])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "cargo bench failed ({})", out.status);
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("test "))
+        .map(|l| l.trim_start_matches("test ").to_owned())
+        .collect())
+}
+
+fn micro_section(micro: &[String]) -> String {
+    format!(
+        "{MICRO_HEADING}\n\n`cargo bench -p netconn --bench core` (criterion; alone: `cargo xtask bench --micro`). `sock_diag_1000_sockets`: a receive buffer of 1000 sock_diag answers read into sockets (netlink-packet-sock-diag, in place); `conntrack_entry_in_place` and `conntrack_entry_typed_parse`: the protocol of one ctnetlink entry, read in place as netconn does and by netlink-packet-netfilter's typed parse (a Vec per attribute list), the reason ctnetlink messages are read in place:\n\n```\n{}\n```\n",
+        micro.join("\n")
+    )
 }
 
 /// Why the first counts take what they take: the part that does not grow

@@ -7,31 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::run_cmd;
+pub use netconn_integration::Netns;
 
-/// A network namespace removed on drop.
-pub struct Netns(pub String);
-
-impl Netns {
-    pub fn new(tag: &str) -> Result<Netns> {
-        let name = format!("netconn-bench-{tag}-{}", std::process::id());
-        run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Netns(name);
-        run_cmd(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
-        Ok(ns)
-    }
-
-    pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// A namespace for a benchmark (`netconn-bench-TAG-PID-N`), removed on
+/// drop.
+pub fn netns(tag: &str) -> Result<Netns> {
+    Netns::try_named(&format!("bench-{tag}")).map_err(anyhow::Error::msg)
 }
 
 /// A child stopped on drop: SIGTERM, so a netconn watch detaches and
@@ -72,7 +53,7 @@ pub fn hold(paths: &Paths, ns: &Netns, pairs: u64) -> Result<Guard> {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
     let guard = Guard(child);
-    anyhow::ensure!(line.trim() == "ready", "holder failed in {}", ns.0);
+    anyhow::ensure!(line.trim() == "ready", "holder failed in {}", ns.name);
     Ok(guard)
 }
 

@@ -60,6 +60,10 @@ enum Task {
         /// nothing (about 3 minutes).
         #[arg(long, value_name = "BIN", conflicts_with_all = ["soak", "namespaces"])]
         against: Option<String>,
+        /// Only the userspace hot paths (criterion, about 2 minutes); their
+        /// section replaces the one in BENCHMARKS.md.
+        #[arg(long, conflicts_with_all = ["soak", "namespaces", "against"])]
+        micro: bool,
     },
 }
 
@@ -75,7 +79,8 @@ fn main() -> ExitCode {
             soak,
             namespaces,
             against,
-        } => bench::run(soak, namespaces, against.as_deref()),
+            micro,
+        } => bench::run(soak, namespaces, micro, against.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

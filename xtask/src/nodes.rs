@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::lab::{Guard, Netns, Paths, rss_kib};
+use crate::lab::{Guard, Paths, rss_kib};
 
 /// Namespaces and sockets (pairs x 2) per namespace of the scale run.
 const NAMESPACES: usize = 100;
@@ -35,7 +35,7 @@ fn counting_cost(
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
-    let ns = Netns::new("nscost")?;
+    let ns = crate::lab::netns("nscost")?;
     let mut cmd = if all {
         let mut c = Command::new(&paths.netconn);
         c.args(["watch", "--all-namespaces"]);
@@ -175,7 +175,7 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     let mut spaces = Vec::new();
     let mut holders = Vec::new();
     for i in 0..NAMESPACES {
-        let ns = Netns::new(&format!("node{i}"))?;
+        let ns = crate::lab::netns(&format!("node{i}"))?;
         holders.push(crate::lab::hold(paths, &ns, PAIRS)?);
         spaces.push(ns);
     }
@@ -196,10 +196,10 @@ pub fn run(paths: &Paths) -> Result<Result_> {
         let started = Instant::now();
         for ns in &spaces {
             let status = Command::new("ss")
-                .args(["-N", &ns.0, "-tan"])
+                .args(["-N", &ns.name, "-tan"])
                 .stdout(Stdio::null())
                 .status()?;
-            ensure!(status.success(), "ss -N {} failed", ns.0);
+            ensure!(status.success(), "ss -N {} failed", ns.name);
         }
         ss_runs.push(started.elapsed().as_secs_f64());
     }

@@ -128,7 +128,7 @@ fn differences(
 }
 
 pub fn run(paths: &Paths, seconds: u64) -> Result<Soak> {
-    let ns = Netns::new("soak")?;
+    let ns = crate::lab::netns("soak")?;
     let mut child = ns
         .cmd(&paths.netconn)
         .args(["watch", "--interval", "1s", "--events"])
