@@ -180,7 +180,7 @@ const AGAINST_HEADING: &str = "## Against another build";
 /// returns its section of BENCHMARKS.md.
 fn first_counts_against(paths: &Paths, other: &str) -> Result<String> {
     const PAIRS_PER_HOLDER: u64 = 5000;
-    const ROUNDS: usize = 7;
+    const ROUNDS: usize = 15;
     let ns = crate::lab::netns("against")?;
     let _holders = (0..20)
         .map(|_| crate::lab::hold(paths, &ns, PAIRS_PER_HOLDER))

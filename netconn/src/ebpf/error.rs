@@ -1,5 +1,6 @@
 //! Why the programs could not be loaded, attached or read: one type for
-//! every part of the loader and every feature's maps.
+//! every part of the loader and every feature's maps, with the map
+//! helpers the probe and the feature handles share.
 
 use std::io;
 
@@ -123,4 +124,12 @@ where
 {
     let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
     T::try_from(map).map_err(map_error(name))
+}
+
+/// One value per possible CPU, for writing a per-CPU map entry.
+pub(super) fn on_every_cpu<T: aya::Pod>(
+    value: T,
+) -> Result<aya::maps::PerCpuValues<T>, ProbeError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+    aya::maps::PerCpuValues::try_from(vec![value; cpus]).map_err(ProbeError::Cpus)
 }

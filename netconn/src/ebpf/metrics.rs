@@ -11,8 +11,7 @@ use netconn_common::{
     TcpMetrics,
 };
 
-use super::error::{ProbeError, map_error, take_map};
-use super::probe::on_every_cpu;
+use super::error::{ProbeError, map_error, on_every_cpu, take_map};
 
 pub struct MetricsMaps {
     total: PerCpuArray<MapData, TcpMetrics>,

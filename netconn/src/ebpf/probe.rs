@@ -30,7 +30,7 @@ use super::metrics::MetricsMaps;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
 
 pub use super::error::{AyaError, ProbeError};
-use super::error::{VMLINUX_BTF, describe, map_error, take_map};
+use super::error::{VMLINUX_BTF, describe, map_error, on_every_cpu, take_map};
 
 /// Struct offsets the program reads, resolved in the kernel's BTF.
 pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
@@ -525,12 +525,6 @@ fn zero_ns_counts() -> Result<PerCpuValues<NsCounts>, ProbeError> {
         delta: [0; netconn_common::NS_DELTA_SLOTS],
         events: 0,
     })
-}
-
-/// One value per possible CPU, for writing a per-CPU map entry.
-pub(super) fn on_every_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, ProbeError> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-    PerCpuValues::try_from(vec![value; cpus]).map_err(ProbeError::Cpus)
 }
 
 /// The ring buffer the programs journal events into.

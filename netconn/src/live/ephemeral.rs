@@ -224,15 +224,18 @@ impl EphemeralPorts {
     /// is on, so that [`Self::settle`] sees every socket that closed
     /// before its claim.
     pub fn adopt(&mut self, dump: &[DumpedSocket]) -> Result<(), ProbeError> {
-        let listed: HashSet<u64> = dump.iter().map(|s| s.cookie).collect();
-        let gone: Vec<u64> = self
-            .claimed
-            .iter()
-            .filter(|c| !listed.contains(c))
-            .copied()
-            .collect();
-        for cookie in gone {
-            self.give_back(cookie);
+        // Nothing claimed yet (the first dump): no set of the whole dump.
+        if !self.claimed.is_empty() {
+            let listed: HashSet<u64> = dump.iter().map(|s| s.cookie).collect();
+            let gone: Vec<u64> = self
+                .claimed
+                .iter()
+                .filter(|c| !listed.contains(c))
+                .copied()
+                .collect();
+            for cookie in gone {
+                self.give_back(cookie);
+            }
         }
         self.listening = listening_ports(dump);
         self.set_mini(dump);
