@@ -585,6 +585,18 @@ mod tests {
         let got = parse_tcp_info(&b[..TCP_INFO_MIN]).unwrap();
         assert_eq!((got.rtt_us, got.retrans, got.bytes_acked), (1234, 5, 0));
         assert!(parse_tcp_info(&b[..50]).is_none());
+        // The offsets of linux/tcp.h, placed by hand: tcpi_rtt 68,
+        // tcpi_total_retrans 100, tcpi_bytes_acked 120, tcpi_bytes_received 128.
+        let mut k = vec![0u8; 232];
+        k[68..72].copy_from_slice(&250u32.to_ne_bytes());
+        k[100..104].copy_from_slice(&3u32.to_ne_bytes());
+        k[120..128].copy_from_slice(&4096u64.to_ne_bytes());
+        k[128..136].copy_from_slice(&8192u64.to_ne_bytes());
+        let got = parse_tcp_info(&k).unwrap();
+        assert_eq!(
+            (got.rtt_us, got.retrans, got.bytes_acked, got.bytes_received),
+            (250, 3, 4096, 8192)
+        );
     }
 
     #[test]

@@ -59,15 +59,17 @@ fn sweep_dead_namespaces() {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
     {
-        // netconn-KIND-PID-N (see Netns::try_named).
+        // netconn-test-PID-N or netconn-bench-TAG-PID-N (Netns::try_named),
+        // nothing else.
         let mut parts = name.rsplitn(3, '-');
-        let (Some(_), Some(pid), Some(prefix)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(n), Some(pid), Some(prefix)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        let Ok(pid) = pid.parse::<i32>() else {
+        let ours = prefix == "netconn-test" || prefix.starts_with("netconn-bench-");
+        let (Ok(pid), Ok(_)) = (pid.parse::<i32>(), n.parse::<u32>()) else {
             continue;
         };
-        if !prefix.starts_with("netconn-") {
+        if !ours {
             continue;
         }
         // SAFETY: signal 0 only checks that the process exists.

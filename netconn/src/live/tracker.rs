@@ -388,7 +388,7 @@ impl Tracker {
         self.probe.conns().owner_of(cookie)
     }
 
-    /// Processes behind TCP sockets, by cookie (see [`Probe::owners`]).
+    /// Processes behind TCP sockets, by cookie (see [`crate::ebpf::conns::ConnMaps::owners`]).
     pub fn owners(&self) -> Vec<(u64, netconn_common::Owner)> {
         self.probe.conns().owners()
     }

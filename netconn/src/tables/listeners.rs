@@ -79,7 +79,7 @@ mod tests {
         let mut socket_id = SocketId::new_v4();
         socket_id.source_port = 8080;
         socket_id.source_address = "127.0.0.1".parse().unwrap();
-        socket_id.cookie = [7, 0, 0, 0, 0, 0, 0, 0];
+        socket_id.cookie = [7u32.to_ne_bytes(), [0; 4]].concat().try_into().unwrap();
         let mut header = InetResponseHeader {
             family: libc::AF_INET as u8,
             state: TCP_LISTEN,
@@ -122,6 +122,11 @@ mod tests {
         header.state = 1;
         let bytes = msg(&header);
         assert!(parse(&DiagMessage::parse(&bytes).unwrap(), ConnType::Tcp).is_none());
+        // SK_MEMINFO_DROPS is index 8 of the u32 counters (linux/sock_diag.h),
+        // placed by hand.
+        let mut counters = [0u8; 36];
+        counters[32..36].copy_from_slice(&17u32.to_ne_bytes());
+        assert_eq!(MemInfo::parse(&counters).unwrap().drops, 17);
     }
 
     #[test]

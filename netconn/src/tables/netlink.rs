@@ -8,8 +8,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    Emitable, ErrorBuffer, NLA_HEADER_SIZE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkBuffer, NetlinkHeader, NlasIterator,
+    DoneBuffer, Emitable, ErrorBuffer, NLA_HEADER_SIZE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE,
+    NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NlasIterator,
 };
 use netlink_sys::{Socket, SocketAddr};
 
@@ -86,7 +86,15 @@ pub fn dump_batch(data: &[u8], each: &mut impl FnMut(u16, &[u8])) -> io::Result<
     for message in messages(data) {
         let (kind, payload) = message?;
         match kind {
-            NLMSG_DONE => return Ok(true),
+            NLMSG_DONE => {
+                // A dump the kernel stopped early ends with its error here
+                // (netlink_dump_done()): what came before is not the table.
+                let code = DoneBuffer::new_checked(payload).map_or(0, |d| d.code());
+                if code < 0 {
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                return Ok(true);
+            }
             NLMSG_ERROR => {
                 let code = ErrorBuffer::new_checked(payload)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?

@@ -276,25 +276,74 @@ mod tests {
 
     #[test]
     fn netlink_errors_and_truncation_are_errors() {
-        let mut err = (-libc::EPERM).to_ne_bytes().to_vec();
-        // The request that failed follows the code (its header at least).
-        err.extend_from_slice(&[0; 16]);
+        let err = (-libc::EPERM).to_ne_bytes();
         let e = decode(&frame(NLMSG_ERROR, &err), ConnType::Tcp, &mut Vec::new()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        // A dump the kernel stopped early: its error comes with DONE.
+        let done = (-libc::EINTR).to_ne_bytes();
+        let e = decode(&frame(NLMSG_DONE, &done), ConnType::Tcp, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINTR));
         let mut bad = frame(SOCK_DIAG_BY_FAMILY, &msg(1, None, 1, 1));
         bad[0..4].copy_from_slice(&9999u32.to_ne_bytes());
         assert!(decode(&bad, ConnType::Tcp, &mut Vec::new()).is_err());
+    }
+
+    /// An `inet_diag_msg` with its bytes placed by hand at the offsets of
+    /// `linux/inet_diag.h`: the crate's layout checked against the ABI,
+    /// not against itself.
+    fn kernel_msg(family: u8, state: u8, timer: u8, port: u16, cookie: u64) -> Vec<u8> {
+        let mut m = vec![0u8; 72];
+        m[0] = family;
+        m[1] = state;
+        m[2] = timer;
+        m[4..6].copy_from_slice(&port.to_be_bytes()); // idiag_sport
+        m[6..8].copy_from_slice(&40000u16.to_be_bytes()); // idiag_dport
+        m[8] = 10; // idiag_src: 10.0.0.1 or 0a00::1
+        m[11] = 1;
+        m[24] = 192; // idiag_dst: 192.0.2.7 or c000:207::
+        m[26] = 2;
+        m[27] = 7;
+        m[44..48].copy_from_slice(&(cookie as u32).to_ne_bytes()); // idiag_cookie[0]
+        m[48..52].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+        m[56..60].copy_from_slice(&5u32.to_ne_bytes()); // idiag_rqueue
+        m[60..64].copy_from_slice(&4u32.to_ne_bytes()); // idiag_wqueue
+        m[64..68].copy_from_slice(&1000u32.to_ne_bytes()); // idiag_uid
+        m[68..72].copy_from_slice(&77u32.to_ne_bytes()); // idiag_inode
+        m
+    }
+
+    #[test]
+    fn the_kernel_layout_is_read_where_the_abi_puts_it() {
+        let bytes = kernel_msg(libc::AF_INET as u8, 10, 0, 8080, 1 << 40 | 9);
+        let m = DiagMessage::parse(&bytes).unwrap();
+        let s = m.socket(ConnType::Tcp);
+        assert_eq!((s.state, s.local_port, s.remote_port), (10, 8080, 40000));
+        assert_eq!(s.local_addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(s.remote_addr, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!((s.cookie, s.inode), (1 << 40 | 9, 77));
+        let h = &m.header;
+        assert_eq!((h.recv_queue, h.send_queue, h.uid), (5, 4, 1000));
+        let v6 = kernel_msg(libc::AF_INET6 as u8, 1, 0, 443, 3);
+        let s = DiagMessage::parse(&v6).unwrap().socket(ConnType::Tcp6);
+        assert_eq!(s.local_addr, "a00:1::".parse::<IpAddr>().unwrap());
+        assert_eq!(s.remote_addr, "c000:207::".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn request_sockets_count_as_syn_recv() {
         let mut out = Vec::new();
         // As inet_req_diag_fill() reports them (state 3), and as the
-        // internal state (12) would be.
-        for state in [3, 12] {
-            let m = msg(state, Some(Timer::Retransmit(Default::default(), 0)), 80, 3);
-            decode(&frame(SOCK_DIAG_BY_FAMILY, &m), ConnType::Tcp, &mut out).unwrap();
+        // internal state (12) would be; IPv4 and IPv6.
+        for (family, ct) in [
+            (libc::AF_INET, ConnType::Tcp),
+            (libc::AF_INET6, ConnType::Tcp6),
+        ] {
+            for state in [3, 12] {
+                let m = kernel_msg(family as u8, state, 1, 80, 3);
+                decode(&frame(SOCK_DIAG_BY_FAMILY, &m), ct, &mut out).unwrap();
+            }
         }
+        assert_eq!(out.len(), 4);
         for s in &out {
             assert_eq!(s.kind, SocketKind::Request);
             assert_eq!(s.state, crate::model::state::TCP_SYN_RECV);
