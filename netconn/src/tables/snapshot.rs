@@ -46,7 +46,7 @@ pub fn counts_of(conn_types: &[ConnType]) -> io::Result<Counts> {
     for &ct in conn_types {
         let mut part = Counts::default();
         let counted = sockdiag::dump_each(ct, sockdiag::ALL_STATES, ExtensionFlags::empty(), |m| {
-            part.add(ct, m.socket(ct).state, 1)
+            part.add(ct, m.kind_and_state(ct).1, 1)
         });
         if let Err(diag_err) = counted {
             let mut sockets = Vec::new();

@@ -67,17 +67,22 @@ impl<'a> DiagMessage<'a> {
         u64::from(low) | u64::from(high) << 32
     }
 
-    /// The socket as counting and merging know it.
-    pub fn socket(&self, conn_type: ConnType) -> DumpedSocket {
+    /// What kind of socket it is, and its state as counts know it.
+    pub fn kind_and_state(&self, conn_type: ConnType) -> (SocketKind, u8) {
         let h = &self.header;
         let kind = socket_kind(conn_type, h.state, h.timer == Some(Timer::TimeWait));
         // inet_req_diag_fill() reports request sockets as TCP_SYN_RECV
         // already; normalise in case a kernel passes the internal state.
-        let state = if kind == SocketKind::Request {
-            crate::model::state::TCP_SYN_RECV
-        } else {
-            h.state
-        };
+        match kind {
+            SocketKind::Request => (kind, crate::model::state::TCP_SYN_RECV),
+            _ => (kind, h.state),
+        }
+    }
+
+    /// The socket as counting and merging know it.
+    pub fn socket(&self, conn_type: ConnType) -> DumpedSocket {
+        let h = &self.header;
+        let (kind, state) = self.kind_and_state(conn_type);
         DumpedSocket {
             conn_type,
             state,
