@@ -936,7 +936,7 @@ fn micro(env: &crate::setup::Env) -> Result<Vec<String>> {
 
 fn micro_section(micro: &[String]) -> String {
     format!(
-        "{MICRO_HEADING}\n\n`cargo bench -p netconn --bench core` (criterion; alone: `cargo xtask bench --micro`). `sock_diag_1000_sockets`: a receive buffer of 1000 sock_diag answers read into sockets (framing and attributes by netlink-packet-core, the fixed header read by hand into netlink-packet-sock-diag's type: its own parse takes about 2.6 times as long, see `read_header` in `tables/sockdiag.rs`); `conntrack_entry_in_place` and `conntrack_entry_typed_parse`: the protocol of one ctnetlink entry, read in place as netconn does and by netlink-packet-netfilter's typed parse (a Vec per attribute list), the reason ctnetlink messages are read in place:\n\n```\n{}\n```\n",
+        "{MICRO_HEADING}\n\n`cargo bench -p netconn --bench core` (criterion; alone: `cargo xtask bench --micro`). `sock_diag_1000_sockets`: a receive buffer of 1000 sock_diag answers read into sockets (messages framed by netlink-packet-core, the fixed header read by hand into netlink-packet-sock-diag's type: its own parse takes about 2.6 times as long, see `read_header` in `tables/sockdiag.rs`); `conntrack_entry_in_place` and `conntrack_entry_typed_parse`: the protocol of one ctnetlink entry, read in place as netconn does and by netlink-packet-netfilter's typed parse (a Vec per attribute list), the reason ctnetlink messages are read in place:\n\n```\n{}\n```\n",
         micro.join("\n")
     )
 }
