@@ -127,9 +127,14 @@ fn churn_rate(paths: &Paths, with: &str, threads: u32, seconds: u32) -> Result<C
     if let Some(file) = record_file {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let _ = std::fs::remove_file(&file);
-        let last: serde_json::Value =
-            serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap_or_default();
-        run.lost_events = last["lost_events"].as_f64();
+        // The last counts record: alerts (a churn's listeners going away
+        // clear new_listener alerts) may follow it.
+        run.lost_events = text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["type"] == "counts")
+            .and_then(|r| r["lost_events"].as_f64());
     }
     Ok(run)
 }
@@ -377,6 +382,12 @@ pub fn run(
     against: Option<&str>,
 ) -> Result<()> {
     let env = setup::run()?;
+    // The criterion benches need neither the tools nor the binaries.
+    if micro_only {
+        let section = micro_section(&micro(&env)?);
+        print!("{section}");
+        return write_section(MICRO_HEADING, &section, "the userspace hot paths");
+    }
     setup::bench_tools()?;
     run_cmd(cargo(&env).args([
         "build",
@@ -395,48 +406,17 @@ pub fn run(
             .to_string(),
     };
 
-    if micro_only {
-        let section = micro_section(&micro(&env)?);
-        print!("{section}");
-        let path = root().join("BENCHMARKS.md");
-        let report = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(
-            &path,
-            crate::soak::splice_at(&report, MICRO_HEADING, &section),
-        )?;
-        eprintln!("xtask bench: wrote the userspace hot paths into BENCHMARKS.md");
-        return Ok(());
-    }
     if let Some(other) = against {
         let section = first_counts_against(&paths, other)?;
         print!("{section}");
-        let path = root().join("BENCHMARKS.md");
-        let report = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(
-            &path,
-            crate::soak::splice_at(&report, AGAINST_HEADING, &section),
-        )?;
-        eprintln!("xtask bench: wrote the comparison into BENCHMARKS.md");
-        return Ok(());
+        return write_section(AGAINST_HEADING, &section, "the comparison");
     }
     if namespaces_only {
         let section = namespaces(&paths)?;
-        let path = root().join("BENCHMARKS.md");
-        let report = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(
-            &path,
-            crate::soak::splice_at(&report, NAMESPACES_HEADING, &section),
-        )?;
-        eprintln!("xtask bench: wrote the namespaces section into BENCHMARKS.md");
-        return Ok(());
+        return write_section(NAMESPACES_HEADING, &section, "the namespaces section");
     }
     if soak_only {
-        let section = soak(&paths)?;
-        let path = root().join("BENCHMARKS.md");
-        let report = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, crate::soak::splice(&report, &section))?;
-        eprintln!("xtask bench: wrote the soak into BENCHMARKS.md");
-        return Ok(());
+        return write_section(crate::soak::HEADING, &soak(&paths)?, "the soak");
     }
 
     // 1. Churn overhead, alternated so drift hits every mode alike.
@@ -911,6 +891,16 @@ fn render(r: &Report) -> String {
 }
 
 const MICRO_HEADING: &str = "## Userspace hot paths";
+
+/// Puts `section` (starting with `heading`) into BENCHMARKS.md in place of
+/// the one there, or at the end.
+fn write_section(heading: &str, section: &str, what: &str) -> Result<()> {
+    let path = root().join("BENCHMARKS.md");
+    let report = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, crate::soak::splice_at(&report, heading, section))?;
+    eprintln!("xtask bench: wrote {what} into BENCHMARKS.md");
+    Ok(())
+}
 
 /// The criterion benches of the userspace hot paths, one line each.
 fn micro(env: &crate::setup::Env) -> Result<Vec<String>> {

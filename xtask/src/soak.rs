@@ -312,8 +312,11 @@ pub fn render(s: &Soak) -> String {
 /// Puts the soak section into BENCHMARKS.md: replaces the one there, or
 /// adds it at the end.
 pub fn splice(report: &str, section: &str) -> String {
-    splice_at(report, "## Soak\n", section)
+    splice_at(report, HEADING, section)
 }
+
+/// The heading the soak's section starts with.
+pub const HEADING: &str = "## Soak\n";
 
 /// Where the section that starts with `heading` lies in `report` (up to
 /// the next `## `), if there is one.
