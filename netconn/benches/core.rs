@@ -127,22 +127,10 @@ fn benches(c: &mut Criterion) {
     c.bench_function("render_counts_record", |b| {
         b.iter(|| {
             let r = CountsRecord {
-                namespace: None,
-                host: "bench",
-                source: Source::Ebpf,
-                netns: NETNS,
-                counts: black_box(&counts),
-                lost_events: 0,
-                conn_records_lost: None,
                 output_dropped: Some(0),
                 resyncs: Some(0),
-                last_correction: None,
-                verify: None,
-                tags: None,
-                ports: None,
                 tcp_metrics: Some(&tcp_metrics),
-                listeners: None,
-                ephemeral_ports: None,
+                ..CountsRecord::new("bench", Source::Ebpf, NETNS, black_box(&counts))
             };
             serde_json::to_string(&r.at("2026-11-21T12:00:00.000Z")).unwrap()
         })

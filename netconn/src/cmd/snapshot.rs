@@ -11,23 +11,6 @@ pub fn run(args: SnapshotArgs) -> Result<(), CmdError> {
     let netns = super::own_netns()?;
     let counts = super::dump_counts()?;
     let host = host::hostname();
-    let record = CountsRecord {
-        namespace: None,
-        host: &host,
-        source: Source::Poll,
-        netns,
-        counts: &counts,
-        lost_events: 0,
-        conn_records_lost: None,
-        output_dropped: None,
-        resyncs: None,
-        last_correction: None,
-        verify: None,
-        tags: None,
-        ports: None,
-        tcp_metrics: None,
-        listeners: None,
-        ephemeral_ports: None,
-    };
+    let record = CountsRecord::new(&host, Source::Poll, netns, &counts);
     super::written(sink.write(&record.at(&host::now_rfc3339())))
 }

@@ -61,6 +61,30 @@ pub struct Correction<'a> {
 }
 
 impl<'a> CountsRecord<'a> {
+    /// The record of `counts` with every optional part left out (what a
+    /// one-shot dump writes); callers add theirs with struct update
+    /// syntax.
+    pub fn new(host: &'a str, source: Source, netns: u32, counts: &'a Counts) -> Self {
+        CountsRecord {
+            host,
+            source,
+            netns,
+            namespace: None,
+            counts,
+            lost_events: 0,
+            conn_records_lost: None,
+            output_dropped: None,
+            resyncs: None,
+            last_correction: None,
+            verify: None,
+            tags: None,
+            ports: None,
+            tcp_metrics: None,
+            listeners: None,
+            ephemeral_ports: None,
+        }
+    }
+
     /// The record as written, with its RFC 3339 time.
     pub fn at(&'a self, time: &'a str) -> impl Serialize + 'a {
         let diff = self.verify.map(|dump| *self.counts - *dump);
@@ -213,14 +237,6 @@ mod tests {
         let mut counts = Counts::default();
         counts.add(ConnType::Tcp, 10, 2);
         let r = CountsRecord {
-            namespace: None,
-            host: "h",
-            source: Source::Ebpf,
-            netns: 4026531840,
-            counts: &counts,
-            lost_events: 0,
-            conn_records_lost: None,
-            output_dropped: None,
             resyncs: Some(1),
             last_correction: Some(Correction {
                 time: "2026-01-01T00:00:00.000Z",
@@ -228,11 +244,7 @@ mod tests {
                 delta: &counts,
             }),
             verify: Some(&Counts::default()),
-            tags: None,
-            ports: None,
-            tcp_metrics: None,
-            listeners: None,
-            ephemeral_ports: None,
+            ..CountsRecord::new("h", Source::Ebpf, 4026531840, &counts)
         };
         let line = serde_json::to_string(&r.at("2026-01-01T00:00:00.000Z")).unwrap();
         assert!(

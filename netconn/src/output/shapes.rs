@@ -35,22 +35,9 @@ fn shape(record: &impl serde::Serialize) -> String {
 /// add theirs with struct update syntax.
 fn daemon_record(counts: &Counts) -> CountsRecord<'_> {
     CountsRecord {
-        namespace: None,
-        host: "h",
-        source: Source::Ebpf,
-        netns: 1,
-        counts,
-        lost_events: 0,
-        conn_records_lost: None,
         output_dropped: Some(0),
         resyncs: Some(0),
-        last_correction: None,
-        verify: None,
-        tags: None,
-        ports: None,
-        tcp_metrics: None,
-        listeners: None,
-        ephemeral_ports: None,
+        ..CountsRecord::new("h", Source::Ebpf, 1, counts)
     }
 }
 
@@ -79,22 +66,12 @@ fn counts_record() {
         peers_untracked: Some(0),
     };
     let watch = CountsRecord {
-        namespace: None,
-        host: "h",
-        source: Source::Ebpf,
-        netns: 1,
-        counts: &counts,
-        lost_events: 0,
         conn_records_lost: Some(0),
-        output_dropped: Some(0),
-        resyncs: Some(0),
-        last_correction: None,
         verify: Some(&counts),
         tags: Some(&tags),
         ports: Some(&ports),
         tcp_metrics: Some(&metrics),
-        listeners: None,
-        ephemeral_ports: None,
+        ..daemon_record(&counts)
     };
     assert_eq!(
         shape(&watch.at("t")),
@@ -104,7 +81,6 @@ fn counts_record() {
          last_correction:null verify:object total:number"
     );
     let corrected = CountsRecord {
-        namespace: None,
         last_correction: Some(Correction {
             time: "t",
             reason: "requested",
@@ -135,20 +111,7 @@ fn counts_record() {
     );
     assert_eq!(v["connections"]["tcp"].as_object().unwrap().len(), 11);
     // What snapshot and poll mode write: no eBPF keys.
-    let snapshot = CountsRecord {
-        namespace: None,
-        source: Source::Poll,
-        conn_records_lost: None,
-        output_dropped: None,
-        resyncs: None,
-        verify: None,
-        tags: None,
-        ports: None,
-        tcp_metrics: None,
-        listeners: None,
-        ephemeral_ports: None,
-        ..watch
-    };
+    let snapshot = CountsRecord::new(watch.host, Source::Poll, watch.netns, watch.counts);
     assert_eq!(
         shape(&snapshot.at("t")),
         "type:string time:string host:string source:string netns:number \

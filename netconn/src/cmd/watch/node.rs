@@ -608,16 +608,12 @@ fn counts_record<'a>(
     output_dropped: Option<u64>,
     events: bool,
 ) -> Result<CountsRecord<'a>, CmdError> {
+    let source = match node {
+        Some(_) => Source::Ebpf,
+        None => Source::Poll,
+    };
     Ok(CountsRecord {
-        host,
-        source: if node.is_some() {
-            Source::Ebpf
-        } else {
-            Source::Poll
-        },
-        netns,
         namespace: Some((host::namespace_class(netns), owner)),
-        counts,
         lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
         conn_records_lost: node
             .filter(|_| events)
@@ -625,13 +621,8 @@ fn counts_record<'a>(
             .transpose()?,
         output_dropped,
         resyncs: node.map(Node::resyncs),
-        last_correction: None,
-        verify: None,
         tags: Some(tags),
-        ports: None,
-        tcp_metrics: None,
-        listeners: None,
-        ephemeral_ports: None,
+        ..CountsRecord::new(host, source, netns, counts)
     })
 }
 
