@@ -8,7 +8,7 @@ use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use netconn_common::{ConnEvent, MAP_CONN_EVENTS, MAP_CONN_LOST, MAP_OWNERS, Owner};
 
-use super::error::{ProbeError, map_error, take_map};
+use super::error::{ProbeError, counter, take_map};
 
 pub struct ConnMaps {
     /// With `watch --events`, until a drain thread takes it.
@@ -38,8 +38,7 @@ impl ConnMaps {
 
     /// Connection records the ring buffer could not take, since load.
     pub fn records_lost(&self) -> Result<u64, ProbeError> {
-        let v = self.lost.get(&0, 0).map_err(map_error(MAP_CONN_LOST))?;
-        Ok(v.iter().sum())
+        counter(&self.lost, 0, MAP_CONN_LOST)
     }
 
     /// The processes behind the TCP sockets the programs saw connect,

@@ -8,7 +8,7 @@ use netconn_common::{
     MAP_EPHEMERAL_MARKED, MAP_EPHEMERAL_UNTRACKED, MAP_EPHEMERAL_WINDOW,
 };
 
-use super::error::{ProbeError, map_error, take_map};
+use super::error::{ProbeError, counter, map_error, removed, take_map};
 
 const BPF_NOEXIST: u64 = 1;
 /// The kernel's own "not supported" (not in libc).
@@ -171,22 +171,12 @@ impl EphemeralMaps {
 
     /// Removes an entry of a generation the programs no longer count into.
     pub fn remove_count(&mut self, key: &DestinationKey) -> Result<(), ProbeError> {
-        match self.counts.remove(key) {
-            Ok(()) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(())
-            }
-            Err(e) => Err(map_error(MAP_EPHEMERAL_COUNTS)(e)),
-        }
+        removed(MAP_EPHEMERAL_COUNTS, self.counts.remove(key))
     }
 
     /// Sockets the programs left out of a count (a full map), since load.
     pub fn untracked(&self) -> Result<u64, ProbeError> {
-        let v = self
-            .untracked
-            .get(&0, 0)
-            .map_err(map_error(MAP_EPHEMERAL_UNTRACKED))?;
-        Ok(v.iter().sum())
+        counter(&self.untracked, 0, MAP_EPHEMERAL_UNTRACKED)
     }
 }
 

@@ -126,6 +126,32 @@ where
     T::try_from(map).map_err(map_error(name))
 }
 
+/// Slot `index` of a per-CPU counter array, summed over CPUs.
+pub(super) fn counter(
+    map: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    index: u32,
+    name: &'static str,
+) -> Result<u64, ProbeError> {
+    Ok(map.get(&index, 0).map_err(map_error(name))?.iter().sum())
+}
+
+/// What removing a map entry came to, an entry already gone counting as
+/// removed (the programs or an earlier pass may have taken it).
+pub(super) fn removed(
+    name: &'static str,
+    result: Result<(), aya::maps::MapError>,
+) -> Result<(), ProbeError> {
+    match result {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(map_error(name)(e)),
+    }
+}
+
 /// One value per possible CPU, for writing a per-CPU map entry.
 pub(super) fn on_every_cpu<T: aya::Pod>(
     value: T,

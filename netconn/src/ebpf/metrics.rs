@@ -11,7 +11,7 @@ use netconn_common::{
     TcpMetrics,
 };
 
-use super::error::{ProbeError, map_error, on_every_cpu, take_map};
+use super::error::{ProbeError, counter, map_error, on_every_cpu, removed, take_map};
 
 pub struct MetricsMaps {
     total: PerCpuArray<MapData, TcpMetrics>,
@@ -59,7 +59,7 @@ impl MetricsMaps {
 
     /// Removes a per-port entry (of a slot the programs do not add to).
     pub fn remove_port(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
-        remove_entry(&mut self.ports, MAP_METRICS_PORTS, key)
+        removed(MAP_METRICS_PORTS, self.ports.remove(key))
     }
 
     /// Each namespace's TCP metrics in slot `parity` (`--all-namespaces`),
@@ -72,7 +72,7 @@ impl MetricsMaps {
 
     /// Removes a namespace's entry once read.
     pub fn remove_namespace(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
-        remove_entry(&mut self.namespaces, MAP_METRICS_NS, key)
+        removed(MAP_METRICS_NS, self.namespaces.remove(key))
     }
 
     /// Connections per peer in slot `parity`, summed over CPUs.
@@ -84,19 +84,14 @@ impl MetricsMaps {
 
     /// Removes a peer's entry once read.
     pub fn remove_peer(&mut self, key: &MetricsKey) -> Result<(), ProbeError> {
-        remove_entry(&mut self.peers, MAP_PEERS, key)
+        removed(MAP_PEERS, self.peers.remove(key))
     }
 
     /// Connections whose peer found the map full, in slot `parity`; the
     /// slot is zeroed (only while the programs add to the other).
     pub fn take_peers_lost(&mut self, parity: u8) -> Result<u64, ProbeError> {
         let index = u32::from(parity & 1);
-        let lost: u64 = self
-            .peers_lost
-            .get(&index, 0)
-            .map_err(map_error(MAP_PEERS_LOST))?
-            .iter()
-            .sum();
+        let lost = counter(&self.peers_lost, index, MAP_PEERS_LOST)?;
         self.peers_lost
             .set(index, on_every_cpu(0u64)?, 0)
             .map_err(map_error(MAP_PEERS_LOST))?;
@@ -124,23 +119,6 @@ fn slot_entries<V: aya::Pod>(
         }
     }
     Ok(out)
-}
-
-/// Removes an entry of a per-CPU metrics hash; one already gone is fine.
-fn remove_entry<V: aya::Pod>(
-    map: &mut PerCpuHashMap<MapData, MetricsKey, V>,
-    name: &'static str,
-    key: &MetricsKey,
-) -> Result<(), ProbeError> {
-    match map.remove(key) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(map_error(name)(e)),
-    }
 }
 
 /// TCP metrics of every CPU, added up.

@@ -30,7 +30,7 @@ use super::metrics::MetricsMaps;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
 
 pub use super::error::{AyaError, ProbeError};
-use super::error::{VMLINUX_BTF, describe, map_error, on_every_cpu, take_map};
+use super::error::{VMLINUX_BTF, counter, describe, map_error, on_every_cpu, take_map};
 
 /// Struct offsets the program reads, resolved in the kernel's BTF.
 pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
@@ -281,17 +281,13 @@ impl Probe {
     }
 
     pub fn losses(&self) -> Result<Losses, ProbeError> {
-        let sum = |map: &PerCpuArray<MapData, u64>, name| -> Result<u64, ProbeError> {
-            let v = map.get(&0, 0).map_err(map_error(name))?;
-            Ok(v.iter().sum())
-        };
         // SAFETY: primary_fd is owned by self._ebpf, alive as long as self.
         let fd = unsafe { BorrowedFd::borrow_raw(self.primary_fd) };
         Ok(Losses {
-            journal: sum(&self.lost, MAP_LOST)?,
+            journal: counter(&self.lost, 0, MAP_LOST)?,
             primary_misses: super::prog_info::recursion_misses(fd)
                 .map_err(ProbeError::ProgramInfo)?,
-            rescued: sum(&self.rescued, MAP_RESCUED)?,
+            rescued: counter(&self.rescued, 0, MAP_RESCUED)?,
         })
     }
 
