@@ -307,13 +307,7 @@ impl EphemeralPorts {
             self.maps.clear_window();
         }
         // With no claim (nothing older than netconn), no close is looked up.
-        if self.claimed.is_empty() {
-            self.maps.set_control(netconn_common::EphemeralControl {
-                claims: 0,
-                ..self.maps.control()
-            })?;
-        }
-        Ok(())
+        self.end_lookups_when_unclaimed()
     }
 
     /// Forgets the claims the programs took back (at the sockets'
@@ -325,13 +319,19 @@ impl EphemeralPorts {
         }
         let maps = &self.maps;
         self.claimed.retain(|cookie| maps.is_claimed(*cookie));
-        if self.claimed.is_empty() {
-            self.maps.set_control(netconn_common::EphemeralControl {
-                claims: 0,
-                ..control
-            })?;
+        self.end_lookups_when_unclaimed()
+    }
+
+    /// Once userspace holds no claim, tells the programs to stop looking
+    /// up the closes of unmarked sockets.
+    fn end_lookups_when_unclaimed(&mut self) -> Result<(), ProbeError> {
+        if !self.claimed.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.maps.set_control(netconn_common::EphemeralControl {
+            claims: 0,
+            ..self.maps.control()
+        })
     }
 
     /// Removes a claim; uncounts it if the programs had not.
@@ -364,9 +364,10 @@ impl EphemeralPorts {
 
     /// Every destination now, most sockets first. `listening`: the ports
     /// listeners have now (their accepted sockets' time-wait sockets are
-    /// not ephemeral; the next mini-socket dump leaves them out). Every [`FLIP_EVERY`] readings the programs move to
-    /// the other generation and the one they left is folded into the
-    /// base, so destinations no longer used leave the map.
+    /// not ephemeral; the next mini-socket dump leaves them out). Every
+    /// [`FLIP_EVERY`] readings the programs move to the other generation
+    /// and the one they left is folded into the base, so destinations no
+    /// longer used leave the map.
     pub fn read(
         &mut self,
         listening: &HashSet<u16>,

@@ -18,7 +18,7 @@ use crate::model::state::{ConnType, TCP_SYN_RECV};
 use crate::tables::sockdiag;
 use crate::tables::totals::KernelTotals;
 
-pub(crate) use crate::ebpf::probe::quiesce;
+use crate::ebpf::probe::quiesce;
 
 /// The control-word changes around a dump (steps 1 to 4 of the rule in
 /// [`crate::model::merge`]): journal on, the new epoch, `dump`, journal
