@@ -76,10 +76,10 @@ fn churn_rate(paths: &Paths, with: &str, threads: u32, seconds: u32) -> Result<C
             daemon = Some(Guard(child));
             record_file = Some(file);
         }
-        // Count-only, the floor any eBPF tracker pays on this tracepoint.
+        // Count-only: what a user would write to count state changes.
         // (Debian's bpftrace 0.17 has no rawtracepoint probes, the kind of
         // hook netconn uses.)
-        "bpftrace" => daemon = Some(bpftrace_count_only()?),
+        "bpftrace" => daemon = Some(crate::kernelcost::bpftrace_count_only()?),
         other => bail!("unknown churn mode {other}"),
     }
     let steal_before = cpu_steal()?;
@@ -375,15 +375,20 @@ fn machine() -> String {
 
 /// The whole bench, or (`soak_only`) only the soak, whose section then
 /// replaces the one in BENCHMARKS.md.
-pub fn run(
-    soak_only: bool,
-    namespaces_only: bool,
-    micro_only: bool,
-    against: Option<&str>,
-) -> Result<()> {
+/// Which part of the benchmarks to run alone (none: all of them).
+pub struct Only {
+    pub soak: bool,
+    pub namespaces: bool,
+    pub micro: bool,
+    pub kernel: bool,
+    /// Another netconn binary to compare the first counts with.
+    pub against: Option<String>,
+}
+
+pub fn run(only: Only) -> Result<()> {
     let env = setup::run()?;
     // The criterion benches need neither the tools nor the binaries.
-    if micro_only {
+    if only.micro {
         let section = micro_section(&micro(&env)?);
         print!("{section}");
         return write_section(MICRO_HEADING, &section, "the userspace hot paths");
@@ -406,16 +411,22 @@ pub fn run(
             .to_string(),
     };
 
-    if let Some(other) = against {
+    if let Some(other) = &only.against {
         let section = first_counts_against(&paths, other)?;
         print!("{section}");
         return write_section(AGAINST_HEADING, &section, "the comparison");
     }
-    if namespaces_only {
+    if only.kernel {
+        let k = crate::kernelcost::measure(&paths)?;
+        let section = crate::kernelcost::render(&k, "cargo xtask bench --kernel");
+        print!("{section}");
+        return write_section(crate::kernelcost::HEADING, &section, "the kernel section");
+    }
+    if only.namespaces {
         let section = namespaces(&paths)?;
         return write_section(NAMESPACES_HEADING, &section, "the namespaces section");
     }
-    if soak_only {
+    if only.soak {
         return write_section(crate::soak::HEADING, &soak(&paths)?, "the soak");
     }
 
@@ -470,29 +481,8 @@ pub fn run(
         sustained.rate, sustained.lost_events
     );
     let lost_sustained = sustained.lost_events.unwrap_or(f64::NAN);
-    // Median of three: one run can catch a burst of steal.
-    let mut samples = Vec::new();
-    for _ in 0..3 {
-        samples.push(program_cost(&paths)?);
-    }
-    let program_ns: Vec<ProgramCost> = samples[0]
-        .iter()
-        .map(|p| {
-            let of = |f: fn(&ProgramCost) -> f64| {
-                median(
-                    samples
-                        .iter()
-                        .filter_map(|s| s.iter().find(|q| q.name == p.name).map(f))
-                        .collect(),
-                )
-            };
-            ProgramCost {
-                name: p.name.clone(),
-                ns_per_run: of(|q| q.ns_per_run),
-                ns_per_connection: of(|q| q.ns_per_connection),
-            }
-        })
-        .collect();
+    // Kernel time per connection, side by side with bpftrace.
+    let kernel = crate::kernelcost::measure(&paths)?;
 
     // 2. Snapshot and queries at 20k, 80k, 200k sockets.
     let mut rows = Vec::new();
@@ -519,10 +509,16 @@ pub fn run(
         ns_per_event,
         lost,
         lost_sustained,
-        program_ns,
+        kernel_total: kernel.total(),
+        kernel_metrics: kernel.metrics_ops(),
         rows,
         micro,
     });
+    let report = crate::soak::splice_at(
+        &report,
+        crate::kernelcost::HEADING,
+        &crate::kernelcost::render(&kernel, "cargo xtask bench --kernel"),
+    );
     // 4. Ten minutes as a daemon.
     let report = crate::soak::splice(&report, &soak(&paths)?);
     // 5. Every namespace at once.
@@ -562,89 +558,6 @@ fn soak(paths: &Paths) -> Result<String> {
 }
 
 /// Kernel time of one netconn program over a churn run.
-struct ProgramCost {
-    name: String,
-    ns_per_run: f64,
-    /// Its kernel time divided by the connections the churn made.
-    ns_per_connection: f64,
-}
-
-/// Kernel time per run of each netconn program, from the kernel's own
-/// BPF statistics (kernel.bpf_stats_enabled), over one churn run, with
-/// bpftrace's count-only program attached to the same tracepoint in the
-/// same run (the last entry, named `bpftrace`). Exact where wall-clock
-/// rates on a shared machine are noisy.
-fn program_cost(paths: &Paths) -> Result<Vec<ProgramCost>> {
-    let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(sysctl)?;
-    std::fs::write(sysctl, "1")?;
-    let ns = crate::lab::netns("stats")?;
-    let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
-    let watch = Guard(
-        ns.cmd(&paths.netconn)
-            .args(["watch", "--interval", "1h", "--output"])
-            .arg(&file)
-            .spawn()?,
-    );
-    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let loaded = crate::lab::program_ids()?;
-    let bpftrace = bpftrace_count_only()?;
-    let out = ns
-        .cmd(&paths.churn)
-        .args(["churn", "--threads", "4", "--seconds", "5"])
-        .output()?;
-    let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let connections = churn["connections"].as_f64().unwrap_or(0.0).max(1.0);
-    let cost = |(name, t, n): (String, f64, f64)| ProgramCost {
-        name,
-        ns_per_run: t / n.max(1.0),
-        ns_per_connection: t / connections,
-    };
-    // Every netconn program (kernel names are cut at 15 bytes): the two on
-    // the state tracepoint and the UDP lifecycle programs, which TCP
-    // sockets pass too (create, connect, release).
-    let mut costs: Vec<ProgramCost> = crate::lab::program_run_times()?
-        .into_iter()
-        .map(cost)
-        .collect();
-    // bpftrace's, added up (it may load helper programs besides the probe).
-    let theirs = crate::lab::run_times_since(&loaded)?;
-    let (t, n) = theirs
-        .iter()
-        .fold((0.0, 0.0), |(t, n), p| (t + p.1, n + p.2));
-    costs.push(cost(("bpftrace".into(), t, n)));
-    drop(bpftrace);
-    drop(watch);
-    std::fs::write(sysctl, before.trim())?;
-    let _ = std::fs::remove_file(&file);
-    Ok(costs)
-}
-
-/// bpftrace's count-only program on the state tracepoint, attached.
-fn bpftrace_count_only() -> Result<Guard> {
-    let mut child = Command::new("bpftrace")
-        .args([
-            "-e",
-            "tracepoint:sock:inet_sock_set_state { @[args->newstate] = count(); }",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("bpftrace")?;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // "Attaching 1 probe..." means attached; anything else, it failed.
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let guard = Guard(child);
-    if !first.starts_with("Attaching") {
-        bail!("bpftrace did not attach: {first:?}");
-    }
-    // Its output is a map printed at exit; nothing to read meanwhile.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(guard)
-}
-
 struct Report {
     machine: String,
     base: f64,
@@ -659,7 +572,10 @@ struct Report {
     lost: f64,
     /// Lost events over one 60 s run at maximum churn.
     lost_sustained: f64,
-    program_ns: Vec<ProgramCost>,
+    /// netconn's programs' kernel time per connection, all and the TCP
+    /// metrics' sock_ops program.
+    kernel_total: f64,
+    kernel_metrics: f64,
     rows: Vec<SnapshotRow>,
     micro: Vec<String>,
 }
@@ -676,7 +592,8 @@ fn render(r: &Report) -> String {
         ns_per_event,
         lost,
         lost_sustained,
-        program_ns,
+        kernel_total,
+        kernel_metrics,
         rows,
         micro,
     } = r;
@@ -720,55 +637,13 @@ fn render(r: &Report) -> String {
 
     let _ = writeln!(
         s,
-        "The hypervisor took up to {steal:.1} % of the CPU (steal) during a churn run; churn is CPU-bound, so each run's rate is divided by the share of CPU it got (raw medians in the last column).\n\nKernel time of each program, side by side with bpftrace's count-only `tracepoint:sock:inet_sock_set_state {{ @[args->newstate] = count(); }}` attached to the same tracepoint in the same runs (`kernel.bpf_stats_enabled`, median of three 5 s churns; names as the kernel cuts them): per run, runs per connection, and per connection the churn made (every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once):\n\n| program | ns per run | runs per connection | ns per connection |\n| --- | ---: | ---: | ---: |"
+        "The hypervisor took up to {steal:.1} % of the CPU (steal) during a churn run; churn is CPU-bound, so each run's rate is divided by the share of CPU it got (raw medians in the last column). The kernel's own per-program statistics, which do not swing with the machine, are in the next section."
     );
-    let (ours, bpftrace): (Vec<&ProgramCost>, Vec<&ProgramCost>) =
-        program_ns.iter().partition(|p| p.name != "bpftrace");
-    let row = |s: &mut String, p: &ProgramCost| {
-        let runs = if p.ns_per_run > 0.0 {
-            p.ns_per_connection / p.ns_per_run
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            s,
-            "| `{}` | {:.0} | {runs:.1} | {:.0} |",
-            p.name, p.ns_per_run, p.ns_per_connection
-        );
-    };
-    let mut per_connection = 0.0;
-    for p in &ours {
-        row(&mut s, p);
-        per_connection += p.ns_per_connection;
-    }
-    let metrics_only: f64 = ours
-        .iter()
-        .filter(|p| {
-            p.name.contains("tcp_ops") || p.name.contains("synack") || p.name.contains("rst_")
-        })
-        .map(|p| p.ns_per_connection)
-        .sum();
-    let _ = writeln!(s, "| **netconn, all** | | | **{per_connection:.0}** |");
-    let floor = bpftrace.first().map_or(f64::NAN, |p| p.ns_per_connection);
-    for p in &bpftrace {
-        row(&mut s, p);
-    }
-    let _ = writeln!(
-        s,
-        "\nAll together: **{per_connection:.0} ns of kernel time per connection** (10 state events each): **{:.2}x bpftrace count-only** ({floor:.0} ns) in the same runs; {:.2}x without the TCP metrics' programs ({:.0} ns).",
-        per_connection / floor,
-        (per_connection - metrics_only) / floor,
-        per_connection - metrics_only,
-    );
+    let (per_connection, metrics_ns) = (*kernel_total, *kernel_metrics);
     // What that costs a CPU-bound churn: the CPU time one connection takes
     // without netconn, on all CPUs together.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cpu_ns = cpus * 1e9 / base;
-    let metrics_ns: f64 = ours
-        .iter()
-        .filter(|p| p.name.contains("tcp_ops"))
-        .map(|p| p.ns_per_connection)
-        .sum();
     let _ = writeln!(
         s,
         "\nWhy the churn penalty is what it is: without netconn a connection costs {:.1} µs of CPU here ({cpus:.0} CPUs / {base:.0} connections/s), so {:.1} µs of programs per connection predict a {:.1} % slower churn ({:.1} % without the {:.1} µs of the TCP metrics' sock_ops program). Ten state events per connection run both state programs; any tracker on this tracepoint pays per event, which is what bpftrace's one map update per event measures.",

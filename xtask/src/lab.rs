@@ -91,17 +91,10 @@ pub fn program_ids() -> Result<std::collections::BTreeSet<u64>> {
     Ok(ids)
 }
 
-/// The same for the programs whose ids are not in `before` and not
-/// netconn's (what a tool started since then loaded: bpftrace's).
-pub fn run_times_since(
-    before: &std::collections::BTreeSet<u64>,
-) -> Result<Vec<(String, f64, f64)>> {
-    run_times(|v| {
-        v["id"].as_u64().is_some_and(|id| !before.contains(&id))
-            && !v["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("netconn_"))
-    })
+/// The same for the programs with these ids (what a tool started between
+/// two [`program_ids`] loaded: bpftrace's).
+pub fn run_times_of(ids: &std::collections::BTreeSet<u64>) -> Result<Vec<(String, f64, f64)>> {
+    run_times(|v| v["id"].as_u64().is_some_and(|id| ids.contains(&id)))
 }
 
 fn run_times(

@@ -5,6 +5,7 @@
 
 mod bench;
 mod deb;
+mod kernelcost;
 mod lab;
 mod nodes;
 mod setup;
@@ -64,6 +65,11 @@ enum Task {
         /// section replaces the one in BENCHMARKS.md.
         #[arg(long, conflicts_with_all = ["soak", "namespaces", "against"])]
         micro: bool,
+        /// Only the kernel time of netconn's programs per connection,
+        /// beside bpftrace's and an empty program's on the same tracepoint
+        /// (about 2 minutes); its section replaces the one in BENCHMARKS.md.
+        #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro"])]
+        kernel: bool,
     },
 }
 
@@ -80,7 +86,14 @@ fn main() -> ExitCode {
             namespaces,
             against,
             micro,
-        } => bench::run(soak, namespaces, micro, against.as_deref()),
+            kernel,
+        } => bench::run(bench::Only {
+            soak,
+            namespaces,
+            micro,
+            kernel,
+            against,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,327 @@
+//! The kernel time netconn's programs take per connection, side by side
+//! with bpftrace on the same tracepoint in the same runs, and with an
+//! empty program there: the cost of a program run that does nothing, which
+//! every program pays on every run (`cargo xtask bench --kernel`).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::lab::{Guard, Paths};
+
+pub const HEADING: &str = "## Kernel time per connection";
+
+/// Rounds of each mode, alternated; the medians are kept.
+const ROUNDS: usize = 3;
+
+/// bpftrace's count-only program: what a user would write to count state
+/// changes.
+const COUNT_ONLY: &str = "tracepoint:sock:inet_sock_set_state { @[args->newstate] = count(); }";
+
+/// A program on the same tracepoint that does nothing: what running a
+/// program at all costs.
+const EMPTY: &str = "tracepoint:sock:inet_sock_set_state { }";
+
+#[derive(Clone)]
+pub struct ProgramCost {
+    pub name: String,
+    pub ns_per_run: f64,
+    /// Its kernel time divided by the connections the churn made.
+    pub ns_per_connection: f64,
+}
+
+impl ProgramCost {
+    fn runs_per_connection(&self) -> f64 {
+        if self.ns_per_run > 0.0 {
+            self.ns_per_connection / self.ns_per_run
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One churn's figures: netconn's programs, bpftrace's, the empty one's.
+struct Sample {
+    netconn: Vec<ProgramCost>,
+    bpftrace: ProgramCost,
+    empty: ProgramCost,
+}
+
+/// The medians over the rounds, with and without the TCP metrics.
+pub struct KernelCost {
+    /// `netconn watch`, program by program.
+    pub programs: Vec<ProgramCost>,
+    /// `netconn watch --no-tcp-metrics`, program by program.
+    pub lean: Vec<ProgramCost>,
+    pub bpftrace: ProgramCost,
+    pub empty: ProgramCost,
+}
+
+impl KernelCost {
+    /// Every netconn program's time per connection, added up.
+    pub fn total(&self) -> f64 {
+        total(&self.programs)
+    }
+
+    pub fn lean_total(&self) -> f64 {
+        total(&self.lean)
+    }
+
+    /// What the sock_ops program of the TCP metrics takes per connection.
+    pub fn metrics_ops(&self) -> f64 {
+        self.programs
+            .iter()
+            .filter(|p| p.name.contains("tcp_ops"))
+            .map(|p| p.ns_per_connection)
+            .sum()
+    }
+}
+
+fn total(programs: &[ProgramCost]) -> f64 {
+    programs.iter().map(|p| p.ns_per_connection).sum()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Per-program medians over samples (a program absent from a sample is
+/// left out of that program's median).
+fn medians(samples: &[&[ProgramCost]]) -> Vec<ProgramCost> {
+    let Some(first) = samples.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|p| {
+            let of = |f: fn(&ProgramCost) -> f64| {
+                median(
+                    samples
+                        .iter()
+                        .filter_map(|s| s.iter().find(|q| q.name == p.name).map(f))
+                        .collect(),
+                )
+            };
+            ProgramCost {
+                name: p.name.clone(),
+                ns_per_run: of(|q| q.ns_per_run),
+                ns_per_connection: of(|q| q.ns_per_connection),
+            }
+        })
+        .collect()
+}
+
+/// Measures `ROUNDS` rounds of both modes, alternated.
+pub fn measure(paths: &Paths) -> Result<KernelCost> {
+    let mut full = Vec::new();
+    let mut lean = Vec::new();
+    for round in 0..ROUNDS {
+        for (metrics, into) in [(true, &mut full), (false, &mut lean)] {
+            let s = sample(paths, metrics)?;
+            eprintln!(
+                "xtask bench: kernel round {} {}: netconn {:.0} ns, bpftrace {:.0} ns, empty program {:.0} ns per connection",
+                round + 1,
+                if metrics { "watch" } else { "--no-tcp-metrics" },
+                total(&s.netconn),
+                s.bpftrace.ns_per_connection,
+                s.empty.ns_per_connection,
+            );
+            into.push(s);
+        }
+    }
+    let pick = |samples: &[Sample], f: fn(&Sample) -> &ProgramCost| {
+        let all: Vec<Vec<ProgramCost>> = samples.iter().map(|s| vec![f(s).clone()]).collect();
+        let refs: Vec<&[ProgramCost]> = all.iter().map(Vec::as_slice).collect();
+        medians(&refs).remove(0)
+    };
+    let both: Vec<Sample> = full.into_iter().chain(lean).collect();
+    let (full, lean) = both.split_at(ROUNDS);
+    Ok(KernelCost {
+        programs: medians(
+            &full
+                .iter()
+                .map(|s| s.netconn.as_slice())
+                .collect::<Vec<_>>(),
+        ),
+        lean: medians(
+            &lean
+                .iter()
+                .map(|s| s.netconn.as_slice())
+                .collect::<Vec<_>>(),
+        ),
+        bpftrace: pick(&both, |s| &s.bpftrace),
+        empty: pick(&both, |s| &s.empty),
+    })
+}
+
+/// Kernel time of each program over one 5 s churn, from the kernel's own
+/// BPF statistics (kernel.bpf_stats_enabled), with netconn (its TCP
+/// metrics on or off), bpftrace's count-only program and an empty one all
+/// attached.
+fn sample(paths: &Paths, metrics: bool) -> Result<Sample> {
+    let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(sysctl)?;
+    std::fs::write(sysctl, "1")?;
+    let restore = scopeguard(|| {
+        let _ = std::fs::write(sysctl, before.trim());
+    });
+    let ns = crate::lab::netns("stats")?;
+    let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let watch = Guard(
+        ns.cmd(&paths.netconn)
+            .args(["watch", "--interval", "1h"])
+            .args((!metrics).then_some("--no-tcp-metrics"))
+            .arg("--output")
+            .arg(&file)
+            .spawn()?,
+    );
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let loaded = crate::lab::program_ids()?;
+    let counting = bpftrace(COUNT_ONLY)?;
+    let with_count = loaded_beyond(&loaded)?;
+    let empty = bpftrace(EMPTY)?;
+    let with_empty = loaded_beyond(&with_count)?;
+    let out = ns
+        .cmd(&paths.churn)
+        .args(["churn", "--threads", "4", "--seconds", "5"])
+        .output()?;
+    let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let connections = churn["connections"].as_f64().unwrap_or(0.0).max(1.0);
+    let cost = |(name, t, n): (String, f64, f64)| ProgramCost {
+        name,
+        ns_per_run: t / n.max(1.0),
+        ns_per_connection: t / connections,
+    };
+    // Every netconn program (kernel names are cut at 15 bytes).
+    let netconn: Vec<ProgramCost> = crate::lab::program_run_times()?
+        .into_iter()
+        .map(cost)
+        .collect();
+    // A tool's programs (those loaded between two listings), added up:
+    // bpftrace may load helpers besides its probe.
+    let added = |name: &str, ids: BTreeSet<u64>| -> Result<ProgramCost> {
+        let (t, n) = crate::lab::run_times_of(&ids)?
+            .into_iter()
+            .fold((0.0, 0.0), |(t, n), p| (t + p.1, n + p.2));
+        Ok(cost((name.to_owned(), t, n)))
+    };
+    let sample = Sample {
+        netconn,
+        bpftrace: added("bpftrace", &with_count - &loaded)?,
+        empty: added("empty program", &with_empty - &with_count)?,
+    };
+    drop(empty);
+    drop(counting);
+    drop(watch);
+    drop(restore);
+    let _ = std::fs::remove_file(&file);
+    Ok(sample)
+}
+
+/// The ids of every loaded program, once some beyond `before` are there:
+/// bpftrace says it attaches before its programs are loaded.
+fn loaded_beyond(before: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
+    for _ in 0..500 {
+        let now = crate::lab::program_ids()?;
+        if now.difference(before).next().is_some() {
+            // Its helper programs, if any, load with it.
+            std::thread::sleep(Duration::from_millis(200));
+            return crate::lab::program_ids();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("bpftrace loaded no program in 10 s")
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Run<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Run<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Run(Some(f))
+}
+
+/// bpftrace's count-only program, attached.
+pub fn bpftrace_count_only() -> Result<Guard> {
+    bpftrace(COUNT_ONLY)
+}
+
+/// bpftrace running `program`, attached.
+fn bpftrace(program: &str) -> Result<Guard> {
+    let mut child = Command::new("bpftrace")
+        .args(["-e", program])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("bpftrace")?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // "Attaching 1 probe..." means attached; anything else, it failed.
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let guard = Guard(child);
+    if !first.starts_with("Attaching") {
+        bail!("bpftrace did not attach: {first:?}");
+    }
+    // Its output is a map printed at exit; nothing to read meanwhile.
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(guard)
+}
+
+/// The section: a table per program, the totals against bpftrace, and
+/// what the runs alone cost.
+pub fn render(k: &KernelCost, command: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{HEADING}\n\n`{command}`: kernel time of each program (`kernel.bpf_stats_enabled`: the kernel's own run time and run count of every program) over a 5 s loopback churn (`netconn-churn churn --threads 4`, 10 state events per connection) in a fresh namespace, with bpftrace's count-only `{COUNT_ONLY}` and an empty program (`{EMPTY}`) attached to the same tracepoint in the same runs; medians of {ROUNDS} rounds of each of `netconn watch` and `netconn watch --no-tcp-metrics`, alternated. Names as the kernel cuts them. Every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once.\n\n| program | ns per run | runs per connection | ns per connection |\n| --- | ---: | ---: | ---: |"
+    );
+    let row = |s: &mut String, p: &ProgramCost| {
+        let _ = writeln!(
+            s,
+            "| `{}` | {:.0} | {:.1} | {:.0} |",
+            p.name,
+            p.ns_per_run,
+            p.runs_per_connection(),
+            p.ns_per_connection
+        );
+    };
+    for p in &k.programs {
+        row(&mut s, p);
+    }
+    let (total, lean, theirs) = (k.total(), k.lean_total(), k.bpftrace.ns_per_connection);
+    let _ = writeln!(s, "| **netconn, all** | | | **{total:.0}** |");
+    let _ = writeln!(s, "| netconn `--no-tcp-metrics`, all | | | {lean:.0} |");
+    row(&mut s, &k.bpftrace);
+    row(&mut s, &k.empty);
+    let runs: f64 = k
+        .programs
+        .iter()
+        .map(ProgramCost::runs_per_connection)
+        .sum();
+    let lean_runs: f64 = k.lean.iter().map(ProgramCost::runs_per_connection).sum();
+    let floor = k.empty.ns_per_run;
+    let _ = writeln!(
+        s,
+        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the runs alone cost: an empty program takes {floor:.0} ns per run here (the kernel's statistics time the call itself). netconn runs {runs:.1} programs per connection ({lean_runs:.1} without the TCP metrics) where bpftrace runs {:.1}: at {floor:.0} ns each, {:.0} ns ({:.2}x bpftrace) and {:.0} ns ({:.2}x) before any program does any work.",
+        total / theirs,
+        lean / theirs,
+        k.bpftrace.runs_per_connection(),
+        runs * floor,
+        runs * floor / theirs,
+        lean_runs * floor,
+        lean_runs * floor / theirs,
+    );
+    s
+}
