@@ -28,7 +28,7 @@ use netconn_common::{
     TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
 };
 
-use crate::{OFFSETS, bump, probe, read, sock_addr};
+use crate::{bump, probe, read, sock_addr};
 
 /// Owners of sockets, by cookie, from connect/listen/accept until close:
 /// memory for live sockets only (not preallocated), up to a million.
@@ -71,13 +71,11 @@ fn was_open(old: u8) -> bool {
 /// comm (a worker thread may be named otherwise).
 #[inline(always)]
 fn current_owner() -> Owner {
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     // SAFETY: no preconditions; the task is read with the fault-safe helper.
     let task = unsafe { bpf_get_current_task() };
-    let leader: u64 = probe(task, offsets.group_leader).unwrap_or(0);
+    let leader: u64 = probe(task, offset!(group_leader)).unwrap_or(0);
     let comm = if leader != 0 {
-        probe(leader, offsets.task_comm).unwrap_or([0; 16])
+        probe(leader, offset!(task_comm)).unwrap_or([0; 16])
     } else {
         bpf_get_current_comm().unwrap_or([0; 16])
     };
@@ -102,8 +100,6 @@ pub struct Socket {
 /// Called for every counted TCP state change of a socket.
 #[inline(always)]
 pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let Socket {
         sk,
         addr,
@@ -170,26 +166,31 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
         (*e).kind = kind;
         (*e).oldstate = old;
         (*e).newstate = new;
-        (*e).rport = u16::from_be(read::<u16>(sk, offsets.skc_dport).unwrap_or(0));
-        (*e).laddr = sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr)
-            .unwrap_or([0; 16]);
+        (*e).rport = u16::from_be(read::<u16>(sk, offset!(skc_dport)).unwrap_or(0));
+        (*e).laddr = sock_addr(
+            sk,
+            family,
+            offset!(skc_rcv_saddr),
+            offset!(skc_v6_rcv_saddr),
+        )
+        .unwrap_or([0; 16]);
         (*e).raddr =
-            sock_addr(sk, family, offsets.skc_daddr, offsets.skc_v6_daddr).unwrap_or([0; 16]);
+            sock_addr(sk, family, offset!(skc_daddr), offset!(skc_v6_daddr)).unwrap_or([0; 16]);
         if let Some(owner) = OWNERS.get_ptr(cookie) {
             (*e).pid = (*owner).pid;
             (*e).comm = (*owner).comm;
             (*e).start_ns = (*owner).start_ns;
         }
-        (*e).rtt_us = probe::<u32>(addr, offsets.srtt_us).unwrap_or(0) >> 3;
-        (*e).total_retrans = probe(addr, offsets.total_retrans).unwrap_or(0);
-        (*e).bytes_acked = probe(addr, offsets.bytes_acked).unwrap_or(0);
-        (*e).bytes_received = probe(addr, offsets.bytes_received).unwrap_or(0);
+        (*e).rtt_us = probe::<u32>(addr, offset!(srtt_us)).unwrap_or(0) >> 3;
+        (*e).total_retrans = probe(addr, offset!(total_retrans)).unwrap_or(0);
+        (*e).bytes_acked = probe(addr, offset!(bytes_acked)).unwrap_or(0);
+        (*e).bytes_received = probe(addr, offset!(bytes_received)).unwrap_or(0);
         if kind == CONN_CLOSE || kind == CONN_FAILED {
             (*e).reset = RESETS.get(cookie).copied().unwrap_or(0);
         }
         if kind == CONN_FAILED {
             // An errno, 0..=133.
-            (*e).error = read::<i32>(sk, offsets.sk_err).unwrap_or(0) as u8;
+            (*e).error = read::<i32>(sk, offset!(sk_err)).unwrap_or(0) as u8;
         }
     }
     entry.submit(0);

@@ -19,7 +19,7 @@ use netconn_common::{
     ephemeral_enters, ephemeral_leaves,
 };
 
-use crate::{OFFSETS, TARGET_NETNS, WATCH_METRICS, add, bump, probe, read, sock_addr};
+use crate::{TARGET_NETNS, WATCH_METRICS, add, bump, probe, read, sock_addr};
 
 /// Every counted socket's destination, by cookie (not preallocated).
 #[map]
@@ -136,20 +136,23 @@ pub fn on_state(
     if (enters && marks) || (!enters && !ephemeral_leaves(old, new)) {
         return Ok(());
     }
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let control = EPHEMERAL_CONTROL.get(0).copied().unwrap_or_default();
     let destination = || -> Result<Destination, i32> {
         Ok(Destination {
             netns,
             family,
-            rport: u16::from_be(read(sk, offsets.skc_dport)?),
-            laddr: sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr)?,
-            raddr: sock_addr(sk, family, offsets.skc_daddr, offsets.skc_v6_daddr)?,
+            rport: u16::from_be(read(sk, offset!(skc_dport))?),
+            laddr: sock_addr(
+                sk,
+                family,
+                offset!(skc_rcv_saddr),
+                offset!(skc_v6_rcv_saddr),
+            )?,
+            raddr: sock_addr(sk, family, offset!(skc_daddr), offset!(skc_v6_daddr))?,
         })
     };
     if !enters && marks {
-        let flags: u8 = probe(addr, offsets.sock_ops_cb_flags)?;
+        let flags: u8 = probe(addr, offset!(sock_ops_cb_flags))?;
         if flags & SOCK_OPS_EPHEMERAL_MARK != 0 {
             if !count(&destination()?, control.generation, u64::MAX) {
                 bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
@@ -163,7 +166,7 @@ pub fn on_state(
     }
     let lport = match lport {
         Some(p) => p,
-        None => u16::from_be(probe(addr, offsets.inet_sport)?),
+        None => u16::from_be(probe(addr, offset!(inet_sport))?),
     };
     let in_range = control.low != 0 && lport >= control.low && lport <= control.high;
     if enters {

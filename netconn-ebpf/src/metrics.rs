@@ -39,8 +39,8 @@ use netconn_common::{
 };
 
 use crate::{
-    ALL_NAMESPACES, CONTROL, OFFSETS, arg_address, in_scope, is_target, net_inum, probe, read,
-    remote_port, sock_addr, sock_netns,
+    ALL_NAMESPACES, CONTROL, arg_address, in_scope, is_target, net_inum, probe, read, remote_port,
+    sock_addr, sock_netns,
 };
 
 /// Whether every namespace is counted apart (`--all-namespaces`).
@@ -387,14 +387,12 @@ fn target_netns(sk: *const u8) -> Option<u32> {
 /// from the socket itself (tracing programs have no sock_ops context).
 #[inline(always)]
 fn sock_key(sk: *const u8, addr: u64) -> Option<MetricsKey> {
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    let state: u8 = read(sk, offsets.skc_state).ok()?;
+    let state: u8 = read(sk, offset!(skc_state)).ok()?;
     // Mini sockets end with struct sock_common: no tcp_sock fields.
     if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
         return None;
     }
-    let flags: u8 = probe(addr, offsets.sock_ops_cb_flags).ok()?;
+    let flags: u8 = probe(addr, offset!(sock_ops_cb_flags)).ok()?;
     if flags & SOCK_OPS_FLAGS == 0 {
         return None;
     }
@@ -404,9 +402,7 @@ fn sock_key(sk: *const u8, addr: u64) -> Option<MetricsKey> {
 
 #[inline(always)]
 fn listener_or_sock_key(sk: *const u8, inbound: bool) -> Option<MetricsKey> {
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    let family: u16 = read(sk, offsets.skc_family).ok()?;
+    let family: u16 = read(sk, offset!(skc_family)).ok()?;
     let mut key = MetricsKey {
         family: family as u8,
         netns: if per_namespace() {
@@ -418,11 +414,17 @@ fn listener_or_sock_key(sk: *const u8, inbound: bool) -> Option<MetricsKey> {
     };
     if inbound {
         key.direction = DIRECTION_INBOUND;
-        key.port = read(sk, offsets.skc_num).ok()?;
-        key.addr = sock_addr(sk, family, offsets.skc_rcv_saddr, offsets.skc_v6_rcv_saddr).ok()?;
+        key.port = read(sk, offset!(skc_num)).ok()?;
+        key.addr = sock_addr(
+            sk,
+            family,
+            offset!(skc_rcv_saddr),
+            offset!(skc_v6_rcv_saddr),
+        )
+        .ok()?;
     } else {
         key.direction = DIRECTION_OUTBOUND;
-        key.port = u16::from_be(read(sk, offsets.skc_dport).ok()?);
+        key.port = u16::from_be(read(sk, offset!(skc_dport)).ok()?);
     }
     Some(key)
 }
@@ -456,12 +458,10 @@ fn note_closed_port(skb: *const u8, netns: u32) {
     if skb.is_null() {
         return;
     }
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let headers = || -> Result<MetricsKey, i32> {
-        let head: u64 = read(skb, offsets.skb_head)?;
-        let nh: u16 = read(skb, offsets.skb_network_header)?;
-        let th: u16 = read(skb, offsets.skb_transport_header)?;
+        let head: u64 = read(skb, offset!(skb_head))?;
+        let nh: u16 = read(skb, offset!(skb_network_header))?;
+        let th: u16 = read(skb, offset!(skb_transport_header))?;
         let ip = head.wrapping_add(u64::from(nh));
         let version: u8 = probe(ip, 0)?;
         let mut key = MetricsKey {
@@ -499,11 +499,9 @@ pub fn on_failed(sk: *const u8, addr: u64, reason: usize, netns: u32) {
 /// the target namespace.
 #[inline(always)]
 fn skb_netns(skb: *const u8) -> Option<u32> {
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
     let netns = || -> Result<u32, i32> {
-        let dev: *const u8 = read(skb, offsets.skb_dev)?;
-        net_inum(read(dev, offsets.dev_nd_net)?)
+        let dev: *const u8 = read(skb, offset!(skb_dev))?;
+        net_inum(read(dev, offset!(dev_nd_net))?)
     };
     // No inode is 0: is_target(0) says that no target is set, so any
     // namespace counts, and only one counted apart needs the packet's.
@@ -527,9 +525,7 @@ pub fn netconn_synack_rtx(ctx: BtfTracePointContext) -> i32 {
     let Some(netns) = target_netns(sk) else {
         return 0;
     };
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    let listening = read::<u8>(sk, offsets.skc_state) == Ok(TCP_LISTEN);
+    let listening = read::<u8>(sk, offset!(skc_state)) == Ok(TCP_LISTEN);
     if listening {
         record_maybe(listener_or_sock_key(sk, true), Figure::SynackRetrans, netns);
     } else {

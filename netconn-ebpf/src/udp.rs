@@ -37,7 +37,7 @@ use netconn_common::{
 };
 
 use crate::{
-    ALL_NAMESPACES, CONTROL, LOST, OFFSETS, TARGET_NETNS, Transition, bump, in_scope, probe, tally,
+    ALL_NAMESPACES, CONTROL, LOST, TARGET_NETNS, Transition, bump, in_scope, probe, tally,
 };
 
 /// What a cgroup program returns to let the operation go on.
@@ -82,18 +82,17 @@ fn launder(sk: u64) -> u64 {
 #[inline(always)]
 fn netns_of(sk: u64) -> u32 {
     // SAFETY: see crate::count.
-    let (all, target, offsets) = unsafe {
+    let (all, target) = unsafe {
         (
             core::ptr::read_volatile(&ALL_NAMESPACES),
             core::ptr::read_volatile(&TARGET_NETNS),
-            core::ptr::read_volatile(&OFFSETS),
         )
     };
     if all == 0 {
         return target;
     }
-    probe::<u64>(launder(sk), offsets.skc_net)
-        .and_then(|net| probe::<u32>(net, offsets.net_inum))
+    probe::<u64>(launder(sk), offset!(skc_net))
+        .and_then(|net| probe::<u32>(net, offset!(net_inum)))
         .unwrap_or(0)
 }
 
@@ -226,9 +225,7 @@ pub fn netconn_udp_sendmsg6(ctx: SockAddrContext) -> i32 {
 /// release hook's context does not expose it).
 #[inline(always)]
 fn local_port(ctx: &SockContext) -> Option<u16> {
-    // SAFETY: see crate::count.
-    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
-    probe(ctx.sock as u64, offsets.skc_num).ok()
+    probe(ctx.sock as u64, offset!(skc_num)).ok()
 }
 
 #[cgroup_sock(sock_release)]
