@@ -122,7 +122,7 @@ pub fn on_connected(ctx: &SockOpsContext) {
 #[inline(always)]
 pub fn on_state(
     sk: *const u8,
-    addr: u64,
+    addr: impl Fn() -> u64,
     netns: u32,
     family: u16,
     lport: Option<u16>,
@@ -152,7 +152,7 @@ pub fn on_state(
         })
     };
     if !enters && marks {
-        let flags: u8 = probe(addr, offset!(sock_ops_cb_flags))?;
+        let flags: u8 = probe(addr(), offset!(sock_ops_cb_flags))?;
         if flags & SOCK_OPS_EPHEMERAL_MARK != 0 {
             if !count(&destination()?, control.generation, u64::MAX) {
                 bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
@@ -166,7 +166,7 @@ pub fn on_state(
     }
     let lport = match lport {
         Some(p) => p,
-        None => u16::from_be(probe(addr, offset!(inet_sport))?),
+        None => u16::from_be(probe(addr(), offset!(inet_sport))?),
     };
     let in_range = control.low != 0 && lport >= control.low && lport <= control.high;
     if enters {
