@@ -208,6 +208,10 @@ impl Probe {
             // start-up does not allocate and zero megabytes for nothing.
             loader.map_max_entries(MAP_CONN_EVENTS, 4096);
             loader.map_max_entries(MAP_RESETS, 64);
+            // A hash's bucket array is allocated whole at creation even
+            // without preallocated entries: 16 MiB of kernel memory for a
+            // million owners only --events records.
+            loader.map_max_entries(netconn_common::MAP_OWNERS, 1);
         }
         // Smaller ring buffers, to make them overflow on purpose (tests).
         if let Ok(Some(bytes)) = ring_bytes_override(RING_OVERRIDES[0]) {
