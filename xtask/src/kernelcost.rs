@@ -285,12 +285,19 @@ pub fn render(k: &KernelCost, command: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{HEADING}\n\n`{command}`: kernel time of each program (`kernel.bpf_stats_enabled`: the kernel's own run time and run count of every program) over a 5 s loopback churn (`netconn-churn churn --threads 4`, 10 state events per connection) in a fresh namespace, with bpftrace's count-only `{COUNT_ONLY}` and an empty program (`{EMPTY}`) attached to the same tracepoint in the same runs; medians of {ROUNDS} rounds of each of `netconn watch` and `netconn watch --no-tcp-metrics`, alternated. Names as the kernel cuts them. Every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once.\n\n| program | ns per run | runs per connection | ns per connection |\n| --- | ---: | ---: | ---: |"
+        "{HEADING}\n\n`{command}`: kernel time of each program (`kernel.bpf_stats_enabled`: the kernel's own run time and run count of every program) over a 5 s loopback churn (`netconn-churn churn --threads 4`, 10 state events per connection) in a fresh namespace, with bpftrace's count-only `{COUNT_ONLY}` and an empty program (`{EMPTY}`) attached to the same tracepoint in the same runs; medians of {ROUNDS} rounds of each of `netconn watch` and `netconn watch --no-tcp-metrics`, alternated. Names as the kernel cuts them. Every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once.\n\n| program | ns per run | runs per connection | ns per connection | `--no-tcp-metrics`: ns per run | ns per connection |\n| --- | ---: | ---: | ---: | ---: | ---: |"
     );
-    let row = |s: &mut String, p: &ProgramCost| {
+    let row = |s: &mut String, p: &ProgramCost, lean: Option<&ProgramCost>| {
+        let (per_run, per_connection) = match lean {
+            Some(l) => (
+                format!("{:.0}", l.ns_per_run),
+                format!("{:.0}", l.ns_per_connection),
+            ),
+            None => ("".into(), "".into()),
+        };
         let _ = writeln!(
             s,
-            "| `{}` | {:.0} | {:.1} | {:.0} |",
+            "| `{}` | {:.0} | {:.1} | {:.0} | {per_run} | {per_connection} |",
             p.name,
             p.ns_per_run,
             p.runs_per_connection(),
@@ -298,13 +305,15 @@ pub fn render(k: &KernelCost, command: &str) -> String {
         );
     };
     for p in &k.programs {
-        row(&mut s, p);
+        row(&mut s, p, k.lean.iter().find(|l| l.name == p.name));
     }
     let (total, lean, theirs) = (k.total(), k.lean_total(), k.bpftrace.ns_per_connection);
-    let _ = writeln!(s, "| **netconn, all** | | | **{total:.0}** |");
-    let _ = writeln!(s, "| netconn `--no-tcp-metrics`, all | | | {lean:.0} |");
-    row(&mut s, &k.bpftrace);
-    row(&mut s, &k.empty);
+    let _ = writeln!(
+        s,
+        "| **netconn, all** | | | **{total:.0}** | | **{lean:.0}** |"
+    );
+    row(&mut s, &k.bpftrace, None);
+    row(&mut s, &k.empty, None);
     let runs: f64 = k
         .programs
         .iter()
@@ -312,9 +321,15 @@ pub fn render(k: &KernelCost, command: &str) -> String {
         .sum();
     let lean_runs: f64 = k.lean.iter().map(ProgramCost::runs_per_connection).sum();
     let floor = k.empty.ns_per_run;
+    let ops_runs: f64 = k
+        .programs
+        .iter()
+        .filter(|p| p.name.contains("tcp_ops"))
+        .map(ProgramCost::runs_per_connection)
+        .sum();
     let _ = writeln!(
         s,
-        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the runs alone cost: an empty program takes {floor:.0} ns per run here (the kernel's statistics time the call itself). netconn runs {runs:.1} programs per connection ({lean_runs:.1} without the TCP metrics) where bpftrace runs {:.1}: at {floor:.0} ns each, {:.0} ns ({:.2}x bpftrace) and {:.0} ns ({:.2}x) before any program does any work.",
+        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the runs alone cost: an empty program takes {floor:.0} ns per run here (the kernel's statistics time the call itself). netconn runs {runs:.1} programs per connection ({lean_runs:.1} without the TCP metrics) where bpftrace runs {:.1}: at {floor:.0} ns each, {:.0} ns ({:.2}x bpftrace) and {:.0} ns ({:.2}x) before any program does any work. Ten of those runs per connection are the price of exactness: the kernel skips a tracing program that fires while it already runs on the same CPU (a softirq interrupting it), so a second program on the tracepoint counts what the first missed (see `netconn-ebpf/src/main.rs`); bpftrace's count-only program loses those events. The TCP metrics' sock_ops program runs on every callback the kernel makes for every TCP socket ({ops_runs:.0} per connection here), whether or not the callback feeds a figure.",
         total / theirs,
         lean / theirs,
         k.bpftrace.runs_per_connection(),
