@@ -28,19 +28,20 @@
 //! `recursion_misses`. Under heavy churn that happens many times a second.
 //! The guard (`prog->active`) is per program, so a second program on the
 //! same tracepoint still runs in that nested context. The primary marks
-//! every event it sees in a per-CPU table indexed by a hash of the socket's
-//! IPv4 addresses, ports and transition (`HANDLED`); the backup, which runs
-//! right after it for the same event,
-//! looks for the mark: present, the primary handled the event and the mark
-//! is cleared; absent, the primary was skipped and the backup counts the
-//! event and the rescue. Marks are per socket, not a recency ring, because
-//! programs can be preempted: in a ring, the events of other tasks evict a
-//! mark before its backup runs. One socket's state changes are serialised
-//! by its lock, so only two sockets with the same addresses and ports in
-//! flight at once (or a hash collision) can disturb a mark, and it shows
-//! as one kind of error: userspace checks that rescues equal the
-//! primary's `recursion_misses`, and any difference triggers a resync. Counters are bumped atomically because a
-//! nested run can interrupt the other program between its load and store.
+//! every event it sees in a per-CPU table (`HANDLED`): the socket (its
+//! pointer, stored as is) and the transition, in a slot hashed from the
+//! socket's ports and the transition. The backup, which runs right after
+//! it for the same event, looks for the mark: present, the primary handled
+//! the event and the mark is cleared; absent, the primary was skipped and
+//! the backup counts the event and the rescue. Marks are per socket, not a
+//! recency ring, because programs can be preempted: in a ring, the events
+//! of other tasks evict a mark before its backup runs. One socket's state
+//! changes are serialised by its lock, so only two events in flight at
+//! once whose marks share a slot can disturb a mark, and it shows as one
+//! kind of error: userspace checks that rescues equal the primary's
+//! `recursion_misses`, and any difference triggers a resync. Counters are
+//! bumped atomically because a nested run can interrupt the other program
+//! between its load and store.
 #![no_std]
 #![no_main]
 // The bpf target has no AtomicU64::fetch_add; the intrinsic lowers to the
@@ -48,6 +49,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+use core::cell::Cell;
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
@@ -181,7 +183,7 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Marks of the events the primary handled, one slot per socket hash.
+/// Marks of the events the primary handled: the socket and the transition.
 #[map]
 static HANDLED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(MARK_SLOTS, 0);
 
@@ -191,33 +193,56 @@ static HANDLED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(MARK_SLOTS
 /// and marks spread by ports, each event's mark missed the cache and the
 /// primary took 174 ns per run instead of 111 (`cargo xtask bench
 /// --kernel`). A nested event whose mark lands on the slot of one waiting
-/// for its backup (1 in 2048) disturbs it: a resync, as above.
+/// for its backup (1 in 2048) disturbs it: rescues then differ from the
+/// primary's misses, and userspace resyncs (see the crate's doc).
 const MARK_SLOTS: u32 = 1 << 11;
 
+/// The transition as the second word of a mark: never 0, so a cleared
+/// slot matches nothing.
 #[inline(always)]
-fn mark_slot(mark: [u64; 2]) -> u32 {
-    // Fibonacci hashing of both words.
-    ((mark[0] ^ mark[1]).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 53) as u32 & (MARK_SLOTS - 1)
+fn transition_key(old: i32, new: i32) -> u64 {
+    (1 << 16) | ((old as u64 & 0xff) << 8) | (new as u64 & 0xff)
 }
 
-/// What marks one state change of one socket in `HANDLED`: the socket's
-/// IPv4 addresses and its ports (an IPv6 socket's IPv4 fields hold a
-/// constant or its mapped IPv4 addresses: its ports tell it apart) and the
-/// transition; never all zero. Read straight from the first cache line
-/// of the socket, which the primary reads anyway (the IPv6 addresses lie
-/// on the next one): the socket's address as a number would cost a helper
-/// call in both programs on every event (see [`arg_address`]). Two sockets
-/// in flight on one CPU at once with the same addresses, ports and
-/// transition would share a mark; like any disturbed mark, that shows as
-/// rescues differing from the primary's misses (a resync).
+/// The slot of socket `sk`'s mark for transition `key`: a hash of its
+/// ports (read straight from the socket's first cache line, which the
+/// primary reads anyway) and the transition. Not of the socket's address:
+/// the verifier allows no arithmetic on the trusted pointer, and taking it
+/// as a number costs a helper call in both programs on every event (see
+/// [`arg_address`]).
 #[inline(always)]
-fn mark_of(sk: *const u8, old: i32, new: i32) -> [u64; 2] {
-    // skc_daddr and skc_rcv_saddr make the u64 skc_addrpair; skc_dport
-    // and skc_num the u32 skc_portpair.
-    let addrs: u64 = read(sk, offset!(skc_daddr)).unwrap_or(0);
+fn mark_slot(sk: *const u8, key: u64) -> u32 {
+    // skc_dport and skc_num make the u32 skc_portpair.
     let ports: u32 = read(sk, offset!(skc_dport)).unwrap_or(0);
-    let transition = ((old as u64 & 0xff) << 16) | ((new as u64 & 0xff) << 8) | 1;
-    [addrs, (u64::from(ports) << 32) | transition]
+    let h = ((u64::from(ports) << 24) ^ key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - MARK_SLOTS.trailing_zeros())) as u32 & (MARK_SLOTS - 1)
+}
+
+/// Whether the slot holds socket `sk`'s mark for `key`. Word by word with
+/// volatile loads: compared as an array, LLVM folds the two comparisons
+/// into an XOR of the pointer, which the verifier refuses; a comparison
+/// (and the store of the pointer into a map) it allows a program loaded
+/// by root.
+#[inline(always)]
+fn is_marked(slot: *mut [u64; 2], sk: *const u8, key: u64) -> bool {
+    let words = slot.cast::<u64>();
+    // SAFETY: a live per-CPU map value.
+    unsafe {
+        core::ptr::read_volatile(words.add(1)) == key
+            && core::ptr::read_volatile(words) == sk as u64
+    }
+}
+
+/// Writes `sk`'s mark for `key` into the slot (or `[0, 0]`: cleared).
+#[inline(always)]
+fn set_mark(slot: *mut [u64; 2], sk: u64, key: u64) {
+    let words = slot.cast::<u64>();
+    // SAFETY: a live per-CPU map value. Word by word: an array store
+    // compiles to a call of a byte-at-a-time memset.
+    unsafe {
+        core::ptr::write_volatile(words, sk);
+        core::ptr::write_volatile(words.add(1), key);
+    }
 }
 
 /// A port the kernel hands over in network order, as a host-order port.
@@ -245,12 +270,14 @@ fn arg_address(ctx: &BtfTracePointContext, n: usize) -> u64 {
 pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    let mark = mark_of(sk, old, new);
-    if let Some(slot) = HANDLED.get_ptr_mut(mark_slot(mark)) {
-        // SAFETY: per-CPU value; the primary never runs nested in itself.
-        unsafe { *slot = mark };
+    let key = transition_key(old, new);
+    if let Some(slot) = HANDLED.get_ptr_mut(mark_slot(sk, key)) {
+        // The primary never runs nested in itself: nothing writes the slot
+        // between these two stores but a nested backup, which only clears.
+        set_mark(slot, sk as u64, key);
     }
-    if count(sk, || arg_address(&ctx, 0), old, new).is_err() {
+    let address = Cell::new(0);
+    if count(sk, address_once(&ctx, &address), old, new).is_err() {
         bump(LOST.get_ptr_mut(0));
     }
     0
@@ -260,28 +287,38 @@ pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
 pub fn netconn_state_backup(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    let mark = mark_of(sk, old, new);
-    let Some(slot) = HANDLED.get_ptr_mut(mark_slot(mark)) else {
+    let key = transition_key(old, new);
+    let Some(slot) = HANDLED.get_ptr_mut(mark_slot(sk, key)) else {
         return 0;
     };
-    // SAFETY: per-CPU value.
-    unsafe {
-        if *slot == mark {
-            // Word by word: an array store compiles to a call of a
-            // byte-at-a-time memset (48 instructions on every event).
-            let words = slot.cast::<u64>();
-            core::ptr::write_volatile(words, 0);
-            core::ptr::write_volatile(words.add(1), 0);
-            return 0;
-        }
+    if is_marked(slot, sk, key) {
+        set_mark(slot, 0, 0);
+        return 0;
     }
     // The primary never saw this event: it was skipped. A rescue is one
     // only once the event is counted.
-    match count(sk, || arg_address(&ctx, 0), old, new) {
+    let address = Cell::new(0);
+    match count(sk, address_once(&ctx, &address), old, new) {
         Ok(()) => bump(RESCUED.get_ptr_mut(0)),
         Err(_) => bump(LOST.get_ptr_mut(0)),
     }
     0
+}
+
+/// The socket's address as a number, taken with a helper call the first
+/// time a path that reads past `struct sock` asks for it, then kept in
+/// `cell` (on the program's stack).
+#[inline(always)]
+fn address_once<'a>(
+    ctx: &'a BtfTracePointContext,
+    cell: &'a Cell<u64>,
+) -> impl Fn() -> u64 + Copy + 'a {
+    move || {
+        if cell.get() == 0 {
+            cell.set(arg_address(ctx, 0));
+        }
+        cell.get()
+    }
 }
 
 /// Adds `n` (wrapping: `u64::MAX` subtracts one) to a map value's slot.
@@ -430,7 +467,7 @@ fn count(
         || unsafe { bpf_get_socket_cookie(sk as *mut _) },
     );
     // A connect that failed: why, for the metrics (the record reads it too).
-    // SAFETY: as above.
+    // SAFETY: a volatile read of a global, as for WATCH_PORTS above.
     if oldstate as u8 == TCP_SYN_SENT
         && newstate as u8 == TCP_CLOSE
         && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0
@@ -438,7 +475,7 @@ fn count(
         let error: i32 = read(sk, offset!(sk_err)).unwrap_or(0);
         metrics::on_failed(sk, addr(), failure_reason(error), netns);
     }
-    // SAFETY: as above.
+    // SAFETY: as for WATCH_PORTS above.
     if unsafe { core::ptr::read_volatile(&WATCH_EPHEMERAL) } != 0 {
         ephemeral::on_state(
             sk,
