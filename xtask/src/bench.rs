@@ -373,8 +373,6 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
 }
 
-/// The whole bench, or (`soak_only`) only the soak, whose section then
-/// replaces the one in BENCHMARKS.md.
 /// Which part of the benchmarks to run alone (none: all of them).
 pub struct Only {
     pub soak: bool,
@@ -385,6 +383,8 @@ pub struct Only {
     pub against: Option<String>,
 }
 
+/// The whole bench, or one part of it (see [`Only`]), whose section then
+/// replaces the one in BENCHMARKS.md.
 pub fn run(only: Only) -> Result<()> {
     let env = setup::run()?;
     // The criterion benches need neither the tools nor the binaries.
@@ -510,15 +510,11 @@ pub fn run(only: Only) -> Result<()> {
         lost,
         lost_sustained,
         kernel_total: kernel.total(),
-        kernel_metrics: kernel.metrics_ops(),
+        kernel_lean: kernel.lean_total(),
+        kernel_section: crate::kernelcost::render(&kernel, "cargo xtask bench --kernel"),
         rows,
         micro,
     });
-    let report = crate::soak::splice_at(
-        &report,
-        crate::kernelcost::HEADING,
-        &crate::kernelcost::render(&kernel, "cargo xtask bench --kernel"),
-    );
     // 4. Ten minutes as a daemon.
     let report = crate::soak::splice(&report, &soak(&paths)?);
     // 5. Every namespace at once.
@@ -557,7 +553,7 @@ fn soak(paths: &Paths) -> Result<String> {
     Ok(section)
 }
 
-/// Kernel time of one netconn program over a churn run.
+/// What the whole bench measured, for [`render`].
 struct Report {
     machine: String,
     base: f64,
@@ -575,7 +571,10 @@ struct Report {
     /// netconn's programs' kernel time per connection, all and the TCP
     /// metrics' sock_ops program.
     kernel_total: f64,
-    kernel_metrics: f64,
+    /// The same with `--no-tcp-metrics`.
+    kernel_lean: f64,
+    /// The kernel-time section, placed after the churn section.
+    kernel_section: String,
     rows: Vec<SnapshotRow>,
     micro: Vec<String>,
 }
@@ -593,7 +592,8 @@ fn render(r: &Report) -> String {
         lost,
         lost_sustained,
         kernel_total,
-        kernel_metrics,
+        kernel_lean,
+        kernel_section,
         rows,
         micro,
     } = r;
@@ -639,25 +639,26 @@ fn render(r: &Report) -> String {
         s,
         "The hypervisor took up to {steal:.1} % of the CPU (steal) during a churn run; churn is CPU-bound, so each run's rate is divided by the share of CPU it got (raw medians in the last column). The kernel's own per-program statistics, which do not swing with the machine, are in the next section."
     );
-    let (per_connection, metrics_ns) = (*kernel_total, *kernel_metrics);
+    let (per_connection, lean_ns) = (*kernel_total, *kernel_lean);
     // What that costs a CPU-bound churn: the CPU time one connection takes
     // without netconn, on all CPUs together.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cpu_ns = cpus * 1e9 / base;
     let _ = writeln!(
         s,
-        "\nWhy the churn penalty is what it is: without netconn a connection costs {:.1} µs of CPU here ({cpus:.0} CPUs / {base:.0} connections/s), so {:.1} µs of programs per connection predict a {:.1} % slower churn ({:.1} % without the {:.1} µs of the TCP metrics' sock_ops program). Ten state events per connection run both state programs; any tracker on this tracepoint pays per event, which is what bpftrace's one map update per event measures.",
+        "\nWhy the churn penalty is what it is: without netconn a connection costs {:.1} µs of CPU here ({cpus:.0} CPUs / {base:.0} connections/s), so {:.1} µs of programs per connection predict a {:.1} % slower churn ({:.1} µs and {:.1} % with `--no-tcp-metrics`). Ten state events per connection run both state programs; any tracker on this tracepoint pays per event, which is what bpftrace's one map update per event measures.",
         cpu_ns / 1e3,
         per_connection / 1e3,
         per_connection / (cpu_ns + per_connection) * 100.0,
-        (per_connection - metrics_ns) / (cpu_ns + per_connection - metrics_ns) * 100.0,
-        metrics_ns / 1e3,
+        lean_ns / 1e3,
+        lean_ns / (cpu_ns + lean_ns) * 100.0,
     );
     let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Daemon CPU per kernel event: **{ns_per_event:.3} ns** (utime+stime of `netconn watch` over the churn, divided by 10 events per connection): the kernel aggregates, userspace does no per-event work. Lost events over all netconn runs: **{lost:.0}**.\n"
     );
+    let _ = writeln!(s, "{kernel_section}");
     let _ = writeln!(
         s,
         "## Snapshot and queries\n\nSockets held by helper processes (`netconn-churn hold`, 5000 established pairs each). Wall time of each command under `ip netns exec`, median of 5 (netconn snapshot, ss -tan) or 3 runs.\n"

@@ -70,15 +70,6 @@ impl KernelCost {
     pub fn lean_total(&self) -> f64 {
         total(&self.lean)
     }
-
-    /// What the sock_ops program of the TCP metrics takes per connection.
-    pub fn metrics_ops(&self) -> f64 {
-        self.programs
-            .iter()
-            .filter(|p| p.name.contains("tcp_ops"))
-            .map(|p| p.ns_per_connection)
-            .sum()
-    }
 }
 
 fn total(programs: &[ProgramCost]) -> f64 {
@@ -87,7 +78,11 @@ fn total(programs: &[ProgramCost]) -> f64 {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Per-program medians over samples (a program absent from a sample is
@@ -173,7 +168,7 @@ fn sample(paths: &Paths, metrics: bool) -> Result<Sample> {
     let ns = crate::lab::netns("stats")?;
     let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&file);
-    let watch = Guard(
+    let mut watch = Guard(
         ns.cmd(&paths.netconn)
             .args(["watch", "--interval", "1h"])
             .args((!metrics).then_some("--no-tcp-metrics"))
@@ -181,7 +176,14 @@ fn sample(paths: &Paths, metrics: bool) -> Result<Sample> {
             .arg(&file)
             .spawn()?,
     );
+    let started = std::time::Instant::now();
     while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
+        if let Some(status) = watch.0.try_wait()? {
+            bail!("netconn watch exited before its first record: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("netconn watch wrote no record in 30 s");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let loaded = crate::lab::program_ids()?;
@@ -285,7 +287,7 @@ pub fn render(k: &KernelCost, command: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{HEADING}\n\n`{command}`: kernel time of each program (`kernel.bpf_stats_enabled`: the kernel's own run time and run count of every program) over a 5 s loopback churn (`netconn-churn churn --threads 4`, 10 state events per connection) in a fresh namespace, with bpftrace's count-only `{COUNT_ONLY}` and an empty program (`{EMPTY}`) attached to the same tracepoint in the same runs; medians of {ROUNDS} rounds of each of `netconn watch` and `netconn watch --no-tcp-metrics`, alternated. Names as the kernel cuts them. Every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once.\n\n| program | ns per run | runs per connection | ns per connection | `--no-tcp-metrics`: ns per run | ns per connection |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+        "{HEADING}\n\n`{command}`: kernel time of each program (`kernel.bpf_stats_enabled`: the kernel's own run time and run count of every program) over a 5 s loopback churn (`netconn-churn churn --threads 4`, 10 state events per connection) in a fresh namespace, with bpftrace's count-only `{COUNT_ONLY}` and an empty program (`{EMPTY}`) attached to the same tracepoint in the same runs (their figures: medians over all the runs); medians of {ROUNDS} rounds of each of `netconn watch` and `netconn watch --no-tcp-metrics`, alternated. Names as the kernel cuts them. Every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once.\n\n| program | ns per run | runs per connection | ns per connection | `--no-tcp-metrics`: ns per run | ns per connection |\n| --- | ---: | ---: | ---: | ---: | ---: |"
     );
     let row = |s: &mut String, p: &ProgramCost, lean: Option<&ProgramCost>| {
         let (per_run, per_connection) = match lean {
@@ -321,15 +323,17 @@ pub fn render(k: &KernelCost, command: &str) -> String {
         .sum();
     let lean_runs: f64 = k.lean.iter().map(ProgramCost::runs_per_connection).sum();
     let floor = k.empty.ns_per_run;
-    let ops_runs: f64 = k
-        .programs
-        .iter()
-        .filter(|p| p.name.contains("tcp_ops"))
-        .map(ProgramCost::runs_per_connection)
-        .sum();
+    let runs_of = |part: &str| -> f64 {
+        k.programs
+            .iter()
+            .filter(|p| p.name.contains(part))
+            .map(ProgramCost::runs_per_connection)
+            .sum()
+    };
+    let (ops_runs, backup_runs) = (runs_of("tcp_ops"), runs_of("state_b"));
     let _ = writeln!(
         s,
-        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the runs alone cost: an empty program takes {floor:.0} ns per run here (the kernel's statistics time the call itself). netconn runs {runs:.1} programs per connection ({lean_runs:.1} without the TCP metrics) where bpftrace runs {:.1}: at {floor:.0} ns each, {:.0} ns ({:.2}x bpftrace) and {:.0} ns ({:.2}x) before any program does any work. Ten of those runs per connection are the price of exactness: the kernel skips a tracing program that fires while it already runs on the same CPU (a softirq interrupting it), so a second program on the tracepoint counts what the first missed (see `netconn-ebpf/src/main.rs`); bpftrace's count-only program loses those events. The TCP metrics' sock_ops program runs on every callback the kernel makes for every TCP socket ({ops_runs:.0} per connection here), whether or not the callback feeds a figure.",
+        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the runs alone cost: an empty program takes {floor:.0} ns per run here (the kernel's statistics time the call itself). netconn runs {runs:.1} programs per connection ({lean_runs:.1} without the TCP metrics) where bpftrace runs {:.1}: at {floor:.0} ns each, {:.0} ns ({:.2}x bpftrace) and {:.0} ns ({:.2}x) before any program does any work. {backup_runs:.0} of those runs per connection (the backup's) are the price of exactness: the kernel skips a tracing program that fires while it already runs on the same CPU (a softirq interrupting it), so a second program on the tracepoint counts what the first missed (see `netconn-ebpf/src/main.rs`); bpftrace's count-only program loses those events. The TCP metrics' sock_ops program runs on every callback the kernel makes for every TCP socket ({ops_runs:.0} per connection here), whether or not the callback feeds a figure.",
         total / theirs,
         lean / theirs,
         k.bpftrace.runs_per_connection(),
