@@ -100,7 +100,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 15] = [
+const TOOLS: [(&str, &str); 16] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -120,6 +120,9 @@ const TOOLS: [(&str, &str); 15] = [
     ("gzip", "gzip"),
     // Raw SYNs for the syn_flood test.
     ("hping3", "hping3"),
+    // The kernel's own counters of a program (recursion misses) and its
+    // maps, read by the rescue test.
+    ("bpftool", "bpftool"),
 ];
 
 fn debian_tools() -> Result<()> {
