@@ -1,6 +1,7 @@
 //! netconn's kernel side.
 //!
-//! One program on the BTF tracepoint `inet_sock_set_state`, which
+//! Two programs (a primary and its backup, see below) on the BTF
+//! tracepoint `inet_sock_set_state`, which
 //! `tcp_set_state()` and `inet_sk_state_store()` fire on every TCP state
 //! change (v4 and v6), *before* the new state is stored:
 //!

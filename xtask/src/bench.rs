@@ -568,8 +568,7 @@ struct Report {
     lost: f64,
     /// Lost events over one 60 s run at maximum churn.
     lost_sustained: f64,
-    /// netconn's programs' kernel time per connection, all and the TCP
-    /// metrics' sock_ops program.
+    /// netconn's programs' kernel time per connection, all together.
     kernel_total: f64,
     /// The same with `--no-tcp-metrics`.
     kernel_lean: f64,

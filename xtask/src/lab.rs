@@ -21,7 +21,12 @@ pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        // SAFETY: kill on our own child's pid.
+        // Already reaped (by a try_wait that saw it exit): its pid may
+        // belong to another process by now.
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: kill on our own child's pid, not reaped yet.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         for _ in 0..250 {
             if matches!(self.0.try_wait(), Ok(Some(_))) {
