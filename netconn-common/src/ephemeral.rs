@@ -2,16 +2,15 @@
 //! lies in `ip_local_port_range`, counted as they become ESTABLISHED from
 //! SYN_SENT and as they close.
 //!
-//! With the TCP metrics' sock_ops program attached, it counts a socket
-//! when the connect completes and marks it with a callback flag
-//! ([`SOCK_OPS_EPHEMERAL_MARK`]); the state program uncounts a marked
-//! socket when it closes. No per-socket entry is made: the flag is the
-//! socket's own. Without that program, the state program counts and
-//! claims each socket in [`MAP_EPHEMERAL_MARKED`] (cookie -> its
-//! [`Destination`]) and uncounts what it claimed.
+//! The sock_ops program (loaded whenever the ports are counted, with or
+//! without the TCP metrics) counts a socket when the connect completes and
+//! marks it with a callback flag ([`SOCK_OPS_EPHEMERAL_MARK`]); the state
+//! program uncounts a marked socket when it closes. No per-socket entry is
+//! made: the flag is the socket's own.
 //!
-//! Sockets connected before netconn are claimed there by userspace from
-//! its first dump. Whoever deletes a claim (the state program at the
+//! Sockets connected before netconn are claimed by userspace from
+//! its first dump, in [`MAP_EPHEMERAL_MARKED`] (cookie -> its
+//! [`Destination`]). Whoever deletes a claim (the state program at the
 //! socket's close, or userspace undoing a claim of a socket that closed
 //! before it) uncounts it, so a socket is uncounted exactly once. While
 //! that first dump is taken ([`EphemeralControl::window`]) the sock_ops
@@ -21,7 +20,7 @@
 
 use core::mem::size_of;
 
-/// Hash: socket cookie -> [`Destination`] of every counted socket.
+/// Hash: socket cookie -> [`Destination`] of every socket userspace claimed.
 pub const MAP_EPHEMERAL_MARKED: &str = "EPHEMERAL_MARKED";
 /// Hash: cookie -> 1 of the sockets the sock_ops program counted while
 /// [`EphemeralControl::window`] is set (userspace's first dump).
@@ -95,15 +94,6 @@ pub struct EphemeralControl {
     pub claims: u8,
 }
 const _: () = assert!(size_of::<EphemeralControl>() == 8);
-
-/// Whether a socket whose state goes `old -> new` starts holding its port
-/// towards a destination as far as the count goes: an outbound socket
-/// connecting (the kernel gives it its port between its SYN_SENT event and
-/// this one).
-#[inline(always)]
-pub fn ephemeral_enters(old: u8, new: u8) -> bool {
-    old == crate::TCP_SYN_SENT && new == crate::TCP_ESTABLISHED
-}
 
 /// Whether a socket whose state goes `old -> new` stops being counted: an
 /// established socket (or one closing from there) going to CLOSE.

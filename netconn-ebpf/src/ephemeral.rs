@@ -1,9 +1,11 @@
 //! Ephemeral ports: connected sockets per destination whose local port is
 //! in the namespace's `ip_local_port_range` (see the common crate's
 //! `ephemeral` module for the marks and claims). Two moments of a
-//! socket's life count: its connect completing (SYN_SENT -> ESTABLISHED:
-//! in the sock_ops program when it runs, else in the state program) and
-//! its close from an established state.
+//! socket's life count: its connect completing (SYN_SENT -> ESTABLISHED),
+//! in the sock_ops program, loaded whenever the ports are counted, which
+//! counts the socket and marks it with a callback flag; and its close from
+//! an established state, in the state program, which uncounts a marked
+//! socket or one userspace claimed (connected before netconn started).
 
 use aya_ebpf::{
     EbpfContext,
@@ -16,12 +18,13 @@ use aya_ebpf::{
 use netconn_common::{
     AF_INET, Destination, DestinationKey, EPHEMERAL_MAX_DESTINATIONS, EPHEMERAL_MAX_SOCKETS,
     EPHEMERAL_MAX_WINDOW, EphemeralControl, SOCK_OPS_EPHEMERAL_MARK, SOCK_OPS_FLAGS,
-    ephemeral_enters, ephemeral_leaves,
+    ephemeral_leaves,
 };
 
-use crate::{TARGET_NETNS, WATCH_METRICS, add, bump, probe, read, sock_addr};
+use crate::{TARGET_NETNS, add, bump, probe, read, sock_addr};
 
-/// Every counted socket's destination, by cookie (not preallocated).
+/// The destination of each socket userspace claimed (connected before the
+/// programs came), by cookie (not preallocated).
 #[map]
 static EPHEMERAL_MARKED: HashMap<u64, Destination> =
     HashMap::with_max_entries(EPHEMERAL_MAX_SOCKETS, BPF_F_NO_PREALLOC);
@@ -46,9 +49,10 @@ static EPHEMERAL_CONTROL: Array<EphemeralControl> = Array::with_max_entries(1, 0
 static EPHEMERAL_UNTRACKED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// A connect completed (sock_ops `ACTIVE_ESTABLISHED_CB`, in scope):
-/// counts the socket if its port is in the range, and marks it.
+/// counts the socket if its port is in the range, and marks it (with the
+/// TCP metrics' flags when they are on).
 #[inline(always)]
-pub fn on_connected(ctx: &SockOpsContext) {
+pub fn on_connected(ctx: &SockOpsContext, metrics: bool) {
     // SAFETY: see crate::count.
     if unsafe { core::ptr::read_volatile(&crate::WATCH_EPHEMERAL) } == 0 {
         return;
@@ -107,18 +111,24 @@ pub fn on_connected(ctx: &SockOpsContext) {
         bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
         return;
     }
-    // Unmarked, its close would not uncount it: undo the count.
-    if ctx
-        .set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_EPHEMERAL_MARK))
-        .is_err()
-    {
+    // Unmarked, its close would not uncount it: undo the count. The flags
+    // other programs gave the socket (another netconn's) stay.
+    let flags = ctx.cb_flags()
+        | u32::from(SOCK_OPS_EPHEMERAL_MARK)
+        | if metrics {
+            u32::from(SOCK_OPS_FLAGS)
+        } else {
+            0
+        };
+    if ctx.set_cb_flags(flags as i32).is_err() {
         count(&dest, control.generation, u64::MAX);
         bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
     }
 }
 
 /// One state change of a TCP socket of the counted namespace; `lport`
-/// when the caller already read it.
+/// when the caller already read it. Only a close from an established
+/// state matters here: the connect was counted by the sock_ops program.
 #[inline(always)]
 pub fn on_state(
     sk: *const u8,
@@ -129,16 +139,13 @@ pub fn on_state(
     old: u8,
     new: u8,
 ) -> Result<(), i32> {
-    // SAFETY: see crate::count.
-    let marks = unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0;
-    let enters = ephemeral_enters(old, new);
-    // With sock_ops, the connect is counted there.
-    if (enters && marks) || (!enters && !ephemeral_leaves(old, new)) {
+    if !ephemeral_leaves(old, new) {
         return Ok(());
     }
     let control = EPHEMERAL_CONTROL.get(0).copied().unwrap_or_default();
-    let destination = || -> Result<Destination, i32> {
-        Ok(Destination {
+    let flags: u8 = probe(addr(), offset!(sock_ops_cb_flags))?;
+    if flags & SOCK_OPS_EPHEMERAL_MARK != 0 {
+        let dest = Destination {
             netns,
             family,
             rport: u16::from_be(read(sk, offset!(skc_dport))?),
@@ -149,60 +156,35 @@ pub fn on_state(
                 offset!(skc_v6_rcv_saddr),
             )?,
             raddr: sock_addr(sk, family, offset!(skc_daddr), offset!(skc_v6_daddr))?,
-        })
-    };
-    if !enters && marks {
-        let flags: u8 = probe(addr(), offset!(sock_ops_cb_flags))?;
-        if flags & SOCK_OPS_EPHEMERAL_MARK != 0 {
-            if !count(&destination()?, control.generation, u64::MAX) {
-                bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
-            }
-            return Ok(());
+        };
+        if !count(&dest, control.generation, u64::MAX) {
+            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
         }
-        // Unmarked: only userspace's claims are left to look up.
-        if control.claims == 0 {
-            return Ok(());
-        }
+        return Ok(());
+    }
+    // Unmarked: only userspace's claims are left to look up.
+    if control.claims == 0 {
+        return Ok(());
     }
     let lport = match lport {
         Some(p) => p,
         None => u16::from_be(probe(addr(), offset!(inet_sport))?),
     };
     let in_range = control.low != 0 && lport >= control.low && lport <= control.high;
-    if enters {
-        if !in_range {
-            return Ok(());
-        }
-        let dest = destination()?;
-        // SAFETY: the tracepoint's BTF-typed socket (see crate::count).
-        let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
-        if EPHEMERAL_MARKED
-            .insert(&cookie, &dest, u64::from(BPF_NOEXIST))
-            .is_err()
-        {
-            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
-            return Ok(());
-        }
-        if !count(&dest, control.generation, 1) {
-            let _ = EPHEMERAL_MARKED.remove(&cookie);
-            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
-        }
-    } else {
-        // A socket counted under a range that changed since may lie
-        // outside the current one: once the range moved, every close looks.
-        if !in_range && control.any_port == 0 {
-            return Ok(());
-        }
-        // SAFETY: as above.
-        let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
-        // SAFETY: a copy is taken at once; the entry may go meanwhile.
-        let Some(dest) = (unsafe { EPHEMERAL_MARKED.get(&cookie) }).copied() else {
-            return Ok(());
-        };
-        // The delete is the claim: userspace may be undoing the same entry.
-        if EPHEMERAL_MARKED.remove(&cookie).is_ok() && !count(&dest, control.generation, u64::MAX) {
-            bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
-        }
+    // A socket counted under a range that changed since may lie outside
+    // the current one: once the range moved, every close looks.
+    if !in_range && control.any_port == 0 {
+        return Ok(());
+    }
+    // SAFETY: the tracepoint's BTF-typed socket (see crate::count).
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    // SAFETY: a copy is taken at once; the entry may go meanwhile.
+    let Some(dest) = (unsafe { EPHEMERAL_MARKED.get(&cookie) }).copied() else {
+        return Ok(());
+    };
+    // The delete is the claim: userspace may be undoing the same entry.
+    if EPHEMERAL_MARKED.remove(&cookie).is_ok() && !count(&dest, control.generation, u64::MAX) {
+        bump(EPHEMERAL_UNTRACKED.get_ptr_mut(0));
     }
     Ok(())
 }

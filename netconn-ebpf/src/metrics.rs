@@ -327,28 +327,32 @@ fn full_socket(ctx: &SockOpsContext) -> bool {
 /// callbacks come only for sockets given them, all in the namespace.
 #[sock_ops]
 pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
+    // Without the TCP metrics the program is loaded for the ephemeral
+    // ports alone: it marks connected sockets and sets no other flag.
+    // SAFETY: see crate::count.
+    let metrics = unsafe { core::ptr::read_volatile(&crate::WATCH_METRICS) } != 0;
     match ctx.op() {
-        BPF_SOCK_OPS_RTT_CB => {
+        BPF_SOCK_OPS_RTT_CB if metrics => {
             // args[0]: the measured RTT in µs (a long; negative: none).
             let mrtt = ctx.arg(0) as i32;
             if mrtt >= 0 {
                 record(&mut ops_key(&ctx), Figure::Rtt(mrtt as u32));
             }
         }
-        BPF_SOCK_OPS_RETRANS_CB => {
+        BPF_SOCK_OPS_RETRANS_CB if metrics => {
             // args: sequence number, segments, transmit error. The kernel
             // has counted the segments (RetransSegs, tcp_info's
             // total_retrans) before it tried to send them, failed or not:
             // so does netconn.
             record(&mut ops_key(&ctx), Figure::Retrans(ctx.arg(1)));
         }
-        BPF_SOCK_OPS_TCP_CONNECT_CB if in_scope(&ctx) => {
+        BPF_SOCK_OPS_TCP_CONNECT_CB if metrics && in_scope(&ctx) => {
             let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS));
         }
-        BPF_SOCK_OPS_TCP_LISTEN_CB if in_scope(&ctx) => {
+        BPF_SOCK_OPS_TCP_LISTEN_CB if metrics && in_scope(&ctx) => {
             let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_INBOUND_MARK));
         }
-        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB if in_scope(&ctx) => {
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB if metrics && in_scope(&ctx) => {
             let _ = ctx.set_cb_flags(i32::from(SOCK_OPS_FLAGS | SOCK_OPS_INBOUND_MARK));
             // Opaque to the optimiser: with a constant, LLVM folds the
             // address reads into one pointer computed from the context,
@@ -361,15 +365,17 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
         }
         // A request socket's timeout is asked for once, when a SYN makes
         // it (a connecting full socket asks too: not counted).
-        BPF_SOCK_OPS_TIMEOUT_INIT if !full_socket(&ctx) && in_scope(&ctx) => {
+        BPF_SOCK_OPS_TIMEOUT_INIT if metrics && !full_socket(&ctx) && in_scope(&ctx) => {
             record_port(
                 &mut key_of(&ctx, core::hint::black_box(true)),
                 Figure::Requested,
             );
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if in_scope(&ctx) => {
-            note_peer(&ctx, core::hint::black_box(false));
-            crate::ephemeral::on_connected(&ctx);
+            if metrics {
+                note_peer(&ctx, core::hint::black_box(false));
+            }
+            crate::ephemeral::on_connected(&ctx, metrics);
         }
         _ => {}
     }

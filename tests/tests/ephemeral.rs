@@ -179,8 +179,8 @@ fn ninety_percent_of_the_range_to_one_destination_warns_until_time_wait_expires(
     drop(server);
 }
 
-/// With TCP metrics the sock_ops program counts connects and marks the
-/// sockets; without, the state program counts and claims them.
+/// The sock_ops program counts connects and marks the sockets, with the
+/// TCP metrics on and without them (it then does nothing else).
 #[test]
 fn churn_leaves_every_destination_equal_to_ss_at_rest() {
     churn_case(&[]);

@@ -50,16 +50,24 @@ fn signals_write_a_final_record_and_detach() {
     }
 }
 
-/// `--no-tcp-metrics`: only the counting programs, and records without
-/// `tcp_metrics`, in port group series too.
+/// `--no-tcp-metrics`: only the counting programs and the sock_ops
+/// program that marks the sockets counted for the ephemeral ports (none
+/// with `--no-ephemeral-ports` too), and records without `tcp_metrics`,
+/// in port group series too.
 #[test]
 fn without_tcp_metrics_only_the_counting_programs_run() {
     let base = settled_programs(0);
     let ns = Netns::new();
-    let mut cmd = ns.netconn(&["watch", "--interval", "1h", "--no-tcp-metrics"]);
+    let lean = ["watch", "--interval", "1h", "--no-tcp-metrics"];
+    let (watch, _) = Watch::start_cmd(ns.netconn(&[&lean[..], &["--no-ephemeral-ports"]].concat()));
+    assert_eq!(netconn_programs(), base + PROGRAMS - 4);
+    let (_, status) = watch.stop(libc::SIGTERM);
+    assert!(status.success());
+    assert_eq!(settled_programs(base), base);
+    let mut cmd = ns.netconn(&lean);
     cmd.env("NETCONN_ADDR_PORTS", r#"["80"]"#);
     let (watch, first) = Watch::start_cmd(cmd);
-    assert_eq!(netconn_programs(), base + PROGRAMS - 4);
+    assert_eq!(netconn_programs(), base + PROGRAMS - 3);
     assert!(first.get("tcp_metrics").is_none(), "{first}");
     let series = first["ports"].as_array().expect("the group's series");
     assert!(!series.is_empty(), "{first}");

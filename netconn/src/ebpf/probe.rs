@@ -228,6 +228,7 @@ impl Probe {
                 Feature::Counting => true,
                 Feature::Metrics => tcp_metrics,
                 Feature::MetricsOrConns => tcp_metrics || watch_conns,
+                Feature::MetricsOrEphemeral => tcp_metrics || ephemeral,
             };
             if !wanted {
                 continue;
@@ -589,6 +590,9 @@ enum Feature {
     Metrics,
     /// The TCP metrics or the connection records (`--events`).
     MetricsOrConns,
+    /// The TCP metrics or the ephemeral ports (the sock_ops program marks
+    /// the sockets it counts for them).
+    MetricsOrEphemeral,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -624,7 +628,7 @@ const PROGRAMS: [Program; 14] = {
         program(UDP_PROGRAMS[5], CgroupRoot, Counting),
         program(UDP_PROGRAMS[6], CgroupRoot, Counting),
         program(UDP_PROGRAMS[7], CgroupRoot, Counting),
-        program(PROG_TCP_OPS, CgroupRoot, Metrics),
+        program(PROG_TCP_OPS, CgroupRoot, MetricsOrEphemeral),
         program(
             PROG_SYNACK_RETRANS,
             TpBtf(TRACEPOINT_SYNACK_RETRANS),

@@ -176,21 +176,15 @@ pub struct EphemeralPorts {
     /// Claims a full table refused.
     refused: u64,
     readings: u32,
-    /// The sock_ops program counts connects and marks the sockets (TCP
-    /// metrics on): the programs' claims are only the first dump's.
-    marks: bool,
     /// The first dump was adopted: later ones claim nothing.
     adopted: bool,
 }
 
 impl EphemeralPorts {
-    /// Tells the programs the range: they count from now on. `marks`: the
-    /// sock_ops program runs (see [`netconn_common::ephemeral`]).
-    pub fn start(
-        maps: EphemeralMaps,
-        netns: u32,
-        marks: bool,
-    ) -> Result<EphemeralPorts, EphemeralError> {
+    /// Tells the programs the range: they count from now on (the sock_ops
+    /// program counts connects and marks the sockets, see
+    /// [`netconn_common::ephemeral`]).
+    pub fn start(maps: EphemeralMaps, netns: u32) -> Result<EphemeralPorts, EphemeralError> {
         let range = PortRange::read().map_err(EphemeralError::Range)?;
         let mut e = EphemeralPorts {
             maps,
@@ -202,7 +196,6 @@ impl EphemeralPorts {
             listening: HashSet::new(),
             refused: 0,
             readings: 0,
-            marks,
             adopted: false,
         };
         // Claims from the start: one made for a socket that closes before
@@ -244,24 +237,15 @@ impl EphemeralPorts {
         }
         self.adopted = true;
         let listening = &self.listening;
-        // The sock_ops program notes what it counts (its counts are
-        // marks); the state program claims it (see the common crate).
-        let counted: HashSet<u64> = match self.marks {
-            true => self.maps.window().into_iter().collect(),
-            false => HashSet::new(),
-        };
+        // The sock_ops program notes what it counted during this dump.
+        let counted: HashSet<u64> = self.maps.window().into_iter().collect();
         let wanted: Vec<(u64, Destination)> = dump
             .iter()
             .filter(|s| s.kind == SocketKind::Full && holds_port(s, &self.range, listening))
             .filter(|s| !counted.contains(&s.cookie))
             .map(|s| (s.cookie, destination(s, self.netns)))
             .collect();
-        let answers = match self.marks {
-            true => self.maps.claim_unclaimed(&wanted)?,
-            false => (wanted.iter())
-                .map(|(cookie, dest)| self.maps.claim(*cookie, dest))
-                .collect::<Result<_, _>>()?,
-        };
+        let answers = self.maps.claim_unclaimed(&wanted)?;
         for ((cookie, dest), answer) in wanted.into_iter().zip(answers) {
             match answer {
                 Claim::Claimed => {
@@ -294,18 +278,16 @@ impl EphemeralPorts {
             window: 0,
             ..control
         })?;
-        if self.marks {
-            // A socket the dump listed established before the sock_ops
-            // program counted it (it runs right after the state changes)
-            // was claimed too: its note is there now. Undo such claims.
-            crate::ebpf::probe::quiesce();
-            for cookie in self.maps.window() {
-                if self.claimed.contains(&cookie) {
-                    self.give_back(cookie);
-                }
+        // A socket the dump listed established before the sock_ops
+        // program counted it (it runs right after the state changes) was
+        // claimed too: its note is there now. Undo such claims.
+        crate::ebpf::probe::quiesce();
+        for cookie in self.maps.window() {
+            if self.claimed.contains(&cookie) {
+                self.give_back(cookie);
             }
-            self.maps.clear_window();
         }
+        self.maps.clear_window();
         // With no claim (nothing older than netconn), no close is looked up.
         self.end_lookups_when_unclaimed()
     }

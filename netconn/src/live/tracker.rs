@@ -139,7 +139,7 @@ impl Tracker {
         let (conns, tcp_metrics) = (features.conns, features.tcp_metrics);
         let mut probe = Probe::load(netns, false, features)?;
         let ephemeral = match probe.take_ephemeral() {
-            Some(maps) => Some(EphemeralPorts::start(maps, netns, tcp_metrics)?),
+            Some(maps) => Some(EphemeralPorts::start(maps, netns)?),
             None => None,
         };
         let ports = if groups.is_empty() {
