@@ -29,9 +29,9 @@
 //! `recursion_misses`. Under heavy churn that happens many times a second.
 //! The guard (`prog->active`) is per program, so a second program on the
 //! same tracepoint still runs in that nested context. The primary marks
-//! every event it sees in a per-CPU table (`HANDLED`): the socket (its
-//! pointer, stored as is) and the transition, in a slot hashed from the
-//! socket's ports and the transition. The backup, which runs right after
+//! every event it sees in a per-CPU table (`HANDLED`): the socket's
+//! address and the transition, in a slot hashed from the address. The
+//! backup, which runs right after
 //! it for the same event, looks for the mark: present, the primary handled
 //! the event and the mark is cleared; absent, the primary was skipped and
 //! the backup counts the event and the rescue. Marks are per socket, not a
@@ -50,7 +50,6 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-use core::cell::Cell;
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
@@ -184,19 +183,57 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Marks of the events the primary handled: the socket and the transition.
+/// Marks of the events the primary handled: the socket's address and the
+/// transition, in a slot hashed from the address.
 #[map]
 static HANDLED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(MARK_SLOTS, 0);
 
-/// Slots in `HANDLED` (a power of two): 32 KiB per CPU. A mark only has to
-/// survive from the primary's run to the backup's run of the same event.
-/// Small enough to stay in the CPU's caches: with 16384 slots (256 KiB)
-/// and marks spread by ports, each event's mark missed the cache and the
-/// primary took 174 ns per run instead of 111 (`cargo xtask bench
-/// --kernel`). A nested event whose mark lands on the slot of one waiting
-/// for its backup (1 in 2048) disturbs it: rescues then differ from the
-/// primary's misses, and userspace resyncs (see the crate's doc).
-const MARK_SLOTS: u32 = 1 << 11;
+/// Slots in `HANDLED` (a power of two): 256 KiB per CPU. A mark only has
+/// to survive from the primary's run to the backup's run of the same
+/// event; one whose slot another event's mark takes meanwhile (1 in 16384
+/// per event that comes between, as when a task is preempted between the
+/// two programs) is disturbed: rescues then differ from the primary's
+/// misses, and userspace resyncs. With 2048 slots that showed: one lost
+/// event per 5 to 10 minutes of maximum churn with `--events`. Hashed from
+/// socket addresses, which the slab reuses, the slots in use stay few and
+/// in cache (hashed from ports, every event missed the cache).
+const MARK_SLOTS: u32 = 1 << 14;
+
+/// Each state program's socket pointer on its way to becoming a number,
+/// per CPU: 0 the primary's, 1 the backup's. Neither program runs nested
+/// in itself on a CPU, nor interleaved with itself (while a run is
+/// preempted the program stays busy there and other tasks' runs are
+/// skipped), so nothing writes a program's slot between its store and its
+/// load.
+#[map]
+static ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+const PRIMARY: u32 = 0;
+const BACKUP: u32 = 1;
+
+/// The address of the tracepoint's socket as a number. The verifier
+/// allows no arithmetic on the trusted pointer, but lets a program loaded
+/// by root store it into a map; read back, it is a number. Cheaper than
+/// bpf_probe_read_kernel of the argument ([`arg_address`]), a helper call
+/// in both programs on every event.
+#[inline(always)]
+fn address_of(sk: *const u8, program: u32) -> u64 {
+    match ADDRESS.get_ptr_mut(program) {
+        // SAFETY: this CPU's slot of this program (see ADDRESS).
+        Some(at) => unsafe {
+            core::ptr::write_volatile(at, sk as u64);
+            core::ptr::read_volatile(at)
+        },
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn mark_slot(addr: u64) -> u32 {
+    // Fibonacci hashing: socket addresses share their low bits.
+    (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MARK_SLOTS.trailing_zeros())) as u32
+        & (MARK_SLOTS - 1)
+}
 
 /// The transition as the second word of a mark: never 0, so a cleared
 /// slot matches nothing.
@@ -205,43 +242,24 @@ fn transition_key(old: i32, new: i32) -> u64 {
     (1 << 16) | ((old as u64 & 0xff) << 8) | (new as u64 & 0xff)
 }
 
-/// The slot of socket `sk`'s mark for transition `key`: a hash of its
-/// ports (read straight from the socket's first cache line, which the
-/// primary reads anyway) and the transition. Not of the socket's address:
-/// the verifier allows no arithmetic on the trusted pointer, and taking it
-/// as a number costs a helper call in both programs on every event (see
-/// [`arg_address`]).
+/// Whether the slot holds the mark `[addr, key]`.
 #[inline(always)]
-fn mark_slot(sk: *const u8, key: u64) -> u32 {
-    // skc_dport and skc_num make the u32 skc_portpair.
-    let ports: u32 = read(sk, offset!(skc_dport)).unwrap_or(0);
-    let h = ((u64::from(ports) << 24) ^ key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> (64 - MARK_SLOTS.trailing_zeros())) as u32 & (MARK_SLOTS - 1)
-}
-
-/// Whether the slot holds socket `sk`'s mark for `key`. Word by word with
-/// volatile loads: compared as an array, LLVM folds the two comparisons
-/// into an XOR of the pointer, which the verifier refuses; a comparison
-/// (and the store of the pointer into a map) it allows a program loaded
-/// by root.
-#[inline(always)]
-fn is_marked(slot: *mut [u64; 2], sk: *const u8, key: u64) -> bool {
+fn is_marked(slot: *mut [u64; 2], addr: u64, key: u64) -> bool {
     let words = slot.cast::<u64>();
     // SAFETY: a live per-CPU map value.
     unsafe {
-        core::ptr::read_volatile(words.add(1)) == key
-            && core::ptr::read_volatile(words) == sk as u64
+        core::ptr::read_volatile(words) == addr && core::ptr::read_volatile(words.add(1)) == key
     }
 }
 
-/// Writes `sk`'s mark for `key` into the slot (or `[0, 0]`: cleared).
+/// Writes the mark `[addr, key]` into the slot (or `[0, 0]`: cleared).
 #[inline(always)]
-fn set_mark(slot: *mut [u64; 2], sk: u64, key: u64) {
+fn set_mark(slot: *mut [u64; 2], addr: u64, key: u64) {
     let words = slot.cast::<u64>();
     // SAFETY: a live per-CPU map value. Word by word: an array store
     // compiles to a call of a byte-at-a-time memset.
     unsafe {
-        core::ptr::write_volatile(words, sk);
+        core::ptr::write_volatile(words, addr);
         core::ptr::write_volatile(words.add(1), key);
     }
 }
@@ -271,14 +289,12 @@ fn arg_address(ctx: &BtfTracePointContext, n: usize) -> u64 {
 pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    let key = transition_key(old, new);
-    if let Some(slot) = HANDLED.get_ptr_mut(mark_slot(sk, key)) {
-        // The primary never runs nested in itself: nothing writes the slot
-        // between these two stores but a nested backup, which only clears.
-        set_mark(slot, sk as u64, key);
+    let addr = address_of(sk, PRIMARY);
+    if let Some(slot) = HANDLED.get_ptr_mut(mark_slot(addr)) {
+        // The primary never runs nested in itself.
+        set_mark(slot, addr, transition_key(old, new));
     }
-    let address = Cell::new(0);
-    if count(sk, address_once(&ctx, &address), old, new).is_err() {
+    if count(sk, move || addr, old, new).is_err() {
         bump(LOST.get_ptr_mut(0));
     }
     0
@@ -288,38 +304,21 @@ pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
 pub fn netconn_state_backup(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
-    let key = transition_key(old, new);
-    let Some(slot) = HANDLED.get_ptr_mut(mark_slot(sk, key)) else {
+    let addr = address_of(sk, BACKUP);
+    let Some(slot) = HANDLED.get_ptr_mut(mark_slot(addr)) else {
         return 0;
     };
-    if is_marked(slot, sk, key) {
+    if is_marked(slot, addr, transition_key(old, new)) {
         set_mark(slot, 0, 0);
         return 0;
     }
     // The primary never saw this event: it was skipped. A rescue is one
     // only once the event is counted.
-    let address = Cell::new(0);
-    match count(sk, address_once(&ctx, &address), old, new) {
+    match count(sk, move || addr, old, new) {
         Ok(()) => bump(RESCUED.get_ptr_mut(0)),
         Err(_) => bump(LOST.get_ptr_mut(0)),
     }
     0
-}
-
-/// The socket's address as a number, taken with a helper call the first
-/// time a path that reads past `struct sock` asks for it, then kept in
-/// `cell` (on the program's stack).
-#[inline(always)]
-fn address_once<'a>(
-    ctx: &'a BtfTracePointContext,
-    cell: &'a Cell<u64>,
-) -> impl Fn() -> u64 + Copy + 'a {
-    move || {
-        if cell.get() == 0 {
-            cell.set(arg_address(ctx, 0));
-        }
-        cell.get()
-    }
 }
 
 /// Adds `n` (wrapping: `u64::MAX` subtracts one) to a map value's slot.
@@ -403,8 +402,8 @@ fn in_scope(ctx: &impl EbpfContext) -> bool {
 }
 
 /// Counts one state change of `sk` and journals it when asked. `addr`
-/// gives the socket's address as a number, a helper call: only the paths
-/// that read past `struct sock` with the fault-safe helper ask for it.
+/// gives the socket's address as a number, for the paths that read past
+/// `struct sock` with the fault-safe helper.
 #[inline(always)]
 fn count(
     sk: *const u8,
