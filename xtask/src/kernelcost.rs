@@ -191,12 +191,7 @@ fn sample(paths: &Paths, metrics: bool) -> Result<Sample> {
     let with_count = loaded_beyond(&loaded)?;
     let empty = bpftrace(EMPTY)?;
     let with_empty = loaded_beyond(&with_count)?;
-    let out = ns
-        .cmd(&paths.churn)
-        .args(["churn", "--threads", "4", "--seconds", "5"])
-        .output()?;
-    let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let connections = churn["connections"].as_f64().unwrap_or(0.0).max(1.0);
+    let connections = crate::lab::churn_connections(paths, &ns)?;
     let cost = |(name, t, n): (String, f64, f64)| ProgramCost {
         name,
         ns_per_run: t / n.max(1.0),

@@ -39,6 +39,18 @@ impl Drop for Guard {
     }
 }
 
+/// Connections a 4-thread, 5 s loopback churn makes in `ns` (at least 1,
+/// so that figures can be divided by it): what the kernel-time
+/// measurements divide by.
+pub fn churn_connections(paths: &Paths, ns: &Netns) -> Result<f64> {
+    let out = ns
+        .cmd(&paths.churn)
+        .args(["churn", "--threads", "4", "--seconds", "5"])
+        .output()?;
+    let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(churn["connections"].as_f64().unwrap_or(0.0).max(1.0))
+}
+
 /// The binaries measured.
 pub struct Paths {
     pub netconn: String,

@@ -52,12 +52,7 @@ fn counting_cost(
         cmd.arg("--no-ephemeral-ports");
     }
     let watch = start(cmd.args(["--interval", "1h"]))?;
-    let out = ns
-        .cmd(&paths.churn)
-        .args(["churn", "--threads", "4", "--seconds", "5"])
-        .output()?;
-    let churn: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let connections = churn["connections"].as_f64().unwrap_or(0.0).max(1.0);
+    let connections = crate::lab::churn_connections(paths, &ns)?;
     let costs = crate::lab::program_run_times()?
         .into_iter()
         .map(|(name, t, _)| (name, t / connections))
