@@ -17,6 +17,8 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
     // `cargo xtask setup` picks a nightly whose LLVM matches bpf-linker's.
     println!("cargo:rerun-if-env-changed=NETCONN_EBPF_TOOLCHAIN");
+    // A build whose programs return at once (see netconn-ebpf's EMPTIED).
+    println!("cargo:rerun-if-env-changed=NETCONN_EBPF_EMPTY");
     let toolchain = std::env::var("NETCONN_EBPF_TOOLCHAIN").unwrap_or_else(|_| "nightly".into());
     aya_build::build_ebpf(
         [aya_build::Package {

@@ -239,6 +239,7 @@ fn mark_reset(sk: *const u8, bit: u8) {
 /// `tcp_receive_reset(struct sock *sk)`.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn netconn_rst_in(ctx: BtfTracePointContext) -> i32 {
+    emptied_returns!(0);
     on_reset(&ctx, RESET_RECEIVED);
     0
 }
@@ -248,6 +249,7 @@ pub fn netconn_rst_in(ctx: BtfTracePointContext) -> i32 {
 /// or request socket.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn netconn_rst_out(ctx: BtfTracePointContext) -> i32 {
+    emptied_returns!(0);
     on_reset(&ctx, RESET_SENT);
     0
 }

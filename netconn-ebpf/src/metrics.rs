@@ -327,6 +327,7 @@ fn full_socket(ctx: &SockOpsContext) -> bool {
 /// callbacks come only for sockets given them, all in the namespace.
 #[sock_ops]
 pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
+    emptied_returns!(OK);
     // Without the TCP metrics the program is loaded for the ephemeral
     // ports alone: it marks connected sockets and sets no other flag.
     // SAFETY: see crate::count.
@@ -524,6 +525,7 @@ fn skb_netns(skb: *const u8) -> Option<u32> {
 /// *req)`: `sk` is the listener.
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn netconn_synack_rtx(ctx: BtfTracePointContext) -> i32 {
+    emptied_returns!(0);
     let sk: *const u8 = ctx.arg(0);
     if sk.is_null() {
         return 0;

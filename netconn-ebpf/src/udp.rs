@@ -133,6 +133,7 @@ fn enter(ctx: &impl EbpfContext, sk: u64, family: u32, only_known: bool) {
 
 #[cgroup_sock(sock_create)]
 pub fn netconn_udp_create(ctx: SockContext) -> i32 {
+    emptied_returns!(ALLOW);
     // SAFETY: the context's own fields.
     if unsafe { (*ctx.sock).protocol } == UDP
         && in_scope(&ctx)
@@ -160,11 +161,13 @@ fn on_bind(ctx: &SockContext) -> i32 {
 
 #[cgroup_sock(post_bind4)]
 pub fn netconn_udp_bind4(ctx: SockContext) -> i32 {
+    emptied_returns!(ALLOW);
     on_bind(&ctx)
 }
 
 #[cgroup_sock(post_bind6)]
 pub fn netconn_udp_bind6(ctx: SockContext) -> i32 {
+    emptied_returns!(ALLOW);
     on_bind(&ctx)
 }
 
@@ -186,11 +189,13 @@ fn on_connect(ctx: &SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn netconn_udp_connect4(ctx: SockAddrContext) -> i32 {
+    emptied_returns!(ALLOW);
     on_connect(&ctx)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn netconn_udp_connect6(ctx: SockAddrContext) -> i32 {
+    emptied_returns!(ALLOW);
     on_connect(&ctx)
 }
 
@@ -213,11 +218,13 @@ fn on_sendmsg(ctx: &SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn netconn_udp_sendmsg4(ctx: SockAddrContext) -> i32 {
+    emptied_returns!(ALLOW);
     on_sendmsg(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn netconn_udp_sendmsg6(ctx: SockAddrContext) -> i32 {
+    emptied_returns!(ALLOW);
     on_sendmsg(&ctx)
 }
 
@@ -230,6 +237,7 @@ fn local_port(ctx: &SockContext) -> Option<u16> {
 
 #[cgroup_sock(sock_release)]
 pub fn netconn_udp_release(ctx: SockContext) -> i32 {
+    emptied_returns!(ALLOW);
     // SAFETY: the context's own fields.
     let (protocol, family) = unsafe { ((*ctx.sock).protocol, (*ctx.sock).family) };
     if protocol != UDP || !in_scope(&ctx) {

@@ -1,7 +1,9 @@
 //! The kernel time netconn's programs take per connection, side by side
-//! with bpftrace on the same tracepoint in the same runs, and with an
-//! empty program there: the cost of a program run that does nothing, which
-//! every program pays on every run (`cargo xtask bench --kernel`).
+//! with bpftrace on the same tracepoint in the same runs, with an empty
+//! program there (the cost of a program run that does nothing, which every
+//! program pays on every run), and with a netconn built with every program
+//! returning at once: what the hooks it attaches cost before any work
+//! (`cargo xtask bench --kernel`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -51,12 +53,16 @@ struct Sample {
     empty: ProgramCost,
 }
 
-/// The medians over the rounds, with and without the TCP metrics.
+/// The medians over the rounds, with and without the TCP metrics, and
+/// with every program emptied.
 pub struct KernelCost {
     /// `netconn watch`, program by program.
     pub programs: Vec<ProgramCost>,
     /// `netconn watch --no-tcp-metrics`, program by program.
     pub lean: Vec<ProgramCost>,
+    /// `netconn watch` built with `NETCONN_EBPF_EMPTY`: each program
+    /// returns at once, so only its hook's cost is left.
+    pub emptied: Vec<ProgramCost>,
     pub bpftrace: ProgramCost,
     pub empty: ProgramCost,
 }
@@ -69,6 +75,10 @@ impl KernelCost {
 
     pub fn lean_total(&self) -> f64 {
         total(&self.lean)
+    }
+
+    pub fn emptied_total(&self) -> f64 {
+        total(&self.emptied)
     }
 }
 
@@ -111,17 +121,23 @@ fn medians(samples: &[&[ProgramCost]]) -> Vec<ProgramCost> {
         .collect()
 }
 
-/// Measures `ROUNDS` rounds of both modes, alternated.
-pub fn measure(paths: &Paths) -> Result<KernelCost> {
+/// Measures `ROUNDS` rounds of the three modes, alternated: `watch`,
+/// `watch --no-tcp-metrics`, and `watch` of the build `emptied` (see
+/// [`KernelCost::emptied`]).
+pub fn measure(paths: &Paths, emptied: &str) -> Result<KernelCost> {
     let mut full = Vec::new();
     let mut lean = Vec::new();
+    let mut floor = Vec::new();
     for round in 0..ROUNDS {
-        for (metrics, into) in [(true, &mut full), (false, &mut lean)] {
-            let s = sample(paths, metrics)?;
+        for (binary, metrics, into, mode) in [
+            (paths.netconn.as_str(), true, &mut full, "watch"),
+            (paths.netconn.as_str(), false, &mut lean, "--no-tcp-metrics"),
+            (emptied, true, &mut floor, "emptied"),
+        ] {
+            let s = sample(paths, binary, metrics)?;
             eprintln!(
-                "xtask bench: kernel round {} {}: netconn {:.0} ns, bpftrace {:.0} ns, empty program {:.0} ns per connection",
+                "xtask bench: kernel round {} {mode}: netconn {:.0} ns, bpftrace {:.0} ns, empty program {:.0} ns per connection",
                 round + 1,
-                if metrics { "watch" } else { "--no-tcp-metrics" },
                 total(&s.netconn),
                 s.bpftrace.ns_per_connection,
                 s.empty.ns_per_connection,
@@ -134,31 +150,30 @@ pub fn measure(paths: &Paths) -> Result<KernelCost> {
         let refs: Vec<&[ProgramCost]> = all.iter().map(Vec::as_slice).collect();
         medians(&refs).remove(0)
     };
-    let both: Vec<Sample> = full.into_iter().chain(lean).collect();
-    let (full, lean) = both.split_at(ROUNDS);
+    let per_program = |samples: &[Sample]| {
+        medians(
+            &samples
+                .iter()
+                .map(|s| s.netconn.as_slice())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let k = (per_program(&full), per_program(&lean), per_program(&floor));
+    let all: Vec<Sample> = full.into_iter().chain(lean).chain(floor).collect();
     Ok(KernelCost {
-        programs: medians(
-            &full
-                .iter()
-                .map(|s| s.netconn.as_slice())
-                .collect::<Vec<_>>(),
-        ),
-        lean: medians(
-            &lean
-                .iter()
-                .map(|s| s.netconn.as_slice())
-                .collect::<Vec<_>>(),
-        ),
-        bpftrace: pick(&both, |s| &s.bpftrace),
-        empty: pick(&both, |s| &s.empty),
+        programs: k.0,
+        lean: k.1,
+        emptied: k.2,
+        bpftrace: pick(&all, |s| &s.bpftrace),
+        empty: pick(&all, |s| &s.empty),
     })
 }
 
 /// Kernel time of each program over one 5 s churn, from the kernel's own
-/// BPF statistics (kernel.bpf_stats_enabled), with netconn (its TCP
-/// metrics on or off), bpftrace's count-only program and an empty one all
-/// attached.
-fn sample(paths: &Paths, metrics: bool) -> Result<Sample> {
+/// BPF statistics (kernel.bpf_stats_enabled), with netconn (the binary
+/// `netconn`, its TCP metrics on or off), bpftrace's count-only program
+/// and an empty one all attached.
+fn sample(paths: &Paths, netconn: &str, metrics: bool) -> Result<Sample> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
@@ -169,7 +184,7 @@ fn sample(paths: &Paths, metrics: bool) -> Result<Sample> {
     let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let mut watch = Guard(
-        ns.cmd(&paths.netconn)
+        ns.cmd(netconn)
             .args(["watch", "--interval", "1h"])
             .args((!metrics).then_some("--no-tcp-metrics"))
             .arg("--output")
@@ -277,65 +292,66 @@ fn bpftrace(program: &str) -> Result<Guard> {
 }
 
 /// The section: a table per program, the totals against bpftrace, and
-/// what the runs alone cost.
+/// what the hooks alone cost.
 pub fn render(k: &KernelCost, command: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{HEADING}\n\n`{command}`: kernel time of each program (`kernel.bpf_stats_enabled`: the kernel's own run time and run count of every program) over a 5 s loopback churn (`netconn-churn churn --threads 4`, 10 state events per connection) in a fresh namespace, with bpftrace's count-only `{COUNT_ONLY}` and an empty program (`{EMPTY}`) attached to the same tracepoint in the same runs (their figures: medians over all the runs); medians of {ROUNDS} rounds of each of `netconn watch` and `netconn watch --no-tcp-metrics`, alternated. Names as the kernel cuts them. Every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once.\n\n| program | ns per run | runs per connection | ns per connection | `--no-tcp-metrics`: ns per run | ns per connection |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+        "{HEADING}\n\n`{command}`: kernel time of each program (`kernel.bpf_stats_enabled`: the kernel's own run time and run count of every program) over a 5 s loopback churn (`netconn-churn churn --threads 4`, 10 state events per connection) in a fresh namespace, with bpftrace's count-only `{COUNT_ONLY}` and an empty program (`{EMPTY}`) attached to the same tracepoint in the same runs (their figures: medians over all the runs); medians of {ROUNDS} rounds of each of `netconn watch`, `netconn watch --no-tcp-metrics` and `netconn watch` built with `NETCONN_EBPF_EMPTY=1` (\"emptied\": every program returns at once, so what is left is the cost of the hooks netconn attaches), alternated. Names as the kernel cuts them. Every state event runs both state programs; TCP sockets also pass the UDP programs' create, connect and release hooks, which return at once.\n\n| program | ns per run | runs per connection | ns per connection | `--no-tcp-metrics`: ns per run | ns per connection | emptied: ns per run | ns per connection |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    let row = |s: &mut String, p: &ProgramCost, lean: Option<&ProgramCost>| {
-        let (per_run, per_connection) = match lean {
-            Some(l) => (
-                format!("{:.0}", l.ns_per_run),
-                format!("{:.0}", l.ns_per_connection),
-            ),
-            None => ("".into(), "".into()),
+    let cells = |p: Option<&ProgramCost>| match p {
+        Some(p) => format!("{:.0} | {:.0}", p.ns_per_run, p.ns_per_connection),
+        None => " | ".into(),
+    };
+    let find = |of: &[ProgramCost], name: &str| of.iter().find(|q| q.name == name).cloned();
+    let row = |s: &mut String, p: &ProgramCost, others: bool| {
+        let (lean, emptied) = match others {
+            true => (find(&k.lean, &p.name), find(&k.emptied, &p.name)),
+            false => (None, None),
         };
         let _ = writeln!(
             s,
-            "| `{}` | {:.0} | {:.1} | {:.0} | {per_run} | {per_connection} |",
+            "| `{}` | {:.0} | {:.1} | {:.0} | {} | {} |",
             p.name,
             p.ns_per_run,
             p.runs_per_connection(),
-            p.ns_per_connection
+            p.ns_per_connection,
+            cells(lean.as_ref()),
+            cells(emptied.as_ref()),
         );
     };
     for p in &k.programs {
-        row(&mut s, p, k.lean.iter().find(|l| l.name == p.name));
+        row(&mut s, p, true);
     }
-    let (total, lean, theirs) = (k.total(), k.lean_total(), k.bpftrace.ns_per_connection);
+    let (total, lean, emptied) = (k.total(), k.lean_total(), k.emptied_total());
+    let theirs = k.bpftrace.ns_per_connection;
     let _ = writeln!(
         s,
-        "| **netconn, all** | | | **{total:.0}** | | **{lean:.0}** |"
+        "| **netconn, all** | | | **{total:.0}** | | **{lean:.0}** | | **{emptied:.0}** |"
     );
-    row(&mut s, &k.bpftrace, None);
-    row(&mut s, &k.empty, None);
-    let runs: f64 = k
-        .programs
-        .iter()
-        .map(ProgramCost::runs_per_connection)
-        .sum();
-    let lean_runs: f64 = k.lean.iter().map(ProgramCost::runs_per_connection).sum();
-    let floor = k.empty.ns_per_run;
-    let runs_of = |part: &str| -> f64 {
-        k.programs
-            .iter()
+    row(&mut s, &k.bpftrace, false);
+    row(&mut s, &k.empty, false);
+    let runs = |of: &[ProgramCost], part: &str| -> f64 {
+        of.iter()
             .filter(|p| p.name.contains(part))
             .map(ProgramCost::runs_per_connection)
             .sum()
     };
-    let (ops_runs, backup_runs) = (runs_of("tcp_ops"), runs_of("state_b"));
+    let floor = k.empty.ns_per_run;
+    let their_runs = k.bpftrace.runs_per_connection();
     let _ = writeln!(
         s,
-        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the runs alone cost: an empty program takes {floor:.0} ns per run here (the kernel's statistics time the call itself). netconn runs {runs:.1} programs per connection ({lean_runs:.1} without the TCP metrics) where bpftrace runs {:.1}: at {floor:.0} ns each, {:.0} ns ({:.2}x bpftrace) and {:.0} ns ({:.2}x) before any program does any work. {backup_runs:.0} of those runs per connection (the backup's) are the price of exactness: the kernel skips a tracing program that fires while it already runs on the same CPU (a softirq interrupting it), so a second program on the tracepoint counts what the first missed (see `netconn-ebpf/src/main.rs`); bpftrace's count-only program loses those events. The TCP metrics' sock_ops program runs on every callback the kernel makes for every TCP socket ({ops_runs:.0} per connection here), whether or not the callback feeds a figure.",
+        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the hooks alone cost: emptied, netconn's programs take **{emptied:.0} ns per connection ({:.2}x bpftrace)** in {:.1} runs, where bpftrace runs {their_runs:.1}. An empty program takes {floor:.0} ns per run on the tracepoint (the kernel's statistics time the call itself). Above these floors, netconn's programs do {:.0} ns of work per connection with the TCP metrics and {:.0} ns without; bpftrace's program does {:.0} ns. {:.0} of the runs per connection (the backup's) are the price of exactness: the kernel skips a tracing program that fires while it already runs on the same CPU (a softirq interrupting it), so a second program on the tracepoint counts what the first missed (see `netconn-ebpf/src/main.rs`); bpftrace's count-only program loses those events. The sock_ops program runs on every callback the kernel makes for every TCP socket once any sock_ops program is attached ({:.0} per connection emptied, where it sets no flag; {:.0} with the TCP metrics, which ask for RTT samples), whether or not the callback feeds a figure.",
         total / theirs,
         lean / theirs,
-        k.bpftrace.runs_per_connection(),
-        runs * floor,
-        runs * floor / theirs,
-        lean_runs * floor,
-        lean_runs * floor / theirs,
+        emptied / theirs,
+        runs(&k.emptied, ""),
+        total - emptied,
+        lean - emptied,
+        theirs - their_runs * floor,
+        runs(&k.programs, "state_b"),
+        runs(&k.emptied, "tcp_ops"),
+        runs(&k.programs, "tcp_ops"),
     );
     s
 }

@@ -67,7 +67,9 @@ enum Task {
         micro: bool,
         /// Only the kernel time of netconn's programs per connection,
         /// beside bpftrace's and an empty program's on the same tracepoint
-        /// (about 2 minutes); its section replaces the one in BENCHMARKS.md.
+        /// and a netconn whose programs return at once, built apart in
+        /// target/emptied (about 3 minutes, and that build's first time);
+        /// its section replaces the one in BENCHMARKS.md.
         #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro"])]
         kernel: bool,
     },
