@@ -152,6 +152,19 @@ impl Netns {
         }
     }
 
+    /// One of the namespace's own counters: `prefix` is `Tcp:` (in
+    /// `/proc/net/snmp`) or `TcpExt:` (in `/proc/net/netstat`).
+    pub fn counter(&self, file: &str, prefix: &str, key: &str) -> u64 {
+        let text = self.run_cmd("cat", &[file]);
+        let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+        let (header, values) = (lines.next().unwrap(), lines.next().unwrap());
+        let at = header
+            .split_whitespace()
+            .position(|h| h == key)
+            .unwrap_or_else(|| panic!("no {key} in {file}"));
+        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    }
+
     /// Runs `cmd ARGS` in the namespace and returns its stdout; panics if
     /// it fails.
     pub fn run_cmd(&self, cmd: &str, args: &[&str]) -> String {

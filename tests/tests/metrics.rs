@@ -10,19 +10,6 @@ use netconn_integration::{Netns, SsInfo, Watch, ss_tcp_info};
 use serde_json::Value;
 use socket2::{Domain, SockRef, Socket, Type};
 
-/// Namespace counters: `prefix` is `Tcp:` (`/proc/net/snmp`) or `TcpExt:`
-/// (`/proc/net/netstat`).
-fn counter(ns: &Netns, file: &str, prefix: &str, key: &str) -> u64 {
-    let text = ns.run_cmd("cat", &[file]);
-    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
-    let (header, values) = (lines.next().unwrap(), lines.next().unwrap());
-    let at = header
-        .split_whitespace()
-        .position(|h| h == key)
-        .unwrap_or_else(|| panic!("no {key} in {file}"));
-    values.split_whitespace().nth(at).unwrap().parse().unwrap()
-}
-
 /// Loopback at 20 Mbit/s (tbf; MTU 1500 so the burst holds a packet),
 /// losing on arrival every tenth data packet sent to port 9000 (counted,
 /// not random: with GSO a 1 MB upload is only a few dozen packets, and a
@@ -174,8 +161,8 @@ fn metrics_and_close_records_agree_with_the_kernel_on_a_lossy_link() {
     });
     // Let the last segments through the qdisc, then the kernel's truth.
     std::thread::sleep(Duration::from_millis(300));
-    let snmp = |key| counter(&ns, "/proc/net/snmp", "Tcp:", key);
-    let netstat = |key| counter(&ns, "/proc/net/netstat", "TcpExt:", key);
+    let snmp = |key| ns.counter("/proc/net/snmp", "Tcp:", key);
+    let netstat = |key| ns.counter("/proc/net/netstat", "TcpExt:", key);
     let (retrans_segs, out_rsts) = (snmp("RetransSegs"), snmp("OutRsts"));
     let (overflows, drops) = (netstat("ListenOverflows"), netstat("ListenDrops"));
     let (records, status) = watch.stop_all(libc::SIGTERM);

@@ -586,13 +586,7 @@ fn all_namespaces_tcp_metrics_per_namespace() {
     use std::net::TcpStream;
     let busy = Netns::new();
     let idle = Netns::new();
-    let snmp = |ns: &Netns, key: &str| -> u64 {
-        let text = ns.run_cmd("cat", &["/proc/net/snmp"]);
-        let mut lines = text.lines().filter(|l| l.starts_with("Tcp:"));
-        let (h, v) = (lines.next().unwrap(), lines.next().unwrap());
-        let at = h.split_whitespace().position(|k| k == key).unwrap();
-        v.split_whitespace().nth(at).unwrap().parse().unwrap()
-    };
+    let snmp = |ns: &Netns, key: &str| ns.counter("/proc/net/snmp", "Tcp:", key);
     let mut cmd = netconn(&["watch", "-A", "-i", "300ms"]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let (mut watch, _) = Watch::start_cmd(cmd);
