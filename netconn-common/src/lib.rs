@@ -26,6 +26,16 @@ pub use metrics::*;
 pub use offsets::*;
 pub use udp::*;
 
+/// True in a build made with `NETCONN_EBPF_EMPTY=1`: every program returns
+/// before doing anything, so what is left is the cost of the hooks netconn
+/// attaches, the floor under any design on them (`cargo xtask bench
+/// --kernel` builds one apart, in `target/emptied`). Such a build counts
+/// nothing, and netconn says so when it loads.
+pub const EMPTIED: bool = match option_env!("NETCONN_EBPF_EMPTY") {
+    Some(v) => matches!(v.as_bytes(), [b'1']),
+    None => false,
+};
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;

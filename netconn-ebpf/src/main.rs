@@ -86,17 +86,12 @@ fn offset_at(field: *const u32) -> u32 {
     unsafe { core::ptr::read_volatile(field) }
 }
 
-/// Set at build time (`NETCONN_EBPF_EMPTY`), every program returns before
-/// doing anything: what the hooks netconn attaches cost on their own, the
-/// floor under any design on them (`cargo xtask bench --kernel` builds such
-/// a netconn apart, in `target/emptied`). That build counts nothing.
-const EMPTIED: bool = option_env!("NETCONN_EBPF_EMPTY").is_some();
-
-/// The first statement of every program: in a build with [`EMPTIED`] set,
-/// returns `$allow` at once; in any other build, compiled away.
+/// The first statement of every program: in a build with
+/// [`netconn_common::EMPTIED`], returns `$allow` at once; in any other
+/// build, compiled away.
 macro_rules! emptied_returns {
     ($allow:expr) => {
-        if crate::EMPTIED {
+        if netconn_common::EMPTIED {
             return $allow;
         }
     };

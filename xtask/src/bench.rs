@@ -383,21 +383,6 @@ pub struct Only {
     pub against: Option<String>,
 }
 
-/// Builds netconn with every kernel program returning at once
-/// (`NETCONN_EBPF_EMPTY`, see netconn-ebpf's `EMPTIED`) into a target
-/// directory of its own, so that the binaries measured stay as they are,
-/// and returns its path.
-fn build_emptied(env: &setup::Env) -> Result<String> {
-    let dir = root().join("target/emptied");
-    run_cmd(
-        cargo(env)
-            .args(["build", "--release", "--package", "netconn"])
-            .env("NETCONN_EBPF_EMPTY", "1")
-            .env("CARGO_TARGET_DIR", &dir),
-    )?;
-    Ok(dir.join("release/netconn").display().to_string())
-}
-
 /// The whole bench, or one part of it (see [`Only`]), whose section then
 /// replaces the one in BENCHMARKS.md.
 pub fn run(only: Only) -> Result<()> {
@@ -432,7 +417,7 @@ pub fn run(only: Only) -> Result<()> {
         return write_section(AGAINST_HEADING, &section, "the comparison");
     }
     if only.kernel {
-        let k = crate::kernelcost::measure(&paths, &build_emptied(&env)?)?;
+        let k = crate::kernelcost::measure(&paths, &crate::build_emptied(&env)?)?;
         let section = crate::kernelcost::render(&k, "cargo xtask bench --kernel");
         print!("{section}");
         return write_section(crate::kernelcost::HEADING, &section, "the kernel section");
@@ -497,7 +482,7 @@ pub fn run(only: Only) -> Result<()> {
     );
     let lost_sustained = sustained.lost_events.unwrap_or(f64::NAN);
     // Kernel time per connection, side by side with bpftrace.
-    let kernel = crate::kernelcost::measure(&paths, &build_emptied(&env)?)?;
+    let kernel = crate::kernelcost::measure(&paths, &crate::build_emptied(&env)?)?;
 
     // 2. Snapshot and queries at 20k, 80k, 200k sockets.
     let mut rows = Vec::new();
@@ -524,8 +509,8 @@ pub fn run(only: Only) -> Result<()> {
         ns_per_event,
         lost,
         lost_sustained,
-        kernel_total: kernel.total(),
-        kernel_lean: kernel.lean_total(),
+        kernel_total: kernel.watch.total,
+        kernel_lean: kernel.lean.total,
         kernel_section: crate::kernelcost::render(&kernel, "cargo xtask bench --kernel"),
         rows,
         micro,

@@ -53,32 +53,100 @@ struct Sample {
     empty: ProgramCost,
 }
 
-/// The medians over the rounds, with and without the TCP metrics, and
-/// with every program emptied.
-pub struct KernelCost {
-    /// `netconn watch`, program by program.
+/// One mode's figures over its rounds.
+pub struct Mode {
+    /// Per program, medians over the rounds (a program that did not run in
+    /// a round counts 0 ns per connection there).
     pub programs: Vec<ProgramCost>,
-    /// `netconn watch --no-tcp-metrics`, program by program.
-    pub lean: Vec<ProgramCost>,
+    /// Median over the rounds of all programs' time per connection.
+    pub total: f64,
+    /// Median over the rounds of that total against bpftrace's in the same
+    /// run.
+    pub ratio: f64,
+}
+
+impl Mode {
+    fn of(samples: &[Sample]) -> Mode {
+        let mut names: Vec<&str> = samples
+            .iter()
+            .flat_map(|s| s.netconn.iter().map(|p| p.name.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let find = |s: &Sample, name: &str| s.netconn.iter().find(|p| p.name == name).cloned();
+        let programs = names
+            .into_iter()
+            .map(|name| ProgramCost {
+                name: name.to_owned(),
+                ns_per_run: median(
+                    samples
+                        .iter()
+                        .filter_map(|s| find(s, name))
+                        .map(|p| p.ns_per_run)
+                        .filter(|t| *t > 0.0)
+                        .collect(),
+                ),
+                ns_per_connection: median(
+                    samples
+                        .iter()
+                        .map(|s| find(s, name).map_or(0.0, |p| p.ns_per_connection))
+                        .collect(),
+                ),
+            })
+            .collect();
+        Mode {
+            programs,
+            total: median(samples.iter().map(|s| total(&s.netconn)).collect()),
+            ratio: median(
+                samples
+                    .iter()
+                    .map(|s| total(&s.netconn) / s.bpftrace.ns_per_connection)
+                    .collect(),
+            ),
+        }
+    }
+
+    fn runs(&self, part: &str) -> f64 {
+        self.programs
+            .iter()
+            .filter(|p| p.name.contains(part))
+            .map(ProgramCost::runs_per_connection)
+            .sum()
+    }
+}
+
+/// The three modes' figures, and bpftrace's and the empty program's over
+/// all the rounds.
+pub struct KernelCost {
+    /// `netconn watch`.
+    pub watch: Mode,
+    /// `netconn watch --no-tcp-metrics`.
+    pub lean: Mode,
     /// `netconn watch` built with `NETCONN_EBPF_EMPTY`: each program
     /// returns at once, so only its hook's cost is left.
-    pub emptied: Vec<ProgramCost>,
+    pub emptied: Mode,
     pub bpftrace: ProgramCost,
     pub empty: ProgramCost,
 }
 
 impl KernelCost {
-    /// Every netconn program's time per connection, added up.
-    pub fn total(&self) -> f64 {
-        total(&self.programs)
-    }
-
-    pub fn lean_total(&self) -> f64 {
-        total(&self.lean)
-    }
-
-    pub fn emptied_total(&self) -> f64 {
-        total(&self.emptied)
+    /// What the hooks cost under the runs `mode` makes: each program's
+    /// emptied cost per run times its runs per connection in that mode
+    /// (with the TCP metrics the sock_ops program also runs for the RTT
+    /// samples they ask for, which an emptied one does not).
+    pub fn floor(&self, mode: &Mode) -> f64 {
+        mode.programs
+            .iter()
+            .map(|p| {
+                let per_run = self
+                    .emptied
+                    .programs
+                    .iter()
+                    .find(|e| e.name == p.name && e.ns_per_run.is_finite())
+                    .map_or(0.0, |e| e.ns_per_run);
+                per_run * p.runs_per_connection()
+            })
+            .sum()
     }
 }
 
@@ -93,32 +161,6 @@ fn median(mut v: Vec<f64>) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
-}
-
-/// Per-program medians over samples (a program absent from a sample is
-/// left out of that program's median).
-fn medians(samples: &[&[ProgramCost]]) -> Vec<ProgramCost> {
-    let Some(first) = samples.first() else {
-        return Vec::new();
-    };
-    first
-        .iter()
-        .map(|p| {
-            let of = |f: fn(&ProgramCost) -> f64| {
-                median(
-                    samples
-                        .iter()
-                        .filter_map(|s| s.iter().find(|q| q.name == p.name).map(f))
-                        .collect(),
-                )
-            };
-            ProgramCost {
-                name: p.name.clone(),
-                ns_per_run: of(|q| q.ns_per_run),
-                ns_per_connection: of(|q| q.ns_per_connection),
-            }
-        })
-        .collect()
 }
 
 /// Measures `ROUNDS` rounds of the three modes, alternated: `watch`,
@@ -145,27 +187,20 @@ pub fn measure(paths: &Paths, emptied: &str) -> Result<KernelCost> {
             into.push(s);
         }
     }
-    let pick = |samples: &[Sample], f: fn(&Sample) -> &ProgramCost| {
-        let all: Vec<Vec<ProgramCost>> = samples.iter().map(|s| vec![f(s).clone()]).collect();
-        let refs: Vec<&[ProgramCost]> = all.iter().map(Vec::as_slice).collect();
-        medians(&refs).remove(0)
+    let over_all = |f: fn(&Sample) -> &ProgramCost| {
+        let all = || full.iter().chain(&lean).chain(&floor).map(f);
+        ProgramCost {
+            name: all().next().map(|p| p.name.clone()).unwrap_or_default(),
+            ns_per_run: median(all().map(|p| p.ns_per_run).collect()),
+            ns_per_connection: median(all().map(|p| p.ns_per_connection).collect()),
+        }
     };
-    let per_program = |samples: &[Sample]| {
-        medians(
-            &samples
-                .iter()
-                .map(|s| s.netconn.as_slice())
-                .collect::<Vec<_>>(),
-        )
-    };
-    let k = (per_program(&full), per_program(&lean), per_program(&floor));
-    let all: Vec<Sample> = full.into_iter().chain(lean).chain(floor).collect();
     Ok(KernelCost {
-        programs: k.0,
-        lean: k.1,
-        emptied: k.2,
-        bpftrace: pick(&all, |s| &s.bpftrace),
-        empty: pick(&all, |s| &s.empty),
+        watch: Mode::of(&full),
+        lean: Mode::of(&lean),
+        emptied: Mode::of(&floor),
+        bpftrace: over_all(|s| &s.bpftrace),
+        empty: over_all(|s| &s.empty),
     })
 }
 
@@ -303,7 +338,7 @@ pub fn render(k: &KernelCost, command: &str) -> String {
         Some(p) => format!("{:.0} | {:.0}", p.ns_per_run, p.ns_per_connection),
         None => " | ".into(),
     };
-    let find = |of: &[ProgramCost], name: &str| of.iter().find(|q| q.name == name).cloned();
+    let find = |of: &Mode, name: &str| of.programs.iter().find(|q| q.name == name).cloned();
     let row = |s: &mut String, p: &ProgramCost, others: bool| {
         let (lean, emptied) = match others {
             true => (find(&k.lean, &p.name), find(&k.emptied, &p.name)),
@@ -320,38 +355,40 @@ pub fn render(k: &KernelCost, command: &str) -> String {
             cells(emptied.as_ref()),
         );
     };
-    for p in &k.programs {
+    for p in &k.watch.programs {
         row(&mut s, p, true);
     }
-    let (total, lean, emptied) = (k.total(), k.lean_total(), k.emptied_total());
-    let theirs = k.bpftrace.ns_per_connection;
+    let (watch, lean, emptied) = (&k.watch, &k.lean, &k.emptied);
     let _ = writeln!(
         s,
-        "| **netconn, all** | | | **{total:.0}** | | **{lean:.0}** | | **{emptied:.0}** |"
+        "| **netconn, all** (median of each round's total) | | | **{:.0}** | | **{:.0}** | | **{:.0}** |",
+        watch.total, lean.total, emptied.total
     );
     row(&mut s, &k.bpftrace, false);
     row(&mut s, &k.empty, false);
-    let runs = |of: &[ProgramCost], part: &str| -> f64 {
-        of.iter()
-            .filter(|p| p.name.contains(part))
-            .map(ProgramCost::runs_per_connection)
-            .sum()
-    };
-    let floor = k.empty.ns_per_run;
+    let theirs = k.bpftrace.ns_per_connection;
     let their_runs = k.bpftrace.runs_per_connection();
+    let (floor_watch, floor_lean) = (k.floor(watch), k.floor(lean));
     let _ = writeln!(
         s,
-        "\nAll together: **{total:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns) in the same runs; without the TCP metrics {lean:.0} ns, {:.2}x.\n\nWhat the hooks alone cost: emptied, netconn's programs take **{emptied:.0} ns per connection ({:.2}x bpftrace)** in {:.1} runs, where bpftrace runs {their_runs:.1}. An empty program takes {floor:.0} ns per run on the tracepoint (the kernel's statistics time the call itself). Above these floors, netconn's programs do {:.0} ns of work per connection with the TCP metrics and {:.0} ns without; bpftrace's program does {:.0} ns. {:.0} of the runs per connection (the backup's) are the price of exactness: the kernel skips a tracing program that fires while it already runs on the same CPU (a softirq interrupting it), so a second program on the tracepoint counts what the first missed (see `netconn-ebpf/src/main.rs`); bpftrace's count-only program loses those events. The sock_ops program runs on every callback the kernel makes for every TCP socket once any sock_ops program is attached ({:.0} per connection emptied, where it sets no flag; {:.0} with the TCP metrics, which ask for RTT samples), whether or not the callback feeds a figure.",
-        total / theirs,
-        lean / theirs,
-        emptied / theirs,
-        runs(&k.emptied, ""),
-        total - emptied,
-        lean - emptied,
-        theirs - their_runs * floor,
-        runs(&k.programs, "state_b"),
-        runs(&k.emptied, "tcp_ops"),
-        runs(&k.programs, "tcp_ops"),
+        "\nAll together: **{:.0} ns of kernel time per connection**, **{:.2}x bpftrace count-only** ({theirs:.0} ns; each ratio is the median of the rounds' own, netconn against bpftrace in the same run); without the TCP metrics {:.0} ns, {:.2}x.\n\nWhat the hooks alone cost: emptied, netconn's programs take **{:.0} ns per connection ({:.2}x bpftrace)** in {:.1} runs, where bpftrace runs {their_runs:.1}. An empty program takes {:.0} ns per run on the tracepoint, an emptied cgroup socket program about {:.0} (the kernel's statistics time the call itself). Under the runs each mode makes (each program's emptied cost per run times its runs there), the hooks cost {floor_watch:.0} ns per connection with the TCP metrics ({:.2}x bpftrace) and {floor_lean:.0} ns without ({:.2}x). Above these floors netconn's programs do {:.0} ns of work per connection with the TCP metrics and {:.0} ns without; bpftrace's program does {:.0} ns.\n\n{:.0} of the runs per connection (the backup's) are the price of exactness: the kernel skips a tracing program that fires while it already runs on the same CPU (a softirq interrupting it), so a second program on the tracepoint counts what the first missed (see `netconn-ebpf/src/main.rs`); bpftrace's count-only program loses those events. The sock_ops program runs on every callback the kernel makes for every TCP socket once any sock_ops program is attached ({:.0} per connection emptied, where it sets no flag; {:.0} with the TCP metrics, which ask for RTT samples), whether or not the callback feeds a figure.",
+        watch.total,
+        watch.ratio,
+        lean.total,
+        lean.ratio,
+        emptied.total,
+        emptied.ratio,
+        emptied.runs(""),
+        k.empty.ns_per_run,
+        find(emptied, "netconn_udp_create").map_or(f64::NAN, |p| p.ns_per_run),
+        floor_watch / theirs,
+        floor_lean / theirs,
+        watch.total - floor_watch,
+        lean.total - floor_lean,
+        theirs - their_runs * k.empty.ns_per_run,
+        watch.runs("state_b"),
+        emptied.runs("tcp_ops"),
+        watch.runs("tcp_ops"),
     );
     s
 }

@@ -125,11 +125,14 @@ pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// `cargo` with the eBPF toolchain chosen by setup.
+/// `cargo` with the eBPF toolchain chosen by setup. Never with
+/// `NETCONN_EBPF_EMPTY` from the caller's environment: that would build
+/// programs that count nothing (see [`build_emptied`]).
 pub fn cargo(env: &setup::Env) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root())
-        .env("NETCONN_EBPF_TOOLCHAIN", &env.ebpf_toolchain);
+        .env("NETCONN_EBPF_TOOLCHAIN", &env.ebpf_toolchain)
+        .env_remove("NETCONN_EBPF_EMPTY");
     cmd
 }
 
@@ -137,6 +140,21 @@ pub fn cargo(env: &setup::Env) -> Command {
 pub fn build_release(env: &setup::Env) -> Result<PathBuf> {
     run_cmd(cargo(env).args(["build", "--release", "--package", "netconn"]))?;
     Ok(root().join("target/release/netconn"))
+}
+
+/// Builds netconn with every kernel program returning at once
+/// (`NETCONN_EBPF_EMPTY=1`, see `netconn_common::EMPTIED`) into a target
+/// directory of its own, so that the binaries measured beside it stay as
+/// they are, and returns its path.
+pub fn build_emptied(env: &setup::Env) -> Result<String> {
+    let dir = root().join("target/emptied");
+    run_cmd(
+        cargo(env)
+            .args(["build", "--release", "--package", "netconn"])
+            .env("NETCONN_EBPF_EMPTY", "1")
+            .env("CARGO_TARGET_DIR", &dir),
+    )?;
+    Ok(dir.join("release/netconn").display().to_string())
 }
 
 fn run(args: Vec<String>) -> Result<()> {

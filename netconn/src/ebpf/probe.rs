@@ -29,11 +29,6 @@ use super::metrics::MetricsMaps;
 /// The eBPF object built from `netconn-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
 
-/// Built with `NETCONN_EBPF_EMPTY` set, the programs return at once: a
-/// build for measuring what the hooks cost alone (`cargo xtask bench
-/// --kernel`), whose counts are wrong.
-const EMPTIED: bool = option_env!("NETCONN_EBPF_EMPTY").is_some();
-
 pub use super::error::{AyaError, ProbeError};
 use super::error::{VMLINUX_BTF, counter, describe, map_error, on_every_cpu, take_map};
 
@@ -151,7 +146,7 @@ impl Probe {
     /// each in a matrix of its own (see [`Probe::adopt`]), with the
     /// optional `features`, and attaches them.
     pub fn load(netns: u32, all_namespaces: bool, features: Features) -> Result<Probe, ProbeError> {
-        if EMPTIED {
+        if netconn_common::EMPTIED {
             eprintln!(
                 "netconn: built with NETCONN_EBPF_EMPTY: the kernel programs do nothing, the counts are wrong (a build for measuring the hooks alone)"
             );
