@@ -816,7 +816,7 @@ fn first_counts_gap(rows: &[SnapshotRow]) -> String {
         return String::new();
     }
     format!(
-        "\nFirst counts, the missed target: at {} sockets `watch` needs {:.0} ms more than the target ({:.0} ms). Most of it does not grow with the table: at {} sockets the first record takes {:.0} ms where a dump takes {:.0} ms, i.e. {:.0} ms of start cost: parsing the kernel's BTF (5 MiB; three parses, side by side, about 50 ms), creating the maps and loading and verifying fourteen programs (about 70 ms), and the three RCU grace periods of the resync protocol (about 9 ms each). The dump itself is {:.0} ms at {} sockets, well under `ss`; the first record at 200k sockets is the dump plus that fixed start, which cannot overlap it (the programs must be attached before the dump for the merge to be exact).\n",
+        "\nFirst counts, the missed target: at {} sockets `watch` needs {:.0} ms more than the target ({:.0} ms). Most of it does not grow with the table: at {} sockets the first record takes {:.0} ms where a dump takes {:.0} ms, i.e. {:.0} ms of start cost (not broken down by this bench): parsing the kernel's BTF (5 MiB; three parses, side by side), creating the maps, loading and verifying up to fourteen programs, and the RCU grace periods of the resync protocol. The dump itself is {:.0} ms at {} sockets, well under `ss`; the first record at 200k sockets is the dump plus that fixed start, which cannot overlap it (the programs must be attached before the dump for the merge to be exact).\n",
         big.sockets,
         (big.netconn_first_record - big.ss / 2.0) * 1e3,
         big.ss / 2.0 * 1e3,
