@@ -392,3 +392,80 @@ pub fn render(k: &KernelCost, command: &str) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(name: &str, ns_per_run: f64, runs: f64) -> ProgramCost {
+        ProgramCost {
+            name: name.to_owned(),
+            ns_per_run,
+            ns_per_connection: ns_per_run * runs,
+        }
+    }
+
+    fn sample(netconn: Vec<ProgramCost>, bpftrace_ns: f64) -> Sample {
+        Sample {
+            netconn,
+            bpftrace: cost("bpftrace", bpftrace_ns / 10.0, 10.0),
+            empty: cost("empty program", 30.0, 10.0),
+        }
+    }
+
+    #[test]
+    fn a_program_missing_from_a_round_counts_zero_there() {
+        let rounds = [
+            sample(vec![cost("state", 100.0, 10.0)], 1000.0),
+            sample(
+                vec![cost("state", 110.0, 10.0), cost("rare", 500.0, 0.1)],
+                1000.0,
+            ),
+            sample(vec![cost("state", 120.0, 10.0)], 1000.0),
+        ];
+        let mode = Mode::of(&rounds);
+        let names: Vec<&str> = mode.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["rare", "state"]);
+        let rare = &mode.programs[0];
+        // Its time per run from the round it ran in; per connection, the
+        // median of 0, 50 and 0.
+        assert_eq!(rare.ns_per_run, 500.0);
+        assert_eq!(rare.ns_per_connection, 0.0);
+        assert_eq!(mode.programs[1].ns_per_connection, 1100.0);
+    }
+
+    #[test]
+    fn totals_and_ratios_are_each_rounds_own() {
+        // A slow round for both tools: the ratio stays what each round
+        // says, where medians taken apart would pair figures of different
+        // rounds.
+        let rounds = [
+            sample(vec![cost("state", 100.0, 10.0)], 1000.0),
+            sample(vec![cost("state", 300.0, 10.0)], 3000.0),
+            sample(vec![cost("state", 150.0, 10.0)], 750.0),
+        ];
+        let mode = Mode::of(&rounds);
+        assert_eq!(mode.total, 1500.0);
+        assert_eq!(mode.ratio, 1.0);
+    }
+
+    #[test]
+    fn the_floor_counts_each_modes_own_runs() {
+        let one = |programs: Vec<ProgramCost>| Mode::of(&[sample(programs, 1000.0)]);
+        let k = KernelCost {
+            // The TCP metrics' RTT samples: sock_ops runs 13 times, not 9.
+            watch: one(vec![cost("state", 110.0, 10.0), cost("ops", 80.0, 13.0)]),
+            lean: one(vec![cost("state", 105.0, 10.0), cost("ops", 40.0, 9.0)]),
+            emptied: one(vec![
+                cost("state", 30.0, 10.0),
+                cost("ops", 32.0, 9.0),
+                cost("rst", 200.0, 0.0),
+            ]),
+            bpftrace: cost("bpftrace", 100.0, 10.0),
+            empty: cost("empty program", 30.0, 10.0),
+        };
+        assert_eq!(k.floor(&k.watch), 30.0 * 10.0 + 32.0 * 13.0);
+        assert_eq!(k.floor(&k.lean), 30.0 * 10.0 + 32.0 * 9.0);
+        assert_eq!(k.emptied.runs("ops"), 9.0);
+    }
+}
