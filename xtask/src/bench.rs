@@ -9,17 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::lab::{Guard, Netns, Paths, rss_kib};
+use crate::lab::{Guard, Netns, Paths, median, rss_kib};
 use crate::{cargo, root, run_cmd, setup};
 
 const CHURN_ROUNDS: usize = 7;
 const CHURN_SECONDS: u32 = 6;
 const SUSTAINED_SECONDS: u32 = 60;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 /// A figure over rounds: its median and its spread.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -235,14 +230,12 @@ fn first_counts_against(paths: &Paths, other: &str) -> Result<String> {
         }
     }
     let spread = |v: &[f64]| {
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        let s = Spread::of(v.to_vec());
         format!(
             "{:.0} ms ({:.0}-{:.0})",
-            median(v.to_vec()) * 1e3,
-            lo * 1e3,
-            hi * 1e3
+            s.median * 1e3,
+            s.min * 1e3,
+            s.max * 1e3
         )
     };
     let mut s = format!(
@@ -478,21 +471,26 @@ pub fn run(only: Only) -> Result<()> {
     }
     // Churn is CPU-bound: a run that lost a share of the CPU to the
     // hypervisor (steal) is scaled back to what it would have done with it.
-    let rate = |i: usize| {
-        median(
-            runs.iter()
-                .filter(|r| r.0 == i)
-                .map(|r| r.1.rate / (1.0 - r.1.steal / 100.0).max(0.5))
-                .collect(),
-        )
-    };
-    let raw_rate = |i: usize| median(runs.iter().filter(|r| r.0 == i).map(|r| r.1.rate).collect());
-    // The penalties: each round's own, against its run with nothing
-    // attached, so that the machine's drift between rounds cancels out.
     let adjusted: Vec<f64> = runs
         .iter()
         .map(|r| r.1.rate / (1.0 - r.1.steal / 100.0).max(0.5))
         .collect();
+    let of_mode = |rates: &[f64], i: usize| {
+        median(
+            runs.iter()
+                .zip(rates)
+                .filter(|(r, _)| r.0 == i)
+                .map(|(_, rate)| *rate)
+                .collect(),
+        )
+    };
+    let rate = |i: usize| of_mode(&adjusted, i);
+    let rates: Vec<f64> = runs.iter().map(|r| r.1.rate).collect();
+    let raw_rate = |i: usize| of_mode(&rates, i);
+    // The penalties: each round's own, against its run with nothing
+    // attached, so that the machine's drift between rounds cancels out
+    // (`runs` holds the rounds one after the other, every mode in order).
+    debug_assert_eq!(adjusted.len(), ROUNDS * modes.len());
     let penalty = |i: usize| Spread::of(round_penalties(&adjusted, modes.len(), i));
     let penalties = [penalty(1), penalty(2), penalty(3)];
     let raw = [raw_rate(0), raw_rate(1), raw_rate(2), raw_rate(3)];
@@ -752,7 +750,8 @@ fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "| 0 lost events at maximum churn, sustained 60 s | {lost_sustained:.0} in one {SUSTAINED_SECONDS} s run; {lost:.0} over the {CHURN_ROUNDS} × {CHURN_SECONDS} s runs | {} |",
+        "| 0 lost events at maximum churn, sustained 60 s | {lost_sustained:.0} in one {SUSTAINED_SECONDS} s run; {lost:.0} over the {} runs of {CHURN_SECONDS} s with and without the TCP metrics | {} |",
+        2 * CHURN_ROUNDS,
         verdict(lost == 0.0 && lost_sustained == 0.0)
     );
     let _ = writeln!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::lab::{Guard, Paths};
+use crate::lab::{Guard, Paths, median};
 
 pub const HEADING: &str = "## Kernel time per connection";
 
@@ -152,15 +152,6 @@ impl KernelCost {
 
 fn total(programs: &[ProgramCost]) -> f64 {
     programs.iter().map(|p| p.ns_per_connection).sum()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Measures `ROUNDS` rounds of the three modes, alternated: `watch`,

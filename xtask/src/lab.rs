@@ -51,6 +51,17 @@ pub fn churn_connections(paths: &Paths, ns: &Netns) -> Result<f64> {
     Ok(churn["connections"].as_f64().unwrap_or(0.0).max(1.0))
 }
 
+/// The median of a set of figures (of two middle ones, their mean; NaN
+/// for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// The binaries measured.
 pub struct Paths {
     pub netconn: String,

@@ -9,18 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::lab::{Guard, Paths, rss_kib};
+use crate::lab::{Guard, Paths, median, rss_kib};
 
 /// Namespaces and sockets (pairs x 2) per namespace of the scale run.
 const NAMESPACES: usize = 100;
 const PAIRS: u64 = 500;
 /// Rounds of the kernel-cost comparison, alternated.
 const COST_ROUNDS: usize = 3;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 /// Kernel time per connection of netconn's programs over a 5 s churn in a
 /// namespace of its own, with `watch` in that namespace (`all` false) or
