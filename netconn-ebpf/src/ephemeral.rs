@@ -132,7 +132,7 @@ pub fn on_connected(ctx: &SockOpsContext, metrics: bool) {
 #[inline(always)]
 pub fn on_state(
     sk: *const u8,
-    addr: impl Fn() -> u64,
+    addr: u64,
     netns: u32,
     family: u16,
     lport: Option<u16>,
@@ -143,7 +143,7 @@ pub fn on_state(
         return Ok(());
     }
     let control = EPHEMERAL_CONTROL.get(0).copied().unwrap_or_default();
-    let flags: u8 = probe(addr(), offset!(sock_ops_cb_flags))?;
+    let flags: u8 = probe(addr, offset!(sock_ops_cb_flags))?;
     if flags & SOCK_OPS_EPHEMERAL_MARK != 0 {
         let dest = Destination {
             netns,
@@ -168,7 +168,7 @@ pub fn on_state(
     }
     let lport = match lport {
         Some(p) => p,
-        None => u16::from_be(probe(addr(), offset!(inet_sport))?),
+        None => u16::from_be(probe(addr, offset!(inet_sport))?),
     };
     let in_range = control.low != 0 && lport >= control.low && lport <= control.high;
     // A socket counted under a range that changed since may lie outside

@@ -306,7 +306,7 @@ pub fn netconn_state_change(ctx: BtfTracePointContext) -> i32 {
         // The primary never runs nested in itself.
         set_mark(slot, addr, transition_key(old, new));
     }
-    if count(sk, move || addr, old, new).is_err() {
+    if count(sk, addr, old, new).is_err() {
         bump(LOST.get_ptr_mut(0));
     }
     0
@@ -327,7 +327,7 @@ pub fn netconn_state_backup(ctx: BtfTracePointContext) -> i32 {
     }
     // The primary never saw this event: it was skipped. A rescue is one
     // only once the event is counted.
-    match count(sk, move || addr, old, new) {
+    match count(sk, addr, old, new) {
         Ok(()) => bump(RESCUED.get_ptr_mut(0)),
         Err(_) => bump(LOST.get_ptr_mut(0)),
     }
@@ -414,16 +414,11 @@ fn in_scope(ctx: &impl EbpfContext) -> bool {
     target == 0 || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == target
 }
 
-/// Counts one state change of `sk` and journals it when asked. `addr`
-/// gives the socket's address as a number, for the paths that read past
-/// `struct sock` with the fault-safe helper.
+/// Counts one state change of `sk` and journals it when asked. `addr` is
+/// the socket's address as a number (see [`address_of`]), for the paths
+/// that read past `struct sock` with the fault-safe helper.
 #[inline(always)]
-fn count(
-    sk: *const u8,
-    addr: impl Fn() -> u64 + Copy,
-    oldstate: i32,
-    newstate: i32,
-) -> Result<(), i32> {
+fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i32> {
     // MPTCP sockets also go through inet_sk_state_store(); count TCP only.
     let protocol: u16 = read(sk, offset!(sk_protocol))?;
     if protocol != IPPROTO_TCP {
@@ -445,7 +440,7 @@ fn count(
     // inet_sport lies in struct inet_sock, past the struct sock the BTF
     // argument is typed as: a direct load is refused, the helper is not.
     let lport = if ports || conns {
-        u16::from_be(probe(addr(), offset!(inet_sport))?)
+        u16::from_be(probe(addr, offset!(inet_sport))?)
     } else {
         0
     };
@@ -486,7 +481,7 @@ fn count(
         && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0
     {
         let error: i32 = read(sk, offset!(sk_err)).unwrap_or(0);
-        metrics::on_failed(sk, addr(), failure_reason(error), netns);
+        metrics::on_failed(sk, addr, failure_reason(error), netns);
     }
     // SAFETY: as for WATCH_PORTS above.
     if unsafe { core::ptr::read_volatile(&WATCH_EPHEMERAL) } != 0 {
@@ -503,7 +498,7 @@ fn count(
     if conns {
         let socket = conn::Socket {
             sk,
-            addr: addr(),
+            addr,
             netns,
             family,
             lport,
