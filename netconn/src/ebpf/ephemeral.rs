@@ -81,8 +81,10 @@ impl EphemeralMaps {
         Ok(())
     }
 
-    /// Counts a socket for userspace unless the programs count it.
-    pub fn claim(&mut self, cookie: u64, dest: &Destination) -> Result<Claim, ProbeError> {
+    /// Counts a socket for userspace unless the programs count it: the
+    /// one-at-a-time form of [`EphemeralMaps::claim_unclaimed`], for
+    /// kernels without batches.
+    fn claim(&mut self, cookie: u64, dest: &Destination) -> Result<Claim, ProbeError> {
         match self.marked.insert(cookie, dest, BPF_NOEXIST) {
             Ok(()) => Ok(Claim::Claimed),
             Err(MapError::SyscallError(e)) => match e.io_error.raw_os_error() {
