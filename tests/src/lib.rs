@@ -34,6 +34,23 @@ pub fn netconn_bin() -> PathBuf {
     release
 }
 
+/// What `bpftool -j ARGS` prints, parsed: the kernel's own view of the
+/// loaded programs and maps (run times, recursion misses, map contents).
+pub fn bpftool_json(args: &[&str]) -> Result<Value, String> {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .map_err(|e| format!("bpftool: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bpftool {args:?}: not JSON ({e})"))
+}
+
 /// Panics unless running as root: these tests need netns and BPF.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

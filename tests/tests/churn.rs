@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use netconn_integration::{Netns, Table, Watch, churn, mix, table_of, truth};
+use netconn_integration::{Netns, Table, Watch, bpftool_json, churn, mix, table_of, truth};
 
 /// Waits (bounded) for the namespace to come to rest, then for a record
 /// computed after that. "Rest" cannot cover orphaned FIN_WAIT2 sockets,
@@ -82,15 +82,7 @@ fn maximum_rate_churn_ends_at_the_truth() {
 /// backup's count of the events it counted in its place, read with
 /// bpftool from the one netconn loaded (tests run one at a time).
 fn misses_and_rescues() -> (u64, u64) {
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = std::process::Command::new("bpftool")
-            .arg("-j")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        assert!(out.status.success(), "bpftool {args:?}: {out:?}");
-        serde_json::from_slice(&out.stdout).expect("bpftool's JSON")
-    };
+    let json = |args: &[&str]| bpftool_json(args).unwrap_or_else(|e| panic!("{e}"));
     // Kernel names are cut at 15 bytes; bpftool shows the whole one when
     // the program has BTF.
     let program = |prefix: &str| -> serde_json::Value {

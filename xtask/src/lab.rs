@@ -2,7 +2,7 @@
 //! namespace of its own, children stopped on drop, the binaries measured,
 //! and a process's memory.
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -128,10 +128,7 @@ pub fn run_times_of(ids: &std::collections::BTreeSet<u64>) -> Result<Vec<(String
 fn run_times(
     mut wanted: impl FnMut(&serde_json::Value) -> bool,
 ) -> Result<Vec<(String, f64, f64)>> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()?;
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let all = netconn_integration::bpftool_json(&["prog", "show"]).map_err(anyhow::Error::msg)?;
     let mut out = Vec::new();
     for v in all.as_array().into_iter().flatten().filter(|v| wanted(v)) {
         let Some(name) = v["name"].as_str() else {
