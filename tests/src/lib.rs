@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod cgroups;
 pub mod churn;
 pub mod mix;
 

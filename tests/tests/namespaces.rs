@@ -5,6 +5,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use netconn_integration::cgroups::Cgroups;
 use netconn_integration::{Netns, Watch, netconn_bin, stdout_of, table_of, truth};
 use serde_json::Value;
 
@@ -104,77 +105,6 @@ fn a_bad_netns_is_one_line_and_a_usage_error() {
     }
 }
 
-/// The cgroup2 mount (hybrid hosts have it under /sys/fs/cgroup/unified).
-fn cgroup2_root() -> std::path::PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| f[1].into())
-        })
-        .expect("a cgroup2 mount")
-}
-
-/// Cgroups made for a test (removed, deepest first, on drop) and the
-/// processes put in them (killed first).
-struct Cgroups {
-    made: Vec<std::path::PathBuf>,
-    children: Vec<std::process::Child>,
-}
-
-impl Cgroups {
-    /// Makes `path` under the cgroup2 root (each missing level).
-    fn make(&mut self, path: &str) -> std::path::PathBuf {
-        let mut dir = cgroup2_root();
-        for part in path.split('/') {
-            dir.push(part);
-            if !dir.exists() {
-                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-                self.made.push(dir.clone());
-            }
-        }
-        dir
-    }
-
-    /// Starts `sleep` in namespace `ns` with a UTS namespace of its own
-    /// named `hostname`, inside cgroup `path`; returns its pid.
-    fn start(&mut self, ns: &Netns, hostname: &str, path: &str) -> u32 {
-        let dir = self.make(path);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "unshare", "--uts", "sh", "-c"])
-            .arg(format!(
-                "hostname {hostname} && echo ready && exec sleep 60"
-            ))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut ready,
-        )
-        .unwrap();
-        assert_eq!(ready.trim(), "ready");
-        let pid = child.id();
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
-        self.children.push(child);
-        pid
-    }
-}
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for dir in self.made.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
 #[test]
 fn list_all_namespaces_names_containers_and_pods() {
     const ID: &str = "9a3f0c1d2e4b5a6978877665544332211000ffeeddccbbaa0099887766554433";
@@ -182,10 +112,7 @@ fn list_all_namespaces_names_containers_and_pods() {
     let uid = "5e2d8c1a-3b4f-4e6a-9d7c-0a1b2c3d4e5f";
     let docker = Netns::new();
     let pod = Netns::new();
-    let mut cgroups = Cgroups {
-        made: Vec::new(),
-        children: Vec::new(),
-    };
+    let mut cgroups = Cgroups::default();
     let docker_pid = cgroups.start(&docker, "web-1", &format!("system.slice/docker-{ID}.scope"));
     let pod_path = format!(
         "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID2}.scope",

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+use crate::namespaces::inside;
 use crate::namespaces::owner::{self, Owner};
 use crate::namespaces::target::NAMED_DIR;
 
@@ -100,6 +101,27 @@ impl Namespace {
         })
     }
 
+    /// Whether the namespace is owned by the user namespace netconn runs
+    /// in (the host's): made by root, a runtime or the kubelet, not by an
+    /// unprivileged user inside a user namespace of their own. False when
+    /// it cannot be told (the namespace is gone).
+    pub fn owned_by_host_users(&self) -> bool {
+        // NS_GET_USERNS, _IO(0xb7, 0x1): the owning user namespace.
+        const NS_GET_USERNS: libc::c_ulong = 0xb701;
+        let Some(file) = self.open() else {
+            return false;
+        };
+        // SAFETY: an ioctl on a descriptor we own; it returns a new one.
+        let fd = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), NS_GET_USERNS) };
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+        let owner = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let ours = std::fs::metadata("/proc/thread-self/ns/user").map(|m| m.ino());
+        matches!((owner.metadata().map(|m| m.ino()), ours), (Ok(a), Ok(b)) if a == b)
+    }
+
     /// A process of the namespace's own `/proc/PID/net`, for the tables
     /// read from files: the namespace's sockstat, snmp and conntrack.
     pub fn proc_net(&self) -> Option<PathBuf> {
@@ -142,19 +164,35 @@ impl Namespace {
             owner.cgroup = Some(path.clone());
             owner.runtime = names.runtime;
             owner.container_id = names.container_id;
-            if names.k8s_pod_uid.is_some() {
-                owner.k8s_pod_name = uts_hostname(*pid);
-                owner.k8s_namespace = std::fs::read_to_string(format!(
-                    "/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-                ))
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty());
+            if let Some(uid) = &names.k8s_pod_uid {
+                owner.k8s_pod_name = uts_hostname(*pid).filter(|h| inside::is_host_name(h));
+                // The pod's first process is its infrastructure ("pause")
+                // container, which mounts no service account: each of the
+                // pod's processes is asked in turn.
+                owner.k8s_namespace = cgroups
+                    .iter()
+                    .filter(|(_, c)| owner::parse_cgroup(c).k8s_pod_uid.as_ref() == Some(uid))
+                    .take(SERVICE_ACCOUNT_TRIES)
+                    .find_map(|(p, _)| service_account_namespace(*p));
             }
             owner.k8s_pod_uid = names.k8s_pod_uid;
         }
         owner
     }
+}
+
+/// Processes of a pod asked for its service account's namespace.
+const SERVICE_ACCOUNT_TRIES: usize = 16;
+
+/// The Kubernetes namespace of the service account mounted in the root of
+/// process `pid`, read as [`inside`] reads a container's files, when it is
+/// a DNS label (anything else is not published).
+fn service_account_namespace(pid: u32) -> Option<String> {
+    const PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+    // A namespace name is at most 63 bytes; a newline may follow.
+    let text = inside::read_in_root(pid, PATH, 64)?;
+    let name = text.trim_end_matches('\n');
+    inside::is_dns_label(name).then(|| name.to_owned())
 }
 
 /// Whether `pid` is a kernel thread: it has no command line (nor has a

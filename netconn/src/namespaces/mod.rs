@@ -3,5 +3,6 @@
 //! what each belongs to (a container, a pod, a named namespace).
 
 pub mod discover;
+pub mod inside;
 pub mod owner;
 pub mod target;
