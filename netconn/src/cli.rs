@@ -214,6 +214,15 @@ pub struct WatchArgs {
     /// namespace's own; with --events, connection records carry the owner.
     #[arg(long, short = 'A', conflicts_with = "netns")]
     pub all_namespaces: bool,
+    /// With --all-namespaces: namespaces counted apart at most (1 to 512).
+    /// Past it, namespaces of the host's own users (the system, its
+    /// containers and pods) take the place of namespaces made inside
+    /// unprivileged user namespaces; the host record lists those left
+    /// untracked, and each is adopted as soon as a slot frees.
+    #[arg(long, value_name = "N", default_value_t = netconn_common::MAX_NAMESPACES,
+          value_parser = clap::value_parser!(u32).range(1..=netconn_common::MAX_NAMESPACES as i64),
+          requires = "all_namespaces")]
+    pub max_namespaces: u32,
     /// Also dump the socket tables each interval and add a "verify" object
     /// with the per-state differences (live - dump). At rest they are zero;
     /// under churn the two readings are moments apart.

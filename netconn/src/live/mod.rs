@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod node;
 pub mod ports;
 pub mod serve;
+pub mod slots;
 pub mod tracker;

@@ -15,8 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use netconn_common::MAX_NAMESPACES;
-
 use crate::ebpf::{Losses, Probe};
 use crate::live::ports::{Groups, PortTracker};
 use crate::live::tracker::{TrackerError, journal_window};
@@ -44,6 +42,8 @@ pub struct Space {
     base: Baseline,
     mini_tcp: Counts,
     mini_signature: (i64, u64, i64),
+    /// Owned by the host's user namespace (see [`crate::live::slots`]).
+    host_users: bool,
 }
 
 impl Space {
@@ -64,6 +64,9 @@ pub enum Change {
     New(u32),
     /// Gone, with its last counts and owner.
     Gone(Box<(Space, Counts)>),
+    /// Still there, but its slot went to a namespace of the host's users
+    /// (see [`crate::live::slots`]); its last counts and owner.
+    Untracked(Box<(Space, Counts)>),
 }
 
 pub struct Node {
@@ -75,8 +78,11 @@ pub struct Node {
     /// The TCP metrics' reader, when their programs are loaded.
     metrics: Option<crate::live::metrics::Reader>,
     spaces: BTreeMap<u32, Space>,
-    /// Namespaces found past [`MAX_NAMESPACES`].
-    untracked: BTreeSet<u32>,
+    /// Namespaces counted apart at most.
+    slots: usize,
+    /// Namespaces found past the bound, with whether the host's users own
+    /// them; tried again every interval.
+    untracked: BTreeMap<u32, (Namespace, bool)>,
     resyncs: u64,
     synced: Losses,
 }
@@ -87,7 +93,14 @@ impl Node {
     /// `conns`: also connection records (`--events`, see
     /// [`Node::take_conn_events`]); `groups`: port groups, each namespace's
     /// series apart.
-    pub fn start(groups: Groups, conns: bool, tcp_metrics: bool) -> Result<Node, TrackerError> {
+    /// `slots`: namespaces counted apart at most (at most
+    /// [`netconn_common::MAX_NAMESPACES`]).
+    pub fn start(
+        groups: Groups,
+        conns: bool,
+        tcp_metrics: bool,
+        slots: u32,
+    ) -> Result<Node, TrackerError> {
         let features = crate::ebpf::Features {
             port_groups: !groups.is_empty(),
             conns,
@@ -104,30 +117,53 @@ impl Node {
             stream: Vec::new(),
             metrics: tcp_metrics.then(crate::live::metrics::Reader::default),
             spaces: BTreeMap::new(),
-            untracked: BTreeSet::new(),
+            slots: slots.min(netconn_common::MAX_NAMESPACES) as usize,
+            untracked: BTreeMap::new(),
             resyncs: 0,
             synced: Losses::default(),
         };
         let found = discover::scan();
-        let adopted = node.adopt(found.into_values())?;
+        let (adopted, _) = node.adopt(found.into_values().collect())?;
         node.snapshot(&adopted)?;
         node.resyncs = 0;
         Ok(node)
     }
 
-    /// Gives namespaces their matrices; returns the inodes adopted.
-    fn adopt(&mut self, found: impl Iterator<Item = Namespace>) -> Result<Vec<u32>, TrackerError> {
-        let mut adopted = Vec::new();
-        for ns in found {
-            if self.spaces.contains_key(&ns.inode) || self.untracked.contains(&ns.inode) {
-                continue;
+    /// Gives slots (their matrices) to namespaces `fresh` and to those
+    /// untracked so far, by [`crate::live::slots::plan`]; returns the
+    /// inodes adopted, and the namespaces whose slots were taken back.
+    fn adopt(&mut self, fresh: Vec<Namespace>) -> Result<(Vec<u32>, Vec<Change>), TrackerError> {
+        use crate::live::slots::{Claim, plan};
+        for ns in fresh {
+            if !self.spaces.contains_key(&ns.inode) {
+                let host_users = ns.owned_by_host_users();
+                self.untracked.insert(ns.inode, (ns, host_users));
             }
+        }
+        let claim = |inode: u32, host_users: bool| Claim { inode, host_users };
+        let held: Vec<Claim> = (self.spaces.iter())
+            .map(|(i, s)| claim(*i, s.host_users))
+            .collect();
+        let candidates: Vec<Claim> = (self.untracked.iter())
+            .map(|(i, (_, h))| claim(*i, *h))
+            .collect();
+        let plan = plan(self.slots, &held, &candidates);
+        let mut taken = Vec::new();
+        for inode in plan.evict {
+            let last = self.counts(inode)?;
+            self.probe.forget(inode);
+            let space = self.spaces.remove(&inode).expect("held");
+            let host_users = space.host_users;
+            self.untracked.insert(inode, (space.ns.clone(), host_users));
+            taken.push(Change::Untracked(Box::new((space, last))));
+        }
+        let mut adopted = Vec::new();
+        for inode in plan.adopt {
+            let (ns, host_users) = self.untracked.remove(&inode).expect("a candidate");
             // Its cookie, from a socket opened inside it.
             let cookie = cookie_of(&ns);
-            if self.spaces.len() >= MAX_NAMESPACES as usize
-                || !self.probe.adopt(ns.inode, cookie)?
-            {
-                self.untracked.insert(ns.inode);
+            if !self.probe.adopt(ns.inode, cookie)? {
+                self.untracked.insert(inode, (ns, host_users));
                 continue;
             }
             adopted.push(ns.inode);
@@ -142,10 +178,11 @@ impl Node {
                     base: Baseline::default(),
                     mini_tcp: Counts::default(),
                     mini_signature: (-1, 0, -1),
+                    host_users,
                 },
             );
         }
-        Ok(adopted)
+        Ok((adopted, taken))
     }
 
     /// Snapshots namespaces `dump` (from inside each) and merges each with
@@ -301,7 +338,10 @@ impl Node {
             let space = self.spaces.remove(&inode).expect("tracked");
             changes.push(Change::Gone(Box::new((space, last))));
         }
-        self.untracked.retain(|i| found.contains_key(i));
+        self.untracked.retain(|i, _| found.contains_key(i));
+        for (inode, (ns, _)) in &mut self.untracked {
+            ns.clone_from(&found[inode]);
+        }
         let mut replaced = Vec::new();
         for (inode, ns) in &found {
             if let Some(space) = self.spaces.get_mut(inode)
@@ -328,11 +368,12 @@ impl Node {
         }
         let fresh: Vec<Namespace> = found
             .extract_if(.., |i, _| {
-                !self.spaces.contains_key(i) && !self.untracked.contains(i)
+                !self.spaces.contains_key(i) && !self.untracked.contains_key(i)
             })
             .map(|(_, ns)| ns)
             .collect();
-        let adopted = self.adopt(fresh.into_iter())?;
+        let (adopted, taken) = self.adopt(fresh)?;
+        changes.extend(taken);
         if self.probe.lost_since(self.synced)? {
             let all: Vec<u32> = self.spaces.keys().copied().collect();
             self.snapshot(&all)?;
@@ -477,9 +518,9 @@ impl Node {
         &self.spaces
     }
 
-    /// Namespaces found past the bound.
-    pub fn untracked(&self) -> usize {
-        self.untracked.len()
+    /// Namespaces found past the bound, by inode.
+    pub fn untracked(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.untracked.keys().copied()
     }
 
     /// Events the kernel could not hand over since start.

@@ -173,8 +173,11 @@ pub struct HostRecord<'a> {
     /// Namespaces counted (the records before this one).
     pub namespaces: usize,
     /// Namespaces found past the bound, not counted (0 unless the host has
-    /// more than `netconn_common::MAX_NAMESPACES`).
+    /// more than `watch --max-namespaces`).
     pub namespaces_untracked: usize,
+    /// The first of them, by inode (left out when there are none).
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    pub untracked: &'a [u32],
     /// The sum over the namespaces counted.
     pub connections: &'a Counts,
     pub lost_events: u64,
@@ -194,7 +197,8 @@ pub struct HostRecord<'a> {
 pub struct NetnsRecord<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// "new" or "gone".
+    /// "new", "gone" or "untracked" (its slot given to a namespace of the
+    /// host's users, see `watch --max-namespaces`).
     pub event: &'static str,
     pub time: &'a str,
     pub host: &'a str,

@@ -223,7 +223,8 @@ fn all_namespaces_records() {
         host: "h",
         source: Source::Ebpf,
         namespaces: 3,
-        namespaces_untracked: 0,
+        namespaces_untracked: 1,
+        untracked: &[7],
         connections: &counts,
         lost_events: 0,
         resyncs: Some(0),
@@ -234,8 +235,8 @@ fn all_namespaces_records() {
     assert_eq!(
         shape(&host),
         "type:string time:string host:string source:string namespaces:number \
-         namespaces_untracked:number connections:object lost_events:number resyncs:number \
-         output_dropped:number total:number"
+         namespaces_untracked:number untracked:array connections:object lost_events:number \
+         resyncs:number output_dropped:number total:number"
     );
     let netns = NetnsRecord {
         kind: "netns",

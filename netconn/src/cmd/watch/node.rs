@@ -118,7 +118,12 @@ pub(super) fn watch(
     let mut counting = if args.poll {
         Counting::Poll
     } else {
-        match Node::start(groups.clone(), args.events, !args.no_tcp_metrics) {
+        match Node::start(
+            groups.clone(),
+            args.events,
+            !args.no_tcp_metrics,
+            args.max_namespaces,
+        ) {
             Ok(n) => Counting::Ebpf(Box::new(n)),
             Err(e) => {
                 log.line(format!(
@@ -237,7 +242,7 @@ pub(super) fn watch(
                 };
                 first = false;
                 for change in changes {
-                    if let Change::Gone(gone) = &change {
+                    if let Change::Gone(gone) | Change::Untracked(gone) = &change {
                         // Its inode may already be another namespace's.
                         inside.remove(&gone.0.ns.inode);
                     }
@@ -250,7 +255,9 @@ pub(super) fn watch(
                                 },
                                 Counting::Poll => continue,
                             },
-                            Change::Gone(gone) => News::Gone(gone.0.ns.inode),
+                            Change::Gone(gone) | Change::Untracked(gone) => {
+                                News::Gone(gone.0.ns.inode)
+                            }
                         });
                     }
                     let (event, netns, owner, last) = match &change {
@@ -265,6 +272,9 @@ pub(super) fn watch(
                         }
                         Change::Gone(gone) => {
                             ("gone", gone.0.ns.inode, &gone.0.owner, Some(&gone.1))
+                        }
+                        Change::Untracked(gone) => {
+                            ("untracked", gone.0.ns.inode, &gone.0.owner, Some(&gone.1))
                         }
                     };
                     // A namespace that went gets its last counts, then the news.
@@ -438,6 +448,8 @@ pub(super) fn watch(
                 }
                 inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 exporters.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                let untracked: Vec<u32> =
+                    node.map_or_else(Vec::new, |n| n.untracked().take(UNTRACKED_LISTED).collect());
                 let host_record = HostRecord {
                     kind: "host",
                     time: &time,
@@ -448,7 +460,8 @@ pub(super) fn watch(
                         Source::Poll
                     },
                     namespaces: readings.len(),
-                    namespaces_untracked: node.map_or(0, Node::untracked),
+                    namespaces_untracked: node.map_or(0, |n| n.untracked().len()),
+                    untracked: &untracked,
                     connections: &sum,
                     lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
                     resyncs: node.map(Node::resyncs),
@@ -479,6 +492,9 @@ pub(super) fn watch(
     drop(counting);
     result
 }
+
+/// Untracked namespaces the host record lists at most.
+const UNTRACKED_LISTED: usize = 64;
 
 /// The labels of a namespace's series: its inode, class and owner.
 fn namespace_labels(netns: u32, owner: &Owner) -> Labels {
@@ -559,7 +575,7 @@ fn page(
                     "netconn_namespaces_untracked",
                     "Namespaces past the bound of those counted apart in the kernel.",
                 )
-                .with(vec![], Value::Gauge(node.untracked() as i64)),
+                .with(vec![], Value::Gauge(node.untracked().len() as i64)),
             ],
             &Vec::new(),
         );
