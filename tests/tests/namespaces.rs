@@ -504,6 +504,43 @@ fn all_namespaces_conntrack_per_namespace() {
     let u = of(&untracked);
     assert_eq!(u["count"], 0, "{u}");
     assert_eq!(conntrack_count(&untracked), 0);
+    assert_eq!(t["entries"]["tcp"], want, "{t}");
+    assert!(t.get("note").is_none(), "{t}");
+    assert!(u["note"].is_string(), "no rule needs conntrack there: {u}");
+
+    // New flows reach each namespace's entries by its own events (no
+    // dump per interval), and a rule added later is seen by nftables'
+    // own announcement.
+    let _more = worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
+            .collect();
+        let a: Vec<TcpStream> = (0..3).map(|_| l.accept().unwrap().0).collect();
+        (l, c, a)
+    });
+    track(&untracked);
+    let now = conntrack_count(&tracked);
+    assert!(now >= want + 3, "{now}");
+    let mut seen = None;
+    for _ in 0..20 {
+        let (round, _) = watch.next_round(Duration::from_secs(30));
+        let find = |ns: &Netns| {
+            round
+                .iter()
+                .find(|r| r["type"] == "conntrack" && r["netns"] == ns.inode())
+                .cloned()
+                .unwrap()
+        };
+        let (t, u) = (find(&tracked), find(&untracked));
+        if t["entries"]["tcp"] == now && u.get("note").is_none() {
+            seen = Some(t);
+            break;
+        }
+    }
+    let t = seen.expect("the new flows and the new rule were never seen");
+    assert_eq!(t["count"], now, "{t}");
+    assert!(t["events"]["new"]["tcp"].as_u64().unwrap() >= 3, "{t}");
 }
 
 /// `-A` with TCP metrics: each namespace's figures are its own.

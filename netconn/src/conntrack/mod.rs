@@ -304,25 +304,107 @@ fn event_loop(sock: Socket, live: &Mutex<Live>) {
             }
             continue;
         }
-        let mut l = live.lock().expect("conntrack state");
-        for (kind, payload) in netlink::messages(&buf).map_while(Result::ok) {
-            if NetfilterSubsystem::from((kind >> 8) as u8) != NetfilterSubsystem::Conntrack {
+        apply(&buf, &mut live.lock().expect("conntrack state"));
+    }
+}
+
+/// Counts the NEW and DESTROY events of one datagram into `l`; true when
+/// it also carried an nftables change (rules added or removed).
+fn apply(buf: &[u8], l: &mut Live) -> bool {
+    let mut rules_changed = false;
+    for (kind, payload) in netlink::messages(buf).map_while(Result::ok) {
+        match NetfilterSubsystem::from((kind >> 8) as u8) {
+            NetfilterSubsystem::Conntrack => {}
+            NetfilterSubsystem::NfTables => {
+                rules_changed = true;
                 continue;
             }
-            let Some(proto) = message_protocol(payload).map(proto_name) else {
-                continue;
-            };
-            match ConntrackMessageType::from(kind as u8) {
-                ConntrackMessageType::New => {
-                    *l.new.entry(proto).or_default() += 1;
-                    *l.entries.entry(proto).or_default() += 1;
-                }
-                ConntrackMessageType::Delete => {
-                    *l.destroy.entry(proto).or_default() += 1;
-                    *l.entries.entry(proto).or_default() -= 1;
-                }
-                _ => {}
+            _ => continue,
+        }
+        let Some(proto) = message_protocol(payload).map(proto_name) else {
+            continue;
+        };
+        match ConntrackMessageType::from(kind as u8) {
+            ConntrackMessageType::New => {
+                *l.new.entry(proto).or_default() += 1;
+                *l.entries.entry(proto).or_default() += 1;
             }
+            ConntrackMessageType::Delete => {
+                *l.destroy.entry(proto).or_default() += 1;
+                *l.entries.entry(proto).or_default() -= 1;
+            }
+            _ => {}
+        }
+    }
+    rules_changed
+}
+
+/// ctnetlink events read by the caller at each reading instead of by a
+/// thread of their own (`--all-namespaces`): a socket made inside the
+/// namespace stays in it, so a namespace costs one non-blocking receive
+/// per interval, where a dump walks the host-wide table (milliseconds,
+/// under the table's bucket locks, for every namespace). The same socket
+/// hears nftables announce rule changes, so that whether a rule needs
+/// conntrack is asked again only then.
+struct Polled {
+    sock: Socket,
+    live: Live,
+    buf: Vec<u8>,
+    /// Whether a rule needs conntrack, as last asked; None: to ask.
+    rules: Option<Option<bool>>,
+}
+
+/// nftables' multicast group (`NFNLGRP_NFTABLES`): rule set changes.
+const NFNLGRP_NFTABLES: u32 = 7;
+
+impl Polled {
+    /// Subscribes, then counts the entries: by a dump only when the
+    /// kernel's count says there are any.
+    fn open() -> io::Result<Polled> {
+        let sock = netlink_socket(&[
+            NFNLGRP_CONNTRACK_NEW,
+            NFNLGRP_CONNTRACK_DESTROY,
+            NFNLGRP_NFTABLES,
+        ])?;
+        let entries = match read_number(COUNT) {
+            Ok(0) => BTreeMap::new(),
+            _ => dump_entries()?,
+        };
+        Ok(Polled {
+            sock,
+            live: Live {
+                entries,
+                ..Default::default()
+            },
+            buf: Vec::with_capacity(64 * 1024),
+            rules: None,
+        })
+    }
+
+    /// Takes every event queued since the last call; an overflow is
+    /// counted and repaired by a dump, as a resync request is.
+    fn drain(&mut self) {
+        loop {
+            self.buf.clear();
+            match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
+                Ok(_) => {
+                    if apply(&self.buf, &mut self.live) {
+                        self.rules = None;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.live.lost += 1;
+                    self.live.resync_requested = true;
+                    // Rule changes may be among what was lost.
+                    self.rules = None;
+                }
+                Err(_) => break,
+            }
+        }
+        if self.live.resync_requested {
+            let live = Mutex::new(std::mem::take(&mut self.live));
+            resync(&self.sock, &mut self.buf, &live);
+            self.live = live.into_inner().expect("conntrack state");
         }
     }
 }
@@ -350,6 +432,7 @@ fn resync(sock: &Socket, buf: &mut Vec<u8>, live: &Mutex<Live>) {
 /// The figures of one conntrack record, and what is needed for the next.
 pub struct Monitor {
     live: Option<Arc<Mutex<Live>>>,
+    polled: Option<Polled>,
     /// Live entries minus the kernel's count at the last reading, if not 0.
     mismatch: Option<i64>,
     last: Option<(Instant, BTreeMap<String, u64>)>,
@@ -361,6 +444,19 @@ pub struct Reading<'a> {
     pub record: ConntrackRecord<'a>,
     /// An alert record, when the level changed.
     pub alert: Option<AlertRecord<'a>>,
+}
+
+/// Whether the live entries differ from the kernel's `count` by the same
+/// amount as at the last reading (`mismatch`, updated): events racing a
+/// dump can count an entry twice or not at all, and such a difference
+/// that holds over two readings is repaired by a new dump (the count
+/// itself also includes entries not yet confirmed, so a single reading
+/// may differ under load).
+fn steady_mismatch(mismatch: &mut Option<i64>, l: &Live, count: u64) -> bool {
+    let diff = l.entries.values().sum::<i64>() - count as i64;
+    let steady = diff != 0 && *mismatch == Some(diff);
+    *mismatch = (diff != 0).then_some(diff);
+    steady
 }
 
 /// The namespace's conntrack counters, when the kernel has them.
@@ -388,10 +484,34 @@ impl Monitor {
         };
         Monitor {
             live,
+            polled: None,
             mismatch: None,
             // The first record's rates run from here.
             last: read_stats().map(|s| (Instant::now(), s)),
             alert: Alert::new(thresholds),
+        }
+    }
+
+    /// A monitor whose events are read at each reading, on the caller's
+    /// thread (see [`Polled`]); made on a thread inside the namespace.
+    pub fn polled(thresholds: Thresholds) -> Monitor {
+        let polled = if std::path::Path::new(COUNT).exists() {
+            Polled::open().ok()
+        } else {
+            None
+        };
+        Monitor {
+            polled,
+            ..Monitor::new(false, thresholds)
+        }
+    }
+
+    /// Whether an nftables rule needs conntrack (see
+    /// [`nft_needs_conntrack`]); asked only after a change when polled.
+    fn rules_need_conntrack(&mut self) -> Option<bool> {
+        match &mut self.polled {
+            Some(p) => *p.rules.get_or_insert_with(nft_needs_conntrack),
+            None => nft_needs_conntrack(),
         }
     }
 
@@ -444,21 +564,23 @@ impl Monitor {
         }
         // Whether any flow was ever seen: events since start, when listening.
         let mut seen_new = false;
-        if let Some(live) = &self.live {
-            let mut guard = live.lock().expect("conntrack state");
-            // Events racing a dump can count an entry twice or not at all:
-            // a difference to the kernel's count that holds over two
-            // readings is repaired by a new dump (the count itself also
-            // includes entries not yet confirmed, so a single reading may
-            // differ under load).
-            let diff = guard.entries.values().sum::<i64>() - count as i64;
-            let steady = diff != 0 && self.mismatch == Some(diff);
-            if steady {
-                guard.resync_requested = true;
+        if let Some(p) = &mut self.polled {
+            p.drain();
+        }
+        let live = match (&self.live, &mut self.polled) {
+            (Some(live), _) => {
+                let mut guard = live.lock().expect("conntrack state");
+                let l = guard.clone();
+                guard.resync_requested |= steady_mismatch(&mut self.mismatch, &l, count);
+                Some(l)
             }
-            self.mismatch = (diff != 0).then_some(diff);
-            let l = guard.clone();
-            drop(guard);
+            (None, Some(p)) => {
+                p.live.resync_requested |= steady_mismatch(&mut self.mismatch, &p.live, count);
+                Some(p.live.clone())
+            }
+            (None, None) => None,
+        };
+        if let Some(l) = live {
             seen_new = !l.new.is_empty();
             table.entries = Some(l.entries);
             table.live = Some(LiveFigures {
@@ -475,7 +597,7 @@ impl Monitor {
         }
         // Said only when no flow was seen and no nftables rule asks for
         // tracking (a rule that does, with no traffic yet, is not this).
-        if count == 0 && !seen_new && nft_needs_conntrack() != Some(true) {
+        if count == 0 && !seen_new && self.rules_need_conntrack() != Some(true) {
             table.note = Some(
                 "no tracked connections: conntrack only tracks flows once a rule needs it (e.g. an nft ct state rule)",
             );

@@ -340,7 +340,7 @@ pub(super) fn watch(
                         run_in(&file, || {
                             let monitor = state
                                 .conntrack
-                                .get_or_insert_with(|| Monitor::new(false, thresholds));
+                                .get_or_insert_with(|| Monitor::polled(thresholds));
                             let figures = if args.no_tcp_metrics {
                                 None
                             } else {
