@@ -616,9 +616,11 @@ fn all_namespaces_tcp_metrics_per_namespace() {
 #[test]
 fn a_reused_inode_is_a_new_namespace() {
     use std::net::TcpStream;
-    // Long enough that the old namespace dies and the new one is made
-    // between two scans (right after a record), so that the daemon never
-    // sees the inode missing.
+    // The daemon keeps files and sockets of each namespace open, which
+    // keeps it alive until the daemon finds it gone (no process, no name:
+    // at its next walk of /proc, at most 5 s apart) and lets go; only then
+    // can the kernel give its inode to another. (Were a namespace not held,
+    // the cookie check tells a new one from the old one all the same.)
     let mut cmd = netconn(&["watch", "-A", "-i", "3s"]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let (mut watch, _) = Watch::start_cmd(cmd);
@@ -652,12 +654,12 @@ fn a_reused_inode_is_a_new_namespace() {
         drop((held, w));
         drop(old);
         // The kernel frees a namespace's inode in its cleanup work, a
-        // moment (under load, seconds) after the last reference goes, and
-        // then hands it to the next namespace made: make them until one
-        // gets it, for up to 3 s.
+        // moment (under load, seconds) after the last reference goes (the
+        // daemon's, up to a walk later), and then hands it to the next
+        // namespace made: make them until one gets it, for up to 12 s.
         let started = std::time::Instant::now();
         let mut new = Netns::new();
-        while new.inode() != old_inode && started.elapsed() < Duration::from_secs(3) {
+        while new.inode() != old_inode && started.elapsed() < Duration::from_secs(12) {
             drop(new);
             std::thread::sleep(Duration::from_millis(50));
             new = Netns::new();
@@ -694,5 +696,5 @@ fn a_reused_inode_is_a_new_namespace() {
         drop((held, w));
         return;
     }
-    panic!("the kernel never reused an inode in 10 tries of 3 s");
+    panic!("the kernel never reused an inode in 10 tries of 12 s");
 }

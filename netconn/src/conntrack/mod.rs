@@ -348,6 +348,10 @@ fn apply(buf: &[u8], l: &mut Live) -> bool {
 /// conntrack is asked again only then.
 struct Polled {
     sock: Socket,
+    /// nf_conntrack_count, nf_conntrack_max and stat/nf_conntrack, opened
+    /// inside the namespace and read again from their start: a sysctl or
+    /// a /proc/net file keeps the namespace it was opened in.
+    files: [std::fs::File; 3],
     live: Live,
     buf: Vec<u8>,
     /// Whether a rule needs conntrack, as last asked; None: to ask.
@@ -370,8 +374,14 @@ impl Polled {
             Ok(0) => BTreeMap::new(),
             _ => dump_entries()?,
         };
+        let files = [
+            std::fs::File::open(COUNT)?,
+            std::fs::File::open(MAX)?,
+            std::fs::File::open(PROC_STAT)?,
+        ];
         Ok(Polled {
             sock,
+            files,
             live: Live {
                 entries,
                 ..Default::default()
@@ -467,10 +477,18 @@ fn read_stats() -> Option<BTreeMap<String, u64>> {
 }
 
 fn read_number(path: &str) -> io::Result<u64> {
-    std::fs::read_to_string(path)?
-        .trim()
+    parse_number(&std::fs::read_to_string(path)?, path)
+}
+
+fn parse_number(text: &str, path: &str) -> io::Result<u64> {
+    text.trim()
         .parse()
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: not a number")))
+}
+
+/// A kept file's text, generated anew.
+fn read_from_start(file: &std::fs::File) -> io::Result<String> {
+    crate::tables::totals::read_from_start(file)
 }
 
 impl Monitor {
@@ -526,7 +544,11 @@ impl Monitor {
             reason: None,
             table: None,
         };
-        let (count, max) = match (read_number(COUNT), read_number(MAX)) {
+        let number = |i: usize, path: &str| match &self.polled {
+            Some(p) => parse_number(&read_from_start(&p.files[i])?, path),
+            None => read_number(path),
+        };
+        let (count, max) = match (number(0, COUNT), number(1, MAX)) {
             (Ok(c), Ok(m)) => (c, m),
             _ => {
                 record.reason =
@@ -555,7 +577,13 @@ impl Monitor {
             note: None,
         };
         let now = Instant::now();
-        if let Some(stats) = read_stats() {
+        let stats = match &self.polled {
+            Some(p) => read_from_start(&p.files[2])
+                .ok()
+                .and_then(|t| parse_stats(&t)),
+            None => read_stats(),
+        };
+        if let Some(stats) = stats {
             table.stats = Some(self.last.as_ref().map(|(then, before)| {
                 rates(before, &stats, now.duration_since(*then).as_secs_f64())
             }));

@@ -252,7 +252,19 @@ impl Listen {
     /// Overflows and drops since the last call, and their rates per
     /// second.
     pub fn interval(&mut self) -> std::io::Result<ListenFigures> {
-        let now = ListenCounters::read()?;
+        self.interval_with(ListenCounters::read()?)
+    }
+
+    /// The same when the namespace received no segment since the last
+    /// call: its counters cannot have moved (each overflow or drop is a
+    /// segment received), so they are not read.
+    pub fn interval_unmoved(&mut self) -> ListenFigures {
+        let last = self.last;
+        self.interval_with(last)
+            .expect("counters given, nothing read")
+    }
+
+    fn interval_with(&mut self, now: ListenCounters) -> std::io::Result<ListenFigures> {
         let at = Instant::now();
         let secs = at.duration_since(self.at).as_secs_f64();
         let overflows = now.overflows.saturating_sub(self.last.overflows);
@@ -282,9 +294,19 @@ pub fn figures(
     listen: &mut Listen,
     top: usize,
 ) -> std::io::Result<IntervalFigures> {
-    Ok(IntervalFigures {
+    let counters = listen.interval()?;
+    Ok(figures_with(interval, counters, top))
+}
+
+/// The same with the listen-queue figures given.
+pub fn figures_with(
+    interval: Option<&Interval>,
+    listen: ListenFigures,
+    top: usize,
+) -> IntervalFigures {
+    IntervalFigures {
         total: interval.map(|i| TcpFigures::of(&i.total)),
-        listen: listen.interval()?,
+        listen,
         top_ports: interval.map(|i| {
             i.top_ports(top)
                 .into_iter()
@@ -296,7 +318,7 @@ pub fn figures(
                 .collect()
         }),
         peers_untracked: interval.map(|i| i.peers_lost),
-    })
+    }
 }
 
 #[cfg(test)]

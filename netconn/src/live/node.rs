@@ -7,26 +7,33 @@
 //! The epoch and the journal are shared: a snapshot of some namespaces
 //! flips the epoch for all, and the others fold the matrix of the epoch
 //! that ended into their base once no program can still add to it.
-//! Namespaces are found by a scan of /proc and /run/netns each interval
-//! (the programs count nothing for a namespace without a matrix: its
-//! snapshot covers its earlier events); one is gone when no process is in
-//! it and no name holds it any more.
+//! Namespaces are found by a walk of /proc and /run/netns, every third
+//! interval or every 5 s, whichever is sooner (the programs count nothing
+//! for a namespace without a matrix: its snapshot covers its earlier
+//! events); one is gone when no process is in it and no name holds it any
+//! more.
+//!
+//! A namespace where nothing moved costs a few reads per interval: its
+//! sockstat and snmp files are kept open (see
+//! [`crate::tables::totals::TotalsFiles`]), and the time-wait and request
+//! sockets, listeners and listen counters are read only when its events or
+//! segments received moved (see [`Space::moved`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ebpf::{Losses, Probe};
 use crate::live::ports::{Groups, PortTracker};
-use crate::live::tracker::{TrackerError, journal_window};
+use crate::live::tracker::{TrackerError, journal_window, steady_disagreement};
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, merge};
 use crate::model::socket::DumpedSocket;
 use crate::model::state::{ConnType, TCP_SYN_RECV};
 use crate::namespaces::discover::{self, Namespace};
 use crate::namespaces::owner::Owner;
-use crate::namespaces::target::run_in;
+use crate::namespaces::target::{run_in, visit};
 use crate::tables::sockdiag;
-use crate::tables::totals::KernelTotals;
+use crate::tables::totals::{KernelTotals, TotalsFiles};
 
 /// One namespace's live state.
 pub struct Space {
@@ -44,6 +51,15 @@ pub struct Space {
     mini_signature: (i64, u64, i64),
     /// Owned by the host's user namespace (see [`crate::live::slots`]).
     host_users: bool,
+    /// Its mini-socket signature at the last interval.
+    seen: Option<(i64, u64, i64)>,
+    /// Its sockstat and snmp files, kept open (see [`TotalsFiles`]).
+    totals_files: Option<TotalsFiles>,
+    /// Whether a socket of it changed state or it received a segment in
+    /// the last interval (or it cannot be told): when not, nothing that a
+    /// listener shows (the set of listeners, their queues, the namespace's
+    /// listen drops) can have changed but `accept()` emptying a queue.
+    pub moved: bool,
 }
 
 impl Space {
@@ -51,12 +67,19 @@ impl Space {
     /// it, or where none is (a namespace only a name or a thread holds)
     /// from a thread that joins it. None when it cannot be read (gone).
     fn totals(&self) -> Option<KernelTotals> {
+        if let Some(files) = &self.totals_files {
+            return files.read().ok();
+        }
         match self.ns.proc_net() {
             Some(dir) => KernelTotals::read_in(&dir).ok(),
-            None => run_in(&self.ns.open()?, KernelTotals::read).ok()?.ok(),
+            None => visit(&self.ns.open()?, KernelTotals::read).ok()?.ok(),
         }
     }
 }
+
+/// How often /proc is walked for namespaces that came, went or changed
+/// hands, at most (or every third interval, when that is sooner).
+const DISCOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What changed in the set of namespaces.
 pub enum Change {
@@ -80,6 +103,10 @@ pub struct Node {
     spaces: BTreeMap<u32, Space>,
     /// Namespaces counted apart at most.
     slots: usize,
+    /// When /proc was last walked for namespaces.
+    discovered: std::time::Instant,
+    /// The watch's interval.
+    interval: std::time::Duration,
     /// Namespaces found past the bound, with whether the host's users own
     /// them; tried again every interval.
     untracked: BTreeMap<u32, (Namespace, bool)>,
@@ -94,12 +121,13 @@ impl Node {
     /// [`Node::take_conn_events`]); `groups`: port groups, each namespace's
     /// series apart.
     /// `slots`: namespaces counted apart at most (at most
-    /// [`netconn_common::MAX_NAMESPACES`]).
+    /// [`netconn_common::MAX_NAMESPACES`]); `interval`: the watch's.
     pub fn start(
         groups: Groups,
         conns: bool,
         tcp_metrics: bool,
         slots: u32,
+        interval: std::time::Duration,
     ) -> Result<Node, TrackerError> {
         let features = crate::ebpf::Features {
             port_groups: !groups.is_empty(),
@@ -118,6 +146,8 @@ impl Node {
             metrics: tcp_metrics.then(crate::live::metrics::Reader::default),
             spaces: BTreeMap::new(),
             slots: slots.min(netconn_common::MAX_NAMESPACES) as usize,
+            discovered: std::time::Instant::now(),
+            interval,
             untracked: BTreeMap::new(),
             resyncs: 0,
             synced: Losses::default(),
@@ -173,12 +203,15 @@ impl Node {
                     ports: (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
                     requests: Default::default(),
                     cookie,
+                    totals_files: totals_files(&ns),
                     owner: ns.owner(),
                     ns,
                     base: Baseline::default(),
                     mini_tcp: Counts::default(),
                     mini_signature: (-1, 0, -1),
                     host_users,
+                    seen: None,
+                    moved: true,
                 },
             );
         }
@@ -293,12 +326,6 @@ impl Node {
         Ok(())
     }
 
-    /// (time-wait sockets, events counted this epoch, segments received)
-    /// of one namespace, or None when its files cannot be read (gone).
-    fn mini_signature_now(&self, inode: u32) -> Option<(i64, u64, i64)> {
-        self.mini_signature_with(inode, &self.spaces.get(&inode)?.totals()?)
-    }
-
     /// The signature with kernel totals read before a dump (see the
     /// single-namespace tracker's).
     fn mini_signature_with(&self, inode: u32, k: &KernelTotals) -> Option<(i64, u64, i64)> {
@@ -322,9 +349,29 @@ impl Node {
     /// Once per interval: finds namespaces that came and went, repairs
     /// losses and drift, re-reads mini-sockets. Returns the changes in the
     /// set of namespaces.
-    pub fn maintain(&mut self) -> Result<Vec<Change>, TrackerError> {
-        let mut changes = Vec::new();
-        let mut found = discover::scan();
+    /// The namespaces found now, when the last walk of /proc is
+    /// [`DISCOVER_EVERY`] old (a walk reads a link of every process: on a
+    /// node of thousands, milliseconds; a new namespace's sockets are
+    /// counted by the programs before it is adopted, and adopting takes a
+    /// snapshot of it).
+    fn discover_due(&mut self) -> Option<BTreeMap<u32, Namespace>> {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.discovered) < DISCOVER_EVERY.min(3 * self.interval) {
+            return None;
+        }
+        self.discovered = now;
+        Some(discover::scan())
+    }
+
+    /// Follows the namespaces `found`: those gone, replaced or joined by
+    /// other processes, and new ones; returns those adopted and the changes
+    /// the slots made.
+    #[allow(clippy::type_complexity)]
+    fn discover(
+        &mut self,
+        mut found: BTreeMap<u32, Namespace>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(Vec<u32>, Vec<Change>), TrackerError> {
         // A namespace no process or name holds has no way in: gone.
         let gone: Vec<u32> = self
             .spaces
@@ -372,7 +419,15 @@ impl Node {
             })
             .map(|(_, ns)| ns)
             .collect();
-        let (adopted, taken) = self.adopt(fresh)?;
+        self.adopt(fresh)
+    }
+
+    pub fn maintain(&mut self) -> Result<Vec<Change>, TrackerError> {
+        let mut changes = Vec::new();
+        let (adopted, taken) = match self.discover_due() {
+            Some(found) => self.discover(found, &mut changes)?,
+            None => (Vec::new(), Vec::new()),
+        };
         changes.extend(taken);
         if self.probe.lost_since(self.synced)? {
             let all: Vec<u32> = self.spaces.keys().copied().collect();
@@ -383,10 +438,27 @@ impl Node {
                 if adopted.contains(&inode) {
                     continue;
                 }
-                if self.steady_disagreement(inode)? {
+                // One reading of the namespace's totals serves both checks.
+                let totals = self.spaces[&inode].totals();
+                let first = match &totals {
+                    Some(k) => Some(k.delta(&self.full_counts(inode)?)),
+                    None => None,
+                };
+                let seen = totals
+                    .as_ref()
+                    .and_then(|k| self.mini_signature_with(inode, k));
+                let space = self.spaces.get_mut(&inode).expect("tracked");
+                space.moved = seen.is_none() || seen != space.seen;
+                space.seen = seen;
+                if steady_disagreement(first, || self.totals_delta(inode))? {
                     resync.push(inode);
-                } else {
-                    self.refresh_mini_sockets(inode)?;
+                } else if let Some(k) = totals {
+                    self.refresh_mini_sockets_with(inode, &k)?;
+                }
+            }
+            for inode in &resync {
+                if let Some(space) = self.spaces.get_mut(inode) {
+                    space.moved = true;
                 }
             }
             if !resync.is_empty() {
@@ -413,15 +485,23 @@ impl Node {
         Ok(Some(k.delta(&live)))
     }
 
-    fn steady_disagreement(&self, inode: u32) -> Result<bool, TrackerError> {
-        crate::live::tracker::steady_disagreement(|| self.totals_delta(inode))
-    }
-
     /// Re-reads one namespace's time-wait and request sockets when its
     /// kernel counters moved, or while request sockets remain (see
     /// [`crate::live::tracker::Tracker::refresh_mini_sockets`]).
     pub fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), TrackerError> {
-        let Some(signature) = self.mini_signature_now(inode) else {
+        match self.spaces.get(&inode).and_then(Space::totals) {
+            Some(k) => self.refresh_mini_sockets_with(inode, &k),
+            None => Ok(()),
+        }
+    }
+
+    /// The same with the namespace's totals as just read.
+    fn refresh_mini_sockets_with(
+        &mut self,
+        inode: u32,
+        totals: &KernelTotals,
+    ) -> Result<(), TrackerError> {
+        let Some(signature) = self.mini_signature_with(inode, totals) else {
             return Ok(());
         };
         let space = &self.spaces[&inode];
@@ -435,7 +515,7 @@ impl Node {
             return Ok(());
         };
         let with_udp = space.ports.is_some();
-        let dump = run_in(&file, || sockdiag::mini_dump(with_udp));
+        let dump = visit(&file, || sockdiag::mini_dump(with_udp));
         let Ok(Ok(mut dump)) = dump else {
             return Ok(());
         };
@@ -532,6 +612,19 @@ impl Node {
     /// of each new namespace when it appeared).
     pub fn resyncs(&self) -> u64 {
         self.resyncs
+    }
+}
+
+/// A namespace's totals files: from `/proc/PID/net` of a process in it,
+/// or from a visit when none is (a namespace only a name holds).
+fn totals_files(ns: &Namespace) -> Option<TotalsFiles> {
+    match ns.proc_net() {
+        Some(dir) => TotalsFiles::open_in(&dir).ok(),
+        None => visit(&ns.open()?, || {
+            TotalsFiles::open_in(std::path::Path::new("/proc/thread-self/net"))
+        })
+        .ok()?
+        .ok(),
     }
 }
 

@@ -46,12 +46,13 @@ pub(crate) fn journal_window<T>(
     Ok(dumped)
 }
 
-/// Whether `delta` (live totals minus the kernel's; None: unreadable)
-/// is non-zero and holds still over [`RECONCILE_SAMPLES`] readings.
+/// Whether `delta` (live totals minus the kernel's; None: unreadable),
+/// `first` as read already, is non-zero and holds still over
+/// [`RECONCILE_SAMPLES`] readings.
 pub(crate) fn steady_disagreement(
+    first: Option<[i64; 5]>,
     mut delta: impl FnMut() -> Result<Option<[i64; 5]>, TrackerError>,
 ) -> Result<bool, TrackerError> {
-    let first = delta()?;
     if first.is_none() || first == Some([0; 5]) {
         return Ok(false);
     }
@@ -205,12 +206,15 @@ impl Tracker {
     /// kernel's own (see [`crate::tables::totals`]). Returns whether it
     /// resynced.
     pub fn maintain(&mut self) -> Result<bool, TrackerError> {
+        // One reading of the kernel's totals serves both checks.
+        let totals = KernelTotals::read().map_err(TrackerError::Totals)?;
+        let first = totals.delta(&self.full_counts()?);
         let reason = if self.probe.lost_since(self.synced)? {
             REASON_LOST
-        } else if self.steady_disagreement()? {
+        } else if steady_disagreement(Some(first), || self.totals_delta().map(Some))? {
             REASON_RECONCILE
         } else {
-            self.refresh_mini_sockets()?;
+            self.refresh_mini_sockets_with(&totals)?;
             return Ok(false);
         };
         self.corrected_resync(reason)?;
@@ -238,7 +242,12 @@ impl Tracker {
     /// SYN-ACKs unanswered, `inet_csk_reqsk_queue_drop()` from the
     /// request timer) moves none of the counters of the signature.
     pub fn refresh_mini_sockets(&mut self) -> Result<(), TrackerError> {
-        let signature = self.mini_signature_now()?;
+        self.refresh_mini_sockets_with(&KernelTotals::read().map_err(TrackerError::Totals)?)
+    }
+
+    /// The same with the kernel's totals as just read.
+    fn refresh_mini_sockets_with(&mut self, totals: &KernelTotals) -> Result<(), TrackerError> {
+        let signature = self.mini_signature_with(totals)?;
         let requests = [ConnType::Tcp, ConnType::Tcp6]
             .iter()
             .any(|ct| self.mini_tcp.get(*ct, TCP_SYN_RECV) != 0);
@@ -261,11 +270,6 @@ impl Tracker {
         Ok(())
     }
 
-    /// (time-wait sockets, events counted this epoch, segments received).
-    fn mini_signature_now(&self) -> Result<(i64, u64, i64), TrackerError> {
-        self.mini_signature_with(&KernelTotals::read().map_err(TrackerError::Totals)?)
-    }
-
     /// The signature with kernel totals read earlier. The events are
     /// read now: every event that makes or ends a mini-socket also moves
     /// the time-wait count or the segments received.
@@ -281,10 +285,6 @@ impl Tracker {
         let live = self.full_counts()?;
         let k = KernelTotals::read().map_err(TrackerError::Totals)?;
         Ok(k.delta(&live))
-    }
-
-    fn steady_disagreement(&self) -> Result<bool, TrackerError> {
-        steady_disagreement(|| self.totals_delta().map(Some))
     }
 
     pub fn last_correction(&self) -> Option<&Correction> {

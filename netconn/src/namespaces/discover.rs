@@ -1,7 +1,8 @@
 //! Every network namespace of the host that a process is in or that has a
 //! name under /run/netns, found the way `lsns` and `ip netns` find them.
-//! netconn holds no namespace open between uses, so one whose last process
-//! exits and whose name is removed goes away as it would without netconn.
+//! A namespace with no process and no name is gone: `watch -A` then lets
+//! go of the files and sockets it keeps of it (which keep it alive until
+//! then), and it goes away as it would without netconn.
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -14,7 +14,7 @@ use crate::live::serve as served;
 use crate::model::counts::Counts;
 use crate::namespaces::discover;
 use crate::namespaces::owner::Owner;
-use crate::namespaces::target::run_in;
+use crate::namespaces::target::{run_in, visit};
 use crate::output::record::{CountsRecord, HostRecord, NetnsRecord, Source};
 use crate::output::writer::{Flow, Writer};
 use crate::prometheus::exporter::{Exporter, Health, Interval, info};
@@ -32,6 +32,9 @@ struct Reading {
     ports: Option<Vec<crate::output::figures::PortSeries>>,
     /// Its request sockets by listening address and port.
     requests: crate::live::listeners::Requests,
+    /// Whether anything moved in it in the interval (see
+    /// [`crate::live::node::Space::moved`]); polled: always.
+    moved: bool,
 }
 
 /// What is kept of a namespace between visits to it: its conntrack
@@ -45,6 +48,8 @@ struct Inside {
     new_listeners: Option<crate::live::listeners::NewListeners>,
     /// Its `conn_spike` and `syn_flood` alerts.
     alerting: Option<crate::live::alerts::Alerting>,
+    /// Its listening sockets as last dumped.
+    listening: Option<Vec<crate::tables::listeners::ListenSocket>>,
 }
 
 /// What the thread of `--events` learns of the namespaces.
@@ -123,6 +128,7 @@ pub(super) fn watch(
             args.events,
             !args.no_tcp_metrics,
             args.max_namespaces,
+            interval,
         ) {
             Ok(n) => Counting::Ebpf(Box::new(n)),
             Err(e) => {
@@ -336,8 +342,15 @@ pub(super) fn watch(
                         .as_mut()
                         .map(|m| m.remove(&r.netns).unwrap_or_default());
                     let state = inside.entry(r.netns).or_default();
-                    let visit = r.ns.open().and_then(|file| {
-                        run_in(&file, || {
+                    // Nothing moved in it and no connection waits to be
+                    // accepted: its listeners are as last dumped (only
+                    // accept() changes them without an event or a segment,
+                    // and it only empties queues).
+                    let still = !r.moved
+                        && (state.listening.as_ref())
+                            .is_some_and(|l| l.iter().all(|s| s.accept_queue == 0));
+                    let inside_ns = r.ns.open().and_then(|file| {
+                        visit(&file, || {
                             let monitor = state
                                 .conntrack
                                 .get_or_insert_with(|| Monitor::polled(thresholds));
@@ -348,20 +361,38 @@ pub(super) fn watch(
                                     state.listen = crate::live::metrics::Listen::start().ok();
                                 }
                                 state.listen.as_mut().and_then(|l| {
-                                    crate::live::metrics::figures(interval.as_ref(), l, top_ports)
+                                    if still {
+                                        let unmoved = l.interval_unmoved();
+                                        Some(crate::live::metrics::figures_with(
+                                            interval.as_ref(),
+                                            unmoved,
+                                            top_ports,
+                                        ))
+                                    } else {
+                                        crate::live::metrics::figures(
+                                            interval.as_ref(),
+                                            l,
+                                            top_ports,
+                                        )
                                         .ok()
+                                    }
                                 })
                             };
-                            let listening = crate::tables::listeners::dump().ok();
+                            let listening = if still {
+                                state.listening.clone()
+                            } else {
+                                crate::tables::listeners::dump().ok()
+                            };
                             (figures, listening, monitor.read(&host, r.netns, &time))
                         })
                         .ok()
                     });
-                    let (figures, now, ct) = match visit {
+                    let (figures, now, ct) = match inside_ns {
                         Some((f, l, c)) => (f, l, Some(c)),
                         None => (None, None, None),
                     };
                     record.tcp_metrics = figures.as_ref();
+                    state.listening.clone_from(&now);
                     let owner = |c| node.and_then(|n| n.owner_of(c));
                     let mut alerts = now.as_ref().map_or_else(Vec::new, |now| {
                         state
@@ -409,7 +440,7 @@ pub(super) fn watch(
                                 // Only for an alert record: into the namespace.
                                 r.ns.open()
                                     .and_then(|file| {
-                                        run_in(&file, || {
+                                        visit(&file, || {
                                             crate::tables::sockdiag::peers_of_port(port, states)
                                         })
                                         .ok()?
@@ -652,7 +683,7 @@ fn read(
 ) -> Result<(Vec<Reading>, Vec<Change>), CmdError> {
     let dump = |ns: &discover::Namespace| -> Option<Vec<crate::model::socket::DumpedSocket>> {
         let file = ns.open()?;
-        run_in(&file, || {
+        visit(&file, || {
             let mut dump = Vec::new();
             for ct in crate::model::state::ConnType::ALL {
                 crate::tables::snapshot::dump(ct, &mut dump)?;
@@ -683,6 +714,7 @@ fn read(
                     },
                     ports,
                     requests: space.requests.clone(),
+                    moved: space.moved,
                 });
             }
             Ok((readings, changes))
@@ -705,6 +737,7 @@ fn read(
                     counts,
                     ports,
                     requests: crate::live::listeners::requests(&sockets),
+                    moved: true,
                 });
             }
             Ok((readings, Vec::new()))
