@@ -803,14 +803,27 @@ impl Config {
         let mut config = match &path {
             Some(p) => {
                 let name = p.display().to_string();
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError(format!("{name}: cannot read: {e}")))?;
+                let text = read_bounded(p).map_err(|e| ConfigError(format!("{name}: {e}")))?;
                 Config::parse(&text, &name)?
             }
             None => Config::default(),
         };
         config.apply_env(env)?;
         Ok(config)
+    }
+
+    /// The environment's `NETCONN_*` and `ENV_INPUT_NETSTAT_*` variables
+    /// that are not UTF-8: an error naming the first, rather than a value
+    /// silently ignored.
+    pub fn check_env_text() -> Result<(), ConfigError> {
+        for (key, value) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let ours = key.starts_with("NETCONN_") || key.starts_with("ENV_INPUT_NETSTAT_");
+            if ours && value.to_str().is_none() {
+                return Err(ConfigError(format!("{key}: not UTF-8 text")));
+            }
+        }
+        Ok(())
     }
 
     /// `NETCONN_INTERVAL`, `NETCONN_ADDR_PORTS` (a JSON list of ports,
@@ -994,6 +1007,37 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is too short: the shortest interval is 10ms"));
     }
     Ok(d)
+}
+
+/// A configuration file is at most this long.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A configuration file's text: a regular file (a pipe or a device is
+/// refused at once, never waited on or read without end) of at most
+/// [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("larger than {} KiB", MAX_FILE_BYTES >> 10));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {} KiB", MAX_FILE_BYTES >> 10));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
 #[cfg(test)]

@@ -84,3 +84,40 @@ pub fn comm_of(pid: u32) -> Option<String> {
         .ok()
         .map(|c| c.trim_end().to_owned())
 }
+
+/// `s` with every control character (C0, DEL, C1) written as an escape
+/// (`\x1b`, `\u{9b}`): a name that a process or a container chose
+/// (`prctl(PR_SET_NAME)`, a host name, a cgroup), printed on a terminal,
+/// cannot move its cursor, retitle or recolour it.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("nginx: worker"), "nginx: worker");
+        assert_eq!(
+            printable("\x1b]0;PWNED\x07\x1b[31m"),
+            "\\x1b]0;PWNED\\x07\\x1b[31m"
+        );
+        assert_eq!(printable("a\nb\u{9b}c\u{7f}"), "a\\x0ab\\u{9b}c\\x7f");
+        assert_eq!(printable("héllo"), "héllo");
+    }
+}

@@ -401,6 +401,7 @@ pub fn aggregate_json(groups: &[(Option<u32>, Vec<Group>)]) -> Vec<u8> {
 
 /// Left-aligned columns for people.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows = &printable_rows(rows.to_vec());
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -423,6 +424,18 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(&mut r.iter().map(String::as_str)));
     }
     out
+}
+
+/// [`table`] for cells that may hold names processes chose: each cell
+/// escaped first (see [`crate::host::printable`]).
+fn printable_rows(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    rows.into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| crate::host::printable(&c).into_owned())
+                .collect()
+        })
+        .collect()
 }
 
 pub fn rows_table(lists: &[Namespaced]) -> String {

@@ -227,6 +227,11 @@ fn one_address_touching_many_closed_ports_is_a_port_scan() {
         .map(|p| p.as_u64().unwrap())
         .collect();
     assert_eq!(sample, (1000..1010).collect::<Vec<u64>>());
+    // Active alerts reach the plugin (and the exporter, from the same list).
+    let out = ns.netconn(&["check", "--alerts"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("port_scan 127.0.0.2"), "{text}");
+    assert_eq!(out.status.code(), Some(2), "critical: {text}");
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
     let _ = std::fs::remove_file(config);

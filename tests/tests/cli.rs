@@ -101,6 +101,9 @@ fn bad_environment_is_one_clear_line() {
         ("NETCONN_JOURNAL_BYTES", "5000"),
         ("NETCONN_OUTPUT_QUEUE_BYTES", "many"),
         ("NETCONN_ADDR_PORTS", "[\"x\"]"),
+        // Unbounded sizes are refused, not allocated.
+        ("NETCONN_JOURNAL_BYTES", "2147483648"),
+        ("NETCONN_OUTPUT_QUEUE_BYTES", "18446744073709551615"),
     ] {
         let out = Command::new(netconn_bin())
             .args(["watch", "--count", "1", "--poll"])
@@ -112,6 +115,50 @@ fn bad_environment_is_one_clear_line() {
         assert!(stderr.starts_with(&format!("netconn: {var}")), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
+}
+
+/// Inputs that would make the daemon allocate without end or wait
+/// forever are refused at once: a configuration that is a device or a
+/// pipe, and environment values that are not text.
+#[test]
+fn unbounded_inputs_are_refused_at_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let started = std::time::Instant::now();
+    assert_one_line_error(
+        &["watch", "--count", "1", "--poll", "--config", "/dev/zero"],
+        "/dev/zero: not a regular file",
+    );
+    let fifo = std::env::temp_dir().join(format!("netconn-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let fifo_arg = fifo.to_str().unwrap().to_owned();
+    let (code, _, stderr) = run(&["watch", "--count", "1", "--poll", "--config", &fifo_arg]);
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    let big = std::env::temp_dir().join(format!("netconn-big-{}.toml", std::process::id()));
+    std::fs::write(&big, "#".repeat(2 << 20)).unwrap();
+    let (code, _, stderr) = run(&[
+        "watch",
+        "--count",
+        "1",
+        "--poll",
+        "--config",
+        big.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&big);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("larger than 1024 KiB"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let out = Command::new(netconn_bin())
+        .args(["watch", "--count", "1", "--poll"])
+        .env("NETCONN_INTERVAL", std::ffi::OsStr::from_bytes(b"1\xffs"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim(), "netconn: NETCONN_INTERVAL: not UTF-8 text");
 }
 
 #[test]

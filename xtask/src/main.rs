@@ -3,6 +3,7 @@
 //! Every task installs what it needs first, so a fresh machine needs nothing
 //! but Rust (stable, with rustup) and root.
 
+mod atrest;
 mod bench;
 mod deb;
 mod kernelcost;
@@ -50,9 +51,10 @@ enum Task {
         /// in BENCHMARKS.md.
         #[arg(long)]
         soak: bool,
-        /// Only `watch --all-namespaces` (about 5 minutes): kernel time per
-        /// connection against a single-namespace watch, the first host
-        /// record at 100 namespaces, memory per namespace.
+        /// Only `watch --all-namespaces` (about 10 minutes): kernel time per
+        /// connection against a single-namespace watch, the daemon's CPU
+        /// per namespace per interval at 10, 110 and 500 namespaces, the
+        /// first host record at 100 namespaces, memory per namespace.
         #[arg(long, conflicts_with = "soak")]
         namespaces: bool,
         /// Only the first counts at 200,000 sockets (`snapshot`, and

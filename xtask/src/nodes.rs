@@ -1,6 +1,7 @@
 //! `cargo xtask bench --namespaces`: `watch --all-namespaces` against a
 //! single-namespace watch and against `ss` run in every namespace: kernel
-//! time per connection in each mode, the first host record at 100
+//! time per connection in each mode, the daemon's CPU per namespace per
+//! interval (see the atrest module), the first host record at 100
 //! namespaces of 1,000 sockets, and the daemon's memory per namespace.
 
 use std::io::{BufRead, BufReader};
@@ -121,6 +122,7 @@ pub struct Result_ {
     ss_each: f64,
     rss_base_kib: u64,
     rss_kib: u64,
+    at_rest: Vec<crate::atrest::Reading>,
 }
 
 pub fn run(paths: &Paths) -> Result<Result_> {
@@ -160,7 +162,10 @@ pub fn run(paths: &Paths) -> Result<Result_> {
     let (single_plain, single_metrics_plain) =
         (medians(&single_plain), medians(&single_metrics_plain));
 
-    // 2. Memory with the host's namespace only, then at scale.
+    // 2. What a node pays per namespace per interval.
+    let at_rest = crate::atrest::run(paths)?;
+
+    // 3. Memory with the host's namespace only, then at scale.
     let rss_base_kib = daemon_rss(paths)?;
     let mut spaces = Vec::new();
     let mut holders = Vec::new();
@@ -173,7 +178,7 @@ pub fn run(paths: &Paths) -> Result<Result_> {
         "xtask bench: namespaces: {NAMESPACES} x {} sockets ready",
         PAIRS * 2
     );
-    // 3. The first host record, against ss -tan in each namespace.
+    // 4. The first host record, against ss -tan in each namespace.
     let mut firsts = Vec::new();
     let mut seen = serde_json::Value::Null;
     for _ in 0..3 {
@@ -209,6 +214,7 @@ pub fn run(paths: &Paths) -> Result<Result_> {
         ss_each: median(ss_runs),
         rss_base_kib,
         rss_kib: rss,
+        at_rest,
     })
 }
 
@@ -254,6 +260,7 @@ pub fn render(r: &Result_) -> String {
             (b / a - 1.0) * 100.0
         ));
     }
+    s.push_str(&crate::atrest::render(&r.at_rest));
     s.push_str(&format!(
         "At {NAMESPACES} namespaces of {} sockets each (+ the host's), the first host record of \
          `watch --all-namespaces` (start, load, snapshot of every namespace from inside it): \

@@ -8,6 +8,7 @@ use crate::host;
 use crate::output::sink::Sink;
 
 pub fn run(args: ConntrackArgs) -> Result<(), CmdError> {
+    Config::check_env_text()?;
     let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
     let mut sink = Sink::open(args.output.as_deref()).map_err(CmdError::Usage)?;
     let netns = super::own_netns()?;

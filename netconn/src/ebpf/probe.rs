@@ -570,11 +570,15 @@ pub fn ring_bytes_override(var: &str) -> Result<Option<u32>, String> {
     let Ok(v) = std::env::var(var) else {
         return Ok(None);
     };
+    // The kernel's memory, charged to netconn: bounded.
+    let most = 256 << 20;
     v.parse::<u32>()
         .ok()
-        .filter(|b| b.is_power_of_two() && *b >= page)
+        .filter(|b| b.is_power_of_two() && (page..=most).contains(b))
         .map(Some)
-        .ok_or_else(|| format!("{var}: expected a power of two of at least {page}, got {v:?}"))
+        .ok_or_else(|| {
+            format!("{var}: expected a power of two from {page} to {most} (256 MiB), got {v:?}")
+        })
 }
 
 /// Where a program attaches.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// (with many port groups), so this holds minutes of a stalled reader.
 pub const QUEUE_BYTES: usize = 16 << 20;
 
-/// `NETCONN_OUTPUT_QUEUE_BYTES`: the queue's bound in bytes, at least 4096
+/// `NETCONN_OUTPUT_QUEUE_BYTES`: the queue's bound in bytes, 4096 to 1 GiB
 /// (tests shrink it to make it overflow); anything else is an error.
 pub fn queue_bytes() -> Result<usize, String> {
     let Ok(v) = std::env::var("NETCONN_OUTPUT_QUEUE_BYTES") else {
@@ -38,10 +38,10 @@ pub fn queue_bytes() -> Result<usize, String> {
     };
     v.parse::<usize>()
         .ok()
-        .filter(|b| *b >= 4096)
+        .filter(|b| (4096..=1 << 30).contains(b))
         .ok_or_else(|| {
             format!(
-                "NETCONN_OUTPUT_QUEUE_BYTES: expected a number of bytes of at least 4096, got {v:?}"
+                "NETCONN_OUTPUT_QUEUE_BYTES: expected a number of bytes from 4096 to 1073741824 (1 GiB), got {v:?}"
             )
         })
 }

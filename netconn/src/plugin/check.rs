@@ -141,7 +141,8 @@ pub fn alerts_report(records: &[serde_json::Value], spec: &Spec) -> (String, Sta
             .iter()
             .map(|r| {
                 let about = about(r);
-                let name = r["alert"].as_str().unwrap_or("alert");
+                let about = crate::host::printable(&about);
+                let name = crate::host::printable(r["alert"].as_str().unwrap_or("alert"));
                 let sep = if about.is_empty() { "" } else { " " };
                 format!("{name}{sep}{about}{}", status_of(r).suffix())
             })

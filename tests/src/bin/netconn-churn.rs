@@ -114,6 +114,8 @@ fn listen_deep() -> TcpListener {
 
 fn hold(pairs: usize) {
     let listener = listen_deep();
+    // A bound UDP socket too, as a small service has.
+    let _udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let addr: SocketAddr = listener.local_addr().unwrap();
     let mut held = Vec::with_capacity(pairs * 2);
     for _ in 0..pairs {

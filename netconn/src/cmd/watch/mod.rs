@@ -201,6 +201,7 @@ const LOG_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub fn run(args: WatchArgs) -> Result<(), CmdError> {
     // Nothing starts half-configured: the configuration first.
+    Config::check_env_text()?;
     let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
     let interval = args
         .interval
