@@ -8,7 +8,7 @@
 //!
 //! The process is taken only where the state change runs in the process's
 //! own context: `connect()` (CLOSE -> SYN_SENT) and `listen()` (CLOSE ->
-//! LISTEN). A listener's process is remembered by port and handed to the
+//! LISTEN). A listener's process is remembered by namespace and port and handed to the
 //! connections accepted on it (LISTEN -> SYN_RECV, in softirq, where the
 //! current task is unrelated and never read).
 
@@ -35,9 +35,16 @@ use crate::{bump, probe, read, sock_addr};
 #[map]
 static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
 
-/// Owners of listeners, by local port.
+/// Owners of listeners, by namespace and local port ([`listener_key`]):
+/// pods that all listen on 8080 are each their own.
 #[map]
-static LISTENERS: LruHashMap<u16, Owner> = LruHashMap::with_max_entries(1 << 12, 0);
+static LISTENERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(1 << 12, 0);
+
+/// A listener's key: its namespace's inode above its port.
+#[inline(always)]
+fn listener_key(netns: u32, lport: u16) -> u64 {
+    (u64::from(netns) << 16) | u64::from(lport)
+}
 
 /// Reset bits seen per socket, by cookie.
 #[map]
@@ -121,7 +128,7 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
         }
         (TCP_LISTEN, TCP_SYN_RECV) => {
             // SAFETY: a value of this map, copied out at once.
-            if let Some(owner) = unsafe { LISTENERS.get(lport) }.copied() {
+            if let Some(owner) = unsafe { LISTENERS.get(listener_key(netns, lport)) }.copied() {
                 let _ = OWNERS.insert(cookie(), owner, 0);
             }
             return Ok(());
@@ -133,7 +140,7 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
         (TCP_CLOSE, TCP_LISTEN) => {
             let owner = current_owner();
             let _ = OWNERS.insert(cookie(), owner, 0);
-            let _ = LISTENERS.insert(lport, owner, 0);
+            let _ = LISTENERS.insert(listener_key(netns, lport), owner, 0);
             CONN_OPEN
         }
         (o, TCP_CLOSE) if was_open(o) => CONN_CLOSE,

@@ -101,15 +101,15 @@ pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
 /// Socket cookie -> (pid, comm) from the namespace's running `watch`, if
 /// any (none: an empty map).
 fn daemon_owners(netns: u32) -> HashMap<u64, (u32, String)> {
-    let path = crate::live::serve::socket_path(netns);
-    match crate::live::serve::query(
-        &path,
-        crate::live::serve::Request::Owners,
-        std::time::Duration::from_secs(5),
-    ) {
-        Ok(text) => crate::live::serve::parse_owners(&text),
-        Err(_) => HashMap::new(),
-    }
+    use crate::live::serve::{Request, node_socket_path, parse_owners, query, socket_path};
+    let ask = |path: &std::path::Path| {
+        query(path, Request::Owners, std::time::Duration::from_secs(5)).map(|t| parse_owners(&t))
+    };
+    // The namespace's own watch, else a watch of every namespace (socket
+    // cookies are the host's: its answer covers this namespace too).
+    ask(&socket_path(netns))
+        .or_else(|_| ask(&node_socket_path()))
+        .unwrap_or_default()
 }
 
 /// Socket inode -> (pid, comm), from `/proc/*/fd`: the walk that makes

@@ -470,6 +470,116 @@ fn all_namespaces_events_carry_each_namespace_and_its_directions() {
     drop((new_client, new_server));
 }
 
+/// Pods that all listen on one port: the connections each accepts carry
+/// its own listener's process, not the last one to call listen() on that
+/// port anywhere on the node.
+#[test]
+fn listeners_on_one_port_in_two_namespaces_keep_their_own_process() {
+    use std::io::BufRead;
+    use std::net::TcpStream;
+    let (a, b) = (Netns::new(), Netns::new());
+    let mut cmd = netconn(&["watch", "-A", "--events", "-i", "300ms"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let script = "import socket, sys\n\
+                  s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('127.0.0.1', 8080)); s.listen()\n\
+                  print('ready', flush=True); c, _ = s.accept(); sys.stdin.read()\n";
+    let mut server = a
+        .cmd("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    // The same port in b, listened on later, by this process.
+    let in_b = b.worker();
+    let _b_listener = in_b.exec(|| TcpListener::bind("127.0.0.1:8080").unwrap());
+    let in_a = a.worker();
+    let _client = in_a.exec(|| TcpStream::connect("127.0.0.1:8080").unwrap());
+    let ia = a.inode();
+    let mut accepted = None;
+    for _ in 0..20 {
+        let (round, _) = watch.next_round(Duration::from_secs(30));
+        accepted = round.into_iter().find(|r| {
+            r["type"] == "conn"
+                && r["event"] == "open"
+                && r["netns"] == ia
+                && r["lport"] == 8080
+                && r["direction"] != "listen"
+        });
+        if accepted.is_some() {
+            break;
+        }
+    }
+    let accepted = accepted.expect("no open record for the accepted connection");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(accepted["pid"], server.id(), "{accepted}");
+    assert_eq!(accepted["comm"], "python3", "{accepted}");
+}
+
+/// The `-A` daemon with `--events` gives `list` the processes behind the
+/// sockets of a namespace that has no watch of its own; SIGHUP resyncs
+/// every namespace, and each record says so for itself.
+#[test]
+fn a_node_daemon_gives_owners_and_says_each_resync() {
+    use std::net::TcpStream;
+    let ns = Netns::new();
+    let mut cmd = netconn(&["watch", "-A", "-i", "300ms", "--events"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut watch, _) = Watch::start_cmd(cmd);
+    let inode = ns.inode();
+    // Adopted first, then sockets it sees made.
+    let _ = watch.fresh_record_of(inode);
+    let worker = ns.worker();
+    let _held = worker.exec(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let a = l.accept().unwrap().0;
+        (l, c, a)
+    });
+    let out = netconn(&["list", "--netns", &ns.name, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["pid"], std::process::id(), "{r}");
+    }
+
+    // SIGHUP: every namespace resynced once, each record its own.
+    let before = watch.fresh_record_of(inode);
+    assert_eq!(before["resyncs"], 0, "{before}");
+    assert!(before["last_correction"].is_null(), "{before}");
+    watch.signal(libc::SIGHUP);
+    let mut after = None;
+    for _ in 0..20 {
+        let (round, host) = watch.next_round(Duration::from_secs(30));
+        if host["resyncs"] == 1 {
+            after = Some(round);
+            break;
+        }
+    }
+    let round = after.expect("no resync after SIGHUP");
+    let counts: Vec<&Value> = round.iter().filter(|r| r["type"] == "counts").collect();
+    assert!(counts.len() >= 2, "{round:?}");
+    for r in counts {
+        assert_eq!(r["resyncs"], 1, "{r}");
+        assert_eq!(r["last_correction"]["reason"], "requested", "{r}");
+        if r["netns"] == inode {
+            // At rest: the resync changed nothing there.
+            assert_eq!(r["last_correction"]["delta"], serde_json::json!({}), "{r}");
+        }
+    }
+}
+
 #[test]
 fn all_namespaces_conntrack_per_namespace() {
     use netconn_integration::{conntrack_count, track};

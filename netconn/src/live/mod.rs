@@ -12,4 +12,5 @@ pub mod node;
 pub mod ports;
 pub mod serve;
 pub mod slots;
+pub mod space;
 pub mod tracker;

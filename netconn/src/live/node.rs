@@ -24,11 +24,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ebpf::{Losses, Probe};
 use crate::live::ports::{Groups, PortTracker};
-use crate::live::tracker::{TrackerError, journal_window, steady_disagreement};
+use crate::live::space::{Signature, SpaceState, signature};
+use crate::live::tracker::{
+    REASON_LOST, REASON_RECONCILE, REASON_REQUESTED, TrackerError, journal_window,
+    steady_disagreement,
+};
 use crate::model::counts::Counts;
-use crate::model::merge::{Baseline, merge};
 use crate::model::socket::DumpedSocket;
-use crate::model::state::{ConnType, TCP_SYN_RECV};
+use crate::model::state::ConnType;
 use crate::namespaces::discover::{self, Namespace};
 use crate::namespaces::owner::Owner;
 use crate::namespaces::target::{run_in, visit};
@@ -39,27 +42,16 @@ use crate::tables::totals::{KernelTotals, TotalsFiles};
 pub struct Space {
     pub ns: Namespace,
     pub owner: Owner,
-    /// Its port groups' series, when groups are configured.
-    ports: Option<PortTracker>,
-    /// Its request sockets by listening address and port, as last read.
-    pub requests: crate::live::listeners::Requests,
     /// Its cookie (`SO_NETNS_COOKIE`), never reused where inodes are: a
     /// namespace that dies gives its inode to the next one made.
     cookie: Option<u64>,
-    base: Baseline,
-    mini_tcp: Counts,
-    mini_signature: (i64, u64, i64),
     /// Owned by the host's user namespace (see [`crate::live::slots`]).
     host_users: bool,
-    /// Its mini-socket signature at the last interval.
-    seen: Option<(i64, u64, i64)>,
     /// Its sockstat and snmp files, kept open (see [`TotalsFiles`]).
     totals_files: Option<TotalsFiles>,
-    /// Whether a socket of it changed state or it received a segment in
-    /// the last interval (or it cannot be told): when not, nothing that a
-    /// listener shows (the set of listeners, their queues, the namespace's
-    /// listen drops) can have changed but `accept()` emptying a queue.
-    pub moved: bool,
+    /// What a watch of one namespace keeps too: base, mini-sockets,
+    /// requests, port groups, resyncs, whether it moved.
+    pub state: SpaceState,
 }
 
 impl Space {
@@ -200,18 +192,14 @@ impl Node {
             self.spaces.insert(
                 ns.inode,
                 Space {
-                    ports: (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
-                    requests: Default::default(),
+                    state: SpaceState::new(
+                        (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
+                    ),
                     cookie,
                     totals_files: totals_files(&ns),
                     owner: ns.owner(),
                     ns,
-                    base: Baseline::default(),
-                    mini_tcp: Counts::default(),
-                    mini_signature: (-1, 0, -1),
                     host_users,
-                    seen: None,
-                    moved: true,
                 },
             );
         }
@@ -283,17 +271,11 @@ impl Node {
                     .filter(|s| !s.conn_type.is_tcp())
                     .map(|s| s.cookie),
             );
-            let base = merge(&sockets, &events, next, inode);
             let space = self
                 .spaces
                 .get_mut(&inode)
                 .expect("dumped namespaces are tracked");
-            if let Some(ports) = &mut space.ports {
-                ports.rebuild(&sockets, &events, next, inode);
-            }
-            space.requests = crate::live::listeners::requests(&sockets);
-            space.base = base;
-            space.mini_tcp = base.mini;
+            space.state.merged(&sockets, &events, next, inode);
             merged.insert(inode);
         }
         // The window's journal also took the streamed events of watched
@@ -302,14 +284,14 @@ impl Node {
             .iter()
             .filter(|e| e.watched != 0 && !merged.contains(&e.netns))
         {
-            if let Some(ports) = self.spaces.get_mut(&e.netns).and_then(|s| s.ports.as_mut()) {
+            if let Some(ports) = self.ports_of(e.netns) {
                 ports.apply(e);
             }
         }
         for (inode, space) in &mut self.spaces {
             if !merged.contains(inode) {
                 let (ended, _) = self.probe.read_ns_counts(*inode, epoch)?;
-                space.base.full = space.base.full + ended;
+                space.state.base.full = space.state.base.full + ended;
             }
         }
         // The UDP sockets bound before the programs came, or before their
@@ -320,7 +302,7 @@ impl Node {
                 .get(&inode)
                 .and_then(|k| self.mini_signature_with(inode, k));
             if let (Some(s), Some(sig)) = (self.spaces.get_mut(&inode), signature) {
-                s.mini_signature = sig;
+                s.state.mini_signature = sig;
             }
         }
         Ok(())
@@ -328,22 +310,29 @@ impl Node {
 
     /// The signature with kernel totals read before a dump (see the
     /// single-namespace tracker's).
-    fn mini_signature_with(&self, inode: u32, k: &KernelTotals) -> Option<(i64, u64, i64)> {
+    fn mini_signature_with(&self, inode: u32, k: &KernelTotals) -> Option<Signature> {
         let epoch = self.probe.control().epoch;
         let (_, events) = self.probe.read_ns_counts(inode, epoch).ok()?;
-        Some((k.time_wait, events, k.in_segs))
+        Some(signature(k, events))
+    }
+
+    /// One namespace's port groups' series, for streamed events.
+    fn ports_of(&mut self, inode: u32) -> Option<&mut PortTracker> {
+        self.spaces.get_mut(&inode)?.state.ports.as_mut()
     }
 
     /// Full sockets of one namespace: base and the current epoch's events.
     fn full_counts(&self, inode: u32) -> Result<Counts, TrackerError> {
         let space = &self.spaces[&inode];
         let epoch = self.probe.control().epoch;
-        Ok(space.base.full + self.probe.read_ns_counts(inode, epoch)?.0)
+        Ok(space.state.base.full + self.probe.read_ns_counts(inode, epoch)?.0)
     }
 
     /// One namespace's counts now.
     pub fn counts(&self, inode: u32) -> Result<Counts, TrackerError> {
-        Ok(self.full_counts(inode)? + self.spaces[&inode].mini_tcp)
+        let epoch = self.probe.control().epoch;
+        let live = self.probe.read_ns_counts(inode, epoch)?.0;
+        Ok(self.spaces[&inode].state.counts(live))
     }
 
     /// Once per interval: finds namespaces that came and went, repairs
@@ -430,10 +419,13 @@ impl Node {
         };
         changes.extend(taken);
         if self.probe.lost_since(self.synced)? {
-            let all: Vec<u32> = self.spaces.keys().copied().collect();
-            self.snapshot(&all)?;
+            let lost: Vec<(u32, &'static str)> = (self.spaces.keys())
+                .filter(|i| !adopted.contains(i))
+                .map(|i| (*i, REASON_LOST))
+                .collect();
+            self.resync(&adopted, &lost)?;
         } else {
-            let mut resync = adopted.clone();
+            let mut resync = Vec::new();
             for inode in self.spaces.keys().copied().collect::<Vec<_>>() {
                 if adopted.contains(&inode) {
                     continue;
@@ -448,28 +440,19 @@ impl Node {
                     .as_ref()
                     .and_then(|k| self.mini_signature_with(inode, k));
                 let space = self.spaces.get_mut(&inode).expect("tracked");
-                space.moved = seen.is_none() || seen != space.seen;
-                space.seen = seen;
+                space.state.note_interval(seen);
                 if steady_disagreement(first, || self.totals_delta(inode))? {
-                    resync.push(inode);
+                    resync.push((inode, REASON_RECONCILE));
                 } else if let Some(k) = totals {
                     self.refresh_mini_sockets_with(inode, &k)?;
                 }
             }
-            for inode in &resync {
+            for (inode, _) in &resync {
                 if let Some(space) = self.spaces.get_mut(inode) {
-                    space.moved = true;
+                    space.state.moved = true;
                 }
             }
-            if !resync.is_empty() {
-                if resync.len() == adopted.len() {
-                    // Only new namespaces: their first snapshot, not a resync.
-                    self.snapshot(&resync)?;
-                    self.resyncs -= 1;
-                } else {
-                    self.snapshot(&resync)?;
-                }
-            }
+            self.resync(&adopted, &resync)?;
         }
         changes.extend(adopted.into_iter().map(Change::New));
         Ok(changes)
@@ -505,29 +488,19 @@ impl Node {
             return Ok(());
         };
         let space = &self.spaces[&inode];
-        let requests = [ConnType::Tcp, ConnType::Tcp6]
-            .iter()
-            .any(|ct| space.mini_tcp.get(*ct, TCP_SYN_RECV) != 0);
-        if signature == space.mini_signature && !requests {
+        if !space.state.needs_mini_dump(signature) {
             return Ok(());
         }
         let Some(file) = space.ns.open() else {
             return Ok(());
         };
-        let with_udp = space.ports.is_some();
+        let with_udp = space.state.ports.is_some();
         let dump = visit(&file, || sockdiag::mini_dump(with_udp));
-        let Ok(Ok(mut dump)) = dump else {
+        let Ok(Ok(dump)) = dump else {
             return Ok(());
         };
-        let udp = sockdiag::split_udp(&mut dump);
         let space = self.spaces.get_mut(&inode).expect("tracked");
-        space.mini_tcp = Counts::from_dump(&dump);
-        space.requests = crate::live::listeners::requests(&dump);
-        if let Some(ports) = &mut space.ports {
-            ports.set_mini(&dump);
-            ports.set_udp(&udp);
-        }
-        space.mini_signature = signature;
+        space.state.set_mini(dump, signature);
         Ok(())
     }
 
@@ -552,7 +525,11 @@ impl Node {
         self.probe.drain(&mut self.stream);
         let epoch = self.probe.control().epoch;
         for e in self.stream.iter().filter(|e| e.epoch == epoch) {
-            if let Some(ports) = self.spaces.get_mut(&e.netns).and_then(|s| s.ports.as_mut()) {
+            if let Some(ports) = self
+                .spaces
+                .get_mut(&e.netns)
+                .and_then(|s| s.state.ports.as_mut())
+            {
                 ports.apply(e);
             }
         }
@@ -561,7 +538,7 @@ impl Node {
     /// One namespace's port group series (None without groups).
     pub fn port_series(&mut self, inode: u32) -> Option<Vec<crate::output::figures::PortSeries>> {
         self.drain_stream();
-        Some(self.spaces.get(&inode)?.ports.as_ref()?.series(None))
+        Some(self.spaces.get(&inode)?.state.ports.as_ref()?.series(None))
     }
 
     /// Each namespace's TCP metrics since the last call (since start, the
@@ -589,8 +566,45 @@ impl Node {
 
     /// A fresh snapshot of every namespace (SIGHUP).
     pub fn resync_all(&mut self) -> Result<(), TrackerError> {
-        let all: Vec<u32> = self.spaces.keys().copied().collect();
-        self.snapshot(&all)
+        let all: Vec<(u32, &'static str)> = (self.spaces.keys())
+            .map(|i| (*i, REASON_REQUESTED))
+            .collect();
+        self.resync(&[], &all)
+    }
+
+    /// Snapshots namespaces `fresh` (just adopted: their first) and
+    /// `again` (each with why) in one pass, and records for each of
+    /// `again` what its snapshot changed.
+    fn resync(&mut self, fresh: &[u32], again: &[(u32, &'static str)]) -> Result<(), TrackerError> {
+        if fresh.is_empty() && again.is_empty() {
+            return Ok(());
+        }
+        let before: Vec<(u32, &'static str, Counts)> = again
+            .iter()
+            .filter_map(|(i, why)| Some((*i, *why, self.counts(*i).ok()?)))
+            .collect();
+        let dump: Vec<u32> = (fresh.iter().copied())
+            .chain(again.iter().map(|a| a.0))
+            .collect();
+        self.snapshot(&dump)?;
+        if again.is_empty() {
+            // Only new namespaces: their first snapshot, not a resync.
+            self.resyncs -= 1;
+        }
+        let time = crate::host::now_rfc3339();
+        for (inode, reason, before) in before {
+            let delta = self.counts(inode)? - before;
+            if let Some(space) = self.spaces.get_mut(&inode) {
+                space.state.corrected(reason, delta, time.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The process behind each socket the programs recorded (`--events`),
+    /// by cookie, in every namespace (cookies are the host's).
+    pub fn owners(&self) -> Vec<(u64, netconn_common::Owner)> {
+        self.probe.conns().owners()
     }
 
     /// The namespaces counted, by inode.

@@ -11,10 +11,11 @@ use netconn_common::Control;
 use crate::ebpf::{Features, Losses, Probe, ProbeError};
 use crate::live::ephemeral::{EphemeralError, EphemeralPorts, EphemeralReading};
 use crate::live::ports::{Groups, PortTracker};
+use crate::live::space::{Signature, SpaceState, signature};
 use crate::model::counts::Counts;
-use crate::model::merge::{Baseline, matrix_effect, merge};
+use crate::model::merge::matrix_effect;
 use crate::model::socket::DumpedSocket;
-use crate::model::state::{ConnType, TCP_SYN_RECV};
+use crate::model::state::ConnType;
 use crate::tables::sockdiag;
 use crate::tables::totals::KernelTotals;
 
@@ -83,20 +84,13 @@ pub enum TrackerError {
 pub struct Tracker {
     probe: Probe,
     netns: u32,
-    base: Baseline,
+    /// The namespace's state: base, mini-sockets, requests, port groups,
+    /// last correction (the same as each namespace's of a node).
+    state: SpaceState,
+    /// Snapshots taken, every attempt (the first ones excepted).
     resyncs: u64,
     /// Loss counters as they stood when the current base was merged.
     synced: Losses,
-    /// TCP time-wait and request sockets, from the last filtered dump.
-    mini_tcp: Counts,
-    /// Its request sockets by listening address and port.
-    requests: crate::live::listeners::Requests,
-    /// What the kernel looked like then: (time-wait sockets, events
-    /// counted, segments received). Unchanged, the mini-sockets are too.
-    mini_signature: (i64, u64, i64),
-    last_correction: Option<Correction>,
-    /// Port groups, when configured.
-    ports: Option<PortTracker>,
     /// Reused buffer for streamed events.
     stream: Vec<netconn_common::StateEvent>,
     /// The TCP metrics' reader, when their programs are loaded.
@@ -152,14 +146,9 @@ impl Tracker {
         let mut tracker = Tracker {
             probe,
             netns,
-            base: Baseline::default(),
+            state: SpaceState::new(ports),
             resyncs: 0,
             synced: Losses::default(),
-            mini_tcp: Counts::default(),
-            requests: Default::default(),
-            mini_signature: (-1, 0, -1),
-            last_correction: None,
-            ports,
             stream: Vec::new(),
             metrics: tcp_metrics.then(crate::live::metrics::Reader::default),
             conns,
@@ -185,13 +174,11 @@ impl Tracker {
             // the dump and this reading (a FIN turning an orphaned
             // FIN_WAIT2 into TIME_WAIT) must show as a changed signature.
             let totals = KernelTotals::read().map_err(TrackerError::Totals)?;
-            let baseline = self.snapshot_once()?;
+            self.snapshot_once()?;
             let after = self.probe.losses()?;
-            self.base = baseline;
             // The snapshot just read the mini-sockets: no need to again
             // until the kernel shows a change since it began.
-            self.mini_tcp = baseline.mini;
-            self.mini_signature = self.mini_signature_with(&totals)?;
+            self.state.mini_signature = self.mini_signature_with(&totals)?;
             self.resyncs += 1;
             if after.journal == before.journal && after.uncounted() == before.uncounted() {
                 self.synced = after;
@@ -226,7 +213,7 @@ impl Tracker {
         let before = self.counts()?;
         self.resync()?;
         let after = self.counts()?;
-        self.last_correction = Some(Correction {
+        self.state.last_correction = Some(Correction {
             time: crate::host::now_rfc3339(),
             reason,
             delta: after - before,
@@ -248,35 +235,25 @@ impl Tracker {
     /// The same with the kernel's totals as just read.
     fn refresh_mini_sockets_with(&mut self, totals: &KernelTotals) -> Result<(), TrackerError> {
         let signature = self.mini_signature_with(totals)?;
-        let requests = [ConnType::Tcp, ConnType::Tcp6]
-            .iter()
-            .any(|ct| self.mini_tcp.get(*ct, TCP_SYN_RECV) != 0);
-        if signature == self.mini_signature && !requests {
+        if !self.state.needs_mini_dump(signature) {
             return Ok(());
         }
-        let mut dump =
-            crate::tables::sockdiag::mini_dump(self.ports.is_some()).map_err(TrackerError::Dump)?;
-        let udp = crate::tables::sockdiag::split_udp(&mut dump);
-        self.mini_tcp = Counts::from_dump(&dump);
+        let with_udp = self.state.ports.is_some();
+        let dump = crate::tables::sockdiag::mini_dump(with_udp).map_err(TrackerError::Dump)?;
+        let tcp = self.state.set_mini(dump, signature);
         if let Some(e) = &mut self.ephemeral {
-            e.set_mini(&dump);
+            e.set_mini(&tcp);
         }
-        self.requests = crate::live::listeners::requests(&dump);
-        if let Some(ports) = &mut self.ports {
-            ports.set_mini(&dump);
-            ports.set_udp(&udp);
-        }
-        self.mini_signature = signature;
         Ok(())
     }
 
     /// The signature with kernel totals read earlier. The events are
     /// read now: every event that makes or ends a mini-socket also moves
     /// the time-wait count or the segments received.
-    fn mini_signature_with(&self, k: &KernelTotals) -> Result<(i64, u64, i64), TrackerError> {
+    fn mini_signature_with(&self, k: &KernelTotals) -> Result<Signature, TrackerError> {
         let epoch = self.probe.control().epoch;
         let events: u64 = self.probe.read_matrix(epoch)?.counts.iter().sum();
-        Ok((k.time_wait, events, k.in_segs))
+        Ok(signature(k, events))
     }
 
     /// Live full-socket totals minus the kernel's: TCP IPv4 sockets, TCP
@@ -288,13 +265,13 @@ impl Tracker {
     }
 
     pub fn last_correction(&self) -> Option<&Correction> {
-        self.last_correction.as_ref()
+        self.state.last_correction.as_ref()
     }
 
     /// One pass of the protocol in [`crate::model::merge`]: journal on, new epoch,
     /// dump, journal off, merge. A thread drains the journal meanwhile, so
     /// a small ring buffer holds up under the fastest churn.
-    fn snapshot_once(&mut self) -> Result<crate::model::merge::Baseline, TrackerError> {
+    fn snapshot_once(&mut self) -> Result<(), TrackerError> {
         let Control { epoch, .. } = self.probe.control();
         let next = epoch.wrapping_add(1);
         self.probe.zero_matrix(next)?;
@@ -320,18 +297,15 @@ impl Tracker {
             let udp = dumped.iter().filter(|s| !s.conn_type.is_tcp());
             self.probe.know_udp_sockets(udp.map(|s| s.cookie))?;
         }
-        if let Some(ports) = &mut self.ports {
-            ports.rebuild(&dumped, &events, next, self.netns);
-        }
-        self.requests = crate::live::listeners::requests(&dumped);
-        Ok(merge(&dumped, &events, next, self.netns))
+        self.state.merged(&dumped, &events, next, self.netns);
+        Ok(())
     }
 
     /// Applies the events streamed for watched ports since the last call.
     /// Called often enough that the ring buffer never fills (the watch loop
     /// every 20 ms) and before every reading.
     pub fn drain_stream(&mut self) {
-        let Some(ports) = &mut self.ports else {
+        let Some(ports) = &mut self.state.ports else {
             return;
         };
         self.stream.clear();
@@ -363,11 +337,11 @@ impl Tracker {
 
     /// Request sockets by listening address and port, as last read.
     pub fn requests(&self) -> &crate::live::listeners::Requests {
-        &self.requests
+        &self.state.requests
     }
 
     pub fn has_port_groups(&self) -> bool {
-        self.ports.is_some()
+        self.state.ports.is_some()
     }
 
     /// The port groups' series, when configured, with their TCP metrics
@@ -377,7 +351,7 @@ impl Tracker {
         metrics: Option<&crate::live::metrics::Interval>,
     ) -> Option<Vec<crate::output::figures::PortSeries>> {
         self.drain_stream();
-        let ports = self.ports.as_ref()?;
+        let ports = self.state.ports.as_ref()?;
         let series = metrics.map(|m| m.by_series(ports.groups()));
         Some(ports.series(series.as_ref()))
     }
@@ -423,13 +397,18 @@ impl Tracker {
     /// Current counts: full TCP sockets and UDP sockets live from the
     /// kernel, TCP mini-sockets as [`Tracker::maintain`] last read them.
     pub fn counts(&self) -> Result<Counts, TrackerError> {
-        Ok(self.full_counts()? + self.mini_tcp)
+        Ok(self.state.counts(self.live()?))
     }
 
     /// Full TCP and UDP sockets only: what the events move.
     fn full_counts(&self) -> Result<Counts, TrackerError> {
+        Ok(self.state.base.full + self.live()?)
+    }
+
+    /// The full sockets' changes the kernel counted since the base.
+    fn live(&self) -> Result<Counts, TrackerError> {
         let epoch = self.probe.control().epoch;
-        Ok(self.base.full + matrix_effect(&self.probe.read_matrix(epoch)?))
+        Ok(matrix_effect(&self.probe.read_matrix(epoch)?))
     }
 
     /// Events the kernel could not hand over since start: journal entries

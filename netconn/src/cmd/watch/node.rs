@@ -277,20 +277,20 @@ pub(super) fn watch(
                             ("new", *inode, &space.owner, None)
                         }
                         Change::Gone(gone) => {
-                            ("gone", gone.0.ns.inode, &gone.0.owner, Some(&gone.1))
+                            ("gone", gone.0.ns.inode, &gone.0.owner, Some(&**gone))
                         }
                         Change::Untracked(gone) => {
-                            ("untracked", gone.0.ns.inode, &gone.0.owner, Some(&gone.1))
+                            ("untracked", gone.0.ns.inode, &gone.0.owner, Some(&**gone))
                         }
                     };
                     // A namespace that went gets its last counts, then the news.
-                    if let (Some(last), Counting::Ebpf(n)) = (last, &counting) {
+                    if let (Some((space, last)), Counting::Ebpf(n)) = (last, &counting) {
                         let record = counts_record(
                             &host,
                             netns,
                             owner,
                             last,
-                            Some(n),
+                            Some((n, Some(space))),
                             &tags,
                             Some(out.dropped()),
                             events_on,
@@ -328,7 +328,7 @@ pub(super) fn watch(
                         r.netns,
                         &r.owner,
                         &r.counts,
-                        node,
+                        node.map(|n| (n, n.spaces().get(&r.netns))),
                         &tags,
                         Some(out.dropped()),
                         events_on,
@@ -627,21 +627,41 @@ fn answer(
     let inode = match request {
         served::Request::CountsOf(inode) => inode,
         served::Request::Counts => super::super::own_netns()?,
-        served::Request::Owners | served::Request::Alerts => return Ok(Vec::new()),
+        served::Request::Owners => {
+            // Every namespace's: list asks this daemon when its
+            // namespace has no watch of its own.
+            let mut text = String::new();
+            for (cookie, owner) in node.owners() {
+                let (pid, comm) = owner.process();
+                text.push_str(&served::owner_line(cookie, pid, &comm));
+            }
+            return Ok(text.into_bytes());
+        }
+        served::Request::Alerts => return Ok(Vec::new()),
     };
     if !node.spaces().contains_key(&inode) {
         return Ok(Vec::new());
     }
     node.refresh_mini_sockets(inode)?;
     let counts = node.counts(inode)?;
-    let owner = &node.spaces()[&inode].owner;
-    let record = counts_record(host, inode, owner, &counts, Some(node), tags, None, false)?;
+    let space = &node.spaces()[&inode];
+    let record = counts_record(
+        host,
+        inode,
+        &space.owner,
+        &counts,
+        Some((node, Some(space))),
+        tags,
+        None,
+        false,
+    )?;
     let mut line = serde_json::to_vec(&record.at(&host::now_rfc3339())).expect("records serialize");
     line.push(b'\n');
     Ok(line)
 }
 
-/// One namespace's counts record; `node` None: polled. `output_dropped`:
+/// One namespace's counts record; `node` None: polled, else with the
+/// namespace's state when counted (its resyncs). `output_dropped`:
 /// the writer's count (None in answers to `check`); `events`: with
 /// `conn_records_lost`.
 #[allow(clippy::too_many_arguments)]
@@ -650,11 +670,13 @@ fn counts_record<'a>(
     netns: u32,
     owner: &'a crate::namespaces::owner::Owner,
     counts: &'a Counts,
-    node: Option<&Node>,
+    node: Option<(&Node, Option<&'a crate::live::node::Space>)>,
     tags: &'a crate::config::Tags,
     output_dropped: Option<u64>,
     events: bool,
 ) -> Result<CountsRecord<'a>, CmdError> {
+    let space = node.and_then(|n| n.1);
+    let node = node.map(|n| n.0);
     let source = match node {
         Some(_) => Source::Ebpf,
         None => Source::Poll,
@@ -667,7 +689,15 @@ fn counts_record<'a>(
             .map(Node::conn_records_lost)
             .transpose()?,
         output_dropped,
-        resyncs: node.map(Node::resyncs),
+        // The namespace's own.
+        resyncs: node.map(|_| space.map_or(0, |s| s.state.resyncs)),
+        last_correction: space
+            .and_then(|s| s.state.last_correction.as_ref())
+            .map(|c| crate::output::record::Correction {
+                time: &c.time,
+                reason: c.reason,
+                delta: &c.delta,
+            }),
         tags: Some(tags),
         ..CountsRecord::new(host, source, netns, counts)
     })
@@ -713,8 +743,8 @@ fn read(
                         None
                     },
                     ports,
-                    requests: space.requests.clone(),
-                    moved: space.moved,
+                    requests: space.state.requests.clone(),
+                    moved: space.state.moved,
                 });
             }
             Ok((readings, changes))
