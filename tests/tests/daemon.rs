@@ -384,6 +384,51 @@ echo "== symlink"
     drop(held);
 }
 
+/// A `/run/netconn` that was open to others keeps nothing they planted
+/// once root's daemon has tightened it: a link from namespace A's socket
+/// name to namespace B's daemon is removed, and `check` in A never prints
+/// B's counts (it also believes only an answer for its own namespace).
+#[test]
+fn entries_planted_in_an_open_run_directory_are_removed() {
+    let (a, b) = (Netns::new(), Netns::new());
+    let worker = a.worker();
+    let held = worker.exec(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let clients: Vec<_> = (0..10)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let accepted: Vec<_> = (0..10).map(|_| l.accept().unwrap().0).collect();
+        (l, clients, accepted)
+    });
+    let (sock_a, sock_b) = (socket_path(&a), socket_path(&b));
+    let script = format!(
+        r#"
+exec 3</run/netns/{b}
+mount -t tmpfs tmpfs /run
+mkdir /run/netconn && chmod 0777 /run/netconn
+setpriv --reuid=65534 --regid=65534 --clear-groups ln -s {sock_b} {sock_a}
+{bin} watch --netns /dev/fd/3 --interval 1h > /dev/null 2>&1 &
+for i in $(seq 200); do [ -S {sock_b} ] && break; sleep 0.05; done
+echo "== planted"
+[ -L {sock_a} ] && echo "still there" || echo "removed"
+stat -c %a /run/netconn
+echo "== check"
+{bin} check -w 5 -c 50; echo "exit $?"
+kill %1; wait
+"#,
+        b = b.name,
+        bin = netconn_bin().display(),
+    );
+    let out = in_private_mounts(&a, &script);
+    let planted = section(&out, "planted");
+    assert!(planted.contains("removed"), "{out}");
+    assert!(planted.contains("700"), "{out}");
+    let check = section(&out, "check");
+    assert!(check.contains("tcp ESTABLISHED: 20 [WARNING]"), "{out}");
+    drop(held);
+}
+
 /// The host's own namespace is "system", whatever its inode on this kernel.
 #[test]
 fn the_host_namespace_is_labelled_system() {

@@ -166,6 +166,12 @@ pub fn from_daemon(netns: u32) -> Option<Counts> {
         },
         |answer| {
             let record: serde_json::Value = serde_json::from_str(answer.trim()).ok()?;
+            // A daemon that counts another namespace (a socket name
+            // planted in /run/netconn before root's daemon tightened it)
+            // is not believed.
+            if record["netns"] != netns {
+                return None;
+            }
             Counts::from_json(&record["connections"])
         },
     )

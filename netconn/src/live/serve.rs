@@ -66,7 +66,8 @@ pub enum ServeError {
 /// Makes sure the socket directory is ours alone: created 0700 if missing;
 /// refused if it is a symlink, not a directory, or owned by another user
 /// (who could plant a socket that answers with fake counts); tightened to
-/// 0700 if it is ours but open to others.
+/// 0700 if it is ours but open to others, and rid of every entry that is
+/// not a socket of ours (planted while it was open).
 fn own_dir(dir: &Path) -> Result<(), ServeError> {
     use std::os::unix::fs::MetadataExt;
     let io_err = |e| ServeError::Io(dir.to_owned(), e);
@@ -99,6 +100,18 @@ fn own_dir(dir: &Path) -> Result<(), ServeError> {
     }
     if meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+    }
+    // What others may have put there while it was open to them (a link
+    // from one namespace's socket name to another's, a socket of their
+    // own): only sockets of this user stay.
+    for entry in std::fs::read_dir(dir).map_err(io_err)?.flatten() {
+        use std::os::unix::fs::FileTypeExt;
+        let Ok(m) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !m.file_type().is_socket() || m.uid() != uid {
+            std::fs::remove_file(entry.path()).map_err(io_err)?;
+        }
     }
     Ok(())
 }
