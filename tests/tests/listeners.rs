@@ -93,6 +93,23 @@ fn a_full_accept_queue_shows_on_its_listener() {
     );
 }
 
+/// Without `--events` too, a new listener names the process that opened
+/// it (read from the processes' descriptors when it appears).
+#[test]
+fn a_new_listener_names_its_process_without_events() {
+    use std::net::TcpListener;
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "300ms", "--no-tcp-metrics"]);
+    let _new = worker.exec(|| TcpListener::bind("127.0.0.1:7002").unwrap());
+    let alert = watch.next_of("alert", Duration::from_secs(30));
+    assert_eq!(alert["alert"], "new_listener", "{alert}");
+    assert_eq!(alert["port"], 7002, "{alert}");
+    assert_eq!(alert["pid"], std::process::id(), "{alert}");
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert_eq!(alert["comm"], comm.trim_end(), "{alert}");
+}
+
 /// `new_listener`: a warning when a socket listens where nothing listened
 /// at the start (and nothing is allowed), with its process and user; a
 /// clear when it stops.

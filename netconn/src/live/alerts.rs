@@ -690,11 +690,7 @@ impl Records {
                     .iter()
                     .map(|a| Seen::of(a, std::net::SocketAddr::new(a.addr, a.port).to_string())),
             )
-            .chain(
-                self.scans
-                    .iter()
-                    .map(|a| Seen::of(a, format!("from {}", a.addr))),
-            )
+            .chain(self.scans.iter().map(|a| Seen::of(a, a.addr.to_string())))
             .chain(self.exhaustion.iter().map(|a| {
                 let to = std::net::SocketAddr::new(a.raddr, a.rport);
                 Seen::of(a, format!("{} to {to}", a.laddr))

@@ -231,12 +231,21 @@ impl NewListeners {
         };
         let mut out = Vec::new();
         let listening: std::collections::HashSet<_> = now.iter().map(key).collect();
+        // Who opened a port is the first thing asked of a new listener:
+        // where the programs did not record it (no --events), the
+        // processes' descriptors are walked for its socket, once per
+        // reading and only when a listener is new (listen() is rare).
+        let mut walked: Option<std::collections::HashMap<u32, (u32, String)>> = None;
         for l in now {
             let k = key(l);
             if known.contains(&k) || self.allowed(l.addr, l.port) || self.active.contains_key(&k) {
                 continue;
             }
-            let owner = owner(l.cookie);
+            let owner = owner(l.cookie).or_else(|| {
+                (walked.get_or_insert_with(crate::list::processes))
+                    .get(&l.inode)
+                    .cloned()
+            });
             let alert = crate::output::alert::ListenerAlert {
                 head: crate::output::alert::AlertHead {
                     kind: "alert",
