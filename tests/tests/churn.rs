@@ -80,8 +80,21 @@ fn maximum_rate_churn_ends_at_the_truth() {
 /// The kernel's count of the primary state program's skipped runs (it
 /// fires nested in itself on one CPU, a softirq over a process) and the
 /// backup's count of the events it counted in its place, read with
-/// bpftool from the one netconn loaded (tests run one at a time).
-fn misses_and_rescues() -> (u64, u64) {
+/// bpftool from the programs of the netconn with pid `pid` (others may
+/// run on the machine: an installed service).
+fn misses_and_rescues(pid: u32) -> (u64, u64) {
+    // The ids of the programs that process holds (its descriptors'
+    // fdinfo says `prog_id:`; Debian's bpftool shows no pids).
+    let ours: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("the watch's descriptors")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
     let json = |args: &[&str]| bpftool_json(args).unwrap_or_else(|e| panic!("{e}"));
     // Kernel names are cut at 15 bytes; bpftool shows the whole one when
     // the program has BTF.
@@ -92,9 +105,10 @@ fn misses_and_rescues() -> (u64, u64) {
             .expect("programs")
             .iter()
             .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .filter(|p| p["id"].as_u64().is_some_and(|id| ours.contains(&id)))
             .cloned()
             .collect();
-        assert_eq!(found.len(), 1, "one netconn loaded: {found:?}");
+        assert_eq!(found.len(), 1, "one program of netconn {pid}: {found:?}");
         found.into_iter().next().unwrap()
     };
     // Absent while zero.
@@ -156,7 +170,7 @@ fn every_skipped_event_is_rescued_once() {
         env!("CARGO_BIN_EXE_netconn-churn"),
         &["churn", "--threads", "4", "--seconds", "10"],
     );
-    let (misses, rescues) = misses_and_rescues();
+    let (misses, rescues) = misses_and_rescues(watch.child.id());
     assert_eq!(rescues, misses, "after {}", out.trim());
     let (record, want) = at_rest(&ns, &mut watch);
     assert_eq!(table_of(&record), want, "record {record}");
