@@ -1,9 +1,8 @@
 //! Cgroups shaped like a container runtime's or a kubelet's, made under
 //! the cgroup v2 root for one test, with processes started in them.
 
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use crate::Netns;
 
@@ -57,18 +56,12 @@ impl Cgroups {
     /// its pid (the script should end with an `exec`).
     pub fn start_script(&mut self, ns: &Netns, unshare: &[&str], path: &str, script: &str) -> u32 {
         let dir = self.make(path);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "unshare"])
-            .args(unshare)
-            .args(["sh", "-c", script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        assert_eq!(ready.trim(), "ready", "{script}");
+        let child = crate::spawn_ready(
+            Command::new("ip")
+                .args(["netns", "exec", &ns.name, "unshare"])
+                .args(unshare)
+                .args(["sh", "-c", script]),
+        );
         let pid = child.id();
         std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
         self.children.push(child);

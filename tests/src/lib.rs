@@ -448,6 +448,38 @@ pub fn only(table: &Table, states: &[&str]) -> Table {
         .collect()
 }
 
+/// A listener on a free loopback port of the calling thread's namespace
+/// and `n` connections to it, both ends held: (listener, clients,
+/// accepted).
+pub fn pairs(
+    n: usize,
+) -> (
+    std::net::TcpListener,
+    Vec<std::net::TcpStream>,
+    Vec<std::net::TcpStream>,
+) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let clients = (0..n)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let accepted = (0..n).map(|_| l.accept().unwrap().0).collect();
+    (l, clients, accepted)
+}
+
+/// Spawns `cmd` with its stdout piped and waits for its first line, which
+/// must be `ready` (a script says so once its sockets or mounts are
+/// made).
+pub fn spawn_ready(cmd: &mut Command) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready", "{cmd:?}");
+    child
+}
+
 /// A running `netconn watch`, killed on drop.
 pub struct Watch {
     pub child: Child,

@@ -327,15 +327,7 @@ fn expired_request_sockets_leave_the_counts_at_rest() {
 fn a_foreign_run_directory_and_a_fake_server_are_not_believed() {
     let ns = Netns::new();
     let worker = ns.worker();
-    let held = worker.exec(|| {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let clients: Vec<_> = (0..10)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
-        let accepted: Vec<_> = (0..10).map(|_| l.accept().unwrap().0).collect();
-        (l, clients, accepted)
-    });
+    let held = worker.exec(|| netconn_integration::pairs(10));
     let established =
         only(&truth(&ns), &["ESTABLISHED"])[&("tcp".to_owned(), "ESTABLISHED".to_owned())];
     assert_eq!(established, 20);
@@ -392,15 +384,7 @@ echo "== symlink"
 fn entries_planted_in_an_open_run_directory_are_removed() {
     let (a, b) = (Netns::new(), Netns::new());
     let worker = a.worker();
-    let held = worker.exec(|| {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let clients: Vec<_> = (0..10)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
-        let accepted: Vec<_> = (0..10).map(|_| l.accept().unwrap().0).collect();
-        (l, clients, accepted)
-    });
+    let held = worker.exec(|| netconn_integration::pairs(10));
     let (sock_a, sock_b) = (socket_path(&a), socket_path(&b));
     let script = format!(
         r#"

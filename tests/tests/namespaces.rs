@@ -475,7 +475,6 @@ fn all_namespaces_events_carry_each_namespace_and_its_directions() {
 /// port anywhere on the node.
 #[test]
 fn listeners_on_one_port_in_two_namespaces_keep_their_own_process() {
-    use std::io::BufRead;
     use std::net::TcpStream;
     let (a, b) = (Netns::new(), Netns::new());
     let mut cmd = netconn(&["watch", "-A", "--events", "-i", "300ms"]);
@@ -485,18 +484,9 @@ fn listeners_on_one_port_in_two_namespaces_keep_their_own_process() {
                   s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
                   s.bind(('127.0.0.1', 8080)); s.listen()\n\
                   print('ready', flush=True); c, _ = s.accept(); sys.stdin.read()\n";
-    let mut server = a
-        .cmd("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let mut server = netconn_integration::spawn_ready(
+        a.cmd("python3").args(["-c", script]).stdin(Stdio::piped()),
+    );
     // The same port in b, listened on later, by this process.
     let in_b = b.worker();
     let _b_listener = in_b.exec(|| TcpListener::bind("127.0.0.1:8080").unwrap());
@@ -583,19 +573,11 @@ fn a_node_daemon_gives_owners_and_says_each_resync() {
 #[test]
 fn all_namespaces_conntrack_per_namespace() {
     use netconn_integration::{conntrack_count, track};
-    use std::net::TcpStream;
     let tracked = Netns::new();
     let untracked = Netns::new();
     track(&tracked);
     let worker = tracked.worker();
-    let _flows = worker.exec(|| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let c: Vec<TcpStream> = (0..4)
-            .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
-            .collect();
-        let a: Vec<TcpStream> = (0..4).map(|_| l.accept().unwrap().0).collect();
-        (l, c, a)
-    });
+    let _flows = worker.exec(|| netconn_integration::pairs(4));
     let want = conntrack_count(&tracked);
     assert!(want >= 4, "{want}");
     let mut cmd = netconn(&["watch", "-A", "-i", "300ms"]);
@@ -621,14 +603,7 @@ fn all_namespaces_conntrack_per_namespace() {
     // New flows reach each namespace's entries by its own events (no
     // dump per interval), and a rule added later is seen by nftables'
     // own announcement.
-    let _more = worker.exec(|| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let c: Vec<TcpStream> = (0..3)
-            .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
-            .collect();
-        let a: Vec<TcpStream> = (0..3).map(|_| l.accept().unwrap().0).collect();
-        (l, c, a)
-    });
+    let _more = worker.exec(|| netconn_integration::pairs(3));
     track(&untracked);
     let now = conntrack_count(&tracked);
     assert!(now >= want + 3, "{now}");

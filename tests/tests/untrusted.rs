@@ -354,24 +354,15 @@ fn unprivileged_namespaces_cannot_hide_the_hosts() {
 /// running `list`: the name is printed escaped.
 #[test]
 fn names_are_escaped_on_a_terminal() {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let ns = Netns::new();
     let script = "import ctypes, socket, sys\n\
                   ctypes.CDLL(None).prctl(15, b'\\x1b]0;PWNED\\x07\\x1b[31m', 0, 0, 0)\n\
                   s = socket.socket(); s.bind(('127.0.0.1', 7070)); s.listen()\n\
                   print('ready', flush=True); sys.stdin.read()\n";
-    let mut child = ns
-        .cmd("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let mut child = netconn_integration::spawn_ready(
+        ns.cmd("python3").args(["-c", script]).stdin(Stdio::piped()),
+    );
     let out = ns.netconn(&["list", "--processes"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
