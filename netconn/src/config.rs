@@ -809,7 +809,52 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(env)?;
+        config.check_tags()?;
         Ok(config)
+    }
+
+    /// Tags as line protocol and Prometheus can carry them: a tag with an
+    /// empty value is left out (said once), control characters in a tag
+    /// are refused (a newline would split a line of `--format line`), and
+    /// so are two tags of a set whose Prometheus label names are one
+    /// (`a-b` and `a.b` both become `a_b`: a scrape with a duplicate label
+    /// is rejected whole).
+    pub fn check_tags(&mut self) -> Result<(), ConfigError> {
+        let mut warnings = Vec::new();
+        let mut check = |tags: &mut Tags, what: &str| -> Result<(), ConfigError> {
+            for (k, v) in tags.iter() {
+                if k.chars().chain(v.chars()).any(char::is_control) {
+                    return Err(ConfigError(format!(
+                        "{what}tag {k:?}: control characters are not allowed in a tag"
+                    )));
+                }
+            }
+            tags.retain(|k, v| {
+                let keep = !v.is_empty();
+                if !keep {
+                    warnings.push(format!(
+                        "{what}tag {k:?} has an empty value: left out (line protocol cannot carry it)"
+                    ));
+                }
+                keep
+            });
+            let mut named: BTreeMap<String, &str> = BTreeMap::new();
+            for k in tags.keys() {
+                if let Some(other) = named.insert(label_name(k), k) {
+                    return Err(ConfigError(format!(
+                        "{what}tags {other:?} and {k:?} both become the Prometheus label {:?}: rename one",
+                        label_name(k)
+                    )));
+                }
+            }
+            Ok(())
+        };
+        check(&mut self.tags, "")?;
+        for (i, group) in self.groups.iter_mut().enumerate() {
+            check(&mut group.tags, &format!("port group {}: ", i + 1))?;
+        }
+        self.warnings.extend(warnings);
+        Ok(())
     }
 
     /// The environment's `NETCONN_*` and `ENV_INPUT_NETSTAT_*` variables
@@ -822,6 +867,7 @@ impl Config {
             if ours && value.to_str().is_none() {
                 return Err(ConfigError(format!("{key}: not UTF-8 text")));
             }
+            check_alert_var(&key)?;
         }
         Ok(())
     }
@@ -890,6 +936,10 @@ impl Config {
                     && !k.trim().is_empty()
                 {
                     self.tags.insert(k.trim().to_owned(), val.trim().to_owned());
+                } else if !pair.trim().is_empty() {
+                    self.warnings.push(format!(
+                        "ENV_INPUT_NETSTAT_TAGS: {pair:?} is not key=value; skipped, as DataKit does"
+                    ));
                 }
             }
         }
@@ -923,6 +973,19 @@ impl Config {
     }
 }
 
+/// The Prometheus label name a tag becomes: Prometheus allows
+/// `[a-zA-Z_][a-zA-Z0-9_]*`; anything else becomes `_`.
+pub fn label_name(tag: &str) -> String {
+    let mut out: String = tag
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
 /// A TOML error message on one line, in words a user knows.
 fn plain(message: &str) -> String {
     message
@@ -952,6 +1015,34 @@ fn alert_table<R: AlertTable>(
         }
         None => Ok(R::Config::default()),
     }
+}
+
+/// A `NETCONN_ALERTS_*` variable that names no alert's key (a misspelt
+/// one would otherwise be ignored): an error listing what there is.
+fn check_alert_var(var: &str) -> Result<(), ConfigError> {
+    let Some(rest) = var.strip_prefix("NETCONN_ALERTS_") else {
+        return Ok(());
+    };
+    let tables: [(&str, &[&str]); 4] = [
+        (RawSpike::NAME, RawSpike::KEYS),
+        (RawSynFlood::NAME, RawSynFlood::KEYS),
+        (RawScan::NAME, RawScan::KEYS),
+        (RawExhaustion::NAME, RawExhaustion::KEYS),
+    ];
+    let known: Vec<String> = tables
+        .iter()
+        .flat_map(|(name, keys)| {
+            keys.iter()
+                .map(move |k| format!("{name}_{k}").to_uppercase())
+        })
+        .collect();
+    if known.iter().any(|k| k == rest) {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "{var}: no such alert setting (NETCONN_ALERTS_ followed by one of {})",
+        known.join(", ")
+    )))
 }
 
 /// The `NETCONN_ALERTS_<ALERT>_<KEY>` variables of one alert, read as the

@@ -161,6 +161,86 @@ fn unbounded_inputs_are_refused_at_once() {
     assert_eq!(stderr.trim(), "netconn: NETCONN_INTERVAL: not UTF-8 text");
 }
 
+/// Tags that line protocol or Prometheus cannot carry, a misspelt alert
+/// variable and DataKit tags that are not key=value: each said in one
+/// line, refused (exit 2) or left out with a warning, never written
+/// broken.
+#[test]
+fn tags_and_variables_that_cannot_be_carried_are_said() {
+    let conf = |name: &str, text: &str| {
+        let p = std::env::temp_dir().join(format!("netconn-{name}-{}.toml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let clash = conf("clash", "[tags]\n\"a-b\" = \"1\"\n\"a.b\" = \"2\"\n");
+    assert_one_line_error(
+        &[
+            "watch",
+            "--count",
+            "1",
+            "--poll",
+            "--config",
+            clash.to_str().unwrap(),
+        ],
+        "tags \"a-b\" and \"a.b\" both become the Prometheus label \"a_b\"",
+    );
+    let newline = conf("newline", "[tags]\nd = \"x\\ny\"\n");
+    assert_one_line_error(
+        &[
+            "watch",
+            "--count",
+            "1",
+            "--poll",
+            "--config",
+            newline.to_str().unwrap(),
+        ],
+        "control characters",
+    );
+    // An empty value is left out, with one line saying so.
+    let empty = conf("empty", "[tags]\nempty = \"\"\nkept = \"v\"\n");
+    let out = Command::new(netconn_bin())
+        .args(["watch", "--count", "1", "--poll", "--format", "line"])
+        .args(["--config", empty.to_str().unwrap()])
+        .env("ENV_INPUT_NETSTAT_TAGS", "garbage,d=1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tag \"empty\" has an empty value: left out"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ENV_INPUT_NETSTAT_TAGS: \"garbage\" is not key=value"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("kept=v") && stdout.contains("d=1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("empty="), "{stdout}");
+    for p in [clash, newline, empty] {
+        let _ = std::fs::remove_file(p);
+    }
+    // A misspelt alert variable.
+    let out = Command::new(netconn_bin())
+        .args(["watch", "--count", "1", "--poll"])
+        .env("NETCONN_ALERTS_CONN_SPIKE_MIN_RAT", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("netconn: NETCONN_ALERTS_CONN_SPIKE_MIN_RAT: no such alert setting"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CONN_SPIKE_MIN_RATE"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn help_and_version() {
     let (code, stdout, _) = run(&["--help"]);

@@ -3,6 +3,7 @@
 //! of what is a level (listeners, conntrack, active alerts); the counts
 //! themselves are read live at each scrape.
 
+use crate::config::label_name;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -449,19 +450,6 @@ fn connections(counts: &Counts) -> Family {
         );
     }
     f
-}
-
-/// A label name from a configuration tag: Prometheus allows
-/// `[a-zA-Z_][a-zA-Z0-9_]*`; anything else becomes `_`.
-fn label_name(tag: &str) -> String {
-    let mut out: String = tag
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
 }
 
 /// Labels a port group's series carries: its own, then its tags (those
