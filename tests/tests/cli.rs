@@ -241,6 +241,36 @@ fn tags_and_variables_that_cannot_be_carried_are_said() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// `--output` through a symlink another user planted (pointing at a file
+/// of root's) is refused; root's own link is followed.
+#[test]
+fn output_through_a_planted_symlink_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("netconn-planted-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let secret = dir.join("root-only");
+    std::fs::write(&secret, "before\n").unwrap();
+    let planted = dir.join("out.ndjson");
+    std::os::unix::fs::symlink(&secret, &planted).unwrap();
+    // The link is nobody's.
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    assert_eq!(std::fs::symlink_metadata(&planted).unwrap().uid(), 65534);
+    let arg = planted.to_str().unwrap().to_owned();
+    assert_one_line_error(
+        &["snapshot", "--output", &arg],
+        "a symlink made by uid 65534",
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "before\n");
+    // Root's own link: followed.
+    let own = dir.join("own.ndjson");
+    std::os::unix::fs::symlink(&secret, &own).unwrap();
+    let (code, _, stderr) = run(&["snapshot", "--output", own.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(std::fs::read_to_string(&secret).unwrap().len() > 7);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn help_and_version() {
     let (code, stdout, _) = run(&["--help"]);

@@ -44,8 +44,8 @@ impl Sink {
                 Err("stdout is closed; nothing could be written (use --output FILE)".into())
             }
             None => Ok(Sink::Stdout(io::stdout())),
-            Some(p) => options
-                .open(p)
+            Some(p) => refuse_planted_link(p)
+                .and_then(|()| options.open(p))
                 .map(|file| Sink::File {
                     file,
                     path: p.to_owned(),
@@ -82,4 +82,29 @@ impl Sink {
             }
         })
     }
+}
+
+/// Refuses `path` when it is a symlink made by neither root nor the owner
+/// of what it points to, as the kernel's `protected_symlinks` rule would
+/// (it is off on some hosts): a link another user planted where root's
+/// output goes would have root write to a file of the planter's choosing.
+pub fn refuse_planted_link(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(link) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !link.file_type().is_symlink() {
+        return Ok(());
+    }
+    let target_owner = std::fs::metadata(path).ok().map(|m| m.uid());
+    if link.uid() == 0 || Some(link.uid()) == target_owner {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "a symlink made by uid {} (not root, not the owner of its target): not followed",
+            link.uid()
+        ),
+    ))
 }

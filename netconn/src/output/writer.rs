@@ -108,9 +108,11 @@ pub enum OpenError {
     Queue(String),
 }
 
-/// Opens `path` for appending (created if missing, mode 0640).
+/// Opens `path` for appending (created if missing, mode 0640), not
+/// through a planted symlink (see [`crate::output::sink::refuse_planted_link`]).
 fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    crate::output::sink::refuse_planted_link(path)?;
     OpenOptions::new()
         .create(true)
         .append(true)
