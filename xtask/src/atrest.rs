@@ -33,6 +33,9 @@ pub struct Reading {
     pub cpu: f64,
     /// Connections the churn made meanwhile (0 at rest).
     pub connections: f64,
+    /// Latencies of `counts INODE` answers on node.sock meanwhile, ms
+    /// (p50, p99, max).
+    pub answers: (f64, f64, f64),
 }
 
 impl Reading {
@@ -84,8 +87,9 @@ fn measure(
     paths: &Paths,
     interval_s: u64,
     window: Duration,
+    asked: u64,
     during: impl FnOnce() -> Result<f64>,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, (f64, f64, f64))> {
     let child = Command::new(&paths.netconn)
         .args(["watch", "--all-namespaces", "--interval"])
         .arg(format!("{interval_s}s"))
@@ -97,13 +101,37 @@ fn measure(
     let pid = guard.0.id();
     let before = cpu_seconds(pid)?;
     let started = std::time::Instant::now();
+    let asker = std::thread::spawn(move || ask_for(asked, window));
     let connections = during()?;
     let rest = window.saturating_sub(started.elapsed());
     std::thread::sleep(rest);
     let used = cpu_seconds(pid)? - before;
     let took = started.elapsed().as_secs_f64();
+    let mut latencies = asker.join().expect("asker")?;
     drop(guard);
-    Ok((used / took, connections))
+    latencies.sort_by(f64::total_cmp);
+    ensure!(!latencies.is_empty(), "node.sock answered nothing");
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok((used / took, connections, (at(0.5), at(0.99), at(1.0))))
+}
+
+/// Asks node.sock for namespace `inode`'s counts every 13 ms for `window`
+/// (as `check --netns` would); each answer's latency, ms.
+fn ask_for(inode: u64, window: Duration) -> Result<Vec<f64>> {
+    use std::io::{Read, Write};
+    let mut latencies = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < window {
+        let t = std::time::Instant::now();
+        let mut s = std::os::unix::net::UnixStream::connect("/run/netconn/node.sock")?;
+        s.write_all(format!("counts {inode}\n").as_bytes())?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)?;
+        ensure!(!answer.is_empty(), "no counts for namespace {inode}");
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(13));
+    }
+    Ok(latencies)
 }
 
 pub fn run(paths: &Paths) -> Result<Vec<Reading>> {
@@ -115,25 +143,28 @@ pub fn run(paths: &Paths) -> Result<Vec<Reading>> {
         }
         eprintln!("xtask bench: namespaces: {size} at rest");
         let host = 1;
-        let (cpu, _) = measure(paths, 1, WINDOW, || Ok(0.0))?;
+        let asked = pods[size / 2].ns.inode();
+        let (cpu, _, answers) = measure(paths, 1, WINDOW, asked, || Ok(0.0))?;
         readings.push(Reading {
             namespaces: size + host,
             interval_s: 1,
             what: "at rest",
             cpu,
             connections: 0.0,
+            answers,
         });
         if size == 110 {
-            let (cpu, _) = measure(paths, 10, WINDOW_SLOW, || Ok(0.0))?;
+            let (cpu, _, answers) = measure(paths, 10, WINDOW_SLOW, asked, || Ok(0.0))?;
             readings.push(Reading {
                 namespaces: size + host,
                 interval_s: 10,
                 what: "at rest",
                 cpu,
                 connections: 0.0,
+                answers,
             });
             let busy = &pods[size - 1].ns;
-            let (cpu, connections) = measure(paths, 1, WINDOW, || {
+            let (cpu, connections, answers) = measure(paths, 1, WINDOW, asked, || {
                 crate::lab::churn_connections(paths, busy)
             })?;
             readings.push(Reading {
@@ -142,6 +173,7 @@ pub fn run(paths: &Paths) -> Result<Vec<Reading>> {
                 what: "churn in one (5 s of a 20 s window)",
                 cpu,
                 connections,
+                answers,
             });
         }
     }
@@ -156,8 +188,10 @@ pub fn render(readings: &[Reading]) -> String {
          listener, a connection and a UDP socket; ten of them with conntrack active through an \
          nftables `ct state` rule), the host's included, TCP metrics on (the default), after a \
          4 s warm-up.\n\n\
-         | namespaces | interval | load | daemon CPU (% of a core) | per namespace per interval |\n\
-         | ---: | ---: | --- | ---: | ---: |\n",
+         `counts INODE` asked of node.sock every 13 ms meanwhile (what `check --netns` asks), \
+         answered between two namespaces of the interval's work: its latency p50 / p99 / max.\n\n\
+         | namespaces | interval | load | daemon CPU (% of a core) | per namespace per interval | answer p50 / p99 / max |\n\
+         | ---: | ---: | --- | ---: | ---: | ---: |\n",
     );
     for r in readings {
         let window = if r.interval_s == 10 {
@@ -166,16 +200,19 @@ pub fn render(readings: &[Reading]) -> String {
             WINDOW
         };
         s.push_str(&format!(
-            "| {} | {} s | {} | {:.2} % | {:.0} µs |\n",
+            "| {} | {} s | {} | {:.2} % | {:.0} µs | {:.1} / {:.1} / {:.1} ms |\n",
             r.namespaces,
             r.interval_s,
             r.what,
             r.cpu * 100.0,
             r.per_namespace_us(window),
+            r.answers.0,
+            r.answers.1,
+            r.answers.2,
         ));
         if r.connections > 0.0 {
             s.push_str(&format!(
-                "| | | ({:.0} connections in the busy namespace) | | |\n",
+                "| | | ({:.0} connections in the busy namespace) | | | |\n",
                 r.connections
             ));
         }

@@ -215,7 +215,13 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         log.line(format!("netconn: {w}"));
     }
     let out = Writer::start(args.output.as_deref(), log.clone())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The loop runs on this thread (block_on); clients of the counts
+    // socket and the metrics endpoint are read and written on one worker
+    // thread of their own, so that a request is taken while the loop
+    // works, and the loop answers it between two namespaces.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("netconn-clients")
         .enable_all()
         .build()
         .map_err(CmdError::system("cannot start the runtime"))?;

@@ -318,6 +318,20 @@ pub(super) fn watch(
                 };
                 let mut sum = Counts::default();
                 for r in &readings {
+                    // Requests that came meanwhile are answered between
+                    // two namespaces, from the counts as they are: a
+                    // client never waits for the whole interval's work.
+                    if let (Some(rx), Some(n)) = (asked.as_mut(), node) {
+                        while let Ok(a) = rx.try_recv() {
+                            let answer = match a.request {
+                                served::Request::Alerts => {
+                                    exporters.values().flat_map(Exporter::active_lines).collect()
+                                }
+                                request => answer_now(n, request, &host, &tags)?,
+                            };
+                            let _ = a.reply.send(answer);
+                        }
+                    }
                     sum = sum + r.counts;
                     if events_on && owners_sent.get(&r.netns) != Some(&r.owner) {
                         let _ = news.send(News::Owner(r.netns, r.owner.clone()));
@@ -617,9 +631,32 @@ fn page(
 
 /// The answer to a client of `node.sock`: the counts record of the
 /// namespace asked for (`counts INODE`; plain `counts`: netconn's own), or
-/// nothing when that namespace is not counted.
+/// nothing when that namespace is not counted. Its mini-sockets are read
+/// again first when the kernel shows they may have changed.
 fn answer(
     node: &mut Node,
+    request: served::Request,
+    host: &str,
+    tags: &crate::config::Tags,
+) -> Result<Vec<u8>, CmdError> {
+    let inode = match request {
+        served::Request::CountsOf(inode) => Some(inode),
+        served::Request::Counts => Some(super::super::own_netns()?),
+        served::Request::Owners | served::Request::Alerts => None,
+    };
+    if let Some(inode) = inode
+        && node.spaces().contains_key(&inode)
+    {
+        node.refresh_mini_sockets(inode)?;
+    }
+    answer_now(node, request, host, tags)
+}
+
+/// The same from the namespace's state as it is (its mini-sockets as this
+/// interval read them): for requests answered while the interval's work
+/// runs.
+fn answer_now(
+    node: &Node,
     request: served::Request,
     host: &str,
     tags: &crate::config::Tags,
@@ -642,7 +679,6 @@ fn answer(
     if !node.spaces().contains_key(&inode) {
         return Ok(Vec::new());
     }
-    node.refresh_mini_sockets(inode)?;
     let counts = node.counts(inode)?;
     let space = &node.spaces()[&inode];
     let record = counts_record(
