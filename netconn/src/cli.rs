@@ -233,6 +233,18 @@ pub struct WatchArgs {
     /// read live at each scrape, the TCP figures as running totals.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<std::net::SocketAddr>,
+    /// With --listen: TLS and basic authentication for the endpoint, from
+    /// a file in the Prometheus exporter toolkit's web configuration
+    /// format (`tls_server_config` with `cert_file` and `key_file`;
+    /// `basic_auth_users` with bcrypt hashes), as node_exporter's
+    /// `--web.config.file` takes it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "listen",
+        alias = "web.config.file"
+    )]
+    pub web_config_file: Option<PathBuf>,
     /// What each interval writes: netconn's records (json), DataKit's
     /// netstat and netstat_port measurements as JSON points (datakit), or
     /// the same points in InfluxDB line protocol (line).

@@ -58,8 +58,9 @@ struct Prometheus {
 
 impl Prometheus {
     /// Prometheus in `ns` (None: the test's own namespace), serving its API
-    /// on `api` and scraping `target` every second.
-    fn start(ns: Option<&Netns>, api: &'static str, target: &str) -> Prometheus {
+    /// on `api` and scraping `target` every second; `job`: more of the
+    /// scrape job's settings (YAML at its indentation).
+    fn start(ns: Option<&Netns>, api: &'static str, target: &str, job: &str) -> Prometheus {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "netconn-prometheus-{}-{}",
@@ -71,7 +72,7 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: netconn\n    static_configs:\n      - targets: ['{target}']\n"
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: netconn\n    static_configs:\n      - targets: ['{target}']\n{job}"
             ),
         )
         .unwrap();
@@ -217,7 +218,7 @@ fn prometheus_scrapes_the_truth() {
         ],
     );
     let started = now();
-    let prometheus = Prometheus::start(Some(&scraper), PROMETHEUS, NETCONN_VETH);
+    let prometheus = Prometheus::start(Some(&scraper), PROMETHEUS, NETCONN_VETH, "");
     // Its first scrape opens the connection it then keeps: a handshake on
     // netconn's own port, counted before the connections below.
     prometheus.scraped_after(&scraper_worker, started);
@@ -401,7 +402,7 @@ fn every_namespace_is_a_labelled_series() {
     .stderr(Stdio::piped());
     let (mut watch, _) = Watch::start_cmd(cmd);
     let api = Box::leak(format!("127.0.0.1:{}", free_port()).into_boxed_str());
-    let prometheus = Prometheus::start(None, api, &endpoint);
+    let prometheus = Prometheus::start(None, api, &endpoint, "");
     // A worker in the host's namespace, for the queries.
     let host = Worker::here();
     watch.next_of("host", Duration::from_secs(30));
@@ -423,4 +424,94 @@ fn every_namespace_is_a_labelled_series() {
     }
     assert!(prometheus.value(&host, "netconn_namespaces") >= 2.0);
     assert_eq!(prometheus.value(&host, "netconn_lost_events_total"), 0.0);
+}
+
+/// `--web-config-file` in the exporter toolkit's format: a real Prometheus
+/// scrapes over TLS with its user's password (`up` is 1, the page is
+/// netconn's); without the password, with a wrong one, or in plain HTTP,
+/// nothing is served.
+#[test]
+fn tls_and_basic_auth_as_the_exporter_toolkit_configures_them() {
+    let ns = Netns::new();
+    let dir = std::env::temp_dir().join(format!("netconn-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=netconn",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success(), "openssl");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    // Paths relative to the file, as the toolkit takes them.
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\nbasic_auth_users:\n  prometheus: {hash}\n"
+        ),
+    )
+    .unwrap();
+    let (mut watch, _) = Watch::start(
+        &ns,
+        &[
+            "--interval",
+            "500ms",
+            "--listen",
+            NETCONN,
+            "--web-config-file",
+            web.to_str().unwrap(),
+        ],
+    );
+    let curl = |args: &[&str]| -> (bool, String) {
+        let out = ns
+            .cmd("curl")
+            .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let url = format!("https://{NETCONN}/metrics");
+    let ca = dir.join("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let (_, no_auth) = curl(&["--cacert", ca, &url]);
+    assert!(no_auth.ends_with("401"), "{no_auth}");
+    let (_, wrong) = curl(&["--cacert", ca, "-u", "prometheus:wrong", &url]);
+    assert!(wrong.ends_with("401"), "{wrong}");
+    let (_, right) = curl(&["--cacert", ca, "-u", "prometheus:s3cret", &url]);
+    assert!(right.ends_with("200"), "{right}");
+    assert!(right.contains("netconn_connections{"), "{right}");
+    let (plain_ok, plain) = curl(&[&format!("http://{NETCONN}/metrics")]);
+    assert!(
+        !plain_ok || !plain.ends_with("200"),
+        "plain HTTP served: {plain}"
+    );
+
+    let job = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {ca}\n    basic_auth:\n      username: prometheus\n      password: s3cret\n"
+    );
+    let prometheus = Prometheus::start(Some(&ns), PROMETHEUS, NETCONN, &job);
+    let worker = ns.worker();
+    watch.next_record(Duration::from_secs(30));
+    prometheus.scraped_after(&worker, now());
+    assert_eq!(prometheus.value(&worker, "up{job=\"netconn\"}"), 1.0);
+    assert_eq!(
+        prometheus.value(&worker, "netconn_info{source=\"ebpf\"}"),
+        1.0
+    );
+    drop(prometheus);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -21,10 +21,23 @@ pub struct Env {
 }
 
 pub fn run() -> Result<Env> {
-    let ebpf_toolchain = ebpf_toolchain()?;
-    bpf_linker()?;
+    let env = build_tools()?;
     debian_tools()?;
     python_tools()?;
+    Ok(env)
+}
+
+/// Runs a set-up step with all it prints on stderr: `cargo xtask run --
+/// watch > FILE` on a fresh machine must find records only in FILE.
+fn run_setup(cmd: &mut Command) -> Result<()> {
+    run_cmd(cmd.stdout(std::io::stderr()))
+}
+
+/// What building the eBPF programs needs, and nothing the tests need:
+/// for `cargo xtask deb`.
+pub fn build_tools() -> Result<Env> {
+    let ebpf_toolchain = ebpf_toolchain()?;
+    bpf_linker()?;
     Ok(Env { ebpf_toolchain })
 }
 
@@ -52,7 +65,7 @@ fn ebpf_toolchain() -> Result<String> {
         Err(_) => {
             if llvm_major(PINNED_NIGHTLY).is_none() {
                 eprintln!("xtask: installing {PINNED_NIGHTLY} (LLVM {LLVM_MAJOR}) for eBPF");
-                run_cmd(Command::new("rustup").args([
+                run_setup(Command::new("rustup").args([
                     "toolchain",
                     "install",
                     PINNED_NIGHTLY,
@@ -73,7 +86,7 @@ fn ebpf_toolchain() -> Result<String> {
     .unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to {toolchain}");
-        run_cmd(Command::new("rustup").args([
+        run_setup(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
@@ -90,7 +103,7 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
-    run_cmd(Command::new("cargo").args([
+    run_setup(Command::new("cargo").args([
         "install",
         &format!("bpf-linker@{BPF_LINKER_VERSION}"),
         "--locked",
@@ -100,7 +113,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 16] = [
+const TOOLS: [(&str, &str); 18] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -118,6 +131,9 @@ const TOOLS: [(&str, &str); 16] = [
     ("dpkg-deb", "dpkg"),
     ("man", "man-db"),
     ("gzip", "gzip"),
+    // The metrics endpoint over TLS: a certificate made, a client.
+    ("openssl", "openssl"),
+    ("curl", "curl"),
     // Raw SYNs for the syn_flood test.
     ("hping3", "hping3"),
     // The kernel's own counters of a program (recursion misses) and its
@@ -137,8 +153,8 @@ fn debian_tools() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
-    run_cmd(
+    run_setup(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_setup(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
@@ -164,8 +180,8 @@ fn python_tools() -> Result<()> {
     };
     if !make().is_ok_and(|s| s.success()) {
         eprintln!("xtask: installing python3-venv");
-        run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
-        run_cmd(
+        run_setup(Command::new("apt-get").arg("update").arg("-q"))?;
+        run_setup(
             Command::new("apt-get")
                 .args([
                     "install",
@@ -176,10 +192,10 @@ fn python_tools() -> Result<()> {
                 ])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
-        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run_setup(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
     eprintln!("xtask: installing kubernetes-validate");
-    run_cmd(Command::new(venv.join("bin/pip")).args([
+    run_setup(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
         "kubernetes-validate==1.37.0",
@@ -194,8 +210,8 @@ pub fn bench_tools() -> Result<()> {
     for (cmd, arg) in [("bpftrace", "--version"), ("bpftool", "version")] {
         if output(Command::new(cmd).arg(arg)).is_none() {
             eprintln!("xtask: installing {cmd}");
-            run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
-            run_cmd(
+            run_setup(Command::new("apt-get").arg("update").arg("-q"))?;
+            run_setup(
                 Command::new("apt-get")
                     .args(["install", "-y", "-q", "--no-install-recommends", cmd])
                     .env("DEBIAN_FRONTEND", "noninteractive"),
@@ -204,11 +220,11 @@ pub fn bench_tools() -> Result<()> {
     }
     if output(Command::new("python3").args(["-c", "import psutil"])).is_none() {
         eprintln!("xtask: installing psutil");
-        run_cmd(Command::new("python3").args(["-m", "pip", "install", "-q", "psutil"]))?;
+        run_setup(Command::new("python3").args(["-m", "pip", "install", "-q", "psutil"]))?;
     }
     if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
         eprintln!("xtask: mounting tracefs on /sys/kernel/tracing (bpftrace needs it)");
-        run_cmd(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+        run_setup(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
     }
     Ok(())
 }

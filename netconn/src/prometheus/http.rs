@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::prometheus::page::Format;
+use crate::prometheus::web::Web;
 
 /// Most clients served at once; more wait in the kernel's accept queue.
 pub const MAX_CLIENTS: usize = 16;
@@ -43,15 +44,32 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// [`MAX_CLIENTS`] at once (more wait in the kernel's accept queue); their
 /// scrapes come out of the returned receiver. Must be called inside the
 /// runtime.
-pub fn serve(listener: std::net::TcpListener) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
+/// `web`: TLS and basic authentication (`--web-config-file`).
+pub fn serve(
+    listener: std::net::TcpListener,
+    web: Option<std::sync::Arc<Web>>,
+) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
     use crate::live::serve::{WhenFull, accept_clients};
     let listener = tokio::net::TcpListener::from_std(listener)?;
     Ok(accept_clients(
         listener,
         MAX_CLIENTS,
         WhenFull::Wait,
-        |stream, scrapes| async move {
-            let _ = client(stream, scrapes).await;
+        move |stream, scrapes| {
+            let web = web.clone();
+            async move {
+                let tls = web.as_ref().and_then(|w| w.tls.clone());
+                let _ = match tls {
+                    Some(acceptor) => {
+                        // The handshake has the first request's deadline.
+                        match tokio::time::timeout(CLIENT_DEADLINE, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => client(stream, scrapes, web.as_deref()).await,
+                            _ => Ok(()),
+                        }
+                    }
+                    None => client(stream, scrapes, web.as_deref()).await,
+                };
+            }
         },
     ))
 }
@@ -71,6 +89,8 @@ pub enum Asked {
 pub struct Request {
     pub asked: Asked,
     pub keep_alive: bool,
+    /// The `Authorization` header's value, as sent.
+    pub authorization: Option<String>,
 }
 
 /// Reads a request head: its request line, `Accept` and `Connection`.
@@ -81,6 +101,7 @@ pub fn parse(head: &str) -> Request {
     let refused = |status, body| Request {
         asked: Asked::Refused(status, body),
         keep_alive: false,
+        authorization: None,
     };
     let (Some(method), Some(target), Some(version)) = (method, target, version) else {
         return refused("400 Bad Request", "bad request line\n");
@@ -115,7 +136,36 @@ pub fn parse(head: &str) -> Request {
             _ => Asked::Refused("405 Method Not Allowed", "GET /metrics\n"),
         }
     };
-    Request { asked, keep_alive }
+    let authorization = head.split("\r\n").skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("authorization")
+            .then(|| value.trim().to_owned())
+    });
+    Request {
+        asked,
+        keep_alive,
+        authorization,
+    }
+}
+
+/// The answer to a request without the credentials `--web-config-file`
+/// asks for.
+fn unauthorized(keep: bool) -> Vec<u8> {
+    let mut out = response(
+        "401 Unauthorized",
+        "text/plain",
+        "unauthorized\n",
+        false,
+        keep,
+    );
+    let at = out
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("a status line")
+        + 2;
+    out.splice(at..at, *b"WWW-Authenticate: Basic realm=\"netconn\"\r\n");
+    out
 }
 
 /// The response to a request.
@@ -135,8 +185,8 @@ fn response(status: &str, content_type: &str, body: &str, head: bool, keep: bool
 /// Reads the next request head from `stream` into `buf` (which may hold
 /// the start of it already); returns the head and leaves what follows it
 /// in `buf`. `None`: the client closed between requests.
-async fn read_head(
-    stream: &mut tokio::net::TcpStream,
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
 ) -> io::Result<Option<String>> {
     let mut chunk = [0u8; 1024];
@@ -164,9 +214,10 @@ async fn read_head(
 /// One client: each request within its deadline (the first within
 /// [`CLIENT_DEADLINE`], later ones within [`IDLE`]), the page from the
 /// loop, written within the deadline; until it closes or asks to.
-async fn client(
-    mut stream: tokio::net::TcpStream,
+async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
     scrapes: tokio::sync::mpsc::Sender<Scrape>,
+    web: Option<&Web>,
 ) -> io::Result<()> {
     use tokio::time::timeout;
     let late = |_| io::Error::from(io::ErrorKind::TimedOut);
@@ -188,8 +239,14 @@ async fn client(
             ),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(Some(head))) => {
-                let Request { asked, keep_alive } = parse(&head);
+                let Request {
+                    asked,
+                    keep_alive,
+                    authorization,
+                } = parse(&head);
+                let allowed = web.is_none_or(|w| w.allows(authorization.as_deref()));
                 let answer = match asked {
+                    _ if !allowed => unauthorized(keep_alive),
                     Asked::Refused(status, body) => {
                         response(status, "text/plain", body, false, keep_alive)
                     }
@@ -233,7 +290,8 @@ mod tests {
                     format: Format::OpenMetrics,
                     head: false
                 },
-                keep_alive: true
+                keep_alive: true,
+                authorization: None,
             }
         );
         assert_eq!(
@@ -243,7 +301,8 @@ mod tests {
                     format: Format::Text,
                     head: true
                 },
-                keep_alive: false
+                keep_alive: false,
+                authorization: None,
             }
         );
         assert!(!parse("GET /metrics HTTP/1.1\r\nConnection: Close").keep_alive);

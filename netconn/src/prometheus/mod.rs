@@ -11,3 +11,4 @@
 pub mod exporter;
 pub mod http;
 pub mod page;
+pub mod web;

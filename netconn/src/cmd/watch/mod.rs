@@ -67,11 +67,25 @@ async fn next_request<T>(asked: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> 
     }
 }
 
-/// `--listen`: the metrics endpoint's socket, bound before anything loads.
-fn bind_metrics(args: &WatchArgs) -> Result<Option<std::net::TcpListener>, CmdError> {
+/// The metrics endpoint's socket and its protections.
+type MetricsListener = (
+    std::net::TcpListener,
+    Option<std::sync::Arc<crate::prometheus::web::Web>>,
+);
+
+/// `--listen`: the metrics endpoint's socket, bound before anything loads,
+/// with `--web-config-file` loaded and checked.
+fn bind_metrics(args: &WatchArgs) -> Result<Option<MetricsListener>, CmdError> {
+    let web = args
+        .web_config_file
+        .as_deref()
+        .map(crate::prometheus::web::Web::load)
+        .transpose()
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
     args.listen
         .map(|addr| {
             crate::prometheus::http::bind(addr)
+                .map(|l| (l, web))
                 .map_err(CmdError::system(format!("cannot serve metrics on {addr}")))
         })
         .transpose()
@@ -80,11 +94,11 @@ fn bind_metrics(args: &WatchArgs) -> Result<Option<std::net::TcpListener>, CmdEr
 /// Starts serving scrapers; their scrapes come out of the receiver. Inside
 /// the runtime.
 fn start_metrics(
-    listener: Option<std::net::TcpListener>,
+    listener: Option<MetricsListener>,
 ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::prometheus::http::Scrape>>, CmdError> {
     listener
-        .map(|l| {
-            crate::prometheus::http::serve(l).map_err(CmdError::system("cannot serve metrics"))
+        .map(|(l, web)| {
+            crate::prometheus::http::serve(l, web).map_err(CmdError::system("cannot serve metrics"))
         })
         .transpose()
 }
