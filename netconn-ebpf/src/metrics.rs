@@ -16,7 +16,7 @@
 //!
 //! Figures go into the slot of the current metrics epoch; userspace flips
 //! the epoch each interval and reads the slot it left (see
-//! `netconn::metrics`).
+//! `netconn::live::metrics`).
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 

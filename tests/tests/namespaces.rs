@@ -114,6 +114,8 @@ fn list_all_namespaces_names_containers_and_pods() {
     let pod = Netns::new();
     let mut cgroups = Cgroups::default();
     let docker_pid = cgroups.start(&docker, "web-1", &format!("system.slice/docker-{ID}.scope"));
+    // A second process of the same name: one name per pid.
+    let second = cgroups.start(&docker, "web-1", &format!("system.slice/docker-{ID}.scope"));
     let pod_path = format!(
         "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID2}.scope",
         uid.replace('-', "_")
@@ -138,8 +140,16 @@ fn list_all_namespaces_names_containers_and_pods() {
     assert_eq!(owner["runtime"], "docker", "{owner}");
     assert_eq!(owner["container_id"], ID);
     assert_eq!(owner["netns_name"], docker.name.as_str());
-    assert_eq!(owner["pids"][0], docker_pid);
-    assert_eq!(owner["comm"][0], "sleep");
+    assert_eq!(
+        owner["pids"],
+        serde_json::json!([docker_pid, second]),
+        "{owner}"
+    );
+    assert_eq!(
+        owner["comm"],
+        serde_json::json!(["sleep", "sleep"]),
+        "{owner}"
+    );
     assert!(owner.get("k8s_pod_uid").is_none(), "{owner}");
 
     let p = of(&pod);

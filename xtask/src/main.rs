@@ -82,9 +82,11 @@ fn main() -> ExitCode {
         Task::Setup => setup::run().map(|_| ()),
         Task::Run { args } => run(args),
         Task::Test => test::run(),
-        Task::Deb => setup::run().and_then(|env| deb::run(&env)).map(|deb| {
-            eprintln!("xtask: {}", deb.display());
-        }),
+        Task::Deb => setup::build_tools()
+            .and_then(|env| deb::run(&env))
+            .map(|deb| {
+                eprintln!("xtask: {}", deb.display());
+            }),
         Task::Bench {
             soak,
             namespaces,

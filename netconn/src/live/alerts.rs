@@ -1,6 +1,8 @@
 //! Alerts on the interval figures: `conn_spike` (new inbound connections
-//! per second on a port against a baseline learned while netconn runs) and
-//! `syn_flood` (handshakes left uncompleted on a listener). Each keeps one
+//! per second on a port against a baseline learned while netconn runs),
+//! `syn_flood` (handshakes left uncompleted on a listener), `port_scan`
+//! (one address touching many closed ports) and `port_exhaustion`
+//! (ephemeral ports to one destination running out). Each keeps one
 //! state machine per key with the conntrack alert's hysteresis, and says
 //! which peers are behind it (a dump of that port's sockets, taken only
 //! when an alert is raised or changes level).

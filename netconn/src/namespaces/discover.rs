@@ -153,13 +153,11 @@ impl Namespace {
             pids: users.iter().take(PIDS).copied().collect(),
             ..Owner::default()
         };
-        for pid in &owner.pids {
-            if let Some(comm) = crate::host::comm_of(*pid)
-                && !owner.comm.contains(&comm)
-            {
-                owner.comm.push(comm);
-            }
-        }
+        // One name for each pid, in the same order (a process gone
+        // meanwhile has an empty name).
+        owner.comm = (owner.pids.iter())
+            .map(|p| crate::host::comm_of(*p).unwrap_or_default())
+            .collect();
         if let Some((pid, path)) = owner::pick(&cgroups) {
             let names = owner::parse_cgroup(path);
             owner.cgroup = Some(path.clone());

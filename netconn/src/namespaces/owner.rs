@@ -29,7 +29,7 @@ pub struct Owner {
     /// A few processes in the namespace, lowest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<u32>,
-    /// Their command names.
+    /// Their command names, one for each pid (empty for one gone).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub comm: Vec<String>,
 }
