@@ -97,6 +97,17 @@ fn measure(
         .stderr(Stdio::null())
         .spawn()?;
     let guard = Guard(child);
+    // Until it serves (adopting and snapshotting 500 namespaces takes a
+    // few seconds), then the warm-up.
+    let socket = std::path::Path::new("/run/netconn/node.sock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !socket.exists() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "watch --all-namespaces did not serve within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(WARM_UP);
     let pid = guard.0.id();
     let before = cpu_seconds(pid)?;
