@@ -359,6 +359,60 @@ fn a_silent_client_blocks_nothing() {
     drop(silent);
 }
 
+/// Sixteen kept-alive scrapers gone idle (every slot), then twenty
+/// clients that never send a request: a new scraper is answered each time
+/// (the connection idle longest is closed for it), never kept waiting for
+/// minutes behind them (the reads time out after 10 s).
+#[test]
+fn idle_and_silent_clients_never_delay_a_scrape() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let (_watch, _) = Watch::start(&ns, &["--interval", "300ms", "--listen", NETCONN]);
+    let idle = worker.exec(|| {
+        (0..16)
+            .map(|_| {
+                let mut s = TcpStream::connect(NETCONN).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                // Its whole answer, by Content-Length; the connection stays.
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).unwrap();
+                    assert!(n > 0, "closed before the answer");
+                    got.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        if body.len() >= len {
+                            assert!(head.contains("keep-alive"), "{head}");
+                            break;
+                        }
+                    }
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    let (head, _) = get(&worker, NETCONN, "/metrics".into(), "*/*");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let silent = worker.exec(|| {
+        (0..20)
+            .map(|_| TcpStream::connect(NETCONN).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let (head, body) = get(&worker, NETCONN, "/metrics".into(), "*/*");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("netconn_connections{"), "{body}");
+    drop((idle, silent));
+}
+
 /// A free port on the host's loopback (bound, then let go).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -535,6 +535,12 @@ impl Node {
         }
     }
 
+    /// One namespace's port group series as last drained (None without
+    /// groups): for a page made while the interval's work runs.
+    pub fn port_series_now(&self, inode: u32) -> Option<Vec<crate::output::figures::PortSeries>> {
+        Some(self.spaces.get(&inode)?.state.ports.as_ref()?.series(None))
+    }
+
     /// One namespace's port group series (None without groups).
     pub fn port_series(&mut self, inode: u32) -> Option<Vec<crate::output::figures::PortSeries>> {
         self.drain_stream();

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::prometheus::page::Format;
 use crate::prometheus::web::Web;
 
-/// Most clients served at once; more wait in the kernel's accept queue.
+/// Most clients served at once (see [`serve`] for the one past it).
 pub const MAX_CLIENTS: usize = 16;
 /// A client has this long to send its first request, and to take a page.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
@@ -40,38 +40,133 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
-/// Accepts scrapers on a task of its own, each with deadlines, at most
-/// [`MAX_CLIENTS`] at once (more wait in the kernel's accept queue); their
-/// scrapes come out of the returned receiver. Must be called inside the
-/// runtime.
-/// `web`: TLS and basic authentication (`--web-config-file`).
+/// Accepts scrapers on a task of its own, each on a task of its own with
+/// deadlines, at most [`MAX_CLIENTS`] at once; their scrapes come out of
+/// the returned receiver. Must be called inside the runtime.
+///
+/// A new client is never refused or kept waiting because others are idle:
+/// when every slot is taken, the client that has waited longest for a
+/// request of its own (a kept-alive scraper between scrapes, or one that
+/// never sent anything) is closed and gives its slot; only when all are
+/// being answered does the newcomer get `503` at once. `web`: TLS and
+/// basic authentication (`--web-config-file`).
 pub fn serve(
     listener: std::net::TcpListener,
     web: Option<std::sync::Arc<Web>>,
 ) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
-    use crate::live::serve::{WhenFull, accept_clients};
+    use std::sync::Arc;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    Ok(accept_clients(
-        listener,
-        MAX_CLIENTS,
-        WhenFull::Wait,
-        move |stream, scrapes| {
-            let web = web.clone();
-            async move {
+    let (scrapes, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let waiting = Waiting::default();
+    tokio::spawn(async move {
+        let mut id = 0u64;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => match waiting.evict_longest() {
+                    // It returns at once and gives its slot back.
+                    true => {
+                        match tokio::time::timeout(CLIENT_DEADLINE, slots.clone().acquire_owned())
+                            .await
+                        {
+                            Ok(Ok(slot)) => slot,
+                            _ => {
+                                tokio::spawn(busy(stream));
+                                continue;
+                            }
+                        }
+                    }
+                    false => {
+                        tokio::spawn(busy(stream));
+                        continue;
+                    }
+                },
+            };
+            id += 1;
+            let (web, scrapes, waiting) = (web.clone(), scrapes.clone(), waiting.clone());
+            let me = Waiter { id, waiting };
+            tokio::spawn(async move {
                 let tls = web.as_ref().and_then(|w| w.tls.clone());
                 let _ = match tls {
                     Some(acceptor) => {
                         // The handshake has the first request's deadline.
                         match tokio::time::timeout(CLIENT_DEADLINE, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => client(stream, scrapes, web.as_deref()).await,
+                            Ok(Ok(stream)) => client(stream, scrapes, web.as_deref(), &me).await,
                             _ => Ok(()),
                         }
                     }
-                    None => client(stream, scrapes, web.as_deref()).await,
+                    None => client(stream, scrapes, web.as_deref(), &me).await,
                 };
+                me.done();
+                drop(slot);
+            });
+        }
+    });
+    Ok(rx)
+}
+
+/// A waiting client: its id, and what tells it to close.
+type WaitingClient = (u64, tokio::sync::oneshot::Sender<()>);
+
+/// The clients waiting for a request of their own, longest first.
+#[derive(Clone, Default)]
+struct Waiting(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<WaitingClient>>>);
+
+impl Waiting {
+    /// Tells the client that has waited longest to close; false when none
+    /// is waiting (every slot is being answered).
+    fn evict_longest(&self) -> bool {
+        let mut queue = self.0.lock().expect("waiting clients");
+        while let Some((_, stop)) = queue.pop_front() {
+            if stop.send(()).is_ok() {
+                return true;
             }
-        },
-    ))
+        }
+        false
+    }
+}
+
+/// One client's place among the waiting.
+struct Waiter {
+    id: u64,
+    waiting: Waiting,
+}
+
+impl Waiter {
+    /// Waits in line until a request comes; the receiver fires when a
+    /// newcomer needs the slot.
+    fn wait(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (stop, evicted) = tokio::sync::oneshot::channel();
+        let mut queue = self.waiting.0.lock().expect("waiting clients");
+        queue.retain(|(id, _)| *id != self.id);
+        queue.push_back((self.id, stop));
+        evicted
+    }
+
+    /// Out of line: a request came, or it is done.
+    fn done(&self) {
+        let mut queue = self.waiting.0.lock().expect("waiting clients");
+        queue.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// The answer to a client past the bound while every slot is answering:
+/// `503` at once rather than a wait.
+async fn busy(mut stream: tokio::net::TcpStream) {
+    let answer = response(
+        "503 Service Unavailable",
+        "text/plain",
+        "busy: every connection is being answered; try again\n",
+        false,
+        false,
+    );
+    let _ = tokio::time::timeout(CLIENT_DEADLINE, stream.write_all(&answer)).await;
 }
 
 /// What a request asks for.
@@ -218,13 +313,22 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     scrapes: tokio::sync::mpsc::Sender<Scrape>,
     web: Option<&Web>,
+    me: &Waiter,
 ) -> io::Result<()> {
     use tokio::time::timeout;
     let late = |_| io::Error::from(io::ErrorKind::TimedOut);
     let mut buf = Vec::new();
     let mut wait = CLIENT_DEADLINE;
     loop {
-        let (answer, keep) = match timeout(wait, read_head(&mut stream, &mut buf)).await {
+        let evicted = me.wait();
+        let head = tokio::select! {
+            head = timeout(wait, read_head(&mut stream, &mut buf)) => head,
+            // A newcomer needs the slot: the idle connection gives way
+            // (a scraper reconnects for its next scrape).
+            _ = evicted => return Ok(()),
+        };
+        me.done();
+        let (answer, keep) = match head {
             Err(e) => return Err(late(e)),
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => (

@@ -332,6 +332,12 @@ pub(super) fn watch(
                             let _ = a.reply.send(answer);
                         }
                     }
+                    if let (Some(rx), Some(n)) = (scrapes.as_mut(), node) {
+                        while let Ok(sc) = rx.try_recv() {
+                            let page = page_now(n, &exporters, events_on, out.dropped())?;
+                            let _ = sc.reply.send(page.encode(sc.format));
+                        }
+                    }
                     sum = sum + r.counts;
                     if events_on && owners_sent.get(&r.netns) != Some(&r.owner) {
                         let _ = news.send(News::Owner(r.netns, r.owner.clone()));
@@ -556,8 +562,9 @@ fn namespace_labels(netns: u32, owner: &Owner) -> Labels {
     ])
 }
 
-/// A scrape's page: every namespace's series (counts read now), labelled
-/// with the namespace, then netconn's own health.
+/// A scrape's page: every namespace's series (counts read now, its
+/// mini-sockets read again where the kernel shows they may have changed),
+/// labelled with the namespace, then netconn's own health.
 fn page(
     counting: &mut Counting,
     groups: &crate::live::ports::Groups,
@@ -565,68 +572,84 @@ fn page(
     events: bool,
     output_dropped: u64,
 ) -> Result<Page, CmdError> {
-    let none = Exporter::new();
-    let source = match counting {
-        Counting::Ebpf(_) => Source::Ebpf,
-        Counting::Poll => Source::Poll,
-    };
-    let mut page = Page(vec![info(source)]);
-    let mut namespaces = 0;
-    let health = match counting {
+    match counting {
         Counting::Ebpf(node) => {
             let inodes: Vec<u32> = node.spaces().keys().copied().collect();
             for inode in inodes {
                 node.refresh_mini_sockets(inode)?;
-                let counts = node.counts(inode)?;
-                let ports = node.port_series(inode);
-                let labels = namespace_labels(inode, &node.spaces()[&inode].owner);
-                let exporter = exporters.get(&inode).unwrap_or(&none);
-                page.merge(exporter.families(&counts, ports.as_deref()), &labels);
-                namespaces += 1;
             }
-            Health {
-                lost_events: node.lost_events()?,
-                resyncs: Some(node.resyncs()),
-                conn_records_lost: events.then(|| node.conn_records_lost()).transpose()?,
-                output_dropped,
-            }
+            node.drain_stream();
+            page_now(node, exporters, events, output_dropped)
         }
         Counting::Poll => {
+            let none = Exporter::new();
+            let mut page = Page(vec![info(Source::Poll)]);
             // Polling: every namespace dumped now.
             let (readings, _) = read(counting, groups, false, true)?;
             for r in &readings {
                 let exporter = exporters.get(&r.netns).unwrap_or(&none);
                 let labels = namespace_labels(r.netns, &r.owner);
                 page.merge(exporter.families(&r.counts, r.ports.as_deref()), &labels);
-                namespaces += 1;
             }
-            Health {
+            let health = Health {
                 output_dropped,
                 ..Health::default()
-            }
+            };
+            Ok(page_end(page, readings.len(), None, health))
         }
+    }
+}
+
+/// The page from every namespace's state as it is: for scrapes answered
+/// while the interval's work runs (between two namespaces).
+fn page_now(
+    node: &Node,
+    exporters: &std::collections::HashMap<u32, Exporter>,
+    events: bool,
+    output_dropped: u64,
+) -> Result<Page, CmdError> {
+    let none = Exporter::new();
+    let mut page = Page(vec![info(Source::Ebpf)]);
+    for (inode, space) in node.spaces() {
+        let counts = node.counts(*inode)?;
+        let ports = node.port_series_now(*inode);
+        let labels = namespace_labels(*inode, &space.owner);
+        let exporter = exporters.get(inode).unwrap_or(&none);
+        page.merge(exporter.families(&counts, ports.as_deref()), &labels);
+    }
+    let health = Health {
+        lost_events: node.lost_events()?,
+        resyncs: Some(node.resyncs()),
+        conn_records_lost: events.then(|| node.conn_records_lost()).transpose()?,
+        output_dropped,
     };
+    let untracked = node.untracked().len();
+    Ok(page_end(page, node.spaces().len(), Some(untracked), health))
+}
+
+/// The node-wide families that close a page.
+fn page_end(mut page: Page, namespaces: usize, untracked: Option<usize>, health: Health) -> Page {
     page.merge(
         vec![
             Family::new("netconn_namespaces", "Network namespaces counted.")
-                .with(vec![], Value::Gauge(namespaces)),
+                .with(vec![], Value::Gauge(namespaces as i64)),
         ],
         &Vec::new(),
     );
-    if let Counting::Ebpf(node) = counting {
+    if let Some(untracked) = untracked {
         page.merge(
             vec![
                 Family::new(
                     "netconn_namespaces_untracked",
                     "Namespaces past the bound of those counted apart in the kernel.",
                 )
-                .with(vec![], Value::Gauge(node.untracked().len() as i64)),
+                .with(vec![], Value::Gauge(untracked as i64)),
             ],
             &Vec::new(),
         );
     }
     page.merge(crate::prometheus::exporter::health(health), &Vec::new());
-    Ok(page)
+    page
 }
 
 /// The answer to a client of `node.sock`: the counts record of the
