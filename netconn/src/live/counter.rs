@@ -4,7 +4,7 @@
 
 use crate::config::Tags;
 use crate::live::ports::{Groups, PortTracker};
-use crate::live::tracker::{self, Tracker, TrackerError};
+use crate::live::tracker::{Tracker, TrackerError};
 use crate::model::counts::Counts;
 use crate::model::state::ConnType;
 use crate::output::figures::{IntervalFigures, PortSeries};
@@ -24,7 +24,7 @@ pub struct Reading {
     pub lost_events: u64,
     pub conn_records_lost: Option<u64>,
     pub resyncs: Option<u64>,
-    pub correction: Option<tracker::Correction>,
+    pub correction: Option<crate::live::space::Correction>,
     pub ports: Option<Vec<PortSeries>>,
     pub tcp_metrics: Option<IntervalFigures>,
     /// The listening sockets (interval records).

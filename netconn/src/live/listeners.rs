@@ -242,7 +242,7 @@ impl NewListeners {
                 continue;
             }
             let owner = owner(l.cookie).or_else(|| {
-                (walked.get_or_insert_with(crate::list::processes))
+                (walked.get_or_insert_with(crate::tables::procs::processes))
                     .get(&l.inode)
                     .cloned()
             });

@@ -24,11 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ebpf::{Losses, Probe};
 use crate::live::ports::{Groups, PortTracker};
-use crate::live::space::{Signature, SpaceState, signature};
-use crate::live::tracker::{
-    REASON_LOST, REASON_RECONCILE, REASON_REQUESTED, TrackerError, journal_window,
-    steady_disagreement,
+use crate::live::space::{
+    REASON_LOST, REASON_RECONCILE, REASON_REQUESTED, Signature, SpaceState, signature,
 };
+use crate::live::tracker::{TrackerError, journal_window, steady_disagreement};
 use crate::model::counts::Counts;
 use crate::model::socket::DumpedSocket;
 use crate::model::state::ConnType;

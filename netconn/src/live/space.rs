@@ -9,12 +9,26 @@
 
 use crate::live::listeners::Requests;
 use crate::live::ports::PortTracker;
-use crate::live::tracker::Correction;
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, merge};
 use crate::model::socket::DumpedSocket;
 use crate::model::state::{ConnType, TCP_SYN_RECV};
 use crate::tables::totals::KernelTotals;
+
+/// What a resync changed in the live counts.
+#[derive(Debug, Clone)]
+pub struct Correction {
+    pub time: String,
+    /// Why netconn resynced.
+    pub reason: &'static str,
+    /// after - before, per conn-type and state.
+    pub delta: Counts,
+}
+
+/// Resync reasons, as records show them.
+pub const REASON_LOST: &str = "lost_events";
+pub const REASON_RECONCILE: &str = "kernel_totals";
+pub const REASON_REQUESTED: &str = "requested";
 
 /// What the kernel showed when the mini-sockets were read: (time-wait
 /// sockets, events counted this epoch, segments received). Unchanged, the

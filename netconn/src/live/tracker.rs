@@ -11,7 +11,9 @@ use netconn_common::Control;
 use crate::ebpf::{Features, Losses, Probe, ProbeError};
 use crate::live::ephemeral::{EphemeralError, EphemeralPorts, EphemeralReading};
 use crate::live::ports::{Groups, PortTracker};
-use crate::live::space::{Signature, SpaceState, signature};
+use crate::live::space::{
+    Correction, REASON_LOST, REASON_RECONCILE, Signature, SpaceState, signature,
+};
 use crate::model::counts::Counts;
 use crate::model::merge::matrix_effect;
 use crate::model::socket::DumpedSocket;
@@ -100,21 +102,6 @@ pub struct Tracker {
     /// Ephemeral ports per destination.
     ephemeral: Option<EphemeralPorts>,
 }
-
-/// What a resync changed in the live counts.
-#[derive(Debug, Clone)]
-pub struct Correction {
-    pub time: String,
-    /// Why netconn resynced.
-    pub reason: &'static str,
-    /// after - before, per conn-type and state.
-    pub delta: Counts,
-}
-
-/// Resync reasons, as records show them.
-pub const REASON_LOST: &str = "lost_events";
-pub const REASON_RECONCILE: &str = "kernel_totals";
-pub const REASON_REQUESTED: &str = "requested";
 
 /// How often, and how far apart, a disagreement with the kernel's totals
 /// is sampled before it counts: under churn the two are never read at the

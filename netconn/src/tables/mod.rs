@@ -5,6 +5,7 @@ pub mod listeners;
 pub mod netlink;
 pub mod port_range;
 pub mod procnet;
+pub mod procs;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod totals;

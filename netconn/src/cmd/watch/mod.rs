@@ -387,7 +387,7 @@ fn watch(
                     _ = sig.hup.recv() => {
                         // SIGHUP: take a fresh snapshot now (no record).
                         if let Counter::Ebpf(t) = &mut counter {
-                            t.corrected_resync(crate::live::tracker::REASON_REQUESTED)
+                            t.corrected_resync(crate::live::space::REASON_REQUESTED)
 ?;
                         }
                         continue;
