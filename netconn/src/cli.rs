@@ -73,9 +73,17 @@ pub enum Command {
     /// For example `netconn completions bash >
     /// /usr/share/bash-completion/completions/netconn`.
     Completions(CompletionsArgs),
-    /// Print the man page (roff).
+    /// Print the man page (roff), or with --dir write one page per
+    /// subcommand too (netconn-watch.1, ...).
     #[command(hide = true)]
-    Man,
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write netconn.1 and a page per subcommand into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

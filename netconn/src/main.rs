@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         Command::Conntrack(args) => cmd::conntrack::run(args),
         Command::List(args) => cmd::list::run(args),
         Command::Completions(args) => cmd::docs::completions(args),
-        Command::Man => cmd::docs::man(),
+        Command::Man(args) => cmd::docs::man(args),
         Command::Check(args) => return ExitCode::from(cmd::check::run(args).exit_code()),
     };
     match result {

@@ -208,6 +208,21 @@ fn the_package_installs_a_working_service() {
         String::from_utf8_lossy(&out.stdout).contains("real-time connection tracker"),
         "{out:?}"
     );
+    // A page per subcommand, as the main page's SEE ALSO names them.
+    for (page, says) in [
+        ("netconn-watch", "--all-namespaces"),
+        ("netconn-check", "--netns"),
+    ] {
+        let out = Command::new("man")
+            .args(["-P", "cat", page])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "man {page}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(says),
+            "man {page}: {out:?}"
+        );
+    }
     let out = Command::new("bash")
         .args([
             "-c",

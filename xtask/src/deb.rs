@@ -52,7 +52,7 @@ fn cargo_deb() -> Result<()> {
     )
 }
 
-/// The man page (gzipped, as Debian wants it) and the completions.
+/// The man pages (gzipped, as Debian wants them) and the completions.
 fn dist(bin: &Path) -> Result<()> {
     let dir = root().join("target/release/dist");
     std::fs::create_dir_all(&dir)?;
@@ -64,9 +64,14 @@ fn dist(bin: &Path) -> Result<()> {
         anyhow::ensure!(o.status.success(), "netconn {args:?} failed");
         Ok(o.stdout)
     };
-    let man = dir.join("netconn.1");
-    std::fs::write(&man, out(&["man"])?)?;
-    run_cmd(Command::new("gzip").args(["-9nf"]).arg(&man))?;
+    // netconn.1 and a page per subcommand (netconn-watch.1, ...).
+    let man = dir.join("man");
+    let _ = std::fs::remove_dir_all(&man);
+    std::fs::create_dir_all(&man)?;
+    out(&["man", "--dir", man.to_str().context("a UTF-8 path")?])?;
+    for page in std::fs::read_dir(&man)? {
+        run_cmd(Command::new("gzip").args(["-9nf"]).arg(page?.path()))?;
+    }
     for (shell, file) in [
         ("bash", "netconn.bash"),
         ("zsh", "_netconn"),

@@ -5,7 +5,7 @@
 use clap::CommandFactory;
 
 use super::{CmdError, written};
-use crate::cli::{Cli, CompletionsArgs};
+use crate::cli::{Cli, CompletionsArgs, ManArgs};
 use crate::output::sink::Sink;
 
 /// Writes the completion script for a shell to stdout.
@@ -15,8 +15,16 @@ pub fn completions(args: CompletionsArgs) -> Result<(), CmdError> {
     write(&script)
 }
 
-/// Writes the man page (roff) to stdout.
-pub fn man() -> Result<(), CmdError> {
+/// Writes the man page (roff) to stdout, or with `--dir` the pages of
+/// netconn and of each subcommand (`netconn-watch.1`, ...: the main page
+/// names them under SEE ALSO) into that folder.
+pub fn man(args: ManArgs) -> Result<(), CmdError> {
+    if let Some(dir) = args.dir {
+        return clap_mangen::generate_to(Cli::command(), &dir).map_err(CmdError::system(format!(
+            "cannot write the man pages into {}",
+            dir.display()
+        )));
+    }
     let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command())
         .render(&mut page)
