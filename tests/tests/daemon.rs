@@ -536,3 +536,87 @@ echo "== err"; cat /mnt/err
     let new = parse_lines(&section("new"));
     assert!(new.iter().any(|r| r["type"] == "counts"), "{out}");
 }
+
+/// 20,000 TIME_WAIT sockets in `ns` (counted and dumped; they stay a
+/// minute), made by the worker, which holds their listener.
+fn time_wait_sockets(worker: &netconn_integration::Worker) -> std::net::TcpListener {
+    worker.exec(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        for _ in 0..20_000 {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let (a, _) = l.accept().unwrap();
+            drop(c);
+            drop(a);
+        }
+        l
+    })
+}
+
+/// Asks `path` `request` until 3 answers came from what the loop last
+/// published (timed before they were asked), or 20 s passed; each answer
+/// a whole counts record of `ns` equal to the kernel's. The answers from
+/// the board.
+fn answers_while_busy(ns: &Netns, path: &str, request: &str) -> usize {
+    let want = truth(ns);
+    let now = || {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        t % 86400.0
+    };
+    let (mut published, mut asked) = (0, 0);
+    let t0 = Instant::now();
+    while published < 3 && t0.elapsed() < Duration::from_secs(20) {
+        let at = now();
+        let mut s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let answer: Value = serde_json::from_str(text.trim()).expect("a whole record");
+        asked += 1;
+        assert_eq!(answer["type"], "counts", "{answer}");
+        assert_eq!(answer["netns"], netns_inode(ns), "{answer}");
+        assert_eq!(table_of(&answer), want, "{answer}");
+        if seconds_of(answer["time"].as_str().unwrap()) < at - 0.002 {
+            published += 1;
+        }
+    }
+    eprintln!("{published} of {asked} answers from the last published counts");
+    published
+}
+
+/// While the loop is busy with an interval's work (here `--verify`'s dump
+/// of 20,000 sockets, each interval), `check` is not kept waiting: a
+/// client the loop does not answer at once gets the counts the loop last
+/// published, a whole record equal to the kernel's, timed before it asked.
+#[test]
+fn a_busy_loop_answers_from_the_last_published_counts() {
+    let ns = Netns::new();
+    let worker = ns.worker();
+    let _l = time_wait_sockets(&worker);
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "100ms", "--verify"]);
+    watch.fresh_record();
+    let published = answers_while_busy(&ns, &socket_path(&ns), "counts\n");
+    assert!(published >= 3, "answers waited for the loop");
+    // The records went on meanwhile.
+    let r = watch.fresh_record();
+    assert_eq!(r["verify"]["equal"], true, "{r}");
+
+    // The same from the daemon of every namespace, asked for this one.
+    drop(watch);
+    let mut cmd = Command::new(netconn_bin());
+    cmd.args(["watch", "--all-namespaces", "-i", "100ms", "--verify"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (mut node, _) = Watch::start_cmd(cmd);
+    node.fresh_record_of(netns_inode(&ns));
+    let request = format!("counts {}\n", netns_inode(&ns));
+    let published = answers_while_busy(&ns, "/run/netconn/node.sock", &request);
+    assert!(
+        published >= 3,
+        "answers waited for the loop of every namespace"
+    );
+}

@@ -206,7 +206,7 @@ pub fn render(readings: &[Reading]) -> String {
          4 s warm-up.\n\n\
          Then, in 10 s of their own (answering costs the daemon CPU of its own; with the same \
          churn where there is one), `counts INODE` asked of node.sock every 13 ms, as `check \
-         --netns` asks, answered between two namespaces of the interval's work: its latency \
+         --netns` asks, answered by the loop when it is free (within 4 ms), else from the counts it last published: its latency \
          p50 / p99 / max.\n\n\
          | namespaces | interval | load | daemon CPU (% of a core) | per namespace per interval | answer p50 / p99 / max |\n\
          | ---: | ---: | --- | ---: | ---: | ---: |\n",

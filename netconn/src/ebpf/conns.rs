@@ -8,7 +8,7 @@ use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use netconn_common::{ConnEvent, MAP_CONN_EVENTS, MAP_CONN_LOST, MAP_OWNERS, Owner};
 
-use super::error::{ProbeError, counter, take_map};
+use super::error::{ProbeError, counter, map_error, take_map};
 
 pub struct ConnMaps {
     /// With `watch --events`, until a drain thread takes it.
@@ -48,10 +48,33 @@ impl ConnMaps {
         self.owners.iter().filter_map(Result::ok).collect()
     }
 
+    /// A handle of its own on the owners map (the same kernel map), for
+    /// a thread that answers `list` without the loop that holds the probe.
+    pub fn owners_reader(&self) -> Result<OwnersReader, ProbeError> {
+        use aya::maps::IterableMap;
+        let info = self.owners.map().info().map_err(map_error(MAP_OWNERS))?;
+        let map = MapData::from_id(info.id()).map_err(map_error(MAP_OWNERS))?;
+        let map = aya::maps::Map::from_map_data(map).map_err(map_error(MAP_OWNERS))?;
+        Ok(OwnersReader(
+            HashMap::try_from(map).map_err(map_error(MAP_OWNERS))?,
+        ))
+    }
+
     /// The process behind one socket (pid, comm), if the programs
     /// recorded it.
     pub fn owner_of(&self, cookie: u64) -> Option<(u32, String)> {
         Some(self.owners.get(&cookie, 0).ok()?.process())
+    }
+}
+
+/// The owners map, read from another thread than the probe's.
+pub struct OwnersReader(HashMap<MapData, u64, Owner>);
+
+impl OwnersReader {
+    /// The processes behind the TCP sockets, by socket cookie (see
+    /// [`ConnMaps::owners`]).
+    pub fn owners(&self) -> Vec<(u64, Owner)> {
+        self.0.iter().filter_map(Result::ok).collect()
     }
 }
 

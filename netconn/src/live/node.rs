@@ -606,10 +606,11 @@ impl Node {
         Ok(())
     }
 
-    /// The process behind each socket the programs recorded (`--events`),
-    /// by cookie, in every namespace (cookies are the host's).
-    pub fn owners(&self) -> Vec<(u64, netconn_common::Owner)> {
-        self.probe.conns().owners()
+    /// A reader of the processes behind the TCP sockets the programs saw
+    /// connect, listen or be accepted, for the clients' thread (`list`
+    /// asks, and is answered without the loop).
+    pub fn owners_reader(&self) -> Result<crate::ebpf::conns::OwnersReader, TrackerError> {
+        Ok(self.probe.conns().owners_reader()?)
     }
 
     /// The namespaces counted, by inode.

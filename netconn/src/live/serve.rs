@@ -4,7 +4,10 @@
 //! sockets the daemon saw being created.
 //!
 //! Protocol: connect, write one request line; the daemon answers and
-//! closes. `counts`: one counts record (a JSON line). `owners`: a line
+//! closes. The loop that owns the counts answers when it is free; when it
+//! is busy with an interval's work longer than [`FRESH_WITHIN`], the
+//! client gets what the loop last published on the [`Board`] instead, so
+//! no answer waits for the node's work. `counts`: one counts record (a JSON line). `owners`: a line
 //! `COOKIE PID COMM` per TCP socket whose process the daemon knows. One
 //! socket per network namespace, named by its inode; a `watch
 //! --all-namespaces` serves `node.sock`, where `counts INODE` asks for one
@@ -201,12 +204,154 @@ pub const MAX_CLIENTS: usize = 16;
 /// A client has this long to send its request, and again to take its
 /// answer; the loop that owns the counts never waits for a client.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
+/// How long a client waits for the loop's answer from the counts as they
+/// are now before it takes the last published ones.
+pub const FRESH_WITHIN: Duration = Duration::from_millis(4);
 
 /// A client's request, handed to the loop that owns the counts, which
 /// sends the answer back through `reply`.
 pub struct Asked {
     pub request: Request,
     pub reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+}
+
+/// Whether the loop is busy with an interval's work (rather than waiting
+/// for requests, or answering them): a client it has not answered within
+/// [`FRESH_WITHIN`] takes what it last published only then; otherwise the
+/// loop is computing an answer, and the client waits for it.
+#[derive(Clone, Default)]
+pub struct Busy(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+/// Busy until dropped.
+pub struct Working<'a>(&'a Busy);
+
+impl Busy {
+    /// The loop starts an interval's work, until the guard is dropped.
+    pub fn working(&self) -> Working<'_> {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+        Working(self)
+    }
+
+    pub fn is(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `fresh`'s answer, when the loop gives it; when the loop has not
+    /// within [`FRESH_WITHIN`] and is busy with an interval's work,
+    /// `last()`'s, if it has one.
+    pub async fn fresh_or_last<T>(
+        &self,
+        mut fresh: tokio::sync::oneshot::Receiver<T>,
+        last: impl Fn() -> Option<T>,
+    ) -> Result<T, tokio::sync::oneshot::error::RecvError> {
+        loop {
+            match tokio::time::timeout(FRESH_WITHIN, &mut fresh).await {
+                Ok(answer) => return answer,
+                Err(_) if self.is() => {
+                    if let Some(last) = last() {
+                        return Ok(last);
+                    }
+                }
+                // The loop is computing an answer (this one, or another's).
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        (self.0)
+            .0
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// What the loop last computed, where the clients' thread reads it: the
+/// answers it gives when the loop is busy. The loop publishes each
+/// namespace's counts answer as its interval's work reaches it, the
+/// alerts at the end of the interval; `owners` are read from the kernel's
+/// map by the clients' thread itself.
+#[derive(Clone, Default)]
+pub struct Board(std::sync::Arc<BoardInner>);
+
+#[derive(Default)]
+struct BoardInner {
+    busy: Busy,
+    answers: std::sync::Mutex<Answers>,
+    owners: std::sync::OnceLock<crate::ebpf::conns::OwnersReader>,
+}
+
+#[derive(Default)]
+struct Answers {
+    /// `counts` (and `counts INODE`) answers, by namespace inode.
+    counts: std::collections::HashMap<u32, Vec<u8>>,
+    /// The namespace a plain `counts` asks for: the daemon's own.
+    own: u32,
+    alerts: Vec<u8>,
+}
+
+impl Board {
+    /// A board for a daemon in namespace `own`, whose loop says when it is
+    /// `busy`.
+    pub fn new(own: u32, busy: &Busy) -> Board {
+        let board = Board(std::sync::Arc::new(BoardInner {
+            busy: busy.clone(),
+            ..BoardInner::default()
+        }));
+        board.answers().own = own;
+        board
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        // A panicked publisher left whole values: still answers.
+        self.0.answers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Namespace `netns`'s counts answer, as the loop computed it now.
+    pub fn publish_counts(&self, netns: u32, line: Vec<u8>) {
+        self.answers().counts.insert(netns, line);
+    }
+
+    /// Forgets the namespaces `keep` refuses (gone, untracked).
+    pub fn retain(&self, mut keep: impl FnMut(u32) -> bool) {
+        self.answers().counts.retain(|netns, _| keep(*netns));
+    }
+
+    /// The alerts answer as of the interval that just ended.
+    pub fn publish_alerts(&self, lines: Vec<u8>) {
+        self.answers().alerts = lines;
+    }
+
+    /// Where `owners` are read from (eBPF counting only).
+    pub fn set_owners(&self, reader: crate::ebpf::conns::OwnersReader) {
+        let _ = self.0.owners.set(reader);
+    }
+
+    /// The last published answer to `request` (None: nothing published
+    /// yet for it; the client waits for the loop).
+    fn last(&self, request: Request) -> Option<Vec<u8>> {
+        let answers = self.answers();
+        match request {
+            Request::Counts => answers.counts.get(&answers.own).cloned(),
+            Request::CountsOf(netns) => answers.counts.get(&netns).cloned(),
+            Request::Alerts => Some(answers.alerts.clone()),
+            Request::Owners => None,
+        }
+    }
+
+    /// The `owners` answer, from the kernel's map (empty without eBPF).
+    fn owners(&self) -> Vec<u8> {
+        let Some(reader) = self.0.owners.get() else {
+            return Vec::new();
+        };
+        let mut text = String::new();
+        for (cookie, owner) in reader.owners() {
+            let (pid, comm) = owner.process();
+            text.push_str(&owner_line(cookie, pid, &comm));
+        }
+        text.into_bytes()
+    }
 }
 
 /// A listening socket of the runtime, whatever its family.
@@ -291,25 +436,36 @@ where
 }
 
 /// Accepts clients of the counts socket, each with deadlines, at most
-/// [`MAX_CLIENTS`] at once; their requests come out of the returned
-/// receiver. Must be called inside the runtime.
-pub fn serve_clients(listener: &UnixListener) -> io::Result<tokio::sync::mpsc::Receiver<Asked>> {
+/// [`MAX_CLIENTS`] at once; the requests the loop answers come out of the
+/// returned receiver, the others are answered from `board`. Must be called
+/// inside the runtime.
+pub fn serve_clients(
+    listener: &UnixListener,
+    board: &Board,
+) -> io::Result<tokio::sync::mpsc::Receiver<Asked>> {
     let listener = tokio::net::UnixListener::from_std(listener.try_clone()?)?;
+    let board = board.clone();
     Ok(accept_clients(
         listener,
         MAX_CLIENTS,
         WhenFull::Close,
-        |stream, asked| async move {
-            let _ = client(stream, asked).await;
+        move |stream, asked| {
+            let board = board.clone();
+            async move {
+                let _ = client(stream, asked, board).await;
+            }
         },
     ))
 }
 
-/// One client: its request within the deadline, the answer from the loop,
-/// written within the deadline.
+/// One client: its request within the deadline; the answer from the loop
+/// (or, when the loop is busy with an interval's work, the last published
+/// one: see [`Busy::fresh_or_last`]; `owners`: read here, from the
+/// kernel's map); written within the deadline.
 async fn client(
     mut stream: tokio::net::UnixStream,
     asked: tokio::sync::mpsc::Sender<Asked>,
+    board: Board,
 ) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
     use tokio::time::timeout;
@@ -317,13 +473,23 @@ async fn client(
     let request = timeout(CLIENT_DEADLINE, Request::read(&mut stream))
         .await
         .map_err(late)??;
-    let (reply, answer) = tokio::sync::oneshot::channel();
     let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
-    asked
-        .send(Asked { request, reply })
-        .await
-        .map_err(|_| gone())?;
-    let answer = answer.await.map_err(|_| gone())?;
+    let answer = if request == Request::Owners {
+        // A walk of the kernel's map: off the runtime's thread.
+        tokio::task::spawn_blocking(move || board.owners())
+            .await
+            .map_err(|_| gone())?
+    } else {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        asked
+            .send(Asked { request, reply })
+            .await
+            .map_err(|_| gone())?;
+        (board.0.busy)
+            .fresh_or_last(answer, || board.last(request))
+            .await
+            .map_err(|_| gone())?
+    };
     timeout(CLIENT_DEADLINE, stream.write_all(&answer))
         .await
         .map_err(late)??;
@@ -356,8 +522,8 @@ pub fn query(path: &Path, request: Request, timeout: Duration) -> io::Result<Str
     Ok(answer)
 }
 
-/// The answer to a client: the live counts (`check`), or the owners of the
-/// sockets the programs saw created (`list`).
+/// The answer to a client from the live counts (`check`); `owners` are
+/// the board's.
 pub fn answer(
     counter: &mut Counter,
     request: Request,
@@ -367,27 +533,20 @@ pub fn answer(
 ) -> Result<Vec<u8>, TrackerError> {
     Ok(match request {
         // Not a daemon of every namespace; alerts are the loop's.
-        Request::CountsOf(_) | Request::Alerts => Vec::new(),
+        Request::CountsOf(_) | Request::Alerts | Request::Owners => Vec::new(),
         Request::Counts => {
             let r = counter.read(false, None)?;
-            let record = r.record(host, netns, tags, None, None);
-            let mut line = serde_json::to_vec(&record.at(&crate::host::now_rfc3339()))
-                .expect("records serialize");
-            line.push(b'\n');
-            line
-        }
-        Request::Owners => {
-            let Counter::Ebpf(t) = counter else {
-                return Ok(Vec::new());
-            };
-            let mut text = String::new();
-            for (cookie, owner) in t.owners() {
-                let (pid, comm) = owner.process();
-                text.push_str(&owner_line(cookie, pid, &comm));
-            }
-            text.into_bytes()
+            counts_line(&r.record(host, netns, tags, None, None))
         }
     })
+}
+
+/// A counts record as a client gets it: one JSON line, timed now.
+pub fn counts_line(record: &crate::output::record::CountsRecord<'_>) -> Vec<u8> {
+    let mut line =
+        serde_json::to_vec(&record.at(&crate::host::now_rfc3339())).expect("records serialize");
+    line.push(b'\n');
+    line
 }
 
 /// One `owners` answer line.
@@ -430,7 +589,7 @@ mod tests {
             move || query(&path, Request::Counts, Duration::from_secs(5)).unwrap()
         });
         let answered = rt.block_on(async {
-            let mut asked = serve_clients(&served.listener).unwrap();
+            let mut asked = serve_clients(&served.listener, &Board::default()).unwrap();
             let a = tokio::time::timeout(Duration::from_secs(5), asked.recv())
                 .await
                 .expect("the querying client is served while idle ones wait")
@@ -453,6 +612,58 @@ mod tests {
         let served = bind(&path).unwrap();
         drop(served);
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn a_busy_loop_leaves_answers_to_the_board() {
+        let dir = std::env::temp_dir().join(format!("netconn-board-test-{}", std::process::id()));
+        let path = dir.join("netns-7.sock");
+        let served = bind(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let busy = Busy::default();
+        let board = Board::new(7, &busy);
+        let ask = |request| {
+            let path = path.clone();
+            std::thread::spawn(move || query(&path, request, Duration::from_secs(5)).unwrap())
+        };
+        let _asked = rt.block_on(async {
+            let asked = serve_clients(&served.listener, &board).unwrap();
+            board.publish_counts(7, b"seven\n".to_vec());
+            board.publish_counts(9, b"nine\n".to_vec());
+            board.publish_alerts(b"alert\n".to_vec());
+            // The loop is not busy with an interval's work: it is
+            // computing an answer, and the client waits for it.
+            let waiting = ask(Request::Counts);
+            tokio::time::sleep(FRESH_WITHIN * 10).await;
+            assert!(!waiting.is_finished(), "answered while the loop was free");
+            // Busy now: the waiting client gets the board's.
+            let working = busy.working();
+            assert_eq!(waiting.join().unwrap(), "seven\n");
+            drop(working);
+            asked
+        });
+        // The loop is busy and never answers: the board does.
+        let _working = busy.working();
+        let answered: Vec<String> = [
+            Request::Counts,
+            Request::CountsOf(9),
+            Request::Alerts,
+            Request::Owners,
+        ]
+        .into_iter()
+        .map(ask)
+        .map(|t| t.join().unwrap())
+        .collect();
+        assert_eq!(answered, ["seven\n", "nine\n", "alert\n", ""]);
+        board.retain(|netns| netns != 9);
+        assert_eq!(board.last(Request::CountsOf(9)), None);
+        drop(rt);
+        drop(served);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -349,9 +349,11 @@ impl Tracker {
         self.probe.conns().owner_of(cookie)
     }
 
-    /// Processes behind TCP sockets, by cookie (see [`crate::ebpf::conns::ConnMaps::owners`]).
-    pub fn owners(&self) -> Vec<(u64, netconn_common::Owner)> {
-        self.probe.conns().owners()
+    /// A reader of the processes behind the TCP sockets the programs saw
+    /// connect, listen or be accepted, for the clients' thread (`list`
+    /// asks, and is answered without the loop).
+    pub fn owners_reader(&self) -> Result<crate::ebpf::conns::OwnersReader, TrackerError> {
+        Ok(self.probe.conns().owners_reader()?)
     }
 
     /// The TCP metrics since the last call (since start, the first time);

@@ -4,7 +4,9 @@
 //! very tables netconn counts. It runs on the watch's runtime, each client
 //! on a task of its own with deadlines, at most [`MAX_CLIENTS`] at once,
 //! so no client, slow or silent, can hold up the loop that owns the counts
-//! (it only ever builds a page).
+//! (it only ever builds a page). A scrape the loop does not answer at once
+//! while it is busy with an interval's work gets the last page it made
+//! ([`LastPage`], [`Busy::fresh_or_last`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +14,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::prometheus::page::Format;
+use crate::live::serve::Busy;
+use crate::prometheus::page::{Format, Page};
 use crate::prometheus::web::Web;
 
 /// Most clients served at once (see [`serve`] for the one past it).
@@ -24,6 +27,50 @@ pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
 pub const IDLE: Duration = Duration::from_secs(300);
 /// The longest request head read; a longer one is refused.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// The page the loop made last, where the clients' thread reads it.
+#[derive(Default)]
+pub struct LastPage {
+    busy: Busy,
+    page: std::sync::Mutex<Option<Page>>,
+    /// A scrape got the last page: the loop makes a new one at the end of
+    /// its interval.
+    missed: std::sync::atomic::AtomicBool,
+}
+
+impl LastPage {
+    /// For a loop that says when it is `busy`.
+    pub fn new(busy: &Busy) -> LastPage {
+        LastPage {
+            busy: busy.clone(),
+            ..LastPage::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Page>> {
+        self.page.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `page`, the page the loop just made.
+    pub fn keep(&self, page: Page) {
+        *self.lock() = Some(page);
+    }
+
+    /// Whether the loop should make a page for the board at the end of its
+    /// interval: none made yet, or scrapes took the last one since.
+    pub fn wanted(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.missed.swap(false, Ordering::Relaxed) || self.lock().is_none()
+    }
+
+    /// The last page, encoded (None: the loop made none yet).
+    fn last(&self, format: Format) -> Option<String> {
+        let page = self.lock().clone()?;
+        self.missed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(page.encode(format))
+    }
+}
 
 /// A scrape, handed to the loop that owns the counts, which sends the
 /// page back through `reply`.
@@ -53,6 +100,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub fn serve(
     listener: std::net::TcpListener,
     web: Option<std::sync::Arc<Web>>,
+    last: std::sync::Arc<LastPage>,
 ) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
     use std::sync::Arc;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -90,6 +138,7 @@ pub fn serve(
             };
             id += 1;
             let (web, scrapes, waiting) = (web.clone(), scrapes.clone(), waiting.clone());
+            let last = last.clone();
             let me = Waiter { id, waiting };
             tokio::spawn(async move {
                 let tls = web.as_ref().and_then(|w| w.tls.clone());
@@ -97,11 +146,13 @@ pub fn serve(
                     Some(acceptor) => {
                         // The handshake has the first request's deadline.
                         match tokio::time::timeout(CLIENT_DEADLINE, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => client(stream, scrapes, web.as_deref(), &me).await,
+                            Ok(Ok(stream)) => {
+                                client(stream, scrapes, web.as_deref(), &me, &last).await
+                            }
                             _ => Ok(()),
                         }
                     }
-                    None => client(stream, scrapes, web.as_deref(), &me).await,
+                    None => client(stream, scrapes, web.as_deref(), &me, &last).await,
                 };
                 me.done();
                 drop(slot);
@@ -314,6 +365,7 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     scrapes: tokio::sync::mpsc::Sender<Scrape>,
     web: Option<&Web>,
     me: &Waiter,
+    last: &LastPage,
 ) -> io::Result<()> {
     use tokio::time::timeout;
     let late = |_| io::Error::from(io::ErrorKind::TimedOut);
@@ -361,7 +413,10 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                             .send(Scrape { format, reply })
                             .await
                             .map_err(|_| gone())?;
-                        let page = page.await.map_err(|_| gone())?;
+                        let page = (last.busy)
+                            .fresh_or_last(page, || last.last(format))
+                            .await
+                            .map_err(|_| gone())?;
                         response("200 OK", format.content_type(), &page, head, keep_alive)
                     }
                 };
@@ -383,6 +438,39 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_loop_leaves_scrapes_to_the_last_page() {
+        use crate::prometheus::page::{Family, Value};
+        use std::io::{Read, Write};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let busy = Busy::default();
+        let last = std::sync::Arc::new(LastPage::new(&busy));
+        let _working = busy.working();
+        assert!(last.wanted(), "none made yet");
+        last.keep(Page(vec![
+            Family::new("netconn_test", "A test.").with(vec![], Value::Gauge(42)),
+        ]));
+        assert!(!last.wanted(), "made, and nobody took it");
+        // The loop is busy and never answers.
+        let _scrapes = rt.block_on(async { serve(listener, None, last.clone()).unwrap() });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.contains("netconn_test 42"), "{answer}");
+        assert!(last.wanted(), "a scrape took the last page: make a new one");
+        assert!(!last.wanted());
+    }
 
     #[test]
     fn requests() {

@@ -46,9 +46,10 @@ fn serve(path: &std::path::Path, log: &Log, quiet: bool) -> (Option<serve::Serve
 /// requests come out of the receiver. Inside the runtime.
 fn start_serving(
     served: &Option<serve::Served>,
+    board: &serve::Board,
 ) -> Result<Option<tokio::sync::mpsc::Receiver<serve::Asked>>, CmdError> {
     match served {
-        Some(s) => serve::serve_clients(&s.listener)
+        Some(s) => serve::serve_clients(&s.listener, board)
             .map(Some)
             .map_err(CmdError::system("cannot serve counts")),
         None => Ok(None),
@@ -95,10 +96,12 @@ fn bind_metrics(args: &WatchArgs) -> Result<Option<MetricsListener>, CmdError> {
 /// the runtime.
 fn start_metrics(
     listener: Option<MetricsListener>,
+    last: &std::sync::Arc<crate::prometheus::http::LastPage>,
 ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::prometheus::http::Scrape>>, CmdError> {
     listener
         .map(|(l, web)| {
-            crate::prometheus::http::serve(l, web).map_err(CmdError::system("cannot serve metrics"))
+            crate::prometheus::http::serve(l, web, last.clone())
+                .map_err(CmdError::system("cannot serve metrics"))
         })
         .transpose()
 }
@@ -339,6 +342,12 @@ fn watch(
         Counter::Poll(_) => (None, false),
     };
     let mut exporter = crate::prometheus::exporter::Exporter::new();
+    // What clients get while the loop is busy.
+    let busy = serve::Busy::default();
+    let board = serve::Board::new(netns, &busy);
+    if let Counter::Ebpf(t) = &counter {
+        board.set_owners(t.owners_reader()?);
+    }
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
@@ -352,8 +361,10 @@ fn watch(
             None => None,
         };
         let result = runtime.block_on(async {
-            let mut asked = start_serving(&served)?;
-            let mut scrapes = start_metrics(metrics_listener)?;
+            let mut asked = start_serving(&served, &board)?;
+            let last_page = std::sync::Arc::new(crate::prometheus::http::LastPage::new(&busy));
+            let scraped = metrics_listener.is_some();
+            let mut scrapes = start_metrics(metrics_listener, &last_page)?;
             let mut ticker = tokio::time::interval(interval);
             let mut drain = tokio::time::interval(DRAIN_EVERY);
             drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -376,7 +387,9 @@ fn watch(
                     }
                     s = next_request(&mut scrapes) => {
                         let live = counter.read(false, None)?;
-                        let page = exporter.page(&live, out.dropped()).encode(s.format);
+                        let page = exporter.page(&live, out.dropped());
+                        last_page.keep(page.clone());
+                        let page = page.encode(s.format);
                         let _ = s.reply.send(page);
                         continue;
                     }
@@ -398,9 +411,12 @@ fn watch(
                         continue;
                     }
                 };
+                // Clients the loop does not answer at once meanwhile get
+                // what it last published.
+                let _working = busy.working();
                 if retry_serve {
                     (served, retry_serve) = serve(&serve::socket_path(netns), log, true);
-                    asked = start_serving(&served)?;
+                    asked = start_serving(&served, &board)?;
                 }
                 let interval = match &mut counter {
                     Counter::Ebpf(t) => t
@@ -409,6 +425,7 @@ fn watch(
                     Counter::Poll(_) => None,
                 };
                 let mut r = counter.read(true, interval.as_ref())?;
+                board.publish_counts(netns, serve::counts_line(&r.record(&host, netns, &tags, None, None)));
                 if !args.no_tcp_metrics {
                     let m = crate::live::metrics::figures(
                         interval.as_ref(),
@@ -459,6 +476,11 @@ fn watch(
                     conntrack: Some(&ct.record),
                     raised: seen,
                 });
+                board.publish_alerts(exporter.active_lines());
+                if scraped && last_page.wanted() {
+                    let live = counter.read(false, None)?;
+                    last_page.keep(exporter.page(&live, out.dropped()));
+                }
                 let flow = if args.format == crate::cli::Format::Json {
                     let record =
                         r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));

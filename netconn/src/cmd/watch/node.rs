@@ -157,6 +157,12 @@ pub(super) fn watch(
         Counting::Ebpf(_) => serve(&path, log, false),
         Counting::Poll => (None, false),
     };
+    // What clients get while the loop is busy.
+    let busy = served::Busy::default();
+    let board = served::Board::new(super::super::own_netns()?, &busy);
+    if let Counting::Ebpf(n) = &counting {
+        board.set_owners(n.owners_reader()?);
+    }
     let conns = match &mut counting {
         Counting::Ebpf(n) if args.events => n.take_conn_events(),
         _ => None,
@@ -188,8 +194,10 @@ pub(super) fn watch(
         });
         let events_on = conn_thread.is_some();
         let result = runtime.block_on(async {
-            let mut asked = start_serving(&socket)?;
-            let mut scrapes = start_metrics(metrics_listener)?;
+            let mut asked = start_serving(&socket, &board)?;
+            let last_page = std::sync::Arc::new(crate::prometheus::http::LastPage::new(&busy));
+            let scraped = metrics_listener.is_some();
+            let mut scrapes = start_metrics(metrics_listener, &last_page)?;
             let streaming = matches!(&counting, Counting::Ebpf(n) if n.has_port_groups());
             let mut drain = tokio::time::interval(super::DRAIN_EVERY);
             drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -220,6 +228,7 @@ pub(super) fn watch(
                     }
                     s = next_request(&mut scrapes) => {
                         let page = page(&mut counting, &groups, &exporters, events_on, out.dropped())?;
+                        last_page.keep(page.clone());
                         let _ = s.reply.send(page.encode(s.format));
                         continue;
                     }
@@ -236,9 +245,12 @@ pub(super) fn watch(
                         continue;
                     }
                 };
+                // Clients the loop does not answer between two namespaces
+                // within a few milliseconds get what it last published.
+                let _working = busy.working();
                 if retry_serve {
                     (socket, retry_serve) = serve(&path, log, true);
-                    asked = start_serving(&socket)?;
+                    asked = start_serving(&socket, &board)?;
                 }
                 let time = host::now_rfc3339();
                 let (readings, changes) = read(&mut counting, &groups, args.verify, first)?;
@@ -335,6 +347,7 @@ pub(super) fn watch(
                     if let (Some(rx), Some(n)) = (scrapes.as_mut(), node) {
                         while let Ok(sc) = rx.try_recv() {
                             let page = page_now(n, &exporters, events_on, out.dropped())?;
+                            last_page.keep(page.clone());
                             let _ = sc.reply.send(page.encode(sc.format));
                         }
                     }
@@ -353,6 +366,13 @@ pub(super) fn watch(
                         Some(out.dropped()),
                         events_on,
                     )?;
+                    // As `counts INODE` answers it.
+                    let answer = CountsRecord {
+                        output_dropped: None,
+                        conn_records_lost: None,
+                        ..record.clone()
+                    };
+                    board.publish_counts(r.netns, served::counts_line(&answer));
                     record.verify = r.verify.as_ref();
                     record.ports = r.ports.as_deref();
                     // What only a thread inside the namespace can read:
@@ -498,6 +518,15 @@ pub(super) fn watch(
                     }
                 }
                 inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                board.retain(|netns| readings.iter().any(|r| r.netns == netns));
+                board.publish_alerts(exporters.values().flat_map(Exporter::active_lines).collect());
+                if scraped && last_page.wanted() {
+                    last_page.keep(match node {
+                        Some(n) => page_now(n, &exporters, events_on, out.dropped())?,
+                        // Polled: a page from the readings just made.
+                        None => polled_page(&readings, &exporters, out.dropped()),
+                    });
+                }
                 exporters.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 let untracked: Vec<u32> =
                     node.map_or_else(Vec::new, |n| n.untracked().take(UNTRACKED_LISTED).collect());
@@ -582,22 +611,31 @@ fn page(
             page_now(node, exporters, events, output_dropped)
         }
         Counting::Poll => {
-            let none = Exporter::new();
-            let mut page = Page(vec![info(Source::Poll)]);
             // Polling: every namespace dumped now.
             let (readings, _) = read(counting, groups, false, true)?;
-            for r in &readings {
-                let exporter = exporters.get(&r.netns).unwrap_or(&none);
-                let labels = namespace_labels(r.netns, &r.owner);
-                page.merge(exporter.families(&r.counts, r.ports.as_deref()), &labels);
-            }
-            let health = Health {
-                output_dropped,
-                ..Health::default()
-            };
-            Ok(page_end(page, readings.len(), None, health))
+            Ok(polled_page(&readings, exporters, output_dropped))
         }
     }
+}
+
+/// A polled node's page, from its readings.
+fn polled_page(
+    readings: &[Reading],
+    exporters: &std::collections::HashMap<u32, Exporter>,
+    output_dropped: u64,
+) -> Page {
+    let none = Exporter::new();
+    let mut page = Page(vec![info(Source::Poll)]);
+    for r in readings {
+        let exporter = exporters.get(&r.netns).unwrap_or(&none);
+        let labels = namespace_labels(r.netns, &r.owner);
+        page.merge(exporter.families(&r.counts, r.ports.as_deref()), &labels);
+    }
+    let health = Health {
+        output_dropped,
+        ..Health::default()
+    };
+    page_end(page, readings.len(), None, health)
 }
 
 /// The page from every namespace's state as it is: for scrapes answered
@@ -687,17 +725,8 @@ fn answer_now(
     let inode = match request {
         served::Request::CountsOf(inode) => inode,
         served::Request::Counts => super::super::own_netns()?,
-        served::Request::Owners => {
-            // Every namespace's: list asks this daemon when its
-            // namespace has no watch of its own.
-            let mut text = String::new();
-            for (cookie, owner) in node.owners() {
-                let (pid, comm) = owner.process();
-                text.push_str(&served::owner_line(cookie, pid, &comm));
-            }
-            return Ok(text.into_bytes());
-        }
-        served::Request::Alerts => return Ok(Vec::new()),
+        // The board's, and the loop's.
+        served::Request::Owners | served::Request::Alerts => return Ok(Vec::new()),
     };
     if !node.spaces().contains_key(&inode) {
         return Ok(Vec::new());
@@ -714,9 +743,7 @@ fn answer_now(
         None,
         false,
     )?;
-    let mut line = serde_json::to_vec(&record.at(&host::now_rfc3339())).expect("records serialize");
-    line.push(b'\n');
-    Ok(line)
+    Ok(served::counts_line(&record))
 }
 
 /// One namespace's counts record; `node` None: polled, else with the
