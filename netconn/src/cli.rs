@@ -67,6 +67,19 @@ pub enum Command {
     /// running `watch --events` (the TCP sockets it saw connect, listen or
     /// be accepted), and with --processes from /proc for the others.
     List(ListArgs),
+    /// A live view in the terminal: counts by state, rates, TCP metrics,
+    /// listeners, alerts, connections.
+    ///
+    /// Reads the namespace's running `watch` (or the `watch
+    /// --all-namespaces` daemon) over its root-only socket and refreshes on
+    /// its interval; with no daemon it dumps the socket tables itself every
+    /// second (counts only). Keys: Tab or 1/2/3 switch views (overview,
+    /// connections, namespaces); in connections `/` filters (process, port,
+    /// address), `s` sorts by the next column, `r` reverses, `a` groups by
+    /// direction, process, protocol and port; ↑↓ move; Enter opens a
+    /// namespace's overview; `q` or Ctrl-C quits. NO_COLOR turns colours
+    /// off.
+    Top(TopArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish,
     /// powershell).
     ///
@@ -112,6 +125,14 @@ pub struct ListArgs {
     /// Every network namespace of the host (those with a process in them
     /// or a name under /run/netns), each row with its namespace's owner:
     /// container, pod, cgroup, processes.
+    #[arg(long, short = 'A', conflicts_with = "netns")]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Every namespace, from the running `watch --all-namespaces`: a row
+    /// each (owner, totals, trend), Enter for one's overview.
     #[arg(long, short = 'A', conflicts_with = "netns")]
     pub all_namespaces: bool,
 }

@@ -14,7 +14,7 @@
 //! - `namespaces`: choosing another network namespace, finding every one
 //!   on the host and what it belongs to.
 //! - `conntrack`, `plugin` (the Nagios check), `prometheus` (the metrics
-//!   endpoint), `list`: one feature each.
+//!   endpoint), `list`, `top` (the terminal view): one feature each.
 //! - `cli`, `config`, `host`, and `cmd/`: one module per subcommand.
 
 pub mod cli;
@@ -31,3 +31,4 @@ pub mod output;
 pub mod plugin;
 pub mod prometheus;
 pub mod tables;
+pub mod top;

@@ -377,61 +377,84 @@ fn printable_rows(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The columns of a listing (`OWNER` only with `--all-namespaces`).
+pub const ROW_HEADER: [&str; 11] = [
+    "PROTO",
+    "STATE",
+    "LOCAL",
+    "REMOTE",
+    "DIRECTION",
+    "PID/COMM",
+    "RTT(ms)",
+    "RETRANS",
+    "QUEUE",
+    "NETNS",
+    "OWNER",
+];
+
+/// One row's cells under [`ROW_HEADER`] (unescaped), with an `OWNER` cell
+/// when `owners`.
+pub fn row_cells(r: &Row, l: &Namespaced, owners: bool) -> Vec<String> {
+    let s = &r.socket;
+    let mut cells = vec![
+        s.conn_type.name().to_owned(),
+        state_name(s).to_owned(),
+        endpoint(s.local_addr, s.local_port),
+        endpoint(r.remote_addr, r.remote_port),
+        r.direction.name().to_owned(),
+        r.process
+            .as_ref()
+            .map(|(pid, comm)| format!("{pid}/{comm}"))
+            .unwrap_or_else(|| "-".into()),
+        r.info
+            .map(|i| format!("{:.3}", i.rtt_us as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into()),
+        r.info
+            .map(|i| i.retrans.to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.queue
+            .map(|(q, b)| format!("{q}/{b}"))
+            .unwrap_or_else(|| "-".into()),
+        l.netns.to_string(),
+    ];
+    if owners {
+        let label = match (crate::host::namespace_class(l.netns), &l.owner) {
+            ("system", _) => "host".into(),
+            (_, Some(owner)) => owner.label(),
+            (_, None) => "-".into(),
+        };
+        cells.push(label);
+    }
+    cells
+}
+
 pub fn rows_table(lists: &[Namespaced]) -> String {
     let owners = lists.iter().any(|l| l.owner.is_some());
     let cells: Vec<Vec<String>> = lists
         .iter()
-        .flat_map(|l| l.rows.iter().map(move |r| (r, l)))
-        .map(|(r, l)| {
-            let s = &r.socket;
-            let mut cells = vec![
-                s.conn_type.name().to_owned(),
-                state_name(s).to_owned(),
-                endpoint(s.local_addr, s.local_port),
-                endpoint(r.remote_addr, r.remote_port),
-                r.direction.name().to_owned(),
-                r.process
-                    .as_ref()
-                    .map(|(pid, comm)| format!("{pid}/{comm}"))
-                    .unwrap_or_else(|| "-".into()),
-                r.info
-                    .map(|i| format!("{:.3}", i.rtt_us as f64 / 1000.0))
-                    .unwrap_or_else(|| "-".into()),
-                r.info
-                    .map(|i| i.retrans.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                r.queue
-                    .map(|(q, b)| format!("{q}/{b}"))
-                    .unwrap_or_else(|| "-".into()),
-                l.netns.to_string(),
-            ];
-            if owners {
-                let label = match (crate::host::namespace_class(l.netns), &l.owner) {
-                    ("system", _) => "host".into(),
-                    (_, Some(owner)) => owner.label(),
-                    (_, None) => "-".into(),
-                };
-                cells.push(label);
-            }
-            cells
-        })
+        .flat_map(|l| l.rows.iter().map(move |r| row_cells(r, l, owners)))
         .collect();
-    let mut header = vec![
-        "PROTO",
-        "STATE",
-        "LOCAL",
-        "REMOTE",
-        "DIRECTION",
-        "PID/COMM",
-        "RTT(ms)",
-        "RETRANS",
-        "QUEUE",
-        "NETNS",
-    ];
-    if owners {
-        header.push("OWNER");
-    }
-    table(&header, &cells)
+    let columns = if owners {
+        ROW_HEADER.len()
+    } else {
+        ROW_HEADER.len() - 1
+    };
+    table(&ROW_HEADER[..columns], &cells)
+}
+
+/// The columns of a grouped listing (`NETNS` only with
+/// `--all-namespaces`).
+pub const GROUP_HEADER: [&str; 6] = ["DIRECTION", "PROCESS", "PROTO", "PORT", "SOCKETS", "NETNS"];
+
+/// One group's cells under [`GROUP_HEADER`], without `NETNS`.
+pub fn group_cells((d, p, t, port, n): &Group) -> Vec<String> {
+    vec![
+        d.name().to_owned(),
+        p.clone(),
+        t.to_string(),
+        port.to_string(),
+        n.to_string(),
+    ]
 }
 
 pub fn aggregate_table(groups: &[(Option<u32>, Vec<Group>)]) -> String {
@@ -439,25 +462,16 @@ pub fn aggregate_table(groups: &[(Option<u32>, Vec<Group>)]) -> String {
     let cells: Vec<Vec<String>> = groups
         .iter()
         .flat_map(|(netns, g)| g.iter().map(move |g| (*netns, g)))
-        .map(|(netns, (d, p, t, port, n))| {
-            let mut cells = vec![
-                d.name().to_owned(),
-                p.clone(),
-                t.to_string(),
-                port.to_string(),
-                n.to_string(),
-            ];
+        .map(|(netns, g)| {
+            let mut cells = group_cells(g);
             if per_netns {
                 cells.push(netns.map_or_else(String::new, |n| n.to_string()));
             }
             cells
         })
         .collect();
-    let mut header = vec!["DIRECTION", "PROCESS", "PROTO", "PORT", "SOCKETS"];
-    if per_netns {
-        header.push("NETNS");
-    }
-    table(&header, &cells)
+    let columns = GROUP_HEADER.len() - usize::from(!per_netns);
+    table(&GROUP_HEADER[..columns], &cells)
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
                 }
                 DisplayHelpOnMissingArgumentOrSubcommand => {
                     eprintln!(
-                        "netconn: a subcommand is required: watch, snapshot, check, conntrack or list (see netconn --help)"
+                        "netconn: a subcommand is required: watch, snapshot, check, conntrack, list or top (see netconn --help)"
                     );
                     return ExitCode::from(2);
                 }
@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => cmd::snapshot::run(args),
         Command::Conntrack(args) => cmd::conntrack::run(args),
         Command::List(args) => cmd::list::run(args),
+        Command::Top(args) => cmd::top::run(args),
         Command::Completions(args) => cmd::docs::completions(args),
         Command::Man(args) => cmd::docs::man(args),
         Command::Check(args) => return ExitCode::from(cmd::check::run(args).exit_code()),

@@ -113,7 +113,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 18] = [
+const TOOLS: [(&str, &str); 19] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -139,6 +139,8 @@ const TOOLS: [(&str, &str); 18] = [
     // The kernel's own counters of a program (recursion misses) and its
     // maps, read by the rescue test.
     ("bpftool", "bpftool"),
+    // `netconn top` in a real terminal.
+    ("tmux", "tmux"),
 ];
 
 fn debian_tools() -> Result<()> {

@@ -5,6 +5,7 @@ pub mod conntrack;
 pub mod docs;
 pub mod list;
 pub mod snapshot;
+pub mod top;
 pub mod watch;
 
 use std::io;

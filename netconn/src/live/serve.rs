@@ -153,6 +153,11 @@ pub enum Request {
     Alerts,
     /// One namespace's counts, from the daemon counting every namespace.
     CountsOf(u32),
+    /// The last interval's records as the NDJSON has them (its counts
+    /// record or records, with their figures, and conntrack's; a watch of
+    /// every namespace: theirs and the host record), for `netconn top`.
+    /// Empty until the loop has made an interval since first asked.
+    Records,
 }
 
 impl Request {
@@ -161,6 +166,7 @@ impl Request {
             Request::Counts => "counts\n".into(),
             Request::Owners => "owners\n".into(),
             Request::Alerts => "alerts\n".into(),
+            Request::Records => "records\n".into(),
             Request::CountsOf(netns) => format!("counts {netns}\n"),
         }
     }
@@ -172,6 +178,7 @@ impl Request {
             b"counts" => Ok(Request::Counts),
             b"owners" => Ok(Request::Owners),
             b"alerts" => Ok(Request::Alerts),
+            b"records" => Ok(Request::Records),
             _ => {
                 let netns = line.strip_prefix(b"counts ").ok_or_else(unknown)?;
                 let netns = std::str::from_utf8(netns).map_err(|_| unknown())?;
@@ -280,6 +287,8 @@ struct BoardInner {
     busy: Busy,
     answers: std::sync::Mutex<Answers>,
     owners: std::sync::OnceLock<crate::ebpf::conns::OwnersReader>,
+    /// A client asked for the records since the loop last looked.
+    records_wanted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -289,6 +298,7 @@ struct Answers {
     /// The namespace a plain `counts` asks for: the daemon's own.
     own: u32,
     alerts: Vec<u8>,
+    records: Vec<u8>,
 }
 
 impl Board {
@@ -323,6 +333,17 @@ impl Board {
         self.answers().alerts = lines;
     }
 
+    /// Whether a client asked for the records since the last call: the
+    /// loop keeps this interval's records for the board only then.
+    pub fn records_wanted(&self) -> bool {
+        (self.0.records_wanted).swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The interval's records (JSON lines), as the output has them.
+    pub fn publish_records(&self, lines: Vec<u8>) {
+        self.answers().records = lines;
+    }
+
     /// Where `owners` are read from (eBPF counting only).
     pub fn set_owners(&self, reader: crate::ebpf::conns::OwnersReader) {
         let _ = self.0.owners.set(reader);
@@ -336,6 +357,7 @@ impl Board {
             Request::Counts => answers.counts.get(&answers.own).cloned(),
             Request::CountsOf(netns) => answers.counts.get(&netns).cloned(),
             Request::Alerts => Some(answers.alerts.clone()),
+            Request::Records => Some(answers.records.clone()),
             Request::Owners => None,
         }
     }
@@ -479,6 +501,9 @@ async fn client(
         tokio::task::spawn_blocking(move || board.owners())
             .await
             .map_err(|_| gone())?
+    } else if request == Request::Records {
+        (board.0.records_wanted).store(true, std::sync::atomic::Ordering::Relaxed);
+        board.last(request).unwrap_or_default()
     } else {
         let (reply, answer) = tokio::sync::oneshot::channel();
         asked
@@ -533,12 +558,18 @@ pub fn answer(
 ) -> Result<Vec<u8>, TrackerError> {
     Ok(match request {
         // Not a daemon of every namespace; alerts are the loop's.
-        Request::CountsOf(_) | Request::Alerts | Request::Owners => Vec::new(),
+        Request::CountsOf(_) | Request::Alerts | Request::Owners | Request::Records => Vec::new(),
         Request::Counts => {
             let r = counter.read(false, None)?;
             counts_line(&r.record(host, netns, tags, None, None))
         }
     })
+}
+
+/// Appends `record` to `lines` as one JSON line.
+pub fn push_line(lines: &mut Vec<u8>, record: &impl serde::Serialize) {
+    serde_json::to_writer(&mut *lines, record).expect("records serialize");
+    lines.push(b'\n');
 }
 
 /// A counts record as a client gets it: one JSON line, timed now.
@@ -690,6 +721,8 @@ mod tests {
         for r in [
             Request::Counts,
             Request::Owners,
+            Request::Alerts,
+            Request::Records,
             Request::CountsOf(4026532177),
         ] {
             let line = r.line();

@@ -38,22 +38,64 @@ impl Owner {
     /// A short name for a table: the pod, the container, the namespace's
     /// name or its first process, in that order; "-" when none is known.
     pub fn label(&self) -> String {
-        if let Some(pod) = &self.k8s_pod_name {
-            return match &self.k8s_namespace {
-                Some(ns) => format!("pod:{ns}/{pod}"),
-                None => format!("pod:{pod}"),
-            };
-        }
-        if let (Some(rt), Some(id)) = (self.runtime, &self.container_id) {
-            return format!("{rt}:{}", id.chars().take(12).collect::<String>());
-        }
-        if let Some(name) = &self.netns_name {
-            return format!("netns:{name}");
-        }
-        match (self.pids.first(), self.comm.first()) {
-            (Some(pid), Some(comm)) => format!("{pid}/{comm}"),
-            _ => "-".into(),
-        }
+        label(&Labelled {
+            pod: self.k8s_pod_name.as_deref(),
+            k8s_namespace: self.k8s_namespace.as_deref(),
+            runtime: self.runtime,
+            container_id: self.container_id.as_deref(),
+            netns_name: self.netns_name.as_deref(),
+            process: self
+                .pids
+                .first()
+                .copied()
+                .zip(self.comm.first().map(String::as_str)),
+        })
+    }
+
+    /// The same label from an owner as a record carries it (JSON).
+    pub fn label_of(owner: &serde_json::Value) -> String {
+        let s = |key: &str| owner.get(key).and_then(serde_json::Value::as_str);
+        let first = |key: &str| owner.get(key).and_then(|v| v.get(0));
+        label(&Labelled {
+            pod: s("k8s_pod_name"),
+            k8s_namespace: s("k8s_namespace"),
+            runtime: s("runtime"),
+            container_id: s("container_id"),
+            netns_name: s("netns_name"),
+            process: first("pids")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|p| u32::try_from(p).ok())
+                .zip(first("comm").and_then(serde_json::Value::as_str)),
+        })
+    }
+}
+
+/// What an owner's label is made of.
+struct Labelled<'a> {
+    pod: Option<&'a str>,
+    k8s_namespace: Option<&'a str>,
+    runtime: Option<&'a str>,
+    container_id: Option<&'a str>,
+    netns_name: Option<&'a str>,
+    process: Option<(u32, &'a str)>,
+}
+
+fn label(o: &Labelled<'_>) -> String {
+    if let Some(pod) = o.pod {
+        return match o.k8s_namespace {
+            Some(ns) => format!("pod:{ns}/{pod}"),
+            None => format!("pod:{pod}"),
+        };
+    }
+    if let (Some(rt), Some(id)) = (o.runtime, o.container_id) {
+        return format!("{rt}:{}", id.chars().take(12).collect::<String>());
+    }
+    if let Some(name) = o.netns_name {
+        return format!("netns:{name}");
+    }
+    match o.process {
+        Some((pid, comm)) => format!("{pid}/{comm}"),
+        None => "-".into(),
     }
 }
 

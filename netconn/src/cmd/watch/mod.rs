@@ -414,6 +414,8 @@ fn watch(
                 // Clients the loop does not answer at once meanwhile get
                 // what it last published.
                 let _working = busy.working();
+                // `netconn top` reads this interval's records.
+                let keep_records = board.records_wanted();
                 if retry_serve {
                     (served, retry_serve) = serve(&serve::socket_path(netns), log, true);
                     asked = start_serving(&served, &board)?;
@@ -476,6 +478,14 @@ fn watch(
                     conntrack: Some(&ct.record),
                     raised: seen,
                 });
+                if keep_records {
+                    let mut lines = Vec::new();
+                    let record =
+                        r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
+                    serve::push_line(&mut lines, &record.at(&time));
+                    serve::push_line(&mut lines, &ct.record);
+                    board.publish_records(lines);
+                }
                 board.publish_alerts(exporter.active_lines());
                 if scraped && last_page.wanted() {
                     let live = counter.read(false, None)?;

@@ -248,6 +248,8 @@ pub(super) fn watch(
                 // Clients the loop does not answer between two namespaces
                 // within a few milliseconds get what it last published.
                 let _working = busy.working();
+                // `netconn top` reads this interval's records.
+                let mut kept_records = board.records_wanted().then(Vec::new);
                 if retry_serve {
                     (socket, retry_serve) = serve(&path, log, true);
                     asked = start_serving(&socket, &board)?;
@@ -499,6 +501,9 @@ pub(super) fn watch(
                         conntrack: ct.as_ref().map(|c| &c.record),
                         raised: seen,
                     });
+                    if let Some(lines) = kept_records.as_mut() {
+                        served::push_line(lines, &record.at(&time));
+                    }
                     if out.send(&record.at(&time)) == Flow::Closed {
                         return Ok(());
                     }
@@ -552,6 +557,10 @@ pub(super) fn watch(
                     output_dropped: Some(out.dropped()),
                     total: sum.total(),
                 };
+                if let Some(mut lines) = kept_records {
+                    served::push_line(&mut lines, &host_record);
+                    board.publish_records(lines);
+                }
                 if out.send(&host_record) == Flow::Closed {
                     return Ok(());
                 }
@@ -703,7 +712,7 @@ fn answer(
     let inode = match request {
         served::Request::CountsOf(inode) => Some(inode),
         served::Request::Counts => Some(super::super::own_netns()?),
-        served::Request::Owners | served::Request::Alerts => None,
+        served::Request::Owners | served::Request::Alerts | served::Request::Records => None,
     };
     if let Some(inode) = inode
         && node.spaces().contains_key(&inode)
@@ -726,7 +735,9 @@ fn answer_now(
         served::Request::CountsOf(inode) => inode,
         served::Request::Counts => super::super::own_netns()?,
         // The board's, and the loop's.
-        served::Request::Owners | served::Request::Alerts => return Ok(Vec::new()),
+        served::Request::Owners | served::Request::Alerts | served::Request::Records => {
+            return Ok(Vec::new());
+        }
     };
     if !node.spaces().contains_key(&inode) {
         return Ok(Vec::new());
