@@ -14,7 +14,8 @@
 //! - `namespaces`: choosing another network namespace, finding every one
 //!   on the host and what it belongs to.
 //! - `conntrack`, `plugin` (the Nagios check), `prometheus` (the metrics
-//!   endpoint), `list`, `top` (the terminal view): one feature each.
+//!   endpoint), `list`, `top` (the terminal view), `web` (the page beside
+//!   `/metrics`): one feature each.
 //! - `cli`, `config`, `host`, and `cmd/`: one module per subcommand.
 
 pub mod cli;
@@ -32,3 +33,4 @@ pub mod plugin;
 pub mod prometheus;
 pub mod tables;
 pub mod top;
+pub mod web;

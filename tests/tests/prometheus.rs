@@ -330,8 +330,16 @@ fn prometheus_scrapes_the_truth() {
     );
     assert!(head.contains("application/openmetrics-text"), "{head}");
     assert!(page.ends_with("# EOF\n"));
-    let (head, _) = get(&worker, NETCONN, "/".into(), "*/*");
+    let (head, _) = get(&worker, NETCONN, "/nothing".into(), "*/*");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // The page is served beside it, self-contained.
+    let (head, page) = get(&worker, NETCONN, "/".into(), "text/html");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(page.contains("<table id=\"states\">"), "{page}");
     drop((before, after));
     let _ = std::fs::remove_file(config);
 }

@@ -113,7 +113,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 19] = [
+const TOOLS: [(&str, &str); 21] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -141,6 +141,9 @@ const TOOLS: [(&str, &str); 19] = [
     ("bpftool", "bpftool"),
     // `netconn top` in a real terminal.
     ("tmux", "tmux"),
+    // The page in a real browser (driven by Selenium, see python_tools).
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 fn debian_tools() -> Result<()> {
@@ -165,12 +168,15 @@ fn debian_tools() -> Result<()> {
 }
 
 /// kubernetes-validate (PyPI), which checks the DaemonSet against the
-/// Kubernetes schema, in a virtual environment of the project's own
+/// Kubernetes schema, and Selenium (PyPI), which drives chromium through
+/// the page's test, in a virtual environment of the project's own
 /// (`target/tools/venv`): Debian's Python refuses system-wide pip installs.
 fn python_tools() -> Result<()> {
     let venv = crate::root().join("target/tools/venv");
     let validate = venv.join("bin/kubernetes-validate");
-    if validate.exists() {
+    let selenium =
+        || output(Command::new(venv.join("bin/python3")).args(["-c", "import selenium"])).is_some();
+    if validate.exists() && selenium() {
         return Ok(());
     }
     let make = || {
@@ -196,11 +202,12 @@ fn python_tools() -> Result<()> {
         )?;
         run_setup(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
-    eprintln!("xtask: installing kubernetes-validate");
+    eprintln!("xtask: installing kubernetes-validate and selenium");
     run_setup(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
         "kubernetes-validate==1.37.0",
+        "selenium==4.51.0",
     ]))
 }
 

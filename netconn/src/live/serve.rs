@@ -349,6 +349,18 @@ impl Board {
         let _ = self.0.owners.set(reader);
     }
 
+    /// The last interval's records (empty until the loop kept some), and
+    /// the loop is asked to keep the next interval's.
+    pub fn records(&self) -> Vec<u8> {
+        (self.0.records_wanted).store(true, std::sync::atomic::Ordering::Relaxed);
+        self.last(Request::Records).unwrap_or_default()
+    }
+
+    /// The last published answer to `request`, for the page.
+    pub fn answer(&self, request: Request) -> Option<Vec<u8>> {
+        self.last(request)
+    }
+
     /// The last published answer to `request` (None: nothing published
     /// yet for it; the client waits for the loop).
     fn last(&self, request: Request) -> Option<Vec<u8>> {
@@ -502,8 +514,7 @@ async fn client(
             .await
             .map_err(|_| gone())?
     } else if request == Request::Records {
-        (board.0.records_wanted).store(true, std::sync::atomic::Ordering::Relaxed);
-        board.last(request).unwrap_or_default()
+        board.records()
     } else {
         let (reply, answer) = tokio::sync::oneshot::channel();
         asked

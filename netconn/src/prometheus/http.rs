@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::live::serve::Busy;
+use crate::live::serve::{Board, Busy};
 use crate::prometheus::page::{Format, Page};
 use crate::prometheus::web::Web;
 
@@ -101,11 +101,14 @@ pub fn serve(
     listener: std::net::TcpListener,
     web: Option<std::sync::Arc<Web>>,
     last: std::sync::Arc<LastPage>,
+    board: Board,
 ) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
     use std::sync::Arc;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let (scrapes, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    // Browsers' event streams: slots of their own.
+    let streams = Arc::new(tokio::sync::Semaphore::new(crate::web::MAX_STREAMS));
     let waiting = Waiting::default();
     tokio::spawn(async move {
         let mut id = 0u64;
@@ -139,20 +142,27 @@ pub fn serve(
             id += 1;
             let (web, scrapes, waiting) = (web.clone(), scrapes.clone(), waiting.clone());
             let last = last.clone();
+            let (board, streams) = (board.clone(), streams.clone());
             let me = Waiter { id, waiting };
             tokio::spawn(async move {
                 let tls = web.as_ref().and_then(|w| w.tls.clone());
+                let mut slot = Some(slot);
+                let shared = Shared {
+                    web: web.as_deref(),
+                    me: &me,
+                    last: &last,
+                    board: &board,
+                    streams: &streams,
+                };
                 let _ = match tls {
                     Some(acceptor) => {
                         // The handshake has the first request's deadline.
                         match tokio::time::timeout(CLIENT_DEADLINE, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => {
-                                client(stream, scrapes, web.as_deref(), &me, &last).await
-                            }
+                            Ok(Ok(stream)) => client(stream, scrapes, &shared, &mut slot).await,
                             _ => Ok(()),
                         }
                     }
-                    None => client(stream, scrapes, web.as_deref(), &me, &last).await,
+                    None => client(stream, scrapes, &shared, &mut slot).await,
                 };
                 me.done();
                 drop(slot);
@@ -225,6 +235,13 @@ async fn busy(mut stream: tokio::net::TcpStream) {
 pub enum Asked {
     /// The page, in this format; `head`: without the body (HEAD).
     Metrics { format: Format, head: bool },
+    /// A file of the page (`/`, its script and style); `head`: without
+    /// the body.
+    Page { path: String, head: bool },
+    /// The page's live stream of records (`/events`).
+    Events,
+    /// The daemon's namespace's sockets, as JSON (`/connections`).
+    Connections,
     /// Status line and a one-line body.
     Refused(&'static str, &'static str),
 }
@@ -271,16 +288,25 @@ pub fn parse(head: &str) -> Request {
         _ => version == "HTTP/1.1",
     };
     let path = target.split('?').next().unwrap_or_default();
-    let asked = if path != "/metrics" {
-        Asked::Refused("404 Not Found", "netconn serves /metrics\n")
-    } else {
-        match method {
-            "GET" | "HEAD" => Asked::Metrics {
-                format: Format::of_accept(header("accept").as_deref()),
-                head: method == "HEAD",
-            },
-            _ => Asked::Refused("405 Method Not Allowed", "GET /metrics\n"),
+    let bodiless = method == "HEAD";
+    let asked = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => Asked::Metrics {
+            format: Format::of_accept(header("accept").as_deref()),
+            head: bodiless,
+        },
+        ("GET", "/events") => Asked::Events,
+        ("GET", "/connections") => Asked::Connections,
+        ("GET" | "HEAD", path) if crate::web::asset(path).is_some() => Asked::Page {
+            path: path.to_owned(),
+            head: bodiless,
+        },
+        (_, "/metrics" | "/events" | "/connections" | "/" | "/app.js" | "/app.css") => {
+            Asked::Refused("405 Method Not Allowed", "GET only\n")
         }
+        _ => Asked::Refused(
+            "404 Not Found",
+            "netconn serves /metrics, and its page at /\n",
+        ),
     };
     let authorization = head.split("\r\n").skip(1).find_map(|l| {
         let (name, value) = l.split_once(':')?;
@@ -316,9 +342,21 @@ fn unauthorized(keep: bool) -> Vec<u8> {
 
 /// The response to a request.
 fn response(status: &str, content_type: &str, body: &str, head: bool, keep: bool) -> Vec<u8> {
+    response_with(status, content_type, "", body, head, keep)
+}
+
+/// The same with `headers` (lines ending in CRLF) besides.
+fn response_with(
+    status: &str,
+    content_type: &str,
+    headers: &str,
+    body: &str,
+    head: bool,
+    keep: bool,
+) -> Vec<u8> {
     let connection = if keep { "keep-alive" } else { "close" };
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n{headers}\r\n",
         body.len()
     )
     .into_bytes();
@@ -360,13 +398,28 @@ async fn read_head<S: tokio::io::AsyncRead + Unpin>(
 /// One client: each request within its deadline (the first within
 /// [`CLIENT_DEADLINE`], later ones within [`IDLE`]), the page from the
 /// loop, written within the deadline; until it closes or asks to.
+/// What every client of the server shares.
+struct Shared<'a> {
+    web: Option<&'a Web>,
+    me: &'a Waiter,
+    last: &'a LastPage,
+    board: &'a Board,
+    streams: &'a std::sync::Arc<tokio::sync::Semaphore>,
+}
+
 async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     scrapes: tokio::sync::mpsc::Sender<Scrape>,
-    web: Option<&Web>,
-    me: &Waiter,
-    last: &LastPage,
+    shared: &Shared<'_>,
+    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> io::Result<()> {
+    let Shared {
+        web,
+        me,
+        last,
+        board,
+        streams,
+    } = *shared;
     use tokio::time::timeout;
     let late = |_| io::Error::from(io::ErrorKind::TimedOut);
     let mut buf = Vec::new();
@@ -405,6 +458,58 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     _ if !allowed => unauthorized(keep_alive),
                     Asked::Refused(status, body) => {
                         response(status, "text/plain", body, false, keep_alive)
+                    }
+                    Asked::Page { path, head } => {
+                        let asset = crate::web::asset(&path).expect("a file of the page");
+                        response_with(
+                            "200 OK",
+                            asset.content_type,
+                            crate::web::PAGE_HEADERS,
+                            asset.body,
+                            head,
+                            keep_alive,
+                        )
+                    }
+                    Asked::Connections => {
+                        match tokio::task::spawn_blocking(crate::web::connections).await {
+                            Ok(Ok(json)) => response_with(
+                                "200 OK",
+                                "application/json",
+                                "Cache-Control: no-store\r\n",
+                                &String::from_utf8_lossy(&json),
+                                false,
+                                keep_alive,
+                            ),
+                            _ => response(
+                                "500 Internal Server Error",
+                                "text/plain",
+                                "cannot dump the socket tables\n",
+                                false,
+                                keep_alive,
+                            ),
+                        }
+                    }
+                    Asked::Events => {
+                        // A slot of the streams' own, and the scrapers'
+                        // given back: a browser tab never holds one.
+                        let Ok(streaming) = streams.clone().try_acquire_owned() else {
+                            let busy = response(
+                                "503 Service Unavailable",
+                                "text/plain",
+                                "too many event streams\n",
+                                false,
+                                false,
+                            );
+                            timeout(CLIENT_DEADLINE, stream.write_all(&busy))
+                                .await
+                                .map_err(late)??;
+                            return Ok(());
+                        };
+                        drop(slot.take());
+                        let streamed =
+                            crate::web::stream(&mut stream, board, CLIENT_DEADLINE).await;
+                        drop(streaming);
+                        return streamed;
                     }
                     Asked::Metrics { format, head } => {
                         let (reply, page) = tokio::sync::oneshot::channel();
@@ -459,7 +564,8 @@ mod tests {
         ]));
         assert!(!last.wanted(), "made, and nobody took it");
         // The loop is busy and never answers.
-        let _scrapes = rt.block_on(async { serve(listener, None, last.clone()).unwrap() });
+        let _scrapes =
+            rt.block_on(async { serve(listener, None, last.clone(), Board::default()).unwrap() });
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -501,8 +607,18 @@ mod tests {
         assert!(parse("GET /metrics HTTP/1.0\r\nConnection: keep-alive").keep_alive);
         let asked = |head| parse(head).asked;
         assert!(matches!(
-            asked("GET / HTTP/1.1"),
+            asked("GET /nothing HTTP/1.1"),
             Asked::Refused("404 Not Found", _)
+        ));
+        assert!(matches!(
+            asked("GET /?x=1 HTTP/1.1"),
+            Asked::Page { ref path, head: false } if path == "/"
+        ));
+        assert_eq!(asked("GET /events HTTP/1.1"), Asked::Events);
+        assert_eq!(asked("GET /connections HTTP/1.1"), Asked::Connections);
+        assert!(matches!(
+            asked("POST / HTTP/1.1"),
+            Asked::Refused("405 Method Not Allowed", _)
         ));
         assert!(matches!(
             asked("POST /metrics HTTP/1.1"),

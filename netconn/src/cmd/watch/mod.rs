@@ -97,10 +97,11 @@ fn bind_metrics(args: &WatchArgs) -> Result<Option<MetricsListener>, CmdError> {
 fn start_metrics(
     listener: Option<MetricsListener>,
     last: &std::sync::Arc<crate::prometheus::http::LastPage>,
+    board: &serve::Board,
 ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::prometheus::http::Scrape>>, CmdError> {
     listener
         .map(|(l, web)| {
-            crate::prometheus::http::serve(l, web, last.clone())
+            crate::prometheus::http::serve(l, web, last.clone(), board.clone())
                 .map_err(CmdError::system("cannot serve metrics"))
         })
         .transpose()
@@ -364,7 +365,7 @@ fn watch(
             let mut asked = start_serving(&served, &board)?;
             let last_page = std::sync::Arc::new(crate::prometheus::http::LastPage::new(&busy));
             let scraped = metrics_listener.is_some();
-            let mut scrapes = start_metrics(metrics_listener, &last_page)?;
+            let mut scrapes = start_metrics(metrics_listener, &last_page, &board)?;
             let mut ticker = tokio::time::interval(interval);
             let mut drain = tokio::time::interval(DRAIN_EVERY);
             drain.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -197,7 +197,7 @@ pub(super) fn watch(
             let mut asked = start_serving(&socket, &board)?;
             let last_page = std::sync::Arc::new(crate::prometheus::http::LastPage::new(&busy));
             let scraped = metrics_listener.is_some();
-            let mut scrapes = start_metrics(metrics_listener, &last_page)?;
+            let mut scrapes = start_metrics(metrics_listener, &last_page, &board)?;
             let streaming = matches!(&counting, Counting::Ebpf(n) if n.has_port_groups());
             let mut drain = tokio::time::interval(super::DRAIN_EVERY);
             drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
