@@ -72,8 +72,9 @@ pub enum Command {
     ///
     /// Reads the namespace's running `watch` (or the `watch
     /// --all-namespaces` daemon) over its root-only socket and refreshes on
-    /// its interval; with no daemon it dumps the socket tables itself every
-    /// second (counts only). Keys: Tab or 1/2/3 switch views (overview,
+    /// its interval; with no daemon it starts a `watch --interval 1s` of its
+    /// own for as long as it runs (without root: dumps the socket tables
+    /// itself every second, counts only). Keys: Tab or 1/2/3 switch views (overview,
     /// connections, namespaces); in connections `/` filters (process, port,
     /// address), `s` sorts by the next column, `r` reverses, `a` groups by
     /// direction, process, protocol and port; ↑↓ move; Enter opens a

@@ -219,37 +219,57 @@ fn top_shows_the_kernels_table_follows_it_and_leaves_a_clean_terminal() {
     drop((held, more));
 }
 
+/// Waits until `path` is gone (a watch stopped and removed its socket).
+fn gone(path: &str, what: &str) {
+    let t0 = Instant::now();
+    while std::path::Path::new(path).exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}: {path} still there"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// No daemon: top starts a watch of its own (root), stopped with it
+/// however top ends (q, Ctrl-C, SIGTERM, a hung-up terminal); without
+/// root it dumps the tables itself; without a terminal it says so.
 #[test]
-fn top_without_a_daemon_dumps_and_without_a_terminal_says_so() {
+fn top_without_a_daemon_counts_by_itself_and_cleans_up() {
     let ns = Netns::new();
     let worker = ns.worker();
     let _held = worker.exec(|| mix::build(58));
+    let socket = format!("/run/netconn/netns-{}.sock", ns.inode());
+    let top = format!("ip netns exec {} {} top", ns.name, netconn_bin().display());
     let tmux = Tmux::start(150, 45);
-    tmux.line(&format!(
-        "NO_COLOR=1 ip netns exec {} {} top; echo EXIT=$?",
-        ns.name,
-        netconn_bin().display()
-    ));
+    tmux.line(&format!("NO_COLOR=1 {top}; echo EXIT=$?"));
     let want = truth(&ns);
-    let screen = tmux.until("the dumped table", Duration::from_secs(20), |s| {
-        table_on(s) == want
-    });
-    assert!(screen.contains("polling: no watch runs"), "{screen}");
-    // Ctrl-C leaves as q does.
+    let screen = tmux.until(
+        "the table of top's own watch",
+        Duration::from_secs(30),
+        |s| table_on(s) == want && s.contains("(counting: ebpf)"),
+    );
+    assert!(screen.contains("a watch of its own"), "{screen}");
+    assert!(
+        std::path::Path::new(&socket).exists(),
+        "it serves check meanwhile"
+    );
+    // Ctrl-C leaves as q does, and its watch with it.
     tmux.key("C-c");
     let screen = tmux.until("the shell after Ctrl-C", Duration::from_secs(10), |s| {
         s.lines().any(|l| l.starts_with("EXIT="))
     });
     assert!(screen.lines().any(|l| l == "EXIT=0"), "{screen}");
     assert_eq!(tmux.var("alternate_on"), "0");
+    gone(&socket, "top's watch after Ctrl-C");
 
     // SIGTERM leaves as q does.
-    tmux.line(&format!("{} top; echo EXIT=$?", netconn_bin().display()));
-    tmux.until("top again", Duration::from_secs(10), |s| {
-        s.contains("polling")
+    tmux.line(&format!("{top}; echo EXIT=$?"));
+    tmux.until("top again", Duration::from_secs(30), |s| {
+        s.contains("(counting: ebpf)")
     });
     let shell = tmux.var("pane_pid");
-    let top = String::from_utf8(
+    let pid = String::from_utf8(
         Command::new("pgrep")
             .args(["-P", &shell, "netconn"])
             .output()
@@ -257,9 +277,9 @@ fn top_without_a_daemon_dumps_and_without_a_terminal_says_so() {
             .stdout,
     )
     .unwrap();
-    let top: i32 = top.trim().parse().expect("top's pid");
+    let pid: i32 = pid.trim().parse().expect("top's pid");
     // SAFETY: a signal to the test's own child's child.
-    unsafe { libc::kill(top, libc::SIGTERM) };
+    unsafe { libc::kill(pid, libc::SIGTERM) };
     let screen = tmux.until("the shell after SIGTERM", Duration::from_secs(10), |s| {
         s.lines().filter(|l| l.starts_with("EXIT=")).count() == 2
     });
@@ -269,23 +289,40 @@ fn top_without_a_daemon_dumps_and_without_a_terminal_says_so() {
         "{screen}"
     );
     assert_eq!(tmux.var("alternate_on"), "0");
+    gone(&socket, "top's watch after SIGTERM");
+
+    // Without root: no watch of its own can serve; top dumps.
+    tmux.line(&format!(
+        "ip netns exec {} setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all {} top; echo EXIT=$?",
+        ns.name,
+        netconn_bin().display()
+    ));
+    let screen = tmux.until("the dumped table", Duration::from_secs(30), |s| {
+        table_on(s) == want && s.contains("polling: no watch runs")
+    });
+    assert!(!screen.contains("a watch of its own"), "{screen}");
+    tmux.key("q");
+    tmux.until("the shell after q", Duration::from_secs(10), |s| {
+        s.lines().filter(|l| l.starts_with("EXIT=")).count() == 3
+    });
 
     // The terminal hangs up (its window closed): top goes at once
-    // (crossterm alone would spin on the end of file).
-    tmux.line(&format!("exec {} top", netconn_bin().display()));
-    tmux.until("top in the pane's process", Duration::from_secs(10), |s| {
-        s.contains("polling")
+    // (crossterm alone would spin on the end of file), its watch too.
+    tmux.line(&format!("exec {top}"));
+    tmux.until("top in the pane's process", Duration::from_secs(30), |s| {
+        s.contains("(counting: ebpf)")
     });
-    let top = tmux.var("pane_pid");
+    let pid = tmux.var("pane_pid");
     drop(tmux);
     let t0 = Instant::now();
-    while std::path::Path::new(&format!("/proc/{top}")).exists() {
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
             t0.elapsed() < Duration::from_secs(5),
             "top still runs after its terminal hung up"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    gone(&socket, "top's watch after a hang-up");
 
     // Not a terminal: one line, exit 2.
     let out = ns.netconn(&["top"]).output().unwrap();

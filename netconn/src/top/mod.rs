@@ -283,12 +283,21 @@ pub fn run(netns: u32, all: bool) -> Result<(), String> {
     if !std::io::stdout().is_terminal() {
         return Err("top needs a terminal; for a stream of records use `netconn watch`".into());
     }
-    let source = Source::find(netns, all);
+    let mut source = Source::find(netns, all);
     if all && source == Source::Poll {
         return Err(
             "top --all-namespaces needs a running `netconn watch --all-namespaces` (none serves /run/netconn/node.sock)"
                 .into(),
         );
+    }
+    // No daemon: a watch of top's own, for as long as top runs (else
+    // top's own dumps).
+    let mut own = None;
+    if source == Source::Poll
+        && let Some((watch, served)) = source::OwnWatch::start(netns)
+    {
+        own = Some(watch);
+        source = served;
     }
     // SAFETY: the handlers only store to an atomic, or _exit.
     unsafe {
@@ -339,5 +348,6 @@ pub fn run(netns: u32, all: bool) -> Result<(), String> {
         }
     })();
     ratatui::restore();
+    drop(own);
     result.map_err(|e| format!("terminal: {e}"))
 }

@@ -12,12 +12,16 @@ use crate::model::state::ConnType;
 
 /// How long an answer may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a watch of top's own has to load and serve.
+const START_WITHIN: Duration = Duration::from_secs(15);
 
 /// Where the figures come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A running watch's socket; `node`: the watch of every namespace.
     Daemon { path: PathBuf, node: bool },
+    /// The socket of a watch top started for itself ([`OwnWatch`]).
+    Own { path: PathBuf },
     /// No daemon: a dump of the tables at each refresh.
     Poll,
 }
@@ -54,6 +58,9 @@ impl Source {
             Source::Daemon { node: false, .. } => {
                 format!("eBPF: the running watch of namespace {netns}")
             }
+            Source::Own { .. } => format!(
+                "a watch of its own: none ran for namespace {netns}, so top started one (it stops with top)"
+            ),
             Source::Poll => {
                 format!(
                     "polling: no watch runs for namespace {netns}; a dump of its tables each refresh"
@@ -66,7 +73,7 @@ impl Source {
     /// and `netns` name the record made of it).
     pub fn fetch(&self, host: &str, netns: u32) -> Result<Fetched, String> {
         match self {
-            Source::Daemon { path, .. } => {
+            Source::Daemon { path, .. } | Source::Own { path } => {
                 let ask = |request| {
                     query(path, request, ASK_TIMEOUT).map_err(|e| {
                         format!("the daemon at {} did not answer: {e}", path.display())
@@ -101,5 +108,68 @@ impl Source {
                 })
             }
         }
+    }
+}
+
+/// A `netconn watch --interval 1s` of top's namespace that top started
+/// because none ran: it counts from the kernel's events (or polls, when
+/// eBPF is not to be had) and serves its socket like any watch, and is
+/// stopped with top (SIGTERM from its drop, or from the kernel when top
+/// dies).
+pub struct OwnWatch(std::process::Child);
+
+impl OwnWatch {
+    /// Starts it and waits until it answers; None when it cannot serve
+    /// (not root: `/run/netconn` is root's) or does not in time.
+    pub fn start(netns: u32) -> Option<(OwnWatch, Source)> {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let exe = std::env::current_exe().ok()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["watch", "--interval", "1s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut own = OwnWatch(cmd.spawn().ok()?);
+        let path = socket_path(netns);
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < START_WITHIN {
+            if query(&path, Request::Alerts, ASK_TIMEOUT).is_ok() {
+                return Some((own, Source::Own { path }));
+            }
+            if !matches!(own.0.try_wait(), Ok(None)) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for OwnWatch {
+    /// SIGTERM (it detaches its programs and removes its socket), a
+    /// SIGKILL if it has not gone within 5 s.
+    fn drop(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: a signal to our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -68,7 +68,16 @@ fn header(f: &mut Screen, app: &App, area: Rect) {
             p.clone(),
             paint(app, Color::Red).add_modifier(Modifier::BOLD),
         ),
-        None => Line::raw(app.source.describe(app.netns)),
+        None => {
+            // How the records were counted: the kernel's events, or polls.
+            let counted = app
+                .frame
+                .as_ref()
+                .and_then(|f| f.counts.first())
+                .and_then(|r| r["source"].as_str())
+                .map_or_else(String::new, |s| format!("  (counting: {s})"));
+            Line::raw(format!("{}{counted}", app.source.describe(app.netns)))
+        }
     };
     f.render_widget(Paragraph::new(vec![Line::from(tabs), second]), area);
 }
