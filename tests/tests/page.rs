@@ -191,7 +191,24 @@ fn the_page_shows_the_kernels_table_live_and_recovers_from_a_restart() {
         "a fifth stream (the browser's is one)"
     );
     assert_eq!(scrape, "HTTP/1.1 200");
+    // Closed streams give their slots back at once (not when a write
+    // fails, seconds later).
     drop(streams);
+    std::thread::sleep(Duration::from_millis(300));
+    let again: Vec<String> = worker.exec(|| {
+        (0..3)
+            .map(|_| {
+                let mut s = TcpStream::connect(ADDR).unwrap();
+                s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head).unwrap();
+                String::from_utf8_lossy(&head).into_owned()
+            })
+            .collect()
+    });
+    assert_eq!(again, ["HTTP/1.1 200"; 3], "the slots of closed streams");
 
     // The daemon restarts: the page says so, then follows the new one.
     daemon.stop(libc::SIGTERM);

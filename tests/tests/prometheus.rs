@@ -340,6 +340,11 @@ fn prometheus_scrapes_the_truth() {
         "{head}"
     );
     assert!(page.contains("<table id=\"states\">"), "{page}");
+    // Listening on every address without authentication: the page, not
+    // the connection list (addresses and processes).
+    let (head, body) = get(&worker, NETCONN, "/connections".into(), "*/*");
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(body.contains("loopback"), "{body}");
     drop((before, after));
     let _ = std::fs::remove_file(config);
 }

@@ -52,8 +52,13 @@ impl ConnMaps {
     /// a thread that answers `list` without the loop that holds the probe.
     pub fn owners_reader(&self) -> Result<OwnersReader, ProbeError> {
         use aya::maps::IterableMap;
-        let info = self.owners.map().info().map_err(map_error(MAP_OWNERS))?;
-        let map = MapData::from_id(info.id()).map_err(map_error(MAP_OWNERS))?;
+        use std::os::fd::AsFd;
+        // A duplicate of our descriptor: opening the map by id would need
+        // CAP_SYS_ADMIN, which the service's unit does not grant.
+        let fd = (self.owners.map().fd().as_fd())
+            .try_clone_to_owned()
+            .map_err(ProbeError::Dup)?;
+        let map = MapData::from_fd(fd).map_err(map_error(MAP_OWNERS))?;
         let map = aya::maps::Map::from_map_data(map).map_err(map_error(MAP_OWNERS))?;
         Ok(OwnersReader(
             HashMap::try_from(map).map_err(map_error(MAP_OWNERS))?,

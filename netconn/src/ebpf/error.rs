@@ -64,6 +64,8 @@ pub enum ProbeError {
     NetnsCookie(#[source] io::Error),
     #[error("cannot count CPUs: {0}")]
     Cpus(#[source] io::Error),
+    #[error("cannot duplicate an eBPF map's descriptor: {0}")]
+    Dup(#[source] io::Error),
     #[error("eBPF map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF map {map}: {source}")]

@@ -339,7 +339,9 @@ impl Board {
         (self.0.records_wanted).swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The interval's records (JSON lines), as the output has them.
+    /// The interval's records (JSON lines), as the output has them; an
+    /// interval that kept none (nobody asked) clears them, so a client
+    /// that comes later never gets an old interval's.
     pub fn publish_records(&self, lines: Vec<u8>) {
         self.answers().records = lines;
     }
@@ -517,14 +519,18 @@ async fn client(
         board.records()
     } else {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        asked
-            .send(Asked { request, reply })
-            .await
-            .map_err(|_| gone())?;
-        (board.0.busy)
-            .fresh_or_last(answer, || board.last(request))
-            .await
-            .map_err(|_| gone())?
+        match asked.try_send(Asked { request, reply }) {
+            Ok(()) => (board.0.busy)
+                .fresh_or_last(answer, || board.last(request))
+                .await
+                .map_err(|_| gone())?,
+            // The loop has as many requests waiting as it takes: this one
+            // is answered from the board, if it can be.
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                board.last(request).ok_or_else(gone)?
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
+        }
     };
     timeout(CLIENT_DEADLINE, stream.write_all(&answer))
         .await

@@ -109,6 +109,11 @@ pub fn serve(
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     // Browsers' event streams: slots of their own.
     let streams = Arc::new(tokio::sync::Semaphore::new(crate::web::MAX_STREAMS));
+    // The connection list names addresses and processes: served only where
+    // nobody else reaches it, or behind basic authentication.
+    let list_connections = listener.local_addr()?.ip().is_loopback()
+        || web.as_ref().is_some_and(|w| w.authenticates());
+    let listing = Arc::new(crate::web::Listing::default());
     let waiting = Waiting::default();
     tokio::spawn(async move {
         let mut id = 0u64;
@@ -142,7 +147,7 @@ pub fn serve(
             id += 1;
             let (web, scrapes, waiting) = (web.clone(), scrapes.clone(), waiting.clone());
             let last = last.clone();
-            let (board, streams) = (board.clone(), streams.clone());
+            let (board, streams, listing) = (board.clone(), streams.clone(), listing.clone());
             let me = Waiter { id, waiting };
             tokio::spawn(async move {
                 let tls = web.as_ref().and_then(|w| w.tls.clone());
@@ -153,6 +158,7 @@ pub fn serve(
                     last: &last,
                     board: &board,
                     streams: &streams,
+                    listing: list_connections.then_some(&*listing),
                 };
                 let _ = match tls {
                     Some(acceptor) => {
@@ -405,6 +411,8 @@ struct Shared<'a> {
     last: &'a LastPage,
     board: &'a Board,
     streams: &'a std::sync::Arc<tokio::sync::Semaphore>,
+    /// The connection list, where it may be served.
+    listing: Option<&'a crate::web::Listing>,
 }
 
 async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
@@ -419,6 +427,7 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         last,
         board,
         streams,
+        listing,
     } = *shared;
     use tokio::time::timeout;
     let late = |_| io::Error::from(io::ErrorKind::TimedOut);
@@ -470,8 +479,15 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                             keep_alive,
                         )
                     }
-                    Asked::Connections => {
-                        match tokio::task::spawn_blocking(crate::web::connections).await {
+                    Asked::Connections => match listing {
+                        None => response(
+                            "403 Forbidden",
+                            "text/plain",
+                            "the connection list is served on a loopback address, or with basic authentication (--web-config-file)\n",
+                            false,
+                            keep_alive,
+                        ),
+                        Some(listing) => match timeout(CLIENT_DEADLINE, listing.get()).await {
                             Ok(Ok(json)) => response_with(
                                 "200 OK",
                                 "application/json",
@@ -481,14 +497,14 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                                 keep_alive,
                             ),
                             _ => response(
-                                "500 Internal Server Error",
+                                "503 Service Unavailable",
                                 "text/plain",
-                                "cannot dump the socket tables\n",
+                                "cannot dump the socket tables now\n",
                                 false,
                                 keep_alive,
                             ),
-                        }
-                    }
+                        },
+                    },
                     Asked::Events => {
                         // A slot of the streams' own, and the scrapers'
                         // given back: a browser tab never holds one.
@@ -514,14 +530,17 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     Asked::Metrics { format, head } => {
                         let (reply, page) = tokio::sync::oneshot::channel();
                         let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
-                        scrapes
-                            .send(Scrape { format, reply })
-                            .await
-                            .map_err(|_| gone())?;
-                        let page = (last.busy)
-                            .fresh_or_last(page, || last.last(format))
-                            .await
-                            .map_err(|_| gone())?;
+                        use tokio::sync::mpsc::error::TrySendError;
+                        let page = match scrapes.try_send(Scrape { format, reply }) {
+                            Ok(()) => (last.busy)
+                                .fresh_or_last(page, || last.last(format))
+                                .await
+                                .map_err(|_| gone())?,
+                            // As many scrapes wait as the loop takes: the
+                            // last page, when there is one.
+                            Err(TrySendError::Full(_)) => last.last(format).ok_or_else(gone)?,
+                            Err(TrySendError::Closed(_)) => return Err(gone()),
+                        };
                         response("200 OK", format.content_type(), &page, head, keep_alive)
                     }
                 };

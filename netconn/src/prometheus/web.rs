@@ -101,6 +101,11 @@ impl Web {
     }
 
     /// Whether an `Authorization` header's value lets the request in.
+    /// Whether it asks clients for credentials.
+    pub fn authenticates(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     pub fn allows(&self, authorization: Option<&str>) -> bool {
         if self.users.is_empty() {
             return true;

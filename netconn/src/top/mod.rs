@@ -120,6 +120,7 @@ impl App {
         self.histories
             .retain(|netns, _| frame.counts.iter().any(|r| r["netns"] == *netns));
         self.before = self.frame.replace(frame);
+        self.selected = self.selected.min(self.rows_shown().saturating_sub(1));
     }
 
     /// Dumps the sockets of top's namespace again (connections view).
@@ -293,7 +294,9 @@ pub fn run(netns: u32, all: bool) -> Result<(), String> {
     // No daemon: a watch of top's own, for as long as top runs (else
     // top's own dumps).
     let mut own = None;
+    // Only root's watch can serve (/run/netconn is root's).
     if source == Source::Poll
+        && nix::unistd::geteuid().is_root()
         && let Some((watch, served)) = source::OwnWatch::start(netns)
     {
         own = Some(watch);

@@ -416,7 +416,12 @@ fn alerts(f: &mut Screen, app: &App, area: Rect) {
                 let time = a.time.split('T').nth(1).unwrap_or(&a.time);
                 Line::from(vec![
                     Span::styled(
-                        format!("{} {} ", a.status.to_uppercase(), a.alert),
+                        crate::host::printable(&format!(
+                            "{} {} ",
+                            a.status.to_uppercase(),
+                            a.alert
+                        ))
+                        .into_owned(),
                         paint(app, color).add_modifier(Modifier::BOLD),
                     ),
                     Span::raw(

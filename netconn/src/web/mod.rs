@@ -8,7 +8,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::live::serve::{Board, Request};
 
@@ -48,13 +48,20 @@ const LOOK_EVERY: Duration = Duration::from_millis(500);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// One event: its name, and each JSON line of `lines` as a `data:` line
-/// (the browser joins them with newlines).
+/// (the browser joins them with newlines); at least one, empty when there
+/// are no lines (a browser drops an event without data: cleared alerts
+/// would stay on the page).
 fn event(name: &str, lines: &[u8]) -> Vec<u8> {
     let mut out = format!("event: {name}\n").into_bytes();
+    let mut any = false;
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line);
         out.push(b'\n');
+        any = true;
+    }
+    if !any {
+        out.extend_from_slice(b"data: \n");
     }
     out.push(b'\n');
     out
@@ -64,12 +71,18 @@ fn event(name: &str, lines: &[u8]) -> Vec<u8> {
 /// longer than `deadline`: the records of each new interval (at first the
 /// counts answer, until the loop has kept an interval's records) and the
 /// alerts whenever they change.
-pub async fn stream<S: AsyncWrite + Unpin>(
+pub async fn stream<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     board: &Board,
     deadline: Duration,
 ) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
     let late = |_| io::Error::from(io::ErrorKind::TimedOut);
+    // A closed tab is noticed by its end of file, and gives its slot back
+    // at once.
+    let (mut from, stream) = tokio::io::split(stream);
+    let mut stream = stream;
+    let mut scratch = [0u8; 256];
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 2000\n\n";
     tokio::time::timeout(deadline, stream.write_all(head.as_bytes()))
         .await
@@ -103,7 +116,40 @@ pub async fn stream<S: AsyncWrite + Unpin>(
             .map_err(late)??;
             quiet = Instant::now();
         }
-        tokio::time::sleep(LOOK_EVERY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            read = from.read(&mut scratch) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A connections listing made at most every [`LIST_EVERY`], one dump at a
+/// time, whoever asks.
+#[derive(Default)]
+pub struct Listing(tokio::sync::Mutex<Option<(Instant, std::sync::Arc<Vec<u8>>)>>);
+
+/// How long a connections listing is served again.
+pub const LIST_EVERY: Duration = Duration::from_secs(2);
+
+impl Listing {
+    /// The listing, dumped again if older than [`LIST_EVERY`].
+    pub async fn get(&self) -> io::Result<std::sync::Arc<Vec<u8>>> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, json)) = cached.as_ref()
+            && at.elapsed() < LIST_EVERY
+        {
+            return Ok(json.clone());
+        }
+        let json = tokio::task::spawn_blocking(connections)
+            .await
+            .map_err(io::Error::other)??;
+        let json = std::sync::Arc::new(json);
+        *cached = Some((Instant::now(), json.clone()));
+        Ok(json)
     }
 }
 
@@ -138,7 +184,8 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(event("alerts", b"")).unwrap(),
-            "event: alerts\n\n"
+            "event: alerts\ndata: \n\n",
+            "an event with nothing still carries data, or browsers drop it"
         );
     }
 

@@ -378,6 +378,10 @@ fn watch(
                     _ = sig.int.recv() => true,
                     _ = sig.term.recv() => true,
                     a = next_request(&mut asked) => {
+                        if a.reply.is_closed() {
+                            // Answered from the board meanwhile.
+                            continue;
+                        }
                         let answer = match a.request {
                             serve::Request::Alerts => exporter.active_lines(),
                             request => serve::answer(&mut counter, request, &host, netns, &tags)?,
@@ -387,6 +391,9 @@ fn watch(
                         continue;
                     }
                     s = next_request(&mut scrapes) => {
+                        if s.reply.is_closed() {
+                            continue;
+                        }
                         let live = counter.read(false, None)?;
                         let page = exporter.page(&live, out.dropped());
                         last_page.keep(page.clone());
@@ -400,6 +407,7 @@ fn watch(
                     }
                     _ = sig.hup.recv() => {
                         // SIGHUP: take a fresh snapshot now (no record).
+                        let _working = busy.working();
                         if let Counter::Ebpf(t) = &mut counter {
                             t.corrected_resync(crate::live::space::REASON_REQUESTED)
 ?;
@@ -479,14 +487,14 @@ fn watch(
                     conntrack: Some(&ct.record),
                     raised: seen,
                 });
+                let mut lines = Vec::new();
                 if keep_records {
-                    let mut lines = Vec::new();
                     let record =
                         r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
                     serve::push_line(&mut lines, &record.at(&time));
                     serve::push_line(&mut lines, &ct.record);
-                    board.publish_records(lines);
                 }
+                board.publish_records(lines);
                 board.publish_alerts(exporter.active_lines());
                 if scraped && last_page.wanted() {
                     let live = counter.read(false, None)?;

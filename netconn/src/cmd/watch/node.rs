@@ -211,6 +211,7 @@ pub(super) fn watch(
                     _ = sig.int.recv() => true,
                     _ = sig.term.recv() => true,
                     _ = sig.hup.recv() => {
+                        let _working = busy.working();
                         if let Counting::Ebpf(n) = &mut counting {
                             n.resync_all()?;
                         }
@@ -227,12 +228,19 @@ pub(super) fn watch(
                         continue;
                     }
                     s = next_request(&mut scrapes) => {
+                        if s.reply.is_closed() {
+                            continue;
+                        }
                         let page = page(&mut counting, &groups, &exporters, events_on, out.dropped())?;
                         last_page.keep(page.clone());
                         let _ = s.reply.send(page.encode(s.format));
                         continue;
                     }
                     a = next_request(&mut asked) => {
+                        if a.reply.is_closed() {
+                            // Answered from the board meanwhile.
+                            continue;
+                        }
                         let answer = match (&mut counting, a.request) {
                             (_, served::Request::Alerts) => {
                                 exporters.values().flat_map(Exporter::active_lines).collect()
@@ -337,6 +345,9 @@ pub(super) fn watch(
                     // client never waits for the whole interval's work.
                     if let (Some(rx), Some(n)) = (asked.as_mut(), node) {
                         while let Ok(a) = rx.try_recv() {
+                            if a.reply.is_closed() {
+                                continue;
+                            }
                             let answer = match a.request {
                                 served::Request::Alerts => {
                                     exporters.values().flat_map(Exporter::active_lines).collect()
@@ -348,6 +359,9 @@ pub(super) fn watch(
                     }
                     if let (Some(rx), Some(n)) = (scrapes.as_mut(), node) {
                         while let Ok(sc) = rx.try_recv() {
+                            if sc.reply.is_closed() {
+                                continue;
+                            }
                             let page = page_now(n, &exporters, events_on, out.dropped())?;
                             last_page.keep(page.clone());
                             let _ = sc.reply.send(page.encode(sc.format));
@@ -557,10 +571,13 @@ pub(super) fn watch(
                     output_dropped: Some(out.dropped()),
                     total: sum.total(),
                 };
-                if let Some(mut lines) = kept_records {
-                    served::push_line(&mut lines, &host_record);
-                    board.publish_records(lines);
-                }
+                board.publish_records(match kept_records {
+                    Some(mut lines) => {
+                        served::push_line(&mut lines, &host_record);
+                        lines
+                    }
+                    None => Vec::new(),
+                });
                 if out.send(&host_record) == Flow::Closed {
                     return Ok(());
                 }

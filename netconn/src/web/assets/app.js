@@ -323,6 +323,8 @@ async function fetchConnections() {
     if (answer.ok) {
       app.connections = await answer.json();
       renderConnections();
+    } else {
+      $("connections-title").textContent = `Connections: ${await answer.text()}`;
     }
   } catch (e) { /* the daemon is away: the status says so */ }
 }
@@ -350,9 +352,18 @@ for (const th of document.querySelectorAll("#conns th[data-key]")) {
   });
 }
 
-// Live: the browser reconnects by itself when the daemon restarts.
-const events = new EventSource("events");
-events.addEventListener("records", (e) => onRecords(e.data));
-events.addEventListener("alerts", (e) => onAlerts(e.data));
-events.onopen = () => { $("status").textContent = "live"; $("status").className = "status live"; };
-events.onerror = () => { $("status").textContent = "reconnecting…"; $("status").className = "status down"; };
+// Live: the browser reconnects by itself when the daemon restarts; when it
+// gives up (an answer other than a stream: the daemon's streams all taken),
+// a new one after a few seconds.
+function connect() {
+  const events = new EventSource("events");
+  events.addEventListener("records", (e) => onRecords(e.data));
+  events.addEventListener("alerts", (e) => onAlerts(e.data));
+  events.onopen = () => { $("status").textContent = "live"; $("status").className = "status live"; };
+  events.onerror = () => {
+    $("status").textContent = "reconnecting…";
+    $("status").className = "status down";
+    if (events.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
+  };
+}
+connect();
