@@ -272,6 +272,15 @@ impl Entry {
         }
     }
 
+    /// The entry as a configuration writes it (`80`, `1.1.1.1:80`,
+    /// `*:80`), for messages.
+    pub fn shown(self) -> String {
+        match self {
+            Entry::EachAddress(p) => format!("*:{p}"),
+            e => e.label(IpAddr::from([0, 0, 0, 0])),
+        }
+    }
+
     /// The `addr_port` a matching socket is reported under.
     pub fn label(self, addr: IpAddr) -> String {
         match self {
@@ -310,9 +319,9 @@ fn check_groups(groups: &[Group]) -> Result<Vec<String>, String> {
                 warnings.push(format!(
                     "port group {} entry {:?} is taken by group {} entry {:?} (a socket counts in the first group that matches it): its series stays 0",
                     i + 1,
-                    e.label(IpAddr::from([0, 0, 0, 0])),
+                    e.shown(),
                     j + 1,
-                    first.label(IpAddr::from([0, 0, 0, 0])),
+                    first.shown(),
                 ));
             }
             seen.push((i, e));
@@ -358,6 +367,46 @@ pub fn parse_entry(s: &str, wildcard: bool) -> Result<Entry, String> {
     let addr = addr.trim_start_matches('[').trim_end_matches(']');
     let addr: IpAddr = addr.parse().map_err(|_| bad())?;
     Ok(Entry::AddrPort(addr, port))
+}
+
+/// A port as DataKit writes a socket's (`strconv` of the number: no sign,
+/// no leading zero), 0 included.
+fn datakit_port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| p.to_string() == s)
+}
+
+/// An entry of a DataKit file (or `ENV_INPUT_NETSTAT_ADDR_PORTS`), read as
+/// DataKit reads it (its netstat input, `input.go`): never an error. A
+/// `ports` entry is compared as text with a socket's port and with its
+/// `address:port` (the address as Go prints it: `1.2.3.4`, `::`); a
+/// `ports_match` entry counts only in the form `*:PORT`. Err(why): DataKit
+/// keeps it, and it matches no socket (a warning, not an error).
+pub fn parse_datakit_entry(s: &str, wildcard: bool) -> Result<Entry, String> {
+    if wildcard {
+        let Some(port) = s.strip_prefix("*:") else {
+            return Err(format!(
+                "{s:?} is skipped, as DataKit skips a ports_match entry not written *:PORT"
+            ));
+        };
+        return datakit_port(port).map(Entry::EachAddress).ok_or_else(|| {
+            format!("{s:?} matches no socket in DataKit (its port is not a port as a socket's is written)")
+        });
+    }
+    if let Some(p) = datakit_port(s) {
+        return Ok(Entry::Port(p));
+    }
+    let never = || {
+        format!(
+            "{s:?} matches no socket in DataKit (ports compares it with a socket's PORT or ADDRESS:PORT as written, e.g. 8080, 10.0.0.1:8080, :::8080)"
+        )
+    };
+    let (addr, port) = s.rsplit_once(':').ok_or_else(never)?;
+    let port = datakit_port(port).ok_or_else(never)?;
+    let ip: IpAddr = addr.parse().map_err(|_| never())?;
+    if ip.to_string() != addr {
+        return Err(never());
+    }
+    Ok(Entry::AddrPort(ip, port))
 }
 
 #[derive(Deserialize)]
@@ -718,12 +767,26 @@ impl Config {
                     "{name}: an [[addr_ports]] group needs ports or ports_match"
                 )));
             }
-            let entries = list
-                .into_iter()
-                .map(|s| {
-                    parse_entry(&s.get_ref().text(), wildcard).map_err(|e| at(s.span(), key, e))
-                })
-                .collect::<Result<_, _>>()?;
+            let entries = if datakit {
+                // As DataKit: nothing refused; what matches nothing said.
+                let mut entries = Vec::new();
+                for s in list {
+                    match parse_datakit_entry(&s.get_ref().text(), wildcard) {
+                        Ok(e) => entries.push(e),
+                        Err(why) => warnings.push(format!(
+                            "{name}:{}: {key}: {why}",
+                            line_of(text, s.span().start)
+                        )),
+                    }
+                }
+                entries
+            } else {
+                list.into_iter()
+                    .map(|s| {
+                        parse_entry(&s.get_ref().text(), wildcard).map_err(|e| at(s.span(), key, e))
+                    })
+                    .collect::<Result<_, _>>()?
+            };
             groups.push(Group {
                 entries,
                 tags: g.tags,
@@ -929,17 +992,22 @@ impl Config {
     /// would ignore is ignored, with a warning; netconn's own `NETCONN_*`
     /// variables come after them and win.
     fn apply_datakit_env(&mut self, env: &impl Fn(&str) -> Option<String>) {
-        if let Some(v) = env("ENV_INPUT_NETSTAT_TAGS") {
+        // As DataKit's ParseGlobalTags: split on commas, each piece on
+        // '=' into exactly two parts (else skipped, with a warning), nothing
+        // trimmed.
+        if let Some(v) = env("ENV_INPUT_NETSTAT_TAGS").filter(|v| !v.is_empty()) {
             for pair in v.split(',') {
-                // DataKit skips what is not key=value.
-                if let Some((k, val)) = pair.split_once('=')
-                    && !k.trim().is_empty()
-                {
-                    self.tags.insert(k.trim().to_owned(), val.trim().to_owned());
-                } else if !pair.trim().is_empty() {
-                    self.warnings.push(format!(
+                match pair.split('=').collect::<Vec<_>>()[..] {
+                    // DataKit keeps an empty name; no output can carry one.
+                    ["", _] => self.warnings.push(format!(
+                        "ENV_INPUT_NETSTAT_TAGS: {pair:?} has no tag name; skipped"
+                    )),
+                    [k, val] => {
+                        self.tags.insert(k.to_owned(), val.to_owned());
+                    }
+                    _ => self.warnings.push(format!(
                         "ENV_INPUT_NETSTAT_TAGS: {pair:?} is not key=value; skipped, as DataKit does"
-                    ));
+                    )),
                 }
             }
         }
@@ -956,17 +1024,23 @@ impl Config {
             }
         }
         if let Some(v) = env("ENV_INPUT_NETSTAT_ADDR_PORTS") {
-            let entries = serde_json::from_str::<Vec<String>>(&v)
-                .map_err(|_| format!("expected a JSON list of strings, got {v:?}"))
-                .and_then(|list| {
-                    list.iter()
-                        .map(|p| parse_entry(p, false))
-                        .collect::<Result<Vec<_>, _>>()
-                });
-            match entries {
-                Ok(entries) => self.groups = one_group(entries),
-                Err(e) => self.warnings.push(format!(
-                    "ENV_INPUT_NETSTAT_ADDR_PORTS: {e}; ignored, as DataKit does"
+            // As DataKit: a JSON list (null: none) replaces the groups,
+            // its entries unchecked (those that match nothing said).
+            match serde_json::from_str::<Option<Vec<String>>>(&v) {
+                Ok(list) => {
+                    let mut entries = Vec::new();
+                    for p in list.unwrap_or_default() {
+                        match parse_datakit_entry(&p, false) {
+                            Ok(e) => entries.push(e),
+                            Err(why) => self
+                                .warnings
+                                .push(format!("ENV_INPUT_NETSTAT_ADDR_PORTS: {why}")),
+                        }
+                    }
+                    self.groups = one_group(entries);
+                }
+                Err(_) => self.warnings.push(format!(
+                    "ENV_INPUT_NETSTAT_ADDR_PORTS: expected a JSON list of strings, got {v:?}; ignored, as DataKit does"
                 )),
             }
         }
@@ -1375,6 +1449,74 @@ ports_match = ["*:5432"]
             let e = Config::parse(bad, "n.conf").unwrap_err();
             assert!(e.0.starts_with("n.conf:"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn datakit_entries_are_read_as_datakit_reads_them() {
+        // Entries DataKit accepts are accepted (none refuses the file);
+        // those that match no socket there match none here, said once.
+        let text = "[[inputs.netstat]]\n\
+            [[inputs.netstat.addr_ports]]\nports = [\"80\", \"0\", \"*:8081\", \"[::]:80\", \":::443\", \"080\"]\n\
+            [[inputs.netstat.addr_ports]]\nports_match = [\"*:8081\", \"127.0.0.1:*\", \"8180\"]\n\
+            [[inputs.netstat.addr_ports]]\nports_match = [\"*:8081\"]\n";
+        let c = Config::parse(text, "netstat.conf").unwrap();
+        assert_eq!(
+            c.groups[0].entries,
+            [
+                Entry::Port(80),
+                Entry::Port(0),
+                Entry::AddrPort("::".parse().unwrap(), 443)
+            ]
+        );
+        assert_eq!(c.groups[1].entries, [Entry::EachAddress(8081)]);
+        let said = c.warnings.join("\n");
+        for entry in [
+            "\"*:8081\" matches no socket",
+            "\"[::]:80\" matches no socket",
+            "\"080\" matches",
+        ] {
+            assert!(said.contains(entry), "{entry} in {said}");
+        }
+        assert!(said.contains("\"127.0.0.1:*\" is skipped"), "{said}");
+        assert!(said.contains("\"8180\" is skipped"), "{said}");
+        // A shadowed entry is named as written, not as an address.
+        assert!(
+            said.contains("entry \"*:8081\" is taken by group 2 entry \"*:8081\""),
+            "{said}"
+        );
+        assert!(!said.contains("0.0.0.0:8081"), "{said}");
+        // netconn's own files stay strict.
+        assert!(Config::parse("[[addr_ports]]\nports = [\"*:8081\"]\n", "n.toml").is_err());
+
+        // ENV_INPUT_NETSTAT_TAGS as ParseGlobalTags: exactly one '=',
+        // nothing trimmed.
+        let env = |k: &str| match k {
+            "ENV_INPUT_NETSTAT_TAGS" => Some("f=g=h, a = b ,=e,k=,x=y".to_owned()),
+            "ENV_INPUT_NETSTAT_ADDR_PORTS" => Some(r#"["*:80","8080"]"#.to_owned()),
+            _ => None,
+        };
+        let mut c = Config::default();
+        c.apply_env(env).unwrap();
+        c.check_tags().unwrap();
+        assert!(!c.tags.contains_key("f"), "f=g=h is dropped: {:?}", c.tags);
+        assert_eq!(c.tags[" a "], " b ");
+        assert_eq!(c.tags["x"], "y");
+        assert!(!c.tags.contains_key(""), "{:?}", c.tags);
+        assert_eq!(c.groups[0].entries, [Entry::Port(8080)]);
+        let said = c.warnings.join("\n");
+        assert!(said.contains("\"f=g=h\" is not key=value"), "{said}");
+        assert!(said.contains("\"=e\" has no tag name"), "{said}");
+        assert!(said.contains("\"k\" has an empty value"), "{said}");
+        assert!(said.contains("\"*:80\" matches no socket"), "{said}");
+        // null: no groups.
+        let mut c = Config::default();
+        c.apply_env(|k: &str| (k == "ENV_INPUT_NETSTAT_ADDR_PORTS").then(|| "null".to_owned()))
+            .unwrap();
+        assert!(
+            c.groups.is_empty() && c.warnings.is_empty(),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

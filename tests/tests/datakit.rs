@@ -112,3 +112,47 @@ fn datakits_file_variables_and_measurements() {
     assert!(line.contains("udp_socket=1i"), "{line}");
     let _ = std::fs::remove_file(conf);
 }
+
+/// Entries DataKit accepts are accepted (DataKit's own older sample has
+/// `"0"`; `*:8081` in `ports` and `127.0.0.1:*` in `ports_match` match
+/// nothing there): the watch runs, names each such entry once on stderr,
+/// and its series are those DataKit's would be.
+#[test]
+fn datakits_lenient_entries_run_and_are_named() {
+    let ns = Netns::new();
+    let conf = std::env::temp_dir().join(format!("netconn-datakit-lenient-{}.conf", ns.name));
+    std::fs::write(
+        &conf,
+        "[[inputs.netstat]]\ninterval = '1s'\n\
+         [[inputs.netstat.addr_ports]]\nports = [\"8080\", \"0\", \"*:8081\"]\n\
+         [[inputs.netstat.addr_ports]]\nports_match = [\"127.0.0.1:*\", \"*:9090\"]\n",
+    )
+    .unwrap();
+    let worker = ns.worker();
+    let _held = worker.exec(|| {
+        let a = TcpListener::bind("127.0.0.1:8081").unwrap();
+        let b = TcpListener::bind("127.0.0.1:9090").unwrap();
+        (a, b)
+    });
+    let out = ns
+        .netconn(&["watch", "--config", conf.to_str().unwrap(), "--count", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("\"*:8081\" matches no socket"), "{err}");
+    assert!(err.contains("\"127.0.0.1:*\" is skipped"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let record: Value =
+        serde_json::from_str(text.lines().next().expect("a record")).expect("a counts record");
+    let series: Vec<&str> = record["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["addr_port"].as_str().unwrap())
+        .collect();
+    // 8081 is in no series (as in DataKit); *:9090 one per address.
+    assert!(series.contains(&"127.0.0.1:9090"), "{series:?}");
+    assert!(!series.iter().any(|s| s.contains("8081")), "{series:?}");
+    let _ = std::fs::remove_file(conf);
+}
