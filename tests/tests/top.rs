@@ -379,6 +379,13 @@ fn top_of_every_namespace_lists_them_and_opens_one() {
     tmux.until("the namespace's overview", Duration::from_secs(10), |s| {
         s.contains(&format!("netns {inode}")) && table_on(s) == want
     });
+    // Its connections: dumped from inside it, every one of its sockets.
+    tmux.key("2");
+    tmux.until(
+        "the namespace's connections",
+        Duration::from_secs(10),
+        |s| s.contains(&format!("Connections of netns {inode} — {total} shown")),
+    );
     tmux.key("q");
     let screen = tmux.until("the shell after q", Duration::from_secs(10), |s| {
         s.lines().any(|l| l.starts_with("EXIT="))

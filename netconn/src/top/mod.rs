@@ -25,6 +25,22 @@ const DUMP_EVERY: Duration = Duration::from_secs(2);
 /// How often a key is waited for between two looks at the clock.
 const TICK: Duration = Duration::from_millis(200);
 
+/// The connections view's columns: `list`'s, without the namespace, with
+/// the bytes acknowledged and received (`tcp_info`).
+const CONNECTION_HEADER: [&str; 11] = [
+    "PROTO",
+    "STATE",
+    "LOCAL",
+    "REMOTE",
+    "DIRECTION",
+    "PID/COMM",
+    "RTT(ms)",
+    "RETRANS",
+    "QUEUE",
+    "SENT",
+    "RECV",
+];
+
 /// The views, in the order Tab goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -51,6 +67,8 @@ pub struct App {
     pub shown: u64,
     /// The connections view: its rows (cells), when dumped.
     pub connections: Vec<Vec<String>>,
+    /// The namespace they are of.
+    pub connections_of: u32,
     pub aggregated: bool,
     pub sort: Sort,
     pub filter: String,
@@ -81,6 +99,7 @@ impl App {
             alerts: Vec::new(),
             shown: u64::from(netns),
             connections: Vec::new(),
+            connections_of: netns,
             aggregated: false,
             sort: Sort {
                 column: 0,
@@ -123,34 +142,66 @@ impl App {
         self.selected = self.selected.min(self.rows_shown().saturating_sub(1));
     }
 
-    /// Dumps the sockets of top's namespace again (connections view).
+    /// Dumps the sockets of the namespace the overview shows again
+    /// (connections view): top's own, or with `-A` the one opened from
+    /// the namespaces view, from a thread inside it.
     fn dump_connections(&mut self) {
         let procs = crate::list::Processes::new(false);
-        match crate::list::rows(&procs, self.netns) {
-            Ok(rows) => {
-                let list = crate::list::Namespaced {
-                    netns: self.netns,
-                    owner: None,
-                    rows,
-                };
-                self.connections = if self.aggregated {
-                    crate::list::aggregate(&list.rows)
-                        .iter()
-                        .map(crate::list::group_cells)
-                        .collect()
-                } else {
-                    list.rows
-                        .iter()
-                        .map(|r| crate::list::row_cells(r, &list, false))
-                        .collect()
-                };
-                for row in &mut self.connections {
-                    for cell in row.iter_mut() {
-                        *cell = crate::host::printable(cell).into_owned();
-                    }
+        let netns = u32::try_from(self.shown).unwrap_or(self.netns);
+        let rows = if netns == self.netns {
+            crate::list::rows(&procs, netns)
+                .map_err(|e| format!("cannot dump the socket tables: {e}"))
+        } else {
+            match crate::namespaces::discover::scan()
+                .get(&netns)
+                .and_then(|ns| ns.open())
+            {
+                None => Err(format!("namespace {netns} is gone")),
+                Some(file) => {
+                    crate::namespaces::target::run_in(&file, || crate::list::rows(&procs, netns))
+                        .map_err(|e| format!("cannot enter namespace {netns}: {e}"))
+                        .and_then(|r| r.map_err(|e| format!("cannot dump the socket tables: {e}")))
                 }
             }
-            Err(e) => self.problem = Some(format!("cannot dump the socket tables: {e}")),
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.problem = Some(e);
+                self.connections.clear();
+                return;
+            }
+        };
+        self.connections_of = netns;
+        let list = crate::list::Namespaced {
+            netns,
+            owner: None,
+            rows,
+        };
+        self.connections = if self.aggregated {
+            crate::list::aggregate(&list.rows)
+                .iter()
+                .map(crate::list::group_cells)
+                .collect()
+        } else {
+            list.rows
+                .iter()
+                .map(|r| {
+                    let mut cells = crate::list::row_cells(r, &list, false);
+                    // Without the NETNS column; with the bytes.
+                    cells.pop();
+                    let bytes =
+                        |b: Option<u64>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
+                    cells.push(bytes(r.info.map(|i| i.bytes_acked)));
+                    cells.push(bytes(r.info.map(|i| i.bytes_received)));
+                    cells
+                })
+                .collect()
+        };
+        for row in &mut self.connections {
+            for cell in row.iter_mut() {
+                *cell = crate::host::printable(cell).into_owned();
+            }
         }
     }
 
@@ -159,7 +210,7 @@ impl App {
         if self.aggregated {
             &crate::list::GROUP_HEADER[..crate::list::GROUP_HEADER.len() - 1]
         } else {
-            &crate::list::ROW_HEADER[..crate::list::ROW_HEADER.len() - 2]
+            &CONNECTION_HEADER
         }
     }
 

@@ -450,7 +450,7 @@ fn connections(f: &mut Screen, app: &App, area: Rect) {
         } else {
             "Connections"
         },
-        app.netns,
+        app.connections_of,
         rows.len(),
         header.get(app.sort.column).unwrap_or(&"?"),
         if app.sort.descending { " ↓" } else { " ↑" },
@@ -462,6 +462,7 @@ fn connections(f: &mut Screen, app: &App, area: Rect) {
             "PID/COMM" | "PROCESS" => Constraint::Min(16),
             // The longest state, ESTABLISHED.
             "STATE" => Constraint::Length(12),
+            "SENT" | "RECV" => Constraint::Length(12),
             _ => Constraint::Length(h.len() as u16 + 2),
         })
         .collect();
