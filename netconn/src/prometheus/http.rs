@@ -260,7 +260,13 @@ pub struct Request {
     pub keep_alive: bool,
     /// The `Authorization` header's value, as sent.
     pub authorization: Option<String>,
+    /// Bytes of body that follow the head (`Content-Length`), read and
+    /// dropped before the next request.
+    pub body: u64,
 }
+
+/// The longest request body skipped; a longer one is refused.
+const MAX_BODY: u64 = 64 * 1024;
 
 /// Reads a request head: its request line, `Accept` and `Connection`.
 pub fn parse(head: &str) -> Request {
@@ -271,6 +277,7 @@ pub fn parse(head: &str) -> Request {
         asked: Asked::Refused(status, body),
         keep_alive: false,
         authorization: None,
+        body: 0,
     };
     let (Some(method), Some(target), Some(version)) = (method, target, version) else {
         return refused("400 Bad Request", "bad request line\n");
@@ -286,12 +293,31 @@ pub fn parse(head: &str) -> Request {
                 .then(|| value.trim().to_ascii_lowercase())
         })
     };
-    let connection = header("connection");
+    // Connection's tokens (a comma-separated list, any case).
+    let connection = header("connection").unwrap_or_default();
+    let token = |t: &str| connection.split(',').any(|c| c.trim() == t);
     // HTTP/1.1 keeps the connection unless told not to; 1.0 only if asked.
-    let keep_alive = match connection.as_deref() {
-        Some(c) if c.contains("close") => false,
-        Some(c) if c.contains("keep-alive") => true,
-        _ => version == "HTTP/1.1",
+    let keep_alive = if token("close") {
+        false
+    } else if token("keep-alive") {
+        true
+    } else {
+        version == "HTTP/1.1"
+    };
+    // A body: skipped when its length is given and small; a chunked one
+    // (or any other coding) is not taken, and the connection closes, so a
+    // body is never read as the next request.
+    if header("transfer-encoding").is_some() {
+        return refused(
+            "501 Not Implemented",
+            "request bodies in a transfer coding are not taken\n",
+        );
+    }
+    let body = match header("content-length").map(|n| n.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) if n <= MAX_BODY => n,
+        Some(Ok(_)) => return refused("413 Content Too Large", "request body too large\n"),
+        Some(Err(_)) => return refused("400 Bad Request", "bad Content-Length\n"),
     };
     let path = target.split('?').next().unwrap_or_default();
     let bodiless = method == "HEAD";
@@ -324,7 +350,30 @@ pub fn parse(head: &str) -> Request {
         asked,
         keep_alive,
         authorization,
+        body,
     }
+}
+
+/// Reads and drops `n` bytes of body: first what `buf` holds already, then
+/// from `stream`.
+async fn skip_body<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    n: u64,
+) -> io::Result<()> {
+    let held = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+    buf.drain(..held);
+    let mut left = n - held as u64;
+    let mut chunk = [0u8; 4096];
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
+        let got = stream.read(&mut chunk[..want]).await?;
+        if got == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= got as u64;
+    }
+    Ok(())
 }
 
 /// The answer to a request without the credentials `--web-config-file`
@@ -461,7 +510,11 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     asked,
                     keep_alive,
                     authorization,
+                    body,
                 } = parse(&head);
+                timeout(CLIENT_DEADLINE, skip_body(&mut stream, &mut buf, body))
+                    .await
+                    .map_err(late)??;
                 let allowed = web.is_none_or(|w| w.allows(authorization.as_deref()));
                 let answer = match asked {
                     _ if !allowed => unauthorized(keep_alive),
@@ -564,6 +617,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_body_is_never_read_as_the_next_request() {
+        use crate::prometheus::page::{Family, Value};
+        use std::io::{Read, Write};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let busy = Busy::default();
+        let last = std::sync::Arc::new(LastPage::new(&busy));
+        last.keep(Page(vec![
+            Family::new("netconn_test", "A test.").with(vec![], Value::Gauge(7)),
+        ]));
+        let _working = busy.working();
+        let _scrapes =
+            rt.block_on(async { serve(listener, None, last, Board::default()).unwrap() });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Two requests on one connection, the first with a body that
+        // looks like a request of its own.
+        s.write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 21\r\n\r\nGET /nothing HTTP/1.1\
+              GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answers = String::new();
+        s.read_to_string(&mut answers).unwrap();
+        assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+        assert!(!answers.contains("404"), "{answers}");
+    }
+
+    #[test]
     fn a_busy_loop_leaves_scrapes_to_the_last_page() {
         use crate::prometheus::page::{Family, Value};
         use std::io::{Read, Write};
@@ -609,6 +696,7 @@ mod tests {
                 },
                 keep_alive: true,
                 authorization: None,
+                body: 0,
             }
         );
         assert_eq!(
@@ -620,10 +708,25 @@ mod tests {
                 },
                 keep_alive: false,
                 authorization: None,
+                body: 0,
             }
         );
         assert!(!parse("GET /metrics HTTP/1.1\r\nConnection: Close").keep_alive);
         assert!(parse("GET /metrics HTTP/1.0\r\nConnection: keep-alive").keep_alive);
+        // Connection is a list of tokens, not a substring.
+        assert!(parse("GET /metrics HTTP/1.1\r\nConnection: keep-alive, Upgrade").keep_alive);
+        assert!(parse("GET /metrics HTTP/1.1\r\nConnection: x-closed-caption").keep_alive);
+        assert!(!parse("GET /metrics HTTP/1.1\r\nConnection: Upgrade, close").keep_alive);
+        // Bodies: a given length is skipped; a coded one is refused.
+        assert_eq!(parse("GET /metrics HTTP/1.1\r\nContent-Length: 5").body, 5);
+        assert!(matches!(
+            parse("GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked").asked,
+            Asked::Refused("501 Not Implemented", _)
+        ));
+        assert!(matches!(
+            parse("GET /metrics HTTP/1.1\r\nContent-Length: 99999999").asked,
+            Asked::Refused("413 Content Too Large", _)
+        ));
         let asked = |head| parse(head).asked;
         assert!(matches!(
             asked("GET /nothing HTTP/1.1"),

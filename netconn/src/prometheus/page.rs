@@ -128,19 +128,24 @@ impl Format {
     /// The format an `Accept` header asks for: OpenMetrics when it names
     /// it (with a weight above 0), the text format otherwise.
     pub fn of_accept(accept: Option<&str>) -> Format {
-        let wants = accept.is_some_and(|a| {
-            a.split(',').any(|choice| {
-                let mut parts = choice.split(';').map(str::trim);
-                let media = parts.next().unwrap_or_default();
-                let refused = parts.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.parse::<f64>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                });
-                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-            })
-        });
-        if wants {
+        // The highest weight a client gives OpenMetrics (named), and the
+        // text format (text/plain, text/*, */*): OpenMetrics when it is
+        // wanted at least as much (Prometheus: 1 against 0.5).
+        let (mut open_metrics, mut text) = (0.0f64, 0.0f64);
+        for choice in accept.unwrap_or_default().split(',') {
+            let mut parts = choice.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()))
+                .unwrap_or(1.0)
+                .clamp(0.0, 1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => open_metrics = open_metrics.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if open_metrics > 0.0 && open_metrics >= text {
             Format::OpenMetrics
         } else {
             Format::Text
@@ -270,6 +275,15 @@ mod tests {
         assert_eq!(
             Format::of_accept(Some("application/openmetrics-text;q=0, text/plain")),
             Format::Text
+        );
+        // Weights decide: text preferred gets text.
+        assert_eq!(
+            Format::of_accept(Some("text/plain;q=1, application/openmetrics-text;q=0.5")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::of_accept(Some("text/plain;q=0.2, application/openmetrics-text;q=0.9")),
+            Format::OpenMetrics
         );
     }
 }
