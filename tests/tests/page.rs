@@ -107,6 +107,18 @@ fn nested(t: &Table) -> Value {
     Value::Object(out)
 }
 
+/// GETs `target` on a connection of its own (from the calling thread's
+/// namespace): the connection, left open, and its status line's start
+/// (`HTTP/1.1 200`).
+fn ask(target: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(ADDR).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
 fn watch(ns: &Netns) -> Watch {
     let (w, _) = Watch::start(ns, &["--interval", "1s", "--listen", ADDR]);
     w
@@ -161,31 +173,12 @@ fn the_page_shows_the_kernels_table_live_and_recovers_from_a_restart() {
     browser.say("tab overview");
 
     // Streams past the bound are refused; scrapes are not.
-    let streams: Vec<TcpStream> = (0..3)
-        .map(|_| {
-            worker.exec(|| {
-                let mut s = TcpStream::connect(ADDR).unwrap();
-                s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-                    .unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut head = [0u8; 15];
-                s.read_exact(&mut head).unwrap();
-                assert_eq!(&head, b"HTTP/1.1 200 OK");
-                s
-            })
-        })
-        .collect();
-    let (fifth, scrape) = worker.exec(|| {
-        let ask = |target: &str| {
-            let mut s = TcpStream::connect(ADDR).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET {target} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-            let mut head = [0u8; 12];
-            s.read_exact(&mut head).unwrap();
-            String::from_utf8_lossy(&head).into_owned()
-        };
-        (ask("/events"), ask("/metrics"))
-    });
+    let streams: Vec<(TcpStream, String)> =
+        worker.exec(|| (0..3).map(|_| ask("/events")).collect());
+    for (_, status) in &streams {
+        assert_eq!(status, "HTTP/1.1 200");
+    }
+    let (fifth, scrape) = worker.exec(|| (ask("/events").1, ask("/metrics").1));
     assert_eq!(
         fifth, "HTTP/1.1 503",
         "a fifth stream (the browser's is one)"
@@ -195,19 +188,7 @@ fn the_page_shows_the_kernels_table_live_and_recovers_from_a_restart() {
     // fails, seconds later).
     drop(streams);
     std::thread::sleep(Duration::from_millis(300));
-    let again: Vec<String> = worker.exec(|| {
-        (0..3)
-            .map(|_| {
-                let mut s = TcpStream::connect(ADDR).unwrap();
-                s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-                    .unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut head = [0u8; 12];
-                s.read_exact(&mut head).unwrap();
-                String::from_utf8_lossy(&head).into_owned()
-            })
-            .collect()
-    });
+    let again: Vec<String> = worker.exec(|| (0..3).map(|_| ask("/events").1).collect());
     assert_eq!(again, ["HTTP/1.1 200"; 3], "the slots of closed streams");
 
     // The daemon restarts: the page says so, then follows the new one.

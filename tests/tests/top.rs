@@ -103,24 +103,14 @@ impl Drop for Tmux {
 /// The per-state table on a screen: the figure of each conn-type in each
 /// state row (`-` and zeros left out, changes beside them ignored).
 fn table_on(screen: &str) -> Table {
-    const STATES: [&str; 12] = [
-        "ESTABLISHED",
-        "SYN_SENT",
-        "SYN_RECV",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "TIME_WAIT",
-        "CLOSE",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "LISTEN",
-        "CLOSING",
-        "NONE",
-    ];
+    let states: Vec<&str> = (1..=11)
+        .map(|code| netconn_integration::proc_state_name(&format!("{code:02X}")))
+        .chain(["NONE"])
+        .collect();
     let mut t = Table::new();
     for line in screen.lines() {
         let line = line.trim_start_matches(['│', ' ']);
-        let Some(state) = STATES.iter().find(|s| line.starts_with(&format!("{s} "))) else {
+        let Some(state) = states.iter().find(|s| line.starts_with(&format!("{s} "))) else {
             continue;
         };
         let figures: Vec<&str> = line[state.len()..]

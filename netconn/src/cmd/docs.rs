@@ -34,21 +34,6 @@ fn completed() -> clap::Command {
             .value_name(name)
             .action(ArgAction::Append)
     };
-    let states = [
-        "all",
-        "close",
-        "close_wait",
-        "closing",
-        "established",
-        "fin_wait1",
-        "fin_wait2",
-        "last_ack",
-        "listen",
-        "none",
-        "syn_recv",
-        "syn_sent",
-        "time_wait",
-    ];
     let subcommands = cli
         .get_subcommands()
         .filter(|s| !s.is_hide_set())
@@ -58,8 +43,8 @@ fn completed() -> clap::Command {
                 return s;
             }
             s.args([
-                value("conn-type", "TYPE").value_parser(["all", "tcp", "tcp6", "udp", "udp6"]),
-                value("conn-status", "STATUS").value_parser(states),
+                value("conn-type", "TYPE").value_parser(crate::plugin::check::CONN_TYPES),
+                value("conn-status", "STATUS").value_parser(crate::plugin::check::CONN_STATUS),
                 value("warning", "RANGE").short('w'),
                 value("critical", "RANGE").short('c'),
                 flag("always-ok"),

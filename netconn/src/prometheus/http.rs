@@ -616,10 +616,19 @@ async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_request_body_is_never_read_as_the_next_request() {
+    /// A server whose loop is busy and never answers, with a last page
+    /// of `netconn_test` = `value`: (runtime, address, its last page,
+    /// the scrapes' receiver, the busy guard's owner).
+    fn busy_server(
+        value: i64,
+    ) -> (
+        tokio::runtime::Runtime,
+        std::net::SocketAddr,
+        std::sync::Arc<LastPage>,
+        tokio::sync::mpsc::Receiver<Scrape>,
+        Busy,
+    ) {
         use crate::prometheus::page::{Family, Value};
-        use std::io::{Read, Write};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -629,55 +638,51 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let busy = Busy::default();
         let last = std::sync::Arc::new(LastPage::new(&busy));
+        assert!(last.wanted(), "none made yet");
         last.keep(Page(vec![
-            Family::new("netconn_test", "A test.").with(vec![], Value::Gauge(7)),
+            Family::new("netconn_test", "A test.").with(vec![], Value::Gauge(value)),
         ]));
-        let _working = busy.working();
-        let _scrapes =
-            rt.block_on(async { serve(listener, None, last, Board::default()).unwrap() });
+        assert!(!last.wanted(), "made, and nobody took it");
+        let scrapes =
+            rt.block_on(async { serve(listener, None, last.clone(), Board::default()).unwrap() });
+        (rt, addr, last, scrapes, busy)
+    }
+
+    /// Writes `request` on a new connection to `addr`; all it answers.
+    fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn a_request_body_is_never_read_as_the_next_request() {
+        let (_rt, addr, _last, _scrapes, busy) = busy_server(7);
+        let _working = busy.working();
         // Two requests on one connection, the first with a body that
         // looks like a request of its own.
-        s.write_all(
+        let answers = exchange(
+            addr,
             b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 21\r\n\r\nGET /nothing HTTP/1.1\
               GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let mut answers = String::new();
-        s.read_to_string(&mut answers).unwrap();
+        );
         assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
         assert!(!answers.contains("404"), "{answers}");
     }
 
     #[test]
     fn a_busy_loop_leaves_scrapes_to_the_last_page() {
-        use crate::prometheus::page::{Family, Value};
-        use std::io::{Read, Write};
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let busy = Busy::default();
-        let last = std::sync::Arc::new(LastPage::new(&busy));
-        let _working = busy.working();
-        assert!(last.wanted(), "none made yet");
-        last.keep(Page(vec![
-            Family::new("netconn_test", "A test.").with(vec![], Value::Gauge(42)),
-        ]));
-        assert!(!last.wanted(), "made, and nobody took it");
+        let (_rt, addr, last, _scrapes, busy) = busy_server(42);
         // The loop is busy and never answers.
-        let _scrapes =
-            rt.block_on(async { serve(listener, None, last.clone(), Board::default()).unwrap() });
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
+        let _working = busy.working();
+        let answer = exchange(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.contains("netconn_test 42"), "{answer}");
         assert!(last.wanted(), "a scrape took the last page: make a new one");

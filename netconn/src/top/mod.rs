@@ -25,21 +25,21 @@ const DUMP_EVERY: Duration = Duration::from_secs(2);
 /// How often a key is waited for between two looks at the clock.
 const TICK: Duration = Duration::from_millis(200);
 
-/// The connections view's columns: `list`'s, without the namespace, with
-/// the bytes acknowledged and received (`tcp_info`).
-const CONNECTION_HEADER: [&str; 11] = [
-    "PROTO",
-    "STATE",
-    "LOCAL",
-    "REMOTE",
-    "DIRECTION",
-    "PID/COMM",
-    "RTT(ms)",
-    "RETRANS",
-    "QUEUE",
-    "SENT",
-    "RECV",
-];
+/// The connections view's columns: `list`'s up to `QUEUE` (without the
+/// namespace and owner), then the bytes acknowledged and received
+/// (`tcp_info`).
+static CONNECTION_HEADER: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let list = &crate::list::ROW_HEADER;
+    let queue = list
+        .iter()
+        .position(|h| *h == "QUEUE")
+        .expect("a QUEUE column");
+    list[..=queue]
+        .iter()
+        .copied()
+        .chain(["SENT", "RECV"])
+        .collect()
+});
 
 /// The views, in the order Tab goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +210,7 @@ impl App {
         if self.aggregated {
             &crate::list::GROUP_HEADER[..crate::list::GROUP_HEADER.len() - 1]
         } else {
-            &CONNECTION_HEADER
+            &CONNECTION_HEADER[..]
         }
     }
 

@@ -10,20 +10,10 @@ pub const TYPES: [&str; 4] = ["tcp", "tcp6", "udp", "udp6"];
 
 /// The states, as the table's rows: TCP's in the kernel's order, then
 /// UDP's one (the names `check` prints).
-pub const STATES: [&str; 12] = [
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-    "NONE",
-];
+pub fn states() -> impl Iterator<Item = &'static str> {
+    use crate::model::state::{UDP_STATE, tcp_state_names};
+    tcp_state_names().chain([UDP_STATE])
+}
 
 /// One refresh: the records of one interval.
 #[derive(Debug, Clone, Default)]
@@ -86,9 +76,8 @@ pub struct StateRow {
 /// with its change since `before`'s.
 pub fn state_rows(now: &Value, before: Option<&Value>) -> Vec<StateRow> {
     let cell = |record: &Value, ct: &str, state: &str| record["connections"][ct][state].as_i64();
-    STATES
-        .iter()
-        .map(|&state| {
+    states()
+        .map(|state| {
             let mut cells = [None; 4];
             for (slot, ct) in cells.iter_mut().zip(TYPES) {
                 *slot = cell(now, ct, state).map(|n| Cell {
@@ -341,7 +330,7 @@ mod tests {
         let before = record(1, "2026-12-07T12:00:00Z", 3, 1);
         let now = record(1, "2026-12-07T12:00:02Z", 5, 1);
         let rows = state_rows(&now, Some(&before));
-        assert_eq!(rows.len(), STATES.len());
+        assert_eq!(rows.len(), states().count());
         let est = &rows[0];
         assert_eq!(est.state, "ESTABLISHED");
         assert_eq!(est.cells[0], Some(Cell { now: 5, change: 2 }));
