@@ -23,7 +23,8 @@ struct Browser {
 }
 
 impl Browser {
-    fn open(ns: &Netns, shot: &std::path::Path) -> Browser {
+    /// `browser`: chromium or firefox.
+    fn open(ns: &Netns, browser: &str, shot: &std::path::Path) -> Browser {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/web/page.py");
         // The project's virtual environment, where setup installs Selenium.
         let python = concat!(
@@ -31,7 +32,7 @@ impl Browser {
             "/../target/tools/venv/bin/python3"
         );
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, python, script])
+            .args(["netns", "exec", &ns.name, python, script, browser])
             .arg(format!("http://{ADDR}/"))
             .arg(shot)
             .stdin(Stdio::piped())
@@ -125,14 +126,23 @@ fn watch(ns: &Netns) -> Watch {
 }
 
 #[test]
-fn the_page_shows_the_kernels_table_live_and_recovers_from_a_restart() {
+fn the_page_in_chromium() {
+    the_page_shows_the_kernels_table_live_and_recovers_from_a_restart("chromium");
+}
+
+#[test]
+fn the_page_in_firefox() {
+    the_page_shows_the_kernels_table_live_and_recovers_from_a_restart("firefox");
+}
+
+fn the_page_shows_the_kernels_table_live_and_recovers_from_a_restart(name: &str) {
     let ns = Netns::new();
     let worker = ns.worker();
     let held = worker.exec(|| mix::build(61));
     let mut daemon = watch(&ns);
     daemon.fresh_record();
-    let shot = std::env::temp_dir().join(format!("netconn-page-{}.png", std::process::id()));
-    let mut browser = Browser::open(&ns, &shot);
+    let shot = std::env::temp_dir().join(format!("netconn-page-{name}-{}.png", std::process::id()));
+    let mut browser = Browser::open(&ns, name, &shot);
     assert_eq!(browser.next()["title"], "netconn");
 
     // The browser's own sockets are in the namespace too: compare with

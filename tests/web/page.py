@@ -1,7 +1,10 @@
 """Drives netconn's page in a real browser (Debian's chromium, through
 chromedriver, by Selenium) for the integration tests.
 
-    python3 page.py URL SCREENSHOT
+    python3 page.py BROWSER URL SCREENSHOT
+
+BROWSER: chromium (Debian's, through chromedriver) or firefox (Debian's
+firefox-esr, through geckodriver from the project's target/tools/bin).
 
 Opens URL once, never reloads it, and prints one JSON line a second: the
 per-state table as the page shows it ({"tcp": {"ESTABLISHED": 3}, ...},
@@ -16,9 +19,9 @@ import select
 import sys
 import time
 
+import os
+
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 
@@ -45,14 +48,31 @@ def table(driver):
     return cells
 
 
-def main():
-    url, shot = sys.argv[1], sys.argv[2]
+def start(browser):
+    if browser == "firefox":
+        from selenium.webdriver.firefox.options import Options
+        from selenium.webdriver.firefox.service import Service
+        options = Options()
+        options.binary_location = "/usr/bin/firefox-esr"
+        options.add_argument("--headless")
+        options.add_argument("--width=1400")
+        options.add_argument("--height=1100")
+        here = os.path.dirname(os.path.abspath(__file__))
+        driver = os.path.join(here, "..", "..", "target", "tools", "bin", "geckodriver")
+        return webdriver.Firefox(service=Service(driver), options=options)
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
     options = Options()
     options.binary_location = "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1400,1100", "--no-first-run"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def main():
+    browser, url, shot = sys.argv[1], sys.argv[2], sys.argv[3]
+    driver = start(browser)
     try:
         driver.get(url)
         print(json.dumps({"title": driver.title}), flush=True)

@@ -24,7 +24,34 @@ pub fn run() -> Result<Env> {
     let env = build_tools()?;
     debian_tools()?;
     python_tools()?;
+    browser_drivers()?;
     Ok(env)
+}
+
+/// geckodriver, which Selenium drives Firefox through: Debian 12 packages
+/// none; Mozilla publishes it on crates.io. Into `target/tools/bin`.
+pub const GECKODRIVER_VERSION: &str = "0.37.1";
+
+fn browser_drivers() -> Result<()> {
+    let root = crate::root().join("target/tools");
+    let driver = root.join("bin/geckodriver");
+    let version = output(Command::new(&driver).arg("--version")).unwrap_or_default();
+    if version.contains(GECKODRIVER_VERSION) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing geckodriver {GECKODRIVER_VERSION} (about a minute)");
+    run_setup(
+        Command::new("cargo")
+            .args([
+                "install",
+                &format!("geckodriver@{GECKODRIVER_VERSION}"),
+                "--locked",
+                "--force",
+                "--root",
+            ])
+            .arg(&root),
+    )
+    .context("installing geckodriver")
 }
 
 /// Runs a set-up step with all it prints on stderr: `cargo xtask run --
@@ -113,7 +140,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Commands the integration tests run, and the Debian packages with them.
-const TOOLS: [(&str, &str); 21] = [
+const TOOLS: [(&str, &str); 22] = [
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("tc", "iproute2"),
@@ -144,6 +171,9 @@ const TOOLS: [(&str, &str); 21] = [
     // The page in a real browser (driven by Selenium, see python_tools).
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // And in Firefox (its driver, geckodriver, from crates.io: see
+    // browser_drivers).
+    ("firefox-esr", "firefox-esr"),
 ];
 
 fn debian_tools() -> Result<()> {
