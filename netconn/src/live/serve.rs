@@ -355,17 +355,12 @@ impl Board {
     /// the loop is asked to keep the next interval's.
     pub fn records(&self) -> Vec<u8> {
         (self.0.records_wanted).store(true, std::sync::atomic::Ordering::Relaxed);
-        self.last(Request::Records).unwrap_or_default()
-    }
-
-    /// The last published answer to `request`, for the page.
-    pub fn answer(&self, request: Request) -> Option<Vec<u8>> {
-        self.last(request)
+        self.answer(Request::Records).unwrap_or_default()
     }
 
     /// The last published answer to `request` (None: nothing published
     /// yet for it; the client waits for the loop).
-    fn last(&self, request: Request) -> Option<Vec<u8>> {
+    pub fn answer(&self, request: Request) -> Option<Vec<u8>> {
         let answers = self.answers();
         match request {
             Request::Counts => answers.counts.get(&answers.own).cloned(),
@@ -517,17 +512,21 @@ async fn client(
             .map_err(|_| gone())?
     } else if request == Request::Records {
         board.records()
+    } else if request == Request::Alerts {
+        // Alerts change only with an interval's work, which publishes
+        // them: the loop has nothing newer.
+        board.answer(request).unwrap_or_default()
     } else {
         let (reply, answer) = tokio::sync::oneshot::channel();
         match asked.try_send(Asked { request, reply }) {
             Ok(()) => (board.0.busy)
-                .fresh_or_last(answer, || board.last(request))
+                .fresh_or_last(answer, || board.answer(request))
                 .await
                 .map_err(|_| gone())?,
             // The loop has as many requests waiting as it takes: this one
             // is answered from the board, if it can be.
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                board.last(request).ok_or_else(gone)?
+                board.answer(request).ok_or_else(gone)?
             }
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
         }
@@ -574,7 +573,7 @@ pub fn answer(
     tags: &Tags,
 ) -> Result<Vec<u8>, TrackerError> {
     Ok(match request {
-        // Not a daemon of every namespace; alerts are the loop's.
+        // Not a daemon of every namespace; the rest are the board's.
         Request::CountsOf(_) | Request::Alerts | Request::Owners | Request::Records => Vec::new(),
         Request::Counts => {
             let r = counter.read(false, None)?;
@@ -708,7 +707,7 @@ mod tests {
         .collect();
         assert_eq!(answered, ["seven\n", "nine\n", "alert\n", ""]);
         board.retain(|netns| netns != 9);
-        assert_eq!(board.last(Request::CountsOf(9)), None);
+        assert_eq!(board.answer(Request::CountsOf(9)), None);
         drop(rt);
         drop(served);
         let _ = std::fs::remove_dir_all(&dir);

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::live::serve::{Request, node_socket_path, query, socket_path};
-use crate::model::counts::Counts;
-use crate::model::state::ConnType;
 
 /// How long an answer may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -85,23 +83,16 @@ impl Source {
                 })
             }
             Source::Poll => {
-                let mut sockets = Vec::new();
-                for ct in ConnType::ALL {
-                    crate::tables::snapshot::dump(ct, &mut sockets)
-                        .map_err(|e| format!("cannot dump the socket tables: {e}"))?;
-                }
-                let counts = Counts::from_dump(&sockets);
+                // The counts of one dump, as `snapshot` takes them.
+                let counts = crate::tables::snapshot::counts()
+                    .map_err(|e| format!("cannot dump the socket tables: {e}"))?;
                 let record = crate::output::record::CountsRecord::new(
                     host,
                     crate::output::record::Source::Poll,
                     netns,
                     &counts,
                 );
-                let mut records = Vec::new();
-                crate::live::serve::push_line(
-                    &mut records,
-                    &record.at(&crate::host::now_rfc3339()),
-                );
+                let records = crate::live::serve::counts_line(&record);
                 Ok(Fetched {
                     records: String::from_utf8_lossy(&records).into_owned(),
                     alerts: String::new(),

@@ -382,10 +382,8 @@ fn watch(
                             // Answered from the board meanwhile.
                             continue;
                         }
-                        let answer = match a.request {
-                            serve::Request::Alerts => exporter.active_lines(),
-                            request => serve::answer(&mut counter, request, &host, netns, &tags)?,
-                        };
+                        // Alerts, owners and records are the board's.
+                        let answer = serve::answer(&mut counter, a.request, &host, netns, &tags)?;
                         // A client that gave up meanwhile just misses it.
                         let _ = a.reply.send(answer);
                         continue;

@@ -241,12 +241,10 @@ pub(super) fn watch(
                             // Answered from the board meanwhile.
                             continue;
                         }
-                        let answer = match (&mut counting, a.request) {
-                            (_, served::Request::Alerts) => {
-                                exporters.values().flat_map(Exporter::active_lines).collect()
-                            }
-                            (Counting::Ebpf(n), request) => answer(n, request, &host, &tags)?,
-                            (Counting::Poll, _) => Vec::new(),
+                        // Alerts, owners and records are the board's.
+                        let answer = match &mut counting {
+                            Counting::Ebpf(n) => answer(n, a.request, &host, &tags)?,
+                            Counting::Poll => Vec::new(),
                         };
                         // A client that gave up meanwhile just misses it.
                         let _ = a.reply.send(answer);
@@ -348,13 +346,7 @@ pub(super) fn watch(
                             if a.reply.is_closed() {
                                 continue;
                             }
-                            let answer = match a.request {
-                                served::Request::Alerts => {
-                                    exporters.values().flat_map(Exporter::active_lines).collect()
-                                }
-                                request => answer_now(n, request, &host, &tags)?,
-                            };
-                            let _ = a.reply.send(answer);
+                            let _ = a.reply.send(answer_now(n, a.request, &host, &tags)?);
                         }
                     }
                     if let (Some(rx), Some(n)) = (scrapes.as_mut(), node) {
@@ -751,7 +743,7 @@ fn answer_now(
     let inode = match request {
         served::Request::CountsOf(inode) => inode,
         served::Request::Counts => super::super::own_netns()?,
-        // The board's, and the loop's.
+        // The board's.
         served::Request::Owners | served::Request::Alerts | served::Request::Records => {
             return Ok(Vec::new());
         }
