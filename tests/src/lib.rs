@@ -760,3 +760,11 @@ pub fn conntrack_count(ns: &Netns) -> u64 {
             .unwrap()
     })
 }
+
+/// Where a test keeps what it saw on a screen (a terminal's capture, a
+/// browser's screenshot) for people to look at: `target/test-screenshots/NAME`.
+pub fn screenshot_path(name: &str) -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}

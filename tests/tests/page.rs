@@ -141,7 +141,9 @@ fn the_page_shows_the_kernels_table_live_and_recovers_from_a_restart(name: &str)
     let held = worker.exec(|| mix::build(61));
     let mut daemon = watch(&ns);
     daemon.fresh_record();
-    let shot = std::env::temp_dir().join(format!("netconn-page-{name}-{}.png", std::process::id()));
+    // Kept for people to look at: target/test-screenshots/page-BROWSER.png.
+    let shot = netconn_integration::screenshot_path(&format!("page-{name}.png"));
+
     let mut browser = Browser::open(&ns, name, &shot);
     assert_eq!(browser.next()["title"], "netconn");
 
@@ -226,6 +228,5 @@ fn the_page_shows_the_kernels_table_live_and_recovers_from_a_restart(name: &str)
         "{} bytes",
         png.len()
     );
-    let _ = std::fs::remove_file(&shot);
     drop((browser, daemon, held));
 }

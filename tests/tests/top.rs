@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 
 use netconn_integration::{Netns, Table, Watch, mix, netconn_bin, truth};
 
+/// Keeps a screen for people to look at (see `screenshot_path`).
+fn keep(screen: &str, name: &str) {
+    std::fs::write(netconn_integration::screenshot_path(name), screen).unwrap();
+}
+
 /// A tmux server of the test's own, killed on drop.
 struct Tmux {
     socket: String,
@@ -149,6 +154,7 @@ fn top_shows_the_kernels_table_follows_it_and_leaves_a_clean_terminal() {
         table_on(s) == want
     });
     assert!(screen.contains("eBPF: the running watch"), "{screen}");
+    keep(&screen, "top-overview.txt");
     assert_eq!(
         tmux.var("alternate_on"),
         "1",
@@ -167,9 +173,10 @@ fn top_shows_the_kernels_table_follows_it_and_leaves_a_clean_terminal() {
     // The connections view lists them; a filter keeps one port's.
     tmux.key("2");
     let port = more.0.local_addr().unwrap().port().to_string();
-    tmux.until("the connections view", Duration::from_secs(10), |s| {
-        s.contains(&format!(":{port}"))
+    let screen = tmux.until("the connections view", Duration::from_secs(10), |s| {
+        s.contains("Connections of netns") && s.contains(&format!(":{port}"))
     });
+    keep(&screen, "top-connections.txt");
     tmux.key("/");
     for c in port.chars() {
         tmux.key(&c.to_string());
@@ -352,6 +359,7 @@ fn top_of_every_namespace_lists_them_and_opens_one() {
         })
     });
     assert!(screen.contains("the watch of every namespace"), "{screen}");
+    keep(&screen, "top-namespaces.txt");
     // Down to it, Enter: its overview, equal to the kernel's.
     let rows: Vec<&str> = screen
         .lines()
