@@ -104,6 +104,41 @@ mod tests {
     }
 
     #[test]
+    fn rtt_sampling_takes_the_first_samples_and_a_fixed_share_of_any_stride_after() {
+        for segs in 0..=RTT_FIRST_SEGMENTS {
+            assert!(rtt_sampled(segs), "{segs}");
+        }
+        let one_in = 1u32 << RTT_SAMPLE_SHIFT;
+        // A socket sampled at every stride-th count, over a long life:
+        // the share taken stays near 1/one_in for every stride, and no run of
+        // skipped samples is long.
+        for stride in 1..=64u32 {
+            let counts = (1..=200_000u32).map(|k| RTT_FIRST_SEGMENTS + k * stride);
+            let (mut taken, mut gap, mut longest, mut n) = (0u32, 0u32, 0u32, 0u32);
+            for c in counts {
+                n += 1;
+                if rtt_sampled(c) {
+                    taken += 1;
+                    gap = 0;
+                } else {
+                    gap += 1;
+                    longest = longest.max(gap);
+                }
+            }
+            let share = f64::from(taken) / f64::from(n);
+            let expected = 1.0 / f64::from(one_in);
+            assert!(
+                (share - expected).abs() < expected * 0.15,
+                "stride {stride}: {share}"
+            );
+            assert!(
+                longest < 16 * one_in,
+                "stride {stride}: {longest} skipped in a row"
+            );
+        }
+    }
+
+    #[test]
     fn failed_connects_by_the_errno_the_application_gets() {
         assert_eq!(failure_reason(111), FAILED_REFUSED);
         assert_eq!(failure_reason(110), FAILED_TIMEOUT);

@@ -54,6 +54,37 @@ pub const SOCK_OPS_FLAGS: u8 = (1 << 1) | (1 << 3);
 /// know (practically never), and the program ignores that call.
 pub const SOCK_OPS_INBOUND_MARK: u8 = 1 << 5;
 
+/// A connection's RTT samples netconn takes whatever the sampling: those
+/// that come while it has received at most this many segments. A
+/// connection per request is sampled whole; long kept-alive connections
+/// and bulk transfers are thinned.
+pub const RTT_FIRST_SEGMENTS: u32 = 64;
+/// After those, about one RTT sample in `2^RTT_SAMPLE_SHIFT` is taken.
+pub const RTT_SAMPLE_SHIFT: u32 = 6;
+
+/// Whether the sock_ops program takes the RTT sample of a callback whose
+/// socket has received `segs_in` segments: every connection's first ones,
+/// then those whose count hashes into one `2^RTT_SAMPLE_SHIFT`th of the
+/// range. A socket's samples come at counts in some regular stride (every
+/// ACK, every other...); a full integer mix (Wellons' lowbias32, a few ALU
+/// instructions) takes about the same share of every stride, where a lone
+/// multiplication leaves some strides with long runs never taken. The
+/// program still runs for each sample; what it skips is the map work,
+/// most of its cost per kept-alive request.
+#[inline(always)]
+pub const fn rtt_sampled(segs_in: u32) -> bool {
+    if segs_in <= RTT_FIRST_SEGMENTS {
+        return true;
+    }
+    let mut x = segs_in;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x >> (32 - RTT_SAMPLE_SHIFT) == 0
+}
+
 /// RTT histogram buckets: quarter octaves. Values 0..4 µs have a bucket
 /// each; above, bucket `4 * (e - 1) + s` holds `[(4 + s) << (e - 2),
 /// (5 + s) << (e - 2))` with `e = floor(log2(v))`, so a bucket is at most a

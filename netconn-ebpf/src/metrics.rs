@@ -35,7 +35,7 @@ use netconn_common::{
     AF_INET, AF_INET6, DIRECTION_CLOSED_PORT, DIRECTION_INBOUND, DIRECTION_OUTBOUND,
     FAILURE_REASONS, MAX_NAMESPACES, METRICS_PORT_ENTRIES, MetricsKey, PEER_ENTRIES, RTT_BUCKETS,
     SOCK_OPS_FLAGS, SOCK_OPS_INBOUND_MARK, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, TcpMetrics,
-    rtt_bucket,
+    rtt_bucket, rtt_sampled,
 };
 
 use crate::{
@@ -335,8 +335,13 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
         BPF_SOCK_OPS_RTT_CB if metrics => {
             // args[0]: the measured RTT in µs (a long; negative: none).
+            // Sampled: a kept-alive connection gives a sample per ACK, and
+            // the map work below is most of what a request would cost.
             let mrtt = ctx.arg(0) as i32;
-            if mrtt >= 0 {
+            // SAFETY: the context the kernel passed; a field it lets
+            // programs read (converted to a load of tcp_sock.segs_in).
+            let segs_in = unsafe { (*ctx.ops).segs_in };
+            if mrtt >= 0 && rtt_sampled(segs_in) {
                 record(&mut ops_key(&ctx), Figure::Rtt(mrtt as u32));
             }
         }

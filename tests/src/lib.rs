@@ -370,6 +370,8 @@ pub fn veth(a: &Netns, b: &Netns, net: u8) {
 pub struct SsInfo {
     /// Smoothed RTT, microseconds (ss prints milliseconds).
     pub rtt_us: u64,
+    /// The smallest RTT the kernel measured (`minrtt`), microseconds.
+    pub min_rtt_us: u64,
     pub bytes_acked: u64,
     /// Total retransmitted segments (the second number of `retrans:a/b`).
     pub retrans: u64,
@@ -388,11 +390,13 @@ pub fn ss_tcp_info(ns: &Netns, args: &[&str]) -> BTreeMap<String, SsInfo> {
                 .find_map(|w| w.strip_prefix(key))
                 .map(|v| v.split('/').map(str::to_owned).collect::<Vec<_>>())
         };
-        let rtt = field("rtt:").map(|v| (v[0].parse::<f64>().unwrap() * 1000.0).round() as u64);
+        let ms = |key| field(key).map(|v| (v[0].parse::<f64>().unwrap() * 1000.0).round() as u64);
+        let rtt = ms("rtt:");
         info.insert(
             format!("{} {}", cols[3], cols[4]),
             SsInfo {
                 rtt_us: rtt.unwrap_or(0),
+                min_rtt_us: ms("minrtt:").unwrap_or(0),
                 bytes_acked: field("bytes_acked:").map_or(0, |v| v[0].parse().unwrap()),
                 retrans: field("retrans:").map_or(0, |v| v[1].parse().unwrap()),
             },

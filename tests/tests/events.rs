@@ -89,6 +89,7 @@ fn open_and_close_records_agree_with_ss() {
         rtt_us: rtt,
         bytes_acked: acked,
         retrans,
+        ..
     } = figures;
     assert_eq!(close["bytes_sent"], acked, "{close}");
     // tcp_info counts the SYN and the FIN in bytes_acked; no FIN here.

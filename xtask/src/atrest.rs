@@ -49,7 +49,7 @@ impl Reading {
 }
 
 /// CPU time of every thread of `pid` so far, seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let mut ns = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let text = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();

@@ -400,6 +400,7 @@ pub struct Only {
     pub namespaces: bool,
     pub micro: bool,
     pub kernel: bool,
+    pub keepalive: bool,
     /// Another netconn binary to compare the first counts with.
     pub against: Option<String>,
 }
@@ -442,6 +443,16 @@ pub fn run(only: Only) -> Result<()> {
         let section = crate::kernelcost::render(&k, "cargo xtask bench --kernel");
         print!("{section}");
         return write_section(crate::kernelcost::HEADING, &section, "the kernel section");
+    }
+    if only.keepalive {
+        let k = crate::keepalive::measure(&paths)?;
+        let section = crate::keepalive::render(&k, "cargo xtask bench --keepalive");
+        print!("{section}");
+        return write_section(
+            crate::keepalive::HEADING,
+            &section,
+            "the kept-alive section",
+        );
     }
     if only.namespaces {
         let section = namespaces(&paths)?;
@@ -517,6 +528,7 @@ pub fn run(only: Only) -> Result<()> {
     let lost_sustained = sustained.lost_events.unwrap_or(f64::NAN);
     // Kernel time per connection, side by side with bpftrace.
     let kernel = crate::kernelcost::measure(&paths, &crate::build_emptied(&env)?)?;
+    let keepalive = crate::keepalive::measure(&paths)?;
 
     // 2. Snapshot and queries at 20k, 80k, 200k sockets.
     let mut rows = Vec::new();
@@ -546,7 +558,11 @@ pub fn run(only: Only) -> Result<()> {
         lost_sustained,
         kernel_total: kernel.watch.total,
         kernel_lean: kernel.lean.total,
-        kernel_section: crate::kernelcost::render(&kernel, "cargo xtask bench --kernel"),
+        kernel_section: format!(
+            "{}\n{}",
+            crate::kernelcost::render(&kernel, "cargo xtask bench --kernel"),
+            crate::keepalive::render(&keepalive, "cargo xtask bench --keepalive")
+        ),
         rows,
         micro,
     });

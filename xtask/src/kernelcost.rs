@@ -280,7 +280,7 @@ fn loaded_beyond(before: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
 }
 
 /// Runs `f` when dropped.
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
+pub fn scopeguard(f: impl FnOnce()) -> impl Drop {
     struct Run<F: FnOnce()>(Option<F>);
     impl<F: FnOnce()> Drop for Run<F> {
         fn drop(&mut self) {

@@ -6,6 +6,7 @@
 mod atrest;
 mod bench;
 mod deb;
+mod keepalive;
 mod kernelcost;
 mod lab;
 mod nodes;
@@ -74,6 +75,12 @@ enum Task {
         /// its section replaces the one in BENCHMARKS.md.
         #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro"])]
         kernel: bool,
+        /// Only the kernel time of netconn's programs per kept-alive
+        /// request (one connection's round trips) under `watch`, `watch
+        /// --no-tcp-metrics` and `watch --all-namespaces` (about 2
+        /// minutes); its section replaces the one in BENCHMARKS.md.
+        #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro", "kernel"])]
+        keepalive: bool,
     },
 }
 
@@ -93,11 +100,13 @@ fn main() -> ExitCode {
             against,
             micro,
             kernel,
+            keepalive,
         } => bench::run(bench::Only {
             soak,
             namespaces,
             micro,
             kernel,
+            keepalive,
             against,
         }),
     };

@@ -11,6 +11,11 @@
 //!     only accepts and closes, so its accept queue never fills (a full one
 //!     drops SYNs and stalls clients for the 1 s SYN retransmit).
 //!
+//! `netconn-churn keepalive --requests N --seconds S`
+//!     one kept-alive loopback connection (TCP_NODELAY) carrying N
+//!     request/response round trips of 100 bytes each way, bounded by S
+//!     seconds; prints one JSON line with the round trips made.
+//!
 //! `netconn-churn hold --pairs N`
 //!     opens N established loopback pairs (2N sockets), prints `ready`, and
 //!     holds them until stdin closes or 10 minutes pass.
@@ -41,9 +46,13 @@ fn main() {
             arg(&args, "--max", u64::MAX),
         ),
         Some("hold") => hold(arg(&args, "--pairs", 1000) as usize),
+        Some("keepalive") => keepalive(
+            arg(&args, "--requests", 100_000),
+            Duration::from_secs(arg(&args, "--seconds", 30).min(600)),
+        ),
         _ => {
             eprintln!(
-                "usage: netconn-churn churn [--threads T] [--seconds S] [--max N] | hold [--pairs N]"
+                "usage: netconn-churn churn [--threads T] [--seconds S] [--max N] | keepalive [--requests N] [--seconds S] | hold [--pairs N]"
             );
             std::process::exit(2);
         }
@@ -100,6 +109,33 @@ fn churn(threads: usize, duration: Duration, max: u64) {
     );
     // Acceptor threads may sit in accept(): exit without joining them.
     std::process::exit(0);
+}
+
+fn keepalive(requests: u64, duration: Duration) {
+    let listener = listen_deep();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        let mut buf = [0u8; 100];
+        while s.read_exact(&mut buf).is_ok() {
+            if s.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let start = Instant::now();
+    let mut buf = [7u8; 100];
+    let mut done = 0;
+    while done < requests && start.elapsed() < duration {
+        c.write_all(&buf).expect("request");
+        c.read_exact(&mut buf).expect("response");
+        done += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{{\"requests\":{done},\"seconds\":{secs:.3}}}");
 }
 
 /// A loopback listener with a 4096-deep accept queue.
