@@ -139,6 +139,22 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_ends_from_established_or_later_only() {
+        let ended = [
+            TCP_ESTABLISHED,
+            TCP_FIN_WAIT1,
+            TCP_FIN_WAIT2,
+            TCP_TIME_WAIT,
+            TCP_CLOSE_WAIT,
+            TCP_LAST_ACK,
+            TCP_CLOSING,
+        ];
+        for s in 0..=TCP_NEW_SYN_RECV {
+            assert_eq!(ended_connection(s), ended.contains(&s), "state {s}");
+        }
+    }
+
+    #[test]
     fn failed_connects_by_the_errno_the_application_gets() {
         assert_eq!(failure_reason(111), FAILED_REFUSED);
         assert_eq!(failure_reason(110), FAILED_TIMEOUT);

@@ -142,9 +142,37 @@ pub struct TcpMetrics {
     /// (`BPF_SOCK_OPS_TIMEOUT_INIT` on a request socket; a SYN answered
     /// with a cookie makes none). Inbound keys only.
     pub requests: u32,
+    /// Connects of the namespace that reached ESTABLISHED
+    /// (`ACTIVE_ESTABLISHED_CB`). Namespace slots only.
+    pub connected: u32,
+    /// Connections of the namespace that ended: a TCP socket that left
+    /// ESTABLISHED or a later state (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT,
+    /// LAST_ACK, CLOSING) for CLOSE, whenever it opened (a TIME_WAIT close
+    /// counts when the full socket hands over to its mini socket).
+    /// Namespace slots only.
+    pub closed: u32,
     pub hist: [u32; RTT_BUCKETS],
 }
-const _: () = assert!(size_of::<TcpMetrics>() == 48 + 4 * FAILURE_REASONS + 4 * RTT_BUCKETS);
+const _: () = assert!(size_of::<TcpMetrics>() == 56 + 4 * FAILURE_REASONS + 4 * RTT_BUCKETS);
+
+/// Whether a TCP socket leaving `old` for CLOSE ends a connection
+/// ([`TcpMetrics::closed`]): it had been ESTABLISHED. SYN_SENT is a
+/// failed connect, SYN_RECV a handshake that never completed, LISTEN a
+/// listener.
+#[inline(always)]
+pub const fn ended_connection(old: u8) -> bool {
+    use crate::kernel::*;
+    matches!(
+        old,
+        TCP_ESTABLISHED
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_TIME_WAIT
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
+    )
+}
 
 /// Global (u8): non-zero when the TCP metrics are on: the state program
 /// then counts failed connects into them.
@@ -200,6 +228,8 @@ impl Default for TcpMetrics {
             failed: [0; FAILURE_REASONS],
             accepted: 0,
             requests: 0,
+            connected: 0,
+            closed: 0,
             hist: [0; RTT_BUCKETS],
         }
     }
@@ -222,6 +252,8 @@ impl TcpMetrics {
         self.resets_received += other.resets_received;
         self.accepted += other.accepted;
         self.requests += other.requests;
+        self.connected += other.connected;
+        self.closed += other.closed;
         for (a, b) in self.failed.iter_mut().zip(other.failed.iter()) {
             *a += b;
         }
@@ -242,6 +274,8 @@ impl TcpMetrics {
             || self.resets_received < earlier.resets_received
             || self.accepted < earlier.accepted
             || self.requests < earlier.requests
+            || self.connected < earlier.connected
+            || self.closed < earlier.closed
             || self
                 .failed
                 .iter()
@@ -267,6 +301,8 @@ impl TcpMetrics {
             failed: self.failed,
             accepted: self.accepted - earlier.accepted,
             requests: self.requests - earlier.requests,
+            connected: self.connected - earlier.connected,
+            closed: self.closed - earlier.closed,
             hist: self.hist,
         };
         for (a, b) in d.failed.iter_mut().zip(earlier.failed.iter()) {

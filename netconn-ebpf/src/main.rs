@@ -474,14 +474,18 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         // which bpf_get_socket_cookie accepts.
         || unsafe { bpf_get_socket_cookie(sk as *mut _) },
     );
-    // A connect that failed: why, for the metrics (the record reads it too).
+    // A connect that failed: why, for the metrics (the record reads it
+    // too); a connection that ended.
     // SAFETY: a volatile read of a global, as for WATCH_PORTS above.
-    if oldstate as u8 == TCP_SYN_SENT
-        && newstate as u8 == TCP_CLOSE
-        && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0
-    {
-        let error: i32 = read(sk, offset!(sk_err)).unwrap_or(0);
-        metrics::on_failed(sk, addr, failure_reason(error), netns);
+    if newstate as u8 == TCP_CLOSE && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0 {
+        match oldstate as u8 {
+            TCP_SYN_SENT => {
+                let error: i32 = read(sk, offset!(sk_err)).unwrap_or(0);
+                metrics::on_failed(sk, addr, failure_reason(error), netns);
+            }
+            s if netconn_common::ended_connection(s) => metrics::on_closed(netns),
+            _ => {}
+        }
     }
     // SAFETY: as for WATCH_PORTS above.
     if unsafe { core::ptr::read_volatile(&WATCH_EPHEMERAL) } != 0 {

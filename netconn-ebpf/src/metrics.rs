@@ -112,6 +112,10 @@ enum Figure {
     Accepted,
     /// A handshake begun: a request socket made.
     Requested,
+    /// A connect that reached ESTABLISHED.
+    Connected,
+    /// A connection that ended.
+    Closed,
 }
 
 #[inline(always)]
@@ -142,6 +146,8 @@ fn apply(m: *mut TcpMetrics, figure: Figure) {
             Figure::ResetReceived => add32(&raw mut (*m).resets_received, 1),
             Figure::Accepted => add32(&raw mut (*m).accepted, 1),
             Figure::Requested => add32(&raw mut (*m).requests, 1),
+            Figure::Connected => add32(&raw mut (*m).connected, 1),
+            Figure::Closed => add32(&raw mut (*m).closed, 1),
             Figure::Failed(reason) => {
                 let i = core::hint::black_box(reason) & (FAILURE_REASONS - 1);
                 add32((*m).failed.as_mut_ptr().add(i), 1);
@@ -379,6 +385,7 @@ pub fn netconn_tcp_ops(ctx: SockOpsContext) -> u32 {
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if in_scope(&ctx) => {
             if metrics {
+                record_total(Figure::Connected, ops_netns(&ctx));
                 note_peer(&ctx, core::hint::black_box(false));
             }
             crate::ephemeral::on_connected(&ctx, metrics);
@@ -505,6 +512,13 @@ fn note_closed_port(skb: *const u8, netns: u32) {
 #[inline(always)]
 pub fn on_failed(sk: *const u8, addr: u64, reason: usize, netns: u32) {
     record_maybe(sock_key(sk, addr), Figure::Failed(reason), netns);
+}
+
+/// A TCP connection that ended (an established-or-later state to CLOSE,
+/// from the state program): counted for the namespace.
+#[inline(always)]
+pub fn on_closed(netns: u32) {
+    record_total(Figure::Closed, netns);
 }
 
 /// Whether the packet a socketless reset answers came in on a device of

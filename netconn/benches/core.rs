@@ -109,9 +109,10 @@ fn benches(c: &mut Criterion) {
         sampled.hist[netconn_common::rtt_bucket(us)] += 1;
     }
     (sampled.min_us, sampled.max_us, sampled.retrans) = (20, 20 + 9_999 * 7, 12);
-    use netconn::output::figures::{IntervalFigures, ListenFigures, TcpFigures};
+    use netconn::output::figures::{IntervalFigures, Lifecycle, ListenFigures, TcpFigures};
     let tcp_metrics = IntervalFigures {
         total: Some(TcpFigures::of(&sampled)),
+        lifecycle: Some(Lifecycle::of(&sampled)),
         listen: ListenFigures {
             listen_overflows: 0,
             listen_drops: 0,

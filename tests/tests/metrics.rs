@@ -327,3 +327,54 @@ fn kept_alive_rtt_is_sampled_and_agrees_with_ss() {
         "ss srtt {srtt} outside the samples taken [{min}, {max}]"
     );
 }
+
+/// Connections opened and closed: `connected` and `accepted` add up to the
+/// namespace's ActiveOpens and PassiveOpens, and `closed` to every end of
+/// every connection that closed (each end a socket, as the counts are), in
+/// the namespace's own watch and in an `--all-namespaces` one at once.
+#[test]
+fn opened_and_closed_connections_add_up_to_the_kernels_counters() {
+    const CONNECTIONS: u64 = 40;
+    let ns = Netns::new();
+    let (single, _) = Watch::start(&ns, &["--interval", "500ms"]);
+    let mut node = std::process::Command::new(netconn_integration::netconn_bin());
+    node.args(["watch", "--all-namespaces", "--interval", "500ms"]);
+    let (node, _) = Watch::start_cmd(node);
+    let snmp = |key| ns.counter("/proc/net/snmp", "Tcp:", key);
+    let (active, passive) = (snmp("ActiveOpens"), snmp("PassiveOpens"));
+    ns.worker().exec(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for i in 0..CONNECTIONS {
+            let client = TcpStream::connect(addr).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            // Either end closes first.
+            if i % 2 == 0 {
+                drop(client);
+                drop(server);
+            } else {
+                drop(server);
+                drop(client);
+            }
+        }
+    });
+    // The FINs cross loopback at once; then the kernel's truth.
+    std::thread::sleep(Duration::from_millis(300));
+    let (active, passive) = (snmp("ActiveOpens") - active, snmp("PassiveOpens") - passive);
+    assert_eq!((active, passive), (CONNECTIONS, CONNECTIONS));
+    let closed_sockets = ns.run_cmd("ss", &["-tanH", "state", "established"]);
+    assert!(closed_sockets.trim().is_empty(), "{closed_sockets}");
+    let inode = ns.inode();
+    for (mode, watch) in [("watch", single), ("--all-namespaces", node)] {
+        let (records, status) = watch.stop_all(libc::SIGTERM);
+        assert!(status.success(), "{mode}");
+        let counts: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["type"] == "counts" && r["netns"] == inode)
+            .collect();
+        let m = |k: &str| sum(&counts, &["tcp_metrics", k]);
+        assert_eq!(m("connected"), active, "{mode}");
+        assert_eq!(m("accepted"), passive, "{mode}");
+        assert_eq!(m("closed"), 2 * CONNECTIONS, "{mode}");
+    }
+}

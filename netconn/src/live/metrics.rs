@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use netconn_common::{DIRECTION_INBOUND, MetricsKey, TcpMetrics};
 
-use crate::output::figures::{IntervalFigures, ListenFigures, TcpFigures, TopPort};
+use crate::output::figures::{IntervalFigures, Lifecycle, ListenFigures, TcpFigures, TopPort};
 
 use crate::ebpf::probe::{Probe, ProbeError};
 use crate::live::ports::{Groups, SeriesKey};
@@ -306,6 +306,7 @@ pub fn figures_with(
 ) -> IntervalFigures {
     IntervalFigures {
         total: interval.map(|i| TcpFigures::of(&i.total)),
+        lifecycle: interval.map(|i| Lifecycle::of(&i.total)),
         listen,
         top_ports: interval.map(|i| {
             i.top_ports(top)

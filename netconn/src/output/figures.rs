@@ -192,12 +192,34 @@ pub struct TopPort {
     pub figures: TcpFigures,
 }
 
+/// Connections of the namespace that opened and that ended in the
+/// interval, beside `accepted` (with eBPF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Lifecycle {
+    /// Its connects that reached ESTABLISHED.
+    pub connected: u32,
+    /// Its connections that ended: a socket that had been ESTABLISHED
+    /// closed (`netconn_common::ended_connection`), whenever it opened.
+    pub closed: u32,
+}
+
+impl Lifecycle {
+    pub fn of(m: &TcpMetrics) -> Lifecycle {
+        Lifecycle {
+            connected: m.connected,
+            closed: m.closed,
+        }
+    }
+}
+
 /// A counts record's `tcp_metrics`: the namespace's figures (with eBPF),
 /// the listen queue's, and the top service ports (with eBPF).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IntervalFigures {
     #[serde(flatten)]
     pub total: Option<TcpFigures>,
+    #[serde(flatten)]
+    pub lifecycle: Option<Lifecycle>,
     #[serde(flatten)]
     pub listen: ListenFigures,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,6 +303,10 @@ pub(crate) mod tests {
     fn interval_figures_keep_the_record_shape() {
         let f = IntervalFigures {
             total: Some(TcpFigures::of(&samples(&[100]))),
+            lifecycle: Some(Lifecycle {
+                connected: 3,
+                closed: 4,
+            }),
             listen: ListenFigures {
                 listen_overflows: 1,
                 listen_drops: 2,
@@ -296,12 +322,13 @@ pub(crate) mod tests {
         };
         let text = serde_json::to_string(&f).unwrap();
         assert!(
-            text.starts_with(r#"{"rtt_us":{"count":1,"min":100,"p50":100,"p90":100,"p99":100,"max":100,"mean":100},"retrans":0,"synack_retrans":0,"resets_sent":0,"resets_received":0,"failed_connects":{"refused":0,"timeout":0,"unreachable":0,"aborted":0},"accepted":0,"listen_overflows":1,"listen_drops":2,"listen_overflows_per_s":0.5,"listen_drops_per_s":1.0,"top_ports":[{"direction":"inbound","port":80,"rtt_us":{"count":0,"#),
+            text.starts_with(r#"{"rtt_us":{"count":1,"min":100,"p50":100,"p90":100,"p99":100,"max":100,"mean":100},"retrans":0,"synack_retrans":0,"resets_sent":0,"resets_received":0,"failed_connects":{"refused":0,"timeout":0,"unreachable":0,"aborted":0},"accepted":0,"connected":3,"closed":4,"listen_overflows":1,"listen_drops":2,"listen_overflows_per_s":0.5,"listen_drops_per_s":1.0,"top_ports":[{"direction":"inbound","port":80,"rtt_us":{"count":0,"#),
             "{text}"
         );
         // Poll mode: the listen queue only.
         let poll = IntervalFigures {
             total: None,
+            lifecycle: None,
             top_ports: None,
             ..f
         };

@@ -5,7 +5,9 @@
 use serde_json::Value;
 
 use super::conntrack::{AlertRecord, AlertThresholds, ConntrackRecord, Events, LiveFigures, Table};
-use super::figures::{IntervalFigures, ListenFigures, PortSeries, TcpFigures, TcpStates};
+use super::figures::{
+    IntervalFigures, Lifecycle, ListenFigures, PortSeries, TcpFigures, TcpStates,
+};
 use super::record::{Correction, CountsRecord, Source};
 use crate::model::counts::Counts;
 
@@ -56,6 +58,10 @@ fn counts_record() {
     }];
     let metrics = IntervalFigures {
         total: Some(figures),
+        lifecycle: Some(Lifecycle {
+            connected: 0,
+            closed: 0,
+        }),
         listen: ListenFigures {
             listen_overflows: 0,
             listen_drops: 0,
@@ -97,7 +103,7 @@ fn counts_record() {
     assert_eq!(
         shape(&v["tcp_metrics"]),
         "rtt_us:object retrans:number synack_retrans:number resets_sent:number \
-         resets_received:number failed_connects:object accepted:number listen_overflows:number \
+         resets_received:number failed_connects:object accepted:number connected:number closed:number listen_overflows:number \
          listen_drops:number listen_overflows_per_s:number listen_drops_per_s:number \
          top_ports:array peers_untracked:number"
     );

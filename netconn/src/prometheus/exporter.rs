@@ -110,6 +110,8 @@ struct Conntrack {
 #[derive(Debug, Clone)]
 pub struct Exporter {
     tcp: Option<TcpTotals>,
+    /// Connects established, connections closed since start.
+    lifecycle: Option<(u64, u64)>,
     rtt: Option<RttTotals>,
     /// ListenOverflows, ListenDrops since start.
     listen: Option<(u64, u64)>,
@@ -156,6 +158,7 @@ impl Exporter {
     pub fn new() -> Exporter {
         Exporter {
             tcp: None,
+            lifecycle: None,
             rtt: None,
             listen: None,
             ports_tcp: BTreeMap::new(),
@@ -172,6 +175,11 @@ impl Exporter {
         if let Some(m) = got.tcp {
             if let Some(total) = &m.total {
                 self.tcp.get_or_insert_with(TcpTotals::default).add(total);
+            }
+            if let Some(l) = &m.lifecycle {
+                let (connected, closed) = self.lifecycle.get_or_insert((0, 0));
+                *connected += u64::from(l.connected);
+                *closed += u64::from(l.closed);
             }
             let (o, d) = self.listen.get_or_insert((0, 0));
             *o += m.listen.listen_overflows;
@@ -276,6 +284,22 @@ impl Exporter {
         }
         if let Some(t) = &self.tcp {
             out.extend(tcp_counters("netconn_tcp", t, vec![]));
+        }
+        if let Some((connected, closed)) = self.lifecycle {
+            out.push(
+                Family::new(
+                    "netconn_tcp_connected_connections",
+                    "Connects that reached ESTABLISHED since netconn started.",
+                )
+                .with(vec![], Value::Counter(connected)),
+            );
+            out.push(
+                Family::new(
+                    "netconn_tcp_closed_connections",
+                    "Established connections that closed since netconn started (each end of a loopback connection counts).",
+                )
+                .with(vec![], Value::Counter(closed)),
+            );
         }
         if let Some((overflows, drops)) = self.listen {
             out.push(

@@ -103,8 +103,12 @@ fn seconds(time: &str) -> Option<f64> {
 pub struct Point {
     pub total: i64,
     pub established: i64,
-    /// Per second over the interval (None: no figures, or the first).
-    pub accepted: Option<f64>,
+    /// Per second over the interval (None: no figures, or the first):
+    /// connections opened (accepted, and connects established), closed
+    /// (established ones that ended), failed connects, resets,
+    /// retransmitted segments.
+    pub opened: Option<f64>,
+    pub closed: Option<f64>,
     pub failed: Option<f64>,
     pub resets: Option<f64>,
     pub retrans: Option<f64>,
@@ -148,7 +152,13 @@ impl History {
                 .iter()
                 .filter_map(|ct| r["connections"][ct]["ESTABLISHED"].as_i64())
                 .sum(),
-            accepted: rate(m["accepted"].as_u64()),
+            opened: rate(
+                m["accepted"]
+                    .as_u64()
+                    .zip(m["connected"].as_u64())
+                    .map(|(a, c)| a + c),
+            ),
+            closed: rate(m["closed"].as_u64()),
             failed: rate(failed),
             resets: rate(resets),
             retrans: rate(m["retrans"].as_u64()),
@@ -320,7 +330,7 @@ mod tests {
                 "tcp6": {"ESTABLISHED": 0},
                 "udp": {"NONE": udp}, "udp6": {"NONE": 0}
             },
-            "tcp_metrics": {"accepted": 20, "retrans": 4, "resets_sent": 1, "resets_received": 1,
+            "tcp_metrics": {"accepted": 20, "connected": 4, "closed": 6, "retrans": 4, "resets_sent": 1, "resets_received": 1,
                 "failed_connects": {"refused": 2, "timeout": 0}}
         })
     }
@@ -352,7 +362,7 @@ mod tests {
         let mut h = History::default();
         h.push(&record(1, "2026-12-07T12:00:00Z", 3, 1));
         assert_eq!(
-            h.last().unwrap().accepted,
+            h.last().unwrap().opened,
             None,
             "no interval before the first"
         );
@@ -360,7 +370,8 @@ mod tests {
         h.push(&record(1, "2026-12-07T12:00:02Z", 5, 1));
         assert_eq!(h.points().len(), 2, "the same record again is no new point");
         let p = h.last().unwrap();
-        assert_eq!(p.accepted, Some(10.0));
+        assert_eq!(p.opened, Some(12.0));
+        assert_eq!(p.closed, Some(3.0));
         assert_eq!(p.failed, Some(1.0));
         assert_eq!(p.resets, Some(1.0));
         assert_eq!(p.retrans, Some(2.0));

@@ -139,7 +139,7 @@ fn overview(f: &mut Screen, app: &App, area: Rect) {
     };
     state_table(f, app, record, before, states, &title);
     let [charts, metrics] =
-        Layout::vertical([Constraint::Min(8), Constraint::Length(7)]).areas(right);
+        Layout::vertical([Constraint::Min(9), Constraint::Length(7)]).areas(right);
     rates(f, app, charts);
     tcp_metrics(f, record, metrics);
     let [listeners_area, alerts_area] =
@@ -257,10 +257,11 @@ fn rates(f: &mut Screen, app: &App, area: Rect) {
         return;
     };
     type Pick = fn(&model::Point) -> Option<f64>;
-    let lines: [(&str, Pick); 6] = [
+    let lines: [(&str, Pick); 7] = [
         ("connections", |p| Some(p.total as f64)),
         ("established", |p| Some(p.established as f64)),
-        ("accepted/s", |p| p.accepted),
+        ("opened/s", |p| p.opened),
+        ("closed/s", |p| p.closed),
         ("failed/s", |p| p.failed),
         ("resets/s", |p| p.resets),
         ("retrans/s", |p| p.retrans),
@@ -326,15 +327,17 @@ fn tcp_metrics(f: &mut Screen, record: &serde_json::Value, area: Rect) {
                 n(&m["synack_retrans"])
             )),
             Line::raw(format!(
-                "resets sent {}  received {}",
+                "resets sent {}  received {}  listen overflows {}  drops {}",
                 n(&m["resets_sent"]),
-                n(&m["resets_received"])
-            )),
-            Line::raw(format!(
-                "accepted {}  failed connects {failed}  listen overflows {}  drops {}",
-                n(&m["accepted"]),
+                n(&m["resets_received"]),
                 n(&m["listen_overflows"]),
                 n(&m["listen_drops"])
+            )),
+            Line::raw(format!(
+                "accepted {}  connected {}  closed {}  failed connects {failed}",
+                n(&m["accepted"]),
+                n(&m["connected"]),
+                n(&m["closed"])
             )),
         ]
     } else {

@@ -11,7 +11,7 @@ const KEPT = 600;
 const app = {
   frame: null,      // {counts: [records], host, conntrack}
   before: null,
-  history: new Map(), // netns -> [{t, total, established, accepted, failed, resets, retrans, p50, p99}]
+  history: new Map(), // netns -> [{t, total, established, opened, closed, failed, resets, retrans, p50, p99}]
   shown: null,      // the netns the overview shows
   view: "overview",
   connections: [],
@@ -68,7 +68,8 @@ function onRecords(text) {
       t,
       total: r.total,
       established: (r.connections.tcp || {}).ESTABLISHED + (r.connections.tcp6 || {}).ESTABLISHED,
-      accepted: rate(m.accepted),
+      opened: rate(typeof m.accepted === "number" && typeof m.connected === "number" ? m.accepted + m.connected : undefined),
+      closed: rate(m.closed),
       failed: rate(m.failed_connects ? sum(m.failed_connects) : undefined),
       resets: rate(m.resets_sent !== undefined ? m.resets_sent + m.resets_received : undefined),
       retrans: rate(m.retrans),
@@ -170,7 +171,7 @@ function renderMetrics(r) {
   const ms = (v) => (v == null ? "-" : `${(v / 1000).toFixed(2)} ms`);
   const rows = [
     ["RTT p50 / p99 / max", `${ms(m.rtt_us.p50)} / ${ms(m.rtt_us.p99)} / ${ms(m.rtt_us.max)} (${m.rtt_us.count} samples)`],
-    ["accepted", m.accepted],
+    ["accepted / connected / closed", `${m.accepted} / ${m.connected} / ${m.closed}`],
     ["failed connects", m.failed_connects ? sum(m.failed_connects) : 0],
     ["retransmitted segments", m.retrans],
     ["resets sent / received", `${m.resets_sent} / ${m.resets_received}`],
@@ -254,7 +255,8 @@ function renderCharts() {
     ["established", (p) => p.established, "#2a8a3a"],
   ]);
   chart($("chart-rates"), [
-    ["accepted/s", (p) => p.accepted, "#3b7dd8"],
+    ["opened/s", (p) => p.opened, "#3b7dd8"],
+    ["closed/s", (p) => p.closed, "#2a8a3a"],
     ["failed/s", (p) => p.failed, "#c0392b"],
     ["resets/s", (p) => p.resets, "#b7791f"],
     ["retrans/s", (p) => p.retrans, "#8e44ad"],
