@@ -39,8 +39,9 @@ pub const MAP_CONN_LOST: &str = "CONN_LOST";
 /// `listen()` (accepted connections: their listener's) until close.
 pub const MAP_OWNERS: &str = "OWNERS";
 
-/// The process behind a socket: tgid and the main thread's name, and for
-/// a connecting socket when `connect()` began (`bpf_ktime_get_ns`).
+/// The process behind a socket: tgid and the main thread's name, and when
+/// the socket began (`bpf_ktime_get_ns`): `connect()` for a connecting
+/// socket, `listen()` for a listener, the SYN for an accepted one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Owner {

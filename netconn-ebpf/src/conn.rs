@@ -129,6 +129,11 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
         (TCP_LISTEN, TCP_SYN_RECV) => {
             // SAFETY: a value of this map, copied out at once.
             if let Some(owner) = unsafe { LISTENERS.get(listener_key(netns, lport)) }.copied() {
+                let owner = Owner {
+                    // SAFETY: no preconditions.
+                    start_ns: unsafe { bpf_ktime_get_ns() },
+                    ..owner
+                };
                 let _ = OWNERS.insert(cookie(), owner, 0);
             }
             return Ok(());
@@ -138,7 +143,11 @@ pub fn on_state(sock: &Socket, old: u8, new: u8) -> Result<(), i32> {
     let kind = match (old, new) {
         (TCP_SYN_SENT, TCP_ESTABLISHED) | (TCP_SYN_RECV, TCP_ESTABLISHED) => CONN_OPEN,
         (TCP_CLOSE, TCP_LISTEN) => {
-            let owner = current_owner();
+            let owner = Owner {
+                // SAFETY: no preconditions.
+                start_ns: unsafe { bpf_ktime_get_ns() },
+                ..current_owner()
+            };
             let _ = OWNERS.insert(cookie(), owner, 0);
             let _ = LISTENERS.insert(listener_key(netns, lport), owner, 0);
             CONN_OPEN

@@ -58,6 +58,10 @@ pub struct Row {
     pub info: Option<TcpInfo>,
     pub direction: Direction,
     pub process: Option<(u32, String)>,
+    /// How long ago the socket began (its `connect()`, `listen()` or SYN),
+    /// milliseconds: known for the TCP sockets a running `watch --events`
+    /// saw begin (the kernel's dumps carry no age).
+    pub age_ms: Option<u64>,
     /// A TCP listener's accept queue and its limit (`ss -lnt` Recv-Q and
     /// Send-Q).
     pub queue: Option<(u32, u32)>,
@@ -98,9 +102,9 @@ pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
         .collect())
 }
 
-/// Socket cookie -> (pid, comm) from the namespace's running `watch`, if
+/// Socket cookie -> what the namespace's running `watch` knows of it, if
 /// any (none: an empty map).
-fn daemon_owners(netns: u32) -> HashMap<u64, (u32, String)> {
+fn daemon_owners(netns: u32) -> HashMap<u64, crate::live::serve::Known> {
     use crate::live::serve::{Request, node_socket_path, parse_owners, query, socket_path};
     let ask = |path: &std::path::Path| {
         query(path, Request::Owners, std::time::Duration::from_secs(5)).map(|t| parse_owners(&t))
@@ -167,8 +171,9 @@ pub fn rows(procs: &Processes, netns: u32) -> io::Result<Vec<Row>> {
             direction: direction(&socket, remote_addr, remote_port, &listening, &locals),
             process: known
                 .get(&socket.cookie)
-                .or_else(|| procs.and_then(|p| p.get(&socket.inode)))
-                .cloned(),
+                .map(|k| (k.pid, k.comm.clone()))
+                .or_else(|| procs.and_then(|p| p.get(&socket.inode)).cloned()),
+            age_ms: known.get(&socket.cookie).and_then(|k| k.age_ms),
             // A listener has no peer: no RTT, nothing retransmitted.
             info: info.filter(|_| socket.state != TCP_LISTEN),
             socket,
@@ -207,6 +212,7 @@ struct RowOut<'a> {
     retrans: Option<u32>,
     bytes_sent: Option<u64>,
     bytes_received: Option<u64>,
+    age_ms: Option<u64>,
     /// Listeners: connections waiting for accept() and the queue's limit.
     accept_queue: Option<u32>,
     backlog: Option<u32>,
@@ -243,6 +249,7 @@ pub fn write_json(lists: &[Namespaced], out: &mut Vec<u8>) {
             retrans: r.info.map(|i| i.retrans),
             bytes_sent: r.info.map(|i| i.bytes_acked),
             bytes_received: r.info.map(|i| i.bytes_received),
+            age_ms: r.age_ms,
             accept_queue: r.queue.map(|q| q.0),
             backlog: r.queue.map(|q| q.1),
             inode: s.inode,
@@ -378,7 +385,7 @@ fn printable_rows(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
 }
 
 /// The columns of a listing (`OWNER` only with `--all-namespaces`).
-pub const ROW_HEADER: [&str; 11] = [
+pub const ROW_HEADER: [&str; 12] = [
     "PROTO",
     "STATE",
     "LOCAL",
@@ -388,6 +395,7 @@ pub const ROW_HEADER: [&str; 11] = [
     "RTT(ms)",
     "RETRANS",
     "QUEUE",
+    "AGE(s)",
     "NETNS",
     "OWNER",
 ];
@@ -414,6 +422,9 @@ pub fn row_cells(r: &Row, l: &Namespaced, owners: bool) -> Vec<String> {
             .unwrap_or_else(|| "-".into()),
         r.queue
             .map(|(q, b)| format!("{q}/{b}"))
+            .unwrap_or_else(|| "-".into()),
+        r.age_ms
+            .map(|a| format!("{:.1}", a as f64 / 1000.0))
             .unwrap_or_else(|| "-".into()),
         l.netns.to_string(),
     ];

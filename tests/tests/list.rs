@@ -115,13 +115,15 @@ fn list_json(ns: &Netns, args: &[&str]) -> Vec<Value> {
 }
 
 /// Without `--processes`, the owners come from the namespace's running
-/// `watch --events`: the sockets it saw connect, listen or be accepted.
+/// `watch --events`: the sockets it saw connect, listen or be accepted,
+/// and how long ago each began.
 #[test]
 fn a_running_watch_names_the_processes_it_saw() {
     let ns = Netns::new();
     let worker = ns.worker();
     let older = worker.exec(|| TcpListener::bind("127.0.0.1:7000").unwrap());
     let (watch, _) = Watch::start(&ns, &["--interval", "1h", "--events"]);
+    let before = std::time::Instant::now();
     let newer = worker.exec(|| {
         let l = TcpListener::bind("127.0.0.1:7001").unwrap();
         let c = TcpStream::connect("127.0.0.1:7001").unwrap();
@@ -129,18 +131,27 @@ fn a_running_watch_names_the_processes_it_saw() {
         (l, c, a)
     });
     let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let made = before.elapsed();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
     let rows = list_json(&ns, &[]);
+    // Ages lie between the sleep and the whole time since before.
+    let span = (1200..=before.elapsed().as_millis() as u64 + 1, made);
     let of = |pred: &dyn Fn(&Value) -> bool| -> Vec<&Value> {
         rows.iter().filter(|r| pred(r)).collect()
     };
     let older_rows = of(&|r| r["lport"] == 7000);
     assert_eq!(older_rows.len(), 1);
     assert!(older_rows[0]["pid"].is_null(), "{}", older_rows[0]);
+    assert!(older_rows[0]["age_ms"].is_null(), "{}", older_rows[0]);
     let newer_rows = of(&|r| r["lport"] == 7001 || r["rport"] == 7001);
     assert_eq!(newer_rows.len(), 3, "listener, client, accepted");
     for r in newer_rows {
         assert_eq!(r["pid"], std::process::id(), "{r}");
         assert_eq!(r["comm"], comm.trim_end(), "{r}");
+        let age = r["age_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no age: {r}"));
+        assert!(span.0.contains(&age), "age {age} outside {span:?}: {r}");
     }
     // The names came from the daemon: without it, none.
     drop(watch);

@@ -377,9 +377,16 @@ impl Board {
             return Vec::new();
         };
         let mut text = String::new();
+        let now = crate::live::conns::monotonic_ns();
         for (cookie, owner) in reader.owners() {
             let (pid, comm) = owner.process();
-            text.push_str(&owner_line(cookie, pid, &comm));
+            let known = Known {
+                pid,
+                comm,
+                age_ms: (owner.start_ns != 0)
+                    .then(|| now.saturating_sub(owner.start_ns) / 1_000_000),
+            };
+            text.push_str(&owner_line(cookie, &known));
         }
         text.into_bytes()
     }
@@ -597,19 +604,37 @@ pub fn counts_line(record: &crate::output::record::CountsRecord<'_>) -> Vec<u8> 
 }
 
 /// One `owners` answer line.
-pub fn owner_line(cookie: u64, pid: u32, comm: &str) -> String {
-    // comm may hold spaces: it comes last and runs to the end of the line.
-    format!("{cookie} {pid} {}\n", comm.replace('\n', " "))
+/// What a daemon knows of a socket it saw begin: its process, and how
+/// long ago it began (milliseconds; None: not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub pid: u32,
+    pub comm: String,
+    pub age_ms: Option<u64>,
 }
 
-/// Parses an `owners` answer: cookie -> (pid, comm).
-pub fn parse_owners(text: &str) -> std::collections::HashMap<u64, (u32, String)> {
+/// One line of an `owners` answer: `COOKIE PID AGE_MS COMM` (`-` for an
+/// unknown age).
+pub fn owner_line(cookie: u64, k: &Known) -> String {
+    let age = k.age_ms.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    // comm may hold spaces: it comes last and runs to the end of the line.
+    format!("{cookie} {} {age} {}\n", k.pid, k.comm.replace('\n', " "))
+}
+
+/// Parses an `owners` answer: cookie -> what the daemon knows.
+pub fn parse_owners(text: &str) -> std::collections::HashMap<u64, Known> {
     text.lines()
         .filter_map(|l| {
-            let mut parts = l.splitn(3, ' ');
+            let mut parts = l.splitn(4, ' ');
             let cookie = parts.next()?.parse().ok()?;
             let pid = parts.next()?.parse().ok()?;
-            Some((cookie, (pid, parts.next().unwrap_or("").to_owned())))
+            let age = parts.next()?;
+            let age_ms = match age {
+                "-" => None,
+                a => Some(a.parse().ok()?),
+            };
+            let comm = parts.next().unwrap_or("").to_owned();
+            Some((cookie, Known { pid, comm, age_ms }))
         })
         .collect()
 }
@@ -758,10 +783,24 @@ mod tests {
 
     #[test]
     fn owner_lines_round_trip_names_with_spaces() {
-        let text = owner_line(42, 7, "my worker") + &owner_line(43, 8, "sh");
-        let owners = parse_owners(&(text + "garbage\n"));
-        assert_eq!(owners[&42], (7, "my worker".to_owned()));
-        assert_eq!(owners[&43], (8, "sh".to_owned()));
-        assert_eq!(owners.len(), 2);
+        let worker = Known {
+            pid: 7,
+            comm: "my worker".into(),
+            age_ms: Some(1500),
+        };
+        let sh = Known {
+            pid: 8,
+            comm: "sh".into(),
+            age_ms: None,
+        };
+        let text = owner_line(42, &worker) + &owner_line(43, &sh);
+        let owners = parse_owners(&(text + "garbage\n1 2 x comm\n"));
+        assert_eq!(owners[&42], worker);
+        assert_eq!(owners[&43], sh);
+        assert_eq!(
+            owners.len(),
+            2,
+            "a line with an age that is no number is dropped"
+        );
     }
 }

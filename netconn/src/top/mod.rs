@@ -25,16 +25,16 @@ const DUMP_EVERY: Duration = Duration::from_secs(2);
 /// How often a key is waited for between two looks at the clock.
 const TICK: Duration = Duration::from_millis(200);
 
-/// The connections view's columns: `list`'s up to `QUEUE` (without the
+/// The connections view's columns: `list`'s up to `AGE(s)` (without the
 /// namespace and owner), then the bytes acknowledged and received
 /// (`tcp_info`).
 static CONNECTION_HEADER: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
     let list = &crate::list::ROW_HEADER;
-    let queue = list
+    let age = list
         .iter()
-        .position(|h| *h == "QUEUE")
-        .expect("a QUEUE column");
-    list[..=queue]
+        .position(|h| *h == "AGE(s)")
+        .expect("an AGE column");
+    list[..=age]
         .iter()
         .copied()
         .chain(["SENT", "RECV"])

@@ -296,12 +296,13 @@ function connectionRows() {
     direction: c.direction || "", process: c.pid != null ? `${c.pid}/${c.comm}` : "-",
     rtt: c.rtt_us != null ? c.rtt_us / 1000 : null, retrans: c.retrans,
     sent: c.bytes_sent, received: c.bytes_received,
+    age: c.age_ms != null ? c.age_ms / 1000 : null,
   }));
 }
 
 function renderConnections() {
   const needle = $("filter").value.toLowerCase();
-  const keys = ["proto", "state", "local", "remote", "direction", "process", "rtt", "retrans", "sent", "received"];
+  const keys = ["proto", "state", "local", "remote", "direction", "process", "rtt", "retrans", "sent", "received", "age"];
   let rows = connectionRows().filter((r) => !needle || keys.some((k) => String(r[k] ?? "").toLowerCase().includes(needle)));
   const { key, down } = app.sort;
   rows.sort((a, b) => {
@@ -314,7 +315,7 @@ function renderConnections() {
   body.replaceChildren();
   for (const r of rows.slice(0, 2000)) {
     const tr = el("tr");
-    for (const k of keys) tr.appendChild(el("td", r[k] == null ? "-" : (k === "rtt" ? r[k].toFixed(3) : r[k])));
+    for (const k of keys) tr.appendChild(el("td", r[k] == null ? "-" : (k === "rtt" ? r[k].toFixed(3) : k === "age" ? r[k].toFixed(1) : r[k])));
     body.appendChild(tr);
   }
 }
