@@ -46,11 +46,22 @@ impl ProgramCost {
     }
 }
 
-/// One churn's figures: netconn's programs, bpftrace's, the empty one's.
+/// One churn's figures: netconn's programs, bpftrace's, the empty one's,
+/// and the daemon's own.
 struct Sample {
     netconn: Vec<ProgramCost>,
     bpftrace: ProgramCost,
     empty: ProgramCost,
+    daemon: Daemon,
+}
+
+/// The daemon's CPU per connection, and (`--events`) the connection
+/// records it wrote per connection and those it lost.
+#[derive(Clone, Copy, Default)]
+struct Daemon {
+    ns_per_connection: f64,
+    records_per_connection: f64,
+    records_lost: f64,
 }
 
 /// One mode's figures over its rounds.
@@ -63,6 +74,9 @@ pub struct Mode {
     /// Median over the rounds of that total against bpftrace's in the same
     /// run.
     pub ratio: f64,
+    /// Medians over the rounds of the daemon's figures; the records lost,
+    /// summed.
+    daemon: Daemon,
 }
 
 impl Mode {
@@ -103,6 +117,18 @@ impl Mode {
                     .map(|s| total(&s.netconn) / s.bpftrace.ns_per_connection)
                     .collect(),
             ),
+            daemon: Daemon {
+                ns_per_connection: median(
+                    samples.iter().map(|s| s.daemon.ns_per_connection).collect(),
+                ),
+                records_per_connection: median(
+                    samples
+                        .iter()
+                        .map(|s| s.daemon.records_per_connection)
+                        .collect(),
+                ),
+                records_lost: samples.iter().map(|s| s.daemon.records_lost).sum(),
+            },
         }
     }
 
@@ -125,6 +151,12 @@ pub struct KernelCost {
     /// `netconn watch` built with `NETCONN_EBPF_EMPTY`: each program
     /// returns at once, so only its hook's cost is left.
     pub emptied: Mode,
+    /// `netconn watch --events`: a record at each connection's open and
+    /// close.
+    pub events: Mode,
+    /// Median over the rounds of `--events`' total against `watch`'s in
+    /// the same round.
+    pub events_ratio: f64,
     pub bpftrace: ProgramCost,
     pub empty: ProgramCost,
 }
@@ -161,13 +193,25 @@ pub fn measure(paths: &Paths, emptied: &str) -> Result<KernelCost> {
     let mut full = Vec::new();
     let mut lean = Vec::new();
     let mut floor = Vec::new();
+    let mut events = Vec::new();
     for round in 0..ROUNDS {
-        for (binary, metrics, into, mode) in [
-            (paths.netconn.as_str(), true, &mut full, "watch"),
-            (paths.netconn.as_str(), false, &mut lean, "--no-tcp-metrics"),
-            (emptied, true, &mut floor, "emptied"),
+        for (binary, args, into, mode) in [
+            (paths.netconn.as_str(), &[][..], &mut full, "watch"),
+            (
+                paths.netconn.as_str(),
+                &["--no-tcp-metrics"][..],
+                &mut lean,
+                "--no-tcp-metrics",
+            ),
+            (emptied, &[][..], &mut floor, "emptied"),
+            (
+                paths.netconn.as_str(),
+                &["--events"][..],
+                &mut events,
+                "--events",
+            ),
         ] {
-            let s = sample(paths, binary, metrics)?;
+            let s = sample(paths, binary, args)?;
             eprintln!(
                 "xtask bench: kernel round {} {mode}: netconn {:.0} ns, bpftrace {:.0} ns, empty program {:.0} ns per connection",
                 round + 1,
@@ -178,8 +222,15 @@ pub fn measure(paths: &Paths, emptied: &str) -> Result<KernelCost> {
             into.push(s);
         }
     }
+    let events_ratio = median(
+        events
+            .iter()
+            .zip(&full)
+            .map(|(e, w)| total(&e.netconn) / total(&w.netconn))
+            .collect(),
+    );
     let over_all = |f: fn(&Sample) -> &ProgramCost| {
-        let all = || full.iter().chain(&lean).chain(&floor).map(f);
+        let all = || full.iter().chain(&lean).chain(&floor).chain(&events).map(f);
         ProgramCost {
             name: all().next().map(|p| p.name.clone()).unwrap_or_default(),
             ns_per_run: median(all().map(|p| p.ns_per_run).collect()),
@@ -190,6 +241,8 @@ pub fn measure(paths: &Paths, emptied: &str) -> Result<KernelCost> {
         watch: Mode::of(&full),
         lean: Mode::of(&lean),
         emptied: Mode::of(&floor),
+        events: Mode::of(&events),
+        events_ratio,
         bpftrace: over_all(|s| &s.bpftrace),
         empty: over_all(|s| &s.empty),
     })
@@ -197,9 +250,9 @@ pub fn measure(paths: &Paths, emptied: &str) -> Result<KernelCost> {
 
 /// Kernel time of each program over one 5 s churn, from the kernel's own
 /// BPF statistics (kernel.bpf_stats_enabled), with netconn (the binary
-/// `netconn`, its TCP metrics on or off), bpftrace's count-only program
-/// and an empty one all attached.
-fn sample(paths: &Paths, netconn: &str, metrics: bool) -> Result<Sample> {
+/// `netconn`, `watch` with `args`), bpftrace's count-only program and an
+/// empty one all attached; and the daemon's CPU and records.
+fn sample(paths: &Paths, netconn: &str, args: &[&str]) -> Result<Sample> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
@@ -212,7 +265,7 @@ fn sample(paths: &Paths, netconn: &str, metrics: bool) -> Result<Sample> {
     let mut watch = Guard(
         ns.cmd(netconn)
             .args(["watch", "--interval", "1h"])
-            .args((!metrics).then_some("--no-tcp-metrics"))
+            .args(args)
             .arg("--output")
             .arg(&file)
             .spawn()?,
@@ -232,7 +285,13 @@ fn sample(paths: &Paths, netconn: &str, metrics: bool) -> Result<Sample> {
     let with_count = loaded_beyond(&loaded)?;
     let empty = bpftrace(EMPTY)?;
     let with_empty = loaded_beyond(&with_count)?;
+    let pid = watch.0.id();
+    let cpu = crate::atrest::cpu_seconds(pid)?;
     let connections = crate::lab::churn_connections(paths, &ns)?;
+    // The records of the churn's last connections reach the file within
+    // the daemon's drain period.
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = crate::atrest::cpu_seconds(pid)? - cpu;
     let cost = |(name, t, n): (String, f64, f64)| ProgramCost {
         name,
         ns_per_run: t / n.max(1.0),
@@ -251,14 +310,32 @@ fn sample(paths: &Paths, netconn: &str, metrics: bool) -> Result<Sample> {
             .fold((0.0, 0.0), |(t, n), p| (t + p.1, n + p.2));
         Ok(cost((name.to_owned(), t, n)))
     };
-    let sample = Sample {
-        netconn,
-        bpftrace: added("bpftrace", &with_count - &loaded)?,
-        empty: added("empty program", &with_empty - &with_count)?,
-    };
+    // bpftrace's figures before it stops (its programs go with it).
+    let bpftrace = added("bpftrace", &with_count - &loaded)?;
+    let empty_program = added("empty program", &with_empty - &with_count)?;
     drop(empty);
     drop(counting);
+    // Stopped (SIGTERM): its last counts record says what the ring lost.
     drop(watch);
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let records = text.matches(r#""type":"conn""#).count() as f64;
+    let lost = text
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["type"] == "counts")
+        .and_then(|r| r["conn_records_lost"].as_f64())
+        .unwrap_or(0.0);
+    let sample = Sample {
+        netconn,
+        bpftrace,
+        empty: empty_program,
+        daemon: Daemon {
+            ns_per_connection: cpu * 1e9 / connections,
+            records_per_connection: records / connections,
+            records_lost: lost,
+        },
+    };
     drop(restore);
     let _ = std::fs::remove_file(&file);
     Ok(sample)
@@ -381,6 +458,18 @@ pub fn render(k: &KernelCost, command: &str) -> String {
         emptied.runs("tcp_ops"),
         watch.runs("tcp_ops"),
     );
+    let events = &k.events;
+    let _ = writeln!(
+        s,
+        "\nWith `--events` (a record at each socket's open and close; a loopback connection is two sockets): **{:.0} ns of kernel time per connection, {:.2}x `watch`** (each round's own ratio), the state program {:.0} ns per run; the daemon's CPU **{:.2} µs per connection** for {:.1} records (`watch`: {:.2} µs), {:.0} records lost over the rounds.",
+        events.total,
+        k.events_ratio,
+        find(events, "netconn_state_change").map_or(f64::NAN, |p| p.ns_per_run),
+        events.daemon.ns_per_connection / 1000.0,
+        events.daemon.records_per_connection,
+        watch.daemon.ns_per_connection / 1000.0,
+        events.daemon.records_lost,
+    );
     s
 }
 
@@ -401,6 +490,7 @@ mod tests {
             netconn,
             bpftrace: cost("bpftrace", bpftrace_ns / 10.0, 10.0),
             empty: cost("empty program", 30.0, 10.0),
+            daemon: Daemon::default(),
         }
     }
 
@@ -452,6 +542,8 @@ mod tests {
                 cost("ops", 32.0, 9.0),
                 cost("rst", 200.0, 0.0),
             ]),
+            events: one(vec![cost("state", 600.0, 10.0)]),
+            events_ratio: 2.0,
             bpftrace: cost("bpftrace", 100.0, 10.0),
             empty: cost("empty program", 30.0, 10.0),
         };

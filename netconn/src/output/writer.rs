@@ -56,9 +56,15 @@ enum Target {
 }
 
 enum Msg {
-    Line(Vec<u8>),
+    /// Whole lines, and how many: written with one write.
+    Lines(Vec<u8>, u64),
     Reopen,
 }
+
+/// A batch holds at most this many bytes (one line may be longer): it
+/// must fit an empty pipe (64 KiB by default) so that it is written
+/// whole.
+const BATCH_BYTES: usize = 16 * 1024;
 
 /// State shared by the loop and the writer thread.
 #[derive(Default)]
@@ -181,9 +187,20 @@ impl Writer {
             return Flow::Go;
         }
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Line(line));
+            let _ = tx.send(Msg::Lines(line, 1));
         }
         Flow::Go
+    }
+
+    /// A batch of records queued as one message and written with one
+    /// write: what a drain of the connection ring gives, where a message
+    /// and a write per record cost more than the records themselves.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            writer: self,
+            buf: Vec::new(),
+            lines: 0,
+        }
     }
 
     /// Records dropped since start.
@@ -228,9 +245,66 @@ impl Writer {
     }
 }
 
+/// Records for one write (see [`Writer::batch`]); each is held against
+/// the queue's limit as [`Writer::send`] holds one. Queued when full and
+/// when flushed or dropped.
+pub struct Batch<'w> {
+    writer: &'w Writer,
+    buf: Vec<u8>,
+    lines: u64,
+}
+
+impl Batch<'_> {
+    pub fn push(&mut self, record: &impl serde::Serialize) -> Flow {
+        let shared = &self.writer.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Flow::Closed;
+        }
+        let start = self.buf.len();
+        serde_json::to_writer(&mut self.buf, record).expect("records always serialize");
+        self.buf.push(b'\n');
+        let len = self.buf.len() - start;
+        let queued = shared.queued.fetch_add(len, Ordering::AcqRel);
+        if queued + len > self.writer.limit {
+            shared.queued.fetch_sub(len, Ordering::AcqRel);
+            self.buf.truncate(start);
+            drop_one(shared, &self.writer.log, "the output is not being read");
+            return Flow::Go;
+        }
+        self.lines += 1;
+        if self.buf.len() >= BATCH_BYTES {
+            self.flush();
+        }
+        Flow::Go
+    }
+
+    /// Queues what the batch holds.
+    pub fn flush(&mut self) {
+        if self.lines == 0 {
+            return;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let lines = std::mem::take(&mut self.lines);
+        if let Some(tx) = &self.writer.tx {
+            let _ = tx.send(Msg::Lines(buf, lines));
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// Counts a dropped record; the first of an episode says so on stderr.
 fn drop_one(shared: &Shared, log: &crate::output::log::Log, why: &str) {
-    shared.dropped.fetch_add(1, Ordering::AcqRel);
+    drop_some(shared, log, why, 1);
+}
+
+/// Counts `n` dropped records, as [`drop_one`].
+fn drop_some(shared: &Shared, log: &crate::output::log::Log, why: &str, n: u64) {
+    shared.dropped.fetch_add(n, Ordering::AcqRel);
     if !shared.dropping.swap(true, Ordering::AcqRel) {
         log.line(format!(
             "netconn: {why}; dropping records (counted in output_dropped) until it recovers"
@@ -290,16 +364,16 @@ fn run(
                     }
                 }
             }
-            Msg::Line(line) => {
-                let result = write_line(&mut out, kind, &line);
-                shared.queued.fetch_sub(line.len(), Ordering::AcqRel);
+            Msg::Lines(lines, n) => {
+                let result = write_line(&mut out, kind, &lines);
+                shared.queued.fetch_sub(lines.len(), Ordering::AcqRel);
                 match result {
                     Ok(()) => recovered(shared, log),
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                         shared.closed.store(true, Ordering::Release);
                         break;
                     }
-                    Err(e) => drop_one(shared, log, &format!("cannot write the output ({e})")),
+                    Err(e) => drop_some(shared, log, &format!("cannot write the output ({e})"), n),
                 }
             }
         }
@@ -314,7 +388,7 @@ fn kind_of(out: &Out) -> libc::mode_t {
     nix::sys::stat::fstat(out.fd()).map_or(0, |st| st.st_mode & libc::S_IFMT)
 }
 
-/// Writes one whole line or nothing.
+/// Writes whole lines (one, or a batch's) or nothing.
 fn write_line(out: &mut Out, kind: libc::mode_t, line: &[u8]) -> io::Result<()> {
     let fd = out.fd();
     if kind == libc::S_IFIFO {
@@ -416,6 +490,38 @@ mod tests {
         w.finish(Duration::from_secs(5));
         assert_eq!(lines(&rotated), [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]);
         assert_eq!(lines(&path), [r#"{"n":3}"#]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_batch_writes_whole_lines_in_order_and_drops_past_the_limit() {
+        let dir = std::env::temp_dir().join(format!("netconn-writer-b-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.ndjson");
+        let w = Writer::start(Some(&path), crate::output::log::Log::stderr()).unwrap();
+        // Several batches' worth: flushed as they fill, the rest on drop.
+        let n = 3 * BATCH_BYTES / 20;
+        {
+            let mut batch = w.batch();
+            for i in 0..n {
+                assert_eq!(batch.push(&serde_json::json!({ "n": i })), Flow::Go);
+            }
+        }
+        w.send(&serde_json::json!({ "after": true }));
+        // Past the queue's limit a record is dropped, not queued.
+        {
+            let mut batch = w.batch();
+            let big = serde_json::json!({ "pad": "x".repeat(QUEUE_BYTES) });
+            assert_eq!(batch.push(&big), Flow::Go);
+        }
+        assert_eq!(w.dropped(), 1);
+        w.finish(Duration::from_secs(5));
+        let got = lines(&path);
+        let want: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"n":{i}}}"#))
+            .chain([r#"{"after":true}"#.to_owned()])
+            .collect();
+        assert_eq!(got, want);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

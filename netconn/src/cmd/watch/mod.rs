@@ -194,13 +194,15 @@ fn write_conn_records(
         events.clear();
         ring.drain(&mut events);
         let now = crate::live::conns::monotonic_ns();
+        let mut batch = out.batch();
         for record in records.batch(&events, host, now, |e| {
             crate::live::conns::wall_time(e.ts_ns)
         }) {
-            if out.send(&record) == Flow::Closed {
+            if batch.push(&record) == Flow::Closed {
                 return;
             }
         }
+        drop(batch);
         if last {
             return;
         }
