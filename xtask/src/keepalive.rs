@@ -7,11 +7,10 @@
 //! RTT callback, so the program would not run at all.)
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::lab::{Guard, Paths, median};
+use crate::lab::{Paths, median};
 
 pub const HEADING: &str = "## Kernel time per kept-alive request";
 
@@ -123,17 +122,7 @@ fn sample(paths: &Paths, kind: Kind) -> Result<Sample> {
         .arg(&file)
         .args((kind == Kind::Lean).then_some("--no-tcp-metrics"))
         .args((kind == Kind::All).then_some("--all-namespaces"));
-    let mut watch = Guard(cmd.spawn()?);
-    let started = std::time::Instant::now();
-    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
-        if let Some(status) = watch.0.try_wait()? {
-            bail!("netconn watch exited before its first record: {status}");
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("netconn watch wrote no record in 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let watch = crate::lab::spawn_writing(cmd, &file)?;
     let totals = || -> Result<(f64, f64)> {
         Ok(crate::lab::program_run_times()?
             .into_iter()

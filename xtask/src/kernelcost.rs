@@ -262,24 +262,12 @@ fn sample(paths: &Paths, netconn: &str, args: &[&str]) -> Result<Sample> {
     let ns = crate::lab::netns("stats")?;
     let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&file);
-    let mut watch = Guard(
-        ns.cmd(netconn)
-            .args(["watch", "--interval", "1h"])
-            .args(args)
-            .arg("--output")
-            .arg(&file)
-            .spawn()?,
-    );
-    let started = std::time::Instant::now();
-    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) == 0 {
-        if let Some(status) = watch.0.try_wait()? {
-            bail!("netconn watch exited before its first record: {status}");
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("netconn watch wrote no record in 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut cmd = ns.cmd(netconn);
+    cmd.args(["watch", "--interval", "1h"])
+        .args(args)
+        .arg("--output")
+        .arg(&file);
+    let watch = crate::lab::spawn_writing(cmd, &file)?;
     let loaded = crate::lab::program_ids()?;
     let counting = bpftrace(COUNT_ONLY)?;
     let with_count = loaded_beyond(&loaded)?;

@@ -39,6 +39,23 @@ impl Drop for Guard {
     }
 }
 
+/// Spawns `cmd` (a `netconn watch --output FILE`) and waits until it
+/// wrote its first record to `file`: its programs are attached then.
+pub fn spawn_writing(mut cmd: std::process::Command, file: &std::path::Path) -> Result<Guard> {
+    let mut watch = Guard(cmd.spawn()?);
+    let started = std::time::Instant::now();
+    while std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) == 0 {
+        if let Some(status) = watch.0.try_wait()? {
+            anyhow::bail!("netconn watch exited before its first record: {status}");
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            anyhow::bail!("netconn watch wrote no record in 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(watch)
+}
+
 /// Connections a 4-thread, 5 s loopback churn makes in `ns` (at least 1,
 /// so that figures can be divided by it): what the kernel-time
 /// measurements divide by.
