@@ -41,7 +41,8 @@ pub const MAP_OWNERS: &str = "OWNERS";
 
 /// The process behind a socket: tgid and the main thread's name, and when
 /// the socket began (`bpf_ktime_get_ns`): `connect()` for a connecting
-/// socket, `listen()` for a listener, the SYN for an accepted one.
+/// socket, `listen()` for a listener, and for an accepted one the
+/// handshake's last ACK (the kernel makes the socket then).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Owner {

@@ -13,7 +13,10 @@
 //! current task is unrelated and never read).
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_RB_RING_SIZE,
+    },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_socket_cookie, bpf_ktime_get_ns,
@@ -51,18 +54,18 @@ fn listener_key(netns: u32, lport: u16) -> u64 {
 static RESETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1 << 16, 0);
 
 #[map]
-static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(CONN_RING_BYTES, 0);
-
-const CONN_RING_BYTES: u32 = 1024 * 1024;
+static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
 /// How a record is submitted: the reader is woken only once a quarter of
 /// the ring waits. It drains at least every 20 ms anyway
 /// (`netconn::cmd::watch::DRAIN_EVERY`), so a wake-up per record (an
 /// irq_work here, a poll return and a drain of one record there) bought
 /// nothing but cost; three quarters of the ring stay free for the 20 ms.
+/// The ring's size is the one loaded (`NETCONN_CONN_RING_BYTES`).
 #[inline(always)]
 fn submit_flags() -> u64 {
-    if CONN_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(CONN_RING_BYTES / 4) {
+    let size = CONN_EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    if CONN_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= size / 4 {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)

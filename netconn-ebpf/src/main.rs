@@ -459,7 +459,7 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
     } else {
         [0; 16]
     };
-    tally(
+    let counted = tally(
         Transition {
             netns,
             family,
@@ -475,9 +475,15 @@ fn count(sk: *const u8, addr: u64, oldstate: i32, newstate: i32) -> Result<(), i
         || unsafe { bpf_get_socket_cookie(sk as *mut _) },
     );
     // A connect that failed: why, for the metrics (the record reads it
-    // too); a connection that ended.
+    // too); a connection that ended. Only where the transition counted:
+    // with every namespace, the sock_ops program keys a namespace not
+    // adopted yet as 0, which is not read, and slots of such namespaces
+    // would fill the map.
     // SAFETY: a volatile read of a global, as for WATCH_PORTS above.
-    if newstate as u8 == TCP_CLOSE && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0 {
+    if counted
+        && newstate as u8 == TCP_CLOSE
+        && unsafe { core::ptr::read_volatile(&WATCH_METRICS) } != 0
+    {
         match oldstate as u8 {
             TCP_SYN_SENT => {
                 let error: i32 = read(sk, offset!(sk_err)).unwrap_or(0);
@@ -528,11 +534,13 @@ struct Transition {
 /// Counts a transition into the current epoch's matrix and, while
 /// userspace asks for it or when its port is watched, pushes it into the
 /// ring buffer with the socket's cookie (taken only then: the helper call
-/// is the costliest part of an event).
+/// is the costliest part of an event). Whether it was counted: not in a
+/// namespace not adopted yet (`--all-namespaces`), whose figures would
+/// fill slots nobody reads.
 #[inline(always)]
-fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
+fn tally(t: Transition, cookie: impl FnOnce() -> u64) -> bool {
     let Some(ct) = conn_index(t.family, t.protocol) else {
-        return;
+        return false;
     };
     let control = CONTROL.get(0).copied().unwrap_or_default();
     let slot = transition_slot(ct, t.old as usize, t.new as usize);
@@ -562,14 +570,14 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
             }
             // Not adopted yet: its snapshot, taken after adoption (the
             // scan of /proc finds it), covers this event.
-            None => return,
+            None => return false,
         }
     } else if let Some(m) = TRANSITIONS.get_ptr_mut((control.epoch & 1) as u32) {
         // SAFETY: slot < TRANSITION_SLOTS by construction of transition_slot.
         bump(Some(unsafe { (*m).counts.as_mut_ptr().add(slot) }));
     }
     if control.journal == 0 && !t.watched {
-        return;
+        return true;
     }
     match EVENTS.reserve::<StateEvent>(0) {
         Some(mut entry) => {
@@ -592,6 +600,7 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) {
         }
         None => bump(LOST.get_ptr_mut(0)),
     }
+    true
 }
 
 #[cfg(not(test))]

@@ -58,8 +58,8 @@ pub struct Row {
     pub info: Option<TcpInfo>,
     pub direction: Direction,
     pub process: Option<(u32, String)>,
-    /// How long ago the socket began (its `connect()`, `listen()` or SYN),
-    /// milliseconds: known for the TCP sockets a running `watch --events`
+    /// How long ago the socket began (its `connect()`, `listen()` or
+    /// handshake), milliseconds: known for the TCP sockets a running `watch --events`
     /// saw begin (the kernel's dumps carry no age).
     pub age_ms: Option<u64>,
     /// A TCP listener's accept queue and its limit (`ss -lnt` Recv-Q and
@@ -107,7 +107,20 @@ pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
 fn daemon_owners(netns: u32) -> HashMap<u64, crate::live::serve::Known> {
     use crate::live::serve::{Request, node_socket_path, parse_owners, query, socket_path};
     let ask = |path: &std::path::Path| {
-        query(path, Request::Owners, std::time::Duration::from_secs(5)).map(|t| parse_owners(&t))
+        let asked = |aged| {
+            query(
+                path,
+                Request::Owners { aged },
+                std::time::Duration::from_secs(5),
+            )
+            .map(|t| parse_owners(&t, aged))
+        };
+        // A daemon from before the socket age refuses `owners aged`: the
+        // plain question then (an empty answer is asked again too).
+        match asked(true) {
+            Ok(owners) if !owners.is_empty() => Ok(owners),
+            _ => asked(false),
+        }
     };
     // The namespace's own watch, else a watch of every namespace (socket
     // cookies are the host's: its answer covers this namespace too).

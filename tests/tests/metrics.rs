@@ -304,15 +304,17 @@ fn kept_alive_rtt_is_sampled_and_agrees_with_ss() {
         .collect();
     let (taken, _, _) = rtt_span(ports.iter().map(|p| &p["rtt_us"]));
     // Each end receives a segment per round trip (the other end's data,
-    // which acks its own): its first RTT_FIRST_SEGMENTS samples are taken
-    // whole, about one in 2^RTT_SAMPLE_SHIFT of the others.
+    // which acks its own; early round trips may also bring a pure ACK, in
+    // quick-ACK mode): at most its first RTT_FIRST_SEGMENTS samples are
+    // taken whole, then about one in 2^RTT_SAMPLE_SHIFT. Taking every
+    // sample would give about `callbacks`.
     use netconn_common::{RTT_FIRST_SEGMENTS, RTT_SAMPLE_SHIFT};
     let first = 2 * u64::from(RTT_FIRST_SEGMENTS);
     let callbacks = 2 * TRIPS;
     let thinned = (callbacks - first) >> RTT_SAMPLE_SHIFT;
     assert!(
-        (first + thinned / 2..=first + 2 * thinned).contains(&taken),
-        "{taken} samples taken of about {callbacks}, expected about {}",
+        (thinned / 2..=first + 2 * thinned).contains(&taken),
+        "{taken} samples taken of about {callbacks}, expected at most {} and about {thinned} past the first",
         first + thinned
     );
     let outbound: Vec<&Value> = ports

@@ -94,8 +94,9 @@ impl ConnRing {
         }
     }
 
-    /// Waits until records are waiting (the kernel wakes the ring's fd),
-    /// or `timeout` has passed.
+    /// Waits until a quarter of the ring waits (the kernel wakes the
+    /// ring's fd only then: see `submit_flags` in the kernel programs), or
+    /// `timeout` has passed: the timeout bounds how late a record is.
     pub fn wait(&self, timeout: std::time::Duration) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;

@@ -146,7 +146,12 @@ pub fn bind(path: &Path) -> Result<Served, ServeError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     Counts,
-    Owners,
+    /// The owners of the TCP sockets the daemon saw begin: `owners`, a
+    /// line `COOKIE PID COMM` each; `owners aged` (since the socket age),
+    /// `COOKIE PID AGE_MS COMM`, which a daemon from before refuses.
+    Owners {
+        aged: bool,
+    },
     /// The alerts raised and not cleared (`check --alerts`): their last
     /// records, one JSON line each (a watch of every namespace: all of
     /// theirs).
@@ -164,7 +169,8 @@ impl Request {
     fn line(self) -> String {
         match self {
             Request::Counts => "counts\n".into(),
-            Request::Owners => "owners\n".into(),
+            Request::Owners { aged: false } => "owners\n".into(),
+            Request::Owners { aged: true } => "owners aged\n".into(),
             Request::Alerts => "alerts\n".into(),
             Request::Records => "records\n".into(),
             Request::CountsOf(netns) => format!("counts {netns}\n"),
@@ -176,7 +182,8 @@ impl Request {
         let unknown = || io::Error::new(io::ErrorKind::InvalidInput, "unknown request");
         match line {
             b"counts" => Ok(Request::Counts),
-            b"owners" => Ok(Request::Owners),
+            b"owners" => Ok(Request::Owners { aged: false }),
+            b"owners aged" => Ok(Request::Owners { aged: true }),
             b"alerts" => Ok(Request::Alerts),
             b"records" => Ok(Request::Records),
             _ => {
@@ -367,12 +374,12 @@ impl Board {
             Request::CountsOf(netns) => answers.counts.get(&netns).cloned(),
             Request::Alerts => Some(answers.alerts.clone()),
             Request::Records => Some(answers.records.clone()),
-            Request::Owners => None,
+            Request::Owners { .. } => None,
         }
     }
 
     /// The `owners` answer, from the kernel's map (empty without eBPF).
-    fn owners(&self) -> Vec<u8> {
+    fn owners(&self, aged: bool) -> Vec<u8> {
         let Some(reader) = self.0.owners.get() else {
             return Vec::new();
         };
@@ -386,7 +393,7 @@ impl Board {
                 age_ms: (owner.start_ns != 0)
                     .then(|| now.saturating_sub(owner.start_ns) / 1_000_000),
             };
-            text.push_str(&owner_line(cookie, &known));
+            text.push_str(&owner_line(cookie, &known, aged));
         }
         text.into_bytes()
     }
@@ -512,9 +519,9 @@ async fn client(
         .await
         .map_err(late)??;
     let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
-    let answer = if request == Request::Owners {
+    let answer = if let Request::Owners { aged } = request {
         // A walk of the kernel's map: off the runtime's thread.
-        tokio::task::spawn_blocking(move || board.owners())
+        tokio::task::spawn_blocking(move || board.owners(aged))
             .await
             .map_err(|_| gone())?
     } else if request == Request::Records {
@@ -581,7 +588,9 @@ pub fn answer(
 ) -> Result<Vec<u8>, TrackerError> {
     Ok(match request {
         // Not a daemon of every namespace; the rest are the board's.
-        Request::CountsOf(_) | Request::Alerts | Request::Owners | Request::Records => Vec::new(),
+        Request::CountsOf(_) | Request::Alerts | Request::Owners { .. } | Request::Records => {
+            Vec::new()
+        }
         Request::Counts => {
             let r = counter.read(false, None)?;
             counts_line(&r.record(host, netns, tags, None, None))
@@ -613,25 +622,33 @@ pub struct Known {
     pub age_ms: Option<u64>,
 }
 
-/// One line of an `owners` answer: `COOKIE PID AGE_MS COMM` (`-` for an
-/// unknown age).
-pub fn owner_line(cookie: u64, k: &Known) -> String {
-    let age = k.age_ms.map_or_else(|| "-".to_owned(), |a| a.to_string());
+/// One line of an `owners` answer: `COOKIE PID COMM`, or `aged`,
+/// `COOKIE PID AGE_MS COMM` (`-` for an unknown age).
+pub fn owner_line(cookie: u64, k: &Known, aged: bool) -> String {
     // comm may hold spaces: it comes last and runs to the end of the line.
-    format!("{cookie} {} {age} {}\n", k.pid, k.comm.replace('\n', " "))
+    let comm = k.comm.replace('\n', " ");
+    if aged {
+        let age = k.age_ms.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        format!("{cookie} {} {age} {comm}\n", k.pid)
+    } else {
+        format!("{cookie} {} {comm}\n", k.pid)
+    }
 }
 
-/// Parses an `owners` answer: cookie -> what the daemon knows.
-pub fn parse_owners(text: &str) -> std::collections::HashMap<u64, Known> {
+/// Parses an `owners` answer (`aged`: to `owners aged`): cookie -> what
+/// the daemon knows.
+pub fn parse_owners(text: &str, aged: bool) -> std::collections::HashMap<u64, Known> {
     text.lines()
         .filter_map(|l| {
-            let mut parts = l.splitn(4, ' ');
+            let mut parts = l.splitn(if aged { 4 } else { 3 }, ' ');
             let cookie = parts.next()?.parse().ok()?;
             let pid = parts.next()?.parse().ok()?;
-            let age = parts.next()?;
-            let age_ms = match age {
-                "-" => None,
-                a => Some(a.parse().ok()?),
+            let age_ms = match aged {
+                false => None,
+                true => match parts.next()? {
+                    "-" => None,
+                    a => Some(a.parse().ok()?),
+                },
             };
             let comm = parts.next().unwrap_or("").to_owned();
             Some((cookie, Known { pid, comm, age_ms }))
@@ -724,7 +741,7 @@ mod tests {
             Request::Counts,
             Request::CountsOf(9),
             Request::Alerts,
-            Request::Owners,
+            Request::Owners { aged: true },
         ]
         .into_iter()
         .map(ask)
@@ -761,7 +778,8 @@ mod tests {
     fn requests_round_trip_and_junk_is_refused() {
         for r in [
             Request::Counts,
-            Request::Owners,
+            Request::Owners { aged: false },
+            Request::Owners { aged: true },
             Request::Alerts,
             Request::Records,
             Request::CountsOf(4026532177),
@@ -793,8 +811,8 @@ mod tests {
             comm: "sh".into(),
             age_ms: None,
         };
-        let text = owner_line(42, &worker) + &owner_line(43, &sh);
-        let owners = parse_owners(&(text + "garbage\n1 2 x comm\n"));
+        let text = owner_line(42, &worker, true) + &owner_line(43, &sh, true);
+        let owners = parse_owners(&(text + "garbage\n1 2 x comm\n"), true);
         assert_eq!(owners[&42], worker);
         assert_eq!(owners[&43], sh);
         assert_eq!(
@@ -802,5 +820,11 @@ mod tests {
             2,
             "a line with an age that is no number is dropped"
         );
+        // The plain answer, as daemons from before the age give it.
+        let plain = owner_line(42, &worker, false);
+        assert_eq!(plain, "42 7 my worker\n");
+        let owners = parse_owners(&plain, false);
+        assert_eq!(owners[&42].comm, "my worker");
+        assert_eq!(owners[&42].age_ms, None);
     }
 }

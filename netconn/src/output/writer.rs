@@ -388,12 +388,24 @@ fn kind_of(out: &Out) -> libc::mode_t {
     nix::sys::stat::fstat(out.fd()).map_or(0, |st| st.st_mode & libc::S_IFMT)
 }
 
-/// Writes whole lines (one, or a batch's) or nothing.
+/// Writes whole lines (one, or a batch's) or nothing. To a pipe, a batch
+/// goes in pieces of whole lines that each fit the pipe (a pipe may be
+/// as small as a page), each once the pipe has room for it: a reader
+/// never sees half a line.
 fn write_line(out: &mut Out, kind: libc::mode_t, line: &[u8]) -> io::Result<()> {
-    let fd = out.fd();
     if kind == libc::S_IFIFO {
-        wait_for_pipe_room(fd, line.len())?;
+        use nix::fcntl::{FcntlArg, fcntl};
+        let size = fcntl(out.fd(), FcntlArg::F_GETPIPE_SZ).map_or(usize::MAX, |s| s as usize);
+        for piece in whole_line_pieces(line, size) {
+            wait_for_pipe_room(out.fd(), piece.len())?;
+            match out {
+                Out::Stdout => io::stdout().lock().write_all(piece)?,
+                Out::File(f) => f.write_all(piece)?,
+            }
+        }
+        return Ok(());
     }
+    let fd = out.fd();
     // Where the line starts in a regular file, to take a partial one back.
     let start = match kind {
         libc::S_IFREG => nix::sys::stat::fstat(fd).map_err(io::Error::from)?.st_size,
@@ -409,6 +421,25 @@ fn write_line(out: &mut Out, kind: libc::mode_t, line: &[u8]) -> io::Result<()> 
         let _ = nix::unistd::ftruncate(out.fd(), start);
     }
     result
+}
+
+/// `lines` (whole lines) cut at line ends into pieces of at most `max`
+/// bytes; a line longer than `max` is a piece of its own.
+fn whole_line_pieces(lines: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        if end > start && end - start + line.len() > max {
+            pieces.push(&lines[start..end]);
+            start = end;
+        }
+        end += line.len();
+    }
+    if end > start {
+        pieces.push(&lines[start..end]);
+    }
+    pieces
 }
 
 /// Waits until the pipe behind `fd` has room for `len` bytes, so the write
@@ -491,6 +522,19 @@ mod tests {
         assert_eq!(lines(&rotated), [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]);
         assert_eq!(lines(&path), [r#"{"n":3}"#]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_batch_goes_to_a_pipe_in_pieces_of_whole_lines() {
+        let lines = b"aaaa\nbb\ncccccccc\nd\n";
+        let pieces = whole_line_pieces(lines, 8);
+        assert_eq!(
+            pieces,
+            [&b"aaaa\nbb\n"[..], &b"cccccccc\n"[..], &b"d\n"[..]],
+            "the long line alone, the others packed up to the size"
+        );
+        assert_eq!(whole_line_pieces(lines, 1 << 20), [&lines[..]]);
+        assert!(whole_line_pieces(b"", 8).is_empty());
     }
 
     #[test]

@@ -721,7 +721,7 @@ fn answer(
     let inode = match request {
         served::Request::CountsOf(inode) => Some(inode),
         served::Request::Counts => Some(super::super::own_netns()?),
-        served::Request::Owners | served::Request::Alerts | served::Request::Records => None,
+        served::Request::Owners { .. } | served::Request::Alerts | served::Request::Records => None,
     };
     if let Some(inode) = inode
         && node.spaces().contains_key(&inode)
@@ -744,7 +744,7 @@ fn answer_now(
         served::Request::CountsOf(inode) => inode,
         served::Request::Counts => super::super::own_netns()?,
         // The board's.
-        served::Request::Owners | served::Request::Alerts | served::Request::Records => {
+        served::Request::Owners { .. } | served::Request::Alerts | served::Request::Records => {
             return Ok(Vec::new());
         }
     };
