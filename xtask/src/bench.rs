@@ -401,6 +401,7 @@ pub struct Only {
     pub micro: bool,
     pub kernel: bool,
     pub keepalive: bool,
+    pub server: bool,
     /// Another netconn binary to compare the first counts with.
     pub against: Option<String>,
 }
@@ -443,6 +444,12 @@ pub fn run(only: Only) -> Result<()> {
         let section = crate::kernelcost::render(&k, "cargo xtask bench --kernel");
         print!("{section}");
         return write_section(crate::kernelcost::HEADING, &section, "the kernel section");
+    }
+    if only.server {
+        let w = crate::server::measure(&paths)?;
+        let section = crate::server::render(&w, "cargo xtask bench --server");
+        print!("{section}");
+        return write_section(crate::server::HEADING, &section, "the real-server section");
     }
     if only.keepalive {
         let k = crate::keepalive::measure(&paths)?;
@@ -570,6 +577,12 @@ pub fn run(only: Only) -> Result<()> {
     let report = crate::soak::splice(&report, &soak(&paths)?);
     // 5. Every namespace at once.
     let report = crate::soak::splice_at(&report, NAMESPACES_HEADING, &namespaces(&paths)?);
+    // 6. A real server.
+    let server = crate::server::render(
+        &crate::server::measure(&paths)?,
+        "cargo xtask bench --server",
+    );
+    let report = crate::soak::splice_at(&report, crate::server::HEADING, &server);
     // The last `--against` comparison stays until the next one.
     let before = std::fs::read_to_string(root().join("BENCHMARKS.md")).unwrap_or_default();
     let report = match crate::soak::section(&before, AGAINST_HEADING) {

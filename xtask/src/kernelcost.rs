@@ -331,7 +331,7 @@ fn sample(paths: &Paths, netconn: &str, args: &[&str]) -> Result<Sample> {
 
 /// The ids of every loaded program, once some beyond `before` are there:
 /// bpftrace says it attaches before its programs are loaded.
-fn loaded_beyond(before: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
+pub fn loaded_beyond(before: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
     for _ in 0..500 {
         let now = crate::lab::program_ids()?;
         if now.difference(before).next().is_some() {

@@ -10,6 +10,7 @@ mod keepalive;
 mod kernelcost;
 mod lab;
 mod nodes;
+mod server;
 mod setup;
 mod soak;
 mod test;
@@ -45,8 +46,8 @@ enum Task {
     /// the systemd unit, the man page and shell completions.
     Deb,
     /// Measure netconn side by side with ss, psutil and bpftrace, then a
-    /// ten-minute soak (as root, about 30 minutes), and rewrite
-    /// BENCHMARKS.md.
+    /// ten-minute soak, every namespace and a real server (as root, about
+    /// 50 minutes), and rewrite BENCHMARKS.md.
     Bench {
         /// Only the soak (about 11 minutes); its section replaces the one
         /// in BENCHMARKS.md.
@@ -81,6 +82,12 @@ enum Task {
         /// minutes); its section replaces the one in BENCHMARKS.md.
         #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro", "kernel"])]
         keepalive: bool,
+        /// Only a real server: nginx loaded by wrk, a connection per
+        /// request and kept-alive, under nothing, each watch mode and
+        /// bpftrace (about 6 minutes; installs nginx-light and wrk); its
+        /// section replaces the one in BENCHMARKS.md.
+        #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro", "kernel", "keepalive"])]
+        server: bool,
     },
 }
 
@@ -101,12 +108,14 @@ fn main() -> ExitCode {
             micro,
             kernel,
             keepalive,
+            server,
         } => bench::run(bench::Only {
             soak,
             namespaces,
             micro,
             kernel,
             keepalive,
+            server,
             against,
         }),
     };

@@ -257,6 +257,26 @@ pub fn bench_tools() -> Result<()> {
             )?;
         }
     }
+    // A real server and its load (`bench --server`): the commands, and the
+    // Debian packages that have them.
+    for (cmd, arg, package) in [("nginx", "-v", "nginx-light"), ("wrk", "-v", "wrk")] {
+        if Command::new(cmd).arg(arg).output().is_err() {
+            eprintln!("xtask: installing {package}");
+            run_setup(Command::new("apt-get").arg("update").arg("-q"))?;
+            run_setup(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends", package])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            // The package starts its service on the host's port 80; the
+            // bench runs an nginx of its own in its namespace.
+            if cmd == "nginx" {
+                let _ = Command::new("systemctl")
+                    .args(["disable", "--now", "nginx"])
+                    .output();
+            }
+        }
+    }
     if output(Command::new("python3").args(["-c", "import psutil"])).is_none() {
         eprintln!("xtask: installing psutil");
         run_setup(Command::new("python3").args(["-m", "pip", "install", "-q", "psutil"]))?;
