@@ -83,9 +83,10 @@ enum Task {
         #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro", "kernel"])]
         keepalive: bool,
         /// Only a real server: nginx loaded by wrk, a connection per
-        /// request and kept-alive, under nothing, each watch mode and
-        /// bpftrace (about 6 minutes; installs nginx-light and wrk); its
-        /// section replaces the one in BENCHMARKS.md.
+        /// request and kept-alive, and iperf3's bulk transfer, under
+        /// nothing, each watch mode and bpftrace (about 10 minutes;
+        /// installs nginx-light, wrk and iperf3); its section replaces the
+        /// one in BENCHMARKS.md.
         #[arg(long, conflicts_with_all = ["soak", "namespaces", "against", "micro", "kernel", "keepalive"])]
         server: bool,
     },

@@ -1,7 +1,8 @@
 //! A real server (`cargo xtask bench --server`): Debian's nginx (one
 //! worker, `return 200`) in a fresh namespace, loaded by wrk (one thread,
 //! 32 connections) with a connection per request (`Connection: close`) and
-//! with kept-alive connections, under each mode in turn: nothing attached,
+//! with kept-alive connections, and iperf3's bulk transfer (one stream),
+//! under each mode in turn: nothing attached,
 //! `watch`, `watch --no-tcp-metrics`, `watch --events`, `watch
 //! --all-namespaces` and bpftrace's count-only program. Alternated rounds;
 //! the requests lost are each round's own against its run with nothing
@@ -56,18 +57,45 @@ impl Mode {
     }
 }
 
+/// What loads the namespace.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// wrk against nginx; `close`: a connection per request.
+    Http { close: bool },
+    /// iperf3, one stream: bulk data.
+    Bulk,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Http { close: true } => "a connection per request (`Connection: close`)",
+            Load::Http { close: false } => "kept-alive connections",
+            Load::Bulk => "bulk transfer (iperf3, one stream)",
+        }
+    }
+
+    /// What a rate counts, and what the figures are per.
+    fn units(self) -> (&'static str, &'static str) {
+        match self {
+            Load::Http { .. } => ("requests/s", "request"),
+            Load::Bulk => ("Gbit/s", "MiB"),
+        }
+    }
+}
+
 /// One load run's figures.
 struct Run {
     rate: f64,
-    /// Kernel time of the mode's programs per request.
+    /// Kernel time of the mode's programs per unit (request, MiB).
     kernel_ns: f64,
-    /// The daemon's CPU per request.
+    /// The daemon's CPU per unit.
     daemon_ns: f64,
 }
 
 /// A workload's rows: per mode, medians over the rounds.
 pub struct Workload {
-    name: &'static str,
+    load: Load,
     rows: Vec<(Mode, Row)>,
 }
 
@@ -83,18 +111,21 @@ pub fn measure(paths: &Paths) -> Result<Vec<Workload>> {
     let ns = crate::lab::netns("server")?;
     let dir = std::env::temp_dir().join(format!("netconn-nginx-{}", std::process::id()));
     let nginx = nginx(&ns, &dir)?;
+    let iperf3 = iperf3_server(&ns)?;
     let mut out = Vec::new();
-    for (name, close) in [
-        ("a connection per request (`Connection: close`)", true),
-        ("kept-alive connections", false),
+    for load in [
+        Load::Http { close: true },
+        Load::Http { close: false },
+        Load::Bulk,
     ] {
         let mut runs: Vec<Vec<Run>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
         for round in 0..ROUNDS {
             for (i, mode) in Mode::ALL.iter().enumerate() {
-                let r = run(paths, &ns, *mode, close)?;
+                let r = run(paths, &ns, *mode, load)?;
+                let (rate, per) = load.units();
                 eprintln!(
-                    "xtask bench: server {} round {} {}: {:.0} requests/s, {:.0} ns kernel, {:.2} µs daemon per request",
-                    if close { "close" } else { "kept-alive" },
+                    "xtask bench: server, {}, round {} {}: {:.1} {rate}, {:.0} ns kernel, {:.2} µs daemon per {per}",
+                    load.name(),
                     round + 1,
                     mode.label(),
                     r.rate,
@@ -124,9 +155,9 @@ pub fn measure(paths: &Paths) -> Result<Vec<Workload>> {
                 )
             })
             .collect();
-        out.push(Workload { name, rows });
+        out.push(Workload { load, rows });
     }
-    drop(nginx);
+    drop((nginx, iperf3));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
 }
@@ -170,7 +201,7 @@ fn nginx(ns: &Netns, dir: &std::path::Path) -> Result<Guard> {
     bail!("nginx did not answer on port {PORT}")
 }
 
-fn run(paths: &Paths, ns: &Netns, mode: Mode, close: bool) -> Result<Run> {
+fn run(paths: &Paths, ns: &Netns, mode: Mode, load: Load) -> Result<Run> {
     let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(sysctl)?;
     std::fs::write(sysctl, "1")?;
@@ -221,15 +252,28 @@ fn run(paths: &Paths, ns: &Netns, mode: Mode, close: bool) -> Result<Run> {
     };
     let cpu = || pid.map_or(Ok(0.0), crate::atrest::cpu_seconds);
     let (t0, c0) = (totals()?, cpu()?);
+    let (rate, units) = match load {
+        Load::Http { close } => http(ns, close)?,
+        Load::Bulk => bulk(ns)?,
+    };
+    let (t1, c1) = (totals()?, cpu()?);
+    drop(guard);
+    let _ = std::fs::remove_file(&file);
+    Ok(Run {
+        rate,
+        kernel_ns: (t1 - t0) / units,
+        daemon_ns: (c1 - c0) * 1e9 / units,
+    })
+}
+
+/// wrk against nginx: requests/s and requests made.
+fn http(ns: &Netns, close: bool) -> Result<(f64, f64)> {
     let mut wrk = ns.cmd("wrk");
     wrk.args(["-t1", "-c32", &format!("-d{SECONDS}s")]);
     if close {
         wrk.args(["-H", "Connection: close"]);
     }
     let out = wrk.arg(format!("http://127.0.0.1:{PORT}/")).output()?;
-    let (t1, c1) = (totals()?, cpu()?);
-    drop(guard);
-    let _ = std::fs::remove_file(&file);
     let text = String::from_utf8_lossy(&out.stdout);
     let requests = text
         .lines()
@@ -240,24 +284,64 @@ fn run(paths: &Paths, ns: &Netns, mode: Mode, close: bool) -> Result<Run> {
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:")?.trim().parse::<f64>().ok())
         .with_context(|| format!("wrk: {text}"))?;
-    Ok(Run {
-        rate,
-        kernel_ns: (t1 - t0) / requests,
-        daemon_ns: (c1 - c0) * 1e9 / requests,
-    })
+    Ok((rate, requests))
+}
+
+/// iperf3's server on PORT + 1 in `ns`, serving one test after another.
+fn iperf3_server(ns: &Netns) -> Result<Guard> {
+    Ok(Guard(
+        ns.cmd("iperf3")
+            .args(["-s", "-p", &(PORT + 1).to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("iperf3")?,
+    ))
+}
+
+/// iperf3, one stream for SECONDS: Gbit/s and MiB received.
+fn bulk(ns: &Netns) -> Result<(f64, f64)> {
+    let mut tries = 0;
+    let out = loop {
+        let out = ns
+            .cmd("iperf3")
+            .args(["-c", "127.0.0.1", "-p", &(PORT + 1).to_string(), "-J"])
+            .args(["-t", &SECONDS.to_string()])
+            .output()?;
+        tries += 1;
+        // The server may not listen yet (the first run): it says so at once.
+        if out.status.success() || tries == 50 {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 -J")?;
+    let received = &v["end"]["sum_received"];
+    let (bytes, bps) = (
+        received["bytes"].as_f64(),
+        received["bits_per_second"].as_f64(),
+    );
+    match (bytes, bps) {
+        (Some(b), Some(r)) if b > 0.0 => Ok((r / 1e9, b / (1 << 20) as f64)),
+        _ => bail!(
+            "iperf3 moved nothing: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    }
 }
 
 pub fn render(workloads: &[Workload], command: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{HEADING}\n\n`{command}`: Debian's nginx-light (one worker, `return 200`, access log off) in a fresh namespace, loaded by `wrk -t1 -c32 -d{SECONDS}s` from the same namespace, under each mode in turn, {ROUNDS} alternated rounds (the `--all-namespaces` watch runs on the host). Requests lost: each round's own rate against its run with nothing attached, median and spread, since wall-clock rates swing by ±10 % on this shared 2-core machine. Beside them, the figures that do not swing: the kernel time of the mode's programs per request (`kernel.bpf_stats_enabled`; with a connection per request, per connection) and the daemon's CPU per request (`/proc/PID/task/*/schedstat`)."
+        "{HEADING}\n\n`{command}`: Debian's nginx-light (one worker, `return 200`, access log off) in a fresh namespace, loaded by `wrk -t1 -c32 -d{SECONDS}s` from the same namespace, and `iperf3` (one stream, {SECONDS} s) there, under each mode in turn, {ROUNDS} alternated rounds (the `--all-namespaces` watch runs on the host). Requests lost: each round's own rate against its run with nothing attached, median and spread, since wall-clock rates swing by ±10 % on this shared 2-core machine. Beside them, the figures that do not swing: the kernel time of the mode's programs per request or MiB (`kernel.bpf_stats_enabled`; with a connection per request, per connection) and the daemon's CPU per request or MiB (`/proc/PID/task/*/schedstat`)."
     );
     for w in workloads {
+        let (rate, per) = w.load.units();
         let _ = writeln!(
             s,
-            "\n### {}\n\n| mode | requests/s (median) | requests lost (median, min..max) | kernel time per request | daemon CPU per request |\n| --- | ---: | ---: | ---: | ---: |",
-            w.name
+            "\n### {}\n\n| mode | {rate} (median) | lost (median, min..max) | kernel time per {per} | daemon CPU per {per} |\n| --- | ---: | ---: | ---: | ---: |",
+            w.load.name()
         );
         for (mode, r) in &w.rows {
             let lost = if *mode == Mode::Nothing {
@@ -277,9 +361,12 @@ pub fn render(workloads: &[Workload], command: &str) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {lost} | {kernel} | {daemon} |",
+                "| {} | {} | {lost} | {kernel} | {daemon} |",
                 mode.label(),
-                r.rate
+                match w.load {
+                    Load::Bulk => format!("{:.1}", r.rate),
+                    Load::Http { .. } => format!("{:.0}", r.rate),
+                }
             );
         }
     }

@@ -259,7 +259,11 @@ pub fn bench_tools() -> Result<()> {
     }
     // A real server and its load (`bench --server`): the commands, and the
     // Debian packages that have them.
-    for (cmd, arg, package) in [("nginx", "-v", "nginx-light"), ("wrk", "-v", "wrk")] {
+    for (cmd, arg, package) in [
+        ("nginx", "-v", "nginx-light"),
+        ("wrk", "-v", "wrk"),
+        ("iperf3", "-v", "iperf3"),
+    ] {
         if Command::new(cmd).arg(arg).output().is_err() {
             eprintln!("xtask: installing {package}");
             run_setup(Command::new("apt-get").arg("update").arg("-q"))?;
