@@ -114,6 +114,12 @@ fn sample(paths: &Paths, kind: Kind) -> Result<Sample> {
     let ns = crate::lab::netns("keepalive")?;
     let file = std::env::temp_dir().join(format!("netconn-ka-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&file);
+    let _cleanup = crate::kernelcost::scopeguard({
+        let file = file.clone();
+        move || {
+            let _ = std::fs::remove_file(file);
+        }
+    });
     let mut cmd = match kind {
         Kind::All => std::process::Command::new(netconn),
         _ => ns.cmd(netconn),
@@ -147,7 +153,6 @@ fn sample(paths: &Paths, kind: Kind) -> Result<Sample> {
         );
     }
     drop(watch);
-    let _ = std::fs::remove_file(&file);
     Ok(Sample {
         ns_per_request: (t1 - t0) / requests,
         runs_per_request: (n1 - n0) / requests,

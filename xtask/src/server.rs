@@ -110,6 +110,13 @@ struct Row {
 pub fn measure(paths: &Paths) -> Result<Vec<Workload>> {
     let ns = crate::lab::netns("server")?;
     let dir = std::env::temp_dir().join(format!("netconn-nginx-{}", std::process::id()));
+    // Removed however the bench ends (after nginx, dropped before it).
+    let _cleanup = crate::kernelcost::scopeguard({
+        let dir = dir.clone();
+        move || {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    });
     let nginx = nginx(&ns, &dir)?;
     let iperf3 = iperf3_server(&ns)?;
     let mut out = Vec::new();
@@ -158,7 +165,6 @@ pub fn measure(paths: &Paths) -> Result<Vec<Workload>> {
         out.push(Workload { load, rows });
     }
     drop((nginx, iperf3));
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
 }
 
@@ -210,6 +216,12 @@ fn run(paths: &Paths, ns: &Netns, mode: Mode, load: Load) -> Result<Run> {
     });
     let file = std::env::temp_dir().join(format!("netconn-server-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&file);
+    let _cleanup = crate::kernelcost::scopeguard({
+        let file = file.clone();
+        move || {
+            let _ = std::fs::remove_file(file);
+        }
+    });
     // The mode's programs (by id) and daemon.
     let loaded = crate::lab::program_ids()?;
     let (guard, pid): (Option<Guard>, Option<u32>) = match mode {
@@ -258,7 +270,6 @@ fn run(paths: &Paths, ns: &Netns, mode: Mode, load: Load) -> Result<Run> {
     };
     let (t1, c1) = (totals()?, cpu()?);
     drop(guard);
-    let _ = std::fs::remove_file(&file);
     Ok(Run {
         rate,
         kernel_ns: (t1 - t0) / units,
