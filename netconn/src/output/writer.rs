@@ -179,17 +179,25 @@ impl Writer {
             return Flow::Closed;
         }
         line.push(b'\n');
-        let len = line.len();
-        let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);
-        if queued + len > self.limit {
-            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
-            drop_one(&self.shared, &self.log, "the output is not being read");
+        if !self.admit(line.len()) {
             return Flow::Go;
         }
         if let Some(tx) = &self.tx {
             let _ = tx.send(Msg::Lines(line, 1));
         }
         Flow::Go
+    }
+
+    /// Counts a line of `len` bytes as queued, if the queue has room for
+    /// it; else counts it dropped.
+    fn admit(&self, len: usize) -> bool {
+        let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);
+        if queued + len > self.limit {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            drop_one(&self.shared, &self.log, "the output is not being read");
+            return false;
+        }
+        true
     }
 
     /// A batch of records queued as one message and written with one
@@ -256,19 +264,14 @@ pub struct Batch<'w> {
 
 impl Batch<'_> {
     pub fn push(&mut self, record: &impl serde::Serialize) -> Flow {
-        let shared = &self.writer.shared;
-        if shared.closed.load(Ordering::Acquire) {
+        if self.writer.shared.closed.load(Ordering::Acquire) {
             return Flow::Closed;
         }
         let start = self.buf.len();
         serde_json::to_writer(&mut self.buf, record).expect("records always serialize");
         self.buf.push(b'\n');
-        let len = self.buf.len() - start;
-        let queued = shared.queued.fetch_add(len, Ordering::AcqRel);
-        if queued + len > self.writer.limit {
-            shared.queued.fetch_sub(len, Ordering::AcqRel);
+        if !self.writer.admit(self.buf.len() - start) {
             self.buf.truncate(start);
-            drop_one(shared, &self.writer.log, "the output is not being read");
             return Flow::Go;
         }
         self.lines += 1;
