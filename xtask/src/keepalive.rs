@@ -105,30 +105,14 @@ pub fn measure(paths: &Paths) -> Result<KeepAlive> {
 
 fn sample(paths: &Paths, kind: Kind) -> Result<Sample> {
     let netconn = paths.netconn.as_str();
-    let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(sysctl)?;
-    std::fs::write(sysctl, "1")?;
-    let _restore = crate::kernelcost::scopeguard(move || {
-        let _ = std::fs::write(sysctl, before.trim());
-    });
+    let _stats = crate::lab::bpf_stats_on()?;
     let ns = crate::lab::netns("keepalive")?;
-    let file = std::env::temp_dir().join(format!("netconn-ka-{}.ndjson", std::process::id()));
-    let _ = std::fs::remove_file(&file);
-    let _cleanup = crate::kernelcost::scopeguard({
-        let file = file.clone();
-        move || {
-            let _ = std::fs::remove_file(file);
-        }
-    });
-    let mut cmd = match kind {
-        Kind::All => std::process::Command::new(netconn),
-        _ => ns.cmd(netconn),
-    };
-    cmd.args(["watch", "--interval", "1s", "--output"])
-        .arg(&file)
-        .args((kind == Kind::Lean).then_some("--no-tcp-metrics"))
-        .args((kind == Kind::All).then_some("--all-namespaces"));
-    let watch = crate::lab::spawn_writing(cmd, &file)?;
+    let file = crate::lab::Scratch::new("ka");
+    let mut cmd = crate::lab::watch_cmd(netconn, &ns, kind == Kind::All);
+    cmd.args(["--interval", "1s", "--output"])
+        .arg(&file.0)
+        .args((kind == Kind::Lean).then_some("--no-tcp-metrics"));
+    let watch = crate::lab::spawn_writing(cmd, &file.0)?;
     let totals = || -> Result<(f64, f64)> {
         Ok(crate::lab::program_run_times()?
             .into_iter()

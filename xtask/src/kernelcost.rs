@@ -253,21 +253,15 @@ pub fn measure(paths: &Paths, emptied: &str) -> Result<KernelCost> {
 /// `netconn`, `watch` with `args`), bpftrace's count-only program and an
 /// empty one all attached; and the daemon's CPU and records.
 fn sample(paths: &Paths, netconn: &str, args: &[&str]) -> Result<Sample> {
-    let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(sysctl)?;
-    std::fs::write(sysctl, "1")?;
-    let restore = scopeguard(|| {
-        let _ = std::fs::write(sysctl, before.trim());
-    });
+    let restore = crate::lab::bpf_stats_on()?;
     let ns = crate::lab::netns("stats")?;
-    let file = std::env::temp_dir().join(format!("netconn-stats-{}.ndjson", std::process::id()));
-    let _ = std::fs::remove_file(&file);
-    let mut cmd = ns.cmd(netconn);
-    cmd.args(["watch", "--interval", "1h"])
+    let file = crate::lab::Scratch::new("stats");
+    let mut cmd = crate::lab::watch_cmd(netconn, &ns, false);
+    cmd.args(["--interval", "1h"])
         .args(args)
         .arg("--output")
-        .arg(&file);
-    let watch = crate::lab::spawn_writing(cmd, &file)?;
+        .arg(&file.0);
+    let watch = crate::lab::spawn_writing(cmd, &file.0)?;
     let loaded = crate::lab::program_ids()?;
     let counting = bpftrace(COUNT_ONLY)?;
     let with_count = loaded_beyond(&loaded)?;
@@ -305,7 +299,7 @@ fn sample(paths: &Paths, netconn: &str, args: &[&str]) -> Result<Sample> {
     drop(counting);
     // Stopped (SIGTERM): its last counts record says what the ring lost.
     drop(watch);
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let text = std::fs::read_to_string(&file.0).unwrap_or_default();
     let records = text.matches(r#""type":"conn""#).count() as f64;
     let lost = text
         .lines()
@@ -325,7 +319,6 @@ fn sample(paths: &Paths, netconn: &str, args: &[&str]) -> Result<Sample> {
         },
     };
     drop(restore);
-    let _ = std::fs::remove_file(&file);
     Ok(sample)
 }
 

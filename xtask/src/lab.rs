@@ -39,6 +39,48 @@ impl Drop for Guard {
     }
 }
 
+/// `kernel.bpf_stats_enabled` on (programs' run time and count are kept)
+/// until the guard drops, then as it was.
+pub fn bpf_stats_on() -> Result<impl Drop> {
+    const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(SYSCTL)?;
+    std::fs::write(SYSCTL, "1")?;
+    Ok(crate::kernelcost::scopeguard(move || {
+        let _ = std::fs::write(SYSCTL, before.trim());
+    }))
+}
+
+/// A path in the temp directory, named for this process, removed (file
+/// or directory) when dropped: however the bench that uses it ends.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("netconn-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `netconn watch` in `ns`, or with `all` every namespace's from the host,
+/// for the caller to add arguments to.
+pub fn watch_cmd(netconn: &str, ns: &Netns, all: bool) -> std::process::Command {
+    let mut cmd = if all {
+        std::process::Command::new(netconn)
+    } else {
+        ns.cmd(netconn)
+    };
+    cmd.arg("watch").args(all.then_some("--all-namespaces"));
+    cmd
+}
+
 /// Spawns `cmd` (a `netconn watch --output FILE`) and waits until it
 /// wrote its first record to `file`: its programs are attached then.
 pub fn spawn_writing(mut cmd: std::process::Command, file: &std::path::Path) -> Result<Guard> {

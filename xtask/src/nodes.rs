@@ -28,19 +28,9 @@ fn counting_cost(
     metrics: bool,
     ephemeral: bool,
 ) -> Result<Vec<(String, f64)>> {
-    let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(sysctl)?;
-    std::fs::write(sysctl, "1")?;
+    let stats = crate::lab::bpf_stats_on()?;
     let ns = crate::lab::netns("nscost")?;
-    let mut cmd = if all {
-        let mut c = Command::new(&paths.netconn);
-        c.args(["watch", "--all-namespaces"]);
-        c
-    } else {
-        let mut c = ns.cmd(&paths.netconn);
-        c.arg("watch");
-        c
-    };
+    let mut cmd = crate::lab::watch_cmd(&paths.netconn, &ns, all);
     if !metrics {
         cmd.arg("--no-tcp-metrics");
     }
@@ -54,7 +44,7 @@ fn counting_cost(
         .map(|(name, t, _)| (name, t / connections))
         .collect();
     drop(watch);
-    std::fs::write(sysctl, before.trim())?;
+    drop(stats);
     Ok(costs)
 }
 

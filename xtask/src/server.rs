@@ -12,7 +12,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -109,15 +108,9 @@ struct Row {
 
 pub fn measure(paths: &Paths) -> Result<Vec<Workload>> {
     let ns = crate::lab::netns("server")?;
-    let dir = std::env::temp_dir().join(format!("netconn-nginx-{}", std::process::id()));
-    // Removed however the bench ends (after nginx, dropped before it).
-    let _cleanup = crate::kernelcost::scopeguard({
-        let dir = dir.clone();
-        move || {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    });
-    let nginx = nginx(&ns, &dir)?;
+    // Removed however the bench ends, after nginx (dropped before it).
+    let dir = crate::lab::Scratch::new("nginx");
+    let nginx = nginx(&ns, &dir.0)?;
     let iperf3 = iperf3_server(&ns)?;
     let mut out = Vec::new();
     for load in [
@@ -208,20 +201,8 @@ fn nginx(ns: &Netns, dir: &std::path::Path) -> Result<Guard> {
 }
 
 fn run(paths: &Paths, ns: &Netns, mode: Mode, load: Load) -> Result<Run> {
-    let sysctl = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = std::fs::read_to_string(sysctl)?;
-    std::fs::write(sysctl, "1")?;
-    let _restore = crate::kernelcost::scopeguard(move || {
-        let _ = std::fs::write(sysctl, before.trim());
-    });
-    let file = std::env::temp_dir().join(format!("netconn-server-{}.ndjson", std::process::id()));
-    let _ = std::fs::remove_file(&file);
-    let _cleanup = crate::kernelcost::scopeguard({
-        let file = file.clone();
-        move || {
-            let _ = std::fs::remove_file(file);
-        }
-    });
+    let _stats = crate::lab::bpf_stats_on()?;
+    let file = crate::lab::Scratch::new("server");
     // The mode's programs (by id) and daemon.
     let loaded = crate::lab::program_ids()?;
     let (guard, pid): (Option<Guard>, Option<u32>) = match mode {
@@ -232,12 +213,8 @@ fn run(paths: &Paths, ns: &Netns, mode: Mode, load: Load) -> Result<Run> {
             (Some(g), None)
         }
         _ => {
-            let mut cmd = match mode {
-                Mode::All => Command::new(&paths.netconn),
-                _ => ns.cmd(&paths.netconn),
-            };
-            cmd.args(["watch", "--interval", "1s", "--output"])
-                .arg(&file);
+            let mut cmd = crate::lab::watch_cmd(&paths.netconn, ns, mode == Mode::All);
+            cmd.args(["--interval", "1s", "--output"]).arg(&file.0);
             match mode {
                 Mode::Lean => {
                     cmd.arg("--no-tcp-metrics");
@@ -245,12 +222,9 @@ fn run(paths: &Paths, ns: &Netns, mode: Mode, load: Load) -> Result<Run> {
                 Mode::Events => {
                     cmd.arg("--events");
                 }
-                Mode::All => {
-                    cmd.arg("--all-namespaces");
-                }
                 _ => {}
             }
-            let g = crate::lab::spawn_writing(cmd, &file)?;
+            let g = crate::lab::spawn_writing(cmd, &file.0)?;
             let pid = g.0.id();
             (Some(g), Some(pid))
         }
