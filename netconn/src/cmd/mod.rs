@@ -11,7 +11,7 @@ pub mod watch;
 use std::io;
 
 use crate::config::ConfigError;
-use crate::live::tracker::TrackerError;
+use crate::live::node::TrackerError;
 use crate::output::sink::SinkError;
 use crate::output::writer::OpenError;
 

@@ -137,6 +137,9 @@ pub struct Probe {
     /// The primary program's fd (owned by `_ebpf`), for its misses.
     primary_fd: RawFd,
     current: Control,
+    /// Loaded for every namespace, each counted apart; else for one, in
+    /// the two global matrices.
+    all_namespaces: bool,
     _ebpf: Ebpf,
 }
 
@@ -286,6 +289,7 @@ impl Probe {
             netns_of_cookie,
             primary_fd,
             current: Control::default(),
+            all_namespaces,
             _ebpf: ebpf,
         })
     }
@@ -378,7 +382,7 @@ impl Probe {
     }
 
     /// Transition counts of matrix `epoch & 1`, summed over CPUs.
-    pub fn read_matrix(&self, epoch: u8) -> Result<Transitions, ProbeError> {
+    fn read_matrix(&self, epoch: u8) -> Result<Transitions, ProbeError> {
         let per_cpu = self
             .transitions
             .get(&u32::from(epoch & 1), 0)
@@ -387,7 +391,7 @@ impl Probe {
     }
 
     /// Zeroes matrix `epoch & 1` (only while the kernel counts into the other).
-    pub fn zero_matrix(&mut self, epoch: u8) -> Result<(), ProbeError> {
+    fn zero_matrix(&mut self, epoch: u8) -> Result<(), ProbeError> {
         let values = on_every_cpu(Transitions {
             counts: [0; TRANSITION_SLOTS],
         })?;
@@ -403,6 +407,10 @@ impl Probe {
     /// programs that can read only that.
     pub fn adopt(&mut self, netns: u32, cookie: Option<u64>) -> Result<bool, ProbeError> {
         const BPF_NOEXIST: u64 = 1;
+        if !self.all_namespaces {
+            // Its one namespace counts in the global matrices.
+            return Ok(true);
+        }
         if let Some(cookie) = cookie {
             self.netns_of_cookie
                 .insert(cookie, netns, 0)
@@ -431,6 +439,9 @@ impl Probe {
 
     /// Drops namespace `netns`'s matrices (it is gone).
     pub fn forget(&mut self, netns: u32) {
+        if !self.all_namespaces {
+            return;
+        }
         let cookies: Vec<u64> = self
             .netns_of_cookie
             .iter()
@@ -447,8 +458,14 @@ impl Probe {
     }
 
     /// Namespace `netns`'s counts in epoch `epoch & 1`, summed over CPUs:
-    /// the per-state deltas and the events counted.
+    /// the per-state deltas and the events counted. Loaded for one
+    /// namespace: the global matrix's.
     pub fn read_ns_counts(&self, netns: u32, epoch: u8) -> Result<(Counts, u64), ProbeError> {
+        if !self.all_namespaces {
+            let matrix = self.read_matrix(epoch)?;
+            let events = matrix.counts.iter().copied().fold(0u64, u64::wrapping_add);
+            return Ok((crate::model::merge::matrix_effect(&matrix), events));
+        }
         let key = NsKey {
             netns,
             parity: u32::from(epoch & 1),
@@ -472,6 +489,9 @@ impl Probe {
     /// Zeroes namespace `netns`'s counts of epoch `epoch & 1` (only while
     /// the kernel counts into the other).
     pub fn zero_ns_counts(&mut self, netns: u32, epoch: u8) -> Result<(), ProbeError> {
+        if !self.all_namespaces {
+            return self.zero_matrix(epoch);
+        }
         let key = NsKey {
             netns,
             parity: u32::from(epoch & 1),

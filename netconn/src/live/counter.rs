@@ -1,10 +1,10 @@
 //! Where a watch's counts come from: live from the kernel programs (the
-//! tracker), or a poll of the socket tables at every reading; and what one
-//! reading reports.
+//! node fixed to one namespace), or a poll of the socket tables at every
+//! reading; and what one reading reports.
 
 use crate::config::Tags;
+use crate::live::node::{Node, Scope, TrackerError};
 use crate::live::ports::{Groups, PortTracker};
-use crate::live::tracker::{Tracker, TrackerError};
 use crate::model::counts::Counts;
 use crate::model::state::ConnType;
 use crate::output::figures::{IntervalFigures, PortSeries};
@@ -12,7 +12,7 @@ use crate::output::record::{Correction, CountsRecord, Source};
 
 /// Where a watch's counts come from.
 pub enum Counter {
-    Ebpf(Box<Tracker>),
+    Ebpf(Box<Node>),
     /// Polling, with the port groups to classify each dump by.
     Poll(Groups),
 }
@@ -47,23 +47,28 @@ impl Counter {
         metrics: Option<&crate::live::metrics::Interval>,
     ) -> Result<Reading, TrackerError> {
         match self {
-            Counter::Ebpf(t) => {
+            Counter::Ebpf(n) => {
+                let Scope::One(inode) = n.scope() else {
+                    unreachable!("a counter counts one namespace");
+                };
                 if maintain {
-                    t.maintain()?;
+                    n.maintain()?;
                 } else {
-                    t.refresh_mini_sockets()?;
+                    n.refresh_mini_sockets(inode)?;
                 }
+                let ports = n.port_series(inode, metrics);
+                let state = &n.spaces()[&inode].state;
                 Ok(Reading {
-                    ports: t.port_series(metrics),
+                    ports,
                     tcp_metrics: None,
                     listeners: None,
-                    requests: t.requests().clone(),
-                    counts: t.counts()?,
+                    requests: state.requests.clone(),
+                    counts: n.counts(inode)?,
                     source: Source::Ebpf,
-                    lost_events: t.lost_events()?,
-                    conn_records_lost: t.conn_records_lost()?,
-                    resyncs: Some(t.resyncs()),
-                    correction: t.last_correction().cloned(),
+                    lost_events: n.lost_events()?,
+                    conn_records_lost: n.conn_records_lost()?,
+                    resyncs: Some(state.resyncs),
+                    correction: state.last_correction.clone(),
                     ephemeral: None,
                 })
             }
@@ -107,16 +112,16 @@ impl Counter {
         reading: &mut Reading,
         listening: &std::collections::HashSet<u16>,
     ) -> Result<(), TrackerError> {
-        if let Counter::Ebpf(t) = self {
-            reading.ephemeral = t.ephemeral(listening)?;
+        if let Counter::Ebpf(n) = self {
+            reading.ephemeral = n.ephemeral(listening)?;
         }
         Ok(())
     }
 
     /// Applies streamed events (port groups) between readings.
     pub fn drain(&mut self) {
-        if let Counter::Ebpf(t) = self {
-            t.drain_stream();
+        if let Counter::Ebpf(n) = self {
+            n.drain_stream();
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What the running daemon keeps: live counts (the tracker), port groups,
+//! What the running daemon keeps: live counts (the node of one namespace or of all), port groups,
 //! TCP metrics, connection records, alerts on the interval figures, and
 //! the socket it serves them on.
 
@@ -13,4 +13,3 @@ pub mod ports;
 pub mod serve;
 pub mod slots;
 pub mod space;
-pub mod tracker;

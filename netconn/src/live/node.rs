@@ -1,8 +1,12 @@
-//! Every network namespace of the host at once (`watch --all-namespaces`):
-//! one set of programs counting each namespace's per-state changes apart
-//! (see the eBPF crate), one snapshot per namespace taken from inside it,
-//! merged by the same rule as a single namespace's
-//! ([`crate::model::merge`]).
+//! The live counts of one namespace (`watch`) or of every network
+//! namespace of the host at once (`watch --all-namespaces`), by one set of
+//! programs: for every namespace they count each one's per-state changes
+//! apart (see the eBPF crate), for one in the two global matrices. Each
+//! namespace is a [`Space`] with its own snapshot (taken from inside it),
+//! merged by the rule in [`crate::model::merge`]; a watch of one namespace
+//! is the node fixed to it, where nothing is discovered and the namespace
+//! is read from the calling thread (with ephemeral ports, which only a
+//! watch of one namespace counts).
 //!
 //! The epoch and the journal are shared: a snapshot of some namespaces
 //! flips the epoch for all, and the others fold the matrix of the epoch
@@ -23,11 +27,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ebpf::{Losses, Probe};
+use crate::live::ephemeral::{EphemeralError, EphemeralPorts, EphemeralReading};
 use crate::live::ports::{Groups, PortTracker};
 use crate::live::space::{
     REASON_LOST, REASON_RECONCILE, REASON_REQUESTED, Signature, SpaceState, signature,
 };
-use crate::live::tracker::{TrackerError, journal_window, steady_disagreement};
 use crate::model::counts::Counts;
 use crate::model::socket::DumpedSocket;
 use crate::model::state::ConnType;
@@ -36,6 +40,83 @@ use crate::namespaces::owner::Owner;
 use crate::namespaces::target::{run_in, visit};
 use crate::tables::sockdiag;
 use crate::tables::totals::{KernelTotals, TotalsFiles};
+
+use crate::ebpf::ProbeError;
+use crate::ebpf::probe::quiesce;
+use netconn_common::Control;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("socket dump (sock_diag) failed: {0}")]
+    Dump(#[source] std::io::Error),
+    #[error("reading /proc/net/sockstat or snmp failed: {0}")]
+    Totals(#[source] std::io::Error),
+    #[error(transparent)]
+    Ephemeral(#[from] EphemeralError),
+}
+
+/// The control-word changes around a dump (steps 1 to 4 of the rule in
+/// [`crate::model::merge`]): journal on, the new epoch, `dump`, journal
+/// off, each change given time to reach every program run.
+fn journal_window<T>(
+    probe: &mut Probe,
+    epoch: u8,
+    next: u8,
+    dump: impl FnOnce() -> T,
+) -> Result<T, ProbeError> {
+    let current = probe.control();
+    let control = |epoch, journal| Control {
+        epoch,
+        journal,
+        ..current
+    };
+    probe.set_control(control(epoch, 1))?;
+    quiesce();
+    probe.set_control(control(next, 1))?;
+    quiesce();
+    let dumped = dump();
+    probe.set_control(control(next, 0))?;
+    // Programs that read the old word finish and submit their events.
+    quiesce();
+    Ok(dumped)
+}
+
+/// How often, and how far apart, a disagreement with the kernel's totals
+/// is sampled before it counts: under churn the two are never read at the
+/// same instant, so only a difference that holds still is an error.
+const RECONCILE_SAMPLES: usize = 3;
+const RECONCILE_SPACING: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether `delta` (live totals minus the kernel's; None: unreadable),
+/// `first` as read already, is non-zero and holds still over
+/// [`RECONCILE_SAMPLES`] readings.
+fn steady_disagreement(
+    first: Option<[i64; 5]>,
+    mut delta: impl FnMut() -> Result<Option<[i64; 5]>, TrackerError>,
+) -> Result<bool, TrackerError> {
+    if first.is_none() || first == Some([0; 5]) {
+        return Ok(false);
+    }
+    for _ in 1..RECONCILE_SAMPLES {
+        std::thread::sleep(RECONCILE_SPACING);
+        if delta()? != first {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Which namespaces a node counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// The calling thread's (inode), read from here.
+    One(u32),
+    /// Every namespace found, `slots` of them counted apart at most (at
+    /// most [`netconn_common::MAX_NAMESPACES`]).
+    All { slots: u32 },
+}
 
 /// One namespace's live state.
 pub struct Space {
@@ -46,6 +127,9 @@ pub struct Space {
     cookie: Option<u64>,
     /// Owned by the host's user namespace (see [`crate::live::slots`]).
     host_users: bool,
+    /// The calling thread's namespace ([`Scope::One`]): read from here,
+    /// never entered.
+    here: bool,
     /// Its sockstat and snmp files, kept open (see [`TotalsFiles`]).
     totals_files: Option<TotalsFiles>,
     /// What a watch of one namespace keeps too: base, mini-sockets,
@@ -61,10 +145,22 @@ impl Space {
         if let Some(files) = &self.totals_files {
             return files.read().ok();
         }
+        if self.here {
+            return KernelTotals::read().ok();
+        }
         match self.ns.proc_net() {
             Some(dir) => KernelTotals::read_in(&dir).ok(),
             None => visit(&self.ns.open()?, KernelTotals::read).ok()?.ok(),
         }
+    }
+
+    /// Runs `f` inside the namespace, on the calling thread; None when it
+    /// cannot be entered (gone).
+    pub fn visit<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        if self.here {
+            return Some(f());
+        }
+        visit(&self.ns.open()?, f).ok()
     }
 }
 
@@ -85,12 +181,17 @@ pub enum Change {
 
 pub struct Node {
     probe: Probe,
+    scope: Scope,
+    /// Ephemeral ports per destination ([`Scope::One`] only).
+    ephemeral: Option<EphemeralPorts>,
     /// Port groups, counted in every namespace apart.
     groups: Groups,
     /// Reused buffer for streamed events (watched ports).
     stream: Vec<netconn_common::StateEvent>,
     /// The TCP metrics' reader, when their programs are loaded.
     metrics: Option<crate::live::metrics::Reader>,
+    /// Connection records (`--events`) are on.
+    conns: bool,
     spaces: BTreeMap<u32, Space>,
     /// Namespaces counted apart at most.
     slots: usize,
@@ -106,35 +207,44 @@ pub struct Node {
 }
 
 impl Node {
-    /// Loads the programs for every namespace, adopts every namespace
-    /// found and snapshots them all.
-    /// `conns`: also connection records (`--events`, see
-    /// [`Node::take_conn_events`]); `groups`: port groups, each namespace's
-    /// series apart.
-    /// `slots`: namespaces counted apart at most (at most
-    /// [`netconn_common::MAX_NAMESPACES`]); `interval`: the watch's.
+    /// Loads the programs for the namespaces of `scope`, adopts them and
+    /// snapshots them all. Programs are attached before the dumps; with
+    /// port groups (`groups`, each namespace's series apart), their ports'
+    /// events are streamed from the start. `features.conns`: also
+    /// connection records (`--events`, see [`Node::take_conn_events`]);
+    /// `features.ephemeral` is for [`Scope::One`] only. `interval`: the
+    /// watch's.
     pub fn start(
+        scope: Scope,
         groups: Groups,
-        conns: bool,
-        tcp_metrics: bool,
-        slots: u32,
+        features: crate::ebpf::Features,
         interval: std::time::Duration,
     ) -> Result<Node, TrackerError> {
         let features = crate::ebpf::Features {
             port_groups: !groups.is_empty(),
-            conns,
-            tcp_metrics,
-            ephemeral: false,
+            ephemeral: features.ephemeral && matches!(scope, Scope::One(_)),
+            ..features
         };
-        let mut probe = Probe::load(0, true, features)?;
+        let (mut probe, slots) = match scope {
+            Scope::One(netns) => (Probe::load(netns, false, features)?, 1),
+            Scope::All { slots } => (Probe::load(0, true, features)?, slots),
+        };
+        let ephemeral = match (probe.take_ephemeral(), scope) {
+            (Some(maps), Scope::One(netns)) => Some(EphemeralPorts::start(maps, netns)?),
+            _ => None,
+        };
         if !groups.is_empty() {
             probe.watch_ports(&groups.watched_ports())?;
         }
+        let tcp_metrics = features.tcp_metrics;
         let mut node = Node {
             probe,
+            scope,
+            ephemeral,
             groups,
             stream: Vec::new(),
             metrics: tcp_metrics.then(crate::live::metrics::Reader::default),
+            conns: features.conns,
             spaces: BTreeMap::new(),
             slots: slots.min(netconn_common::MAX_NAMESPACES) as usize,
             discovered: std::time::Instant::now(),
@@ -143,11 +253,26 @@ impl Node {
             resyncs: 0,
             synced: Losses::default(),
         };
-        let found = discover::scan();
-        let (adopted, _) = node.adopt(found.into_values().collect())?;
+        let found = match scope {
+            Scope::One(inode) => vec![Namespace {
+                inode,
+                pids: vec![std::process::id()],
+                names: Vec::new(),
+            }],
+            Scope::All { .. } => discover::scan().into_values().collect(),
+        };
+        let (adopted, _) = node.adopt(found)?;
         node.snapshot(&adopted)?;
         node.resyncs = 0;
+        // Its dumps and claims are gone; a daemon should not keep the pages.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
         Ok(node)
+    }
+
+    /// Which namespaces it counts.
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     /// Gives slots (their matrices) to namespaces `fresh` and to those
@@ -181,8 +306,10 @@ impl Node {
         let mut adopted = Vec::new();
         for inode in plan.adopt {
             let (ns, host_users) = self.untracked.remove(&inode).expect("a candidate");
-            // Its cookie, from a socket opened inside it.
-            let cookie = cookie_of(&ns);
+            let here = matches!(self.scope, Scope::One(_));
+            // Its cookie, from a socket opened inside it (one namespace's
+            // programs know theirs).
+            let cookie = if here { None } else { cookie_of(&ns) };
             if !self.probe.adopt(ns.inode, cookie)? {
                 self.untracked.insert(inode, (ns, host_users));
                 continue;
@@ -195,10 +322,11 @@ impl Node {
                         (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
                     ),
                     cookie,
-                    totals_files: totals_files(&ns),
-                    owner: ns.owner(),
+                    totals_files: if here { None } else { totals_files(&ns) },
+                    owner: if here { Owner::default() } else { ns.owner() },
                     ns,
                     host_users,
+                    here,
                 },
             );
         }
@@ -242,23 +370,41 @@ impl Node {
             .filter_map(|i| Some((*i, self.spaces.get(i)?.totals()?)))
             .collect();
         let stop = AtomicBool::new(false);
-        let targets: Vec<(u32, Option<std::fs::File>)> = dump
+        // Where each is dumped: here, or from a thread inside it.
+        let targets: Vec<(u32, Option<Option<std::fs::File>>)> = dump
             .iter()
-            .map(|i| (*i, self.spaces.get(i).and_then(|s| s.ns.open())))
+            .map(|i| match self.spaces.get(i) {
+                Some(s) if s.here => (*i, None),
+                s => (*i, Some(s.and_then(|s| s.ns.open()))),
+            })
             .collect();
+        let ephemeral = &mut self.ephemeral;
         let (dumped, events) = std::thread::scope(|scope| {
             let drainer = scope.spawn(|| journal.drain_until(&stop));
             let dumped = journal_window(&mut self.probe, epoch, next, || {
-                targets
-                    .iter()
-                    .map(|(inode, file)| (*inode, file.as_ref().and_then(dump_in)))
-                    .collect::<Vec<(u32, Option<Vec<DumpedSocket>>)>>()
+                let mut dumped = Vec::new();
+                for (inode, way) in &targets {
+                    let sockets = match way {
+                        None => Some(dump_here().map_err(TrackerError::Dump)?),
+                        Some(file) => file.as_ref().and_then(dump_in),
+                    };
+                    // Claimed while the journal is on (see
+                    // EphemeralPorts::adopt).
+                    if let (Some(e), Some(sockets)) = (ephemeral.as_mut(), &sockets) {
+                        e.adopt(sockets)?;
+                    }
+                    dumped.push((*inode, sockets));
+                }
+                Ok::<_, TrackerError>(dumped)
             });
             stop.store(true, Ordering::Release);
             (dumped, drainer.join().expect("journal drain thread"))
         });
         self.probe.put_journal(journal);
-        let dumped = dumped?;
+        let dumped = dumped??;
+        if let Some(e) = &mut self.ephemeral {
+            e.settle(&events)?;
+        }
         let mut udp = Vec::new();
         let mut merged = BTreeSet::new();
         for (inode, sockets) in dumped {
@@ -343,6 +489,9 @@ impl Node {
     /// counted by the programs before it is adopted, and adopting takes a
     /// snapshot of it).
     fn discover_due(&mut self) -> Option<BTreeMap<u32, Namespace>> {
+        if let Scope::One(_) = self.scope {
+            return None;
+        }
         let now = std::time::Instant::now();
         if now.duration_since(self.discovered) < DISCOVER_EVERY.min(3 * self.interval) {
             return None;
@@ -469,7 +618,7 @@ impl Node {
 
     /// Re-reads one namespace's time-wait and request sockets when its
     /// kernel counters moved, or while request sockets remain (see
-    /// [`crate::live::tracker::Tracker::refresh_mini_sockets`]).
+    /// [`SpaceState::needs_mini_dump`]).
     pub fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), TrackerError> {
         match self.spaces.get(&inode).and_then(Space::totals) {
             Some(k) => self.refresh_mini_sockets_with(inode, &k),
@@ -490,16 +639,19 @@ impl Node {
         if !space.state.needs_mini_dump(signature) {
             return Ok(());
         }
-        let Some(file) = space.ns.open() else {
-            return Ok(());
-        };
         let with_udp = space.state.ports.is_some();
-        let dump = visit(&file, || sockdiag::mini_dump(with_udp));
-        let Ok(Ok(dump)) = dump else {
-            return Ok(());
+        let dump = match space.visit(|| sockdiag::mini_dump(with_udp)) {
+            Some(Ok(dump)) => dump,
+            // Here, a failed dump is an error; elsewhere the namespace
+            // may be gone, found so at the next walk.
+            Some(Err(e)) if space.here => return Err(TrackerError::Dump(e)),
+            _ => return Ok(()),
         };
         let space = self.spaces.get_mut(&inode).expect("tracked");
-        space.state.set_mini(dump, signature);
+        let tcp = space.state.set_mini(dump, signature);
+        if let Some(e) = &mut self.ephemeral {
+            e.set_mini(&tcp);
+        }
         Ok(())
     }
 
@@ -509,9 +661,13 @@ impl Node {
         self.probe.conns_mut().take_ring()
     }
 
-    /// Connection records the kernel could not hand over, since start.
-    pub fn conn_records_lost(&self) -> Result<u64, TrackerError> {
-        Ok(self.probe.conns().records_lost()?)
+    /// Connection records the kernel could not hand over, since start;
+    /// None when started without them.
+    pub fn conn_records_lost(&self) -> Result<Option<u64>, TrackerError> {
+        match self.conns {
+            true => Ok(Some(self.probe.conns().records_lost()?)),
+            false => Ok(None),
+        }
     }
 
     /// Applies the events streamed for watched ports to each namespace's
@@ -540,10 +696,17 @@ impl Node {
         Some(self.spaces.get(&inode)?.state.ports.as_ref()?.series(None))
     }
 
-    /// One namespace's port group series (None without groups).
-    pub fn port_series(&mut self, inode: u32) -> Option<Vec<crate::output::figures::PortSeries>> {
+    /// One namespace's port group series (None without groups), with
+    /// their TCP metrics when given.
+    pub fn port_series(
+        &mut self,
+        inode: u32,
+        metrics: Option<&crate::live::metrics::Interval>,
+    ) -> Option<Vec<crate::output::figures::PortSeries>> {
         self.drain_stream();
-        Some(self.spaces.get(&inode)?.state.ports.as_ref()?.series(None))
+        let ports = self.spaces.get(&inode)?.state.ports.as_ref()?;
+        let series = metrics.map(|m| m.by_series(ports.groups()));
+        Some(ports.series(series.as_ref()))
     }
 
     /// Each namespace's TCP metrics since the last call (since start, the
@@ -552,10 +715,32 @@ impl Node {
         &mut self,
     ) -> Result<Option<std::collections::HashMap<u32, crate::live::metrics::Interval>>, TrackerError>
     {
-        match self.metrics.as_mut() {
-            Some(reader) => Ok(Some(reader.next(&mut self.probe)?.split())),
-            None => Ok(None),
-        }
+        let Some(reader) = self.metrics.as_mut() else {
+            return Ok(None);
+        };
+        let interval = reader.next(&mut self.probe)?;
+        Ok(Some(match self.scope {
+            Scope::One(inode) => [(inode, interval)].into(),
+            Scope::All { .. } => interval.split(),
+        }))
+    }
+
+    /// Ephemeral ports ([`Scope::One`]; None otherwise): the range and
+    /// every destination, most sockets first, and the sockets left out of
+    /// the counts. `listening`: the ports listeners have now.
+    pub fn ephemeral(
+        &mut self,
+        listening: &std::collections::HashSet<u16>,
+    ) -> Result<Option<EphemeralReading>, TrackerError> {
+        let Some(e) = &mut self.ephemeral else {
+            return Ok(None);
+        };
+        let (range, destinations) = e.read(listening)?;
+        Ok(Some(EphemeralReading::new(
+            range,
+            destinations,
+            Some(e.untracked()?),
+        )))
     }
 
     /// The process behind one socket (pid, comm), if the programs
@@ -658,12 +843,15 @@ fn cookie_of(ns: &Namespace) -> Option<u64> {
 /// Every socket of the namespace in `file`, dumped from inside it; None
 /// when it cannot be entered or dumped (it went away).
 fn dump_in(file: &std::fs::File) -> Option<Vec<DumpedSocket>> {
-    let dumped = run_in(file, || {
-        let mut dump = Vec::new();
-        for ct in ConnType::ALL {
-            sockdiag::dump(ct, &mut dump)?;
-        }
-        Ok::<_, std::io::Error>(dump)
-    });
-    dumped.ok()?.ok()
+    run_in(file, dump_here).ok()?.ok()
+}
+
+/// Every socket of the calling thread's namespace (sock_diag, not
+/// /proc/net: the merge needs the cookies).
+fn dump_here() -> std::io::Result<Vec<DumpedSocket>> {
+    let mut dump = Vec::new();
+    for ct in ConnType::ALL {
+        sockdiag::dump(ct, &mut dump)?;
+    }
+    Ok(dump)
 }

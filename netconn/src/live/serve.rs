@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::config::Tags;
 use crate::live::counter::Counter;
-use crate::live::tracker::TrackerError;
+use crate::live::node::TrackerError;
 
 /// Directory of the daemons' sockets (mode 0700).
 pub const SOCKET_DIR: &str = "/run/netconn";

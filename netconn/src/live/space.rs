@@ -1,11 +1,9 @@
-//! One namespace's live state, the same for a watch of one namespace
-//! ([`crate::live::tracker`]) and of every namespace
-//! ([`crate::live::node`]): the base merged from its last snapshot, its
-//! mini-sockets as last read and the kernel signature they were read at,
-//! its request sockets, its port groups' series, its resyncs. The two
-//! differ only in where the kernel's counts come from (one matrix, or one
-//! per namespace) and in how the namespace is entered; what is done with
-//! a snapshot, a mini-socket dump or a resync is done here, once.
+//! One namespace's live state, the same for a watch of one namespace and
+//! of every namespace ([`crate::live::node`]): the base merged from its
+//! last snapshot, its mini-sockets as last read and the kernel signature
+//! they were read at, its request sockets, its port groups' series, its
+//! resyncs. What is done with a snapshot, a mini-socket dump or a resync
+//! is done here, once.
 
 use crate::live::listeners::Requests;
 use crate::live::ports::PortTracker;

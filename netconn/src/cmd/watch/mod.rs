@@ -11,9 +11,9 @@ use crate::cli::WatchArgs;
 use crate::config::Config;
 use crate::host;
 use crate::live::counter::Counter;
+use crate::live::node::{Node, Scope};
 use crate::live::ports::Groups;
 use crate::live::serve;
-use crate::live::tracker::Tracker;
 use crate::model::state::ConnType;
 use crate::output::log::Log;
 use crate::output::writer::{Flow, Writer};
@@ -308,7 +308,7 @@ fn watch(
             tcp_metrics: !args.no_tcp_metrics,
             ephemeral: !args.no_ephemeral_ports,
         };
-        match Tracker::start(netns, groups.clone(), features) {
+        match Node::start(Scope::One(netns), groups.clone(), features, interval) {
             Ok(t) => Counter::Ebpf(Box::new(t)),
             Err(e) => {
                 log.line(format!(
@@ -408,9 +408,8 @@ fn watch(
                     _ = sig.hup.recv() => {
                         // SIGHUP: take a fresh snapshot now (no record).
                         let _working = busy.working();
-                        if let Counter::Ebpf(t) = &mut counter {
-                            t.corrected_resync(crate::live::space::REASON_REQUESTED)
-?;
+                        if let Counter::Ebpf(n) = &mut counter {
+                            n.resync_all()?;
                         }
                         continue;
                     }
@@ -430,13 +429,14 @@ fn watch(
                     asked = start_serving(&served, &board)?;
                 }
                 let interval = match &mut counter {
-                    Counter::Ebpf(t) => t
-                        .tcp_metrics()
-?,
+                    Counter::Ebpf(n) => n.tcp_metrics()?.and_then(|mut m| m.remove(&netns)),
                     Counter::Poll(_) => None,
                 };
                 let mut r = counter.read(true, interval.as_ref())?;
-                board.publish_counts(netns, serve::counts_line(&r.record(&host, netns, &tags, None, None)));
+                board.publish_counts(
+                    netns,
+                    serve::counts_line(&r.record(&host, netns, &tags, None, None)),
+                );
                 if !args.no_tcp_metrics {
                     let m = crate::live::metrics::figures(
                         interval.as_ref(),
@@ -507,9 +507,18 @@ fn watch(
                         || out.send(&ct.record) == Flow::Closed
                         || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed)
                         || alerts.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.spikes.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.scans.iter().any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts
+                            .spikes
+                            .iter()
+                            .any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts
+                            .floods
+                            .iter()
+                            .any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts
+                            .scans
+                            .iter()
+                            .any(|a| out.send(a) == Flow::Closed)
                         || (interval_alerts.exhaustion.iter()).any(|a| out.send(a) == Flow::Closed);
                     if closed { Flow::Closed } else { Flow::Go }
                 } else {

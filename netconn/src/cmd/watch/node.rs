@@ -123,13 +123,16 @@ pub(super) fn watch(
     let mut counting = if args.poll {
         Counting::Poll
     } else {
-        match Node::start(
-            groups.clone(),
-            args.events,
-            !args.no_tcp_metrics,
-            args.max_namespaces,
-            interval,
-        ) {
+        let features = crate::ebpf::Features {
+            port_groups: !groups.is_empty(),
+            conns: args.events,
+            tcp_metrics: !args.no_tcp_metrics,
+            ephemeral: false,
+        };
+        let scope = crate::live::node::Scope::All {
+            slots: args.max_namespaces,
+        };
+        match Node::start(scope, groups.clone(), features, interval) {
             Ok(n) => Counting::Ebpf(Box::new(n)),
             Err(e) => {
                 log.line(format!(
@@ -231,7 +234,7 @@ pub(super) fn watch(
                         if s.reply.is_closed() {
                             continue;
                         }
-                        let page = page(&mut counting, &groups, &exporters, events_on, out.dropped())?;
+                        let page = page(&mut counting, &groups, &exporters, out.dropped())?;
                         last_page.keep(page.clone());
                         let _ = s.reply.send(page.encode(s.format));
                         continue;
@@ -354,7 +357,7 @@ pub(super) fn watch(
                             if sc.reply.is_closed() {
                                 continue;
                             }
-                            let page = page_now(n, &exporters, events_on, out.dropped())?;
+                            let page = page_now(n, &exporters, out.dropped())?;
                             last_page.keep(page.clone());
                             let _ = sc.reply.send(page.encode(sc.format));
                         }
@@ -521,19 +524,33 @@ pub(super) fn watch(
                         }
                     }
                     let closed = alerts.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.spikes.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.floods.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts.scans.iter().any(|a| out.send(a) == Flow::Closed);
+                        || interval_alerts
+                            .spikes
+                            .iter()
+                            .any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts
+                            .floods
+                            .iter()
+                            .any(|a| out.send(a) == Flow::Closed)
+                        || interval_alerts
+                            .scans
+                            .iter()
+                            .any(|a| out.send(a) == Flow::Closed);
                     if closed {
                         return Ok(());
                     }
                 }
                 inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 board.retain(|netns| readings.iter().any(|r| r.netns == netns));
-                board.publish_alerts(exporters.values().flat_map(Exporter::active_lines).collect());
+                board.publish_alerts(
+                    exporters
+                        .values()
+                        .flat_map(Exporter::active_lines)
+                        .collect(),
+                );
                 if scraped && last_page.wanted() {
                     last_page.keep(match node {
-                        Some(n) => page_now(n, &exporters, events_on, out.dropped())?,
+                        Some(n) => page_now(n, &exporters, out.dropped())?,
                         // Polled: a page from the readings just made.
                         None => polled_page(&readings, &exporters, out.dropped()),
                     });
@@ -556,10 +573,7 @@ pub(super) fn watch(
                     connections: &sum,
                     lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
                     resyncs: node.map(Node::resyncs),
-                    conn_records_lost: node
-                        .filter(|_| events_on)
-                        .map(Node::conn_records_lost)
-                        .transpose()?,
+                    conn_records_lost: node.map(Node::conn_records_lost).transpose()?.flatten(),
                     output_dropped: Some(out.dropped()),
                     total: sum.total(),
                 };
@@ -616,7 +630,6 @@ fn page(
     counting: &mut Counting,
     groups: &crate::live::ports::Groups,
     exporters: &std::collections::HashMap<u32, Exporter>,
-    events: bool,
     output_dropped: u64,
 ) -> Result<Page, CmdError> {
     match counting {
@@ -626,7 +639,7 @@ fn page(
                 node.refresh_mini_sockets(inode)?;
             }
             node.drain_stream();
-            page_now(node, exporters, events, output_dropped)
+            page_now(node, exporters, output_dropped)
         }
         Counting::Poll => {
             // Polling: every namespace dumped now.
@@ -661,7 +674,6 @@ fn polled_page(
 fn page_now(
     node: &Node,
     exporters: &std::collections::HashMap<u32, Exporter>,
-    events: bool,
     output_dropped: u64,
 ) -> Result<Page, CmdError> {
     let none = Exporter::new();
@@ -676,7 +688,7 @@ fn page_now(
     let health = Health {
         lost_events: node.lost_events()?,
         resyncs: Some(node.resyncs()),
-        conn_records_lost: events.then(|| node.conn_records_lost()).transpose()?,
+        conn_records_lost: node.conn_records_lost()?,
         output_dropped,
     };
     let untracked = node.untracked().len();
@@ -793,7 +805,8 @@ fn counts_record<'a>(
         conn_records_lost: node
             .filter(|_| events)
             .map(Node::conn_records_lost)
-            .transpose()?,
+            .transpose()?
+            .flatten(),
         output_dropped,
         // The namespace's own.
         resyncs: node.map(|_| space.map_or(0, |s| s.state.resyncs)),
@@ -836,7 +849,7 @@ fn read(
             let mut readings = Vec::new();
             let inodes: Vec<u32> = node.spaces().keys().copied().collect();
             for inode in inodes {
-                let ports = node.port_series(inode);
+                let ports = node.port_series(inode, None);
                 let space = &node.spaces()[&inode];
                 readings.push(Reading {
                     netns: inode,
