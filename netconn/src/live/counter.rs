@@ -32,7 +32,8 @@ pub struct Reading {
     /// Request sockets per listening address and port, from the last dump
     /// that read them.
     pub requests: crate::live::listeners::Requests,
-    /// Ephemeral ports (interval records; see [`Counter::ephemeral`]).
+    /// Ephemeral ports, as a poll reads them with its dump (a live
+    /// watch reads them with the interval's listeners).
     pub ephemeral: Option<crate::live::ephemeral::EphemeralReading>,
 }
 
@@ -103,19 +104,6 @@ impl Counter {
                 })
             }
         }
-    }
-
-    /// Ephemeral ports for an interval record (`listening`: the ports
-    /// listeners have now); a poll read them with its dump.
-    pub fn ephemeral(
-        &mut self,
-        reading: &mut Reading,
-        listening: &std::collections::HashSet<u16>,
-    ) -> Result<(), TrackerError> {
-        if let Counter::Ebpf(n) = self {
-            reading.ephemeral = n.ephemeral(listening)?;
-        }
-        Ok(())
     }
 
     /// Applies streamed events (port groups) between readings.

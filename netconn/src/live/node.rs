@@ -182,8 +182,9 @@ pub enum Change {
 pub struct Node {
     probe: Probe,
     scope: Scope,
-    /// Ephemeral ports per destination ([`Scope::One`] only).
-    ephemeral: Option<EphemeralPorts>,
+    /// Ephemeral ports per destination ([`Scope::One`] only); read
+    /// between two uses of the counts (see [`Node::ephemeral`]).
+    ephemeral: Option<std::sync::Mutex<EphemeralPorts>>,
     /// Port groups, counted in every namespace apart.
     groups: Groups,
     /// Reused buffer for streamed events (watched ports).
@@ -230,7 +231,7 @@ impl Node {
             Scope::All { slots } => (Probe::load(0, true, features)?, slots),
         };
         let ephemeral = match (probe.take_ephemeral(), scope) {
-            (Some(maps), Scope::One(netns)) => Some(EphemeralPorts::start(maps, netns)?),
+            (Some(maps), Scope::One(netns)) => Some(EphemeralPorts::start(maps, netns)?.into()),
             _ => None,
         };
         if !groups.is_empty() {
@@ -378,7 +379,10 @@ impl Node {
                 s => (*i, Some(s.and_then(|s| s.ns.open()))),
             })
             .collect();
-        let ephemeral = &mut self.ephemeral;
+        let mut ephemeral = self
+            .ephemeral
+            .as_mut()
+            .map(|e| e.get_mut().unwrap_or_else(|p| p.into_inner()));
         let (dumped, events) = std::thread::scope(|scope| {
             let drainer = scope.spawn(|| journal.drain_until(&stop));
             let dumped = journal_window(&mut self.probe, epoch, next, || {
@@ -390,7 +394,7 @@ impl Node {
                     };
                     // Claimed while the journal is on (see
                     // EphemeralPorts::adopt).
-                    if let (Some(e), Some(sockets)) = (ephemeral.as_mut(), &sockets) {
+                    if let (Some(e), Some(sockets)) = (ephemeral.as_deref_mut(), &sockets) {
                         e.adopt(sockets)?;
                     }
                     dumped.push((*inode, sockets));
@@ -403,7 +407,9 @@ impl Node {
         self.probe.put_journal(journal);
         let dumped = dumped??;
         if let Some(e) = &mut self.ephemeral {
-            e.settle(&events)?;
+            e.get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .settle(&events)?;
         }
         let mut udp = Vec::new();
         let mut merged = BTreeSet::new();
@@ -650,7 +656,9 @@ impl Node {
         let space = self.spaces.get_mut(&inode).expect("tracked");
         let tcp = space.state.set_mini(dump, signature);
         if let Some(e) = &mut self.ephemeral {
-            e.set_mini(&tcp);
+            e.get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_mini(&tcp);
         }
         Ok(())
     }
@@ -729,12 +737,13 @@ impl Node {
     /// every destination, most sockets first, and the sockets left out of
     /// the counts. `listening`: the ports listeners have now.
     pub fn ephemeral(
-        &mut self,
+        &self,
         listening: &std::collections::HashSet<u16>,
     ) -> Result<Option<EphemeralReading>, TrackerError> {
-        let Some(e) = &mut self.ephemeral else {
+        let Some(e) = &self.ephemeral else {
             return Ok(None);
         };
+        let mut e = e.lock().unwrap_or_else(|p| p.into_inner());
         let (range, destinations) = e.read(listening)?;
         Ok(Some(EphemeralReading::new(
             range,

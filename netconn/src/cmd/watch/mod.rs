@@ -1,6 +1,7 @@
 //! `netconn watch`: a counts record every interval until stopped; with
 //! `--all-namespaces` one per namespace ([`node`]).
 
+mod interval;
 mod node;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -293,12 +294,10 @@ fn watch(
     out: &Writer,
     log: &Log,
 ) -> Result<(), CmdError> {
-    let groups = Groups(config.groups);
+    let groups = Groups(config.groups.clone());
     let netns = super::own_netns()?;
     let host = host::hostname();
     let metrics_listener = bind_metrics(args)?;
-    // Conntrack's counter rates run from here.
-    let mut conntrack = crate::conntrack::Monitor::new(true, config.conntrack);
     let mut counter = if args.poll {
         Counter::Poll(groups)
     } else {
@@ -327,24 +326,19 @@ fn watch(
     if args.events && conns.is_none() {
         log.line("netconn: --events needs eBPF; no connection records in poll mode".into());
     }
-    let tags = config.tags;
-    let mut listen = crate::live::metrics::Listen::start()
-        .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
-    let mut listeners = crate::live::listeners::Listeners::start();
-    let mut alerting = crate::live::alerts::Alerting::new(
-        config.conn_spike,
-        config.syn_flood,
-        config.port_scan,
-        config.port_exhaustion,
-    );
-    let mut new_listeners =
-        crate::live::listeners::NewListeners::new(config.allowed_listeners.clone());
+    let tags = config.tags.clone();
+    let rules = interval::Rules {
+        host: &host,
+        config: &config,
+        tcp_metrics: !args.no_tcp_metrics,
+    };
+    // What is kept of the namespace between intervals.
+    let mut kept = interval::Kept::default();
 
     let (mut served, mut retry_serve) = match counter {
         Counter::Ebpf(_) => serve(&serve::socket_path(netns), log, false),
         Counter::Poll(_) => (None, false),
     };
-    let mut exporter = crate::prometheus::exporter::Exporter::new();
     // What clients get while the loop is busy.
     let busy = serve::Busy::default();
     let board = serve::Board::new(netns, &busy);
@@ -395,7 +389,7 @@ fn watch(
                             continue;
                         }
                         let live = counter.read(false, None)?;
-                        let page = exporter.page(&live, out.dropped());
+                        let page = kept.exporter.page(&live, out.dropped());
                         last_page.keep(page.clone());
                         let page = page.encode(s.format);
                         let _ = s.reply.send(page);
@@ -437,90 +431,44 @@ fn watch(
                     netns,
                     serve::counts_line(&r.record(&host, netns, &tags, None, None)),
                 );
-                if !args.no_tcp_metrics {
-                    let m = crate::live::metrics::figures(
-                        interval.as_ref(),
-                        &mut listen,
-                        config.top_ports,
-                    )
-                    .map_err(CmdError::system("cannot read /proc/net/netstat"))?;
-                    r.tcp_metrics = Some(m);
-                }
-                let now = crate::tables::listeners::dump().map_err(CmdError::Dump)?;
-                let listening = now.iter().map(|l| l.port).collect();
-                counter.ephemeral(&mut r, &listening)?;
-                let owner = |cookie| match &counter {
-                    Counter::Ebpf(t) if args.events => t.owner_of(cookie),
-                    _ => None,
-                };
-                let alerts = new_listeners.check(&now, owner, &host, netns, &host::now_rfc3339());
-                r.listeners = Some(listeners.figures(now, &r.requests, interval.as_ref(), owner));
                 let verify = if args.verify {
                     Some(super::dump_counts()?)
                 } else {
                     None
                 };
                 let time = host::now_rfc3339();
-                let ct = conntrack.read(&host, netns, &time);
-                let stamp = crate::live::alerts::Stamp {
-                    host: &host,
+                let seen = interval::Seen {
                     netns,
-                    time: &time,
+                    way: interval::Way::Here,
                     owner: None,
+                    metrics: interval.as_ref(),
+                    requests: &r.requests,
+                    moved: true,
                 };
-                let interval_alerts = alerting.interval(
-                    interval.as_ref(),
-                    r.listeners.as_deref().unwrap_or_default(),
-                    r.ephemeral.as_ref(),
-                    &stamp,
-                    |port, states| {
-                        crate::tables::sockdiag::peers_of_port(port, states).unwrap_or_default()
-                    },
-                );
-                let mut seen = raised(ct.alert.as_ref(), &alerts);
-                seen.extend(interval_alerts.seen());
-                exporter.interval(crate::prometheus::exporter::Interval {
-                    tcp: r.tcp_metrics.as_ref(),
-                    raw: interval.as_ref().map(|i| &i.total),
-                    ports: r.ports.as_deref(),
-                    listeners: r.listeners.as_deref(),
-                    conntrack: Some(&ct.record),
-                    raised: seen,
-                });
+                let (node, polled) = match &counter {
+                    Counter::Ebpf(n) => (Some(n.as_ref()), None),
+                    Counter::Poll(_) => (None, r.ephemeral.take()),
+                };
+                let made = interval::run(&rules, &mut kept, &seen, &time, node, polled)?;
+                made.export(&mut kept, interval.as_ref(), r.ports.as_deref());
+                let mut record =
+                    r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
+                made.fill(&mut record);
                 let mut lines = Vec::new();
                 if keep_records {
-                    let record =
-                        r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
                     serve::push_line(&mut lines, &record.at(&time));
-                    serve::push_line(&mut lines, &ct.record);
+                    if let Some(ct) = &made.conntrack {
+                        serve::push_line(&mut lines, &ct.record);
+                    }
                 }
                 board.publish_records(lines);
-                board.publish_alerts(exporter.active_lines());
+                board.publish_alerts(kept.exporter.active_lines());
                 if scraped && last_page.wanted() {
                     let live = counter.read(false, None)?;
-                    last_page.keep(exporter.page(&live, out.dropped()));
+                    last_page.keep(kept.exporter.page(&live, out.dropped()));
                 }
                 let flow = if args.format == crate::cli::Format::Json {
-                    let record =
-                        r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
-                    let closed = out.send(&record.at(&time)) == Flow::Closed
-                        || out.send(&ct.record) == Flow::Closed
-                        || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed)
-                        || alerts.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts
-                            .spikes
-                            .iter()
-                            .any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts
-                            .floods
-                            .iter()
-                            .any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts
-                            .scans
-                            .iter()
-                            .any(|a| out.send(a) == Flow::Closed)
-                        || (interval_alerts.exhaustion.iter()).any(|a| out.send(a) == Flow::Closed);
-                    if closed { Flow::Closed } else { Flow::Go }
+                    made.send(out, &record, &time)
                 } else {
                     // DataKit's measurements instead of netconn's records.
                     write_points(out, args.format, &r, &host, &tags)

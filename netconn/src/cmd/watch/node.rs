@@ -3,11 +3,10 @@
 
 use tokio::time::MissedTickBehavior;
 
-use super::{Signals, bind_metrics, next_request, raised, serve, start_metrics, start_serving};
+use super::{Signals, bind_metrics, interval, next_request, serve, start_metrics, start_serving};
 use crate::cli::WatchArgs;
 use crate::cmd::CmdError;
 use crate::config::Config;
-use crate::conntrack::Monitor;
 use crate::host;
 use crate::live::node::{Change, Node};
 use crate::live::serve as served;
@@ -17,7 +16,7 @@ use crate::namespaces::owner::Owner;
 use crate::namespaces::target::{run_in, visit};
 use crate::output::record::{CountsRecord, HostRecord, NetnsRecord, Source};
 use crate::output::writer::{Flow, Writer};
-use crate::prometheus::exporter::{Exporter, Health, Interval, info};
+use crate::prometheus::exporter::{Exporter, Health, info};
 use crate::prometheus::page::{Family, Labels, Page, Value, labels};
 
 /// One namespace's reading.
@@ -35,21 +34,6 @@ struct Reading {
     /// Whether anything moved in it in the interval (see
     /// [`crate::live::node::Space::moved`]); polled: always.
     moved: bool,
-}
-
-/// What is kept of a namespace between visits to it: its conntrack
-/// monitor, listen-queue counters and listeners' drop counters.
-#[derive(Default)]
-struct Inside {
-    conntrack: Option<Monitor>,
-    listen: Option<crate::live::metrics::Listen>,
-    listeners: Option<crate::live::listeners::Listeners>,
-    /// Listeners new since its first visit (`new_listener` alerts).
-    new_listeners: Option<crate::live::listeners::NewListeners>,
-    /// Its `conn_spike` and `syn_flood` alerts.
-    alerting: Option<crate::live::alerts::Alerting>,
-    /// Its listening sockets as last dumped.
-    listening: Option<Vec<crate::tables::listeners::ListenSocket>>,
 }
 
 /// What the thread of `--events` learns of the namespaces.
@@ -115,11 +99,9 @@ pub(super) fn watch(
     out: &Writer,
     log: &crate::output::log::Log,
 ) -> Result<(), CmdError> {
-    let groups = crate::live::ports::Groups(config.groups);
+    let groups = crate::live::ports::Groups(config.groups.clone());
     let host = host::hostname();
     let metrics_listener = bind_metrics(args)?;
-    // Each namespace's figures for scrapers.
-    let mut exporters: std::collections::HashMap<u32, Exporter> = Default::default();
     let mut counting = if args.poll {
         Counting::Poll
     } else {
@@ -143,18 +125,14 @@ pub(super) fn watch(
             }
         }
     };
-    let tags = config.tags;
-    let thresholds = config.conntrack;
-    // What is kept of each namespace between visits (see Inside).
-    let mut inside: std::collections::HashMap<u32, Inside> = Default::default();
-    let top_ports = config.top_ports;
-    let allowed = config.allowed_listeners;
-    let (spike_config, flood_config, scan_config, exhaustion_config) = (
-        config.conn_spike,
-        config.syn_flood,
-        config.port_scan,
-        config.port_exhaustion,
-    );
+    let tags = config.tags.clone();
+    let rules = interval::Rules {
+        host: &host,
+        config: &config,
+        tcp_metrics: !args.no_tcp_metrics,
+    };
+    // What is kept of each namespace between intervals.
+    let mut inside: std::collections::HashMap<u32, interval::Kept> = Default::default();
     let path = served::node_socket_path();
     let (mut socket, mut retry_serve) = match counting {
         Counting::Ebpf(_) => serve(&path, log, false),
@@ -234,7 +212,7 @@ pub(super) fn watch(
                         if s.reply.is_closed() {
                             continue;
                         }
-                        let page = page(&mut counting, &groups, &exporters, out.dropped())?;
+                        let page = page(&mut counting, &groups, &inside, out.dropped())?;
                         last_page.keep(page.clone());
                         let _ = s.reply.send(page.encode(s.format));
                         continue;
@@ -357,7 +335,7 @@ pub(super) fn watch(
                             if sc.reply.is_closed() {
                                 continue;
                             }
-                            let page = page_now(n, &exporters, out.dropped())?;
+                            let page = page_now(n, &inside, out.dropped())?;
                             last_page.keep(page.clone());
                             let _ = sc.reply.send(page.encode(sc.format));
                         }
@@ -386,176 +364,43 @@ pub(super) fn watch(
                     board.publish_counts(r.netns, served::counts_line(&answer));
                     record.verify = r.verify.as_ref();
                     record.ports = r.ports.as_deref();
-                    // What only a thread inside the namespace can read:
-                    // its netstat counters, listening sockets and conntrack
-                    // table, in one visit.
                     let interval = intervals
                         .as_mut()
                         .map(|m| m.remove(&r.netns).unwrap_or_default());
-                    let state = inside.entry(r.netns).or_default();
-                    // Nothing moved in it and no connection waits to be
-                    // accepted: its listeners are as last dumped (only
-                    // accept() changes them without an event or a segment,
-                    // and it only empties queues).
-                    let still = !r.moved
-                        && (state.listening.as_ref())
-                            .is_some_and(|l| l.iter().all(|s| s.accept_queue == 0));
-                    let inside_ns = r.ns.open().and_then(|file| {
-                        visit(&file, || {
-                            let monitor = state
-                                .conntrack
-                                .get_or_insert_with(|| Monitor::polled(thresholds));
-                            let figures = if args.no_tcp_metrics {
-                                None
-                            } else {
-                                if state.listen.is_none() {
-                                    state.listen = crate::live::metrics::Listen::start().ok();
-                                }
-                                state.listen.as_mut().and_then(|l| {
-                                    if still {
-                                        let unmoved = l.interval_unmoved();
-                                        Some(crate::live::metrics::figures_with(
-                                            interval.as_ref(),
-                                            unmoved,
-                                            top_ports,
-                                        ))
-                                    } else {
-                                        crate::live::metrics::figures(
-                                            interval.as_ref(),
-                                            l,
-                                            top_ports,
-                                        )
-                                        .ok()
-                                    }
-                                })
-                            };
-                            let listening = if still {
-                                state.listening.clone()
-                            } else {
-                                crate::tables::listeners::dump().ok()
-                            };
-                            (figures, listening, monitor.read(&host, r.netns, &time))
-                        })
-                        .ok()
-                    });
-                    let (figures, now, ct) = match inside_ns {
-                        Some((f, l, c)) => (f, l, Some(c)),
-                        None => (None, None, None),
-                    };
-                    record.tcp_metrics = figures.as_ref();
-                    state.listening.clone_from(&now);
-                    let owner = |c| node.and_then(|n| n.owner_of(c));
-                    let mut alerts = now.as_ref().map_or_else(Vec::new, |now| {
-                        state
-                            .new_listeners
-                            .get_or_insert_with(|| {
-                                crate::live::listeners::NewListeners::new(allowed.clone())
-                            })
-                            .check(now, owner, &host, r.netns, &time)
-                    });
-                    for a in &mut alerts {
-                        a.head.owner = Some(r.owner.clone());
-                    }
-                    let listening = now.map(|now| {
-                        let l = state
-                            .listeners
-                            .get_or_insert_with(|| crate::live::listeners::Listeners::from(&now));
-                        l.figures(now, &r.requests, interval.as_ref(), |c| {
-                            node.and_then(|n| n.owner_of(c))
-                        })
-                    });
-                    record.listeners = listening.as_deref();
-                    let stamp = crate::live::alerts::Stamp {
-                        host: &host,
+                    let seen = interval::Seen {
                         netns: r.netns,
-                        time: &time,
+                        way: interval::Way::In(&r.ns),
                         owner: Some(&r.owner),
+                        metrics: interval.as_ref(),
+                        requests: &r.requests,
+                        moved: r.moved,
                     };
-                    let interval_alerts = state
-                        .alerting
-                        .get_or_insert_with(|| {
-                            crate::live::alerts::Alerting::new(
-                                spike_config,
-                                flood_config,
-                                scan_config,
-                                exhaustion_config,
-                            )
-                        })
-                        .interval(
-                            interval.as_ref(),
-                            listening.as_deref().unwrap_or_default(),
-                            // Not kept per namespace (see the README).
-                            None,
-                            &stamp,
-                            |port, states| {
-                                // Only for an alert record: into the namespace.
-                                r.ns.open()
-                                    .and_then(|file| {
-                                        visit(&file, || {
-                                            crate::tables::sockdiag::peers_of_port(port, states)
-                                        })
-                                        .ok()?
-                                        .ok()
-                                    })
-                                    .unwrap_or_default()
-                            },
-                        );
-                    let mut seen = raised(ct.as_ref().and_then(|c| c.alert.as_ref()), &alerts);
-                    seen.extend(interval_alerts.seen());
-                    exporters.entry(r.netns).or_default().interval(Interval {
-                        tcp: figures.as_ref(),
-                        raw: interval.as_ref().map(|i| &i.total),
-                        ports: r.ports.as_deref(),
-                        listeners: listening.as_deref(),
-                        conntrack: ct.as_ref().map(|c| &c.record),
-                        raised: seen,
-                    });
+                    let kept = inside.entry(r.netns).or_default();
+                    let made = interval::run(&rules, kept, &seen, &time, node, None)?;
+                    made.export(kept, interval.as_ref(), r.ports.as_deref());
+                    made.fill(&mut record);
                     if let Some(lines) = kept_records.as_mut() {
                         served::push_line(lines, &record.at(&time));
                     }
-                    if out.send(&record.at(&time)) == Flow::Closed {
-                        return Ok(());
-                    }
-                    if let Some(ct) = ct {
-                        let closed = out.send(&ct.record) == Flow::Closed
-                            || ct.alert.is_some_and(|a| out.send(&a) == Flow::Closed);
-                        if closed {
-                            return Ok(());
-                        }
-                    }
-                    let closed = alerts.iter().any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts
-                            .spikes
-                            .iter()
-                            .any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts
-                            .floods
-                            .iter()
-                            .any(|a| out.send(a) == Flow::Closed)
-                        || interval_alerts
-                            .scans
-                            .iter()
-                            .any(|a| out.send(a) == Flow::Closed);
-                    if closed {
+                    if made.send(out, &record, &time) == Flow::Closed {
                         return Ok(());
                     }
                 }
-                inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 board.retain(|netns| readings.iter().any(|r| r.netns == netns));
                 board.publish_alerts(
-                    exporters
+                    inside
                         .values()
-                        .flat_map(Exporter::active_lines)
+                        .flat_map(|k| k.exporter.active_lines())
                         .collect(),
                 );
                 if scraped && last_page.wanted() {
                     last_page.keep(match node {
-                        Some(n) => page_now(n, &exporters, out.dropped())?,
+                        Some(n) => page_now(n, &inside, out.dropped())?,
                         // Polled: a page from the readings just made.
-                        None => polled_page(&readings, &exporters, out.dropped()),
+                        None => polled_page(&readings, &inside, out.dropped()),
                     });
                 }
-                exporters.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
                 let untracked: Vec<u32> =
                     node.map_or_else(Vec::new, |n| n.untracked().take(UNTRACKED_LISTED).collect());
                 let host_record = HostRecord {
@@ -629,7 +474,7 @@ fn namespace_labels(netns: u32, owner: &Owner) -> Labels {
 fn page(
     counting: &mut Counting,
     groups: &crate::live::ports::Groups,
-    exporters: &std::collections::HashMap<u32, Exporter>,
+    inside: &std::collections::HashMap<u32, interval::Kept>,
     output_dropped: u64,
 ) -> Result<Page, CmdError> {
     match counting {
@@ -639,12 +484,12 @@ fn page(
                 node.refresh_mini_sockets(inode)?;
             }
             node.drain_stream();
-            page_now(node, exporters, output_dropped)
+            page_now(node, inside, output_dropped)
         }
         Counting::Poll => {
             // Polling: every namespace dumped now.
             let (readings, _) = read(counting, groups, false, true)?;
-            Ok(polled_page(&readings, exporters, output_dropped))
+            Ok(polled_page(&readings, inside, output_dropped))
         }
     }
 }
@@ -652,13 +497,13 @@ fn page(
 /// A polled node's page, from its readings.
 fn polled_page(
     readings: &[Reading],
-    exporters: &std::collections::HashMap<u32, Exporter>,
+    inside: &std::collections::HashMap<u32, interval::Kept>,
     output_dropped: u64,
 ) -> Page {
     let none = Exporter::new();
     let mut page = Page(vec![info(Source::Poll)]);
     for r in readings {
-        let exporter = exporters.get(&r.netns).unwrap_or(&none);
+        let exporter = inside.get(&r.netns).map_or(&none, |k| &k.exporter);
         let labels = namespace_labels(r.netns, &r.owner);
         page.merge(exporter.families(&r.counts, r.ports.as_deref()), &labels);
     }
@@ -673,7 +518,7 @@ fn polled_page(
 /// while the interval's work runs (between two namespaces).
 fn page_now(
     node: &Node,
-    exporters: &std::collections::HashMap<u32, Exporter>,
+    inside: &std::collections::HashMap<u32, interval::Kept>,
     output_dropped: u64,
 ) -> Result<Page, CmdError> {
     let none = Exporter::new();
@@ -682,7 +527,7 @@ fn page_now(
         let counts = node.counts(*inode)?;
         let ports = node.port_series_now(*inode);
         let labels = namespace_labels(*inode, &space.owner);
-        let exporter = exporters.get(inode).unwrap_or(&none);
+        let exporter = inside.get(inode).map_or(&none, |k| &k.exporter);
         page.merge(exporter.families(&counts, ports.as_deref()), &labels);
     }
     let health = Health {

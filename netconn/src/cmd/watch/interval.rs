@@ -1,0 +1,278 @@
+//! One namespace's work at each interval, the same for a watch of one
+//! namespace and of every namespace: what only a thread inside it can read
+//! (its netstat counters, listening sockets and conntrack table, in one
+//! visit), its listeners' figures, its alerts, its exporter's series, and
+//! the records they make, written in one order.
+
+use crate::cmd::CmdError;
+use crate::conntrack::Monitor;
+use crate::live::alerts::{Alerting, Stamp};
+use crate::live::listeners::{Listeners, NewListeners, Requests};
+use crate::live::metrics::{Interval, Listen};
+use crate::live::node::Node;
+use crate::namespaces::discover::Namespace;
+use crate::namespaces::owner::Owner;
+use crate::output::alert::ListenerAlert;
+use crate::output::figures::{IntervalFigures, ListenerFigures, PortSeries};
+use crate::output::record::CountsRecord;
+use crate::output::writer::{Flow, Writer};
+use crate::prometheus::exporter::Exporter;
+use crate::tables::listeners::ListenSocket;
+
+/// What is kept of a namespace between intervals.
+#[derive(Default)]
+pub(super) struct Kept {
+    conntrack: Option<Monitor>,
+    /// Its listen-queue counters.
+    listen: Option<Listen>,
+    /// Its listeners' drop counters.
+    listeners: Option<Listeners>,
+    /// Listeners new since its first interval (`new_listener` alerts).
+    new_listeners: Option<NewListeners>,
+    /// Its interval alerts' state.
+    alerting: Option<Alerting>,
+    /// Its listening sockets as last dumped.
+    listening: Option<Vec<ListenSocket>>,
+    /// Its series for scrapers.
+    pub exporter: Exporter,
+}
+
+/// What the configuration gives every namespace's interval.
+pub(super) struct Rules<'a> {
+    pub host: &'a str,
+    pub config: &'a crate::config::Config,
+    /// TCP metrics are on.
+    pub tcp_metrics: bool,
+}
+
+/// How a namespace is entered.
+#[derive(Clone, Copy)]
+pub(super) enum Way<'a> {
+    /// The calling thread's: read from here.
+    Here,
+    /// Visited from the calling thread.
+    In(&'a Namespace),
+}
+
+impl Way<'_> {
+    /// Runs `f` inside the namespace; None when it cannot be entered.
+    pub fn visit<T>(self, f: impl FnOnce() -> T) -> Option<T> {
+        match self {
+            Way::Here => Some(f()),
+            Way::In(ns) => crate::namespaces::target::visit(&ns.open()?, f).ok(),
+        }
+    }
+}
+
+/// One namespace at this interval.
+pub(super) struct Seen<'a> {
+    pub netns: u32,
+    pub way: Way<'a>,
+    /// Its owner (with `--all-namespaces`).
+    pub owner: Option<&'a Owner>,
+    /// Its TCP metrics of the interval.
+    pub metrics: Option<&'a Interval>,
+    pub requests: &'a Requests,
+    /// Whether anything moved in it (see
+    /// [`crate::live::space::SpaceState::moved`]).
+    pub moved: bool,
+}
+
+/// What the interval made of one namespace.
+pub(super) struct Made<'a> {
+    pub tcp_metrics: Option<IntervalFigures>,
+    pub listeners: Option<Vec<ListenerFigures>>,
+    pub ephemeral: Option<crate::live::ephemeral::EphemeralReading>,
+    pub conntrack: Option<crate::conntrack::Reading<'a>>,
+    /// `new_listener` alerts.
+    pub new_listeners: Vec<ListenerAlert>,
+    /// The other alert kinds'.
+    pub alerts: crate::live::alerts::Records,
+}
+
+/// One namespace's interval. `node`: the live counts (owners, ephemeral
+/// ports), None when polled; `ephemeral`: a poll's ephemeral ports.
+pub(super) fn run<'a>(
+    rules: &Rules<'a>,
+    kept: &mut Kept,
+    seen: &Seen<'_>,
+    time: &'a str,
+    node: Option<&Node>,
+    ephemeral: Option<crate::live::ephemeral::EphemeralReading>,
+) -> Result<Made<'a>, CmdError> {
+    let config = rules.config;
+    let here = matches!(seen.way, Way::Here);
+    // Nothing moved in it and no connection waits to be accepted: its
+    // listeners are as last dumped (only accept() changes them without an
+    // event or a segment, and it only empties queues).
+    let still = !seen.moved
+        && (kept.listening.as_ref()).is_some_and(|l| l.iter().all(|s| s.accept_queue == 0));
+    let inside = seen.way.visit(|| {
+        let monitor = kept.conntrack.get_or_insert_with(|| match here {
+            // Its own: the table's events too.
+            true => Monitor::new(true, config.conntrack),
+            false => Monitor::polled(config.conntrack),
+        });
+        let figures = if rules.tcp_metrics {
+            if kept.listen.is_none() {
+                kept.listen = Some(Listen::start()?);
+            }
+            let l = kept.listen.as_mut().expect("just started");
+            Some(if still {
+                crate::live::metrics::figures_with(
+                    seen.metrics,
+                    l.interval_unmoved(),
+                    config.top_ports,
+                )
+            } else {
+                crate::live::metrics::figures(seen.metrics, l, config.top_ports)?
+            })
+        } else {
+            None
+        };
+        let listening = match still {
+            true => kept.listening.clone().unwrap_or_default(),
+            false => crate::tables::listeners::dump()?,
+        };
+        let ct = monitor.read(rules.host, seen.netns, time);
+        Ok::<_, std::io::Error>((figures, listening, ct))
+    });
+    let (figures, now, ct) = match inside {
+        Some(Ok((f, l, c))) => (f, Some(l), Some(c)),
+        // Its own namespace must be readable; another may be gone.
+        Some(Err(e)) if here => return Err(CmdError::system("cannot read the namespace")(e)),
+        _ => (None, None, None),
+    };
+    kept.listening.clone_from(&now);
+    let ephemeral = match (node, &now) {
+        (Some(n), Some(now)) => {
+            let listening = now.iter().map(|l| l.port).collect();
+            n.ephemeral(&listening)?
+        }
+        _ => ephemeral,
+    };
+    let owner = |cookie| node.and_then(|n| n.owner_of(cookie));
+    let mut new_listeners = now.as_ref().map_or_else(Vec::new, |now| {
+        kept.new_listeners
+            .get_or_insert_with(|| NewListeners::new(config.allowed_listeners.clone()))
+            .check(now, owner, rules.host, seen.netns, time)
+    });
+    for a in &mut new_listeners {
+        a.head.owner = seen.owner.cloned();
+    }
+    let listeners = now.map(|now| {
+        kept.listeners
+            .get_or_insert_with(|| Listeners::from(&now))
+            .figures(now, seen.requests, seen.metrics, owner)
+    });
+    let stamp = Stamp {
+        host: rules.host,
+        netns: seen.netns,
+        time,
+        owner: seen.owner,
+    };
+    let alerts = kept
+        .alerting
+        .get_or_insert_with(|| {
+            Alerting::new(
+                config.conn_spike,
+                config.syn_flood,
+                config.port_scan,
+                config.port_exhaustion,
+            )
+        })
+        .interval(
+            seen.metrics,
+            listeners.as_deref().unwrap_or_default(),
+            ephemeral.as_ref(),
+            &stamp,
+            // Only for an alert record: into the namespace.
+            |port, states| {
+                seen.way
+                    .visit(|| crate::tables::sockdiag::peers_of_port(port, states))
+                    .and_then(Result::ok)
+                    .unwrap_or_default()
+            },
+        );
+    Ok(Made {
+        tcp_metrics: figures,
+        listeners,
+        ephemeral,
+        conntrack: ct,
+        new_listeners,
+        alerts,
+    })
+}
+
+impl Made<'_> {
+    /// Hands the interval's figures and alerts to the namespace's exporter.
+    pub fn export(
+        &self,
+        kept: &mut Kept,
+        metrics: Option<&Interval>,
+        ports: Option<&[PortSeries]>,
+    ) {
+        let mut raised = super::raised(
+            self.conntrack.as_ref().and_then(|c| c.alert.as_ref()),
+            &self.new_listeners,
+        );
+        raised.extend(self.alerts.seen());
+        kept.exporter
+            .interval(crate::prometheus::exporter::Interval {
+                tcp: self.tcp_metrics.as_ref(),
+                raw: metrics.map(|i| &i.total),
+                ports,
+                listeners: self.listeners.as_deref(),
+                conntrack: self.conntrack.as_ref().map(|c| &c.record),
+                raised,
+            });
+    }
+
+    /// Writes the namespace's records: counts, conntrack, then every alert
+    /// kind.
+    pub fn send(&self, out: &Writer, record: &CountsRecord<'_>, time: &str) -> Flow {
+        let closed = out.send(&record.at(time)) == Flow::Closed
+            || self.conntrack.as_ref().is_some_and(|ct| {
+                out.send(&ct.record) == Flow::Closed
+                    || ct
+                        .alert
+                        .as_ref()
+                        .is_some_and(|a| out.send(a) == Flow::Closed)
+            })
+            || self
+                .new_listeners
+                .iter()
+                .any(|a| out.send(a) == Flow::Closed)
+            || self
+                .alerts
+                .spikes
+                .iter()
+                .any(|a| out.send(a) == Flow::Closed)
+            || self
+                .alerts
+                .floods
+                .iter()
+                .any(|a| out.send(a) == Flow::Closed)
+            || self
+                .alerts
+                .scans
+                .iter()
+                .any(|a| out.send(a) == Flow::Closed)
+            || self
+                .alerts
+                .exhaustion
+                .iter()
+                .any(|a| out.send(a) == Flow::Closed);
+        match closed {
+            true => Flow::Closed,
+            false => Flow::Go,
+        }
+    }
+
+    /// Fills a counts record with the interval's figures.
+    pub fn fill<'r>(&'r self, record: &mut CountsRecord<'r>) {
+        record.tcp_metrics = self.tcp_metrics.as_ref();
+        record.listeners = self.listeners.as_deref();
+        record.ephemeral_ports = self.ephemeral.as_ref().map(|e| &e.figures);
+    }
+}
