@@ -4,7 +4,6 @@
 
 pub mod alerts;
 pub mod conns;
-pub mod counter;
 pub mod ephemeral;
 pub mod listeners;
 pub mod metrics;

@@ -154,6 +154,11 @@ impl Space {
         }
     }
 
+    /// Whether it is the calling thread's namespace ([`Scope::One`]).
+    pub fn here(&self) -> bool {
+        self.here
+    }
+
     /// Runs `f` inside the namespace, on the calling thread; None when it
     /// cannot be entered (gone).
     pub fn visit<T>(&self, f: impl FnOnce() -> T) -> Option<T> {

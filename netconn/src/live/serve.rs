@@ -19,10 +19,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Tags;
-use crate::live::counter::Counter;
-use crate::live::node::TrackerError;
-
 /// Directory of the daemons' sockets (mode 0700).
 pub const SOCKET_DIR: &str = "/run/netconn";
 
@@ -575,27 +571,6 @@ pub fn query(path: &Path, request: Request, timeout: Duration) -> io::Result<Str
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer)
-}
-
-/// The answer to a client from the live counts (`check`); `owners` are
-/// the board's.
-pub fn answer(
-    counter: &mut Counter,
-    request: Request,
-    host: &str,
-    netns: u32,
-    tags: &Tags,
-) -> Result<Vec<u8>, TrackerError> {
-    Ok(match request {
-        // Not a daemon of every namespace; the rest are the board's.
-        Request::CountsOf(_) | Request::Alerts | Request::Owners { .. } | Request::Records => {
-            Vec::new()
-        }
-        Request::Counts => {
-            let r = counter.read(false, None)?;
-            counts_line(&r.record(host, netns, tags, None, None))
-        }
-    })
 }
 
 /// Appends `record` to `lines` as one JSON line.

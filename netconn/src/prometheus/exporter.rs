@@ -10,7 +10,6 @@ use std::net::IpAddr;
 
 use netconn_common::{RTT_BUCKETS, TcpMetrics};
 
-use crate::live::counter::Reading;
 use crate::model::counts::Counts;
 use crate::output::conntrack::ConntrackRecord;
 use crate::output::figures::{IntervalFigures, ListenerFigures, PortSeries, TcpFigures};
@@ -251,16 +250,17 @@ impl Exporter {
         families
     }
 
-    /// The page of a watch of one namespace.
-    pub fn page(&self, live: &Reading, output_dropped: u64) -> Page {
-        let mut families = vec![info(live.source)];
-        families.extend(self.families(&live.counts, live.ports.as_deref()));
-        families.extend(health(Health {
-            lost_events: live.lost_events,
-            resyncs: live.resyncs,
-            conn_records_lost: live.conn_records_lost,
-            output_dropped,
-        }));
+    /// The page of a watch of one namespace: its counts now and series.
+    pub fn page(
+        &self,
+        source: Source,
+        counts: &Counts,
+        ports: Option<&[PortSeries]>,
+        h: Health,
+    ) -> Page {
+        let mut families = vec![info(source)];
+        families.extend(self.families(counts, ports));
+        families.extend(health(h));
         Page(families)
     }
 

@@ -1,8 +1,12 @@
 //! `netconn watch`: a counts record every interval until stopped; with
 //! `--all-namespaces` one per namespace ([`node`]).
 
+mod answers;
+mod events;
 mod interval;
-mod node;
+mod reading;
+
+use std::collections::HashMap;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::MissedTickBehavior;
@@ -11,13 +15,16 @@ use super::CmdError;
 use crate::cli::WatchArgs;
 use crate::config::Config;
 use crate::host;
-use crate::live::counter::Counter;
-use crate::live::node::{Node, Scope};
+use crate::live::node::{Change, Node, Scope};
 use crate::live::ports::Groups;
 use crate::live::serve;
-use crate::model::state::ConnType;
+use crate::model::counts::Counts;
+use crate::namespaces::owner::Owner;
 use crate::output::log::Log;
+use crate::output::record::{CountsRecord, HostRecord, NetnsRecord, Source};
 use crate::output::writer::{Flow, Writer};
+use events::News;
+use reading::Counting;
 
 /// Serves the live counts to `netconn check` (eBPF mode only: in poll mode
 /// the check's own dump is as good). A failure to serve is one line on
@@ -129,14 +136,15 @@ fn raised(
 fn write_points(
     out: &Writer,
     format: crate::cli::Format,
-    r: &crate::live::counter::Reading,
+    counts: &Counts,
+    ports: Option<&[crate::output::figures::PortSeries]>,
     host: &str,
     tags: &crate::config::Tags,
 ) -> Flow {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    let points = crate::output::datakit::points(&r.counts, r.ports.as_deref(), host, tags, now);
+    let points = crate::output::datakit::points(counts, ports, host, tags, now);
     for p in &points {
         let flow = match format {
             crate::cli::Format::Line => out.send_text(&p.line()),
@@ -148,72 +156,6 @@ fn write_points(
     }
     Flow::Go
 }
-
-/// What `--events` reads directions by, in the calling thread's namespace:
-/// the ports listening now (for connections older than the watch) and the
-/// namespace's addresses (for "local").
-fn listeners_and_locals() -> std::io::Result<(Vec<u16>, std::collections::HashSet<std::net::IpAddr>)>
-{
-    let mut listeners = Vec::new();
-    for ct in [ConnType::Tcp, ConnType::Tcp6] {
-        crate::tables::sockdiag::dump_states(
-            ct,
-            1 << crate::model::state::TCP_LISTEN,
-            &mut listeners,
-        )?;
-    }
-    let locals = crate::list::local_addresses()?;
-    Ok((listeners.iter().map(|s| s.local_port).collect(), locals))
-}
-
-/// The record builder for `--events` of this namespace.
-fn record_builder() -> Result<crate::live::conns::Records, CmdError> {
-    let (listening, locals) =
-        listeners_and_locals().map_err(CmdError::system("cannot prepare --events"))?;
-    Ok(crate::live::conns::Records::new(listening, locals))
-}
-
-/// The thread of `--events`: waits for connection records in the kernel's
-/// ring buffer and hands them to the writer, apart from the loop, whose
-/// dumps (a resync, the mini-sockets under churn) would otherwise leave
-/// the ring undrained long enough to fill. Until `stop`, then once more.
-/// `news` is applied before each batch (`--all-namespaces`: namespaces
-/// that came and went, owners).
-fn write_conn_records(
-    mut ring: crate::ebpf::ConnRing,
-    mut records: crate::live::conns::Records,
-    host: &str,
-    out: &Writer,
-    stop: &std::sync::atomic::AtomicBool,
-    mut news: impl FnMut(&mut crate::live::conns::Records),
-) {
-    use std::sync::atomic::Ordering;
-    let mut events = Vec::new();
-    loop {
-        let last = stop.load(Ordering::Acquire);
-        news(&mut records);
-        events.clear();
-        ring.drain(&mut events);
-        let now = crate::live::conns::monotonic_ns();
-        let mut batch = out.batch();
-        for record in records.batch(&events, host, now, |e| {
-            crate::live::conns::wall_time(e.ts_ns)
-        }) {
-            if batch.push(&record) == Flow::Closed {
-                return;
-            }
-        }
-        drop(batch);
-        if last {
-            return;
-        }
-        ring.wait(DRAIN_EVERY);
-    }
-}
-
-/// Streamed events are applied at least this often, so the ring buffer
-/// never fills between records.
-pub(super) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long a stopping watch waits for its reader to take the records
 /// still queued: stops are honoured within a second whatever the reader.
@@ -252,11 +194,7 @@ pub fn run(args: WatchArgs) -> Result<(), CmdError> {
         let _rt = runtime.enter();
         Signals::new()?
     };
-    let result = if args.all_namespaces {
-        node::watch(&args, config, interval, &runtime, signals, &out, &log)
-    } else {
-        watch(&args, config, interval, &runtime, signals, &out, &log)
-    };
+    let result = watch(&args, config, interval, &runtime, signals, &out, &log);
     out.finish(FLUSH_PATIENCE);
     // What was said on stderr gets out too, unless stderr is stuck.
     log.flush(LOG_PATIENCE);
@@ -285,6 +223,9 @@ impl Signals {
     }
 }
 
+/// The watch of one namespace (the calling thread's) or, with
+/// `--all-namespaces`, of every namespace: one loop, each interval one
+/// namespace's work ([`interval`]) per namespace counted.
 fn watch(
     args: &WatchArgs,
     config: Config,
@@ -295,11 +236,20 @@ fn watch(
     log: &Log,
 ) -> Result<(), CmdError> {
     let groups = Groups(config.groups.clone());
-    let netns = super::own_netns()?;
+    let own = super::own_netns()?;
     let host = host::hostname();
     let metrics_listener = bind_metrics(args)?;
-    let mut counter = if args.poll {
-        Counter::Poll(groups)
+    let (scope, polling) = match args.all_namespaces {
+        true => (
+            Scope::All {
+                slots: args.max_namespaces,
+            },
+            "every namespace",
+        ),
+        false => (Scope::One(own), "the socket tables"),
+    };
+    let mut counting = if args.poll {
+        Counting::Poll(scope)
     } else {
         let features = crate::ebpf::Features {
             port_groups: !groups.is_empty(),
@@ -307,103 +257,92 @@ fn watch(
             tcp_metrics: !args.no_tcp_metrics,
             ephemeral: !args.no_ephemeral_ports,
         };
-        match Node::start(Scope::One(netns), groups.clone(), features, interval) {
-            Ok(t) => Counter::Ebpf(Box::new(t)),
+        match Node::start(scope, groups.clone(), features, interval) {
+            Ok(n) => Counting::Ebpf(Box::new(n)),
             Err(e) => {
                 log.line(format!(
-                    "netconn: eBPF unavailable ({e}); polling the socket tables every {} instead",
+                    "netconn: eBPF unavailable ({e}); polling {polling} every {} instead",
                     humantime::format_duration(interval)
                 ));
-                Counter::Poll(groups)
+                Counting::Poll(scope)
             }
         }
     };
-    let streaming = matches!(&counter, Counter::Ebpf(t) if t.has_port_groups());
-    let conns = match &mut counter {
-        Counter::Ebpf(t) if args.events => t.take_conn_events().map(|r| (r, record_builder())),
-        _ => None,
-    };
-    if args.events && conns.is_none() {
-        log.line("netconn: --events needs eBPF; no connection records in poll mode".into());
-    }
     let tags = config.tags.clone();
     let rules = interval::Rules {
         host: &host,
         config: &config,
         tcp_metrics: !args.no_tcp_metrics,
     };
-    // What is kept of the namespace between intervals.
-    let mut kept = interval::Kept::default();
-
-    let (mut served, mut retry_serve) = match counter {
-        Counter::Ebpf(_) => serve(&serve::socket_path(netns), log, false),
-        Counter::Poll(_) => (None, false),
+    // What is kept of each namespace between intervals.
+    let mut inside: HashMap<u32, interval::Kept> = HashMap::new();
+    let path = match scope {
+        Scope::One(netns) => serve::socket_path(netns),
+        Scope::All { .. } => serve::node_socket_path(),
+    };
+    let (mut served, mut retry_serve) = match counting {
+        Counting::Ebpf(_) => serve(&path, log, false),
+        Counting::Poll(_) => (None, false),
     };
     // What clients get while the loop is busy.
     let busy = serve::Busy::default();
-    let board = serve::Board::new(netns, &busy);
-    if let Counter::Ebpf(t) = &counter {
-        board.set_owners(t.owners_reader()?);
+    let board = serve::Board::new(own, &busy);
+    if let Some(n) = counting.node() {
+        board.set_owners(n.owners_reader()?);
     }
-
+    let conns = match &mut counting {
+        Counting::Ebpf(n) if args.events => n.take_conn_events(),
+        _ => None,
+    };
+    if args.events && conns.is_none() {
+        log.line("netconn: --events needs eBPF; no connection records in poll mode".into());
+    }
+    // What the connection records' thread learns of the namespaces.
+    let (news, heard) = std::sync::mpsc::channel::<News>();
+    let mut owners_sent: HashMap<u32, Owner> = HashMap::new();
+    if let (Some(_), Some(n)) = (&conns, counting.node()) {
+        for space in n.spaces().values() {
+            let _ = news.send(News::seen(space)?);
+            owners_sent.insert(space.ns.inode, space.owner.clone());
+        }
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let result = std::thread::scope(|scope| {
-        let conn_thread = match conns {
-            Some((ring, builder)) => {
-                let (builder, host, stop) = (builder?, &host, &stop);
-                Some(
-                    scope.spawn(move || write_conn_records(ring, builder, host, out, stop, |_| {})),
-                )
-            }
-            None => None,
-        };
-        let result = runtime.block_on(async {
+    let result =
+        std::thread::scope(|threads| {
+            let conn_thread = conns.map(|ring| {
+                let (host, stop) = (&host, &stop);
+                threads.spawn(move || events::write_conn_records(ring, heard, host, out, stop))
+            });
+            let events_on = conn_thread.is_some();
+            let result = runtime.block_on(async {
             let mut asked = start_serving(&served, &board)?;
             let last_page = std::sync::Arc::new(crate::prometheus::http::LastPage::new(&busy));
             let scraped = metrics_listener.is_some();
             let mut scrapes = start_metrics(metrics_listener, &last_page, &board)?;
-            let mut ticker = tokio::time::interval(interval);
-            let mut drain = tokio::time::interval(DRAIN_EVERY);
+            let streaming = counting.node().is_some_and(Node::has_port_groups);
+            let mut drain = tokio::time::interval(events::DRAIN_EVERY);
             drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut written = 0u64;
+            let mut first = true;
             loop {
                 // The first tick is immediate: a record as soon as counting starts.
                 let stopping = tokio::select! {
                     _ = ticker.tick() => false,
                     _ = sig.int.recv() => true,
                     _ = sig.term.recv() => true,
-                    a = next_request(&mut asked) => {
-                        if a.reply.is_closed() {
-                            // Answered from the board meanwhile.
-                            continue;
-                        }
-                        // Alerts, owners and records are the board's.
-                        let answer = serve::answer(&mut counter, a.request, &host, netns, &tags)?;
-                        // A client that gave up meanwhile just misses it.
-                        let _ = a.reply.send(answer);
-                        continue;
-                    }
-                    s = next_request(&mut scrapes) => {
-                        if s.reply.is_closed() {
-                            continue;
-                        }
-                        let live = counter.read(false, None)?;
-                        let page = kept.exporter.page(&live, out.dropped());
-                        last_page.keep(page.clone());
-                        let page = page.encode(s.format);
-                        let _ = s.reply.send(page);
-                        continue;
-                    }
-                    _ = drain.tick(), if streaming => {
-                        counter.drain();
-                        continue;
-                    }
                     _ = sig.hup.recv() => {
                         // SIGHUP: take a fresh snapshot now (no record).
                         let _working = busy.working();
-                        if let Counter::Ebpf(n) = &mut counter {
+                        if let Counting::Ebpf(n) = &mut counting {
                             n.resync_all()?;
+                        }
+                        continue;
+                    }
+                    _ = drain.tick(), if streaming => {
+                        if let Counting::Ebpf(n) = &mut counting {
+                            n.drain_stream();
                         }
                         continue;
                     }
@@ -412,85 +351,290 @@ fn watch(
                         out.reopen();
                         continue;
                     }
+                    s = next_request(&mut scrapes) => {
+                        if s.reply.is_closed() {
+                            continue;
+                        }
+                        let page = answers::page(&mut counting, &groups, &inside, out.dropped())?;
+                        last_page.keep(page.clone());
+                        let _ = s.reply.send(page.encode(s.format));
+                        continue;
+                    }
+                    a = next_request(&mut asked) => {
+                        if a.reply.is_closed() {
+                            // Answered from the board meanwhile.
+                            continue;
+                        }
+                        // Alerts, owners and records are the board's.
+                        let answer = match &mut counting {
+                            Counting::Ebpf(n) => answers::answer(n, a.request, &host, &tags)?,
+                            Counting::Poll(_) => Vec::new(),
+                        };
+                        // A client that gave up meanwhile just misses it.
+                        let _ = a.reply.send(answer);
+                        continue;
+                    }
                 };
-                // Clients the loop does not answer at once meanwhile get
-                // what it last published.
+                // Clients the loop does not answer between two namespaces
+                // within a few milliseconds get what it last published.
                 let _working = busy.working();
                 // `netconn top` reads this interval's records.
-                let keep_records = board.records_wanted();
+                let mut kept_records = board.records_wanted().then(Vec::new);
                 if retry_serve {
-                    (served, retry_serve) = serve(&serve::socket_path(netns), log, true);
+                    (served, retry_serve) = serve(&path, log, true);
                     asked = start_serving(&served, &board)?;
                 }
-                let interval = match &mut counter {
-                    Counter::Ebpf(n) => n.tcp_metrics()?.and_then(|mut m| m.remove(&netns)),
-                    Counter::Poll(_) => None,
-                };
-                let mut r = counter.read(true, interval.as_ref())?;
-                board.publish_counts(
-                    netns,
-                    serve::counts_line(&r.record(&host, netns, &tags, None, None)),
-                );
-                let verify = if args.verify {
-                    Some(super::dump_counts()?)
-                } else {
-                    None
-                };
                 let time = host::now_rfc3339();
-                let seen = interval::Seen {
-                    netns,
-                    way: interval::Way::Here,
-                    owner: None,
-                    metrics: interval.as_ref(),
-                    requests: &r.requests,
-                    moved: true,
+                let mut intervals = match &mut counting {
+                    Counting::Ebpf(n) => n.tcp_metrics()?,
+                    Counting::Poll(_) => None,
                 };
-                let (node, polled) = match &counter {
-                    Counter::Ebpf(n) => (Some(n.as_ref()), None),
-                    Counter::Poll(_) => (None, r.ephemeral.take()),
-                };
-                let made = interval::run(&rules, &mut kept, &seen, &time, node, polled)?;
-                made.export(&mut kept, interval.as_ref(), r.ports.as_deref());
-                let mut record =
-                    r.record(&host, netns, &tags, verify.as_ref(), Some(out.dropped()));
-                made.fill(&mut record);
-                let mut lines = Vec::new();
-                if keep_records {
-                    serve::push_line(&mut lines, &record.at(&time));
-                    if let Some(ct) = &made.conntrack {
-                        serve::push_line(&mut lines, &ct.record);
+                let (readings, changes) =
+                    reading::read(&mut counting, &groups, args.verify, first, intervals.as_ref())?;
+                first = false;
+                for change in changes {
+                    if let Change::Gone(gone) | Change::Untracked(gone) = &change {
+                        // Its inode may already be another namespace's.
+                        inside.remove(&gone.0.ns.inode);
+                    }
+                    let node = counting.node().expect("only a node finds namespaces");
+                    if events_on {
+                        let _ = news.send(match &change {
+                            Change::New(inode) => match node.spaces().get(inode) {
+                                Some(space) => News::seen(space)?,
+                                None => continue,
+                            },
+                            Change::Gone(gone) | Change::Untracked(gone) => {
+                                News::Gone(gone.0.ns.inode)
+                            }
+                        });
+                    }
+                    if report_change(&change, node, &host, &tags, &time, out)? == Flow::Closed {
+                        return Ok(());
                     }
                 }
-                board.publish_records(lines);
-                board.publish_alerts(kept.exporter.active_lines());
+                let node = counting.node();
+                let mut sum = Counts::default();
+                for r in &readings {
+                    // Requests that came meanwhile are answered between
+                    // two namespaces, from the counts as they are: a
+                    // client never waits for the whole interval's work.
+                    if let (Some(rx), Some(n)) = (asked.as_mut(), node) {
+                        while let Ok(a) = rx.try_recv() {
+                            if a.reply.is_closed() {
+                                continue;
+                            }
+                            let _ = a.reply.send(answers::answer_now(n, a.request, &host, &tags)?);
+                        }
+                    }
+                    if let (Some(rx), Some(n)) = (scrapes.as_mut(), node) {
+                        while let Ok(sc) = rx.try_recv() {
+                            if sc.reply.is_closed() {
+                                continue;
+                            }
+                            let page = answers::page_now(n, &inside, out.dropped())?;
+                            last_page.keep(page.clone());
+                            let _ = sc.reply.send(page.encode(sc.format));
+                        }
+                    }
+                    sum = sum + r.counts;
+                    if let Some(owner) = r.owner.as_ref().filter(|_| events_on)
+                        && owners_sent.get(&r.netns) != Some(owner)
+                    {
+                        let _ = news.send(News::Owner(r.netns, owner.clone()));
+                        owners_sent.insert(r.netns, owner.clone());
+                    }
+                    let mut record = CountsRecord {
+                        ports: r.ports.as_deref(),
+                        ..reading::counts_record(
+                            &host,
+                            r.netns,
+                            r.owner.as_ref(),
+                            &r.counts,
+                            node,
+                            &tags,
+                            Some(out.dropped()),
+                        )?
+                    };
+                    // As `counts INODE` answers it.
+                    let answer = CountsRecord {
+                        output_dropped: None,
+                        ..record.clone()
+                    };
+                    board.publish_counts(r.netns, serve::counts_line(&answer));
+                    record.verify = r.verify.as_ref();
+                    let interval = intervals
+                        .as_mut()
+                        .map(|m| m.remove(&r.netns).unwrap_or_default());
+                    let seen = interval::Seen {
+                        netns: r.netns,
+                        way: r.way(),
+                        owner: r.owner.as_ref(),
+                        metrics: interval.as_ref(),
+                        requests: &r.requests,
+                        moved: r.moved,
+                    };
+                    let kept = inside.entry(r.netns).or_default();
+                    let polled = r.ephemeral.clone();
+                    let made = interval::run(&rules, kept, &seen, &time, node, polled)?;
+                    made.export(kept, interval.as_ref(), r.ports.as_deref());
+                    made.fill(&mut record);
+                    if let Some(lines) = kept_records.as_mut() {
+                        serve::push_line(lines, &record.at(&time));
+                        // A watch of one namespace shows its conntrack
+                        // figures too.
+                        if let (Scope::One(_), Some(ct)) = (scope, &made.conntrack) {
+                            serve::push_line(lines, &ct.record);
+                        }
+                    }
+                    let flow = if args.format == crate::cli::Format::Json {
+                        made.send(out, &record, &time)
+                    } else {
+                        // DataKit's measurements instead of netconn's records.
+                        write_points(out, args.format, &r.counts, r.ports.as_deref(), &host, &tags)
+                    };
+                    if flow == Flow::Closed {
+                        return Ok(());
+                    }
+                }
+                board.retain(|netns| readings.iter().any(|r| r.netns == netns));
+                board.publish_alerts(
+                    inside
+                        .values()
+                        .flat_map(|k| k.exporter.active_lines())
+                        .collect(),
+                );
                 if scraped && last_page.wanted() {
-                    let live = counter.read(false, None)?;
-                    last_page.keep(kept.exporter.page(&live, out.dropped()));
+                    last_page.keep(match node {
+                        Some(n) => answers::page_now(n, &inside, out.dropped())?,
+                        // Polled: a page from the readings just made.
+                        None => answers::polled_page(scope, &readings, &inside, out.dropped()),
+                    });
                 }
-                let flow = if args.format == crate::cli::Format::Json {
-                    made.send(out, &record, &time)
-                } else {
-                    // DataKit's measurements instead of netconn's records.
-                    write_points(out, args.format, &r, &host, &tags)
-                };
-                if flow == Flow::Closed {
-                    return Ok(());
+                inside.retain(|netns, _| readings.iter().any(|r| r.netns == *netns));
+                if let Scope::All { .. } = scope {
+                    let untracked: Vec<u32> = node.map_or_else(Vec::new, |n| {
+                        n.untracked().take(UNTRACKED_LISTED).collect()
+                    });
+                    let host_record =
+                        host_record(node, &readings, &sum, &untracked, &host, &time, out)?;
+                    if let Some(lines) = kept_records.as_mut() {
+                        serve::push_line(lines, &host_record);
+                    }
+                    if out.send(&host_record) == Flow::Closed {
+                        return Ok(());
+                    }
                 }
+                board.publish_records(kept_records.unwrap_or_default());
                 written += 1;
                 if stopping || args.count.is_some_and(|n| written >= n) {
                     return Ok(());
                 }
             }
         });
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        if let Some(t) = conn_thread {
-            let _ = t.join();
-        }
-        result
-    });
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            if let Some(t) = conn_thread {
+                let _ = t.join();
+            }
+            result
+        });
     // Stop serving, detach the programs and free their maps before
     // reporting anything.
     drop(served);
-    drop(counter);
+    drop(counting);
     result
+}
+
+/// Untracked namespaces the host record lists at most.
+const UNTRACKED_LISTED: usize = 64;
+
+/// The host record of an interval of `--all-namespaces`: the sum of every
+/// namespace's counts and netconn's own health.
+fn host_record<'a>(
+    node: Option<&Node>,
+    readings: &[reading::Reading],
+    sum: &'a Counts,
+    untracked: &'a [u32],
+    host: &'a str,
+    time: &'a str,
+    out: &Writer,
+) -> Result<HostRecord<'a>, CmdError> {
+    Ok(HostRecord {
+        kind: "host",
+        time,
+        host,
+        source: match node {
+            Some(_) => Source::Ebpf,
+            None => Source::Poll,
+        },
+        namespaces: readings.len(),
+        namespaces_untracked: node.map_or(0, |n| n.untracked().len()),
+        untracked,
+        connections: sum,
+        lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
+        resyncs: node.map(Node::resyncs),
+        conn_records_lost: node.map(Node::conn_records_lost).transpose()?.flatten(),
+        output_dropped: Some(out.dropped()),
+        total: sum.total(),
+    })
+}
+
+/// Writes what a change in the set of namespaces makes: a namespace that
+/// went gets its last counts, then the news.
+fn report_change(
+    change: &Change,
+    node: &Node,
+    host: &str,
+    tags: &crate::config::Tags,
+    time: &str,
+    out: &Writer,
+) -> Result<Flow, CmdError> {
+    let (event, netns, owner, last) = match change {
+        Change::New(inode) => {
+            let Some(space) = node.spaces().get(inode) else {
+                return Ok(Flow::Go);
+            };
+            ("new", *inode, &space.owner, None)
+        }
+        Change::Gone(gone) => ("gone", gone.0.ns.inode, &gone.0.owner, Some(&gone.1)),
+        Change::Untracked(gone) => ("untracked", gone.0.ns.inode, &gone.0.owner, Some(&gone.1)),
+    };
+    if let Some(last) = last {
+        let space = match change {
+            Change::Gone(gone) | Change::Untracked(gone) => &gone.0,
+            Change::New(_) => unreachable!("a new namespace has no last counts"),
+        };
+        let record = CountsRecord {
+            resyncs: Some(space.state.resyncs),
+            last_correction: space.state.last_correction.as_ref().map(|c| {
+                crate::output::record::Correction {
+                    time: &c.time,
+                    reason: c.reason,
+                    delta: &c.delta,
+                }
+            }),
+            ..reading::counts_record(
+                host,
+                netns,
+                Some(owner),
+                last,
+                Some(node),
+                tags,
+                Some(out.dropped()),
+            )?
+        };
+        if out.send(&record.at(time)) == Flow::Closed {
+            return Ok(Flow::Closed);
+        }
+    }
+    let record = NetnsRecord {
+        kind: "netns",
+        event,
+        time,
+        host,
+        netns,
+        namespace: host::namespace_class(netns),
+        owner,
+    };
+    Ok(out.send(&record))
 }

@@ -1,0 +1,211 @@
+//! What a watch answers between intervals: the counts record a client of
+//! the counts socket asks for, and a scraper's page, for one namespace or
+//! for every one (each namespace's series labelled with it).
+
+use std::collections::HashMap;
+
+use crate::cmd::CmdError;
+use crate::host;
+use crate::live::node::{Node, Scope};
+use crate::live::serve as served;
+use crate::namespaces::owner::Owner;
+use crate::output::record::Source;
+use crate::prometheus::exporter::{Exporter, Health, info};
+use crate::prometheus::page::{Family, Labels, Page, Value, labels};
+
+use super::interval::Kept;
+use super::reading::{Counting, Reading, counts_record};
+
+/// The labels of a namespace's series: its inode, class and owner.
+fn namespace_labels(netns: u32, owner: &Owner) -> Labels {
+    let known = |v: &Option<String>| v.clone().unwrap_or_default();
+    labels([
+        ("netns", netns.to_string()),
+        ("namespace", host::namespace_class(netns).into()),
+        ("netns_name", known(&owner.netns_name)),
+        ("runtime", owner.runtime.unwrap_or_default().into()),
+        ("container_id", known(&owner.container_id)),
+        ("pod", known(&owner.k8s_pod_name)),
+        ("pod_uid", known(&owner.k8s_pod_uid)),
+        ("k8s_namespace", known(&owner.k8s_namespace)),
+    ])
+}
+
+/// A scrape's page, counts read now: every namespace's mini-sockets read
+/// again where the kernel shows they may have changed, or polled.
+pub(super) fn page(
+    counting: &mut Counting,
+    groups: &crate::live::ports::Groups,
+    kept: &HashMap<u32, Kept>,
+    output_dropped: u64,
+) -> Result<Page, CmdError> {
+    match counting {
+        Counting::Ebpf(node) => {
+            let inodes: Vec<u32> = node.spaces().keys().copied().collect();
+            for inode in inodes {
+                node.refresh_mini_sockets(inode)?;
+            }
+            node.drain_stream();
+            page_now(node, kept, output_dropped)
+        }
+        Counting::Poll(_) => {
+            let (readings, _) = super::reading::read(counting, groups, false, true, None)?;
+            Ok(polled_page(
+                counting.scope(),
+                &readings,
+                kept,
+                output_dropped,
+            ))
+        }
+    }
+}
+
+/// A polled watch's page, from its readings.
+pub(super) fn polled_page(
+    scope: Scope,
+    readings: &[Reading],
+    kept: &HashMap<u32, Kept>,
+    output_dropped: u64,
+) -> Page {
+    let none = Exporter::new();
+    let exporter = |netns| kept.get(&netns).map_or(&none, |k| &k.exporter);
+    let health = Health {
+        output_dropped,
+        ..Health::default()
+    };
+    if let Scope::One(_) = scope {
+        let Some(r) = readings.first() else {
+            return Page(vec![info(Source::Poll)]);
+        };
+        return exporter(r.netns).page(Source::Poll, &r.counts, r.ports.as_deref(), health);
+    }
+    let mut page = Page(vec![info(Source::Poll)]);
+    for r in readings {
+        let labels = namespace_labels(r.netns, r.owner.as_ref().unwrap_or(&Owner::default()));
+        page.merge(
+            exporter(r.netns).families(&r.counts, r.ports.as_deref()),
+            &labels,
+        );
+    }
+    page_end(page, readings.len(), None, health)
+}
+
+/// The page from every namespace's state as it is: for scrapes answered
+/// while the interval's work runs (between two namespaces).
+pub(super) fn page_now(
+    node: &Node,
+    kept: &HashMap<u32, Kept>,
+    output_dropped: u64,
+) -> Result<Page, CmdError> {
+    let none = Exporter::new();
+    let exporter = |netns| kept.get(&netns).map_or(&none, |k| &k.exporter);
+    if let Scope::One(inode) = node.scope() {
+        let health = Health {
+            lost_events: node.lost_events()?,
+            resyncs: Some(node.spaces()[&inode].state.resyncs),
+            conn_records_lost: node.conn_records_lost()?,
+            output_dropped,
+        };
+        let counts = node.counts(inode)?;
+        let ports = node.port_series_now(inode);
+        return Ok(exporter(inode).page(Source::Ebpf, &counts, ports.as_deref(), health));
+    }
+    let mut page = Page(vec![info(Source::Ebpf)]);
+    for (inode, space) in node.spaces() {
+        let counts = node.counts(*inode)?;
+        let ports = node.port_series_now(*inode);
+        let labels = namespace_labels(*inode, &space.owner);
+        page.merge(
+            exporter(*inode).families(&counts, ports.as_deref()),
+            &labels,
+        );
+    }
+    let health = Health {
+        lost_events: node.lost_events()?,
+        resyncs: Some(node.resyncs()),
+        conn_records_lost: node.conn_records_lost()?,
+        output_dropped,
+    };
+    let untracked = node.untracked().len();
+    Ok(page_end(page, node.spaces().len(), Some(untracked), health))
+}
+
+/// The node-wide families that close a page.
+fn page_end(mut page: Page, namespaces: usize, untracked: Option<usize>, health: Health) -> Page {
+    page.merge(
+        vec![
+            Family::new("netconn_namespaces", "Network namespaces counted.")
+                .with(vec![], Value::Gauge(namespaces as i64)),
+        ],
+        &Vec::new(),
+    );
+    if let Some(untracked) = untracked {
+        page.merge(
+            vec![
+                Family::new(
+                    "netconn_namespaces_untracked",
+                    "Namespaces past the bound of those counted apart in the kernel.",
+                )
+                .with(vec![], Value::Gauge(untracked as i64)),
+            ],
+            &Vec::new(),
+        );
+    }
+    page.merge(crate::prometheus::exporter::health(health), &Vec::new());
+    page
+}
+
+/// The namespace a request asks the counts of (`counts INODE`; plain
+/// `counts`: the daemon's own); None for what the board answers.
+fn asked_namespace(request: &served::Request) -> Result<Option<u32>, CmdError> {
+    Ok(match request {
+        served::Request::CountsOf(inode) => Some(*inode),
+        served::Request::Counts => Some(crate::cmd::own_netns()?),
+        // The board's.
+        served::Request::Owners { .. } | served::Request::Alerts | served::Request::Records => None,
+    })
+}
+
+/// The answer to a client of the counts socket: the counts record of the
+/// namespace asked for, or nothing when that namespace is not counted. Its
+/// mini-sockets are read again first when the kernel shows they may have
+/// changed.
+pub(super) fn answer(
+    node: &mut Node,
+    request: served::Request,
+    host: &str,
+    tags: &crate::config::Tags,
+) -> Result<Vec<u8>, CmdError> {
+    if let Some(inode) = asked_namespace(&request)?
+        && node.spaces().contains_key(&inode)
+    {
+        node.refresh_mini_sockets(inode)?;
+        node.drain_stream();
+    }
+    answer_now(node, request, host, tags)
+}
+
+/// The same from the namespace's state as it is (its mini-sockets as this
+/// interval read them): for requests answered while the interval's work
+/// runs.
+pub(super) fn answer_now(
+    node: &Node,
+    request: served::Request,
+    host: &str,
+    tags: &crate::config::Tags,
+) -> Result<Vec<u8>, CmdError> {
+    let Some(inode) = asked_namespace(&request)? else {
+        return Ok(Vec::new());
+    };
+    let Some(space) = node.spaces().get(&inode) else {
+        return Ok(Vec::new());
+    };
+    let counts = node.counts(inode)?;
+    let ports = node.port_series_now(inode);
+    let owner = (!space.here()).then_some(&space.owner);
+    let record = crate::output::record::CountsRecord {
+        ports: ports.as_deref(),
+        ..counts_record(host, inode, owner, &counts, Some(node), tags, None)?
+    };
+    Ok(served::counts_line(&record))
+}
