@@ -1,18 +1,28 @@
-//! The smallest HTTP/1.1 server that serves `GET /metrics`. Connections
-//! are kept alive between scrapes, as Prometheus expects: a scraper that
-//! reconnected every time would leave a TIME_WAIT socket per scrape in the
-//! very tables netconn counts. It runs on the watch's runtime, each client
-//! on a task of its own with deadlines, at most [`MAX_CLIENTS`] at once,
-//! so no client, slow or silent, can hold up the loop that owns the counts
-//! (it only ever builds a page). A scrape the loop does not answer at once
-//! while it is busy with an interval's work gets the last page it made
-//! ([`LastPage`], [`Busy::fresh_or_last`]).
+//! The HTTP/1.1 server of the metrics endpoint and its page, on hyper's
+//! HTTP/1 connections (request parsing, bodies, keep-alive and HEAD are
+//! hyper's). Connections are kept alive between scrapes, as Prometheus
+//! expects: a scraper that reconnected every time would leave a TIME_WAIT
+//! socket per scrape in the very tables netconn counts. It runs on the
+//! watch's runtime, each client on a task of its own with deadlines, at
+//! most [`MAX_CLIENTS`] at once, so no client, slow or silent, can hold up
+//! the loop that owns the counts (it only ever builds a page). A scrape the
+//! loop does not answer at once while it is busy with an interval's work
+//! gets the last page it made ([`LastPage`], [`Busy::fresh_or_last`]).
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::live::serve::{Board, Busy};
 use crate::prometheus::page::{Format, Page};
@@ -25,8 +35,12 @@ pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
 /// A kept-alive connection may wait this long for its next request
 /// (longer than any sensible scrape interval).
 pub const IDLE: Duration = Duration::from_secs(300);
-/// The longest request head read; a longer one is refused.
+/// The longest request head read; a longer one is refused (hyper's
+/// smallest buffer is 8 KiB).
 const MAX_HEAD: usize = 16 * 1024;
+/// How long a connection closed (for a newcomer, or past its deadline)
+/// may take to finish the answer it is writing.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The page the loop made last, where the clients' thread reads it.
 #[derive(Default)]
@@ -99,21 +113,26 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// basic authentication (`--web-config-file`).
 pub fn serve(
     listener: std::net::TcpListener,
-    web: Option<std::sync::Arc<Web>>,
-    last: std::sync::Arc<LastPage>,
+    web: Option<Arc<Web>>,
+    last: Arc<LastPage>,
     board: Board,
 ) -> io::Result<tokio::sync::mpsc::Receiver<Scrape>> {
-    use std::sync::Arc;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let (scrapes, rx) = tokio::sync::mpsc::channel(MAX_CLIENTS);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
-    // Browsers' event streams: slots of their own.
-    let streams = Arc::new(tokio::sync::Semaphore::new(crate::web::MAX_STREAMS));
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     // The connection list names addresses and processes: served only where
     // nobody else reaches it, or behind basic authentication.
     let list_connections = listener.local_addr()?.ip().is_loopback()
         || web.as_ref().is_some_and(|w| w.authenticates());
-    let listing = Arc::new(crate::web::Listing::default());
+    let shared = Arc::new(Shared {
+        web,
+        scrapes,
+        last,
+        board,
+        // Browsers' event streams: slots of their own.
+        streams: Arc::new(Semaphore::new(crate::web::MAX_STREAMS)),
+        listing: list_connections.then(Default::default),
+    });
     let waiting = Waiting::default();
     tokio::spawn(async move {
         let mut id = 0u64;
@@ -125,77 +144,67 @@ pub fn serve(
             };
             let slot = match slots.clone().try_acquire_owned() {
                 Ok(slot) => slot,
-                Err(_) => match waiting.evict_longest() {
-                    // It returns at once and gives its slot back.
-                    true => {
-                        match tokio::time::timeout(CLIENT_DEADLINE, slots.clone().acquire_owned())
-                            .await
-                        {
-                            Ok(Ok(slot)) => slot,
-                            _ => {
-                                tokio::spawn(busy(stream));
-                                continue;
-                            }
+                // It closes at once and gives its slot back.
+                Err(_) if waiting.evict_longest() => {
+                    match tokio::time::timeout(CLIENT_DEADLINE, slots.clone().acquire_owned()).await
+                    {
+                        Ok(Ok(slot)) => slot,
+                        _ => {
+                            tokio::spawn(busy(stream));
+                            continue;
                         }
                     }
-                    false => {
-                        tokio::spawn(busy(stream));
-                        continue;
-                    }
-                },
+                }
+                Err(_) => {
+                    tokio::spawn(busy(stream));
+                    continue;
+                }
             };
             id += 1;
-            let (web, scrapes, waiting) = (web.clone(), scrapes.clone(), waiting.clone());
-            let last = last.clone();
-            let (board, streams, listing) = (board.clone(), streams.clone(), listing.clone());
-            let me = Waiter { id, waiting };
-            tokio::spawn(async move {
-                let tls = web.as_ref().and_then(|w| w.tls.clone());
-                let mut slot = Some(slot);
-                let shared = Shared {
-                    web: web.as_deref(),
-                    me: &me,
-                    last: &last,
-                    board: &board,
-                    streams: &streams,
-                    listing: list_connections.then_some(&*listing),
-                };
-                let _ = match tls {
-                    Some(acceptor) => {
-                        // The handshake has the first request's deadline.
-                        match tokio::time::timeout(CLIENT_DEADLINE, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => client(stream, scrapes, &shared, &mut slot).await,
-                            _ => Ok(()),
-                        }
-                    }
-                    None => client(stream, scrapes, &shared, &mut slot).await,
-                };
-                me.done();
-                drop(slot);
+            let me = Arc::new(Waiter {
+                id,
+                waiting: waiting.clone(),
+                evicted: Arc::new(Notify::new()),
             });
+            tokio::spawn(connection(stream, shared.clone(), slot, me));
         }
     });
     Ok(rx)
 }
 
+/// What every client of the server shares.
+struct Shared {
+    web: Option<Arc<Web>>,
+    scrapes: tokio::sync::mpsc::Sender<Scrape>,
+    last: Arc<LastPage>,
+    board: Board,
+    streams: Arc<Semaphore>,
+    /// The connection list, where it may be served.
+    listing: Option<crate::web::Listing>,
+}
+
 /// A waiting client: its id, and what tells it to close.
-type WaitingClient = (u64, tokio::sync::oneshot::Sender<()>);
+type WaitingClient = (u64, Arc<Notify>);
 
 /// The clients waiting for a request of their own, longest first.
 #[derive(Clone, Default)]
-struct Waiting(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<WaitingClient>>>);
+struct Waiting(Arc<Mutex<std::collections::VecDeque<WaitingClient>>>);
 
 impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<WaitingClient>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Tells the client that has waited longest to close; false when none
     /// is waiting (every slot is being answered).
     fn evict_longest(&self) -> bool {
-        let mut queue = self.0.lock().expect("waiting clients");
-        while let Some((_, stop)) = queue.pop_front() {
-            if stop.send(()).is_ok() {
-                return true;
+        match self.lock().pop_front() {
+            Some((_, evicted)) => {
+                evicted.notify_one();
+                true
             }
+            None => false,
         }
-        false
     }
 }
 
@@ -203,413 +212,326 @@ impl Waiting {
 struct Waiter {
     id: u64,
     waiting: Waiting,
+    /// Fires when a newcomer needs its slot, or its event stream ended.
+    evicted: Arc<Notify>,
 }
 
 impl Waiter {
-    /// Waits in line until a request comes; the receiver fires when a
-    /// newcomer needs the slot.
-    fn wait(&self) -> tokio::sync::oneshot::Receiver<()> {
-        let (stop, evicted) = tokio::sync::oneshot::channel();
-        let mut queue = self.waiting.0.lock().expect("waiting clients");
+    /// Waits in line until a request comes.
+    fn wait(&self) {
+        let mut queue = self.waiting.lock();
         queue.retain(|(id, _)| *id != self.id);
-        queue.push_back((self.id, stop));
-        evicted
+        queue.push_back((self.id, self.evicted.clone()));
     }
 
     /// Out of line: a request came, or it is done.
     fn done(&self) {
-        let mut queue = self.waiting.0.lock().expect("waiting clients");
-        queue.retain(|(id, _)| *id != self.id);
+        self.waiting.lock().retain(|(id, _)| *id != self.id);
     }
 }
 
 /// The answer to a client past the bound while every slot is answering:
 /// `503` at once rather than a wait.
 async fn busy(mut stream: tokio::net::TcpStream) {
-    let answer = response(
-        "503 Service Unavailable",
-        "text/plain",
-        "busy: every connection is being answered; try again\n",
-        false,
-        false,
+    let body = "busy: every connection is being answered; try again\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
-    let _ = tokio::time::timeout(CLIENT_DEADLINE, stream.write_all(&answer)).await;
+    let _ = tokio::time::timeout(CLIENT_DEADLINE, stream.write_all(answer.as_bytes())).await;
+}
+
+/// One client: the TLS handshake when configured (within the first
+/// request's deadline), then its HTTP connection.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+    me: Arc<Waiter>,
+) {
+    let slot = Arc::new(Mutex::new(Some(slot)));
+    match shared.web.as_ref().and_then(|w| w.tls.clone()) {
+        Some(acceptor) => {
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(CLIENT_DEADLINE, acceptor.accept(stream)).await
+            {
+                http(TokioIo::new(stream), shared, slot, me.clone()).await;
+            }
+        }
+        None => http(TokioIo::new(stream), shared, slot, me.clone()).await,
+    }
+    me.done();
+}
+
+/// Where a connection is, for its deadlines.
+struct State {
+    /// A request is being answered.
+    answering: bool,
+    /// Requests answered so far.
+    answered: u64,
+    /// It serves an event stream: no deadline, never evicted.
+    streaming: bool,
+    /// When it last started waiting for a request.
+    since: Instant,
+}
+
+/// A connection's state, however a holder panicked.
+fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One client's HTTP connection: the first request within
+/// [`CLIENT_DEADLINE`], later ones within [`IDLE`], closed earlier when a
+/// newcomer needs its slot while it waits; until it closes or asks to.
+async fn http<I>(
+    io: I,
+    shared: Arc<Shared>,
+    slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    me: Arc<Waiter>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let state = Arc::new(Mutex::new(State {
+        answering: false,
+        answered: 0,
+        streaming: false,
+        since: Instant::now(),
+    }));
+    let changed = Arc::new(Notify::new());
+    me.wait();
+    let service = {
+        let (state, changed, me) = (state.clone(), changed.clone(), me.clone());
+        hyper::service::service_fn(move |request| {
+            let (shared, slot) = (shared.clone(), slot.clone());
+            let (state, changed, me) = (state.clone(), changed.clone(), me.clone());
+            async move {
+                me.done();
+                lock(&state).answering = true;
+                changed.notify_one();
+                let (response, streaming) = answer(request, &shared, &slot, &me).await;
+                {
+                    let mut s = lock(&state);
+                    s.answering = false;
+                    s.answered += 1;
+                    s.streaming |= streaming;
+                    s.since = Instant::now();
+                }
+                if !streaming {
+                    me.wait();
+                }
+                changed.notify_one();
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .title_case_headers(true)
+        .header_read_timeout(IDLE)
+        .max_buf_size(MAX_HEAD);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    loop {
+        let (deadline, waits) = {
+            let s = lock(&state);
+            let patience = if s.answered == 0 {
+                CLIENT_DEADLINE
+            } else {
+                IDLE
+            };
+            (s.since + patience, !s.answering && !s.streaming)
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = changed.notified() => {}
+            // A newcomer needs the slot (a scraper reconnects for its
+            // next scrape), or the event stream ended.
+            _ = me.evicted.notified() => break,
+            _ = tokio::time::sleep_until(deadline.into()), if waits => break,
+        }
+    }
+    // Closed at once between requests; an answer being written may finish.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+}
+
+/// The body of every answer: whole, or an event stream.
+type Body = BoxBody<Bytes, Infallible>;
+
+/// An answer of `status` with a whole `body`.
+fn whole(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The same with headers `extra` (name, value) besides.
+fn with_headers(
+    mut response: Response<Body>,
+    extra: &[(&'static str, &'static str)],
+) -> Response<Body> {
+    for (name, value) in extra {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
+}
+
+/// An event stream's body: what its task sends.
+struct Events(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Events {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
 }
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Asked {
-    /// The page, in this format; `head`: without the body (HEAD).
-    Metrics { format: Format, head: bool },
-    /// A file of the page (`/`, its script and style); `head`: without
-    /// the body.
-    Page { path: String, head: bool },
+    /// The page, in this format.
+    Metrics(Format),
+    /// A file of the page (`/`, its script and style).
+    Page(String),
     /// The page's live stream of records (`/events`).
     Events,
     /// The daemon's namespace's sockets, as JSON (`/connections`).
     Connections,
-    /// Status line and a one-line body.
-    Refused(&'static str, &'static str),
+    /// Status and a one-line body.
+    Refused(StatusCode, &'static str),
 }
 
-/// A request head read: what it asks, and whether the connection stays
-/// open after the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub asked: Asked,
-    pub keep_alive: bool,
-    /// The `Authorization` header's value, as sent.
-    pub authorization: Option<String>,
-    /// Bytes of body that follow the head (`Content-Length`), read and
-    /// dropped before the next request.
-    pub body: u64,
-}
-
-/// The longest request body skipped; a longer one is refused.
-const MAX_BODY: u64 = 64 * 1024;
-
-/// Reads a request head: its request line, `Accept` and `Connection`.
-pub fn parse(head: &str) -> Request {
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next().unwrap_or_default().split(' ');
-    let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    let refused = |status, body| Request {
-        asked: Asked::Refused(status, body),
-        keep_alive: false,
-        authorization: None,
-        body: 0,
-    };
-    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
-        return refused("400 Bad Request", "bad request line\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return refused("505 HTTP Version Not Supported", "HTTP/1.x only\n");
-    }
-    let header = |wanted: &str| {
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case(wanted)
-                .then(|| value.trim().to_ascii_lowercase())
-        })
-    };
-    // Connection's tokens (a comma-separated list, any case).
-    let connection = header("connection").unwrap_or_default();
-    let token = |t: &str| connection.split(',').any(|c| c.trim() == t);
-    // HTTP/1.1 keeps the connection unless told not to; 1.0 only if asked.
-    let keep_alive = if token("close") {
-        false
-    } else if token("keep-alive") {
-        true
-    } else {
-        version == "HTTP/1.1"
-    };
-    // A body: skipped when its length is given and small; a chunked one
-    // (or any other coding) is not taken, and the connection closes, so a
-    // body is never read as the next request.
-    if header("transfer-encoding").is_some() {
-        return refused(
-            "501 Not Implemented",
-            "request bodies in a transfer coding are not taken\n",
-        );
-    }
-    let body = match header("content-length").map(|n| n.parse::<u64>()) {
-        None => 0,
-        Some(Ok(n)) if n <= MAX_BODY => n,
-        Some(Ok(_)) => return refused("413 Content Too Large", "request body too large\n"),
-        Some(Err(_)) => return refused("400 Bad Request", "bad Content-Length\n"),
-    };
-    let path = target.split('?').next().unwrap_or_default();
-    let bodiless = method == "HEAD";
-    let asked = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => Asked::Metrics {
-            format: Format::of_accept(header("accept").as_deref()),
-            head: bodiless,
-        },
-        ("GET", "/events") => Asked::Events,
-        ("GET", "/connections") => Asked::Connections,
-        ("GET" | "HEAD", path) if crate::web::asset(path).is_some() => Asked::Page {
-            path: path.to_owned(),
-            head: bodiless,
-        },
-        (_, "/metrics" | "/events" | "/connections" | "/" | "/app.js" | "/app.css") => {
-            Asked::Refused("405 Method Not Allowed", "GET only\n")
+/// What a request with this method, path and `Accept` asks for.
+pub fn route(method: &Method, path: &str, accept: Option<&str>) -> Asked {
+    let (get, head) = (method == Method::GET, method == Method::HEAD);
+    match path {
+        "/metrics" if get || head => Asked::Metrics(Format::of_accept(accept)),
+        "/events" if get => Asked::Events,
+        "/connections" if get => Asked::Connections,
+        path if (get || head) && crate::web::asset(path).is_some() => Asked::Page(path.to_owned()),
+        "/metrics" | "/events" | "/connections" | "/" | "/app.js" | "/app.css" => {
+            Asked::Refused(StatusCode::METHOD_NOT_ALLOWED, "GET only\n")
         }
         _ => Asked::Refused(
-            "404 Not Found",
+            StatusCode::NOT_FOUND,
             "netconn serves /metrics, and its page at /\n",
         ),
+    }
+}
+
+/// The answer to one request, and whether it is an event stream (which
+/// gives its slot back: a browser tab never holds one).
+async fn answer(
+    request: Request<Incoming>,
+    shared: &Shared,
+    slot: &Mutex<Option<OwnedSemaphorePermit>>,
+    me: &Arc<Waiter>,
+) -> (Response<Body>, bool) {
+    let value = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    let authorization = head.split("\r\n").skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("authorization")
-            .then(|| value.trim().to_owned())
-    });
-    Request {
-        asked,
-        keep_alive,
-        authorization,
-        body,
+    if !shared
+        .web
+        .as_ref()
+        .is_none_or(|w| w.allows(value(header::AUTHORIZATION)))
+    {
+        let refused = whole(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
+        return (
+            with_headers(refused, &[("www-authenticate", "Basic realm=\"netconn\"")]),
+            false,
+        );
     }
-}
-
-/// Reads and drops `n` bytes of body: first what `buf` holds already, then
-/// from `stream`.
-async fn skip_body<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    n: u64,
-) -> io::Result<()> {
-    let held = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
-    buf.drain(..held);
-    let mut left = n - held as u64;
-    let mut chunk = [0u8; 4096];
-    while left > 0 {
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
-        let got = stream.read(&mut chunk[..want]).await?;
-        if got == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+    let accept = value(header::ACCEPT).map(str::to_ascii_lowercase);
+    let text = |status, body: &'static str| whole(status, "text/plain", body);
+    let response = match route(request.method(), request.uri().path(), accept.as_deref()) {
+        Asked::Refused(status, body) => text(status, body),
+        Asked::Page(path) => {
+            let asset = crate::web::asset(&path).expect("a file of the page");
+            with_headers(
+                whole(StatusCode::OK, asset.content_type, asset.body),
+                crate::web::PAGE_HEADERS,
+            )
         }
-        left -= got as u64;
-    }
-    Ok(())
-}
-
-/// The answer to a request without the credentials `--web-config-file`
-/// asks for.
-fn unauthorized(keep: bool) -> Vec<u8> {
-    let mut out = response(
-        "401 Unauthorized",
-        "text/plain",
-        "unauthorized\n",
-        false,
-        keep,
-    );
-    let at = out
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .expect("a status line")
-        + 2;
-    out.splice(at..at, *b"WWW-Authenticate: Basic realm=\"netconn\"\r\n");
-    out
-}
-
-/// The response to a request.
-fn response(status: &str, content_type: &str, body: &str, head: bool, keep: bool) -> Vec<u8> {
-    response_with(status, content_type, "", body, head, keep)
-}
-
-/// The same with `headers` (lines ending in CRLF) besides.
-fn response_with(
-    status: &str,
-    content_type: &str,
-    headers: &str,
-    body: &str,
-    head: bool,
-    keep: bool,
-) -> Vec<u8> {
-    let connection = if keep { "keep-alive" } else { "close" };
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n{headers}\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
-}
-
-/// Reads the next request head from `stream` into `buf` (which may hold
-/// the start of it already); returns the head and leaves what follows it
-/// in `buf`. `None`: the client closed between requests.
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-) -> io::Result<Option<String>> {
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
-            return Ok(Some(head));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(io::ErrorKind::InvalidData.into());
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// One client: each request within its deadline (the first within
-/// [`CLIENT_DEADLINE`], later ones within [`IDLE`]), the page from the
-/// loop, written within the deadline; until it closes or asks to.
-/// What every client of the server shares.
-struct Shared<'a> {
-    web: Option<&'a Web>,
-    me: &'a Waiter,
-    last: &'a LastPage,
-    board: &'a Board,
-    streams: &'a std::sync::Arc<tokio::sync::Semaphore>,
-    /// The connection list, where it may be served.
-    listing: Option<&'a crate::web::Listing>,
-}
-
-async fn client<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut stream: S,
-    scrapes: tokio::sync::mpsc::Sender<Scrape>,
-    shared: &Shared<'_>,
-    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-) -> io::Result<()> {
-    let Shared {
-        web,
-        me,
-        last,
-        board,
-        streams,
-        listing,
-    } = *shared;
-    use tokio::time::timeout;
-    let late = |_| io::Error::from(io::ErrorKind::TimedOut);
-    let mut buf = Vec::new();
-    let mut wait = CLIENT_DEADLINE;
-    loop {
-        let evicted = me.wait();
-        let head = tokio::select! {
-            head = timeout(wait, read_head(&mut stream, &mut buf)) => head,
-            // A newcomer needs the slot: the idle connection gives way
-            // (a scraper reconnects for its next scrape).
-            _ = evicted => return Ok(()),
-        };
-        me.done();
-        let (answer, keep) = match head {
-            Err(e) => return Err(late(e)),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => (
-                response(
-                    "431 Request Header Fields Too Large",
-                    "text/plain",
-                    "request head too large\n",
-                    false,
-                    false,
-                ),
-                false,
+        Asked::Connections => match &shared.listing {
+            None => text(
+                StatusCode::FORBIDDEN,
+                "the connection list is served on a loopback address, or with basic authentication (--web-config-file)\n",
             ),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(Some(head))) => {
-                let Request {
-                    asked,
-                    keep_alive,
-                    authorization,
-                    body,
-                } = parse(&head);
-                timeout(CLIENT_DEADLINE, skip_body(&mut stream, &mut buf, body))
-                    .await
-                    .map_err(late)??;
-                let allowed = web.is_none_or(|w| w.allows(authorization.as_deref()));
-                let answer = match asked {
-                    _ if !allowed => unauthorized(keep_alive),
-                    Asked::Refused(status, body) => {
-                        response(status, "text/plain", body, false, keep_alive)
-                    }
-                    Asked::Page { path, head } => {
-                        let asset = crate::web::asset(&path).expect("a file of the page");
-                        response_with(
-                            "200 OK",
-                            asset.content_type,
-                            crate::web::PAGE_HEADERS,
-                            asset.body,
-                            head,
-                            keep_alive,
-                        )
-                    }
-                    Asked::Connections => match listing {
-                        None => response(
-                            "403 Forbidden",
-                            "text/plain",
-                            "the connection list is served on a loopback address, or with basic authentication (--web-config-file)\n",
-                            false,
-                            keep_alive,
-                        ),
-                        Some(listing) => match timeout(CLIENT_DEADLINE, listing.get()).await {
-                            Ok(Ok(json)) => response_with(
-                                "200 OK",
-                                "application/json",
-                                "Cache-Control: no-store\r\n",
-                                &String::from_utf8_lossy(&json),
-                                false,
-                                keep_alive,
-                            ),
-                            _ => response(
-                                "503 Service Unavailable",
-                                "text/plain",
-                                "cannot dump the socket tables now\n",
-                                false,
-                                keep_alive,
-                            ),
-                        },
-                    },
-                    Asked::Events => {
-                        // A slot of the streams' own, and the scrapers'
-                        // given back: a browser tab never holds one.
-                        let Ok(streaming) = streams.clone().try_acquire_owned() else {
-                            let busy = response(
-                                "503 Service Unavailable",
-                                "text/plain",
-                                "too many event streams\n",
-                                false,
-                                false,
-                            );
-                            timeout(CLIENT_DEADLINE, stream.write_all(&busy))
-                                .await
-                                .map_err(late)??;
-                            return Ok(());
-                        };
-                        drop(slot.take());
-                        let streamed =
-                            crate::web::stream(&mut stream, board, CLIENT_DEADLINE).await;
-                        drop(streaming);
-                        return streamed;
-                    }
-                    Asked::Metrics { format, head } => {
-                        let (reply, page) = tokio::sync::oneshot::channel();
-                        let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
-                        use tokio::sync::mpsc::error::TrySendError;
-                        let page = match scrapes.try_send(Scrape { format, reply }) {
-                            Ok(()) => (last.busy)
-                                .fresh_or_last(page, || last.last(format))
-                                .await
-                                .map_err(|_| gone())?,
-                            // As many scrapes wait as the loop takes: the
-                            // last page, when there is one.
-                            Err(TrySendError::Full(_)) => last.last(format).ok_or_else(gone)?,
-                            Err(TrySendError::Closed(_)) => return Err(gone()),
-                        };
-                        response("200 OK", format.content_type(), &page, head, keep_alive)
-                    }
-                };
-                (answer, keep_alive)
-            }
-        };
-        timeout(CLIENT_DEADLINE, stream.write_all(&answer))
-            .await
-            .map_err(late)??;
-        if !keep {
-            return timeout(CLIENT_DEADLINE, stream.shutdown())
-                .await
-                .map_err(late)?;
+            Some(listing) => match tokio::time::timeout(CLIENT_DEADLINE, listing.get()).await {
+                Ok(Ok(json)) => with_headers(
+                    whole(StatusCode::OK, "application/json", json.to_vec()),
+                    &[("cache-control", "no-store")],
+                ),
+                _ => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot dump the socket tables now\n",
+                ),
+            },
+        },
+        Asked::Events => {
+            // A slot of the streams' own, and the scrapers' given back.
+            let Ok(streaming) = shared.streams.clone().try_acquire_owned() else {
+                let busy = text(StatusCode::SERVICE_UNAVAILABLE, "too many event streams\n");
+                return (with_headers(busy, &[("connection", "close")]), false);
+            };
+            drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let (out, body) = tokio::sync::mpsc::channel(1);
+            let (board, me) = (shared.board.clone(), me.clone());
+            tokio::spawn(async move {
+                crate::web::stream(out, &board, CLIENT_DEADLINE).await;
+                drop(streaming);
+                // The connection closes with it.
+                me.evicted.notify_one();
+            });
+            let mut response = Response::new(Events(body).boxed());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            let headers = [
+                ("cache-control", "no-store"),
+                ("x-accel-buffering", "no"),
+                ("connection", "close"),
+            ];
+            return (with_headers(response, &headers), true);
         }
-        wait = IDLE;
-    }
+        Asked::Metrics(format) => {
+            let (reply, page) = tokio::sync::oneshot::channel();
+            use tokio::sync::mpsc::error::TrySendError;
+            let last = &shared.last;
+            let page = match shared.scrapes.try_send(Scrape { format, reply }) {
+                Ok(()) => (last.busy)
+                    .fresh_or_last(page, || last.last(format))
+                    .await
+                    .ok(),
+                // As many scrapes wait as the loop takes: the last page,
+                // when there is one.
+                Err(TrySendError::Full(_)) => last.last(format),
+                Err(TrySendError::Closed(_)) => None,
+            };
+            match page {
+                Some(page) => whole(StatusCode::OK, format.content_type(), page),
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "the watch is stopping\n"),
+            }
+        }
+    };
+    (response, false)
 }
 
 #[cfg(test)]
@@ -690,74 +612,64 @@ mod tests {
     }
 
     #[test]
-    fn requests() {
-        let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+    fn routes() {
+        let om = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
         assert_eq!(
-            parse(get),
-            Request {
-                asked: Asked::Metrics {
-                    format: Format::OpenMetrics,
-                    head: false
-                },
-                keep_alive: true,
-                authorization: None,
-                body: 0,
-            }
+            route(&Method::GET, "/metrics", Some(om)),
+            Asked::Metrics(Format::OpenMetrics)
         );
         assert_eq!(
-            parse("HEAD /metrics?x=1 HTTP/1.0\r\nHost: x"),
-            Request {
-                asked: Asked::Metrics {
-                    format: Format::Text,
-                    head: true
-                },
-                keep_alive: false,
-                authorization: None,
-                body: 0,
-            }
+            route(&Method::HEAD, "/metrics", None),
+            Asked::Metrics(Format::Text)
         );
-        assert!(!parse("GET /metrics HTTP/1.1\r\nConnection: Close").keep_alive);
-        assert!(parse("GET /metrics HTTP/1.0\r\nConnection: keep-alive").keep_alive);
-        // Connection is a list of tokens, not a substring.
-        assert!(parse("GET /metrics HTTP/1.1\r\nConnection: keep-alive, Upgrade").keep_alive);
-        assert!(parse("GET /metrics HTTP/1.1\r\nConnection: x-closed-caption").keep_alive);
-        assert!(!parse("GET /metrics HTTP/1.1\r\nConnection: Upgrade, close").keep_alive);
-        // Bodies: a given length is skipped; a coded one is refused.
-        assert_eq!(parse("GET /metrics HTTP/1.1\r\nContent-Length: 5").body, 5);
         assert!(matches!(
-            parse("GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked").asked,
-            Asked::Refused("501 Not Implemented", _)
+            route(&Method::GET, "/nothing", None),
+            Asked::Refused(StatusCode::NOT_FOUND, _)
         ));
-        assert!(matches!(
-            parse("GET /metrics HTTP/1.1\r\nContent-Length: 99999999").asked,
-            Asked::Refused("413 Content Too Large", _)
-        ));
-        let asked = |head| parse(head).asked;
-        assert!(matches!(
-            asked("GET /nothing HTTP/1.1"),
-            Asked::Refused("404 Not Found", _)
-        ));
-        assert!(matches!(
-            asked("GET /?x=1 HTTP/1.1"),
-            Asked::Page { ref path, head: false } if path == "/"
-        ));
-        assert_eq!(asked("GET /events HTTP/1.1"), Asked::Events);
-        assert_eq!(asked("GET /connections HTTP/1.1"), Asked::Connections);
-        assert!(matches!(
-            asked("POST / HTTP/1.1"),
-            Asked::Refused("405 Method Not Allowed", _)
-        ));
-        assert!(matches!(
-            asked("POST /metrics HTTP/1.1"),
-            Asked::Refused("405 Method Not Allowed", _)
-        ));
-        assert!(matches!(
-            asked("garbage"),
-            Asked::Refused("400 Bad Request", _)
-        ));
-        assert!(matches!(
-            asked("GET /metrics SPDY/3"),
-            Asked::Refused("505 HTTP Version Not Supported", _)
-        ));
+        assert_eq!(route(&Method::GET, "/", None), Asked::Page("/".into()));
+        assert_eq!(route(&Method::GET, "/events", None), Asked::Events);
+        assert_eq!(
+            route(&Method::GET, "/connections", None),
+            Asked::Connections
+        );
+        for path in ["/", "/metrics", "/events"] {
+            assert!(matches!(
+                route(&Method::POST, path, None),
+                Asked::Refused(StatusCode::METHOD_NOT_ALLOWED, _)
+            ));
+        }
+    }
+
+    /// What hyper does for us, as the hand-written server did: a body in a
+    /// transfer coding is read, not taken as the next request; a request
+    /// line that is not HTTP/1.x, or garbage, is refused.
+    #[test]
+    fn chunked_bodies_and_garbage() {
+        let (_rt, addr, _last, _scrapes, busy) = busy_server(3);
+        let _working = busy.working();
+        let answers = exchange(
+            addr,
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              15\r\nGET /nothing HTTP/1.1\r\n0\r\n\r\n\
+              GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(answers.starts_with("HTTP/1.1 405"), "{answers}");
+        assert!(answers.contains("HTTP/1.1 200 OK"), "{answers}");
+        assert!(!answers.contains("404"), "{answers}");
+        let garbage = exchange(addr, b"garbage\r\n\r\n");
+        assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    }
+
+    /// HEAD gets the headers of the page without its body.
+    #[test]
+    fn head_has_no_body() {
+        let (_rt, addr, _last, _scrapes, busy) = busy_server(5);
+        let _working = busy.working();
+        let answer = exchange(
+            addr,
+            b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(!answer.contains("netconn_test"), "{answer}");
     }
 }

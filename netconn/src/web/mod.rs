@@ -8,8 +8,6 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-
 use crate::live::serve::{Board, Request};
 
 /// A static file of the page: its type and bytes.
@@ -37,7 +35,14 @@ pub fn asset(path: &str) -> Option<Asset> {
 
 /// What the page's answers say besides their type: nothing from
 /// elsewhere runs in it, and it is framed nowhere.
-pub const PAGE_HEADERS: &str = "Content-Security-Policy: default-src 'self'; img-src 'self' data:; frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n";
+pub const PAGE_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "no-store"),
+];
 
 /// Most event streams at once (a browser tab each); they never take the
 /// slots scrapes need.
@@ -67,62 +72,58 @@ fn event(name: &str, lines: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Streams the board to one browser until it goes away or a write takes
-/// longer than `deadline`: the records of each new interval (at first the
+/// Streams the board to one browser, into its answer's body (`out`),
+/// until it goes away (the body is dropped) or a piece waits longer than
+/// `deadline` to be taken: the records of each new interval (at first the
 /// counts answer, until the loop has kept an interval's records) and the
 /// alerts whenever they change.
-pub async fn stream<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
+pub async fn stream(
+    out: tokio::sync::mpsc::Sender<bytes::Bytes>,
     board: &Board,
     deadline: Duration,
-) -> io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    let late = |_| io::Error::from(io::ErrorKind::TimedOut);
-    // A closed tab is noticed by its end of file, and gives its slot back
-    // at once.
-    let (mut from, stream) = tokio::io::split(stream);
-    let mut stream = stream;
-    let mut scratch = [0u8; 256];
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 2000\n\n";
-    tokio::time::timeout(deadline, stream.write_all(head.as_bytes()))
-        .await
-        .map_err(late)??;
+) {
+    let send = |piece: Vec<u8>| {
+        let out = out.clone();
+        async move {
+            matches!(
+                tokio::time::timeout(deadline, out.send(piece.into())).await,
+                Ok(Ok(()))
+            )
+        }
+    };
+    if !send(b"retry: 2000\n\n".to_vec()).await {
+        return;
+    }
     let (mut sent_records, mut sent_alerts) = (None::<Vec<u8>>, None::<Vec<u8>>);
     let mut quiet = Instant::now();
     loop {
-        let mut out = Vec::new();
+        let mut piece = Vec::new();
         let mut records = board.records();
         if records.is_empty() && sent_records.is_none() {
             records = board.answer(Request::Counts).unwrap_or_default();
         }
         if !records.is_empty() && sent_records.as_ref() != Some(&records) {
-            out.extend(event("records", &records));
+            piece.extend(event("records", &records));
             sent_records = Some(records);
         }
         let alerts = board.answer(Request::Alerts).unwrap_or_default();
         if sent_alerts.as_ref() != Some(&alerts) {
-            out.extend(event("alerts", &alerts));
+            piece.extend(event("alerts", &alerts));
             sent_alerts = Some(alerts);
         }
-        if out.is_empty() && quiet.elapsed() >= KEEP_ALIVE {
-            out.extend_from_slice(b": still here\n\n");
+        if piece.is_empty() && quiet.elapsed() >= KEEP_ALIVE {
+            piece.extend_from_slice(b": still here\n\n");
         }
-        if !out.is_empty() {
-            tokio::time::timeout(deadline, async {
-                stream.write_all(&out).await?;
-                stream.flush().await
-            })
-            .await
-            .map_err(late)??;
+        if !piece.is_empty() {
+            if !send(piece).await {
+                return;
+            }
             quiet = Instant::now();
         }
         tokio::select! {
             _ = tokio::time::sleep(LOOK_EVERY) => {}
-            read = from.read(&mut scratch) => {
-                if !matches!(read, Ok(n) if n > 0) {
-                    return Ok(());
-                }
-            }
+            // A closed tab gives its slot back at once.
+            _ = out.closed() => return,
         }
     }
 }
