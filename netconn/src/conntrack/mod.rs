@@ -8,6 +8,7 @@
 //! counted from one ctnetlink dump plus the events; a lost event (ENOBUFS
 //! on the socket) is counted and repaired by a new dump, never silent.
 
+use crate::alerts::{Hysteresis, Kind};
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -75,59 +76,6 @@ pub fn rates(
             (k.clone(), (rate * 100.0).round() / 100.0)
         })
         .collect()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Clear,
-    Warning,
-    Critical,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Clear => "clear",
-            Level::Warning => "warning",
-            Level::Critical => "critical",
-        }
-    }
-}
-
-/// The alert state machine; `update` returns the new level when it changed.
-#[derive(Debug, Clone, Copy)]
-pub struct Alert {
-    pub thresholds: Thresholds,
-    pub level: Level,
-}
-
-impl Alert {
-    pub fn new(thresholds: Thresholds) -> Alert {
-        Alert {
-            thresholds,
-            level: Level::Clear,
-        }
-    }
-
-    pub fn update(&mut self, utilization: f64) -> Option<Level> {
-        let t = self.thresholds;
-        let next = if utilization >= t.crit {
-            Level::Critical
-        } else if utilization >= t.warn {
-            // Down from critical to warning, or up to warning.
-            Level::Warning
-        } else if self.level != Level::Clear && utilization >= t.clear {
-            // Between clear and warn: keep an alert raised (hysteresis),
-            // as warning at most.
-            Level::Warning
-        } else {
-            Level::Clear
-        };
-        (next != self.level).then(|| {
-            self.level = next;
-            next
-        })
-    }
 }
 
 /// Protocol names entries are counted under.
@@ -446,7 +394,7 @@ pub struct Monitor {
     /// Live entries minus the kernel's count at the last reading, if not 0.
     mismatch: Option<i64>,
     last: Option<(Instant, BTreeMap<String, u64>)>,
-    alert: Alert,
+    alert: Hysteresis,
 }
 
 /// What one reading found.
@@ -506,7 +454,7 @@ impl Monitor {
             mismatch: None,
             // The first record's rates run from here.
             last: read_stats().map(|s| (Instant::now(), s)),
-            alert: Alert::new(thresholds),
+            alert: Hysteresis::new(thresholds),
         }
     }
 
@@ -638,7 +586,7 @@ impl Monitor {
             time,
             host,
             netns,
-            alert: "conntrack_full",
+            alert: Kind::ConntrackFull,
             status: level.name(),
             utilization,
             thresholds: AlertThresholds {
@@ -684,27 +632,6 @@ mod tests {
         assert_eq!(r["insert"], 5.0);
         assert_eq!(r["found"], 0.0);
         assert!(!r.contains_key("entries"));
-    }
-
-    #[test]
-    fn alert_hysteresis_like_netdata() {
-        let mut a = Alert::new(Thresholds::default());
-        let steps = [
-            (50.0, None),
-            (89.9, None),
-            (90.0, Some(Level::Warning)),
-            (87.0, None), // stays raised above 85
-            (95.0, Some(Level::Critical)),
-            (92.0, Some(Level::Warning)),
-            (86.0, None),
-            (84.9, Some(Level::Clear)),
-            (88.0, None), // below warn: stays clear
-            (96.0, Some(Level::Critical)),
-            (10.0, Some(Level::Clear)),
-        ];
-        for (u, want) in steps {
-            assert_eq!(a.update(u), want, "at {u}%");
-        }
     }
 
     #[test]

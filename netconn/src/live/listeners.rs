@@ -249,7 +249,7 @@ impl NewListeners {
             let alert = crate::output::alert::ListenerAlert {
                 head: crate::output::alert::AlertHead {
                     kind: "alert",
-                    alert: "new_listener",
+                    alert: crate::alerts::Kind::NewListener,
                     status: "warning",
                     time: time.to_owned(),
                     host: host.to_owned(),

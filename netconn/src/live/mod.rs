@@ -2,7 +2,6 @@
 //! TCP metrics, connection records, alerts on the interval figures, and
 //! the socket it serves them on.
 
-pub mod alerts;
 pub mod conns;
 pub mod ephemeral;
 pub mod listeners;

@@ -29,7 +29,7 @@ pub struct ListenerAlert {
 pub struct AlertHead {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub alert: &'static str,
+    pub alert: crate::alerts::Kind,
     pub status: &'static str,
     pub time: String,
     pub host: String,
@@ -144,7 +144,7 @@ pub struct ExhaustionAlert {
 /// --alerts`): active while its status is not `clear`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Raised {
-    pub alert: String,
+    pub alert: crate::alerts::Kind,
     /// What it is about (`addr:port` of a listener, "table" for conntrack,
     /// the port of a spike).
     pub key: String,
@@ -159,7 +159,7 @@ impl Raised {
         let record = serde_json::to_value(record).expect("alert records serialize");
         let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
         Raised {
-            alert: field("alert"),
+            alert: serde_json::from_value(record["alert"].clone()).expect("an alert record"),
             status: field("status"),
             key,
             record,

@@ -216,9 +216,9 @@ impl Exporter {
         for r in got.raised {
             *self
                 .records
-                .entry((r.alert.clone(), r.status.clone()))
+                .entry((r.alert.name().to_owned(), r.status.clone()))
                 .or_default() += 1;
-            let key = (r.alert.clone(), r.key.clone());
+            let key = (r.alert.name().to_owned(), r.key.clone());
             if r.status == "clear" {
                 self.active.remove(&key);
             } else {

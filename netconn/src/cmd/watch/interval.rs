@@ -4,9 +4,9 @@
 //! visit), its listeners' figures, its alerts, its exporter's series, and
 //! the records they make, written in one order.
 
+use crate::alerts::{Alerting, Stamp};
 use crate::cmd::CmdError;
 use crate::conntrack::Monitor;
-use crate::live::alerts::{Alerting, Stamp};
 use crate::live::listeners::{Listeners, NewListeners, Requests};
 use crate::live::metrics::{Interval, Listen};
 use crate::live::node::Node;
@@ -87,7 +87,7 @@ pub(super) struct Made<'a> {
     /// `new_listener` alerts.
     pub new_listeners: Vec<ListenerAlert>,
     /// The other alert kinds'.
-    pub alerts: crate::live::alerts::Records,
+    pub alerts: crate::alerts::Records,
 }
 
 /// One namespace's interval. `node`: the live counts (owners, ephemeral
@@ -243,26 +243,7 @@ impl Made<'_> {
                 .new_listeners
                 .iter()
                 .any(|a| out.send(a) == Flow::Closed)
-            || self
-                .alerts
-                .spikes
-                .iter()
-                .any(|a| out.send(a) == Flow::Closed)
-            || self
-                .alerts
-                .floods
-                .iter()
-                .any(|a| out.send(a) == Flow::Closed)
-            || self
-                .alerts
-                .scans
-                .iter()
-                .any(|a| out.send(a) == Flow::Closed)
-            || self
-                .alerts
-                .exhaustion
-                .iter()
-                .any(|a| out.send(a) == Flow::Closed);
+            || (self.alerts.0.iter()).any(|a| out.send(a) == Flow::Closed);
         match closed {
             true => Flow::Closed,
             false => Flow::Go,

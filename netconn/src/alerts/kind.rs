@@ -1,0 +1,58 @@
+//! The alert kinds, one list for every place that names them: the
+//! records' `alert` field, the configuration's `[alerts.*]` tables and
+//! environment variables, `check --alerts` and the exporter's series.
+
+/// An alert kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The conntrack table filling up (see [`crate::conntrack`]).
+    ConntrackFull,
+    /// A socket listens on an address and port not allowed.
+    NewListener,
+    /// New connections per second against a learned baseline.
+    ConnSpike,
+    /// Handshakes left uncompleted on a listener.
+    SynFlood,
+    /// One address touching many closed ports.
+    PortScan,
+    /// The ephemeral ports to one destination running out.
+    PortExhaustion,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::ConntrackFull,
+        Kind::NewListener,
+        Kind::ConnSpike,
+        Kind::SynFlood,
+        Kind::PortScan,
+        Kind::PortExhaustion,
+    ];
+
+    /// Its name in records and in the configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::ConntrackFull => "conntrack_full",
+            Kind::NewListener => "new_listener",
+            Kind::ConnSpike => "conn_spike",
+            Kind::SynFlood => "syn_flood",
+            Kind::PortScan => "port_scan",
+            Kind::PortExhaustion => "port_exhaustion",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_name_each_kind_as_the_configuration_does() {
+        for kind in Kind::ALL {
+            let name = serde_json::Value::from(kind.name());
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(serde_json::from_value::<Kind>(name).unwrap(), kind);
+        }
+    }
+}
