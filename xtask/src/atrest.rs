@@ -48,20 +48,6 @@ impl Reading {
     }
 }
 
-/// CPU time of every thread of `pid` so far, seconds.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let text = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
-        ns += text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(ns as f64 / 1e9)
-}
-
 /// A namespace shaped like a small pod (see the module).
 struct Pod {
     _holder: Guard,
@@ -112,12 +98,12 @@ fn measure(
     }
     std::thread::sleep(WARM_UP);
     let pid = guard.0.id();
-    let before = cpu_seconds(pid)?;
+    let before = crate::lab::cpu_seconds(pid)?;
     let started = std::time::Instant::now();
     let connections = during()?;
     let rest = window.saturating_sub(started.elapsed());
     std::thread::sleep(rest);
-    let used = cpu_seconds(pid)? - before;
+    let used = crate::lab::cpu_seconds(pid)? - before;
     let took = started.elapsed().as_secs_f64();
     // Then, apart (answering costs the daemon CPU of its own), how long
     // answers take while it works; under the same load when there is one.

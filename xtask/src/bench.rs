@@ -44,16 +44,6 @@ fn round_penalties(rates: &[f64], modes: usize, mode: usize) -> Vec<f64> {
         .collect()
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
-}
-
 /// (steal, total) jiffies from /proc/stat: how much CPU the hypervisor
 /// took away, so a reader can judge how noisy a run was.
 fn cpu_steal() -> Result<(u64, u64)> {
@@ -107,7 +97,7 @@ fn churn_rate(paths: &Paths, with: &str, threads: u32, seconds: u32) -> Result<C
     }
     let steal_before = cpu_steal()?;
     let cpu_before = match &daemon {
-        Some(g) if with.starts_with("netconn") => Some(cpu_seconds(g.0.id())?),
+        Some(g) if with.starts_with("netconn") => Some(crate::lab::cpu_seconds(g.0.id())?),
         _ => None,
     };
     let out = ns
@@ -140,7 +130,7 @@ fn churn_rate(paths: &Paths, with: &str, threads: u32, seconds: u32) -> Result<C
         lost_events: None,
     };
     if let (Some(before), Some(mut g)) = (cpu_before, daemon.take()) {
-        run.daemon_cpu = Some(cpu_seconds(g.0.id())? - before);
+        run.daemon_cpu = Some(crate::lab::cpu_seconds(g.0.id())? - before);
         // SIGINT makes watch write a final record, then exit.
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(g.0.id() as i32, libc::SIGINT) };

@@ -120,14 +120,14 @@ fn sample(paths: &Paths, kind: Kind) -> Result<Sample> {
     };
     let pid = watch.0.id();
     let (t0, n0) = totals()?;
-    let cpu0 = crate::atrest::cpu_seconds(pid)?;
+    let cpu0 = crate::lab::cpu_seconds(pid)?;
     let out = ns
         .cmd(&paths.churn)
         .args(["keepalive", "--requests", &REQUESTS.to_string()])
         .args(["--seconds", "60"])
         .output()?;
     let (t1, n1) = totals()?;
-    let cpu1 = crate::atrest::cpu_seconds(pid)?;
+    let cpu1 = crate::lab::cpu_seconds(pid)?;
     let made: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let requests = made["requests"].as_f64().unwrap_or(0.0);
     if requests < 1000.0 {

@@ -268,12 +268,12 @@ fn sample(paths: &Paths, netconn: &str, args: &[&str]) -> Result<Sample> {
     let empty = bpftrace(EMPTY)?;
     let with_empty = loaded_beyond(&with_count)?;
     let pid = watch.0.id();
-    let cpu = crate::atrest::cpu_seconds(pid)?;
+    let cpu = crate::lab::cpu_seconds(pid)?;
     let connections = crate::lab::churn_connections(paths, &ns)?;
     // The records of the churn's last connections reach the file within
     // the daemon's drain period.
     std::thread::sleep(Duration::from_millis(300));
-    let cpu = crate::atrest::cpu_seconds(pid)? - cpu;
+    let cpu = crate::lab::cpu_seconds(pid)? - cpu;
     let cost = |(name, t, n): (String, f64, f64)| ProgramCost {
         name,
         ns_per_run: t / n.max(1.0),
@@ -335,19 +335,6 @@ pub fn loaded_beyond(before: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!("bpftrace loaded no program in 10 s")
-}
-
-/// Runs `f` when dropped.
-pub fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Run<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Run<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Run(Some(f))
 }
 
 /// bpftrace's count-only program, attached.

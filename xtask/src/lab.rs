@@ -45,7 +45,7 @@ pub fn bpf_stats_on() -> Result<impl Drop> {
     const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(SYSCTL)?;
     std::fs::write(SYSCTL, "1")?;
-    Ok(crate::kernelcost::scopeguard(move || {
+    Ok(scopeguard(move || {
         let _ = std::fs::write(SYSCTL, before.trim());
     }))
 }
@@ -199,4 +199,31 @@ fn run_times(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// CPU time of every thread of `pid` so far, seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let text = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
+        ns += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(ns as f64 / 1e9)
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Run<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Run<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Run(Some(f))
 }

@@ -236,7 +236,7 @@ fn run(paths: &Paths, ns: &Netns, mode: Mode, load: Load) -> Result<Run> {
             .map(|p| p.1)
             .sum())
     };
-    let cpu = || pid.map_or(Ok(0.0), crate::atrest::cpu_seconds);
+    let cpu = || pid.map_or(Ok(0.0), crate::lab::cpu_seconds);
     let (t0, c0) = (totals()?, cpu()?);
     let (rate, units) = match load {
         Load::Http { close } => http(ns, close)?,
