@@ -470,7 +470,7 @@ struct RawExhaustion {
 
 impl AlertTable for RawExhaustion {
     type Config = ExhaustionConfig;
-    const NAME: &'static str = crate::alerts::Kind::PortExhaustion.name();
+    const NAME: &'static str = crate::model::alert::Kind::PortExhaustion.name();
     const KEYS: &'static [&'static str] = &["enabled", "warning", "critical", "clear"];
 
     fn config(self, mut c: ExhaustionConfig) -> Result<ExhaustionConfig, String> {
@@ -503,7 +503,7 @@ trait AlertTable: serde::de::DeserializeOwned {
 
 impl AlertTable for RawScan {
     type Config = ScanConfig;
-    const NAME: &'static str = crate::alerts::Kind::PortScan.name();
+    const NAME: &'static str = crate::model::alert::Kind::PortScan.name();
     const KEYS: &'static [&'static str] = &["enabled", "ports", "window", "critical"];
 
     fn config(self, mut c: ScanConfig) -> Result<ScanConfig, String> {
@@ -567,7 +567,7 @@ struct RawSynFlood {
 
 impl AlertTable for RawSpike {
     type Config = SpikeConfig;
-    const NAME: &'static str = crate::alerts::Kind::ConnSpike.name();
+    const NAME: &'static str = crate::model::alert::Kind::ConnSpike.name();
     const KEYS: &'static [&'static str] = &[
         "enabled", "window", "warmup", "min_rate", "warning", "critical", "clear",
     ];
@@ -597,7 +597,7 @@ impl AlertTable for RawSpike {
 
 impl AlertTable for RawSynFlood {
     type Config = SynFloodConfig;
-    const NAME: &'static str = crate::alerts::Kind::SynFlood.name();
+    const NAME: &'static str = crate::model::alert::Kind::SynFlood.name();
     const KEYS: &'static [&'static str] = &[
         "enabled",
         "syn_recv",

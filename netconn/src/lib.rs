@@ -13,8 +13,8 @@
 //!   sink, the daemon's writer thread), lines on stderr.
 //! - `namespaces`: choosing another network namespace, finding every one
 //!   on the host and what it belongs to.
-//! - `alerts`: the alert kinds, their shared hysteresis and the alerts
-//!   computed on each interval's figures, one file per kind.
+//! - `alerts`: the alerts' shared hysteresis and the alerts computed on
+//!   each interval's figures, one file per kind.
 //! - `conntrack`, `plugin` (the Nagios check), `prometheus` (the metrics
 //!   endpoint), `list`, `top` (the terminal view), `web` (the page beside
 //!   `/metrics`): one feature each.

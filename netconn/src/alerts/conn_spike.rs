@@ -7,9 +7,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Raising, Stamp, learn, round};
-use crate::alerts::{Kind, Level};
+use crate::alerts::Level;
 use crate::config::SpikeConfig;
 use crate::config::Thresholds;
+use crate::model::alert::Kind;
 use crate::output::alert::{Levels, Peer, SpikeAlert};
 
 #[derive(Debug)]

@@ -1,6 +1,6 @@
-//! Alerts: the kinds ([`Kind`]), the hysteresis they share
-//! ([`Hysteresis`]), and those computed on each interval's figures, one
-//! file each: `conn_spike` (new connections per second against a baseline
+//! Alerts: the hysteresis they share ([`Hysteresis`]), and those computed
+//! on each interval's figures, one file each (their kinds are
+//! [`crate::model::alert::Kind`]): `conn_spike` (new connections per second against a baseline
 //! learned while netconn runs), `syn_flood` (handshakes left uncompleted
 //! on a listener), `port_scan` (one address touching many closed ports)
 //! and `port_exhaustion` (ephemeral ports to one destination running
@@ -12,7 +12,6 @@
 
 mod conn_spike;
 mod hysteresis;
-mod kind;
 mod port_exhaustion;
 mod port_scan;
 mod syn_flood;
@@ -23,9 +22,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::model::alert::Kind;
 pub use conn_spike::{ConnSpikes, MAX_SPIKE_KEYS, SpikeKey};
 pub use hysteresis::{Hysteresis, Level};
-pub use kind::Kind;
 pub use port_exhaustion::PortExhaustion;
 pub use port_scan::{MAX_SCAN_PAIRS, PortScans, SCAN_SAMPLE};
 pub use syn_flood::SynFloods;

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::{Raising, Stamp};
-use crate::alerts::{Kind, Level};
+use crate::alerts::Level;
 use crate::config::ExhaustionConfig;
+use crate::model::alert::Kind;
 use crate::output::alert::{ExhaustionAlert, Levels};
 
 /// The destinations a port_exhaustion alert is about.

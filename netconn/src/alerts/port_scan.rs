@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::{Raising, Stamp};
-use crate::alerts::{Kind, Level};
+use crate::alerts::Level;
 use crate::config::ScanConfig;
 use crate::config::Thresholds;
+use crate::model::alert::Kind;
 use crate::output::alert::{ScanAlert, ScanThresholds};
 
 /// The most (address, port) pairs kept for `port_scan` windows (about

@@ -7,9 +7,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Raising, Stamp, learn, round, top};
-use crate::alerts::{Kind, Level};
+use crate::alerts::Level;
 use crate::config::SynFloodConfig;
 use crate::config::Thresholds;
+use crate::model::alert::Kind;
 use crate::output::alert::{FloodFigures, Peer, SynFloodAlert, SynFloodThresholds};
 use crate::output::figures::ListenerFigures;
 

@@ -8,7 +8,8 @@
 //! counted from one ctnetlink dump plus the events; a lost event (ENOBUFS
 //! on the socket) is counted and repaired by a new dump, never silent.
 
-use crate::alerts::{Hysteresis, Kind};
+use crate::alerts::Hysteresis;
+use crate::model::alert::Kind;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};

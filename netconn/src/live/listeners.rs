@@ -249,7 +249,7 @@ impl NewListeners {
             let alert = crate::output::alert::ListenerAlert {
                 head: crate::output::alert::AlertHead {
                     kind: "alert",
-                    alert: crate::alerts::Kind::NewListener,
+                    alert: crate::model::alert::Kind::NewListener,
                     status: "warning",
                     time: time.to_owned(),
                     host: host.to_owned(),

@@ -29,7 +29,7 @@ pub struct ListenerAlert {
 pub struct AlertHead {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub alert: crate::alerts::Kind,
+    pub alert: crate::model::alert::Kind,
     pub status: &'static str,
     pub time: String,
     pub host: String,
@@ -144,7 +144,7 @@ pub struct ExhaustionAlert {
 /// --alerts`): active while its status is not `clear`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Raised {
-    pub alert: crate::alerts::Kind,
+    pub alert: crate::model::alert::Kind,
     /// What it is about (`addr:port` of a listener, "table" for conntrack,
     /// the port of a spike).
     pub key: String,

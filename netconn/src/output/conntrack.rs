@@ -65,7 +65,7 @@ pub struct AlertRecord<'a> {
     pub time: &'a str,
     pub host: &'a str,
     pub netns: u32,
-    pub alert: crate::alerts::Kind,
+    pub alert: crate::model::alert::Kind,
     pub status: &'static str,
     pub utilization: f64,
     pub thresholds: AlertThresholds,

@@ -174,7 +174,7 @@ fn conntrack_and_alert_records() {
         time: "t",
         host: "h",
         netns: 1,
-        alert: crate::alerts::Kind::ConntrackFull,
+        alert: crate::model::alert::Kind::ConntrackFull,
         status: "warning",
         utilization: 91.2,
         thresholds: AlertThresholds {
@@ -263,7 +263,7 @@ fn all_namespaces_records() {
 #[test]
 fn new_listener_alert() {
     let alert = super::alert::ListenerAlert {
-        head: head(crate::alerts::Kind::NewListener),
+        head: head(crate::model::alert::Kind::NewListener),
         addr: "::1".parse().unwrap(),
         port: 7001,
         ip_version: 6,
@@ -279,7 +279,7 @@ fn new_listener_alert() {
     );
 }
 
-fn head(alert: crate::alerts::Kind) -> super::alert::AlertHead {
+fn head(alert: crate::model::alert::Kind) -> super::alert::AlertHead {
     super::alert::AlertHead {
         kind: "alert",
         alert,
@@ -299,7 +299,7 @@ fn conn_spike_and_syn_flood_alerts() {
         sockets: 3,
     };
     let spike = SpikeAlert {
-        head: head(crate::alerts::Kind::ConnSpike),
+        head: head(crate::model::alert::Kind::ConnSpike),
         direction: "outbound",
         addr: Some("10.0.0.1".parse().unwrap()),
         port: 443,
@@ -324,7 +324,7 @@ fn conn_spike_and_syn_flood_alerts() {
         "addr:string sockets:number"
     );
     let flood = SynFloodAlert {
-        head: head(crate::alerts::Kind::SynFlood),
+        head: head(crate::model::alert::Kind::SynFlood),
         addr: "127.0.0.1".parse().unwrap(),
         port: 80,
         syn_recv: 60,
@@ -395,7 +395,7 @@ fn ephemeral_ports_and_port_exhaustion() {
         shape(&record.at("t"))
     );
     let alert = ExhaustionAlert {
-        head: head(crate::alerts::Kind::PortExhaustion),
+        head: head(crate::model::alert::Kind::PortExhaustion),
         laddr: dest.laddr,
         raddr: dest.raddr,
         rport: 443,
