@@ -99,6 +99,41 @@ fn sweep_dead_namespaces() {
     }
 }
 
+/// A file for one test in the temporary directory (a configuration, a
+/// DataKit file), removed when dropped, also when the test fails.
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    /// `netconn-NAME-PID-N` holding `text`.
+    pub fn new(name: &str, text: &str) -> TempFile {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("netconn-{name}-{}-{n}", std::process::id()));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// The path as an argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+
+    /// Replaces its text.
+    pub fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap_or_else(|e| panic!("{}: {e}", self.0.display()));
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A network namespace made for one test, with `lo` up.
 pub struct Netns {
     pub name: String,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use netconn_integration::{Netns, Watch, run_ok};
+use netconn_integration::{Netns, TempFile, Watch, run_ok};
 use serde_json::Value;
 
 /// A listener on `port` in the worker's namespace that accepts and closes
@@ -63,22 +63,17 @@ fn records_for(watch: &mut Watch, wait: Duration) -> Vec<Value> {
 #[test]
 fn a_burst_on_one_port_is_a_spike_and_a_steady_churn_is_not() {
     let ns = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-spike-{}.toml", ns.name));
-    std::fs::write(
-        &config,
+    let config = TempFile::new(
+        "spike.toml",
         "[alerts.conn_spike]\nwindow = \"20s\"\nwarmup = \"5s\"\nmin_rate = 5\n",
-    )
-    .unwrap();
+    );
     let worker = ns.worker();
     let stop = Arc::new(AtomicBool::new(false));
     let server = {
         let stop = stop.clone();
         worker.exec(move || serve(8080, stop))
     };
-    let (mut watch, _) = Watch::start(
-        &ns,
-        &["--interval", "1s", "--config", config.to_str().unwrap()],
-    );
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "1s", "--config", config.arg()]);
     // A steady churn, 10 connections a second for 60 s, from 127.0.0.1.
     let steady = ns.worker();
     let steady_run = std::thread::spawn(move || {
@@ -131,14 +126,12 @@ fn a_burst_on_one_port_is_a_spike_and_a_steady_churn_is_not() {
     );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
-    let _ = std::fs::remove_file(config);
 }
 
 #[test]
 fn raw_syns_left_unanswered_are_a_syn_flood_naming_their_source() {
     let ns = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-synflood-{}.toml", ns.name));
-    std::fs::write(&config, "[alerts.syn_flood]\nsyn_recv = 50\n").unwrap();
+    let config = TempFile::new("synflood.toml", "[alerts.syn_flood]\nsyn_recv = 50\n");
     // SYN-ACKs dropped where they come back in: the request sockets stay
     // (dropping them on output would free them at once).
     netconn_integration::drop_synacks(&ns, "");
@@ -151,10 +144,7 @@ fn raw_syns_left_unanswered_are_a_syn_flood_naming_their_source() {
         l.listen(1024).unwrap();
         l
     });
-    let (mut watch, _) = Watch::start(
-        &ns,
-        &["--interval", "500ms", "--config", config.to_str().unwrap()],
-    );
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms", "--config", config.arg()]);
     // 200 raw SYNs from 127.0.0.3, 2 ms apart.
     netconn_integration::raw_syns(&ns, 9000, 200, "127.0.0.3");
     let records = records_for(&mut watch, Duration::from_secs(3));
@@ -171,28 +161,22 @@ fn raw_syns_left_unanswered_are_a_syn_flood_naming_their_source() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("syn_flood 127.0.0.1:9000"), "{text}");
     assert!(matches!(out.status.code(), Some(1 | 2)), "{text}");
-    let _ = std::fs::remove_file(config);
 }
 
 #[test]
 fn one_address_touching_many_closed_ports_is_a_port_scan() {
     let ns = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-scan-{}.toml", ns.name));
-    std::fs::write(
-        &config,
+    let config = TempFile::new(
+        "scan.toml",
         "[alerts.port_scan]\nports = 50\ncritical = 3\nwindow = \"30s\"\n",
-    )
-    .unwrap();
+    );
     let worker = ns.worker();
     let stop = Arc::new(AtomicBool::new(false));
     let server = {
         let stop = stop.clone();
         worker.exec(move || serve(7000, stop))
     };
-    let (mut watch, _) = Watch::start(
-        &ns,
-        &["--interval", "500ms", "--config", config.to_str().unwrap()],
-    );
+    let (mut watch, _) = Watch::start(&ns, &["--interval", "500ms", "--config", config.arg()]);
     worker.exec(|| {
         use socket2::{Domain, Socket, Type};
         // 200 closed ports from 127.0.0.2: each connect is refused.
@@ -234,7 +218,6 @@ fn one_address_touching_many_closed_ports_is_a_port_scan() {
     assert_eq!(out.status.code(), Some(2), "critical: {text}");
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
-    let _ = std::fs::remove_file(config);
 }
 
 /// The resident memory of a process, in KiB.

@@ -198,14 +198,10 @@ fn the_plugins_invocations_answer_as_the_plugin_does() {
     drop(held);
 }
 
-fn netns_inode(ns: &Netns) -> u64 {
-    ns.run(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino())
-}
-
 #[test]
 fn a_running_daemon_answers_with_live_counts() {
     let ns = Netns::new();
-    let socket = format!("/run/netconn/netns-{}.sock", netns_inode(&ns));
+    let socket = format!("/run/netconn/netns-{}.sock", ns.inode());
     let (watch, _) = Watch::start(&ns, &["--interval", "1h"]);
     let worker = ns.worker();
     let held = worker.exec(|| mix::build(23));

@@ -4,7 +4,9 @@
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use netconn_integration::{Netns, Watch, conntrack_count as kernel_count, stdout_of, track};
+use netconn_integration::{
+    Netns, TempFile, Watch, conntrack_count as kernel_count, stdout_of, track,
+};
 
 /// The live entries of a conntrack record, over all protocols.
 fn entries_sum(record: &serde_json::Value) -> i64 {
@@ -89,20 +91,12 @@ fn one_shot_record_and_alert_thresholds() {
     let worker = ns.worker();
     let held = worker.exec(|| flows(5, 0));
     let count = kernel_count(&ns);
-    let config = std::env::temp_dir().join(format!("netconn-ct-{}.toml", ns.name));
     // Any tracked flow is above 0.0001 % of the table: a warning.
-    std::fs::write(
-        &config,
+    let config = TempFile::new(
+        "ct.toml",
         "[conntrack]\nclear = 0\nwarning = 0.0001\ncritical = 100\n",
-    )
-    .unwrap();
-    let out = stdout_of(ns.netconn(&[
-        "conntrack",
-        "--window",
-        "100ms",
-        "--config",
-        config.to_str().unwrap(),
-    ]));
+    );
+    let out = stdout_of(ns.netconn(&["conntrack", "--window", "100ms", "--config", config.arg()]));
     let text = String::from_utf8(out).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()
@@ -116,7 +110,6 @@ fn one_shot_record_and_alert_thresholds() {
     assert_eq!(records[1]["type"], "alert");
     assert_eq!(records[1]["alert"], "conntrack_full");
     assert_eq!(records[1]["status"], "warning");
-    let _ = std::fs::remove_file(config);
     drop(held);
 }
 

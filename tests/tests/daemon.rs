@@ -3,7 +3,6 @@
 //! kernel's truth at rest.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,12 +10,8 @@ use std::time::{Duration, Instant};
 use netconn_integration::{Netns, Watch, mix, netconn_bin, only, stdout_of, table_of, truth};
 use serde_json::Value;
 
-fn netns_inode(ns: &Netns) -> u64 {
-    ns.run(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino())
-}
-
 fn socket_path(ns: &Netns) -> String {
-    format!("/run/netconn/netns-{}.sock", netns_inode(ns))
+    format!("/run/netconn/netns-{}.sock", ns.inode())
 }
 
 /// Runs a bash script in `ns` and in a mount namespace of its own, so that
@@ -578,7 +573,7 @@ fn answers_while_busy(ns: &Netns, path: &str, request: &str) -> usize {
         let answer: Value = serde_json::from_str(text.trim()).expect("a whole record");
         asked += 1;
         assert_eq!(answer["type"], "counts", "{answer}");
-        assert_eq!(answer["netns"], netns_inode(ns), "{answer}");
+        assert_eq!(answer["netns"], ns.inode(), "{answer}");
         assert_eq!(table_of(&answer), want, "{answer}");
         if seconds_of(answer["time"].as_str().unwrap()) < at - 0.002 {
             published += 1;
@@ -612,8 +607,8 @@ fn a_busy_loop_answers_from_the_last_published_counts() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (mut node, _) = Watch::start_cmd(cmd);
-    node.fresh_record_of(netns_inode(&ns));
-    let request = format!("counts {}\n", netns_inode(&ns));
+    node.fresh_record_of(ns.inode());
+    let request = format!("counts {}\n", ns.inode());
     let published = answers_while_busy(&ns, "/run/netconn/node.sock", &request);
     assert!(
         published >= 3,

@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Stdio;
 use std::time::Duration;
 
-use netconn_integration::{Netns, Watch, truth};
+use netconn_integration::{Netns, TempFile, Watch, truth};
 use serde_json::Value;
 
 /// DataKit's netstat.conf as DataKit's sample writes it.
@@ -25,14 +25,8 @@ const NETSTAT_CONF: &str = r#"
 "#;
 
 /// A watch of `ns` with DataKit's file and a DataKit variable.
-fn watch(ns: &Netns, conf: &std::path::Path, format: &str) -> Watch {
-    let mut cmd = ns.netconn(&[
-        "watch",
-        "--config",
-        conf.to_str().unwrap(),
-        "--format",
-        format,
-    ]);
+fn watch(ns: &Netns, conf: &TempFile, format: &str) -> Watch {
+    let mut cmd = ns.netconn(&["watch", "--config", conf.arg(), "--format", format]);
     cmd.env("ENV_INPUT_NETSTAT_TAGS", "env_tag=from_env")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -42,8 +36,7 @@ fn watch(ns: &Netns, conf: &std::path::Path, format: &str) -> Watch {
 #[test]
 fn datakits_file_variables_and_measurements() {
     let ns = Netns::new();
-    let conf = std::env::temp_dir().join(format!("netconn-datakit-{}.conf", ns.name));
-    std::fs::write(&conf, NETSTAT_CONF).unwrap();
+    let conf = TempFile::new("datakit.conf", NETSTAT_CONF);
     let worker = ns.worker();
     let _held = worker.exec(|| {
         let l = TcpListener::bind("127.0.0.1:8080").unwrap();
@@ -110,7 +103,6 @@ fn datakits_file_variables_and_measurements() {
     let line = w.next_line(Duration::from_secs(30));
     assert!(line.starts_with("netstat_port,addr_port=8080,"), "{line}");
     assert!(line.contains("udp_socket=1i"), "{line}");
-    let _ = std::fs::remove_file(conf);
 }
 
 /// Entries DataKit accepts are accepted (DataKit's own older sample has
@@ -120,14 +112,12 @@ fn datakits_file_variables_and_measurements() {
 #[test]
 fn datakits_lenient_entries_run_and_are_named() {
     let ns = Netns::new();
-    let conf = std::env::temp_dir().join(format!("netconn-datakit-lenient-{}.conf", ns.name));
-    std::fs::write(
-        &conf,
+    let conf = TempFile::new(
+        "datakit-lenient.conf",
         "[[inputs.netstat]]\ninterval = '1s'\n\
          [[inputs.netstat.addr_ports]]\nports = [\"8080\", \"0\", \"*:8081\"]\n\
          [[inputs.netstat.addr_ports]]\nports_match = [\"127.0.0.1:*\", \"*:9090\"]\n",
-    )
-    .unwrap();
+    );
     let worker = ns.worker();
     let _held = worker.exec(|| {
         let a = TcpListener::bind("127.0.0.1:8081").unwrap();
@@ -135,7 +125,7 @@ fn datakits_lenient_entries_run_and_are_named() {
         (a, b)
     });
     let out = ns
-        .netconn(&["watch", "--config", conf.to_str().unwrap(), "--count", "1"])
+        .netconn(&["watch", "--config", conf.arg(), "--count", "1"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -154,5 +144,4 @@ fn datakits_lenient_entries_run_and_are_named() {
     // 8081 is in no series (as in DataKit); *:9090 one per address.
     assert!(series.contains(&"127.0.0.1:9090"), "{series:?}");
     assert!(!series.iter().any(|s| s.contains("8081")), "{series:?}");
-    let _ = std::fs::remove_file(conf);
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use netconn_integration::{Netns, Watch, stdout_of};
+use netconn_integration::{Netns, TempFile, Watch, stdout_of};
 use serde_json::Value;
 
 /// `ss -lntH` for one port: (Recv-Q, Send-Q).
@@ -117,19 +117,12 @@ fn a_new_listener_names_its_process_without_events() {
 fn a_new_listener_is_an_alert_until_it_stops() {
     use std::net::TcpListener;
     let ns = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-alerts-{}.toml", ns.name));
-    std::fs::write(&config, "[alerts.listeners]\nallow = [\"7000\"]\n").unwrap();
+    let config = TempFile::new("alerts.toml", "[alerts.listeners]\nallow = [\"7000\"]\n");
     let worker = ns.worker();
     let _old = worker.exec(|| TcpListener::bind("127.0.0.1:6000").unwrap());
     let (mut watch, _) = Watch::start(
         &ns,
-        &[
-            "--interval",
-            "300ms",
-            "--events",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+        &["--interval", "300ms", "--events", "--config", config.arg()],
     );
     let new = worker.exec(|| {
         (
@@ -178,7 +171,6 @@ fn a_new_listener_is_an_alert_until_it_stops() {
     let (text, code) = check(&ns);
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("no running netconn watch"), "{text}");
-    let _ = std::fs::remove_file(config);
 }
 
 /// Handshakes begun and never completed, on their listener: raw SYNs whose

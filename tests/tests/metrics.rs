@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use netconn_integration::{Netns, SsInfo, Watch, ss_tcp_info};
+use netconn_integration::{Netns, SsInfo, TempFile, Watch, ss_tcp_info};
 use serde_json::Value;
 use socket2::{Domain, SockRef, Socket, Type};
 
@@ -67,19 +67,12 @@ fn rtt_span<'a>(summaries: impl Iterator<Item = &'a Value>) -> (u64, u64, u64) {
 fn metrics_and_close_records_agree_with_the_kernel_on_a_lossy_link() {
     let ns = Netns::new();
     slow_and_lossy(&ns);
-    let config = std::env::temp_dir().join(format!("netconn-metrics-{}.toml", std::process::id()));
-    std::fs::write(&config, "[[addr_ports]]\nports = [\"9000\"]\n").unwrap();
+    let config = TempFile::new("metrics.toml", "[[addr_ports]]\nports = [\"9000\"]\n");
     let (watch, _) = Watch::start(
         &ns,
-        &[
-            "--interval",
-            "1s",
-            "--events",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+        &["--interval", "1s", "--events", "--config", config.arg()],
     );
-    std::fs::remove_file(&config).unwrap();
+    drop(config);
     let worker = ns.worker();
     let pid = std::process::id();
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 
-use netconn_integration::{Netns, Watch, mix, proc_state_name};
+use netconn_integration::{Netns, TempFile, Watch, mix, proc_state_name};
 
 const CONFIG: &str = r#"
 [tags]
@@ -116,8 +116,7 @@ fn traffic(listeners: &[TcpListener], rounds: usize) -> Vec<TcpStream> {
 #[test]
 fn series_equal_proc_net_by_local_port() {
     let ns = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-ports-{}.toml", ns.name));
-    std::fs::write(&config, CONFIG).unwrap();
+    let config = TempFile::new("ports.toml", CONFIG);
     let worker = ns.worker();
     // Some sockets exist before netconn starts.
     let early = worker.exec(|| {
@@ -125,10 +124,7 @@ fn series_equal_proc_net_by_local_port() {
         let kept = traffic(std::slice::from_ref(&l), 3);
         (l, kept)
     });
-    let (mut watch, first) = Watch::start(
-        &ns,
-        &["--interval", "200ms", "--config", config.to_str().unwrap()],
-    );
+    let (mut watch, first) = Watch::start(&ns, &["--interval", "200ms", "--config", config.arg()]);
     assert_eq!(first["source"], "ebpf", "{first}");
     assert_eq!(first["tags"]["suite"], "ports", "{first}");
     assert_eq!(series(&first), truth(&ns), "{first}");
@@ -176,13 +172,12 @@ fn series_equal_proc_net_by_local_port() {
     let record = watch.fresh_record();
     assert_eq!(series(&record), truth(&ns), "{record}");
     drop(watch);
-    let _ = std::fs::remove_file(config);
 }
 
 #[test]
 fn bad_configuration_is_one_line_and_exit_2() {
     let ns = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-bad-{}.toml", ns.name));
+    let config = TempFile::new("bad.toml", "");
     for (text, want) in [
         (
             "[[addr_ports]]\nports = [\"80\", \"web\"]\n",
@@ -191,19 +186,16 @@ fn bad_configuration_is_one_line_and_exit_2() {
         ("interval = \"soon\"\n", ":1: interval:"),
         ("[tags]\nx = \"y\"\n[bogus]\n", ":3: unknown field `bogus`"),
     ] {
-        std::fs::write(&config, text).unwrap();
+        config.write(text);
         let out = ns
-            .netconn(&["watch", "--config", config.to_str().unwrap()])
+            .netconn(&["watch", "--config", config.arg()])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
         assert!(out.stdout.is_empty(), "nothing started: {:?}", out.stdout);
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.contains(config.to_str().unwrap()) && err.contains(want),
-            "{err}"
-        );
+        assert!(err.contains(config.arg()) && err.contains(want), "{err}");
     }
     // A missing file named on the command line is an error too.
     let out = ns
@@ -219,7 +211,6 @@ fn bad_configuration_is_one_line_and_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NETCONN_ADDR_PORTS"));
-    let _ = std::fs::remove_file(config);
 }
 
 /// With `--all-namespaces`, each namespace's record carries its own
@@ -229,8 +220,7 @@ fn every_namespace_has_its_own_series() {
     use std::os::unix::fs::MetadataExt;
     let a = Netns::new();
     let b = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-ports-all-{}.toml", a.name));
-    std::fs::write(&config, CONFIG).unwrap();
+    let config = TempFile::new("ports-all.toml", CONFIG);
     let (in_a, in_b) = (a.worker(), b.worker());
     // Before netconn starts: the same ports in both, other traffic.
     let early_a = in_a.exec(|| {
@@ -244,14 +234,7 @@ fn every_namespace_has_its_own_series() {
         (l, kept)
     });
     let mut cmd = std::process::Command::new(netconn_integration::netconn_bin());
-    cmd.args([
-        "watch",
-        "-A",
-        "-i",
-        "200ms",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    cmd.args(["watch", "-A", "-i", "200ms", "--config", config.arg()]);
     let (mut watch, _) = Watch::start_cmd(cmd);
     let late = in_a.exec(|| {
         let listeners: Vec<TcpListener> = ["[::1]:9090", "127.0.0.1:7070"]
@@ -288,7 +271,6 @@ fn every_namespace_has_its_own_series() {
     }
     assert!(last.is_empty(), "series differ:{last}");
     drop((early_a, late, more_b));
-    let _ = std::fs::remove_file(config);
 }
 
 /// DataKit's `udp_socket`: UDP sockets bound to a group's port, per IP
@@ -298,14 +280,13 @@ fn every_namespace_has_its_own_series() {
 fn udp_sockets_count_in_their_group() {
     use std::net::UdpSocket;
     let ns = Netns::new();
-    let config = std::env::temp_dir().join(format!("netconn-udp-ports-{}.toml", ns.name));
-    std::fs::write(&config, "[[addr_ports]]\nports = [\"5353\", \"5354\"]\n").unwrap();
+    let config = TempFile::new(
+        "udp-ports.toml",
+        "[[addr_ports]]\nports = [\"5353\", \"5354\"]\n",
+    );
     let worker = ns.worker();
     let before = worker.exec(|| UdpSocket::bind("127.0.0.1:5353").unwrap());
-    let (mut watch, first) = Watch::start(
-        &ns,
-        &["--interval", "300ms", "--config", config.to_str().unwrap()],
-    );
+    let (mut watch, first) = Watch::start(&ns, &["--interval", "300ms", "--config", config.arg()]);
     let udp_of = |record: &serde_json::Value, port: &str, version: u64| {
         record["ports"]
             .as_array()
@@ -350,5 +331,4 @@ fn udp_sockets_count_in_their_group() {
     for (port, v) in [("5353", 4), ("5354", 4), ("5354", 6)] {
         assert_eq!(udp_of(&record, port, v), 0, "{port} v{v}: {record}");
     }
-    let _ = std::fs::remove_file(config);
 }

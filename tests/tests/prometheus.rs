@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use netconn_integration::{Netns, Watch, Worker, truth, veth};
+use netconn_integration::{Netns, TempFile, Watch, Worker, truth, veth};
 use serde_json::Value;
 
 const NETCONN: &str = "127.0.0.1:9470";
@@ -195,12 +195,10 @@ fn prometheus_scrapes_the_truth() {
     let scraper = Netns::new();
     veth(&ns, &scraper, 77);
     let scraper_worker = scraper.worker();
-    let config = std::env::temp_dir().join(format!("netconn-prom-{}.toml", ns.name));
-    std::fs::write(
-        &config,
+    let config = TempFile::new(
+        "prom.toml",
         "[[addr_ports]]\nports = [\"8080\"]\n[addr_ports.tags]\nservice = \"web\"\n\"app.kind\" = \"demo\"\n",
-    )
-    .unwrap();
+    );
     // Connections before the watch starts, and more after.
     let before = worker.exec(|| {
         let l = TcpListener::bind("127.0.0.1:8080").unwrap();
@@ -220,7 +218,7 @@ fn prometheus_scrapes_the_truth() {
             "--listen",
             "0.0.0.0:9470",
             "--config",
-            config.to_str().unwrap(),
+            config.arg(),
         ],
     );
     let started = now();
@@ -352,7 +350,6 @@ fn prometheus_scrapes_the_truth() {
     assert!(status(&head) == "403", "{head}");
     assert!(body.contains("loopback"), "{body}");
     drop((before, after));
-    let _ = std::fs::remove_file(config);
 }
 
 /// A client that connects and says nothing does not hold up the records
