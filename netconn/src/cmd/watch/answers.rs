@@ -1,35 +1,20 @@
 //! What a watch answers between intervals: the counts record a client of
-//! the counts socket asks for, and a scraper's page, for one namespace or
-//! for every one (each namespace's series labelled with it).
+//! the counts socket asks for, and a scraper's page (made by
+//! [`crate::prometheus`]), for one namespace or for every one.
 
 use std::collections::HashMap;
 
 use crate::cmd::CmdError;
-use crate::host;
 use crate::live::node::{Node, Scope};
 use crate::live::serve as served;
 use crate::namespaces::owner::Owner;
 use crate::output::record::Source;
 use crate::prometheus::exporter::{Exporter, Health, info};
-use crate::prometheus::page::{Family, Labels, Page, Value, labels};
+use crate::prometheus::node_page;
+use crate::prometheus::page::Page;
 
 use super::interval::Kept;
 use super::reading::{Counting, Reading, counts_record};
-
-/// The labels of a namespace's series: its inode, class and owner.
-fn namespace_labels(netns: u32, owner: &Owner) -> Labels {
-    let known = |v: &Option<String>| v.clone().unwrap_or_default();
-    labels([
-        ("netns", netns.to_string()),
-        ("namespace", host::namespace_class(netns).into()),
-        ("netns_name", known(&owner.netns_name)),
-        ("runtime", owner.runtime.unwrap_or_default().into()),
-        ("container_id", known(&owner.container_id)),
-        ("pod", known(&owner.k8s_pod_name)),
-        ("pod_uid", known(&owner.k8s_pod_uid)),
-        ("k8s_namespace", known(&owner.k8s_namespace)),
-    ])
-}
 
 /// A scrape's page, counts read now: every namespace's mini-sockets read
 /// again where the kernel shows they may have changed, or polled.
@@ -67,8 +52,7 @@ pub(super) fn polled_page(
     kept: &HashMap<u32, Kept>,
     output_dropped: u64,
 ) -> Page {
-    let none = Exporter::new();
-    let exporter = |netns| kept.get(&netns).map_or(&none, |k| &k.exporter);
+    let exporter = |netns| kept.get(&netns).map(|k| &k.exporter);
     let health = Health {
         output_dropped,
         ..Health::default()
@@ -77,17 +61,19 @@ pub(super) fn polled_page(
         let Some(r) = readings.first() else {
             return Page(vec![info(Source::Poll)]);
         };
-        return exporter(r.netns).page(Source::Poll, &r.counts, r.ports.as_deref(), health);
+        let none = Exporter::new();
+        let exporter = exporter(r.netns).unwrap_or(&none);
+        return exporter.page(Source::Poll, &r.counts, r.ports.as_deref(), health);
     }
-    let mut page = Page(vec![info(Source::Poll)]);
-    for r in readings {
-        let labels = namespace_labels(r.netns, r.owner.as_ref().unwrap_or(&Owner::default()));
-        page.merge(
-            exporter(r.netns).families(&r.counts, r.ports.as_deref()),
-            &labels,
-        );
-    }
-    page_end(page, readings.len(), None, health)
+    let unowned = Owner::default();
+    let namespaces = readings.iter().map(|r| node_page::Namespace {
+        netns: r.netns,
+        owner: r.owner.as_ref().unwrap_or(&unowned),
+        counts: r.counts,
+        ports: r.ports.clone(),
+        exporter: exporter(r.netns),
+    });
+    node_page::page(Source::Poll, namespaces, None, health)
 }
 
 /// The page from every namespace's state as it is: for scrapes answered
@@ -97,8 +83,7 @@ pub(super) fn page_now(
     kept: &HashMap<u32, Kept>,
     output_dropped: u64,
 ) -> Result<Page, CmdError> {
-    let none = Exporter::new();
-    let exporter = |netns| kept.get(&netns).map_or(&none, |k| &k.exporter);
+    let exporter = |netns| kept.get(&netns).map(|k| &k.exporter);
     if let Scope::One(inode) = node.scope() {
         let health = Health {
             lost_events: node.lost_events()?,
@@ -108,17 +93,19 @@ pub(super) fn page_now(
         };
         let counts = node.counts(inode)?;
         let ports = node.port_series_now(inode);
-        return Ok(exporter(inode).page(Source::Ebpf, &counts, ports.as_deref(), health));
+        let none = Exporter::new();
+        let exporter = exporter(inode).unwrap_or(&none);
+        return Ok(exporter.page(Source::Ebpf, &counts, ports.as_deref(), health));
     }
-    let mut page = Page(vec![info(Source::Ebpf)]);
+    let mut namespaces = Vec::with_capacity(node.spaces().len());
     for (inode, space) in node.spaces() {
-        let counts = node.counts(*inode)?;
-        let ports = node.port_series_now(*inode);
-        let labels = namespace_labels(*inode, &space.owner);
-        page.merge(
-            exporter(*inode).families(&counts, ports.as_deref()),
-            &labels,
-        );
+        namespaces.push(node_page::Namespace {
+            netns: *inode,
+            owner: &space.owner,
+            counts: node.counts(*inode)?,
+            ports: node.port_series_now(*inode),
+            exporter: exporter(*inode),
+        });
     }
     let health = Health {
         lost_events: node.lost_events()?,
@@ -126,33 +113,8 @@ pub(super) fn page_now(
         conn_records_lost: node.conn_records_lost()?,
         output_dropped,
     };
-    let untracked = node.untracked().len();
-    Ok(page_end(page, node.spaces().len(), Some(untracked), health))
-}
-
-/// The node-wide families that close a page.
-fn page_end(mut page: Page, namespaces: usize, untracked: Option<usize>, health: Health) -> Page {
-    page.merge(
-        vec![
-            Family::new("netconn_namespaces", "Network namespaces counted.")
-                .with(vec![], Value::Gauge(namespaces as i64)),
-        ],
-        &Vec::new(),
-    );
-    if let Some(untracked) = untracked {
-        page.merge(
-            vec![
-                Family::new(
-                    "netconn_namespaces_untracked",
-                    "Namespaces past the bound of those counted apart in the kernel.",
-                )
-                .with(vec![], Value::Gauge(untracked as i64)),
-            ],
-            &Vec::new(),
-        );
-    }
-    page.merge(crate::prometheus::exporter::health(health), &Vec::new());
-    page
+    let untracked = Some(node.untracked().len());
+    Ok(node_page::page(Source::Ebpf, namespaces, untracked, health))
 }
 
 /// The namespace a request asks the counts of (`counts INODE`; plain
