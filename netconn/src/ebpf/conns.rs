@@ -8,7 +8,8 @@ use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use netconn_common::{ConnEvent, MAP_CONN_EVENTS, MAP_CONN_LOST, MAP_OWNERS, Owner};
 
-use super::error::{ProbeError, counter, map_error, take_map};
+use super::error::{ProbeError, map_error};
+use super::maps::{counter, take_map};
 
 pub struct ConnMaps {
     /// With `watch --events`, until a drain thread takes it.

@@ -8,7 +8,8 @@ use netconn_common::{
     MAP_EPHEMERAL_MARKED, MAP_EPHEMERAL_UNTRACKED, MAP_EPHEMERAL_WINDOW,
 };
 
-use super::error::{ProbeError, counter, map_error, removed, take_map};
+use super::error::{ProbeError, map_error};
+use super::maps::{counter, removed, take_map};
 
 const BPF_NOEXIST: u64 = 1;
 /// The kernel's own "not supported" (not in libc).

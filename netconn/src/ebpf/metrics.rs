@@ -11,7 +11,8 @@ use netconn_common::{
     TcpMetrics,
 };
 
-use super::error::{ProbeError, counter, map_error, on_every_cpu, removed, take_map};
+use super::error::{ProbeError, map_error};
+use super::maps::{counter, on_every_cpu, removed, take_map};
 
 pub struct MetricsMaps {
     total: PerCpuArray<MapData, TcpMetrics>,

@@ -3,6 +3,7 @@ pub mod cgroup;
 pub mod conns;
 pub mod ephemeral;
 pub mod error;
+mod maps;
 pub mod metrics;
 pub mod probe;
 pub mod prog_info;

@@ -30,7 +30,8 @@ use super::metrics::MetricsMaps;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netconn"));
 
 pub use super::error::{AyaError, ProbeError};
-use super::error::{VMLINUX_BTF, counter, describe, map_error, on_every_cpu, take_map};
+use super::error::{VMLINUX_BTF, describe, map_error};
+use super::maps::{counter, on_every_cpu, take_map};
 
 /// Struct offsets the program reads, resolved in the kernel's BTF.
 pub fn kernel_offsets(vmlinux_btf: &[u8]) -> Result<Offsets, ProbeError> {
