@@ -8,46 +8,13 @@ use std::net::IpAddr;
 
 use crate::model::socket::{Direction, DumpedSocket, SocketKind, direction};
 use crate::model::state::{ConnType, TCP_LISTEN, endpoint};
+use crate::output::table::table;
+use crate::tables::addresses::local_addresses;
+use crate::tables::procs::Processes;
 use crate::tables::sockdiag::{self, DiagMessage, INET_DIAG_INFO};
+use crate::tables::tcp_info::TcpInfo;
+use crate::tables::tcp_info::parse_tcp_info;
 use netlink_packet_sock_diag::inet::ExtensionFlags;
-
-/// TCP figures from `tcp_info`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TcpInfo {
-    /// Smoothed RTT, microseconds (`tcpi_rtt`).
-    pub rtt_us: u32,
-    /// Retransmitted segments over the connection's life (`tcpi_total_retrans`).
-    pub retrans: u32,
-    pub bytes_acked: u64,
-    pub bytes_received: u64,
-}
-
-/// Offsets in `struct tcp_info` (`linux/tcp.h`), read by hand: the
-/// crate's `TcpInfo::parse` copies all of its sixty fields per socket;
-/// with it `netconn list --json` at 200,000 sockets took 358 ms against
-/// 345 ms (medians of 11 alternated runs). A test holds these four equal
-/// to what the crate writes, and to the ABI's offsets.
-const TCPI_RTT: usize = 68;
-const TCPI_TOTAL_RETRANS: usize = 100;
-const TCPI_BYTES_ACKED: usize = 120;
-const TCPI_BYTES_RECEIVED: usize = 128;
-/// The shortest `tcp_info` a kernel sends: up to `tcpi_total_retrans`
-/// (Linux 2.6). Fields a kernel's shorter struct lacks read as 0.
-const TCP_INFO_MIN: usize = TCPI_TOTAL_RETRANS + 4;
-
-pub fn parse_tcp_info(b: &[u8]) -> Option<TcpInfo> {
-    if b.len() < TCP_INFO_MIN {
-        return None;
-    }
-    let u32_at = |o: usize| Some(u32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_ne_bytes(b.get(o..o + 8)?.try_into().ok()?));
-    Some(TcpInfo {
-        rtt_us: u32_at(TCPI_RTT)?,
-        retrans: u32_at(TCPI_TOTAL_RETRANS)?,
-        bytes_acked: u64_at(TCPI_BYTES_ACKED).unwrap_or(0),
-        bytes_received: u64_at(TCPI_BYTES_RECEIVED).unwrap_or(0),
-    })
-}
 
 /// One socket.
 #[derive(Debug, Clone)]
@@ -87,21 +54,6 @@ fn detail(m: &DiagMessage, conn_type: ConnType) -> Detail {
     (socket, remote_addr, remote_port, info, queue)
 }
 
-/// The namespace's own addresses (getifaddrs), canonical form.
-pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
-    let addrs = nix::ifaddrs::getifaddrs()?;
-    Ok(addrs
-        .filter_map(|ifa| {
-            let a = ifa.address?;
-            match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
-                (Some(v4), _) => Some(IpAddr::from(v4.ip())),
-                (_, Some(v6)) => Some(IpAddr::from(v6.ip())),
-                _ => None,
-            }
-        })
-        .collect())
-}
-
 /// Socket cookie -> what the namespace's running `watch` knows of it, if
 /// any (none: an empty map).
 fn daemon_owners(netns: u32) -> HashMap<u64, crate::live::serve::Known> {
@@ -127,27 +79,6 @@ fn daemon_owners(netns: u32) -> HashMap<u64, crate::live::serve::Known> {
     ask(&socket_path(netns))
         .or_else(|_| ask(&node_socket_path()))
         .unwrap_or_default()
-}
-
-/// The `/proc/*/fd` walk, when asked for: done at most once however many
-/// namespaces are listed (socket inodes are unique on the host).
-pub struct Processes {
-    wanted: bool,
-    found: std::sync::OnceLock<HashMap<u32, (u32, String)>>,
-}
-
-impl Processes {
-    pub fn new(wanted: bool) -> Processes {
-        Processes {
-            wanted,
-            found: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn get(&self) -> Option<&HashMap<u32, (u32, String)>> {
-        self.wanted
-            .then(|| self.found.get_or_init(crate::tables::procs::processes))
-    }
 }
 
 /// Every socket of the calling thread's namespace. Owners: those a running
@@ -358,45 +289,6 @@ pub fn aggregate_json(groups: &[(Option<u32>, Vec<Group>)]) -> Vec<u8> {
     serde_json::to_vec(&rows).expect("rows serialize")
 }
 
-/// Left-aligned columns for people.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let rows = &printable_rows(rows.to_vec());
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.zip(&widths).enumerate() {
-            if i + 1 == widths.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&mut header.iter().copied());
-    for r in rows {
-        out.push_str(&line(&mut r.iter().map(String::as_str)));
-    }
-    out
-}
-
-/// [`table`] for cells that may hold names processes chose: each cell
-/// escaped first (see [`crate::host::printable`]).
-fn printable_rows(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
-    rows.into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|c| crate::host::printable(&c).into_owned())
-                .collect()
-        })
-        .collect()
-}
-
 /// The columns of a listing (`OWNER` only with `--all-namespaces`).
 pub const ROW_HEADER: [&str; 12] = [
     "PROTO",
@@ -560,42 +452,5 @@ mod tests {
             d(&sock(ConnType::Udp, 1, 40000), peer, 53),
             Direction::Outbound
         );
-    }
-
-    #[test]
-    fn tcp_info_fields() {
-        use netlink_packet_core::Emitable;
-        use netlink_packet_sock_diag::inet::nlas::TcpInfo as Info;
-        let mut i = Info::parse(&[0u8; 512]).unwrap();
-        (i.rtt, i.total_retrans, i.bytes_acked, i.bytes_received) = (1234, 5, 99, 7);
-        let mut b = vec![0u8; i.buffer_len()];
-        i.emit(&mut b);
-        let got = parse_tcp_info(&b).unwrap();
-        assert_eq!(
-            (got.rtt_us, got.retrans, got.bytes_acked, got.bytes_received),
-            (1234, 5, 99, 7)
-        );
-        // An older kernel's shorter struct: the fields it has.
-        let got = parse_tcp_info(&b[..TCP_INFO_MIN]).unwrap();
-        assert_eq!((got.rtt_us, got.retrans, got.bytes_acked), (1234, 5, 0));
-        assert!(parse_tcp_info(&b[..50]).is_none());
-        // The offsets of linux/tcp.h, placed by hand: tcpi_rtt 68,
-        // tcpi_total_retrans 100, tcpi_bytes_acked 120, tcpi_bytes_received 128.
-        let mut k = vec![0u8; 232];
-        k[68..72].copy_from_slice(&250u32.to_ne_bytes());
-        k[100..104].copy_from_slice(&3u32.to_ne_bytes());
-        k[120..128].copy_from_slice(&4096u64.to_ne_bytes());
-        k[128..136].copy_from_slice(&8192u64.to_ne_bytes());
-        let got = parse_tcp_info(&k).unwrap();
-        assert_eq!(
-            (got.rtt_us, got.retrans, got.bytes_acked, got.bytes_received),
-            (250, 3, 4096, 8192)
-        );
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "A    BB\nxxx  y\n");
     }
 }

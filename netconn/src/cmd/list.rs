@@ -3,9 +3,10 @@
 
 use super::CmdError;
 use crate::cli::ListArgs;
-use crate::list::{self, Namespaced, Processes};
+use crate::list::{self, Namespaced};
 use crate::namespaces::{discover, target};
 use crate::output::sink::Sink;
+use crate::tables::procs::Processes;
 
 pub fn run(args: ListArgs) -> Result<(), CmdError> {
     let mut sink = Sink::create(args.output.as_deref()).map_err(CmdError::Usage)?;

@@ -1,5 +1,6 @@
 //! What netconn writes and where: the records, the sink of one-shot
-//! commands, the daemon's writer thread, lines for people on stderr.
+//! commands, the daemon's writer thread, lines for people on stderr,
+//! text tables.
 
 pub mod alert;
 pub mod conn;
@@ -11,4 +12,5 @@ pub mod record;
 #[cfg(test)]
 mod shapes;
 pub mod sink;
+pub mod table;
 pub mod writer;

@@ -65,3 +65,23 @@ fn sockets_of(pids: &[u32]) -> HashMap<u32, (u32, String)> {
     }
     out
 }
+
+/// The `/proc/*/fd` walk, when asked for: done at most once however many
+/// namespaces are listed (socket inodes are unique on the host).
+pub struct Processes {
+    wanted: bool,
+    found: std::sync::OnceLock<HashMap<u32, (u32, String)>>,
+}
+
+impl Processes {
+    pub fn new(wanted: bool) -> Processes {
+        Processes {
+            wanted,
+            found: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> Option<&HashMap<u32, (u32, String)>> {
+        self.wanted.then(|| self.found.get_or_init(processes))
+    }
+}

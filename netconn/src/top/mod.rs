@@ -146,7 +146,7 @@ impl App {
     /// (connections view): top's own, or with `-A` the one opened from
     /// the namespaces view, from a thread inside it.
     fn dump_connections(&mut self) {
-        let procs = crate::list::Processes::new(false);
+        let procs = crate::tables::procs::Processes::new(false);
         let netns = u32::try_from(self.shown).unwrap_or(self.netns);
         let rows = if netns == self.netns {
             crate::list::rows(&procs, netns)

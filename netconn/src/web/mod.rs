@@ -158,7 +158,7 @@ impl Listing {
 /// (a dump, on the caller's thread: call it off the runtime's).
 pub fn connections() -> io::Result<Vec<u8>> {
     let netns = crate::host::netns_inode()?;
-    let procs = crate::list::Processes::new(false);
+    let procs = crate::tables::procs::Processes::new(false);
     let rows = crate::list::rows(&procs, netns)?;
     let mut out = Vec::new();
     crate::list::write_json(

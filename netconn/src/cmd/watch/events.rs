@@ -29,7 +29,7 @@ fn listeners_and_locals() -> std::io::Result<(Vec<u16>, HashSet<IpAddr>)> {
             &mut listeners,
         )?;
     }
-    let locals = crate::list::local_addresses()?;
+    let locals = crate::tables::addresses::local_addresses()?;
     Ok((listeners.iter().map(|s| s.local_port).collect(), locals))
 }
 
