@@ -155,7 +155,7 @@ impl Alerting {
         ephemeral: Option<&crate::live::ephemeral::EphemeralReading>,
         stamp: &Stamp<'_>,
         mut peers: impl FnMut(u16, u32) -> HashMap<IpAddr, u32>,
-    ) -> Records {
+    ) -> IntervalAlerts {
         use crate::tables::sockdiag::REQUEST_STATES;
         let now = std::time::Instant::now();
         let elapsed = now.duration_since(self.last);
@@ -216,7 +216,7 @@ impl Alerting {
             .chain(floods.into_iter().map(Record::SynFlood))
             .chain(scans.into_iter().map(Record::PortScan))
             .chain(exhaustion.into_iter().map(Record::PortExhaustion));
-        Records(records.collect())
+        IntervalAlerts(records.collect())
     }
 }
 
@@ -252,9 +252,9 @@ impl Record {
 
 /// The interval alerts' records of one interval, in kind order.
 #[derive(Debug, Default)]
-pub struct Records(pub Vec<Record>);
+pub struct IntervalAlerts(pub Vec<Record>);
 
-impl Records {
+impl IntervalAlerts {
     /// The records as the watch's readers see them.
     pub fn seen(&self) -> Vec<crate::output::alert::Raised> {
         self.0.iter().map(Record::seen).collect()

@@ -399,7 +399,7 @@ pub struct Monitor {
 }
 
 /// What one reading found.
-pub struct Reading<'a> {
+pub struct TableReading<'a> {
     pub record: ConntrackRecord<'a>,
     /// An alert record, when the level changed.
     pub alert: Option<AlertRecord<'a>>,
@@ -483,7 +483,7 @@ impl Monitor {
     }
 
     /// One record (and an alert record when the level changed).
-    pub fn read<'a>(&mut self, host: &'a str, netns: u32, time: &'a str) -> Reading<'a> {
+    pub fn read<'a>(&mut self, host: &'a str, netns: u32, time: &'a str) -> TableReading<'a> {
         let mut record = ConntrackRecord {
             kind: "conntrack",
             time,
@@ -502,7 +502,7 @@ impl Monitor {
             _ => {
                 record.reason =
                     Some("conntrack is not loaded (no /proc/sys/net/netfilter/nf_conntrack_count)");
-                return Reading {
+                return TableReading {
                     record,
                     alert: None,
                 };
@@ -596,7 +596,7 @@ impl Monitor {
                 clear: t.clear,
             },
         });
-        Reading { record, alert }
+        TableReading { record, alert }
     }
 }
 

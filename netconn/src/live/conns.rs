@@ -82,7 +82,7 @@ struct Open {
 }
 
 /// Turns events into records.
-pub struct Records {
+pub struct ConnRecords {
     open: HashMap<u64, Open>,
     /// Closes that would read "timeout", held until their reset arrives
     /// or [`RESET_WAIT_NS`] has passed: an abort (`SO_LINGER` 0, close with
@@ -97,57 +97,58 @@ pub struct Records {
     /// Per namespace (`--all-namespaces`), what directions are read by;
     /// events of any other namespace use `fallback` (a single watch: its
     /// own namespace).
-    spaces: HashMap<u32, Space>,
-    fallback: Space,
+    spaces: HashMap<u32, Directions>,
+    fallback: Directions,
     /// What each namespace belongs to (`--all-namespaces`).
     owners: HashMap<u32, crate::namespaces::owner::Owner>,
 }
 
 /// A namespace's listening ports and addresses.
 #[derive(Default)]
-struct Space {
+struct Directions {
     /// Local ports with a listener (from the start's dump, then events).
     listening: HashMap<u16, u32>,
     locals: HashSet<IpAddr>,
 }
 
-impl Space {
-    fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Space {
+impl Directions {
+    fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Directions {
         let mut l = HashMap::new();
         for p in listening {
             *l.entry(p).or_default() += 1;
         }
-        Space {
+        Directions {
             listening: l,
             locals,
         }
     }
 }
 
-impl Records {
+impl ConnRecords {
     /// Records of one namespace: the ports listening and the addresses it
     /// has now.
-    pub fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Records {
-        Records {
+    pub fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> ConnRecords {
+        ConnRecords {
             open: HashMap::new(),
             pending: Vec::new(),
             resets: HashMap::new(),
             older_resets: HashMap::new(),
             spaces: HashMap::new(),
-            fallback: Space::new(listening, locals),
+            fallback: Directions::new(listening, locals),
             owners: HashMap::new(),
         }
     }
 
     /// Namespace `netns`'s listening ports and addresses, and its owner
-    /// (`--all-namespaces`: one `Records` for every namespace).
+    /// (`--all-namespaces`: one `ConnRecords` for every namespace).
     pub fn know_namespace(
         &mut self,
         netns: u32,
         listening: impl IntoIterator<Item = u16>,
         locals: HashSet<IpAddr>,
     ) {
-        self.spaces.insert(netns, Space::new(listening, locals));
+        self.spaces
+            .insert(netns, Directions::new(listening, locals));
     }
 
     /// What namespace `netns` belongs to, for its records.
@@ -161,7 +162,7 @@ impl Records {
         self.owners.remove(&netns);
     }
 
-    fn space(&mut self, netns: u32) -> &mut Space {
+    fn space(&mut self, netns: u32) -> &mut Directions {
         self.spaces.get_mut(&netns).unwrap_or(&mut self.fallback)
     }
 
@@ -358,7 +359,7 @@ mod tests {
 
     #[test]
     fn open_then_close_carries_direction_and_duration() {
-        let mut r = Records::new([], HashSet::from(["10.0.0.1".parse().unwrap()]));
+        let mut r = ConnRecords::new([], HashSet::from(["10.0.0.1".parse().unwrap()]));
         let open = json(r.record(
             &ev(
                 CONN_OPEN,
@@ -392,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_reset_after_the_close_names_the_reason() {
-        let mut r = Records::new([], HashSet::new());
+        let mut r = ConnRecords::new([], HashSet::new());
         let close = ev(CONN_CLOSE, ESTABLISHED, 7, [192, 0, 2, 7], 40000, 5);
         let rst = ConnEvent {
             cookie: 7,
@@ -420,7 +421,7 @@ mod tests {
 
     #[test]
     fn connections_from_before_start_and_local_peers() {
-        let mut r = Records::new([8080], HashSet::from(["10.0.0.1".parse().unwrap()]));
+        let mut r = ConnRecords::new([8080], HashSet::from(["10.0.0.1".parse().unwrap()]));
         // Accepted before netconn started: inbound by its port, no duration.
         let close = json(r.record(
             &ev(CONN_CLOSE, LAST_ACK, 7, [192, 0, 2, 9], 8080, 5),

@@ -126,7 +126,7 @@ pub struct Exporter {
 
 /// What one interval of a namespace hands over.
 #[derive(Default)]
-pub struct Interval<'a> {
+pub struct IntervalInput<'a> {
     /// Its TCP figures (with the listen queue's).
     pub tcp: Option<&'a IntervalFigures>,
     /// The raw figures behind the RTT histogram.
@@ -170,7 +170,7 @@ impl Exporter {
     }
 
     /// Takes in one interval of the namespace.
-    pub fn interval(&mut self, got: Interval<'_>) {
+    pub fn interval(&mut self, got: IntervalInput<'_>) {
         if let Some(m) = got.tcp {
             if let Some(total) = &m.total {
                 self.tcp.get_or_insert_with(TcpTotals::default).add(total);

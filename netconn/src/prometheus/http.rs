@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::live::serve::{Board, Busy};
-use crate::prometheus::page::{Format, Page};
+use crate::prometheus::page::{Exposition, Page};
 use crate::prometheus::web::Web;
 
 /// Most clients served at once (see [`serve`] for the one past it).
@@ -78,7 +78,7 @@ impl LastPage {
     }
 
     /// The last page, encoded (None: the loop made none yet).
-    fn last(&self, format: Format) -> Option<String> {
+    fn last(&self, format: Exposition) -> Option<String> {
         let page = self.lock().clone()?;
         self.missed
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -89,7 +89,7 @@ impl LastPage {
 /// A scrape, handed to the loop that owns the counts, which sends the
 /// page back through `reply`.
 pub struct Scrape {
-    pub format: Format,
+    pub format: Exposition,
     pub reply: tokio::sync::oneshot::Sender<String>,
 }
 
@@ -403,7 +403,7 @@ impl hyper::body::Body for Events {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Asked {
     /// The page, in this format.
-    Metrics(Format),
+    Metrics(Exposition),
     /// A file of the page (`/`, its script and style).
     Page(String),
     /// The page's live stream of records (`/events`).
@@ -418,7 +418,7 @@ pub enum Asked {
 pub fn route(method: &Method, path: &str, accept: Option<&str>) -> Asked {
     let (get, head) = (method == Method::GET, method == Method::HEAD);
     match path {
-        "/metrics" if get || head => Asked::Metrics(Format::of_accept(accept)),
+        "/metrics" if get || head => Asked::Metrics(Exposition::of_accept(accept)),
         "/events" if get => Asked::Events,
         "/connections" if get => Asked::Connections,
         path if (get || head) && crate::web::asset(path).is_some() => Asked::Page(path.to_owned()),
@@ -616,11 +616,11 @@ mod tests {
         let om = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
         assert_eq!(
             route(&Method::GET, "/metrics", Some(om)),
-            Asked::Metrics(Format::OpenMetrics)
+            Asked::Metrics(Exposition::OpenMetrics)
         );
         assert_eq!(
             route(&Method::HEAD, "/metrics", None),
-            Asked::Metrics(Format::Text)
+            Asked::Metrics(Exposition::Text)
         );
         assert!(matches!(
             route(&Method::GET, "/nothing", None),

@@ -116,7 +116,7 @@ impl Collector for Page {
 
 /// The two exposition formats a scraper may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum Exposition {
     /// `application/openmetrics-text; version=1.0.0` (what Prometheus asks
     /// for first).
     OpenMetrics,
@@ -124,10 +124,10 @@ pub enum Format {
     Text,
 }
 
-impl Format {
+impl Exposition {
     /// The format an `Accept` header asks for: OpenMetrics when it names
     /// it (with a weight above 0), the text format otherwise.
-    pub fn of_accept(accept: Option<&str>) -> Format {
+    pub fn of_accept(accept: Option<&str>) -> Exposition {
         // The highest weight a client gives OpenMetrics (named), and the
         // text format (text/plain, text/*, */*): OpenMetrics when it is
         // wanted at least as much (Prometheus: 1 against 0.5).
@@ -146,16 +146,16 @@ impl Format {
             }
         }
         if open_metrics > 0.0 && open_metrics >= text {
-            Format::OpenMetrics
+            Exposition::OpenMetrics
         } else {
-            Format::Text
+            Exposition::Text
         }
     }
 
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
         }
     }
 }
@@ -183,13 +183,15 @@ impl Page {
     }
 
     /// The page as the format says.
-    pub fn encode(self, format: Format) -> String {
+    pub fn encode(self, format: Exposition) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(self));
         let mut text = String::new();
         let encoded = match format {
-            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut text, &registry),
-            Format::Text => {
+            Exposition::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &registry)
+            }
+            Exposition::Text => {
                 prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
             }
         };
@@ -229,7 +231,7 @@ mod tests {
 
     #[test]
     fn openmetrics_has_types_totals_and_eof() {
-        let text = page().encode(Format::OpenMetrics);
+        let text = page().encode(Exposition::OpenMetrics);
         assert!(
             text.contains("# TYPE netconn_connections gauge\n"),
             "{text}"
@@ -257,7 +259,7 @@ mod tests {
 
     #[test]
     fn text_format_names_counters_with_total_and_has_no_eof() {
-        let text = page().encode(Format::Text);
+        let text = page().encode(Exposition::Text);
         assert!(
             text.contains("# TYPE netconn_lost_events_total counter\n"),
             "{text}"
@@ -269,21 +271,24 @@ mod tests {
     #[test]
     fn accept_headers() {
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::of_accept(Some(prometheus)), Format::OpenMetrics);
-        assert_eq!(Format::of_accept(Some("*/*")), Format::Text);
-        assert_eq!(Format::of_accept(None), Format::Text);
         assert_eq!(
-            Format::of_accept(Some("application/openmetrics-text;q=0, text/plain")),
-            Format::Text
+            Exposition::of_accept(Some(prometheus)),
+            Exposition::OpenMetrics
+        );
+        assert_eq!(Exposition::of_accept(Some("*/*")), Exposition::Text);
+        assert_eq!(Exposition::of_accept(None), Exposition::Text);
+        assert_eq!(
+            Exposition::of_accept(Some("application/openmetrics-text;q=0, text/plain")),
+            Exposition::Text
         );
         // Weights decide: text preferred gets text.
         assert_eq!(
-            Format::of_accept(Some("text/plain;q=1, application/openmetrics-text;q=0.5")),
-            Format::Text
+            Exposition::of_accept(Some("text/plain;q=1, application/openmetrics-text;q=0.5")),
+            Exposition::Text
         );
         assert_eq!(
-            Format::of_accept(Some("text/plain;q=0.2, application/openmetrics-text;q=0.9")),
-            Format::OpenMetrics
+            Exposition::of_accept(Some("text/plain;q=0.2, application/openmetrics-text;q=0.9")),
+            Exposition::OpenMetrics
         );
     }
 }

@@ -14,7 +14,7 @@ use crate::prometheus::node_page;
 use crate::prometheus::page::Page;
 
 use super::interval::Kept;
-use super::reading::{Counting, Reading, counts_record};
+use super::reading::{Counting, NamespaceReading, counts_record};
 
 /// A scrape's page, counts read now: every namespace's mini-sockets read
 /// again where the kernel shows they may have changed, or polled.
@@ -48,7 +48,7 @@ pub(super) fn page(
 /// A polled watch's page, from its readings.
 pub(super) fn polled_page(
     scope: Scope,
-    readings: &[Reading],
+    readings: &[NamespaceReading],
     kept: &HashMap<u32, Kept>,
     output_dropped: u64,
 ) -> Page {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::cmd::CmdError;
-use crate::live::conns::Records;
+use crate::live::conns::ConnRecords;
 use crate::live::node::Space;
 use crate::model::state::ConnType;
 use crate::namespaces::owner::Owner;
@@ -69,7 +69,7 @@ impl News {
         })
     }
 
-    fn apply(self, records: &mut Records) {
+    fn apply(self, records: &mut ConnRecords) {
         match self {
             News::Seen {
                 netns,
@@ -102,7 +102,7 @@ pub(super) fn write_conn_records(
     stop: &std::sync::atomic::AtomicBool,
 ) {
     use std::sync::atomic::Ordering;
-    let mut records = Records::new([], Default::default());
+    let mut records = ConnRecords::new([], Default::default());
     let mut events = Vec::new();
     loop {
         let last = stop.load(Ordering::Acquire);

@@ -83,11 +83,11 @@ pub(super) struct Made<'a> {
     pub tcp_metrics: Option<IntervalFigures>,
     pub listeners: Option<Vec<ListenerFigures>>,
     pub ephemeral: Option<crate::live::ephemeral::EphemeralReading>,
-    pub conntrack: Option<crate::conntrack::Reading<'a>>,
+    pub conntrack: Option<crate::conntrack::TableReading<'a>>,
     /// `new_listener` alerts.
     pub new_listeners: Vec<ListenerAlert>,
     /// The other alert kinds'.
-    pub alerts: crate::alerts::Records,
+    pub alerts: crate::alerts::IntervalAlerts,
 }
 
 /// One namespace's interval. `node`: the live counts (owners, ephemeral
@@ -218,7 +218,7 @@ impl Made<'_> {
         );
         raised.extend(self.alerts.seen());
         kept.exporter
-            .interval(crate::prometheus::exporter::Interval {
+            .interval(crate::prometheus::exporter::IntervalInput {
                 tcp: self.tcp_metrics.as_ref(),
                 raw: metrics.map(|i| &i.total),
                 ports,

@@ -552,7 +552,7 @@ const UNTRACKED_LISTED: usize = 64;
 /// namespace's counts and netconn's own health.
 fn host_record<'a>(
     node: Option<&Node>,
-    readings: &[reading::Reading],
+    readings: &[reading::NamespaceReading],
     sum: &'a Counts,
     untracked: &'a [u32],
     host: &'a str,

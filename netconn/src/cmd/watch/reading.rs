@@ -39,7 +39,7 @@ impl Counting {
 }
 
 /// One namespace's reading.
-pub(super) struct Reading {
+pub(super) struct NamespaceReading {
     pub netns: u32,
     /// How to enter it; None: the calling thread's.
     pub ns: Option<Namespace>,
@@ -59,7 +59,7 @@ pub(super) struct Reading {
     pub ephemeral: Option<crate::live::ephemeral::EphemeralReading>,
 }
 
-impl Reading {
+impl NamespaceReading {
     pub fn way(&self) -> Way<'_> {
         match &self.ns {
             None => Way::Here,
@@ -90,7 +90,7 @@ pub(super) fn read(
     verify: bool,
     first: bool,
     metrics: Option<&std::collections::HashMap<u32, crate::live::metrics::Interval>>,
-) -> Result<(Vec<Reading>, Vec<Change>), CmdError> {
+) -> Result<(Vec<NamespaceReading>, Vec<Change>), CmdError> {
     match counting {
         Counting::Ebpf(node) => {
             let changes = if first { Vec::new() } else { node.maintain()? };
@@ -100,7 +100,7 @@ pub(super) fn read(
                 let ports = node.port_series(inode, metrics.and_then(|m| m.get(&inode)));
                 let space = &node.spaces()[&inode];
                 let ns = (!space.here()).then(|| space.ns.clone());
-                let mut r = Reading {
+                let mut r = NamespaceReading {
                     netns: inode,
                     owner: ns.is_some().then(|| space.owner.clone()),
                     ns,
@@ -151,7 +151,7 @@ pub(super) fn read(
                         range, all, None,
                     ))
                 });
-                readings.push(Reading {
+                readings.push(NamespaceReading {
                     netns: match (&ns, scope) {
                         (Some(ns), _) => ns.inode,
                         (None, Scope::One(inode)) => inode,
