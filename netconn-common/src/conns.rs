@@ -95,7 +95,7 @@ const _: () = assert!(size_of::<ConnEvent>() == 120);
 #[cfg(feature = "user")]
 impl ConnEvent {
     /// Decodes one connection record, checking its length.
-    pub fn from_bytes(bytes: &[u8]) -> Option<ConnEvent> {
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         crate::kernel::from_record(bytes)
     }
 }

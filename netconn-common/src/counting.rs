@@ -207,7 +207,7 @@ const _: () = assert!(size_of::<NsKey>() == 8);
 #[cfg(feature = "user")]
 impl StateEvent {
     /// Decodes one journal record, checking its length.
-    pub fn from_bytes(bytes: &[u8]) -> Option<StateEvent> {
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         crate::kernel::from_record(bytes)
     }
 }

@@ -216,7 +216,7 @@ pub fn failure_reason(sk_err: i32) -> usize {
 
 impl Default for TcpMetrics {
     fn default() -> Self {
-        TcpMetrics {
+        Self {
             samples: 0,
             sum_us: 0,
             min_us: 0,
@@ -237,7 +237,7 @@ impl Default for TcpMetrics {
 
 impl TcpMetrics {
     /// Adds `other`'s figures (another CPU's, another slot's).
-    pub fn merge(&mut self, other: &TcpMetrics) {
+    pub fn merge(&mut self, other: &Self) {
         if other.samples > 0 {
             if self.samples == 0 || other.min_us < self.min_us {
                 self.min_us = other.min_us;
@@ -266,7 +266,7 @@ impl TcpMetrics {
     /// differences, with the extremes of the samples now in it. A slot
     /// whose counters went down was evicted and made anew since: all it
     /// holds is new.
-    pub fn since(&self, earlier: &TcpMetrics) -> TcpMetrics {
+    pub fn since(&self, earlier: &Self) -> Self {
         let went_down = self.samples < earlier.samples
             || self.retrans < earlier.retrans
             || self.synack_retrans < earlier.synack_retrans
@@ -289,7 +289,7 @@ impl TcpMetrics {
         if went_down {
             return *self;
         }
-        let mut d = TcpMetrics {
+        let mut d = Self {
             samples: self.samples - earlier.samples,
             sum_us: self.sum_us.wrapping_sub(earlier.sum_us),
             min_us: self.min_us,
@@ -319,7 +319,7 @@ impl TcpMetrics {
     }
 
     pub fn is_empty(&self) -> bool {
-        *self == TcpMetrics::default()
+        *self == Self::default()
     }
 }
 

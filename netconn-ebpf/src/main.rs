@@ -49,6 +49,10 @@
 // BPF atomic add instruction.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// Map keys and values go to the helpers by reference: passed by value
+// (what this lint asks) each would be copied onto the 512-byte BPF stack
+// first, and some are larger than the stack can spare.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -357,7 +361,7 @@ fn bump(counter: Option<*mut u64>) {
 #[inline(always)]
 fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, i32> {
     // SAFETY: see above; offsets come from the running kernel's BTF.
-    Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) })
+    Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) })
 }
 
 /// A field read with the fault-safe helper from the object at `addr`: for
@@ -365,9 +369,9 @@ fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, i32> {
 /// tracepoint's argument), or where there is no BTF-typed pointer at all.
 #[inline(always)]
 fn probe<T>(addr: u64, offset: u32) -> Result<T, i32> {
-    let at = addr.wrapping_add(offset as u64) as *const T;
+    let at = addr.wrapping_add(u64::from(offset)) as *const T;
     // SAFETY: a fault-safe read; a bad address is an error, not a fault.
-    unsafe { bpf_probe_read_kernel(at) }.map_err(|e| e as i32)
+    unsafe { bpf_probe_read_kernel(at) }
 }
 
 /// An address of `sk` as 16 bytes (IPv4 in the first 4), from the IPv4 or
@@ -572,7 +576,7 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) -> bool {
             // scan of /proc finds it), covers this event.
             None => return false,
         }
-    } else if let Some(m) = TRANSITIONS.get_ptr_mut((control.epoch & 1) as u32) {
+    } else if let Some(m) = TRANSITIONS.get_ptr_mut(u32::from(control.epoch & 1)) {
         // SAFETY: slot < TRANSITION_SLOTS by construction of transition_slot.
         bump(Some(unsafe { (*m).counts.as_mut_ptr().add(slot) }));
     }
@@ -592,7 +596,7 @@ fn tally(t: Transition, cookie: impl FnOnce() -> u64) -> bool {
                 epoch: control.epoch,
                 protocol: t.protocol as u8,
                 lport: t.lport,
-                watched: t.watched as u8,
+                watched: u8::from(t.watched),
                 _pad: [0; 3],
                 laddr: t.laddr,
             });

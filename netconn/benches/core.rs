@@ -65,7 +65,7 @@ fn benches(c: &mut Criterion) {
     // SAFETY: viewing a plain repr(C) value as bytes.
     let bytes = unsafe {
         std::slice::from_raw_parts(
-            (&event as *const StateEvent).cast::<u8>(),
+            std::ptr::from_ref::<StateEvent>(&event).cast::<u8>(),
             std::mem::size_of::<StateEvent>(),
         )
     };

@@ -320,7 +320,7 @@ pub fn row_cells(r: &Row, l: &Namespaced, owners: bool) -> Vec<String> {
             .map(|(pid, comm)| format!("{pid}/{comm}"))
             .unwrap_or_else(|| "-".into()),
         r.info
-            .map(|i| format!("{:.3}", i.rtt_us as f64 / 1000.0))
+            .map(|i| format!("{:.3}", f64::from(i.rtt_us) / 1000.0))
             .unwrap_or_else(|| "-".into()),
         r.info
             .map(|i| i.retrans.to_string())

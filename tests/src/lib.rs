@@ -105,12 +105,12 @@ pub struct TempFile(PathBuf);
 
 impl TempFile {
     /// `netconn-NAME-PID-N` holding `text`.
-    pub fn new(name: &str, text: &str) -> TempFile {
+    pub fn new(name: &str, text: &str) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("netconn-{name}-{}-{n}", std::process::id()));
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        TempFile(path)
+        Self(path)
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -142,22 +142,22 @@ pub struct Netns {
 impl Netns {
     /// A namespace for one test (`netconn-test-PID-N`); panics when it
     /// cannot be made.
-    pub fn new() -> Netns {
+    pub fn new() -> Self {
         require_root();
         SWEEP.call_once(sweep_dead_namespaces);
-        Netns::try_named("test").unwrap_or_else(|e| panic!("{e}"))
+        Self::try_named("test").unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A namespace `netconn-KIND-PID-N` with `lo` up, removed on drop (the
     /// benchmarks' too).
-    pub fn try_named(kind: &str) -> Result<Netns, String> {
+    pub fn try_named(kind: &str) -> Result<Self, String> {
         let name = format!(
             "netconn-{kind}-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         try_run("ip", &["netns", "add", &name])?;
-        let ns = Netns { name };
+        let ns = Self { name };
         try_run("ip", &["-n", &ns.name, "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -303,14 +303,14 @@ pub struct Worker {
 
 impl Worker {
     /// A worker in the test's own namespace (the host's).
-    pub fn here() -> Worker {
+    pub fn here() -> Self {
         let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
         let handle = std::thread::spawn(move || {
             for job in rx {
                 job();
             }
         });
-        Worker {
+        Self {
             tx: Some(tx),
             handle: Some(handle),
         }
@@ -530,20 +530,20 @@ pub struct Watch {
 impl Watch {
     /// Starts `netconn watch ARGS` in `ns` and waits for its first record
     /// (which means the program is attached and the snapshot merged).
-    pub fn start(ns: &Netns, args: &[&str]) -> (Watch, Value) {
-        Watch::start_cmd(ns.netconn(&[&["watch"], args].concat()))
+    pub fn start(ns: &Netns, args: &[&str]) -> (Self, Value) {
+        Self::start_cmd(ns.netconn(&[&["watch"], args].concat()))
     }
 
     /// Like [`Watch::start`], for a command built by the caller.
-    pub fn start_cmd(cmd: Command) -> (Watch, Value) {
-        let mut w = Watch::start_raw(cmd);
+    pub fn start_cmd(cmd: Command) -> (Self, Value) {
+        let mut w = Self::start_raw(cmd);
         let first = w.next_record(Duration::from_secs(60));
         (w, first)
     }
 
     /// Starts a command built by the caller without waiting for anything
     /// (its lines may not be netconn's records: `--format line`).
-    pub fn start_raw(mut cmd: Command) -> Watch {
+    pub fn start_raw(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -558,7 +558,7 @@ impl Watch {
                 }
             }
         });
-        Watch {
+        Self {
             child,
             lines,
             log: Vec::new(),

@@ -17,7 +17,7 @@ pub struct Held {
 }
 
 impl Held {
-    pub fn extend(&mut self, other: Held) {
+    pub fn extend(&mut self, other: Self) {
         self.sockets.extend(other.sockets);
         self.streams.extend(other.streams);
         self.listeners.extend(other.listeners);

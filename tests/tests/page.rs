@@ -24,7 +24,7 @@ struct Browser {
 
 impl Browser {
     /// `browser`: chromium or firefox.
-    fn open(ns: &Netns, browser: &str, shot: &std::path::Path) -> Browser {
+    fn open(ns: &Netns, browser: &str, shot: &std::path::Path) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/web/page.py");
         // The project's virtual environment, where setup installs Selenium.
         let python = concat!(
@@ -43,7 +43,7 @@ impl Browser {
             .expect("python3 runs");
         let input = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap());
-        Browser {
+        Self {
             child,
             input: Some(input),
             lines,

@@ -66,7 +66,7 @@ impl Prometheus {
     /// Prometheus in `ns` (None: the test's own namespace), serving its API
     /// on `api` and scraping `target` every second; `job`: more of the
     /// scrape job's settings (YAML at its indentation).
-    fn start(ns: Option<&Netns>, api: &'static str, target: &str, job: &str) -> Prometheus {
+    fn start(ns: Option<&Netns>, api: &'static str, target: &str, job: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "netconn-prometheus-{}-{}",
@@ -101,7 +101,7 @@ impl Prometheus {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus (Debian package prometheus) runs");
-        Prometheus { child, dir, api }
+        Self { child, dir, api }
     }
 
     /// What the query API answers for `q`: its `data.result`.

@@ -19,8 +19,8 @@ struct Tmux {
 
 impl Tmux {
     /// A session running a shell, `width` x `height`.
-    fn start(width: u16, height: u16) -> Tmux {
-        let tmux = Tmux {
+    fn start(width: u16, height: u16) -> Self {
+        let tmux = Self {
             socket: format!("netconn-test-{}", std::process::id()),
         };
         tmux.ok(&[

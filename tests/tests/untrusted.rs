@@ -187,7 +187,7 @@ impl Drop for Scratch {
 struct Hogs(Vec<(std::process::Child, u64)>);
 
 impl Hogs {
-    fn start(n: usize) -> Hogs {
+    fn start(n: usize) -> Self {
         let own = netns_of(std::process::id());
         let hogs = (0..n)
             .map(|_| {
@@ -208,7 +208,7 @@ impl Hogs {
                 (child, inode)
             })
             .collect();
-        Hogs(hogs)
+        Self(hogs)
     }
 
     fn kill(&mut self, inode: u64) {

@@ -25,8 +25,8 @@ struct Spread {
 }
 
 impl Spread {
-    fn of(v: Vec<f64>) -> Spread {
-        Spread {
+    fn of(v: Vec<f64>) -> Self {
+        Self {
             min: v.iter().copied().fold(f64::INFINITY, f64::min),
             max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             median: median(v),

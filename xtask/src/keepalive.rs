@@ -27,13 +27,13 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Watch, Kind::Lean, Kind::All];
+    const ALL: [Self; 3] = [Self::Watch, Self::Lean, Self::All];
 
     fn label(self) -> &'static str {
         match self {
-            Kind::Watch => "`watch`",
-            Kind::Lean => "`watch --no-tcp-metrics`",
-            Kind::All => "`watch --all-namespaces`",
+            Self::Watch => "`watch`",
+            Self::Lean => "`watch --no-tcp-metrics`",
+            Self::All => "`watch --all-namespaces`",
         }
     }
 }

@@ -80,7 +80,7 @@ pub struct Mode {
 }
 
 impl Mode {
-    fn of(samples: &[Sample]) -> Mode {
+    fn of(samples: &[Sample]) -> Self {
         let mut names: Vec<&str> = samples
             .iter()
             .flat_map(|s| s.netconn.iter().map(|p| p.name.as_str()))
@@ -108,7 +108,7 @@ impl Mode {
                 ),
             })
             .collect();
-        Mode {
+        Self {
             programs,
             total: median(samples.iter().map(|s| total(&s.netconn)).collect()),
             ratio: median(

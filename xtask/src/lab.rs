@@ -55,10 +55,10 @@ pub fn bpf_stats_on() -> Result<impl Drop> {
 pub struct Scratch(pub std::path::PathBuf);
 
 impl Scratch {
-    pub fn new(name: &str) -> Scratch {
+    pub fn new(name: &str) -> Self {
         let path = std::env::temp_dir().join(format!("netconn-{name}-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        Scratch(path)
+        Self(path)
     }
 }
 

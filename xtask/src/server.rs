@@ -35,23 +35,23 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 6] = [
-        Mode::Nothing,
-        Mode::Watch,
-        Mode::Lean,
-        Mode::Events,
-        Mode::All,
-        Mode::Bpftrace,
+    const ALL: [Self; 6] = [
+        Self::Nothing,
+        Self::Watch,
+        Self::Lean,
+        Self::Events,
+        Self::All,
+        Self::Bpftrace,
     ];
 
     fn label(self) -> &'static str {
         match self {
-            Mode::Nothing => "nothing attached",
-            Mode::Watch => "`watch`",
-            Mode::Lean => "`watch --no-tcp-metrics`",
-            Mode::Events => "`watch --events`",
-            Mode::All => "`watch --all-namespaces`",
-            Mode::Bpftrace => "bpftrace count-only",
+            Self::Nothing => "nothing attached",
+            Self::Watch => "`watch`",
+            Self::Lean => "`watch --no-tcp-metrics`",
+            Self::Events => "`watch --events`",
+            Self::All => "`watch --all-namespaces`",
+            Self::Bpftrace => "bpftrace count-only",
         }
     }
 }
@@ -68,17 +68,17 @@ enum Load {
 impl Load {
     fn name(self) -> &'static str {
         match self {
-            Load::Http { close: true } => "a connection per request (`Connection: close`)",
-            Load::Http { close: false } => "kept-alive connections",
-            Load::Bulk => "bulk transfer (iperf3, one stream)",
+            Self::Http { close: true } => "a connection per request (`Connection: close`)",
+            Self::Http { close: false } => "kept-alive connections",
+            Self::Bulk => "bulk transfer (iperf3, one stream)",
         }
     }
 
     /// What a rate counts, and what the figures are per.
     fn units(self) -> (&'static str, &'static str) {
         match self {
-            Load::Http { .. } => ("requests/s", "request"),
-            Load::Bulk => ("Gbit/s", "MiB"),
+            Self::Http { .. } => ("requests/s", "request"),
+            Self::Bulk => ("Gbit/s", "MiB"),
         }
     }
 }
@@ -307,7 +307,7 @@ fn bulk(ns: &Netns) -> Result<(f64, f64)> {
         received["bits_per_second"].as_f64(),
     );
     match (bytes, bps) {
-        (Some(b), Some(r)) if b > 0.0 => Ok((r / 1e9, b / (1 << 20) as f64)),
+        (Some(b), Some(r)) if b > 0.0 => Ok((r / 1e9, b / f64::from(1 << 20))),
         _ => bail!(
             "iperf3 moved nothing: {}",
             String::from_utf8_lossy(&out.stdout)

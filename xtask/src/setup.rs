@@ -111,15 +111,19 @@ fn ebpf_toolchain() -> Result<String> {
         &toolchain,
     ]))
     .unwrap_or_default();
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("xtask: adding rust-src to {toolchain}");
-        run_setup(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            &toolchain,
-        ]))?;
+    // rust-src for `-Z build-std=core`; clippy for `cargo xtask test`,
+    // which lints the eBPF crate with this toolchain.
+    for component in ["rust-src", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            eprintln!("xtask: adding {component} to {toolchain}");
+            run_setup(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                &toolchain,
+            ]))?;
+        }
     }
     Ok(toolchain)
 }

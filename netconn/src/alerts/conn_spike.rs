@@ -41,8 +41,8 @@ pub struct ConnSpikes {
 }
 
 impl ConnSpikes {
-    pub fn new(config: SpikeConfig) -> ConnSpikes {
-        ConnSpikes {
+    pub fn new(config: SpikeConfig) -> Self {
+        Self {
             config,
             keys: HashMap::new(),
         }

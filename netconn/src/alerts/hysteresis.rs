@@ -14,9 +14,9 @@ pub enum Level {
 impl Level {
     pub fn name(self) -> &'static str {
         match self {
-            Level::Clear => "clear",
-            Level::Warning => "warning",
-            Level::Critical => "critical",
+            Self::Clear => "clear",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
         }
     }
 }
@@ -29,8 +29,8 @@ pub struct Hysteresis {
 }
 
 impl Hysteresis {
-    pub fn new(thresholds: Thresholds) -> Hysteresis {
-        Hysteresis {
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
             thresholds,
             level: Level::Clear,
         }

@@ -80,8 +80,8 @@ struct Raising {
 }
 
 impl Raising {
-    fn new(thresholds: Thresholds) -> Raising {
-        Raising {
+    fn new(thresholds: Thresholds) -> Self {
+        Self {
             alert: Hysteresis::new(thresholds),
             since: None,
         }
@@ -133,8 +133,8 @@ impl Alerting {
         flood: SynFloodConfig,
         scan: ScanConfig,
         exhaustion: ExhaustionConfig,
-    ) -> Alerting {
-        Alerting {
+    ) -> Self {
+        Self {
             spikes: ConnSpikes::new(spike),
             floods: SynFloods::new(flood),
             scans: PortScans::new(scan),
@@ -236,13 +236,13 @@ impl Record {
         use crate::output::alert::Raised;
         use std::net::SocketAddr;
         match self {
-            Record::ConnSpike(a) => match a.addr {
+            Self::ConnSpike(a) => match a.addr {
                 Some(addr) => Raised::of(a, format!("to {}", SocketAddr::new(addr, a.port))),
                 None => Raised::of(a, format!("port {}", a.port)),
             },
-            Record::SynFlood(a) => Raised::of(a, SocketAddr::new(a.addr, a.port).to_string()),
-            Record::PortScan(a) => Raised::of(a, a.addr.to_string()),
-            Record::PortExhaustion(a) => {
+            Self::SynFlood(a) => Raised::of(a, SocketAddr::new(a.addr, a.port).to_string()),
+            Self::PortScan(a) => Raised::of(a, a.addr.to_string()),
+            Self::PortExhaustion(a) => {
                 let to = SocketAddr::new(a.raddr, a.rport);
                 Raised::of(a, format!("{} to {to}", a.laddr))
             }

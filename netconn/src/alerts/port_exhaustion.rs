@@ -21,8 +21,8 @@ pub struct PortExhaustion {
 }
 
 impl PortExhaustion {
-    pub fn new(config: ExhaustionConfig) -> PortExhaustion {
-        PortExhaustion {
+    pub fn new(config: ExhaustionConfig) -> Self {
+        Self {
             config,
             raised: HashMap::new(),
         }

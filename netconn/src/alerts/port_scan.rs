@@ -34,8 +34,8 @@ pub struct PortScans {
 }
 
 impl PortScans {
-    pub fn new(config: ScanConfig) -> PortScans {
-        PortScans {
+    pub fn new(config: ScanConfig) -> Self {
+        Self {
             config,
             sources: HashMap::new(),
             pairs: 0,

@@ -31,8 +31,8 @@ pub struct SynFloods {
 }
 
 impl SynFloods {
-    pub fn new(config: SynFloodConfig) -> SynFloods {
-        SynFloods {
+    pub fn new(config: SynFloodConfig) -> Self {
+        Self {
             config,
             listeners: HashMap::new(),
         }

@@ -49,16 +49,16 @@ pub enum CmdError {
 impl CmdError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CmdError::Config(_) | CmdError::Output(_) | CmdError::Usage(_) => 2,
-            CmdError::Tracker(_) | CmdError::Write(_) | CmdError::Dump(_) => 1,
-            CmdError::System { .. } => 1,
+            Self::Config(_) | Self::Output(_) | Self::Usage(_) => 2,
+            Self::Tracker(_) | Self::Write(_) | Self::Dump(_) => 1,
+            Self::System { .. } => 1,
         }
     }
 
     /// A failure of the system, said with what netconn was doing.
-    pub fn system(what: impl Into<String>) -> impl Fn(io::Error) -> CmdError {
+    pub fn system(what: impl Into<String>) -> impl Fn(io::Error) -> Self {
         let what = what.into();
-        move |source| CmdError::System {
+        move |source| Self::System {
             what: what.clone(),
             source,
         }

@@ -19,8 +19,8 @@ pub struct ExhaustionConfig {
 }
 
 impl Default for ExhaustionConfig {
-    fn default() -> ExhaustionConfig {
-        ExhaustionConfig {
+    fn default() -> Self {
+        Self {
             enabled: true,
             levels: Thresholds {
                 warn: 80.0,
@@ -49,8 +49,8 @@ impl Thresholds {
         warning: Option<f64>,
         critical: Option<f64>,
         clear: Option<f64>,
-    ) -> Result<Thresholds, String> {
-        let t = Thresholds {
+    ) -> Result<Self, String> {
+        let t = Self {
             warn: warning.unwrap_or(self.warn),
             crit: critical.unwrap_or(self.crit),
             clear: clear.unwrap_or(self.clear),
@@ -67,7 +67,7 @@ impl Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds {
+        Self {
             warn: 90.0,
             crit: 95.0,
             clear: 85.0,
@@ -93,8 +93,8 @@ pub struct SpikeConfig {
 }
 
 impl Default for SpikeConfig {
-    fn default() -> SpikeConfig {
-        SpikeConfig {
+    fn default() -> Self {
+        Self {
             enabled: true,
             window: Duration::from_secs(300),
             warmup: Duration::from_secs(60),
@@ -128,8 +128,8 @@ pub struct SynFloodConfig {
 }
 
 impl Default for SynFloodConfig {
-    fn default() -> SynFloodConfig {
-        SynFloodConfig {
+    fn default() -> Self {
+        Self {
             enabled: true,
             syn_recv: 128.0,
             synack_retrans_per_s: 100.0,
@@ -154,8 +154,8 @@ pub struct ScanConfig {
 }
 
 impl Default for ScanConfig {
-    fn default() -> ScanConfig {
-        ScanConfig {
+    fn default() -> Self {
+        Self {
             enabled: true,
             ports: 20.0,
             window: Duration::from_secs(60),
@@ -249,8 +249,8 @@ pub(super) enum Number {
 impl Number {
     fn get(self) -> f64 {
         match self {
-            Number::Int(n) => n as f64,
-            Number::Float(f) => f,
+            Self::Int(n) => n as f64,
+            Self::Float(f) => f,
         }
     }
 }

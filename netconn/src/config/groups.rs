@@ -34,14 +34,14 @@ pub enum Entry {
 impl Entry {
     pub fn port(self) -> u16 {
         match self {
-            Entry::Port(p) | Entry::AddrPort(_, p) | Entry::EachAddress(p) => p,
+            Self::Port(p) | Self::AddrPort(_, p) | Self::EachAddress(p) => p,
         }
     }
 
     pub fn matches(self, addr: IpAddr, port: u16) -> bool {
         match self {
-            Entry::Port(p) | Entry::EachAddress(p) => p == port,
-            Entry::AddrPort(a, p) => p == port && same_addr(a, addr),
+            Self::Port(p) | Self::EachAddress(p) => p == port,
+            Self::AddrPort(a, p) => p == port && same_addr(a, addr),
         }
     }
 
@@ -49,7 +49,7 @@ impl Entry {
     /// `*:80`), for messages.
     pub fn shown(self) -> String {
         match self {
-            Entry::EachAddress(p) => format!("*:{p}"),
+            Self::EachAddress(p) => format!("*:{p}"),
             e => e.label(IpAddr::from([0, 0, 0, 0])),
         }
     }
@@ -57,9 +57,9 @@ impl Entry {
     /// The `addr_port` a matching socket is reported under.
     pub fn label(self, addr: IpAddr) -> String {
         match self {
-            Entry::Port(p) => p.to_string(),
-            Entry::AddrPort(a, p) => crate::model::state::endpoint(a, p),
-            Entry::EachAddress(p) => crate::model::state::endpoint(addr, p),
+            Self::Port(p) => p.to_string(),
+            Self::AddrPort(a, p) => crate::model::state::endpoint(a, p),
+            Self::EachAddress(p) => crate::model::state::endpoint(addr, p),
         }
     }
 }
@@ -165,8 +165,8 @@ pub(super) enum PortValue {
 impl PortValue {
     pub(super) fn text(&self) -> String {
         match self {
-            PortValue::Text(s) => s.clone(),
-            PortValue::Number(n) => n.to_string(),
+            Self::Text(s) => s.clone(),
+            Self::Number(n) => n.to_string(),
         }
     }
 }

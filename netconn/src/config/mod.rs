@@ -76,7 +76,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
+        Self {
             interval: None,
             tags: Tags::new(),
             groups: Vec::new(),
@@ -138,7 +138,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 impl Config {
     /// Parses a file's text; `name` is how errors name it.
-    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, name: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             let msg = plain(e.message());
@@ -272,7 +272,7 @@ impl Config {
             })
             .collect::<Result<_, _>>()?;
         warnings.extend(check_groups(&groups).map_err(|e| ConfigError(format!("{name}: {e}")))?);
-        Ok(Config {
+        Ok(Self {
             interval,
             tags: raw.tags,
             groups,
@@ -292,7 +292,7 @@ impl Config {
     pub fn load(
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<Self, ConfigError> {
         let path: Option<PathBuf> = match path {
             Some(p) => Some(p.to_owned()),
             None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
@@ -301,9 +301,9 @@ impl Config {
             Some(p) => {
                 let name = p.display().to_string();
                 let text = read_bounded(p).map_err(|e| ConfigError(format!("{name}: {e}")))?;
-                Config::parse(&text, &name)?
+                Self::parse(&text, &name)?
             }
-            None => Config::default(),
+            None => Self::default(),
         };
         config.apply_env(env)?;
         config.check_tags()?;

@@ -232,7 +232,7 @@ const POLL_REQUESTS: std::time::Duration = std::time::Duration::from_millis(200)
 
 fn event_loop(sock: Socket, live: &Mutex<Live>) {
     use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
-    let timeout = nix::sys::time::TimeVal::new(0, POLL_REQUESTS.as_micros() as _);
+    let timeout = nix::sys::time::TimeVal::new(0, POLL_REQUESTS.as_micros() as i64);
     // Without it the thread still works, only looks for requests later.
     let _ = setsockopt(&sock, ReceiveTimeout, &timeout);
     let mut buf = Vec::with_capacity(256 * 1024);
@@ -313,7 +313,7 @@ const NFNLGRP_NFTABLES: u32 = 7;
 impl Polled {
     /// Subscribes, then counts the entries: by a dump only when the
     /// kernel's count says there are any.
-    fn open() -> io::Result<Polled> {
+    fn open() -> io::Result<Self> {
         let sock = netlink_socket(&[
             NFNLGRP_CONNTRACK_NEW,
             NFNLGRP_CONNTRACK_DESTROY,
@@ -328,7 +328,7 @@ impl Polled {
             std::fs::File::open(MAX)?,
             std::fs::File::open(PROC_STAT)?,
         ];
-        Ok(Polled {
+        Ok(Self {
             sock,
             files,
             live: Live {
@@ -443,13 +443,13 @@ fn read_from_start(file: &std::fs::File) -> io::Result<String> {
 impl Monitor {
     /// `events`: also listen to ctnetlink events (the daemon); a one-shot
     /// reading does not.
-    pub fn new(events: bool, thresholds: Thresholds) -> Monitor {
+    pub fn new(events: bool, thresholds: Thresholds) -> Self {
         let live = if events && std::path::Path::new(COUNT).exists() {
             listen().ok()
         } else {
             None
         };
-        Monitor {
+        Self {
             live,
             polled: None,
             mismatch: None,
@@ -461,15 +461,15 @@ impl Monitor {
 
     /// A monitor whose events are read at each reading, on the caller's
     /// thread (see [`Polled`]); made on a thread inside the namespace.
-    pub fn polled(thresholds: Thresholds) -> Monitor {
+    pub fn polled(thresholds: Thresholds) -> Self {
         let polled = if std::path::Path::new(COUNT).exists() {
             Polled::open().ok()
         } else {
             None
         };
-        Monitor {
+        Self {
             polled,
-            ..Monitor::new(false, thresholds)
+            ..Self::new(false, thresholds)
         }
     }
 

@@ -161,7 +161,7 @@ impl Btf {
         if pos != types_raw.len() {
             return Err(BtfError::BadType(0));
         }
-        Ok(Btf {
+        Ok(Self {
             strings,
             types,
             structs_by_name,

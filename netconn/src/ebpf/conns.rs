@@ -19,12 +19,12 @@ pub struct ConnMaps {
 }
 
 impl ConnMaps {
-    pub(super) fn take(ebpf: &mut Ebpf, records: bool) -> Result<ConnMaps, ProbeError> {
+    pub(super) fn take(ebpf: &mut Ebpf, records: bool) -> Result<Self, ProbeError> {
         let ring = match records {
             true => Some(ConnRing(take_map(ebpf, MAP_CONN_EVENTS)?)),
             false => None,
         };
-        Ok(ConnMaps {
+        Ok(Self {
             ring,
             lost: take_map(ebpf, MAP_CONN_LOST)?,
             owners: take_map(ebpf, MAP_OWNERS)?,

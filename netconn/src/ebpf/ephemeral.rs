@@ -38,7 +38,7 @@ pub enum Claim {
 }
 
 impl EphemeralMaps {
-    pub(super) fn take(ebpf: &mut Ebpf) -> Result<EphemeralMaps, ProbeError> {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
         // Untyped first: its descriptor is kept for batched updates.
         let marked = (ebpf.take_map(MAP_EPHEMERAL_MARKED))
             .ok_or(ProbeError::MissingMap(MAP_EPHEMERAL_MARKED))?;
@@ -58,7 +58,7 @@ impl EphemeralMaps {
             }
             _ => return Err(ProbeError::MissingMap(MAP_EPHEMERAL_MARKED)),
         };
-        Ok(EphemeralMaps {
+        Ok(Self {
             marked: HashMap::try_from(marked).map_err(map_error(MAP_EPHEMERAL_MARKED))?,
             marked_fd,
             counts: take_map(ebpf, MAP_EPHEMERAL_COUNTS)?,
@@ -219,7 +219,7 @@ fn update_batch(
         libc::syscall(
             libc::SYS_bpf,
             BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
+            std::ptr::from_mut::<BatchAttr>(&mut attr),
             std::mem::size_of::<BatchAttr>() as u32,
         )
     };

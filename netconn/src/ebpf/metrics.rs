@@ -25,8 +25,8 @@ pub struct MetricsMaps {
 }
 
 impl MetricsMaps {
-    pub(super) fn take(ebpf: &mut Ebpf) -> Result<MetricsMaps, ProbeError> {
-        Ok(MetricsMaps {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
+        Ok(Self {
             total: take_map(ebpf, MAP_METRICS_TOTAL)?,
             ports: take_map(ebpf, MAP_METRICS_PORTS)?,
             namespaces: take_map(ebpf, MAP_METRICS_NS)?,

@@ -149,7 +149,7 @@ impl Probe {
     /// (the caller's own), or with `all_namespaces` of every namespace,
     /// each in a matrix of its own (see [`Probe::adopt`]), with the
     /// optional `features`, and attaches them.
-    pub fn load(netns: u32, all_namespaces: bool, features: Features) -> Result<Probe, ProbeError> {
+    pub fn load(netns: u32, all_namespaces: bool, features: Features) -> Result<Self, ProbeError> {
         if netconn_common::EMPTIED {
             eprintln!(
                 "netconn: built with NETCONN_EBPF_EMPTY: the kernel programs do nothing, the counts are wrong (a build for measuring the hooks alone)"
@@ -275,7 +275,7 @@ impl Probe {
         // the allocator; a long-running daemon should not keep them.
         // SAFETY: malloc_trim has no preconditions.
         unsafe { libc::malloc_trim(0) };
-        Ok(Probe {
+        Ok(Self {
             transitions,
             control,
             events: Some(Journal(events)),
@@ -779,7 +779,7 @@ mod tests {
         // SAFETY: viewing a plain repr(C) value as bytes.
         let bytes = unsafe {
             std::slice::from_raw_parts(
-                (&e as *const StateEvent).cast::<u8>(),
+                std::ptr::from_ref::<StateEvent>(&e).cast::<u8>(),
                 std::mem::size_of::<StateEvent>(),
             )
         };

@@ -20,7 +20,7 @@ pub fn recursion_misses(prog: BorrowedFd<'_>) -> io::Result<u64> {
     let attr = InfoAttr {
         bpf_fd: prog.as_raw_fd() as u32,
         info_len: std::mem::size_of::<bpf_prog_info>() as u32,
-        info: (&mut info as *mut bpf_prog_info) as u64,
+        info: std::ptr::from_mut::<bpf_prog_info>(&mut info) as u64,
     };
     // SAFETY: attr and info outlive the call; the kernel writes at most
     // info_len bytes into info.
@@ -28,7 +28,7 @@ pub fn recursion_misses(prog: BorrowedFd<'_>) -> io::Result<u64> {
         libc::syscall(
             libc::SYS_bpf,
             bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            &attr as *const InfoAttr,
+            std::ptr::from_ref::<InfoAttr>(&attr),
             std::mem::size_of::<InfoAttr>(),
         )
     };

@@ -112,12 +112,12 @@ struct Directions {
 }
 
 impl Directions {
-    fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Directions {
+    fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Self {
         let mut l = HashMap::new();
         for p in listening {
             *l.entry(p).or_default() += 1;
         }
-        Directions {
+        Self {
             listening: l,
             locals,
         }
@@ -127,8 +127,8 @@ impl Directions {
 impl ConnRecords {
     /// Records of one namespace: the ports listening and the addresses it
     /// has now.
-    pub fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> ConnRecords {
-        ConnRecords {
+    pub fn new(listening: impl IntoIterator<Item = u16>, locals: HashSet<IpAddr>) -> Self {
+        Self {
             open: HashMap::new(),
             pending: Vec::new(),
             resets: HashMap::new(),

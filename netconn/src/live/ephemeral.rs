@@ -184,9 +184,9 @@ impl EphemeralPorts {
     /// Tells the programs the range: they count from now on (the sock_ops
     /// program counts connects and marks the sockets, see
     /// [`netconn_common::ephemeral`]).
-    pub fn start(maps: EphemeralMaps, netns: u32) -> Result<EphemeralPorts, EphemeralError> {
+    pub fn start(maps: EphemeralMaps, netns: u32) -> Result<Self, EphemeralError> {
         let range = PortRange::read().map_err(EphemeralError::Range)?;
-        let mut e = EphemeralPorts {
+        let mut e = Self {
             maps,
             netns,
             range,
@@ -438,9 +438,9 @@ impl EphemeralReading {
         range: crate::tables::port_range::PortRange,
         destinations: Vec<crate::output::figures::DestinationFigures>,
         untracked: Option<u64>,
-    ) -> EphemeralReading {
+    ) -> Self {
         let figures = figures(&range, &destinations, TOP_DESTINATIONS, untracked);
-        EphemeralReading {
+        Self {
             range,
             destinations,
             figures,

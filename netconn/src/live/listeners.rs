@@ -55,13 +55,13 @@ struct Handshakes {
 impl Listeners {
     /// Starts counting drops from now (as the namespace's ListenDrops):
     /// the calling thread's namespace's listeners.
-    pub fn start() -> Listeners {
-        Listeners::from(&listeners::dump().unwrap_or_default())
+    pub fn start() -> Self {
+        Self::from(&listeners::dump().unwrap_or_default())
     }
 
     /// Starts counting drops from the listeners of a dump.
-    pub fn from(now: &[ListenSocket]) -> Listeners {
-        Listeners {
+    pub fn from(now: &[ListenSocket]) -> Self {
+        Self {
             drops: now.iter().map(|s| (s.cookie, s.drops)).collect(),
             handshakes: HashMap::new(),
         }
@@ -195,8 +195,8 @@ pub struct NewListeners {
 }
 
 impl NewListeners {
-    pub fn new(allowed: Vec<crate::config::Entry>) -> NewListeners {
-        NewListeners {
+    pub fn new(allowed: Vec<crate::config::Entry>) -> Self {
+        Self {
             allowed,
             known: None,
             active: HashMap::new(),

@@ -43,8 +43,8 @@ pub struct Interval {
 impl Interval {
     /// (`--all-namespaces`) one interval per namespace: its figures and
     /// its ports.
-    pub fn split(self) -> HashMap<u32, Interval> {
-        let mut out: HashMap<u32, Interval> = HashMap::new();
+    pub fn split(self) -> HashMap<u32, Self> {
+        let mut out: HashMap<u32, Self> = HashMap::new();
         for (netns, total) in self.by_netns {
             out.entry(netns).or_default().total = total;
         }
@@ -214,18 +214,18 @@ pub struct ListenCounters {
 }
 
 impl ListenCounters {
-    pub fn parse(netstat: &str) -> Option<ListenCounters> {
+    pub fn parse(netstat: &str) -> Option<Self> {
         let get = |k| crate::tables::totals::table_field(netstat, "TcpExt:", k);
-        Some(ListenCounters {
+        Some(Self {
             overflows: get("ListenOverflows")?.try_into().ok()?,
             drops: get("ListenDrops")?.try_into().ok()?,
         })
     }
 
     /// The calling thread's namespace's.
-    pub fn read() -> std::io::Result<ListenCounters> {
+    pub fn read() -> std::io::Result<Self> {
         let text = std::fs::read_to_string("/proc/thread-self/net/netstat")?;
-        ListenCounters::parse(&text).ok_or_else(|| {
+        Self::parse(&text).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "no TcpExt ListenOverflows/ListenDrops in /proc/net/netstat",
@@ -242,8 +242,8 @@ pub struct Listen {
 }
 
 impl Listen {
-    pub fn start() -> std::io::Result<Listen> {
-        Ok(Listen {
+    pub fn start() -> std::io::Result<Self> {
+        Ok(Self {
             last: ListenCounters::read()?,
             at: Instant::now(),
         })

@@ -225,7 +225,7 @@ impl Node {
         groups: Groups,
         features: crate::ebpf::Features,
         interval: std::time::Duration,
-    ) -> Result<Node, TrackerError> {
+    ) -> Result<Self, TrackerError> {
         let features = crate::ebpf::Features {
             port_groups: !groups.is_empty(),
             ephemeral: features.ephemeral && matches!(scope, Scope::One(_)),
@@ -243,7 +243,7 @@ impl Node {
             probe.watch_ports(&groups.watched_ports())?;
         }
         let tcp_metrics = features.tcp_metrics;
-        let mut node = Node {
+        let mut node = Self {
             probe,
             scope,
             ephemeral,

@@ -114,8 +114,8 @@ pub struct PortTracker {
 }
 
 impl PortTracker {
-    pub fn new(groups: Groups) -> PortTracker {
-        let mut t = PortTracker {
+    pub fn new(groups: Groups) -> Self {
+        let mut t = Self {
             groups,
             ..Default::default()
         };

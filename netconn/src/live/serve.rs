@@ -164,24 +164,24 @@ pub enum Request {
 impl Request {
     fn line(self) -> String {
         match self {
-            Request::Counts => "counts\n".into(),
-            Request::Owners { aged: false } => "owners\n".into(),
-            Request::Owners { aged: true } => "owners aged\n".into(),
-            Request::Alerts => "alerts\n".into(),
-            Request::Records => "records\n".into(),
-            Request::CountsOf(netns) => format!("counts {netns}\n"),
+            Self::Counts => "counts\n".into(),
+            Self::Owners { aged: false } => "owners\n".into(),
+            Self::Owners { aged: true } => "owners aged\n".into(),
+            Self::Alerts => "alerts\n".into(),
+            Self::Records => "records\n".into(),
+            Self::CountsOf(netns) => format!("counts {netns}\n"),
         }
     }
 
     /// The request a line (without its newline) asks for.
-    fn parse(line: &[u8]) -> io::Result<Request> {
+    fn parse(line: &[u8]) -> io::Result<Self> {
         let unknown = || io::Error::new(io::ErrorKind::InvalidInput, "unknown request");
         match line {
-            b"counts" => Ok(Request::Counts),
-            b"owners" => Ok(Request::Owners { aged: false }),
-            b"owners aged" => Ok(Request::Owners { aged: true }),
-            b"alerts" => Ok(Request::Alerts),
-            b"records" => Ok(Request::Records),
+            b"counts" => Ok(Self::Counts),
+            b"owners" => Ok(Self::Owners { aged: false }),
+            b"owners aged" => Ok(Self::Owners { aged: true }),
+            b"alerts" => Ok(Self::Alerts),
+            b"records" => Ok(Self::Records),
             _ => {
                 let netns = line.strip_prefix(b"counts ").ok_or_else(unknown)?;
                 let netns = std::str::from_utf8(netns).map_err(|_| unknown())?;
@@ -191,7 +191,7 @@ impl Request {
     }
 
     /// Reads a client's request line (at most 32 bytes).
-    async fn read(stream: &mut tokio::net::UnixStream) -> io::Result<Request> {
+    async fn read(stream: &mut tokio::net::UnixStream) -> io::Result<Self> {
         use tokio::io::AsyncReadExt;
         let mut line = [0u8; 32];
         let mut len = 0;
@@ -202,10 +202,10 @@ impl Request {
             }
             len += n;
             if let Some(end) = line[..len].iter().position(|b| *b == b'\n') {
-                return Request::parse(&line[..end]);
+                return Self::parse(&line[..end]);
             }
         }
-        Request::parse(&line[..len])
+        Self::parse(&line[..len])
     }
 }
 
@@ -307,8 +307,8 @@ struct Answers {
 impl Board {
     /// A board for a daemon in namespace `own`, whose loop says when it is
     /// `busy`.
-    pub fn new(own: u32, busy: &Busy) -> Board {
-        let board = Board(std::sync::Arc::new(BoardInner {
+    pub fn new(own: u32, busy: &Busy) -> Self {
+        let board = Self(std::sync::Arc::new(BoardInner {
             busy: busy.clone(),
             ..BoardInner::default()
         }));

@@ -64,8 +64,8 @@ pub struct SpaceState {
 }
 
 impl SpaceState {
-    pub fn new(ports: Option<PortTracker>) -> SpaceState {
-        SpaceState {
+    pub fn new(ports: Option<PortTracker>) -> Self {
+        Self {
             base: Baseline::default(),
             mini_tcp: Counts::default(),
             mini_signature: (-1, 0, -1),

@@ -21,24 +21,24 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::ConntrackFull,
-        Kind::NewListener,
-        Kind::ConnSpike,
-        Kind::SynFlood,
-        Kind::PortScan,
-        Kind::PortExhaustion,
+    pub const ALL: [Self; 6] = [
+        Self::ConntrackFull,
+        Self::NewListener,
+        Self::ConnSpike,
+        Self::SynFlood,
+        Self::PortScan,
+        Self::PortExhaustion,
     ];
 
     /// Its name in records and in the configuration.
     pub const fn name(self) -> &'static str {
         match self {
-            Kind::ConntrackFull => "conntrack_full",
-            Kind::NewListener => "new_listener",
-            Kind::ConnSpike => "conn_spike",
-            Kind::SynFlood => "syn_flood",
-            Kind::PortScan => "port_scan",
-            Kind::PortExhaustion => "port_exhaustion",
+            Self::ConntrackFull => "conntrack_full",
+            Self::NewListener => "new_listener",
+            Self::ConnSpike => "conn_spike",
+            Self::SynFlood => "syn_flood",
+            Self::PortScan => "port_scan",
+            Self::PortExhaustion => "port_exhaustion",
         }
     }
 }

@@ -27,7 +27,7 @@ impl Counts {
 
     /// Counts every socket as the kernel reported it (what `ss` shows).
     pub fn from_dump(sockets: &[DumpedSocket]) -> Self {
-        let mut c = Counts::default();
+        let mut c = Self::default();
         for s in sockets {
             c.add(s.conn_type, s.state, 1);
         }
@@ -93,8 +93,8 @@ impl Counts {
     }
 
     /// Reads back what [`Counts::to_json`] wrote; `None` for anything else.
-    pub fn from_json(json: &Value) -> Option<Counts> {
-        let mut c = Counts::default();
+    pub fn from_json(json: &Value) -> Option<Self> {
+        let mut c = Self::default();
         for (ct_name, states) in json.as_object()? {
             let ct = ConnType::ALL.into_iter().find(|ct| ct.name() == ct_name)?;
             for (state, n) in states.as_object()? {
@@ -124,7 +124,7 @@ impl serde::Serialize for NonZero<'_> {
 
 impl Counts {
     /// Combines two tables cell by cell.
-    fn zip_with(mut self, rhs: Counts, f: impl Fn(i64, i64) -> i64) -> Counts {
+    fn zip_with(mut self, rhs: Self, f: impl Fn(i64, i64) -> i64) -> Self {
         for (a, b) in self
             .cells
             .iter_mut()
@@ -138,15 +138,15 @@ impl Counts {
 }
 
 impl std::ops::Add for Counts {
-    type Output = Counts;
-    fn add(self, rhs: Counts) -> Counts {
+    type Output = Self;
+    fn add(self, rhs: Self) -> Self {
         self.zip_with(rhs, |a, b| a + b)
     }
 }
 
 impl std::ops::Sub for Counts {
-    type Output = Counts;
-    fn sub(self, rhs: Counts) -> Counts {
+    type Output = Self;
+    fn sub(self, rhs: Self) -> Self {
         self.zip_with(rhs, |a, b| a - b)
     }
 }

@@ -30,8 +30,8 @@ pub struct DumpedSocket {
 impl DumpedSocket {
     /// A full socket in `state` for tests, all else zero: tests override
     /// what they need with struct update syntax.
-    pub fn test(conn_type: ConnType, state: u8) -> DumpedSocket {
-        DumpedSocket {
+    pub fn test(conn_type: ConnType, state: u8) -> Self {
+        Self {
             conn_type,
             state,
             kind: SocketKind::Full,
@@ -86,10 +86,10 @@ pub enum Direction {
 impl Direction {
     pub fn name(self) -> &'static str {
         match self {
-            Direction::Listen => "listen",
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-            Direction::Local => "local",
+            Self::Listen => "listen",
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+            Self::Local => "local",
         }
     }
 }

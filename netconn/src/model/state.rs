@@ -61,21 +61,21 @@ pub enum ConnType {
 }
 
 impl ConnType {
-    pub const ALL: [ConnType; 4] = [ConnType::Tcp, ConnType::Tcp6, ConnType::Udp, ConnType::Udp6];
+    pub const ALL: [Self; 4] = [Self::Tcp, Self::Tcp6, Self::Udp, Self::Udp6];
 
     pub fn name(self) -> &'static str {
         match self {
-            ConnType::Tcp => "tcp",
-            ConnType::Tcp6 => "tcp6",
-            ConnType::Udp => "udp",
-            ConnType::Udp6 => "udp6",
+            Self::Tcp => "tcp",
+            Self::Tcp6 => "tcp6",
+            Self::Udp => "udp",
+            Self::Udp6 => "udp6",
         }
     }
 
     pub fn family(self) -> u16 {
         match self {
-            ConnType::Tcp | ConnType::Udp => AF_INET,
-            ConnType::Tcp6 | ConnType::Udp6 => AF_INET6,
+            Self::Tcp | Self::Udp => AF_INET,
+            Self::Tcp6 | Self::Udp6 => AF_INET6,
         }
     }
 
@@ -88,12 +88,12 @@ impl ConnType {
     }
 
     pub fn is_tcp(self) -> bool {
-        matches!(self, ConnType::Tcp | ConnType::Tcp6)
+        matches!(self, Self::Tcp | Self::Tcp6)
     }
 
     /// Conn-type of a socket's address family and protocol number.
-    pub fn of(family: u16, protocol: u16) -> Option<ConnType> {
-        netconn_common::conn_index(family, protocol).map(|i| ConnType::ALL[i])
+    pub fn of(family: u16, protocol: u16) -> Option<Self> {
+        netconn_common::conn_index(family, protocol).map(|i| Self::ALL[i])
     }
 
     /// Index 0..4, for dense tables.

@@ -48,7 +48,7 @@ pub struct Credentials {
 impl Credentials {
     /// From the text of `/proc/PID/status`: the fourth figures of `Uid:`
     /// and `Gid:` (real, effective, saved, file system) and `Groups:`.
-    pub fn parse(status: &str) -> Option<Credentials> {
+    pub fn parse(status: &str) -> Option<Self> {
         let field = |name: &str| {
             status
                 .lines()
@@ -62,15 +62,15 @@ impl Credentials {
         let uid = field("Uid:")?.ok()?;
         let gid = field("Gid:")?.ok()?;
         let groups = field("Groups:")?.ok()?;
-        Some(Credentials {
+        Some(Self {
             fsuid: *uid.get(3)?,
             fsgid: *gid.get(3)?,
             groups,
         })
     }
 
-    fn of(pid: u32) -> Option<Credentials> {
-        Credentials::parse(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    fn of(pid: u32) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
     }
 }
 
@@ -154,7 +154,7 @@ fn open_regular(root: &OwnedFd, path: &CString, max: usize) -> Option<String> {
             libc::SYS_openat2,
             root.as_raw_fd(),
             path.as_ptr(),
-            &how as *const libc::open_how,
+            std::ptr::from_ref::<libc::open_how>(&how),
             std::mem::size_of::<libc::open_how>(),
         )
     };

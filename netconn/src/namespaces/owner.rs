@@ -195,7 +195,7 @@ pub fn parse_cgroup(path: &str) -> CgroupNames {
 pub fn pick(cgroups: &[(u32, String)]) -> Option<&(u32, String)> {
     let score = |c: &str| {
         let n = parse_cgroup(c);
-        n.container_id.is_some() as u8 * 2 + n.k8s_pod_uid.is_some() as u8
+        u8::from(n.container_id.is_some()) * 2 + u8::from(n.k8s_pod_uid.is_some())
     };
     let best = cgroups.iter().map(|(_, c)| score(c)).max()?;
     cgroups.iter().find(|(_, c)| score(c) == best)

@@ -26,10 +26,10 @@ pub enum Target {
 impl std::str::FromStr for Target {
     type Err = String;
 
-    fn from_str(s: &str) -> Result<Target, String> {
+    fn from_str(s: &str) -> Result<Self, String> {
         if let Some(pid) = s.strip_prefix("pid:") {
             return match pid.parse::<u32>() {
-                Ok(p) if p > 0 => Ok(Target::Pid(p)),
+                Ok(p) if p > 0 => Ok(Self::Pid(p)),
                 _ => Err(format!("expected pid:PID with a process id, got {s:?}")),
             };
         }
@@ -37,21 +37,21 @@ impl std::str::FromStr for Target {
             return Err("expected a namespace name, a path or pid:PID".into());
         }
         if s.contains('/') {
-            return Ok(Target::Path(PathBuf::from(s)));
+            return Ok(Self::Path(PathBuf::from(s)));
         }
         if s == "." || s == ".." {
             return Err(format!("{s:?} is not a namespace name"));
         }
-        Ok(Target::Name(s.to_owned()))
+        Ok(Self::Name(s.to_owned()))
     }
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Name(n) => write!(f, "{n}"),
-            Target::Path(p) => write!(f, "{}", p.display()),
-            Target::Pid(p) => write!(f, "pid:{p}"),
+            Self::Name(n) => write!(f, "{n}"),
+            Self::Path(p) => write!(f, "{}", p.display()),
+            Self::Pid(p) => write!(f, "pid:{p}"),
         }
     }
 }
@@ -74,17 +74,17 @@ impl Target {
     /// The namespace's file.
     pub fn path(&self) -> PathBuf {
         match self {
-            Target::Name(n) => PathBuf::from(NAMED_DIR).join(n),
-            Target::Path(p) => p.clone(),
-            Target::Pid(p) => PathBuf::from(format!("/proc/{p}/ns/net")),
+            Self::Name(n) => PathBuf::from(NAMED_DIR).join(n),
+            Self::Path(p) => p.clone(),
+            Self::Pid(p) => PathBuf::from(format!("/proc/{p}/ns/net")),
         }
     }
 
     /// Opens the namespace's file.
     pub fn open(&self) -> Result<File, TargetError> {
         File::open(self.path()).map_err(|e| match (self, e.kind()) {
-            (Target::Name(_), std::io::ErrorKind::NotFound) => TargetError::NoName(self.clone()),
-            (Target::Pid(_), std::io::ErrorKind::NotFound) => TargetError::NoProcess(self.clone()),
+            (Self::Name(_), std::io::ErrorKind::NotFound) => TargetError::NoName(self.clone()),
+            (Self::Pid(_), std::io::ErrorKind::NotFound) => TargetError::NoProcess(self.clone()),
             _ => TargetError::Open(self.clone(), e),
         })
     }

@@ -155,10 +155,10 @@ pub struct Raised {
 
 impl Raised {
     /// An alert record (with `alert` and `status` fields) about `key`.
-    pub fn of(record: &impl serde::Serialize, key: String) -> Raised {
+    pub fn of(record: &impl serde::Serialize, key: String) -> Self {
         let record = serde_json::to_value(record).expect("alert records serialize");
         let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
-        Raised {
+        Self {
             alert: serde_json::from_value(record["alert"].clone()).expect("an alert record"),
             status: field("status"),
             key,

@@ -19,10 +19,10 @@ pub struct RttFigures {
 }
 
 impl RttFigures {
-    pub fn of(m: &TcpMetrics) -> RttFigures {
+    pub fn of(m: &TcpMetrics) -> Self {
         let mean = m.sum_us.checked_div(m.samples);
         let seen = mean.is_some();
-        RttFigures {
+        Self {
             count: m.samples,
             min: seen.then_some(m.min_us),
             p50: quantile(m, 0.50),
@@ -59,9 +59,9 @@ pub struct FailedConnects {
 }
 
 impl TcpFigures {
-    pub fn of(m: &TcpMetrics) -> TcpFigures {
+    pub fn of(m: &TcpMetrics) -> Self {
         use netconn_common::{FAILED_ABORTED, FAILED_REFUSED, FAILED_TIMEOUT, FAILED_UNREACHABLE};
-        TcpFigures {
+        Self {
             rtt_us: RttFigures::of(m),
             retrans: m.retrans,
             synack_retrans: m.synack_retrans,
@@ -204,8 +204,8 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn of(m: &TcpMetrics) -> Lifecycle {
-        Lifecycle {
+    pub fn of(m: &TcpMetrics) -> Self {
+        Self {
             connected: m.connected,
             closed: m.closed,
         }

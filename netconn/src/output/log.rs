@@ -19,7 +19,7 @@ pub struct Log {
 
 impl Log {
     /// Starts the thread that writes to stderr.
-    pub fn stderr() -> Log {
+    pub fn stderr() -> Self {
         let (tx, rx) = sync_channel::<String>(BACKLOG);
         let pending = Arc::new((Mutex::new(0usize), Condvar::new()));
         let written = pending.clone();
@@ -34,7 +34,7 @@ impl Log {
                 }
             })
             .expect("spawning the log thread");
-        Log { tx, pending }
+        Self { tx, pending }
     }
 
     /// Queues one line; never blocks.

@@ -25,28 +25,28 @@ pub enum SinkError {
 impl Sink {
     /// Stdout, or `path` opened for appending (created if missing): for
     /// NDJSON records, which add up.
-    pub fn open(path: Option<&Path>) -> Result<Sink, String> {
-        Sink::open_with(path, OpenOptions::new().create(true).append(true))
+    pub fn open(path: Option<&Path>) -> Result<Self, String> {
+        Self::open_with(path, OpenOptions::new().create(true).append(true))
     }
 
     /// Stdout, or `path` created or emptied: for a whole document (a
     /// table, a JSON array) that a second run must replace, not extend.
-    pub fn create(path: Option<&Path>) -> Result<Sink, String> {
-        Sink::open_with(
+    pub fn create(path: Option<&Path>) -> Result<Self, String> {
+        Self::open_with(
             path,
             OpenOptions::new().create(true).write(true).truncate(true),
         )
     }
 
-    fn open_with(path: Option<&Path>, options: &OpenOptions) -> Result<Sink, String> {
+    fn open_with(path: Option<&Path>, options: &OpenOptions) -> Result<Self, String> {
         match path {
             None if crate::host::stdout_was_closed() => {
                 Err("stdout is closed; nothing could be written (use --output FILE)".into())
             }
-            None => Ok(Sink::Stdout(io::stdout())),
+            None => Ok(Self::Stdout(io::stdout())),
             Some(p) => refuse_planted_link(p)
                 .and_then(|()| options.open(p))
-                .map(|file| Sink::File {
+                .map(|file| Self::File {
                     file,
                     path: p.to_owned(),
                 })
@@ -65,14 +65,14 @@ impl Sink {
     /// Writes text as it is (tables for people).
     pub fn write_bytes(&mut self, line: &[u8]) -> Result<(), SinkError> {
         let (result, path) = match self {
-            Sink::Stdout(out) => {
+            Self::Stdout(out) => {
                 let mut lock = out.lock();
                 (
                     lock.write_all(line).and_then(|_| lock.flush()),
                     "stdout".to_owned(),
                 )
             }
-            Sink::File { file, path } => (file.write_all(line), path.display().to_string()),
+            Self::File { file, path } => (file.write_all(line), path.display().to_string()),
         };
         result.map_err(|source| {
             if source.kind() == io::ErrorKind::BrokenPipe {

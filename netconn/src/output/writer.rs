@@ -128,7 +128,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl Writer {
     /// Starts the writer thread for stdout or `path`.
-    pub fn start(path: Option<&Path>, log: crate::output::log::Log) -> Result<Writer, OpenError> {
+    pub fn start(path: Option<&Path>, log: crate::output::log::Log) -> Result<Self, OpenError> {
         let limit = queue_bytes().map_err(OpenError::Queue)?;
         let (target, out) = match path {
             None => {
@@ -155,7 +155,7 @@ impl Writer {
                 move || run(rx, target, out, &shared, &log)
             })
             .expect("spawning the output thread");
-        Ok(Writer {
+        Ok(Self {
             tx: Some(tx),
             limit,
             shared,
@@ -336,8 +336,8 @@ impl Out {
         match self {
             // SAFETY: fd 1 stays open for the life of the process (Rust's
             // runtime puts /dev/null there if it was closed).
-            Out::Stdout => unsafe { BorrowedFd::borrow_raw(1) },
-            Out::File(f) => f.as_fd(),
+            Self::Stdout => unsafe { BorrowedFd::borrow_raw(1) },
+            Self::File(f) => f.as_fd(),
         }
     }
 }

@@ -50,7 +50,12 @@ impl Opt {
     fn takes_value(self) -> bool {
         matches!(
             self,
-            Opt::ConnStatus | Opt::ConnType | Opt::Critical | Opt::Netns | Opt::Test | Opt::Warning
+            Self::ConnStatus
+                | Self::ConnType
+                | Self::Critical
+                | Self::Netns
+                | Self::Test
+                | Self::Warning
         )
     }
 }

@@ -26,24 +26,24 @@ pub enum Status {
 impl Status {
     pub fn exit_code(self) -> u8 {
         match self {
-            Status::Ok => 0,
-            Status::Warning => 1,
-            Status::Critical => 2,
-            Status::Unknown => 3,
+            Self::Ok => 0,
+            Self::Warning => 1,
+            Self::Critical => 2,
+            Self::Unknown => 3,
         }
     }
 
     /// Severity for combining pair states: CRITICAL beats WARNING beats OK.
     fn rank(self) -> u8 {
         match self {
-            Status::Ok => 0,
-            Status::Warning => 1,
-            Status::Unknown => 2,
-            Status::Critical => 3,
+            Self::Ok => 0,
+            Self::Warning => 1,
+            Self::Unknown => 2,
+            Self::Critical => 3,
         }
     }
 
-    pub fn worst(self, other: Status) -> Status {
+    pub fn worst(self, other: Self) -> Self {
         if other.rank() > self.rank() {
             other
         } else {
@@ -54,10 +54,10 @@ impl Status {
     /// ` [WARNING]` after a value outside its range, nothing when OK.
     pub fn suffix(self) -> &'static str {
         match self {
-            Status::Ok => "",
-            Status::Warning => " [WARNING]",
-            Status::Critical => " [CRITICAL]",
-            Status::Unknown => " [UNKNOWN]",
+            Self::Ok => "",
+            Self::Warning => " [WARNING]",
+            Self::Critical => " [CRITICAL]",
+            Self::Unknown => " [UNKNOWN]",
         }
     }
 }
@@ -133,7 +133,7 @@ impl FromStr for Range {
     /// The Linuxfabrik library's grammar, with its messages: `10`, `10:`,
     /// `:`, `~:10`, `10:20`, `@...` (an empty spec or a lone `@` is
     /// 0 to infinity), `%` after a bound ignored.
-    fn from_str(spec: &str) -> Result<Range, String> {
+    fn from_str(spec: &str) -> Result<Self, String> {
         let (inside, s) = match spec.strip_prefix('@') {
             Some(rest) => (true, rest),
             None => (false, spec),
@@ -160,7 +160,7 @@ impl FromStr for Range {
                 g(end)
             ));
         }
-        Ok(Range { start, end, inside })
+        Ok(Self { start, end, inside })
     }
 }
 

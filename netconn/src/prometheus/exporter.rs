@@ -59,8 +59,8 @@ struct RttTotals {
 }
 
 impl Default for RttTotals {
-    fn default() -> RttTotals {
-        RttTotals {
+    fn default() -> Self {
+        Self {
             hist: [0; RTT_BUCKETS],
             sum_us: 0,
             samples: 0,
@@ -148,14 +148,14 @@ pub struct Health {
 }
 
 impl Default for Exporter {
-    fn default() -> Exporter {
-        Exporter::new()
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl Exporter {
-    pub fn new() -> Exporter {
-        Exporter {
+    pub fn new() -> Self {
+        Self {
             tcp: None,
             lifecycle: None,
             rtt: None,

@@ -54,10 +54,10 @@ pub struct LastPage {
 
 impl LastPage {
     /// For a loop that says when it is `busy`.
-    pub fn new(busy: &Busy) -> LastPage {
-        LastPage {
+    pub fn new(busy: &Busy) -> Self {
+        Self {
             busy: busy.clone(),
-            ..LastPage::default()
+            ..Self::default()
         }
     }
 

@@ -48,15 +48,15 @@ pub struct Family {
 }
 
 impl Family {
-    pub fn new(name: &'static str, help: &'static str) -> Family {
-        Family {
+    pub fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
             name,
             help,
             samples: Vec::new(),
         }
     }
 
-    pub fn with(mut self, labels: Labels, value: Value) -> Family {
+    pub fn with(mut self, labels: Labels, value: Value) -> Self {
         self.samples.push((labels, value));
         self
     }
@@ -127,7 +127,7 @@ pub enum Exposition {
 impl Exposition {
     /// The format an `Accept` header asks for: OpenMetrics when it names
     /// it (with a weight above 0), the text format otherwise.
-    pub fn of_accept(accept: Option<&str>) -> Exposition {
+    pub fn of_accept(accept: Option<&str>) -> Self {
         // The highest weight a client gives OpenMetrics (named), and the
         // text format (text/plain, text/*, */*): OpenMetrics when it is
         // wanted at least as much (Prometheus: 1 against 0.5).
@@ -146,16 +146,16 @@ impl Exposition {
             }
         }
         if open_metrics > 0.0 && open_metrics >= text {
-            Exposition::OpenMetrics
+            Self::OpenMetrics
         } else {
-            Exposition::Text
+            Self::Text
         }
     }
 
     pub fn content_type(self) -> &'static str {
         match self {
-            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text => "text/plain; version=0.0.4; charset=utf-8",
         }
     }
 }

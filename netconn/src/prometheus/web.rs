@@ -58,7 +58,7 @@ pub struct Web {
 impl Web {
     /// Loads and checks the file: certificate and key read and matched,
     /// every hash a bcrypt hash.
-    pub fn load(path: &Path) -> Result<Arc<Web>, WebConfigError> {
+    pub fn load(path: &Path) -> Result<Arc<Self>, WebConfigError> {
         let err = |why: String| WebConfigError {
             path: path.display().to_string(),
             why,
@@ -88,7 +88,7 @@ impl Web {
                 "neither tls_server_config nor basic_auth_users: nothing to do".into(),
             ));
         }
-        Ok(Arc::new(Web {
+        Ok(Arc::new(Self {
             tls,
             users,
             verified: Mutex::new(Default::default()),

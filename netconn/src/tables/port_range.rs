@@ -17,7 +17,7 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub fn read() -> io::Result<PortRange> {
+    pub fn read() -> io::Result<Self> {
         let range = std::fs::read_to_string(RANGE)?;
         // Absent on kernels without the sysctl: nothing reserved.
         let reserved = std::fs::read_to_string(RESERVED).unwrap_or_default();

@@ -74,8 +74,8 @@ pub struct Processes {
 }
 
 impl Processes {
-    pub fn new(wanted: bool) -> Processes {
-        Processes {
+    pub fn new(wanted: bool) -> Self {
+        Self {
             wanted,
             found: std::sync::OnceLock::new(),
         }

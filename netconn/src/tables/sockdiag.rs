@@ -44,7 +44,7 @@ pub struct DiagMessage<'a> {
 impl<'a> DiagMessage<'a> {
     /// Reads one `SOCK_DIAG_BY_FAMILY` message; None when it is short or
     /// of an unknown family.
-    pub fn parse(msg: &'a [u8]) -> Option<DiagMessage<'a>> {
+    pub fn parse(msg: &'a [u8]) -> Option<Self> {
         let header = read_header(msg)?;
         let attrs = msg.get(MSG_LEN..).unwrap_or_default();
         Some(DiagMessage { header, attrs })

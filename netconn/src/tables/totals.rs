@@ -56,8 +56,8 @@ pub fn table_field(text: &str, prefix: &str, key: &str) -> Option<i64> {
 }
 
 impl KernelTotals {
-    pub fn parse(sockstat: &str, sockstat6: &str, snmp: &str) -> io::Result<KernelTotals> {
-        Ok(KernelTotals {
+    pub fn parse(sockstat: &str, sockstat6: &str, snmp: &str) -> io::Result<Self> {
+        Ok(Self {
             tcp_inuse: field(sockstat, "TCP:", "inuse").ok_or_else(|| bad("sockstat"))?,
             time_wait: field(sockstat, "TCP:", "tw").ok_or_else(|| bad("sockstat"))?,
             // No IPv6 in this kernel: no sockets either.
@@ -89,15 +89,15 @@ impl KernelTotals {
     }
 
     /// Reads the calling thread's namespace.
-    pub fn read() -> io::Result<KernelTotals> {
-        KernelTotals::read_in(std::path::Path::new("/proc/thread-self/net"))
+    pub fn read() -> io::Result<Self> {
+        Self::read_in(std::path::Path::new("/proc/thread-self/net"))
     }
 
     /// Reads the namespace whose `/proc/.../net` directory `dir` is (that
     /// of a process in it: `/proc/PID/net`).
-    pub fn read_in(dir: &std::path::Path) -> io::Result<KernelTotals> {
+    pub fn read_in(dir: &std::path::Path) -> io::Result<Self> {
         let read = |f: &str| std::fs::read_to_string(dir.join(f));
-        KernelTotals::parse(
+        Self::parse(
             &read("sockstat")?,
             &read("sockstat6").unwrap_or_default(),
             &read("snmp")?,
@@ -122,9 +122,9 @@ pub struct TotalsFiles {
 impl TotalsFiles {
     /// Opens them in `dir` (`/proc/PID/net`, or `/proc/thread-self/net`
     /// from a thread inside the namespace).
-    pub fn open_in(dir: &std::path::Path) -> io::Result<TotalsFiles> {
+    pub fn open_in(dir: &std::path::Path) -> io::Result<Self> {
         let open = |f: &str| std::fs::File::open(dir.join(f));
-        Ok(TotalsFiles {
+        Ok(Self {
             sockstat: open("sockstat")?,
             sockstat6: open("sockstat6").ok(),
             snmp: open("snmp")?,

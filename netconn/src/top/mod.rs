@@ -82,8 +82,8 @@ pub struct App {
 }
 
 impl App {
-    fn new(source: Source, netns: u32, all: bool) -> App {
-        App {
+    fn new(source: Source, netns: u32, all: bool) -> Self {
+        Self {
             source,
             host: crate::host::hostname(),
             netns,

@@ -29,8 +29,8 @@ pub struct Frame {
 impl Frame {
     /// The frame in a records answer (JSON lines); None when it holds no
     /// counts record (the daemon has made no interval since first asked).
-    pub fn parse(text: &str) -> Option<Frame> {
-        let mut frame = Frame::default();
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut frame = Self::default();
         for line in text.lines() {
             let Ok(record) = serde_json::from_str::<Value>(line) else {
                 continue;

@@ -35,7 +35,7 @@ pub struct Fetched {
 impl Source {
     /// The daemon that counts namespace `netns` (`all`: the one that
     /// counts every namespace), else polling.
-    pub fn find(netns: u32, all: bool) -> Source {
+    pub fn find(netns: u32, all: bool) -> Self {
         let candidates = if all {
             vec![(node_socket_path(), true)]
         } else {
@@ -44,22 +44,22 @@ impl Source {
         candidates
             .into_iter()
             .find(|(path, _)| query(path, Request::Alerts, ASK_TIMEOUT).is_ok())
-            .map_or(Source::Poll, |(path, node)| Source::Daemon { path, node })
+            .map_or(Self::Poll, |(path, node)| Self::Daemon { path, node })
     }
 
     /// One line for the top of the screen.
     pub fn describe(&self, netns: u32) -> String {
         match self {
-            Source::Daemon { node: true, .. } => {
+            Self::Daemon { node: true, .. } => {
                 "eBPF: the watch of every namespace (node.sock)".to_owned()
             }
-            Source::Daemon { node: false, .. } => {
+            Self::Daemon { node: false, .. } => {
                 format!("eBPF: the running watch of namespace {netns}")
             }
-            Source::Own { .. } => format!(
+            Self::Own { .. } => format!(
                 "a watch of its own: none ran for namespace {netns}, so top started one (it stops with top)"
             ),
-            Source::Poll => {
+            Self::Poll => {
                 format!(
                     "polling: no watch runs for namespace {netns}; a dump of its tables each refresh"
                 )
@@ -71,7 +71,7 @@ impl Source {
     /// and `netns` name the record made of it).
     pub fn fetch(&self, host: &str, netns: u32) -> Result<Fetched, String> {
         match self {
-            Source::Daemon { path, .. } | Source::Own { path } => {
+            Self::Daemon { path, .. } | Self::Own { path } => {
                 let ask = |request| {
                     query(path, request, ASK_TIMEOUT).map_err(|e| {
                         format!("the daemon at {} did not answer: {e}", path.display())
@@ -82,7 +82,7 @@ impl Source {
                     alerts: ask(Request::Alerts)?,
                 })
             }
-            Source::Poll => {
+            Self::Poll => {
                 // The counts of one dump, as `snapshot` takes them.
                 let counts = crate::tables::snapshot::counts()
                     .map_err(|e| format!("cannot dump the socket tables: {e}"))?;
@@ -112,7 +112,7 @@ pub struct OwnWatch(std::process::Child);
 impl OwnWatch {
     /// Starts it and waits until it answers; None when it cannot serve
     /// (not root: `/run/netconn` is root's) or does not in time.
-    pub fn start(netns: u32) -> Option<(OwnWatch, Source)> {
+    pub fn start(netns: u32) -> Option<(Self, Source)> {
         use std::os::unix::process::CommandExt;
         use std::process::Stdio;
         let exe = std::env::current_exe().ok()?;
@@ -130,7 +130,7 @@ impl OwnWatch {
                 Ok(())
             });
         }
-        let mut own = OwnWatch(cmd.spawn().ok()?);
+        let mut own = Self(cmd.spawn().ok()?);
         let path = socket_path(netns);
         let t0 = std::time::Instant::now();
         while t0.elapsed() < START_WITHIN {

@@ -51,7 +51,7 @@ impl News {
     /// A namespace's listeners and addresses, read from inside it. Another
     /// namespace that cannot be entered gets none (directions then go by
     /// handshakes only); the calling thread's must be readable.
-    pub fn seen(space: &Space) -> Result<News, CmdError> {
+    pub fn seen(space: &Space) -> Result<Self, CmdError> {
         let (listening, locals) = if space.here() {
             listeners_and_locals().map_err(CmdError::system("cannot prepare --events"))?
         } else {
@@ -61,7 +61,7 @@ impl News {
                 .and_then(|file| run_in(&file, listeners_and_locals).ok()?.ok())
                 .unwrap_or_default()
         };
-        Ok(News::Seen {
+        Ok(Self::Seen {
             netns: space.ns.inode,
             listening,
             locals,
@@ -71,7 +71,7 @@ impl News {
 
     fn apply(self, records: &mut ConnRecords) {
         match self {
-            News::Seen {
+            Self::Seen {
                 netns,
                 listening,
                 locals,
@@ -82,8 +82,8 @@ impl News {
                     records.set_owner(netns, owner);
                 }
             }
-            News::Owner(netns, owner) => records.set_owner(netns, owner),
-            News::Gone(netns) => records.forget_namespace(netns),
+            Self::Owner(netns, owner) => records.set_owner(netns, owner),
+            Self::Gone(netns) => records.forget_namespace(netns),
         }
     }
 }

@@ -210,11 +210,11 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    fn new() -> Result<Signals, CmdError> {
+    fn new() -> Result<Self, CmdError> {
         let on = |kind: SignalKind, name: &str| {
             signal(kind).map_err(CmdError::system(format!("cannot handle {name}")))
         };
-        Ok(Signals {
+        Ok(Self {
             int: on(SignalKind::interrupt(), "SIGINT")?,
             term: on(SignalKind::terminate(), "SIGTERM")?,
             hup: on(SignalKind::hangup(), "SIGHUP")?,

@@ -25,15 +25,15 @@ pub(super) enum Counting {
 impl Counting {
     pub fn node(&self) -> Option<&Node> {
         match self {
-            Counting::Ebpf(n) => Some(n),
-            Counting::Poll(_) => None,
+            Self::Ebpf(n) => Some(n),
+            Self::Poll(_) => None,
         }
     }
 
     pub fn scope(&self) -> Scope {
         match self {
-            Counting::Ebpf(n) => n.scope(),
-            Counting::Poll(scope) => *scope,
+            Self::Ebpf(n) => n.scope(),
+            Self::Poll(scope) => *scope,
         }
     }
 }

@@ -25,7 +25,7 @@ struct Kernel {
 
 impl Kernel {
     fn new() -> Self {
-        Kernel {
+        Self {
             matrix: Transitions {
                 counts: [0; TRANSITION_SLOTS],
             },
