@@ -130,6 +130,10 @@ pub struct Space {
     /// The calling thread's namespace ([`Scope::One`]): read from here,
     /// never entered.
     here: bool,
+    /// The UDP sockets of its first snapshot were told to the programs
+    /// (those bound before it was counted); later snapshots need not, and
+    /// must not: a socket released meanwhile would stay marked.
+    seeded: bool,
     /// Its sockstat and snmp files, kept open (see [`TotalsFiles`]).
     totals_files: Option<TotalsFiles>,
     /// What a watch of one namespace keeps too: base, mini-sockets,
@@ -141,17 +145,22 @@ impl Space {
     /// The namespace's kernel totals: from `/proc/PID/net` of a process in
     /// it, or where none is (a namespace only a name or a thread holds)
     /// from a thread that joins it. None when it cannot be read (gone).
-    fn totals(&self) -> Option<KernelTotals> {
-        if let Some(files) = &self.totals_files {
-            return files.read().ok();
-        }
+    /// The calling thread's must be readable: an error there is the
+    /// watch's.
+    fn totals(&self) -> Result<Option<KernelTotals>, TrackerError> {
         if self.here {
-            return KernelTotals::read().ok();
+            return KernelTotals::read().map(Some).map_err(TrackerError::Totals);
         }
-        match self.ns.proc_net() {
+        if let Some(files) = &self.totals_files {
+            return Ok(files.read().ok());
+        }
+        Ok(match self.ns.proc_net() {
             Some(dir) => KernelTotals::read_in(&dir).ok(),
-            None => visit(&self.ns.open()?, KernelTotals::read).ok()?.ok(),
-        }
+            None => self
+                .ns
+                .open()
+                .and_then(|file| visit(&file, KernelTotals::read).ok()?.ok()),
+        })
     }
 
     /// Whether it is the calling thread's namespace ([`Scope::One`]).
@@ -333,6 +342,7 @@ impl Node {
                     ns,
                     host_users,
                     here,
+                    seeded: false,
                 },
             );
         }
@@ -371,10 +381,15 @@ impl Node {
             .take_journal()
             .expect("the journal is back after every snapshot");
         // Read before the dumps (see the single-namespace tracker's resync).
-        let early: BTreeMap<u32, KernelTotals> = dump
-            .iter()
-            .filter_map(|i| Some((*i, self.spaces.get(i)?.totals()?)))
-            .collect();
+        let mut early: BTreeMap<u32, KernelTotals> = BTreeMap::new();
+        for inode in dump {
+            if let Some(totals) = match self.spaces.get(inode) {
+                Some(space) => space.totals()?,
+                None => None,
+            } {
+                early.insert(*inode, totals);
+            }
+        }
         let stop = AtomicBool::new(false);
         // Where each is dumped: here, or from a thread inside it.
         let targets: Vec<(u32, Option<Option<std::fs::File>>)> = dump
@@ -421,16 +436,19 @@ impl Node {
         for (inode, sockets) in dumped {
             // A namespace that went away meanwhile is found gone later.
             let Some(sockets) = sockets else { continue };
-            udp.extend(
-                sockets
-                    .iter()
-                    .filter(|s| !s.conn_type.is_tcp())
-                    .map(|s| s.cookie),
-            );
             let space = self
                 .spaces
                 .get_mut(&inode)
                 .expect("dumped namespaces are tracked");
+            if !space.seeded {
+                udp.extend(
+                    sockets
+                        .iter()
+                        .filter(|s| !s.conn_type.is_tcp())
+                        .map(|s| s.cookie),
+                );
+                space.seeded = true;
+            }
             space.state.merged(&sockets, &events, next, inode);
             merged.insert(inode);
         }
@@ -454,9 +472,10 @@ impl Node {
         // namespace was adopted (see the eBPF crate's udp module).
         self.probe.know_udp_sockets(udp.into_iter())?;
         for inode in merged {
-            let signature = early
-                .get(&inode)
-                .and_then(|k| self.mini_signature_with(inode, k));
+            let signature = match early.get(&inode) {
+                Some(k) => self.mini_signature_with(inode, k)?,
+                None => None,
+            };
             if let (Some(s), Some(sig)) = (self.spaces.get_mut(&inode), signature) {
                 s.state.mini_signature = sig;
             }
@@ -464,12 +483,20 @@ impl Node {
         Ok(())
     }
 
-    /// The signature with kernel totals read before a dump (see the
-    /// single-namespace tracker's).
-    fn mini_signature_with(&self, inode: u32, k: &KernelTotals) -> Option<Signature> {
+    /// The signature with kernel totals read before a dump (see
+    /// [`SpaceState::needs_mini_dump`]); None when another namespace's
+    /// counts cannot be read (it is being forgotten).
+    fn mini_signature_with(
+        &self,
+        inode: u32,
+        k: &KernelTotals,
+    ) -> Result<Option<Signature>, TrackerError> {
         let epoch = self.probe.control().epoch;
-        let (_, events) = self.probe.read_ns_counts(inode, epoch).ok()?;
-        Some(signature(k, events))
+        match self.probe.read_ns_counts(inode, epoch) {
+            Ok((_, events)) => Ok(Some(signature(k, events))),
+            Err(e) if self.spaces.get(&inode).is_some_and(|s| s.here) => Err(e.into()),
+            Err(_) => Ok(None),
+        }
     }
 
     /// One namespace's port groups' series, for streamed events.
@@ -590,14 +617,15 @@ impl Node {
                     continue;
                 }
                 // One reading of the namespace's totals serves both checks.
-                let totals = self.spaces[&inode].totals();
+                let totals = self.spaces[&inode].totals()?;
                 let first = match &totals {
                     Some(k) => Some(k.delta(&self.full_counts(inode)?)),
                     None => None,
                 };
-                let seen = totals
-                    .as_ref()
-                    .and_then(|k| self.mini_signature_with(inode, k));
+                let seen = match &totals {
+                    Some(k) => self.mini_signature_with(inode, k)?,
+                    None => None,
+                };
                 let space = self.spaces.get_mut(&inode).expect("tracked");
                 space.state.note_interval(seen);
                 if steady_disagreement(first, || self.totals_delta(inode))? {
@@ -621,7 +649,7 @@ impl Node {
     /// tracker); None when its files cannot be read.
     fn totals_delta(&self, inode: u32) -> Result<Option<[i64; 5]>, TrackerError> {
         let live = self.full_counts(inode)?;
-        let Some(k) = self.spaces[&inode].totals() else {
+        let Some(k) = self.spaces[&inode].totals()? else {
             return Ok(None);
         };
         Ok(Some(k.delta(&live)))
@@ -631,7 +659,11 @@ impl Node {
     /// kernel counters moved, or while request sockets remain (see
     /// [`SpaceState::needs_mini_dump`]).
     pub fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), TrackerError> {
-        match self.spaces.get(&inode).and_then(Space::totals) {
+        let totals = match self.spaces.get(&inode) {
+            Some(space) => space.totals()?,
+            None => None,
+        };
+        match totals {
             Some(k) => self.refresh_mini_sockets_with(inode, &k),
             None => Ok(()),
         }
@@ -643,7 +675,7 @@ impl Node {
         inode: u32,
         totals: &KernelTotals,
     ) -> Result<(), TrackerError> {
-        let Some(signature) = self.mini_signature_with(inode, totals) else {
+        let Some(signature) = self.mini_signature_with(inode, totals)? else {
             return Ok(());
         };
         let space = &self.spaces[&inode];

@@ -212,7 +212,7 @@ impl Waiting {
 struct Waiter {
     id: u64,
     waiting: Waiting,
-    /// Fires when a newcomer needs its slot, or its event stream ended.
+    /// Fires when a newcomer needs its slot.
     evicted: Arc<Notify>,
 }
 
@@ -263,15 +263,26 @@ async fn connection(
     me.done();
 }
 
-/// Where a connection is, for its deadlines.
+/// Where a connection is, for its deadlines and for eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request: evicted for a newcomer, closed past its
+    /// deadline.
+    Waiting,
+    /// A request is being answered (the page asked of the loop).
+    Answering,
+    /// Its answer is being handed to the client, within
+    /// [`CLIENT_DEADLINE`].
+    Writing,
+    /// It serves an event stream: no deadline, never evicted.
+    Streaming,
+}
+
 struct State {
-    /// A request is being answered.
-    answering: bool,
+    phase: Phase,
     /// Requests answered so far.
     answered: u64,
-    /// It serves an event stream: no deadline, never evicted.
-    streaming: bool,
-    /// When it last started waiting for a request.
+    /// When the phase began.
     since: Instant,
 }
 
@@ -280,9 +291,19 @@ fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Moves a connection to `phase`, and says so to its task.
+fn enter(state: &Mutex<State>, changed: &Notify, phase: Phase) {
+    let mut s = lock(state);
+    s.phase = phase;
+    s.since = Instant::now();
+    drop(s);
+    changed.notify_one();
+}
+
 /// One client's HTTP connection: the first request within
-/// [`CLIENT_DEADLINE`], later ones within [`IDLE`], closed earlier when a
-/// newcomer needs its slot while it waits; until it closes or asks to.
+/// [`CLIENT_DEADLINE`], later ones within [`IDLE`], each answer handed over
+/// within [`CLIENT_DEADLINE`], closed earlier when a newcomer needs its
+/// slot while it waits; until it closes or asks to.
 async fn http<I>(
     io: I,
     shared: Arc<Shared>,
@@ -292,35 +313,43 @@ async fn http<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let state = Arc::new(Mutex::new(State {
-        answering: false,
+        phase: Phase::Waiting,
         answered: 0,
-        streaming: false,
         since: Instant::now(),
     }));
     let changed = Arc::new(Notify::new());
+    // Its event stream ended: the connection closes with it.
+    let ended = Arc::new(Notify::new());
     me.wait();
     let service = {
-        let (state, changed, me) = (state.clone(), changed.clone(), me.clone());
+        let (state, changed, me, ended) =
+            (state.clone(), changed.clone(), me.clone(), ended.clone());
         hyper::service::service_fn(move |request| {
             let (shared, slot) = (shared.clone(), slot.clone());
-            let (state, changed, me) = (state.clone(), changed.clone(), me.clone());
+            let (state, changed, me, ended) =
+                (state.clone(), changed.clone(), me.clone(), ended.clone());
             async move {
                 me.done();
-                lock(&state).answering = true;
-                changed.notify_one();
-                let (response, streaming) = answer(request, &shared, &slot, &me).await;
-                {
-                    let mut s = lock(&state);
-                    s.answering = false;
-                    s.answered += 1;
-                    s.streaming |= streaming;
-                    s.since = Instant::now();
+                enter(&state, &changed, Phase::Answering);
+                let (response, streaming) = answer(request, &shared, &slot, &ended).await;
+                lock(&state).answered += 1;
+                if streaming {
+                    enter(&state, &changed, Phase::Streaming);
+                    return Ok::<_, Infallible>(response);
                 }
-                if !streaming {
-                    me.wait();
-                }
-                changed.notify_one();
-                Ok::<_, Infallible>(response)
+                enter(&state, &changed, Phase::Writing);
+                // Once hyper has taken the whole body, it waits in line.
+                let (parts, body) = response.into_parts();
+                let body = Tracked {
+                    body,
+                    end: Some(Box::new(move || {
+                        if lock(&state).phase == Phase::Writing {
+                            me.wait();
+                            enter(&state, &changed, Phase::Waiting);
+                        }
+                    })),
+                };
+                Ok(Response::from_parts(parts, body.boxed()))
             }
         })
     };
@@ -334,27 +363,70 @@ async fn http<I>(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     loop {
-        let (deadline, waits) = {
+        let deadline = {
             let s = lock(&state);
-            let patience = if s.answered == 0 {
-                CLIENT_DEADLINE
-            } else {
-                IDLE
+            let patience = match s.phase {
+                Phase::Waiting if s.answered == 0 => Some(CLIENT_DEADLINE),
+                Phase::Waiting => Some(IDLE),
+                Phase::Writing => Some(CLIENT_DEADLINE),
+                Phase::Answering | Phase::Streaming => None,
             };
-            (s.since + patience, !s.answering && !s.streaming)
+            patience.map(|p| s.since + p)
         };
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = changed.notified() => {}
+            _ = ended.notified() => break,
             // A newcomer needs the slot (a scraper reconnects for its
-            // next scrape), or the event stream ended.
-            _ = me.evicted.notified() => break,
-            _ = tokio::time::sleep_until(deadline.into()), if waits => break,
+            // next scrape). One that began a request meanwhile passes the
+            // eviction on to the next in line.
+            _ = me.evicted.notified() => {
+                if lock(&state).phase == Phase::Waiting {
+                    break;
+                }
+                me.waiting.evict_longest();
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => break,
         }
     }
     // Closed at once between requests; an answer being written may finish.
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+}
+
+/// A whole answer's body that says when hyper has taken all of it (and
+/// dropped it).
+struct Tracked {
+    body: Body,
+    end: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            end();
+        }
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The body of every answer: whole, or an event stream.
@@ -438,7 +510,7 @@ async fn answer(
     request: Request<Incoming>,
     shared: &Shared,
     slot: &Mutex<Option<OwnedSemaphorePermit>>,
-    me: &Arc<Waiter>,
+    ended: &Arc<Notify>,
 ) -> (Response<Body>, bool) {
     let value = |name| {
         request
@@ -492,12 +564,12 @@ async fn answer(
             };
             drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
             let (out, body) = tokio::sync::mpsc::channel(1);
-            let (board, me) = (shared.board.clone(), me.clone());
+            let (board, ended) = (shared.board.clone(), ended.clone());
             tokio::spawn(async move {
                 crate::web::stream(out, &board, CLIENT_DEADLINE).await;
                 drop(streaming);
                 // The connection closes with it.
-                me.evicted.notify_one();
+                ended.notify_one();
             });
             let mut response = Response::new(Events(body).boxed());
             response.headers_mut().insert(
@@ -527,7 +599,10 @@ async fn answer(
             };
             match page {
                 Some(page) => whole(StatusCode::OK, format.content_type(), page),
-                None => text(StatusCode::SERVICE_UNAVAILABLE, "the watch is stopping\n"),
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no page yet: the watch is starting or stopping; try again\n",
+                ),
             }
         }
     };

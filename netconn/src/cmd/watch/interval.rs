@@ -54,6 +54,27 @@ pub(super) enum Way<'a> {
     In(&'a Namespace),
 }
 
+impl Kept {
+    /// What the calling thread's namespace keeps, started before the
+    /// programs load (its conntrack events, listen counters and listeners'
+    /// drops then count from the start, and the first interval's rates span
+    /// the start-up): an error here is the watch's.
+    pub fn here(config: &crate::config::Config, tcp_metrics: bool) -> Result<Self, CmdError> {
+        Ok(Self {
+            // Its own: the table's events too.
+            conntrack: Some(Monitor::new(true, config.conntrack)),
+            listen: match tcp_metrics {
+                true => Some(
+                    Listen::start().map_err(CmdError::system("cannot read /proc/net/netstat"))?,
+                ),
+                false => None,
+            },
+            listeners: Some(Listeners::start()),
+            ..Self::default()
+        })
+    }
+}
+
 impl Way<'_> {
     /// Runs `f` inside the namespace; None when it cannot be entered.
     pub fn visit<T>(self, f: impl FnOnce() -> T) -> Option<T> {
@@ -107,41 +128,51 @@ pub(super) fn run<'a>(
     // event or a segment, and it only empties queues).
     let still = !seen.moved
         && (kept.listening.as_ref()).is_some_and(|l| l.iter().all(|s| s.accept_queue == 0));
+    // Each part read apart: one that fails in another namespace leaves
+    // the others.
     let inside = seen.way.visit(|| {
-        let monitor = kept.conntrack.get_or_insert_with(|| match here {
-            // Its own: the table's events too.
-            true => Monitor::new(true, config.conntrack),
-            false => Monitor::polled(config.conntrack),
-        });
+        let monitor = kept
+            .conntrack
+            .get_or_insert_with(|| Monitor::polled(config.conntrack));
         let figures = if rules.tcp_metrics {
-            if kept.listen.is_none() {
-                kept.listen = Some(Listen::start()?);
-            }
-            let l = kept.listen.as_mut().expect("just started");
-            Some(if still {
-                crate::live::metrics::figures_with(
-                    seen.metrics,
-                    l.interval_unmoved(),
-                    config.top_ports,
-                )
-            } else {
-                crate::live::metrics::figures(seen.metrics, l, config.top_ports)?
-            })
+            let listen = match kept.listen.take() {
+                Some(l) => Ok(l),
+                None => Listen::start(),
+            };
+            Some(listen.and_then(|mut l| {
+                let figures = if still {
+                    Ok(crate::live::metrics::figures_with(
+                        seen.metrics,
+                        l.interval_unmoved(),
+                        config.top_ports,
+                    ))
+                } else {
+                    crate::live::metrics::figures(seen.metrics, &mut l, config.top_ports)
+                };
+                kept.listen = Some(l);
+                figures
+            }))
         } else {
             None
         };
         let listening = match still {
-            true => kept.listening.clone().unwrap_or_default(),
-            false => crate::tables::listeners::dump()?,
+            true => Ok(kept.listening.clone().unwrap_or_default()),
+            false => crate::tables::listeners::dump(),
         };
         let ct = monitor.read(rules.host, seen.netns, time);
-        Ok::<_, std::io::Error>((figures, listening, ct))
+        (figures, listening, ct)
     });
     let (figures, now, ct) = match inside {
-        Some(Ok((f, l, c))) => (f, Some(l), Some(c)),
         // Its own namespace must be readable; another may be gone.
-        Some(Err(e)) if here => return Err(CmdError::system("cannot read the namespace")(e)),
-        _ => (None, None, None),
+        Some((figures, listening, ct)) if here => (
+            figures
+                .transpose()
+                .map_err(CmdError::system("cannot read /proc/net/netstat"))?,
+            Some(listening.map_err(CmdError::Dump)?),
+            Some(ct),
+        ),
+        Some((figures, listening, ct)) => (figures.and_then(Result::ok), listening.ok(), Some(ct)),
+        None => (None, None, None),
     };
     kept.listening.clone_from(&now);
     let ephemeral = match (node, &now) {

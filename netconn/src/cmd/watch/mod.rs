@@ -248,6 +248,12 @@ fn watch(
         ),
         false => (Scope::One(own), "the socket tables"),
     };
+    // What is kept of each namespace between intervals; the calling
+    // thread's starts now, before the programs load.
+    let mut inside: HashMap<u32, interval::Kept> = HashMap::new();
+    if let Scope::One(netns) = scope {
+        inside.insert(netns, interval::Kept::here(&config, !args.no_tcp_metrics)?);
+    }
     let mut counting = if args.poll {
         Counting::Poll(scope)
     } else {
@@ -274,8 +280,6 @@ fn watch(
         config: &config,
         tcp_metrics: !args.no_tcp_metrics,
     };
-    // What is kept of each namespace between intervals.
-    let mut inside: HashMap<u32, interval::Kept> = HashMap::new();
     let path = match scope {
         Scope::One(netns) => serve::socket_path(netns),
         Scope::All { .. } => serve::node_socket_path(),
