@@ -11,7 +11,7 @@ pub mod watch;
 use std::io;
 
 use crate::config::ConfigError;
-use crate::live::node::TrackerError;
+use crate::live::resync::LiveError;
 use crate::output::sink::SinkError;
 use crate::output::writer::OpenError;
 
@@ -30,7 +30,7 @@ pub enum CmdError {
     Usage(String),
     /// The live counts failed: the kernel programs or a dump (exit 1).
     #[error(transparent)]
-    Tracker(#[from] TrackerError),
+    Live(#[from] LiveError),
     /// Writing the output failed (exit 1).
     #[error(transparent)]
     Write(#[from] SinkError),
@@ -50,7 +50,7 @@ impl CmdError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config(_) | Self::Output(_) | Self::Usage(_) => 2,
-            Self::Tracker(_) | Self::Write(_) | Self::Dump(_) => 1,
+            Self::Live(_) | Self::Write(_) | Self::Dump(_) => 1,
             Self::System { .. } => 1,
         }
     }

@@ -8,6 +8,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod node;
 pub mod ports;
+pub mod resync;
 pub mod serve;
 pub mod slots;
 pub mod space;

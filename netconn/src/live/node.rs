@@ -27,86 +27,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ebpf::{Losses, Probe};
-use crate::live::ephemeral::{EphemeralError, EphemeralPorts, EphemeralReading};
+use crate::live::ephemeral::{EphemeralPorts, EphemeralReading};
 use crate::live::ports::{Groups, PortTracker};
 use crate::live::space::{
-    REASON_LOST, REASON_RECONCILE, REASON_REQUESTED, Signature, SpaceState, signature,
+    self, REASON_LOST, REASON_RECONCILE, REASON_REQUESTED, Signature, Space, signature,
 };
 use crate::model::counts::Counts;
 use crate::model::socket::DumpedSocket;
 use crate::model::state::ConnType;
 use crate::namespaces::discover::{self, Namespace};
-use crate::namespaces::owner::Owner;
-use crate::namespaces::target::{run_in, visit};
+use crate::namespaces::target::run_in;
 use crate::tables::sockdiag;
-use crate::tables::totals::{KernelTotals, TotalsFiles};
+use crate::tables::totals::KernelTotals;
 
-use crate::ebpf::ProbeError;
-use crate::ebpf::probe::quiesce;
-use netconn_common::Control;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrackerError {
-    #[error(transparent)]
-    Probe(#[from] ProbeError),
-    #[error("socket dump (sock_diag) failed: {0}")]
-    Dump(#[source] std::io::Error),
-    #[error("reading /proc/net/sockstat or snmp failed: {0}")]
-    Totals(#[source] std::io::Error),
-    #[error(transparent)]
-    Ephemeral(#[from] EphemeralError),
-}
-
-/// The control-word changes around a dump (steps 1 to 4 of the rule in
-/// [`crate::model::merge`]): journal on, the new epoch, `dump`, journal
-/// off, each change given time to reach every program run.
-fn journal_window<T>(
-    probe: &mut Probe,
-    epoch: u8,
-    next: u8,
-    dump: impl FnOnce() -> T,
-) -> Result<T, ProbeError> {
-    let current = probe.control();
-    let control = |epoch, journal| Control {
-        epoch,
-        journal,
-        ..current
-    };
-    probe.set_control(control(epoch, 1))?;
-    quiesce();
-    probe.set_control(control(next, 1))?;
-    quiesce();
-    let dumped = dump();
-    probe.set_control(control(next, 0))?;
-    // Programs that read the old word finish and submit their events.
-    quiesce();
-    Ok(dumped)
-}
-
-/// How often, and how far apart, a disagreement with the kernel's totals
-/// is sampled before it counts: under churn the two are never read at the
-/// same instant, so only a difference that holds still is an error.
-const RECONCILE_SAMPLES: usize = 3;
-const RECONCILE_SPACING: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Whether `delta` (live totals minus the kernel's; None: unreadable),
-/// `first` as read already, is non-zero and holds still over
-/// [`RECONCILE_SAMPLES`] readings.
-fn steady_disagreement(
-    first: Option<[i64; 5]>,
-    mut delta: impl FnMut() -> Result<Option<[i64; 5]>, TrackerError>,
-) -> Result<bool, TrackerError> {
-    if first.is_none() || first == Some([0; 5]) {
-        return Ok(false);
-    }
-    for _ in 1..RECONCILE_SAMPLES {
-        std::thread::sleep(RECONCILE_SPACING);
-        if delta()? != first {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
+use crate::live::resync::{LiveError, journal_window, steady_disagreement};
 
 /// Which namespaces a node counts.
 #[derive(Debug, Clone, Copy)]
@@ -116,66 +50,6 @@ pub enum Scope {
     /// Every namespace found, `slots` of them counted apart at most (at
     /// most [`netconn_common::MAX_NAMESPACES`]).
     All { slots: u32 },
-}
-
-/// One namespace's live state.
-pub struct Space {
-    pub ns: Namespace,
-    pub owner: Owner,
-    /// Its cookie (`SO_NETNS_COOKIE`), never reused where inodes are: a
-    /// namespace that dies gives its inode to the next one made.
-    cookie: Option<u64>,
-    /// Owned by the host's user namespace (see [`crate::live::slots`]).
-    host_users: bool,
-    /// The calling thread's namespace ([`Scope::One`]): read from here,
-    /// never entered.
-    here: bool,
-    /// The UDP sockets of its first snapshot were told to the programs
-    /// (those bound before it was counted); later snapshots need not, and
-    /// must not: a socket released meanwhile would stay marked.
-    seeded: bool,
-    /// Its sockstat and snmp files, kept open (see [`TotalsFiles`]).
-    totals_files: Option<TotalsFiles>,
-    /// What a watch of one namespace keeps too: base, mini-sockets,
-    /// requests, port groups, resyncs, whether it moved.
-    pub state: SpaceState,
-}
-
-impl Space {
-    /// The namespace's kernel totals: from `/proc/PID/net` of a process in
-    /// it, or where none is (a namespace only a name or a thread holds)
-    /// from a thread that joins it. None when it cannot be read (gone).
-    /// The calling thread's must be readable: an error there is the
-    /// watch's.
-    fn totals(&self) -> Result<Option<KernelTotals>, TrackerError> {
-        if self.here {
-            return KernelTotals::read().map(Some).map_err(TrackerError::Totals);
-        }
-        if let Some(files) = &self.totals_files {
-            return Ok(files.read().ok());
-        }
-        Ok(match self.ns.proc_net() {
-            Some(dir) => KernelTotals::read_in(&dir).ok(),
-            None => self
-                .ns
-                .open()
-                .and_then(|file| visit(&file, KernelTotals::read).ok()?.ok()),
-        })
-    }
-
-    /// Whether it is the calling thread's namespace ([`Scope::One`]).
-    pub fn here(&self) -> bool {
-        self.here
-    }
-
-    /// Runs `f` inside the namespace, on the calling thread; None when it
-    /// cannot be entered (gone).
-    pub fn visit<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
-        if self.here {
-            return Some(f());
-        }
-        visit(&self.ns.open()?, f).ok()
-    }
 }
 
 /// How often /proc is walked for namespaces that came, went or changed
@@ -234,7 +108,7 @@ impl Node {
         groups: Groups,
         features: crate::ebpf::Features,
         interval: std::time::Duration,
-    ) -> Result<Self, TrackerError> {
+    ) -> Result<Self, LiveError> {
         let features = crate::ebpf::Features {
             port_groups: !groups.is_empty(),
             ephemeral: features.ephemeral && matches!(scope, Scope::One(_)),
@@ -293,7 +167,7 @@ impl Node {
     /// Gives slots (their matrices) to namespaces `fresh` and to those
     /// untracked so far, by [`crate::live::slots::plan`]; returns the
     /// inodes adopted, and the namespaces whose slots were taken back.
-    fn adopt(&mut self, fresh: Vec<Namespace>) -> Result<(Vec<u32>, Vec<Change>), TrackerError> {
+    fn adopt(&mut self, fresh: Vec<Namespace>) -> Result<(Vec<u32>, Vec<Change>), LiveError> {
         use crate::live::slots::{Claim, plan};
         for ns in fresh {
             if !self.spaces.contains_key(&ns.inode) {
@@ -324,27 +198,15 @@ impl Node {
             let here = matches!(self.scope, Scope::One(_));
             // Its cookie, from a socket opened inside it (one namespace's
             // programs know theirs).
-            let cookie = if here { None } else { cookie_of(&ns) };
+            let cookie = if here { None } else { space::cookie_of(&ns) };
             if !self.probe.adopt(ns.inode, cookie)? {
                 self.untracked.insert(inode, (ns, host_users));
                 continue;
             }
             adopted.push(ns.inode);
-            self.spaces.insert(
-                ns.inode,
-                Space {
-                    state: SpaceState::new(
-                        (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone())),
-                    ),
-                    cookie,
-                    totals_files: if here { None } else { totals_files(&ns) },
-                    owner: if here { Owner::default() } else { ns.owner() },
-                    ns,
-                    host_users,
-                    here,
-                    seeded: false,
-                },
-            );
+            let ports = (!self.groups.is_empty()).then(|| PortTracker::new(self.groups.clone()));
+            self.spaces
+                .insert(ns.inode, Space::new(ns, cookie, host_users, here, ports));
         }
         Ok((adopted, taken))
     }
@@ -352,7 +214,7 @@ impl Node {
     /// Snapshots namespaces `dump` (from inside each) and merges each with
     /// the journal; every other namespace folds the epoch that ended into
     /// its base. Repeated while the journal or the counting lost events.
-    fn snapshot(&mut self, dump: &[u32]) -> Result<(), TrackerError> {
+    fn snapshot(&mut self, dump: &[u32]) -> Result<(), LiveError> {
         const ATTEMPTS: u32 = 3;
         let mut dump: Vec<u32> = dump.to_vec();
         for _ in 0..ATTEMPTS {
@@ -370,7 +232,7 @@ impl Node {
         Ok(())
     }
 
-    fn snapshot_once(&mut self, dump: &[u32]) -> Result<(), TrackerError> {
+    fn snapshot_once(&mut self, dump: &[u32]) -> Result<(), LiveError> {
         let current = self.probe.control();
         let (epoch, next) = (current.epoch, current.epoch.wrapping_add(1));
         for inode in self.spaces.keys() {
@@ -409,7 +271,7 @@ impl Node {
                 let mut dumped = Vec::new();
                 for (inode, way) in &targets {
                     let sockets = match way {
-                        None => Some(dump_here().map_err(TrackerError::Dump)?),
+                        None => Some(dump_here().map_err(LiveError::Dump)?),
                         Some(file) => file.as_ref().and_then(dump_in),
                     };
                     // Claimed while the journal is on (see
@@ -419,7 +281,7 @@ impl Node {
                     }
                     dumped.push((*inode, sockets));
                 }
-                Ok::<_, TrackerError>(dumped)
+                Ok::<_, LiveError>(dumped)
             });
             stop.store(true, Ordering::Release);
             (dumped, drainer.join().expect("journal drain thread"))
@@ -490,7 +352,7 @@ impl Node {
         &self,
         inode: u32,
         k: &KernelTotals,
-    ) -> Result<Option<Signature>, TrackerError> {
+    ) -> Result<Option<Signature>, LiveError> {
         let epoch = self.probe.control().epoch;
         match self.probe.read_ns_counts(inode, epoch) {
             Ok((_, events)) => Ok(Some(signature(k, events))),
@@ -505,14 +367,14 @@ impl Node {
     }
 
     /// Full sockets of one namespace: base and the current epoch's events.
-    fn full_counts(&self, inode: u32) -> Result<Counts, TrackerError> {
+    fn full_counts(&self, inode: u32) -> Result<Counts, LiveError> {
         let space = &self.spaces[&inode];
         let epoch = self.probe.control().epoch;
         Ok(space.state.base.full + self.probe.read_ns_counts(inode, epoch)?.0)
     }
 
     /// One namespace's counts now.
-    pub fn counts(&self, inode: u32) -> Result<Counts, TrackerError> {
+    pub fn counts(&self, inode: u32) -> Result<Counts, LiveError> {
         let epoch = self.probe.control().epoch;
         let live = self.probe.read_ns_counts(inode, epoch)?.0;
         Ok(self.spaces[&inode].state.counts(live))
@@ -546,7 +408,7 @@ impl Node {
         &mut self,
         mut found: BTreeMap<u32, Namespace>,
         changes: &mut Vec<Change>,
-    ) -> Result<(Vec<u32>, Vec<Change>), TrackerError> {
+    ) -> Result<(Vec<u32>, Vec<Change>), LiveError> {
         // A namespace no process or name holds has no way in: gone.
         let gone: Vec<u32> = self
             .spaces
@@ -572,7 +434,7 @@ impl Node {
                 // Other processes or names: the same namespace joined by
                 // others (a container's process often joins after CNI made
                 // it), or a new one that got a dead one's inode.
-                let cookie = cookie_of(ns);
+                let cookie = space::cookie_of(ns);
                 if cookie.is_some() && space.cookie.is_some() && cookie != space.cookie {
                     replaced.push(*inode);
                     continue;
@@ -597,7 +459,7 @@ impl Node {
         self.adopt(fresh)
     }
 
-    pub fn maintain(&mut self) -> Result<Vec<Change>, TrackerError> {
+    pub fn maintain(&mut self) -> Result<Vec<Change>, LiveError> {
         let mut changes = Vec::new();
         let (adopted, taken) = match self.discover_due() {
             Some(found) => self.discover(found, &mut changes)?,
@@ -647,7 +509,7 @@ impl Node {
 
     /// Live full-socket totals minus the namespace's own (see the
     /// tracker); None when its files cannot be read.
-    fn totals_delta(&self, inode: u32) -> Result<Option<[i64; 5]>, TrackerError> {
+    fn totals_delta(&self, inode: u32) -> Result<Option<[i64; 5]>, LiveError> {
         let live = self.full_counts(inode)?;
         let Some(k) = self.spaces[&inode].totals()? else {
             return Ok(None);
@@ -658,7 +520,7 @@ impl Node {
     /// Re-reads one namespace's time-wait and request sockets when its
     /// kernel counters moved, or while request sockets remain (see
     /// [`SpaceState::needs_mini_dump`]).
-    pub fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), TrackerError> {
+    pub fn refresh_mini_sockets(&mut self, inode: u32) -> Result<(), LiveError> {
         let totals = match self.spaces.get(&inode) {
             Some(space) => space.totals()?,
             None => None,
@@ -674,7 +536,7 @@ impl Node {
         &mut self,
         inode: u32,
         totals: &KernelTotals,
-    ) -> Result<(), TrackerError> {
+    ) -> Result<(), LiveError> {
         let Some(signature) = self.mini_signature_with(inode, totals)? else {
             return Ok(());
         };
@@ -687,7 +549,7 @@ impl Node {
             Some(Ok(dump)) => dump,
             // Here, a failed dump is an error; elsewhere the namespace
             // may be gone, found so at the next walk.
-            Some(Err(e)) if space.here => return Err(TrackerError::Dump(e)),
+            Some(Err(e)) if space.here => return Err(LiveError::Dump(e)),
             _ => return Ok(()),
         };
         let space = self.spaces.get_mut(&inode).expect("tracked");
@@ -708,7 +570,7 @@ impl Node {
 
     /// Connection records the kernel could not hand over, since start;
     /// None when started without them.
-    pub fn conn_records_lost(&self) -> Result<Option<u64>, TrackerError> {
+    pub fn conn_records_lost(&self) -> Result<Option<u64>, LiveError> {
         match self.conns {
             true => Ok(Some(self.probe.conns().records_lost()?)),
             false => Ok(None),
@@ -758,7 +620,7 @@ impl Node {
     /// first time); None when started without them.
     pub fn tcp_metrics(
         &mut self,
-    ) -> Result<Option<std::collections::HashMap<u32, crate::live::metrics::Interval>>, TrackerError>
+    ) -> Result<Option<std::collections::HashMap<u32, crate::live::metrics::Interval>>, LiveError>
     {
         let Some(reader) = self.metrics.as_mut() else {
             return Ok(None);
@@ -776,7 +638,7 @@ impl Node {
     pub fn ephemeral(
         &self,
         listening: &std::collections::HashSet<u16>,
-    ) -> Result<Option<EphemeralReading>, TrackerError> {
+    ) -> Result<Option<EphemeralReading>, LiveError> {
         let Some(e) = &self.ephemeral else {
             return Ok(None);
         };
@@ -801,7 +663,7 @@ impl Node {
     }
 
     /// A fresh snapshot of every namespace (SIGHUP).
-    pub fn resync_all(&mut self) -> Result<(), TrackerError> {
+    pub fn resync_all(&mut self) -> Result<(), LiveError> {
         let all: Vec<(u32, &'static str)> = (self.spaces.keys())
             .map(|i| (*i, REASON_REQUESTED))
             .collect();
@@ -811,7 +673,7 @@ impl Node {
     /// Snapshots namespaces `fresh` (just adopted: their first) and
     /// `again` (each with why) in one pass, and records for each of
     /// `again` what its snapshot changed.
-    fn resync(&mut self, fresh: &[u32], again: &[(u32, &'static str)]) -> Result<(), TrackerError> {
+    fn resync(&mut self, fresh: &[u32], again: &[(u32, &'static str)]) -> Result<(), LiveError> {
         if fresh.is_empty() && again.is_empty() {
             return Ok(());
         }
@@ -840,7 +702,7 @@ impl Node {
     /// A reader of the processes behind the TCP sockets the programs saw
     /// connect, listen or be accepted, for the clients' thread (`list`
     /// asks, and is answered without the loop).
-    pub fn owners_reader(&self) -> Result<crate::ebpf::conns::OwnersReader, TrackerError> {
+    pub fn owners_reader(&self) -> Result<crate::ebpf::conns::OwnersReader, LiveError> {
         Ok(self.probe.conns().owners_reader()?)
     }
 
@@ -855,7 +717,7 @@ impl Node {
     }
 
     /// Events the kernel could not hand over since start.
-    pub fn lost_events(&self) -> Result<u64, TrackerError> {
+    pub fn lost_events(&self) -> Result<u64, LiveError> {
         Ok(self.probe.lost_events()?)
     }
 
@@ -864,26 +726,6 @@ impl Node {
     pub fn resyncs(&self) -> u64 {
         self.resyncs
     }
-}
-
-/// A namespace's totals files: from `/proc/PID/net` of a process in it,
-/// or from a visit when none is (a namespace only a name holds).
-fn totals_files(ns: &Namespace) -> Option<TotalsFiles> {
-    match ns.proc_net() {
-        Some(dir) => TotalsFiles::open_in(&dir).ok(),
-        None => visit(&ns.open()?, || {
-            TotalsFiles::open_in(std::path::Path::new("/proc/thread-self/net"))
-        })
-        .ok()?
-        .ok(),
-    }
-}
-
-/// A namespace's cookie, from a socket opened inside it; None when it
-/// cannot be entered.
-fn cookie_of(ns: &Namespace) -> Option<u64> {
-    let file = ns.open()?;
-    run_in(&file, crate::ebpf::cgroup::netns_cookie).ok()?.ok()
 }
 
 /// Every socket of the namespace in `file`, dumped from inside it; None

@@ -1,5 +1,6 @@
 //! One namespace's live state, the same for a watch of one namespace and
-//! of every namespace ([`crate::live::node`]): the base merged from its
+//! of every namespace ([`crate::live::node`]): the namespace (how it is
+//! entered, its owner, its totals files) and the base merged from its
 //! last snapshot, its mini-sockets as last read and the kernel signature
 //! they were read at, its request sockets, its port groups' series, its
 //! resyncs. What is done with a snapshot, a mini-socket dump or a resync
@@ -7,11 +8,15 @@
 
 use crate::live::listeners::Requests;
 use crate::live::ports::PortTracker;
+use crate::live::resync::LiveError;
 use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, merge};
 use crate::model::socket::DumpedSocket;
 use crate::model::state::{ConnType, TCP_SYN_RECV};
-use crate::tables::totals::KernelTotals;
+use crate::namespaces::discover::Namespace;
+use crate::namespaces::owner::Owner;
+use crate::namespaces::target::{run_in, visit};
+use crate::tables::totals::{KernelTotals, TotalsFiles};
 
 /// What a resync changed in the live counts.
 #[derive(Debug, Clone)]
@@ -148,6 +153,107 @@ impl SpaceState {
     pub fn counts(&self, live: Counts) -> Counts {
         self.base.full + live + self.mini_tcp
     }
+}
+
+/// One namespace's live state.
+pub struct Space {
+    pub ns: Namespace,
+    pub owner: Owner,
+    /// Its cookie (`SO_NETNS_COOKIE`), never reused where inodes are: a
+    /// namespace that dies gives its inode to the next one made.
+    pub(super) cookie: Option<u64>,
+    /// Owned by the host's user namespace (see [`crate::live::slots`]).
+    pub(super) host_users: bool,
+    /// The calling thread's namespace ([`Scope::One`]): read from here,
+    /// never entered.
+    pub(super) here: bool,
+    /// The UDP sockets of its first snapshot were told to the programs
+    /// (those bound before it was counted); later snapshots need not, and
+    /// must not: a socket released meanwhile would stay marked.
+    pub(super) seeded: bool,
+    /// Its sockstat and snmp files, kept open (see [`TotalsFiles`]).
+    totals_files: Option<TotalsFiles>,
+    /// What a watch of one namespace keeps too: base, mini-sockets,
+    /// requests, port groups, resyncs, whether it moved.
+    pub state: SpaceState,
+}
+
+impl Space {
+    /// A namespace just adopted, not yet snapshotted; `here`: the calling
+    /// thread's (read from here, its owner not looked up).
+    pub fn new(
+        ns: Namespace,
+        cookie: Option<u64>,
+        host_users: bool,
+        here: bool,
+        ports: Option<PortTracker>,
+    ) -> Self {
+        Self {
+            state: SpaceState::new(ports),
+            cookie,
+            totals_files: if here { None } else { totals_files(&ns) },
+            owner: if here { Owner::default() } else { ns.owner() },
+            ns,
+            host_users,
+            here,
+            seeded: false,
+        }
+    }
+
+    /// The namespace's kernel totals: from `/proc/PID/net` of a process in
+    /// it, or where none is (a namespace only a name or a thread holds)
+    /// from a thread that joins it. None when it cannot be read (gone).
+    /// The calling thread's must be readable: an error there is the
+    /// watch's.
+    pub(super) fn totals(&self) -> Result<Option<KernelTotals>, LiveError> {
+        if self.here {
+            return KernelTotals::read().map(Some).map_err(LiveError::Totals);
+        }
+        if let Some(files) = &self.totals_files {
+            return Ok(files.read().ok());
+        }
+        Ok(match self.ns.proc_net() {
+            Some(dir) => KernelTotals::read_in(&dir).ok(),
+            None => self
+                .ns
+                .open()
+                .and_then(|file| visit(&file, KernelTotals::read).ok()?.ok()),
+        })
+    }
+
+    /// Whether it is the calling thread's namespace ([`Scope::One`]).
+    pub fn here(&self) -> bool {
+        self.here
+    }
+
+    /// Runs `f` inside the namespace, on the calling thread; None when it
+    /// cannot be entered (gone).
+    pub fn visit<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        if self.here {
+            return Some(f());
+        }
+        visit(&self.ns.open()?, f).ok()
+    }
+}
+
+/// A namespace's totals files: from `/proc/PID/net` of a process in it,
+/// or from a visit when none is (a namespace only a name holds).
+fn totals_files(ns: &Namespace) -> Option<TotalsFiles> {
+    match ns.proc_net() {
+        Some(dir) => TotalsFiles::open_in(&dir).ok(),
+        None => visit(&ns.open()?, || {
+            TotalsFiles::open_in(std::path::Path::new("/proc/thread-self/net"))
+        })
+        .ok()?
+        .ok(),
+    }
+}
+
+/// A namespace's cookie, from a socket opened inside it; None when it
+/// cannot be entered.
+pub(super) fn cookie_of(ns: &Namespace) -> Option<u64> {
+    let file = ns.open()?;
+    run_in(&file, crate::ebpf::cgroup::netns_cookie).ok()?.ok()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::cmd::CmdError;
 use crate::live::conns::ConnRecords;
-use crate::live::node::Space;
+use crate::live::space::Space;
 use crate::model::state::ConnType;
 use crate::namespaces::owner::Owner;
 use crate::namespaces::target::run_in;
