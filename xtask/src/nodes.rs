@@ -239,9 +239,18 @@ pub fn render(r: &Result_) -> String {
         let of = |runs: &[(String, f64)], name: &str| {
             runs.iter().find(|a| a.0 == name).map_or(f64::NAN, |a| a.1)
         };
+        // A program a mode does not load (the sock_ops program without TCP
+        // metrics or ephemeral ports) has no figure there.
+        let cell = |v: f64| {
+            if v.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{v:.0}")
+            }
+        };
         for (name, single) in one.iter() {
-            let (p, all) = (of(plain, name), of(every, name));
-            s.push_str(&format!("| `{name}` | {single:.0} | {p:.0} | {all:.0} |\n"));
+            let (p, all) = (cell(of(plain, name)), cell(of(every, name)));
+            s.push_str(&format!("| `{name}` | {single:.0} | {p} | {all} |\n"));
         }
         let (a, p, b) = (counting(one), counting(plain), counting(every));
         s.push_str(&format!(
