@@ -14,7 +14,7 @@ use crate::prometheus::node_page;
 use crate::prometheus::page::Page;
 
 use super::interval::Kept;
-use super::reading::{Counting, NamespaceReading, counts_record};
+use super::reading::{Counting, Losses, NamespaceReading, counts_record};
 
 /// A scrape's page, counts read now: every namespace's mini-sockets read
 /// again where the kernel shows they may have changed, or polled.
@@ -167,7 +167,16 @@ pub(super) fn answer_now(
     let owner = (!space.here()).then_some(&space.owner);
     let record = crate::output::record::CountsRecord {
         ports: ports.as_deref(),
-        ..counts_record(host, inode, owner, &counts, Some(node), tags, None)?
+        ..counts_record(
+            host,
+            inode,
+            owner,
+            &counts,
+            Some(node),
+            Losses::of(Some(node))?,
+            tags,
+            None,
+        )
     };
     Ok(served::counts_line(&record))
 }

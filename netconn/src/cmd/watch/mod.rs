@@ -396,6 +396,9 @@ fn watch(
                 let (readings, changes) =
                     reading::read(&mut counting, &groups, args.verify, first, intervals.as_ref())?;
                 first = false;
+                // One reading of the kernel's losses for every record of
+                // the interval.
+                let losses = reading::Losses::of(counting.node())?;
                 for change in changes {
                     if let Change::Gone(gone) | Change::Untracked(gone) = &change {
                         // Its inode may already be another namespace's.
@@ -413,7 +416,8 @@ fn watch(
                             }
                         });
                     }
-                    if report_change(&change, node, &host, &tags, &time, out)? == Flow::Closed {
+                    let flow = report_change(&change, node, losses, &host, &tags, &time, out)?;
+                    if flow == Flow::Closed {
                         return Ok(());
                     }
                 }
@@ -456,9 +460,10 @@ fn watch(
                             r.owner.as_ref(),
                             &r.counts,
                             node,
+                            losses,
                             &tags,
                             Some(out.dropped()),
-                        )?
+                        )
                     };
                     // As `counts INODE` answers it.
                     let answer = CountsRecord {
@@ -521,7 +526,7 @@ fn watch(
                         n.untracked().take(UNTRACKED_LISTED).collect()
                     });
                     let host_record =
-                        host_record(node, &readings, &sum, &untracked, &host, &time, out)?;
+                        host_record(node, losses, &readings, &sum, &untracked, &host, &time, out);
                     if let Some(lines) = kept_records.as_mut() {
                         serve::push_line(lines, &host_record);
                     }
@@ -554,16 +559,18 @@ const UNTRACKED_LISTED: usize = 64;
 
 /// The host record of an interval of `--all-namespaces`: the sum of every
 /// namespace's counts and netconn's own health.
+#[allow(clippy::too_many_arguments)]
 fn host_record<'a>(
     node: Option<&Node>,
+    losses: reading::Losses,
     readings: &[reading::NamespaceReading],
     sum: &'a Counts,
     untracked: &'a [u32],
     host: &'a str,
     time: &'a str,
     out: &Writer,
-) -> Result<HostRecord<'a>, CmdError> {
-    Ok(HostRecord {
+) -> HostRecord<'a> {
+    HostRecord {
         kind: "host",
         time,
         host,
@@ -575,12 +582,12 @@ fn host_record<'a>(
         namespaces_untracked: node.map_or(0, |n| n.untracked().len()),
         untracked,
         connections: sum,
-        lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
+        lost_events: losses.lost_events,
         resyncs: node.map(Node::resyncs),
-        conn_records_lost: node.map(Node::conn_records_lost).transpose()?.flatten(),
+        conn_records_lost: losses.conn_records_lost,
         output_dropped: Some(out.dropped()),
         total: sum.total(),
-    })
+    }
 }
 
 /// Writes what a change in the set of namespaces makes: a namespace that
@@ -588,6 +595,7 @@ fn host_record<'a>(
 fn report_change(
     change: &Change,
     node: &Node,
+    losses: reading::Losses,
     host: &str,
     tags: &crate::config::Tags,
     time: &str,
@@ -623,9 +631,10 @@ fn report_change(
                 Some(owner),
                 last,
                 Some(node),
+                losses,
                 tags,
                 Some(out.dropped()),
-            )?
+            )
         };
         if out.send(&record.at(time)) == Flow::Closed {
             return Ok(Flow::Closed);

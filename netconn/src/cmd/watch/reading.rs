@@ -172,23 +172,48 @@ pub(super) fn read(
     }
 }
 
+/// What the kernel could not hand over since start, read once for all
+/// the records of an interval (three reads of the probe each time).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Losses {
+    pub lost_events: u64,
+    /// None without `--events`.
+    pub conn_records_lost: Option<u64>,
+}
+
+impl Losses {
+    /// The node's; none when polled.
+    pub fn of(node: Option<&Node>) -> Result<Self, CmdError> {
+        let Some(node) = node else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            lost_events: node.lost_events()?,
+            conn_records_lost: node.conn_records_lost()?,
+        })
+    }
+}
+
 /// One namespace's counts record; `node` None: polled. `owner`: what the
-/// namespace belongs to (`--all-namespaces`). `output_dropped`: the
-/// writer's count (None in answers to clients).
+/// namespace belongs to (`--all-namespaces`). `losses`: the node's, as
+/// read for this interval. `output_dropped`: the writer's count (None in
+/// answers to clients).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn counts_record<'a>(
     host: &'a str,
     netns: u32,
     owner: Option<&'a Owner>,
     counts: &'a Counts,
     node: Option<&'a Node>,
+    losses: Losses,
     tags: &'a crate::config::Tags,
     output_dropped: Option<u64>,
-) -> Result<CountsRecord<'a>, CmdError> {
+) -> CountsRecord<'a> {
     let space = node.and_then(|n| n.spaces().get(&netns));
-    Ok(CountsRecord {
+    CountsRecord {
         namespace: owner.map(|o| (crate::host::namespace_class(netns), o)),
-        lost_events: node.map(Node::lost_events).transpose()?.unwrap_or(0),
-        conn_records_lost: node.map(Node::conn_records_lost).transpose()?.flatten(),
+        lost_events: losses.lost_events,
+        conn_records_lost: losses.conn_records_lost,
         output_dropped,
         // The namespace's own.
         resyncs: node.map(|_| space.map_or(0, |s| s.state.resyncs)),
@@ -209,5 +234,5 @@ pub(super) fn counts_record<'a>(
             netns,
             counts,
         )
-    })
+    }
 }
