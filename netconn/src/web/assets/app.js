@@ -140,7 +140,8 @@ function renderListeners(r) {
   const body = $("listeners").tBodies[0];
   body.replaceChildren();
   for (const l of r.listeners || []) {
-    const fill = l.backlog ? Math.round((100 * l.accept_queue) / l.backlog) : 0;
+    // A backlog of 0 still takes one connection (as `netconn top` reads it).
+    const fill = Math.round((100 * l.accept_queue) / Math.max(l.backlog, 1));
     const tr = el("tr");
     tr.appendChild(el("td", `${l.addr}:${l.port}`));
     tr.appendChild(el("td", l.pid != null ? `${l.pid}/${l.comm}` : "-"));
