@@ -545,7 +545,7 @@ impl Node {
             return Ok(());
         }
         let with_udp = space.state.ports.is_some();
-        let dump = match space.visit(|| sockdiag::mini_dump(with_udp)) {
+        let dump = match space.way().visit(|| sockdiag::mini_dump(with_udp)) {
             Some(Ok(dump)) => dump,
             // Here, a failed dump is an error; elsewhere the namespace
             // may be gone, found so at the next walk.

@@ -13,7 +13,7 @@ use crate::model::counts::Counts;
 use crate::model::merge::{Baseline, merge};
 use crate::model::socket::DumpedSocket;
 use crate::model::state::{ConnType, TCP_SYN_RECV};
-use crate::namespaces::discover::Namespace;
+use crate::namespaces::discover::{Namespace, Way};
 use crate::namespaces::owner::Owner;
 use crate::namespaces::target::{run_in, visit};
 use crate::tables::totals::{KernelTotals, TotalsFiles};
@@ -226,13 +226,12 @@ impl Space {
         self.here
     }
 
-    /// Runs `f` inside the namespace, on the calling thread; None when it
-    /// cannot be entered (gone).
-    pub fn visit<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
-        if self.here {
-            return Some(f());
+    /// How it is entered from the calling thread.
+    pub fn way(&self) -> Way<'_> {
+        match self.here {
+            true => Way::Here,
+            false => Way::In(&self.ns),
         }
-        visit(&self.ns.open()?, f).ok()
     }
 }
 

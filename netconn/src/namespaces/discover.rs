@@ -23,6 +23,25 @@ pub struct Namespace {
     pub names: Vec<String>,
 }
 
+/// How a namespace is entered from the calling thread: it is the
+/// thread's own (read from here), or one found on the host (visited).
+#[derive(Clone, Copy)]
+pub enum Way<'a> {
+    Here,
+    In(&'a Namespace),
+}
+
+impl Way<'_> {
+    /// Runs `f` inside the namespace, on the calling thread; None when it
+    /// cannot be entered (gone).
+    pub fn visit<T>(self, f: impl FnOnce() -> T) -> Option<T> {
+        match self {
+            Way::Here => Some(f()),
+            Way::In(ns) => crate::namespaces::target::visit(&ns.open()?, f).ok(),
+        }
+    }
+}
+
 /// The namespace inode a `/proc/PID/ns/net` link names: "net:[4026531840]".
 fn link_inode(link: &std::path::Path) -> Option<u32> {
     let target = std::fs::read_link(link).ok()?;

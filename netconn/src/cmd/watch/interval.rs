@@ -10,7 +10,7 @@ use crate::conntrack::Monitor;
 use crate::live::listeners::{Listeners, NewListeners, Requests};
 use crate::live::metrics::{Interval, Listen};
 use crate::live::node::Node;
-use crate::namespaces::discover::Namespace;
+use crate::namespaces::discover::Way;
 use crate::namespaces::owner::Owner;
 use crate::output::alert::ListenerAlert;
 use crate::output::figures::{IntervalFigures, ListenerFigures, PortSeries};
@@ -45,15 +45,6 @@ pub(super) struct Rules<'a> {
     pub tcp_metrics: bool,
 }
 
-/// How a namespace is entered.
-#[derive(Clone, Copy)]
-pub(super) enum Way<'a> {
-    /// The calling thread's: read from here.
-    Here,
-    /// Visited from the calling thread.
-    In(&'a Namespace),
-}
-
 impl Kept {
     /// What the calling thread's namespace keeps, started before the
     /// programs load (its conntrack events, listen counters and listeners'
@@ -72,16 +63,6 @@ impl Kept {
             listeners: Some(Listeners::start()),
             ..Self::default()
         })
-    }
-}
-
-impl Way<'_> {
-    /// Runs `f` inside the namespace; None when it cannot be entered.
-    pub fn visit<T>(self, f: impl FnOnce() -> T) -> Option<T> {
-        match self {
-            Way::Here => Some(f()),
-            Way::In(ns) => crate::namespaces::target::visit(&ns.open()?, f).ok(),
-        }
     }
 }
 

@@ -8,11 +8,9 @@ use crate::live::node::{Change, Node, Scope};
 use crate::live::ports::{Groups, PortTracker};
 use crate::model::counts::Counts;
 use crate::model::socket::DumpedSocket;
-use crate::namespaces::discover::{self, Namespace};
+use crate::namespaces::discover::{self, Namespace, Way};
 use crate::namespaces::owner::Owner;
 use crate::output::record::{CountsRecord, Source};
-
-use super::interval::Way;
 
 /// Where the counts come from.
 pub(super) enum Counting {
